@@ -1,0 +1,179 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// DefaultOpenTimeout is how long OpenBolt waits for the file lock when
+// BoltOptions.OpenTimeout is zero.
+const DefaultOpenTimeout = 2 * time.Second
+
+// bucketName is the one bucket holding every key.
+var bucketName = []byte("fabric")
+
+// ErrLocked is matched (errors.Is) by the error OpenBolt returns when another
+// process holds the store file open.
+var ErrLocked = errors.New("state store is locked by another process")
+
+// BoltOptions configures OpenBolt.
+type BoltOptions struct {
+	// OpenTimeout bounds the wait for the file lock held by another
+	// process (for example a second fabricd on the same state directory).
+	// Zero means DefaultOpenTimeout.
+	OpenTimeout time.Duration
+}
+
+// Bolt is a Store in a bbolt file.
+type Bolt struct {
+	db *bolt.DB
+}
+
+var _ Store = (*Bolt)(nil)
+
+// OpenBolt opens or creates the bbolt file at path (mode 0600 when created).
+// Its directory must exist. If another process has the file open, OpenBolt
+// gives up after opts.OpenTimeout with an error matching ErrLocked.
+func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
+	timeout := opts.OpenTimeout
+	if timeout <= 0 {
+		timeout = DefaultOpenTimeout
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, &lockedError{path: path, waited: timeout}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening state store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketName)
+		return err
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("opening state store %s: creating bucket: %w", path, err)
+	}
+	return &Bolt{db: db}, nil
+}
+
+// Path returns the path of the store file.
+func (b *Bolt) Path() string { return b.db.Path() }
+
+// View implements Store.
+func (b *Bolt) View(fn func(Tx) error) error {
+	return b.db.View(func(btx *bolt.Tx) error {
+		return runTx(&boltTx{bucket: btx.Bucket(bucketName)}, fn)
+	})
+}
+
+// Update implements Store.
+func (b *Bolt) Update(fn func(Tx) error) error {
+	return b.db.Update(func(btx *bolt.Tx) error {
+		return runTx(&boltTx{bucket: btx.Bucket(bucketName), writable: true}, fn)
+	})
+}
+
+// Close implements Store.
+func (b *Bolt) Close() error {
+	if err := b.db.Close(); err != nil {
+		return fmt.Errorf("closing state store %s: %w", b.db.Path(), err)
+	}
+	return nil
+}
+
+// runTx runs fn and marks tx closed afterwards, even if fn panics, so a
+// transaction that escapes fn fails cleanly instead of touching unmapped
+// memory.
+func runTx(tx *boltTx, fn func(Tx) error) error {
+	defer func() { tx.closed = true }()
+	return fn(tx)
+}
+
+type lockedError struct {
+	path   string
+	waited time.Duration
+}
+
+func (e *lockedError) Error() string {
+	return fmt.Sprintf("state store %s is locked by another process (gave up after %s)", e.path, e.waited)
+}
+
+func (e *lockedError) Is(target error) bool { return target == ErrLocked }
+
+// boltTx adapts a bbolt transaction's bucket to Tx.
+type boltTx struct {
+	bucket   *bolt.Bucket
+	writable bool
+	closed   bool
+}
+
+func (tx *boltTx) check(key string, write bool) error {
+	switch {
+	case tx.closed:
+		return errTxClosed
+	case write && !tx.writable:
+		return fmt.Errorf("key %s: %w", key, ErrReadOnly)
+	}
+	return checkKey(key)
+}
+
+func (tx *boltTx) Get(key string) ([]byte, error) {
+	if err := tx.check(key, false); err != nil {
+		return nil, err
+	}
+	// A cursor tells a missing key from an empty value, which
+	// Bucket.Get does not.
+	k, v := tx.bucket.Cursor().Seek([]byte(key))
+	if k == nil || string(k) != key {
+		return nil, notFound(key)
+	}
+	return clone(v), nil
+}
+
+func (tx *boltTx) Put(key string, value []byte) error {
+	if err := tx.check(key, true); err != nil {
+		return err
+	}
+	// bbolt keeps a reference to value until commit; the caller may reuse it.
+	if err := tx.bucket.Put([]byte(key), clone(value)); err != nil {
+		return fmt.Errorf("putting %s: %w", key, err)
+	}
+	return nil
+}
+
+func (tx *boltTx) Delete(key string) error {
+	if err := tx.check(key, true); err != nil {
+		return err
+	}
+	if err := tx.bucket.Delete([]byte(key)); err != nil {
+		return fmt.Errorf("deleting %s: %w", key, err)
+	}
+	return nil
+}
+
+func (tx *boltTx) Scan(prefix string, fn func(key string, value []byte) error) error {
+	if tx.closed {
+		return errTxClosed
+	}
+	p := []byte(prefix)
+	c := tx.bucket.Cursor()
+	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); {
+		key := string(k)
+		if err := fn(key, v); err != nil {
+			return err
+		}
+		// fn may have written to the bucket, which invalidates the
+		// cursor; find the next key afresh.
+		k, v = c.Seek([]byte(key))
+		if k != nil && string(k) == key {
+			k, v = c.Next()
+		}
+	}
+	return nil
+}

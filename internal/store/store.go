@@ -1,0 +1,91 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrNotFound is wrapped (with the key) by Tx.Get for a missing key.
+	ErrNotFound = errors.New("not found")
+	// ErrReadOnly is returned by Put and Delete inside View.
+	ErrReadOnly = errors.New("write in a read-only transaction")
+	// ErrEmptyKey is returned for an empty key.
+	ErrEmptyKey = errors.New("empty key")
+
+	errTxClosed    = errors.New("transaction used after its function returned")
+	errStoreClosed = errors.New("store is closed")
+)
+
+// Tx is a transaction. It is valid only while the function given to View or
+// Update runs, and only in that function's goroutine.
+type Tx interface {
+	// Get returns a copy of the value of key, or an error wrapping
+	// ErrNotFound if there is none.
+	Get(key string) ([]byte, error)
+	// Put sets key to value. The store keeps its own copy of value.
+	Put(key string, value []byte) error
+	// Delete removes key. Deleting a missing key is not an error.
+	Delete(key string) error
+	// Scan calls fn for every key with the given prefix, in byte order of
+	// the keys, and stops at fn's first error, which it returns. The value
+	// passed to fn is valid only during that call of fn: copy it to keep
+	// it. fn may Put or Delete in the same transaction (for example delete
+	// the keys it visits); whether keys it adds after the current one are
+	// visited is unspecified.
+	Scan(prefix string, fn func(key string, value []byte) error) error
+}
+
+// Store is a transactional key/value store.
+type Store interface {
+	// View runs fn in a read-only transaction that sees a consistent
+	// snapshot. Views may run concurrently with each other and with an
+	// Update.
+	View(fn func(Tx) error) error
+	// Update runs fn in a read-write transaction. Updates are serialized.
+	// The writes are committed only if fn returns nil; if fn returns an
+	// error or panics, every write of the transaction is discarded (a
+	// panic is then re-raised). Update returns fn's error unchanged.
+	Update(fn func(Tx) error) error
+	// Close releases the store. Transactions must not be running.
+	Close() error
+}
+
+// GetJSON reads key and decodes its JSON value into v.
+func GetJSON(tx Tx, key string, v any) error {
+	b, err := tx.Get(key)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decoding %s: %w", key, err)
+	}
+	return nil
+}
+
+// PutJSON encodes v as JSON and stores it at key.
+func PutJSON(tx Tx, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", key, err)
+	}
+	return tx.Put(key, b)
+}
+
+func checkKey(key string) error {
+	if key == "" {
+		return ErrEmptyKey
+	}
+	return nil
+}
+
+func notFound(key string) error {
+	return fmt.Errorf("key %s: %w", key, ErrNotFound)
+}
+
+// clone copies b; the result is never nil, so an empty value reads back as
+// an empty (not nil) slice in every implementation.
+func clone(b []byte) []byte {
+	return append([]byte{}, b...)
+}
