@@ -248,4 +248,3 @@ func testTxUnusableAfterReturn(t *testing.T, open Opener) {
 		t.Errorf("store content (-want +got):\n%s", diff)
 	}
 }
-
