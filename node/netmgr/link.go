@@ -63,12 +63,10 @@ func configureLink(link netlink.Link, address netip.Prefix, mtu int) error {
 }
 
 // setAddress makes address the link's only address (IPv6 link-local
-// addresses the kernel assigns are left alone).
+// addresses the kernel assigns are left alone). Stale addresses go first:
+// deleting a primary IPv4 address also deletes the secondaries of its subnet,
+// which may include address.
 func setAddress(link netlink.Link, address netip.Prefix) error {
-	want := &netlink.Addr{IPNet: prefixIPNet(address)}
-	if err := netlink.AddrReplace(link, want); err != nil {
-		return fmt.Errorf("setting address %s: %w", address, err)
-	}
 	addrs, err := listAddrs(link)
 	if err != nil {
 		return err
@@ -78,9 +76,13 @@ func setAddress(link netlink.Link, address netip.Prefix) error {
 		if p == address || (p.Addr().Is6() && p.Addr().IsLinkLocalUnicast()) {
 			continue
 		}
-		if err := netlink.AddrDel(link, &a); err != nil {
+		// EADDRNOTAVAIL: already deleted along with its primary.
+		if err := netlink.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			return fmt.Errorf("removing stale address %s: %w", p, err)
 		}
+	}
+	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: prefixIPNet(address)}); err != nil {
+		return fmt.Errorf("setting address %s: %w", address, err)
 	}
 	return nil
 }
