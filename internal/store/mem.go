@@ -29,7 +29,7 @@ func NewMem() *Mem {
 // View implements Store.
 func (m *Mem) View(fn func(Tx) error) error {
 	if m.closed.Load() {
-		return errStoreClosed
+		return ErrStoreClosed
 	}
 	tx := &memTx{base: *m.data.Load()}
 	defer func() { tx.closed = true }()
@@ -41,7 +41,7 @@ func (m *Mem) Update(fn func(Tx) error) error {
 	m.writer.Lock()
 	defer m.writer.Unlock()
 	if m.closed.Load() {
-		return errStoreClosed
+		return ErrStoreClosed
 	}
 	tx := &memTx{base: *m.data.Load(), writable: true, pending: map[string]pendingWrite{}}
 	defer func() { tx.closed = true }()
@@ -74,11 +74,11 @@ type memTx struct {
 func (tx *memTx) check(key string, write bool) error {
 	switch {
 	case tx.closed:
-		return errTxClosed
+		return ErrTxClosed
 	case write && !tx.writable:
 		return fmt.Errorf("key %s: %w", key, ErrReadOnly)
 	}
-	return checkKey(key)
+	return CheckKey(key)
 }
 
 // lookup returns the value of key as this transaction sees it (not a copy).
@@ -96,16 +96,16 @@ func (tx *memTx) Get(key string) ([]byte, error) {
 	}
 	v, ok := tx.lookup(key)
 	if !ok {
-		return nil, notFound(key)
+		return nil, NotFound(key)
 	}
-	return clone(v), nil
+	return Clone(v), nil
 }
 
 func (tx *memTx) Put(key string, value []byte) error {
 	if err := tx.check(key, true); err != nil {
 		return err
 	}
-	tx.pending[key] = pendingWrite{value: clone(value)}
+	tx.pending[key] = pendingWrite{value: Clone(value)}
 	return nil
 }
 
@@ -119,7 +119,7 @@ func (tx *memTx) Delete(key string) error {
 
 func (tx *memTx) Scan(prefix string, fn func(key string, value []byte) error) error {
 	if tx.closed {
-		return errTxClosed
+		return ErrTxClosed
 	}
 	for _, key := range tx.keys(prefix) {
 		v, ok := tx.lookup(key)
@@ -127,7 +127,7 @@ func (tx *memTx) Scan(prefix string, fn func(key string, value []byte) error) er
 			continue // deleted by fn earlier in this scan
 		}
 		// A copy, so fn cannot change the store through it.
-		if err := fn(key, clone(v)); err != nil {
+		if err := fn(key, Clone(v)); err != nil {
 			return err
 		}
 	}

@@ -14,8 +14,8 @@ var (
 	// ErrEmptyKey is returned for an empty key.
 	ErrEmptyKey = errors.New("empty key")
 
-	errTxClosed    = errors.New("transaction used after its function returned")
-	errStoreClosed = errors.New("store is closed")
+	ErrTxClosed    = errors.New("transaction used after its function returned")
+	ErrStoreClosed = errors.New("store is closed")
 )
 
 // Tx is a transaction. It is valid only while the function given to View or
@@ -73,19 +73,21 @@ func PutJSON(tx Tx, key string, v any) error {
 	return tx.Put(key, b)
 }
 
-func checkKey(key string) error {
+// CheckKey rejects an empty key; implementations call it on every access.
+func CheckKey(key string) error {
 	if key == "" {
 		return ErrEmptyKey
 	}
 	return nil
 }
 
-func notFound(key string) error {
+// NotFound is the error Get returns for a missing key.
+func NotFound(key string) error {
 	return fmt.Errorf("key %s: %w", key, ErrNotFound)
 }
 
-// clone copies b; the result is never nil, so an empty value reads back as
+// Clone copies b; the result is never nil, so an empty value reads back as
 // an empty (not nil) slice in every implementation.
-func clone(b []byte) []byte {
+func Clone(b []byte) []byte {
 	return append([]byte{}, b...)
 }

@@ -1,28 +1,29 @@
-package store
+package boltstore
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/fabricmesh/fabric/internal/store"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// DefaultOpenTimeout is how long OpenBolt waits for the file lock when
-// BoltOptions.OpenTimeout is zero.
+// DefaultOpenTimeout is how long Open waits for the file lock when
+// Options.OpenTimeout is zero.
 const DefaultOpenTimeout = 2 * time.Second
 
 // bucketName is the one bucket holding every key.
 var bucketName = []byte("fabric")
 
-// ErrLocked is matched (errors.Is) by the error OpenBolt returns when another
+// ErrLocked is matched (errors.Is) by the error Open returns when another
 // process holds the store file open.
 var ErrLocked = errors.New("state store is locked by another process")
 
-// BoltOptions configures OpenBolt.
-type BoltOptions struct {
+// Options configures Open.
+type Options struct {
 	// OpenTimeout bounds the wait for the file lock held by another
 	// process (for example a second fabricd on the same state directory).
 	// Zero means DefaultOpenTimeout.
@@ -34,12 +35,12 @@ type Bolt struct {
 	db *bolt.DB
 }
 
-var _ Store = (*Bolt)(nil)
+var _ store.Store = (*Bolt)(nil)
 
-// OpenBolt opens or creates the bbolt file at path (mode 0600 when created).
-// Its directory must exist. If another process has the file open, OpenBolt
+// Open opens or creates the bbolt file at path (mode 0600 when created).
+// Its directory must exist. If another process has the file open, Open
 // gives up after opts.OpenTimeout with an error matching ErrLocked.
-func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
+func Open(path string, opts Options) (*Bolt, error) {
 	timeout := opts.OpenTimeout
 	if timeout <= 0 {
 		timeout = DefaultOpenTimeout
@@ -66,14 +67,14 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 func (b *Bolt) Path() string { return b.db.Path() }
 
 // View implements Store.
-func (b *Bolt) View(fn func(Tx) error) error {
+func (b *Bolt) View(fn func(store.Tx) error) error {
 	return b.db.View(func(btx *bolt.Tx) error {
 		return runTx(&boltTx{bucket: btx.Bucket(bucketName)}, fn)
 	})
 }
 
 // Update implements Store.
-func (b *Bolt) Update(fn func(Tx) error) error {
+func (b *Bolt) Update(fn func(store.Tx) error) error {
 	return b.db.Update(func(btx *bolt.Tx) error {
 		return runTx(&boltTx{bucket: btx.Bucket(bucketName), writable: true}, fn)
 	})
@@ -90,7 +91,7 @@ func (b *Bolt) Close() error {
 // runTx runs fn and marks tx closed afterwards, even if fn panics, so a
 // transaction that escapes fn fails cleanly instead of touching unmapped
 // memory.
-func runTx(tx *boltTx, fn func(Tx) error) error {
+func runTx(tx *boltTx, fn func(store.Tx) error) error {
 	defer func() { tx.closed = true }()
 	return fn(tx)
 }
@@ -116,11 +117,11 @@ type boltTx struct {
 func (tx *boltTx) check(key string, write bool) error {
 	switch {
 	case tx.closed:
-		return errTxClosed
+		return store.ErrTxClosed
 	case write && !tx.writable:
-		return fmt.Errorf("key %s: %w", key, ErrReadOnly)
+		return fmt.Errorf("key %s: %w", key, store.ErrReadOnly)
 	}
-	return checkKey(key)
+	return store.CheckKey(key)
 }
 
 func (tx *boltTx) Get(key string) ([]byte, error) {
@@ -131,9 +132,9 @@ func (tx *boltTx) Get(key string) ([]byte, error) {
 	// Bucket.Get does not.
 	k, v := tx.bucket.Cursor().Seek([]byte(key))
 	if k == nil || string(k) != key {
-		return nil, notFound(key)
+		return nil, store.NotFound(key)
 	}
-	return clone(v), nil
+	return store.Clone(v), nil
 }
 
 func (tx *boltTx) Put(key string, value []byte) error {
@@ -141,7 +142,7 @@ func (tx *boltTx) Put(key string, value []byte) error {
 		return err
 	}
 	// bbolt keeps a reference to value until commit; the caller may reuse it.
-	if err := tx.bucket.Put([]byte(key), clone(value)); err != nil {
+	if err := tx.bucket.Put([]byte(key), store.Clone(value)); err != nil {
 		return fmt.Errorf("putting %s: %w", key, err)
 	}
 	return nil
@@ -159,7 +160,7 @@ func (tx *boltTx) Delete(key string) error {
 
 func (tx *boltTx) Scan(prefix string, fn func(key string, value []byte) error) error {
 	if tx.closed {
-		return errTxClosed
+		return store.ErrTxClosed
 	}
 	p := []byte(prefix)
 	c := tx.bucket.Cursor()

@@ -1,4 +1,4 @@
-package store_test
+package boltstore_test
 
 import (
 	"errors"
@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/store/boltstore"
 	"github.com/fabricmesh/fabric/internal/store/storetest"
 	"github.com/google/go-cmp/cmp"
 )
 
-func openBolt(tb testing.TB, path string) *store.Bolt {
+func openBolt(tb testing.TB, path string) *boltstore.Bolt {
 	tb.Helper()
-	s, err := store.OpenBolt(path, store.BoltOptions{})
+	s, err := boltstore.Open(path, boltstore.Options{})
 	if err != nil {
 		tb.Fatalf("OpenBolt: %v", err)
 	}
@@ -75,13 +76,13 @@ func TestBoltSecondOpenIsLocked(t *testing.T) {
 	openBolt(t, path)
 	// bbolt's flock is per open file, so a second open in this process
 	// conflicts just as a second fabricd would.
-	s, err := store.OpenBolt(path, store.BoltOptions{OpenTimeout: 100 * time.Millisecond})
+	s, err := boltstore.Open(path, boltstore.Options{OpenTimeout: 100 * time.Millisecond})
 	if err == nil {
 		_ = s.Close()
 		t.Fatal("second OpenBolt succeeded, want a locked error")
 	}
-	if !errors.Is(err, store.ErrLocked) {
-		t.Errorf("error %v, want store.ErrLocked", err)
+	if !errors.Is(err, boltstore.ErrLocked) {
+		t.Errorf("error %v, want boltstore.ErrLocked", err)
 	}
 	wantText := "state store " + path + " is locked by another process"
 	if !strings.Contains(err.Error(), wantText) {
@@ -116,7 +117,7 @@ func TestBoltOpenErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := store.OpenBolt(tt.path, store.BoltOptions{})
+			s, err := boltstore.Open(tt.path, boltstore.Options{})
 			if err == nil {
 				_ = s.Close()
 				t.Fatal("OpenBolt succeeded, want error")
@@ -124,7 +125,7 @@ func TestBoltOpenErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.path) {
 				t.Errorf("error %q does not name the path", err)
 			}
-			if errors.Is(err, store.ErrLocked) {
+			if errors.Is(err, boltstore.ErrLocked) {
 				t.Errorf("error %v matches ErrLocked", err)
 			}
 		})
