@@ -1,0 +1,357 @@
+package core
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/store"
+)
+
+// NodeActivator reaches a node's pubapi, proving the bootstrap key.
+type NodeActivator interface {
+	// GetNodeState asks the node who it is.
+	GetNodeState(ctx context.Context, nodePublicEndpoint string) (NodeState, error)
+	// ActivateAsNode makes the node a node of this cluster.
+	ActivateAsNode(ctx context.Context, nodePublicEndpoint string, req NodeActivation) (registry.Activated, error)
+}
+
+// NodeState is what a peer says about itself before it is activated.
+type NodeState struct {
+	State     State
+	ClusterID string
+	Name      string
+	Horde     string
+}
+
+// CoordinatorActivation is the admin's request to create a cluster.
+type CoordinatorActivation struct {
+	VPNCIDR             netip.Prefix
+	NodePublicEndpoints []string
+	AdminName           string
+	AdminSigningPubKey  []byte
+	AdminVPNPubKey      []byte
+}
+
+// Event is one step of an activation, streamed to the admin.
+type Event struct {
+	// Progress is a line for the admin to read.
+	Progress string
+	// Node is the outcome of one node's activation.
+	Node *NodeResult
+}
+
+// NodeResult is the outcome of one node's activation.
+type NodeResult struct {
+	NodePublicEndpoint string
+	Peer               registry.Peer
+	// Err is nil when the node is active.
+	Err error
+}
+
+// ActivationResult sums up an activation.
+type ActivationResult struct {
+	Activated, Failed int
+	// Admin is the admin's record (ActivateAsCoordinator only).
+	Admin registry.Peer
+}
+
+// ActivateAsCoordinator makes this peer the coordinator of a new cluster:
+// it takes the first VPN IP, brings up its WireGuard interface, records the
+// cluster and the admin, starts the coordinator services and then activates
+// every node concurrently. A node that fails does not stop the others; its
+// error is reported in an Event and recorded so that
+// ActivateAdditionalNodes can retry it. The node activations run to
+// completion even if ctx ends (the admin disconnected).
+func (c *Core) ActivateAsCoordinator(ctx context.Context, req CoordinatorActivation, emit func(Event)) (ActivationResult, error) {
+	endpoints, err := c.checkCoordinatorActivation(req)
+	if err != nil {
+		return ActivationResult{}, err
+	}
+	if err := c.begin(); err != nil {
+		return ActivationResult{}, err
+	}
+	admin, err := c.becomeCoordinator(ctx, req)
+	if err != nil {
+		c.end(StateAcceptingInit, nil)
+		return ActivationResult{}, err
+	}
+	c.end(StateCoordinator, nil)
+	emit(Event{Progress: fmt.Sprintf("coordinator %s is up at VPN IP %s; admin %s has VPN IP %s",
+		c.cfg.Self.Name, c.mustCluster().CoordinatorVPNIP, admin.Name, admin.VPNIP)})
+	if err := c.startCoordinator(); err != nil {
+		return ActivationResult{}, c.fail(err)
+	}
+	res := c.activateNodes(context.WithoutCancel(ctx), endpoints, emit)
+	res.Admin = admin
+	return res, nil
+}
+
+func (c *Core) checkCoordinatorActivation(req CoordinatorActivation) ([]string, error) {
+	if _, err := registry.ParseVPNCIDR(req.VPNCIDR.String()); err != nil || !req.VPNCIDR.IsValid() {
+		return nil, fmt.Errorf("%w: vpn cidr: %v", ErrInvalidArgument, err)
+	}
+	if req.VPNCIDR.Contains(c.cfg.Self.PublicEndpoint.Addr()) {
+		return nil, fmt.Errorf("%w: vpn cidr %s contains the coordinator's public IP %s; choose a range that no peer uses on its network",
+			ErrInvalidArgument, req.VPNCIDR, c.cfg.Self.PublicEndpoint.Addr())
+	}
+	if len(req.AdminSigningPubKey) != ed25519.PublicKeySize || len(req.AdminVPNPubKey) != 32 {
+		return nil, fmt.Errorf("%w: admin keys must be a 32-byte ed25519 and a 32-byte WireGuard public key", ErrInvalidArgument)
+	}
+	if req.AdminName == "" {
+		return nil, fmt.Errorf("%w: admin name is empty", ErrInvalidArgument)
+	}
+	return c.checkNodeEndpoints(req.NodePublicEndpoints, req.VPNCIDR)
+}
+
+// checkNodeEndpoints parses the endpoints and rejects duplicates, the
+// coordinator itself and addresses inside the VPN.
+func (c *Core) checkNodeEndpoints(in []string, vpnCIDR netip.Prefix) ([]string, error) {
+	seen := map[netip.AddrPort]bool{}
+	var out []string
+	for _, s := range in {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil || !ap.Addr().IsValid() || ap.Addr().IsUnspecified() || ap.Port() == 0 {
+			return nil, fmt.Errorf("%w: node endpoint %q: want IP:PORT", ErrInvalidArgument, s)
+		}
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		switch {
+		case seen[ap]:
+			return nil, fmt.Errorf("%w: node endpoint %s is listed twice", ErrInvalidArgument, ap)
+		case ap == c.cfg.Self.PublicEndpoint:
+			return nil, fmt.Errorf("%w: node endpoint %s is the coordinator itself", ErrInvalidArgument, ap)
+		case vpnCIDR.Contains(ap.Addr()):
+			return nil, fmt.Errorf("%w: node endpoint %s is inside the vpn cidr %s", ErrInvalidArgument, ap, vpnCIDR)
+		}
+		seen[ap] = true
+		out = append(out, ap.String())
+	}
+	return out, nil
+}
+
+// becomeCoordinator brings up the network and commits the cluster, the
+// coordinator, the admin and the role in one transaction. On error nothing
+// is committed and the interface is removed.
+func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation) (registry.Peer, error) {
+	id, err := newClusterID()
+	if err != nil {
+		return registry.Peer{}, err
+	}
+	self := c.cfg.Self
+	vpnIP := req.VPNCIDR.Addr().Next()
+	if err := c.cfg.Network.Up(ctx, self.VPNPrivKey, self.WGPort, vpnPrefix(vpnIP, req.VPNCIDR)); err != nil {
+		c.networkDown(ctx)
+		return registry.Peer{}, fmt.Errorf("bringing up the vpn interface: %w", err)
+	}
+	coordinator := registry.Peer{
+		Name: self.Name, Horde: self.Horde,
+		PublicEndpoint: self.PublicEndpoint.String(), WGEndpoint: self.WGEndpoint().String(),
+		WGPubKey: pubKeyBytes(self.VPNPrivKey), SigningPubKey: self.SigningPubKey,
+	}
+	admin := registry.Peer{Name: req.AdminName, SigningPubKey: req.AdminSigningPubKey, WGPubKey: req.AdminVPNPubKey}
+	peers, err := c.reg.Init(registry.Cluster{ID: id, VPNCIDR: req.VPNCIDR}, coordinator, []registry.Peer{admin},
+		func(tx store.Tx) error { return store.PutJSON(tx, keyRole, persistedRole{Role: StateCoordinator}) })
+	if err != nil {
+		c.networkDown(ctx)
+		return registry.Peer{}, err
+	}
+	c.log.Info("activated as coordinator", "cluster", id, "vpnIP", vpnIP, "vpnCIDR", req.VPNCIDR)
+	return peers[1], nil
+}
+
+func (c *Core) networkDown(ctx context.Context) {
+	if err := c.cfg.Network.Down(context.WithoutCancel(ctx)); err != nil {
+		c.log.Warn("removing the vpn interface after a failed activation", "err", err)
+	}
+}
+
+func newClusterID() (string, error) {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("making cluster id: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func (c *Core) mustCluster() registry.Cluster {
+	cl, _ := c.reg.Cluster()
+	return cl
+}
+
+// restoreCoordinator brings a restarted coordinator back.
+func (c *Core) restoreCoordinator(ctx context.Context) error {
+	cl, ok := c.reg.Cluster()
+	if !ok {
+		return errors.New("role is coordinator but the registry is empty")
+	}
+	self := c.cfg.Self
+	if err := c.cfg.Network.Up(ctx, self.VPNPrivKey, self.WGPort, vpnPrefix(cl.CoordinatorVPNIP, cl.VPNCIDR)); err != nil {
+		return fmt.Errorf("bringing up the vpn interface: %w", err)
+	}
+	c.end(StateCoordinator, nil)
+	return c.startCoordinator()
+}
+
+// startCoordinator starts the services and the loop that keeps the
+// coordinator's own WireGuard peers in step with the registry.
+func (c *Core) startCoordinator() error {
+	c.mu.Lock()
+	ctx := c.ctx
+	c.mu.Unlock()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := c.cfg.Services.StartCoordinator(ctx, c.reg); err != nil {
+		return fmt.Errorf("starting coordinator services: %w", err)
+	}
+	c.goLoop(c.coordinatorPeersLoop)
+	return nil
+}
+
+func (c *Core) coordinatorPeersLoop(ctx context.Context) {
+	self := c.mustCluster().CoordinatorVPNIP
+	b := backoff{min: c.cfg.MinBackoff, max: c.cfg.MaxBackoff}
+	for {
+		rev, peers := c.reg.Peers()
+		err := c.applyPeers(ctx, peers, self)
+		if err != nil {
+			c.log.Warn("applying coordinator peers; will retry", "revision", rev, "err", err)
+			if !sleep(ctx, b.next()) {
+				return
+			}
+			continue
+		}
+		b.reset()
+		c.reg.ReportApplied(self, rev, c.cfg.Now().Unix())
+		if _, err := c.reg.Wait(ctx, rev); err != nil {
+			return
+		}
+	}
+}
+
+func (c *Core) applyPeers(ctx context.Context, peers []registry.Peer, self netip.Addr) error {
+	desired, err := wgPeers(peers, self)
+	if err != nil {
+		return err
+	}
+	return c.cfg.Network.SetPeers(ctx, desired)
+}
+
+// ActivateAdditionalNodes activates more nodes, or retries failed ones, on
+// an active coordinator. Nodes already active are reported as such.
+func (c *Core) ActivateAdditionalNodes(ctx context.Context, nodePublicEndpoints []string, emit func(Event)) (ActivationResult, error) {
+	if _, ok := c.Registry(); !ok {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return ActivationResult{}, c.wrongStateLocked()
+	}
+	endpoints, err := c.checkNodeEndpoints(nodePublicEndpoints, c.mustCluster().VPNCIDR)
+	if err != nil {
+		return ActivationResult{}, err
+	}
+	if len(endpoints) == 0 {
+		return ActivationResult{}, fmt.Errorf("%w: no node endpoints given", ErrInvalidArgument)
+	}
+	return c.activateNodes(context.WithoutCancel(ctx), endpoints, emit), nil
+}
+
+// activateNodes activates the nodes concurrently and reports each outcome.
+func (c *Core) activateNodes(ctx context.Context, endpoints []string, emit func(Event)) ActivationResult {
+	if len(endpoints) > 0 {
+		emit(Event{Progress: fmt.Sprintf("activating %d node(s), up to %d at a time", len(endpoints), c.cfg.ActivationConcurrency)})
+	}
+	var (
+		mu  sync.Mutex
+		res ActivationResult
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, c.cfg.ActivationConcurrency)
+	)
+	for _, ep := range endpoints {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			r := c.activateNode(ctx, ep)
+			mu.Lock()
+			defer mu.Unlock()
+			if r.Err != nil {
+				res.Failed++
+			} else {
+				res.Activated++
+			}
+			emit(Event{Node: &r})
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+// activateNode runs one node's activation and records its outcome.
+func (c *Core) activateNode(ctx context.Context, endpoint string) NodeResult {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.NodeActivationTimeout)
+	defer cancel()
+	peer, err := c.tryActivateNode(ctx, endpoint)
+	if errors.Is(err, registry.ErrAlreadyActive) {
+		c.log.Info("node already active", "node", endpoint, "name", peer.Name)
+		return NodeResult{NodePublicEndpoint: endpoint, Peer: peer}
+	}
+	if err != nil {
+		c.log.Warn("node activation failed", "node", endpoint, "err", err)
+		failed, ferr := c.reg.Fail(endpoint, err.Error())
+		if ferr != nil {
+			c.log.Error("recording node failure", "node", endpoint, "err", ferr)
+		}
+		return NodeResult{NodePublicEndpoint: endpoint, Peer: failed, Err: err}
+	}
+	c.log.Info("node activated", "node", endpoint, "name", peer.Name, "vpnIP", peer.VPNIP)
+	return NodeResult{NodePublicEndpoint: endpoint, Peer: peer}
+}
+
+func (c *Core) tryActivateNode(ctx context.Context, endpoint string) (registry.Peer, error) {
+	cl := c.mustCluster()
+	st, err := c.cfg.Activator.GetNodeState(ctx, endpoint)
+	if err != nil {
+		return registry.Peer{}, fmt.Errorf("contacting node: %w", err)
+	}
+	switch {
+	case st.State == StateNode && st.ClusterID == cl.ID:
+		// A retry after a lost answer: the node activates idempotently.
+	case st.State != StateAcceptingInit:
+		return registry.Peer{}, fmt.Errorf("node %s is %s (cluster %q), not waiting for activation", st.Name, st.State, st.ClusterID)
+	}
+	if st.Name == "" {
+		return registry.Peer{}, errors.New("node reported an empty name")
+	}
+	reserved, err := c.reg.Reserve(endpoint, st.Name)
+	if err != nil {
+		return reserved, err
+	}
+	self := c.cfg.Self
+	activated, err := c.cfg.Activator.ActivateAsNode(ctx, endpoint, NodeActivation{
+		ClusterID: cl.ID,
+		VPNCIDR:   cl.VPNCIDR,
+		NodeVPNIP: reserved.VPNIP,
+		Coordinator: CoordinatorInfo{
+			Name:           self.Name,
+			VPNIP:          cl.CoordinatorVPNIP,
+			VPNPubKey:      self.VPNPrivKey.PublicKey(),
+			WGEndpoint:     self.WGEndpoint().String(),
+			VPNAPIEndpoint: hostPort(cl.CoordinatorVPNIP, c.cfg.VPNAPIPort),
+			TLSPin:         self.TLSPin,
+			SigningPubKey:  self.SigningPubKey,
+		},
+	})
+	if err != nil {
+		return registry.Peer{}, fmt.Errorf("activating node: %w", err)
+	}
+	if activated.Name != st.Name {
+		return registry.Peer{}, fmt.Errorf("node changed its name from %q to %q during activation", st.Name, activated.Name)
+	}
+	return c.reg.Activate(reserved.VPNIP, activated)
+}

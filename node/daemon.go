@@ -1,0 +1,299 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/core"
+	"github.com/fabricmesh/fabric/internal/authconn"
+	"github.com/fabricmesh/fabric/internal/identity"
+	"github.com/fabricmesh/fabric/internal/store/boltstore"
+	"github.com/fabricmesh/fabric/node/netmgr"
+	"github.com/fabricmesh/fabric/pubapi"
+	"github.com/fabricmesh/fabric/pubapi/pubapipb"
+	"github.com/fabricmesh/fabric/vpnapi"
+	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
+	"google.golang.org/grpc"
+)
+
+// Config configures a fabricd daemon.
+type Config struct {
+	// StateDir holds the identity and the store.
+	StateDir string
+	// Listen is the pubapi endpoint; its IP is the peer's public IP.
+	Listen netip.AddrPort
+	// BootstrapKey is the cluster's shared bootstrap key.
+	BootstrapKey []byte
+	Name         string
+	Horde        string
+	// WGPort is the WireGuard UDP port.
+	WGPort int
+	// InterfaceName of the WireGuard interface (default fabric0).
+	InterfaceName string
+	// VPNAPIPort is where a coordinator serves the vpnapi on its VPN IP.
+	VPNAPIPort int
+	Logger     *slog.Logger
+
+	// The fields below let tests run many daemons in one process.
+
+	// PubListener, if set, is used instead of listening on Listen.
+	PubListener net.Listener
+	// Network, if set, replaces the real WireGuard network manager.
+	Network core.NetworkManager
+	// VPN, if set, replaces the real VPN network (listen on and dial VPN
+	// addresses).
+	VPN VPNNet
+	// HoldTime of the vpnapi long poll (default vpnapi.DefaultHoldTime).
+	HoldTime time.Duration
+}
+
+// Defaults.
+const (
+	DefaultWGPort     = 51820
+	DefaultVPNAPIPort = 7444
+	DefaultHorde      = "sharks"
+)
+
+// Daemon is a running fabricd.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	id      *identity.Identity
+	store   *boltstore.Bolt
+	core    *core.Core
+	network core.NetworkManager
+	vpn     VPNNet
+
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	servers []*grpc.Server
+}
+
+// Run starts fabricd and blocks until ctx ends, then shuts down.
+func Run(ctx context.Context, cfg Config) error {
+	d, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	d.Wait()
+	return nil
+}
+
+// Start starts fabricd: it loads or creates the identity, opens the store,
+// serves the pubapi and restores the persisted role. The daemon stops when
+// ctx ends; Wait waits for that.
+func Start(ctx context.Context, cfg Config) (*Daemon, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, vpn: cfg.VPN}
+	if d.vpn == nil {
+		d.vpn = HostVPN{}
+	}
+	if err := d.open(); err != nil {
+		d.closeResources()
+		return nil, err
+	}
+	if err := d.servePubAPI(ctx); err != nil {
+		d.closeResources()
+		return nil, err
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		<-ctx.Done()
+		d.shutdown()
+	}()
+	if err := d.core.Start(ctx); err != nil {
+		d.log.Error("could not restore the peer's role; serving GetState only", "err", err)
+	}
+	return d, nil
+}
+
+func (cfg *Config) check() error {
+	switch {
+	case cfg.StateDir == "":
+		return errors.New("--state-dir is required")
+	case !cfg.Listen.IsValid():
+		return errors.New("--listen is required")
+	case len(cfg.BootstrapKey) == 0:
+		return errors.New("the bootstrap key is required")
+	}
+	if cfg.Horde == "" {
+		cfg.Horde = DefaultHorde
+	}
+	if cfg.WGPort == 0 {
+		cfg.WGPort = DefaultWGPort
+	}
+	if cfg.VPNAPIPort == 0 {
+		cfg.VPNAPIPort = DefaultVPNAPIPort
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// open loads the identity and the store and builds core.
+func (d *Daemon) open() error {
+	cfg := d.cfg
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("creating state dir: %w", err)
+	}
+	id, err := identity.LoadOrCreate(filepath.Join(cfg.StateDir, "identity"), d.log)
+	if err != nil {
+		return err
+	}
+	d.id = id
+	if d.store, err = boltstore.Open(filepath.Join(cfg.StateDir, "fabric.db"), boltstore.Options{}); err != nil {
+		return err
+	}
+	d.network = cfg.Network
+	if d.network == nil {
+		if d.network, err = netmgr.New(netmgr.Config{InterfaceName: cfg.InterfaceName, Logger: d.log.With("component", "netmgr")}); err != nil {
+			return err
+		}
+	}
+	d.core, err = core.New(core.Config{
+		Self: core.Self{
+			Name: cfg.Name, Horde: cfg.Horde, PublicEndpoint: cfg.Listen, WGPort: cfg.WGPort,
+			VPNPrivKey: id.VPNPrivKey, SigningPubKey: id.SigningPubKey(), TLSPin: id.TLSCertPin,
+		},
+		Store:      d.store,
+		Network:    d.network,
+		Activator:  pubapi.NewNodeActivator(cfg.BootstrapKey),
+		Dialer:     &vpnapi.Dialer{SigningPrivKey: id.SigningPrivKey, DialContext: d.vpn.Dial, HoldTime: cfg.HoldTime},
+		Services:   services{d},
+		VPNAPIPort: cfg.VPNAPIPort,
+		Logger:     d.log.With("component", "core"),
+	})
+	return err
+}
+
+// servePubAPI serves the pubapi on the public endpoint. Before activation it
+// accepts the bootstrap key; on a coordinator it also accepts admin keys.
+func (d *Daemon) servePubAPI(ctx context.Context) error {
+	creds, err := authconn.NewServerCredentials(authconn.ServerConfig{
+		Certificate:      d.id.TLSCert,
+		BootstrapKey:     d.cfg.BootstrapKey,
+		LookupSigningKey: d.lookupAdmin,
+		Logger:           d.log.With("component", "pubapi"),
+	})
+	if err != nil {
+		return err
+	}
+	lis := d.cfg.PubListener
+	if lis == nil {
+		if lis, err = net.Listen("tcp", d.cfg.Listen.String()); err != nil {
+			return fmt.Errorf("listening for the pubapi on %s: %w", d.cfg.Listen, err)
+		}
+	}
+	srv := grpc.NewServer(grpc.Creds(creds))
+	pubapipb.RegisterPubAPIServer(srv, pubapi.NewServer(d.core, d.cfg.Listen.String()))
+	d.serve(srv, lis, "pubapi")
+	d.log.Info("serving pubapi", "endpoint", lis.Addr().String(), "state", d.core.Status().State)
+	return nil
+}
+
+func (d *Daemon) lookupAdmin(pubKey ed25519.PublicKey) (string, error) {
+	reg, ok := d.core.Registry()
+	if !ok {
+		return "", errors.New("not a coordinator")
+	}
+	p, ok := reg.LookupSigningKey(pubKey)
+	if !ok || p.Role != registry.RoleAdmin {
+		return "", errors.New("not an admin key of this cluster")
+	}
+	return "admin:" + p.Name, nil
+}
+
+func (d *Daemon) serve(srv *grpc.Server, lis net.Listener, what string) {
+	d.mu.Lock()
+	d.servers = append(d.servers, srv)
+	d.mu.Unlock()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			d.log.Error("server stopped", "server", what, "err", err)
+		}
+	}()
+}
+
+// services implements core.RoleServices for the daemon.
+type services struct{ d *Daemon }
+
+// StartCoordinator serves the vpnapi on the coordinator's VPN IP.
+func (s services) StartCoordinator(ctx context.Context, reg *registry.Registry) error {
+	d := s.d
+	cl, _ := reg.Cluster()
+	addr := netip.AddrPortFrom(cl.CoordinatorVPNIP, uint16(d.cfg.VPNAPIPort))
+	creds, err := authconn.NewServerCredentials(authconn.ServerConfig{
+		Certificate:      d.id.TLSCert,
+		LookupSigningKey: vpnapi.LookupSigningKey(reg),
+		Logger:           d.log.With("component", "vpnapi"),
+	})
+	if err != nil {
+		return err
+	}
+	lis, err := d.vpn.Listen(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("listening for the vpnapi on %s: %w", addr, err)
+	}
+	srv := grpc.NewServer(grpc.Creds(creds))
+	vpnapipb.RegisterVPNAPIServer(srv, vpnapi.NewServer(reg, d.cfg.HoldTime))
+	d.serve(srv, lis, "vpnapi")
+	d.log.Info("serving vpnapi", "endpoint", addr)
+	return nil
+}
+
+// StartNode has nothing to start yet beyond core's watch loop.
+func (s services) StartNode(context.Context, core.NodeConfig) error { return nil }
+
+// shutdown stops the servers (long polls are cut, nodes retry), waits for
+// core's loops and releases the store and the network.
+func (d *Daemon) shutdown() {
+	d.mu.Lock()
+	servers := d.servers
+	d.mu.Unlock()
+	for _, srv := range servers {
+		srv.Stop()
+	}
+	d.core.Wait()
+	d.closeResources()
+	d.log.Info("stopped")
+}
+
+func (d *Daemon) closeResources() {
+	if closer, ok := d.network.(io.Closer); ok {
+		if err := closer.Close(); err != nil {
+			d.log.Warn("closing the network manager", "err", err)
+		}
+	}
+	if d.store != nil {
+		if err := d.store.Close(); err != nil {
+			d.log.Warn("closing the store", "err", err)
+		}
+	}
+}
+
+// Wait blocks until the daemon has shut down.
+func (d *Daemon) Wait() { d.wg.Wait() }
+
+// Identity returns the daemon's identity (public parts are useful to tests).
+func (d *Daemon) Identity() *identity.Identity { return d.id }
+
+// Core returns the daemon's core.
+func (d *Daemon) Core() *core.Core { return d.core }

@@ -1,0 +1,100 @@
+package pubapi
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/core"
+	"github.com/fabricmesh/fabric/internal/authconn"
+	"github.com/fabricmesh/fabric/pubapi/pubapipb"
+	"google.golang.org/grpc"
+)
+
+// Client is a connection to a peer's pubapi.
+type Client struct {
+	pubapipb.PubAPIClient
+	conn *grpc.ClientConn
+}
+
+// Dial connects to the pubapi at endpoint (IP:PORT), proving cfg's
+// credential. It does not block; the first call connects.
+func Dial(endpoint string, cfg authconn.ClientConfig) (*Client, error) {
+	creds, err := authconn.NewClientCredentials(cfg)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient("passthrough:///"+endpoint, creds.DialOptions()...)
+	if err != nil {
+		return nil, fmt.Errorf("dialing pubapi %s: %w", endpoint, err)
+	}
+	return &Client{PubAPIClient: pubapipb.NewPubAPIClient(conn), conn: conn}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// NodeActivator implements core.NodeActivator over pubapi with the
+// bootstrap key.
+type NodeActivator struct {
+	bootstrapKey []byte
+}
+
+var _ core.NodeActivator = (*NodeActivator)(nil)
+
+// NewNodeActivator returns an activator that proves bootstrapKey.
+func NewNodeActivator(bootstrapKey []byte) *NodeActivator {
+	return &NodeActivator{bootstrapKey: bootstrapKey}
+}
+
+func (a *NodeActivator) call(nodePublicEndpoint string, fn func(*Client) error) error {
+	c, err := Dial(nodePublicEndpoint, authconn.ClientConfig{BootstrapKey: a.bootstrapKey})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(c)
+}
+
+// GetNodeState implements core.NodeActivator.
+func (a *NodeActivator) GetNodeState(ctx context.Context, nodePublicEndpoint string) (core.NodeState, error) {
+	var st core.NodeState
+	err := a.call(nodePublicEndpoint, func(c *Client) error {
+		resp, err := c.GetState(ctx, &pubapipb.GetStateRequest{})
+		if err != nil {
+			return err
+		}
+		st = core.NodeState{State: core.State(resp.GetState()), ClusterID: resp.GetClusterId(), Name: resp.GetName(), Horde: resp.GetHorde()}
+		return nil
+	})
+	return st, err
+}
+
+// ActivateAsNode implements core.NodeActivator.
+func (a *NodeActivator) ActivateAsNode(ctx context.Context, nodePublicEndpoint string, req core.NodeActivation) (registry.Activated, error) {
+	co := req.Coordinator
+	var out registry.Activated
+	err := a.call(nodePublicEndpoint, func(c *Client) error {
+		resp, err := c.PubAPIClient.ActivateAsNode(ctx, &pubapipb.ActivateAsNodeRequest{
+			ClusterId:                 req.ClusterID,
+			VpnCidr:                   req.VPNCIDR.String(),
+			NodeVpnIp:                 req.NodeVPNIP.String(),
+			CoordinatorVpnIp:          co.VPNIP.String(),
+			CoordinatorVpnPubKey:      co.VPNPubKey[:],
+			CoordinatorWgEndpoint:     co.WGEndpoint,
+			CoordinatorVpnapiEndpoint: co.VPNAPIEndpoint,
+			CoordinatorTlsPin:         co.TLSPin,
+			CoordinatorName:           co.Name,
+			CoordinatorSigningPubKey:  co.SigningPubKey,
+		})
+		if err != nil {
+			return err
+		}
+		out = registry.Activated{
+			Name: resp.GetName(), Horde: resp.GetHorde(), WGEndpoint: resp.GetWgEndpoint(),
+			WGPubKey: resp.GetVpnPubKey(), SigningPubKey: resp.GetSigningPubKey(),
+		}
+		return nil
+	})
+	return out, err
+}

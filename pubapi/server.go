@@ -1,0 +1,223 @@
+package pubapi
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+
+	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/core"
+	"github.com/fabricmesh/fabric/internal/authconn"
+	"github.com/fabricmesh/fabric/pubapi/pubapipb"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Core is what the server needs of the peer.
+type Core interface {
+	Status() core.Status
+	Registry() (*registry.Registry, bool)
+	ActivateAsCoordinator(ctx context.Context, req core.CoordinatorActivation, emit func(core.Event)) (core.ActivationResult, error)
+	ActivateAsNode(ctx context.Context, req core.NodeActivation) (registry.Activated, error)
+	ActivateAdditionalNodes(ctx context.Context, nodePublicEndpoints []string, emit func(core.Event)) (core.ActivationResult, error)
+}
+
+// Server implements the pubapi on top of core.
+type Server struct {
+	pubapipb.UnimplementedPubAPIServer
+	core           Core
+	publicEndpoint string
+}
+
+// NewServer returns the pubapi server of the peer whose pubapi listens on
+// publicEndpoint.
+func NewServer(c Core, publicEndpoint string) *Server {
+	return &Server{core: c, publicEndpoint: publicEndpoint}
+}
+
+// Credential methods of the calls.
+var (
+	bootstrapOnly    = []string{authconn.MethodBootstrap}
+	adminOnly        = []string{authconn.MethodSignature}
+	bootstrapOrAdmin = []string{authconn.MethodBootstrap, authconn.MethodSignature}
+)
+
+// GetState implements pubapi.
+func (s *Server) GetState(ctx context.Context, _ *pubapipb.GetStateRequest) (*pubapipb.GetStateResponse, error) {
+	info, err := authconn.RequireMethod(ctx, bootstrapOrAdmin...)
+	if err != nil {
+		return nil, err
+	}
+	st := s.core.Status()
+	resp := &pubapipb.GetStateResponse{
+		State: string(st.State), Failure: st.Failure, Name: st.Name, Horde: st.Horde,
+		PublicEndpoint: s.publicEndpoint, ClusterId: st.ClusterID,
+	}
+	if st.VPNIP.IsValid() {
+		resp.VpnIp = st.VPNIP.String()
+	}
+	if reg, ok := s.core.Registry(); ok && info.Method == authconn.MethodSignature {
+		resp.Cluster = ClusterStatus(reg)
+	}
+	return resp, nil
+}
+
+// ActivateAsCoordinator implements pubapi.
+func (s *Server) ActivateAsCoordinator(req *pubapipb.ActivateAsCoordinatorRequest, stream pubapipb.PubAPI_ActivateAsCoordinatorServer) error {
+	ctx := stream.Context()
+	if _, err := authconn.RequireMethod(ctx, bootstrapOnly...); err != nil {
+		return err
+	}
+	cidr, err := registry.ParseVPNCIDR(req.GetVpnCidr())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	res, err := s.core.ActivateAsCoordinator(ctx, core.CoordinatorActivation{
+		VPNCIDR:             cidr,
+		NodePublicEndpoints: req.GetNodePublicEndpoints(),
+		AdminName:           req.GetAdminName(),
+		AdminSigningPubKey:  req.GetAdminSigningPubKey(),
+		AdminVPNPubKey:      req.GetAdminVpnPubKey(),
+	}, streamEvents(stream))
+	if err != nil {
+		return statusOf(err)
+	}
+	return s.sendResult(stream, res, res.Admin.VPNIP.String())
+}
+
+// ActivateAdditionalNodes implements pubapi.
+func (s *Server) ActivateAdditionalNodes(req *pubapipb.ActivateAdditionalNodesRequest, stream pubapipb.PubAPI_ActivateAdditionalNodesServer) error {
+	ctx := stream.Context()
+	if _, err := authconn.RequireMethod(ctx, adminOnly...); err != nil {
+		return err
+	}
+	res, err := s.core.ActivateAdditionalNodes(ctx, req.GetNodePublicEndpoints(), streamEvents(stream))
+	if err != nil {
+		return statusOf(err)
+	}
+	return s.sendResult(stream, res, "")
+}
+
+type eventSender interface {
+	Send(*pubapipb.ActivationEvent) error
+}
+
+// streamEvents sends core's events to the admin. A send error (the admin
+// went away) is ignored: the activation goes on and is recorded.
+func streamEvents(stream eventSender) func(core.Event) {
+	return func(e core.Event) {
+		switch {
+		case e.Progress != "":
+			_ = stream.Send(&pubapipb.ActivationEvent{Event: &pubapipb.ActivationEvent_Progress{Progress: e.Progress}})
+		case e.Node != nil:
+			nr := &pubapipb.NodeResult{NodePublicEndpoint: e.Node.NodePublicEndpoint, Peer: PeerToProto(e.Node.Peer, registry.Applied{})}
+			if e.Node.Err != nil {
+				nr.Error = e.Node.Err.Error()
+			}
+			_ = stream.Send(&pubapipb.ActivationEvent{Event: &pubapipb.ActivationEvent_Node{Node: nr}})
+		}
+	}
+}
+
+func (s *Server) sendResult(stream eventSender, res core.ActivationResult, adminVPNIP string) error {
+	reg, _ := s.core.Registry()
+	return stream.Send(&pubapipb.ActivationEvent{Event: &pubapipb.ActivationEvent_Result{Result: &pubapipb.ActivationResult{
+		Activated:  int32(res.Activated),
+		Failed:     int32(res.Failed),
+		Cluster:    ClusterStatus(reg),
+		AdminVpnIp: adminVPNIP,
+	}}})
+}
+
+// ActivateAsNode implements pubapi.
+func (s *Server) ActivateAsNode(ctx context.Context, req *pubapipb.ActivateAsNodeRequest) (*pubapipb.ActivateAsNodeResponse, error) {
+	if _, err := authconn.RequireMethod(ctx, bootstrapOnly...); err != nil {
+		return nil, err
+	}
+	act, err := nodeActivationFromProto(req)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	a, err := s.core.ActivateAsNode(ctx, act)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	return &pubapipb.ActivateAsNodeResponse{
+		Name: a.Name, Horde: a.Horde, VpnPubKey: a.WGPubKey, SigningPubKey: a.SigningPubKey, WgEndpoint: a.WGEndpoint,
+	}, nil
+}
+
+func nodeActivationFromProto(req *pubapipb.ActivateAsNodeRequest) (core.NodeActivation, error) {
+	cidr, err := registry.ParseVPNCIDR(req.GetVpnCidr())
+	if err != nil {
+		return core.NodeActivation{}, err
+	}
+	nodeIP, err := netip.ParseAddr(req.GetNodeVpnIp())
+	if err != nil {
+		return core.NodeActivation{}, errors.New("node vpn ip: " + err.Error())
+	}
+	coIP, err := netip.ParseAddr(req.GetCoordinatorVpnIp())
+	if err != nil {
+		return core.NodeActivation{}, errors.New("coordinator vpn ip: " + err.Error())
+	}
+	coKey, err := wgtypes.NewKey(req.GetCoordinatorVpnPubKey())
+	if err != nil {
+		return core.NodeActivation{}, errors.New("coordinator vpn public key: " + err.Error())
+	}
+	return core.NodeActivation{
+		ClusterID: req.GetClusterId(),
+		VPNCIDR:   cidr,
+		NodeVPNIP: nodeIP,
+		Coordinator: core.CoordinatorInfo{
+			Name:           req.GetCoordinatorName(),
+			VPNIP:          coIP,
+			VPNPubKey:      coKey,
+			WGEndpoint:     req.GetCoordinatorWgEndpoint(),
+			VPNAPIEndpoint: req.GetCoordinatorVpnapiEndpoint(),
+			TLSPin:         req.GetCoordinatorTlsPin(),
+			SigningPubKey:  req.GetCoordinatorSigningPubKey(),
+		},
+	}, nil
+}
+
+// statusOf maps core's errors to gRPC status codes.
+func statusOf(err error) error {
+	switch {
+	case errors.Is(err, core.ErrInvalidArgument):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, core.ErrWrongState):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	default:
+		return status.Error(codes.Internal, err.Error())
+	}
+}
+
+// ClusterStatus describes the cluster from the registry (nil if reg is nil).
+func ClusterStatus(reg *registry.Registry) *pubapipb.ClusterStatus {
+	if reg == nil {
+		return nil
+	}
+	cl, _ := reg.Cluster()
+	rev, peers := reg.Peers()
+	out := &pubapipb.ClusterStatus{ClusterId: cl.ID, Revision: rev, VpnCidr: cl.VPNCIDR.String()}
+	for _, p := range peers {
+		out.Peers = append(out.Peers, PeerToProto(p, reg.Applied(p.VPNIP)))
+	}
+	return out
+}
+
+// PeerToProto converts a registry record.
+func PeerToProto(p registry.Peer, applied registry.Applied) *pubapipb.Peer {
+	out := &pubapipb.Peer{
+		Name: p.Name, Role: string(p.Role), PublicEndpoint: p.PublicEndpoint, WgEndpoint: p.WGEndpoint,
+		WgPubKey: p.WGPubKey, SigningPubKey: p.SigningPubKey, Horde: p.Horde, State: string(p.State),
+		LastError: p.LastError, Revision: p.Revision, AppliedRevision: applied.Revision, LastSeen: applied.At,
+	}
+	if p.VPNIP.IsValid() {
+		out.VpnIp = p.VPNIP.String()
+	}
+	return out
+}

@@ -1,0 +1,82 @@
+package vpnapi
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/fabricmesh/fabric/core"
+	"github.com/fabricmesh/fabric/internal/authconn"
+	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
+	"google.golang.org/grpc"
+)
+
+// Dialer connects a node to its coordinator's vpnapi. It implements
+// core.CoordinatorDialer.
+type Dialer struct {
+	// SigningPrivKey is the node's ed25519 key, which the coordinator knows.
+	SigningPrivKey ed25519.PrivateKey
+	// DialContext opens connections inside the VPN (nil: net.Dialer).
+	DialContext func(ctx context.Context, addr string) (net.Conn, error)
+	// HoldTime is the server's hold time; calls wait that long plus a margin.
+	HoldTime time.Duration
+}
+
+var _ core.CoordinatorDialer = (*Dialer)(nil)
+
+// DialCoordinator implements core.CoordinatorDialer.
+func (d *Dialer) DialCoordinator(_ context.Context, co core.CoordinatorInfo) (core.UpdateClient, error) {
+	creds, err := authconn.NewClientCredentials(authconn.ClientConfig{SigningPrivKey: d.SigningPrivKey, ServerCertPin: co.TLSPin})
+	if err != nil {
+		return nil, err
+	}
+	opts := creds.DialOptions()
+	if d.DialContext != nil {
+		opts = append(opts, grpc.WithContextDialer(d.DialContext))
+	}
+	conn, err := grpc.NewClient("passthrough:///"+co.VPNAPIEndpoint, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dialing vpnapi %s: %w", co.VPNAPIEndpoint, err)
+	}
+	hold := d.HoldTime
+	if hold <= 0 {
+		hold = DefaultHoldTime
+	}
+	return &client{conn: conn, api: vpnapipb.NewVPNAPIClient(conn), timeout: hold + 15*time.Second}, nil
+}
+
+type client struct {
+	conn    *grpc.ClientConn
+	api     vpnapipb.VPNAPIClient
+	timeout time.Duration
+}
+
+func (c *client) WatchUpdates(ctx context.Context, appliedRevision uint64) (core.Update, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	resp, err := c.api.WatchUpdates(ctx, &vpnapipb.WatchUpdatesRequest{AppliedRevision: appliedRevision})
+	if err != nil {
+		return core.Update{}, err
+	}
+	upd := core.Update{Revision: resp.GetRevision(), Full: resp.GetFull()}
+	for _, p := range resp.GetPeers() {
+		peer, err := PeerFromProto(p)
+		if err != nil {
+			return core.Update{}, err
+		}
+		upd.Peers = append(upd.Peers, peer)
+	}
+	for _, s := range resp.GetRemoved() {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return core.Update{}, fmt.Errorf("removed peer %q: %w", s, err)
+		}
+		upd.Removed = append(upd.Removed, ip)
+	}
+	return upd, nil
+}
+
+func (c *client) Close() error { return c.conn.Close() }
