@@ -110,7 +110,7 @@ func (m *Manager) ensureInterface() (netlink.Link, error) {
 func (m *Manager) adopt(link netlink.Link) error {
 	switch {
 	case m.user != nil && link.Attrs().Index == m.user.index:
-		return nil
+		return m.user.ensureUAPI(m.cfg.InterfaceName)
 	case link.Type() == "wireguard" && m.cfg.Mode != ModeUserspace:
 		m.backend = ModeKernel
 		return nil
@@ -245,11 +245,11 @@ func (m *Manager) Device() (*wgtypes.Device, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return nil, fmt.Errorf("reading %s: %w", m.cfg.InterfaceName, errClosed)
+		return nil, fmt.Errorf("inspecting %s: %w", m.cfg.InterfaceName, errClosed)
 	}
 	dev, err := m.device()
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", m.cfg.InterfaceName, err)
+		return nil, fmt.Errorf("inspecting %s: %w", m.cfg.InterfaceName, err)
 	}
 	return dev, nil
 }

@@ -149,6 +149,9 @@ func testManagerInNamespaces(t *testing.T, mode Mode) {
 	})
 
 	t.Run("change peers", func(t *testing.T) { testChangePeers(t, a, b) })
+	if backend == ModeUserspace {
+		t.Run("uapi socket removed", func(t *testing.T) { testSocketRemoved(t, a, b) })
+	}
 	t.Run("down and up", func(t *testing.T) { testDownUp(t, a, b, backend) })
 	t.Run("restart", func(t *testing.T) { testRestart(t, a, b, mode, backend) })
 	t.Run("restart after crash", func(t *testing.T) { testCrashRestart(t, a, b, mode, backend) })
@@ -186,6 +189,19 @@ func testChangePeers(t *testing.T, a, b *side) {
 	a.setPeers(t, b.spec(b.vpnIP+"/32"))
 	a.checkPeers(t, b.spec(b.vpnIP+"/32"))
 	ping(t, a.ns, b.vpnIP)
+}
+
+// testSocketRemoved deletes the UAPI socket file under a running device and
+// checks that Up serves it again.
+func testSocketRemoved(t *testing.T, a, b *side) {
+	if err := os.Remove(filepath.Join(a.ns.wgDir, a.iface+".sock")); err != nil {
+		t.Fatal(err)
+	}
+	if resp := a.proc.call(request{Op: "device"}); resp.Err == "" {
+		t.Fatal("Device succeeded without a UAPI socket")
+	}
+	a.up(t)
+	a.checkPeers(t, b.spec(b.vpnIP+"/32"))
 }
 
 func testDownUp(t *testing.T, a, b *side, backend Mode) {

@@ -52,7 +52,7 @@ func startUserspace(name string, mtu int, log *slog.Logger) (_ *userspaceDevice,
 		done:  make(chan struct{}),
 		log:   log,
 	}
-	go u.serveUAPI()
+	go u.serveUAPI(uapi, u.done)
 	return u, nil
 }
 
@@ -73,16 +73,35 @@ func listenUAPI(name string) (net.Listener, error) {
 
 // serveUAPI hands each UAPI connection (wg(8), wgctrl) to the device until
 // the listener is closed or its socket file is deleted.
-func (u *userspaceDevice) serveUAPI() {
-	defer close(u.done)
+func (u *userspaceDevice) serveUAPI(l net.Listener, done chan<- struct{}) {
+	defer close(done)
 	for {
-		c, err := u.uapi.Accept()
+		c, err := l.Accept()
 		if err != nil {
 			u.log.Debug("uapi listener stopped", "error", err)
 			return
 		}
 		go u.dev.IpcHandle(c)
 	}
+}
+
+// ensureUAPI serves the UAPI socket again if its file was deleted, which
+// ends the accept loop and leaves the device unreachable for wgctrl.
+func (u *userspaceDevice) ensureUAPI(name string) error {
+	select {
+	case <-u.done:
+	default:
+		return nil
+	}
+	u.uapi.Close()
+	l, err := listenUAPI(name)
+	if err != nil {
+		return err
+	}
+	u.log.Warn("uapi socket was removed, serving it again")
+	u.uapi, u.done = l, make(chan struct{})
+	go u.serveUAPI(l, u.done)
+	return nil
 }
 
 // up brings the wireguard-go device up now rather than when it notices the
