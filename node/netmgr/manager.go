@@ -27,7 +27,7 @@ type Manager struct {
 
 	mu      sync.Mutex
 	client  *wgctrl.Client   // opened lazily; see wgClient
-	backend Mode             // backend of the last successful Up, "" if none
+	backend Mode             // backend of the interface Up made or adopted, "" if none
 	user    *userspaceDevice // our wireguard-go device, nil in kernel mode
 	closed  bool
 }
