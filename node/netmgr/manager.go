@@ -232,8 +232,8 @@ func (m *Manager) Close() error {
 	return nil
 }
 
-// Backend reports the backend the last successful Up used (ModeKernel or
-// ModeUserspace), or "" before Up and after Down.
+// Backend reports the backend of the interface Up created or adopted
+// (ModeKernel or ModeUserspace), or "" before Up and after Down.
 func (m *Manager) Backend() Mode {
 	m.mu.Lock()
 	defer m.mu.Unlock()
