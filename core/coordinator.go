@@ -41,10 +41,19 @@ type CoordinatorActivation struct {
 
 // Event is one step of an activation, streamed to the admin.
 type Event struct {
+	// Started is set on the first event of ActivateAsCoordinator, once the
+	// cluster exists.
+	Started *Started
 	// Progress is a line for the admin to read.
 	Progress string
 	// Node is the outcome of one node's activation.
 	Node *NodeResult
+}
+
+// Started describes a new cluster.
+type Started struct {
+	Cluster registry.Cluster
+	Admin   registry.Peer
 }
 
 // NodeResult is the outcome of one node's activation.
@@ -58,8 +67,6 @@ type NodeResult struct {
 // ActivationResult sums up an activation.
 type ActivationResult struct {
 	Activated, Failed int
-	// Admin is the admin's record (ActivateAsCoordinator only).
-	Admin registry.Peer
 }
 
 // ActivateAsCoordinator makes this peer the coordinator of a new cluster:
@@ -83,14 +90,13 @@ func (c *Core) ActivateAsCoordinator(ctx context.Context, req CoordinatorActivat
 		return ActivationResult{}, err
 	}
 	c.end(StateCoordinator, nil)
+	emit(Event{Started: &Started{Cluster: c.mustCluster(), Admin: admin}})
 	emit(Event{Progress: fmt.Sprintf("coordinator %s is up at VPN IP %s; admin %s has VPN IP %s",
 		c.cfg.Self.Name, c.mustCluster().CoordinatorVPNIP, admin.Name, admin.VPNIP)})
 	if err := c.startCoordinator(); err != nil {
 		return ActivationResult{}, c.fail(err)
 	}
-	res := c.activateNodes(context.WithoutCancel(ctx), endpoints, emit)
-	res.Admin = admin
-	return res, nil
+	return c.activateNodes(context.WithoutCancel(ctx), endpoints, emit), nil
 }
 
 func (c *Core) checkCoordinatorActivation(req CoordinatorActivation) ([]string, error) {

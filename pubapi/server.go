@@ -83,7 +83,7 @@ func (s *Server) ActivateAsCoordinator(req *pubapipb.ActivateAsCoordinatorReques
 	if err != nil {
 		return statusOf(err)
 	}
-	return s.sendResult(stream, res, res.Admin.VPNIP.String())
+	return s.sendResult(stream, res)
 }
 
 // ActivateAdditionalNodes implements pubapi.
@@ -96,7 +96,7 @@ func (s *Server) ActivateAdditionalNodes(req *pubapipb.ActivateAdditionalNodesRe
 	if err != nil {
 		return statusOf(err)
 	}
-	return s.sendResult(stream, res, "")
+	return s.sendResult(stream, res)
 }
 
 type eventSender interface {
@@ -108,6 +108,11 @@ type eventSender interface {
 func streamEvents(stream eventSender) func(core.Event) {
 	return func(e core.Event) {
 		switch {
+		case e.Started != nil:
+			_ = stream.Send(&pubapipb.ActivationEvent{Event: &pubapipb.ActivationEvent_Started{Started: &pubapipb.ActivationStarted{
+				ClusterId: e.Started.Cluster.ID, VpnCidr: e.Started.Cluster.VPNCIDR.String(),
+				AdminVpnIp: e.Started.Admin.VPNIP.String(), CoordinatorVpnIp: e.Started.Cluster.CoordinatorVPNIP.String(),
+			}}})
 		case e.Progress != "":
 			_ = stream.Send(&pubapipb.ActivationEvent{Event: &pubapipb.ActivationEvent_Progress{Progress: e.Progress}})
 		case e.Node != nil:
@@ -120,13 +125,12 @@ func streamEvents(stream eventSender) func(core.Event) {
 	}
 }
 
-func (s *Server) sendResult(stream eventSender, res core.ActivationResult, adminVPNIP string) error {
+func (s *Server) sendResult(stream eventSender, res core.ActivationResult) error {
 	reg, _ := s.core.Registry()
 	return stream.Send(&pubapipb.ActivationEvent{Event: &pubapipb.ActivationEvent_Result{Result: &pubapipb.ActivationResult{
-		Activated:  int32(res.Activated),
-		Failed:     int32(res.Failed),
-		Cluster:    ClusterStatus(reg),
-		AdminVpnIp: adminVPNIP,
+		Activated: int32(res.Activated),
+		Failed:    int32(res.Failed),
+		Cluster:   ClusterStatus(reg),
 	}}})
 }
 

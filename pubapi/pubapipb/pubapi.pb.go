@@ -298,6 +298,7 @@ type ActivationEvent struct {
 	//	*ActivationEvent_Progress
 	//	*ActivationEvent_Node
 	//	*ActivationEvent_Result
+	//	*ActivationEvent_Started
 	Event         isActivationEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -367,6 +368,15 @@ func (x *ActivationEvent) GetResult() *ActivationResult {
 	return nil
 }
 
+func (x *ActivationEvent) GetStarted() *ActivationStarted {
+	if x != nil {
+		if x, ok := x.Event.(*ActivationEvent_Started); ok {
+			return x.Started
+		}
+	}
+	return nil
+}
+
 type isActivationEvent_Event interface {
 	isActivationEvent_Event()
 }
@@ -383,11 +393,88 @@ type ActivationEvent_Result struct {
 	Result *ActivationResult `protobuf:"bytes,3,opt,name=result,proto3,oneof"`
 }
 
+type ActivationEvent_Started struct {
+	Started *ActivationStarted `protobuf:"bytes,4,opt,name=started,proto3,oneof"`
+}
+
 func (*ActivationEvent_Progress) isActivationEvent_Event() {}
 
 func (*ActivationEvent_Node) isActivationEvent_Event() {}
 
 func (*ActivationEvent_Result) isActivationEvent_Event() {}
+
+func (*ActivationEvent_Started) isActivationEvent_Event() {}
+
+// ActivationStarted is the first event of ActivateAsCoordinator, sent once
+// the cluster exists: the admin can write its bundle before any node is
+// activated.
+type ActivationStarted struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId        string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	VpnCidr          string                 `protobuf:"bytes,2,opt,name=vpn_cidr,json=vpnCidr,proto3" json:"vpn_cidr,omitempty"`
+	AdminVpnIp       string                 `protobuf:"bytes,3,opt,name=admin_vpn_ip,json=adminVpnIp,proto3" json:"admin_vpn_ip,omitempty"`
+	CoordinatorVpnIp string                 `protobuf:"bytes,4,opt,name=coordinator_vpn_ip,json=coordinatorVpnIp,proto3" json:"coordinator_vpn_ip,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ActivationStarted) Reset() {
+	*x = ActivationStarted{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivationStarted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivationStarted) ProtoMessage() {}
+
+func (x *ActivationStarted) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivationStarted.ProtoReflect.Descriptor instead.
+func (*ActivationStarted) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ActivationStarted) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *ActivationStarted) GetVpnCidr() string {
+	if x != nil {
+		return x.VpnCidr
+	}
+	return ""
+}
+
+func (x *ActivationStarted) GetAdminVpnIp() string {
+	if x != nil {
+		return x.AdminVpnIp
+	}
+	return ""
+}
+
+func (x *ActivationStarted) GetCoordinatorVpnIp() string {
+	if x != nil {
+		return x.CoordinatorVpnIp
+	}
+	return ""
+}
 
 type NodeResult struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
@@ -401,7 +488,7 @@ type NodeResult struct {
 
 func (x *NodeResult) Reset() {
 	*x = NodeResult{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +500,7 @@ func (x *NodeResult) String() string {
 func (*NodeResult) ProtoMessage() {}
 
 func (x *NodeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +513,7 @@ func (x *NodeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeResult.ProtoReflect.Descriptor instead.
 func (*NodeResult) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{5}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NodeResult) GetNodePublicEndpoint() string {
@@ -451,19 +538,17 @@ func (x *NodeResult) GetPeer() *Peer {
 }
 
 type ActivationResult struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Activated int32                  `protobuf:"varint,1,opt,name=activated,proto3" json:"activated,omitempty"`
-	Failed    int32                  `protobuf:"varint,2,opt,name=failed,proto3" json:"failed,omitempty"`
-	Cluster   *ClusterStatus         `protobuf:"bytes,3,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	// The admin's VPN IP (ActivateAsCoordinator only).
-	AdminVpnIp    string `protobuf:"bytes,4,opt,name=admin_vpn_ip,json=adminVpnIp,proto3" json:"admin_vpn_ip,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Activated     int32                  `protobuf:"varint,1,opt,name=activated,proto3" json:"activated,omitempty"`
+	Failed        int32                  `protobuf:"varint,2,opt,name=failed,proto3" json:"failed,omitempty"`
+	Cluster       *ClusterStatus         `protobuf:"bytes,3,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ActivationResult) Reset() {
 	*x = ActivationResult{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +560,7 @@ func (x *ActivationResult) String() string {
 func (*ActivationResult) ProtoMessage() {}
 
 func (x *ActivationResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +573,7 @@ func (x *ActivationResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivationResult.ProtoReflect.Descriptor instead.
 func (*ActivationResult) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{6}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ActivationResult) GetActivated() int32 {
@@ -512,13 +597,6 @@ func (x *ActivationResult) GetCluster() *ClusterStatus {
 	return nil
 }
 
-func (x *ActivationResult) GetAdminVpnIp() string {
-	if x != nil {
-		return x.AdminVpnIp
-	}
-	return ""
-}
-
 type ActivateAsNodeRequest struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
 	ClusterId            string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
@@ -540,7 +618,7 @@ type ActivateAsNodeRequest struct {
 
 func (x *ActivateAsNodeRequest) Reset() {
 	*x = ActivateAsNodeRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +630,7 @@ func (x *ActivateAsNodeRequest) String() string {
 func (*ActivateAsNodeRequest) ProtoMessage() {}
 
 func (x *ActivateAsNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +643,7 @@ func (x *ActivateAsNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsNodeRequest.ProtoReflect.Descriptor instead.
 func (*ActivateAsNodeRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{7}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ActivateAsNodeRequest) GetClusterId() string {
@@ -651,7 +729,7 @@ type ActivateAsNodeResponse struct {
 
 func (x *ActivateAsNodeResponse) Reset() {
 	*x = ActivateAsNodeResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +741,7 @@ func (x *ActivateAsNodeResponse) String() string {
 func (*ActivateAsNodeResponse) ProtoMessage() {}
 
 func (x *ActivateAsNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +754,7 @@ func (x *ActivateAsNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsNodeResponse.ProtoReflect.Descriptor instead.
 func (*ActivateAsNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{8}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ActivateAsNodeResponse) GetName() string {
@@ -726,7 +804,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +816,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +829,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{9}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ClusterStatus) GetClusterId() string {
@@ -806,7 +884,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +896,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +909,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{10}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Peer) GetName() string {
@@ -949,23 +1027,29 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\n" +
 	"admin_name\x18\x05 \x01(\tR\tadminName\"T\n" +
 	"\x1eActivateAdditionalNodesRequest\x122\n" +
-	"\x15node_public_endpoints\x18\x01 \x03(\tR\x13nodePublicEndpoints\"\xaa\x01\n" +
+	"\x15node_public_endpoints\x18\x01 \x03(\tR\x13nodePublicEndpoints\"\xeb\x01\n" +
 	"\x0fActivationEvent\x12\x1c\n" +
 	"\bprogress\x18\x01 \x01(\tH\x00R\bprogress\x122\n" +
 	"\x04node\x18\x02 \x01(\v2\x1c.fabric.pubapi.v1.NodeResultH\x00R\x04node\x12<\n" +
-	"\x06result\x18\x03 \x01(\v2\".fabric.pubapi.v1.ActivationResultH\x00R\x06resultB\a\n" +
-	"\x05event\"\x80\x01\n" +
+	"\x06result\x18\x03 \x01(\v2\".fabric.pubapi.v1.ActivationResultH\x00R\x06result\x12?\n" +
+	"\astarted\x18\x04 \x01(\v2#.fabric.pubapi.v1.ActivationStartedH\x00R\astartedB\a\n" +
+	"\x05event\"\x9d\x01\n" +
+	"\x11ActivationStarted\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x19\n" +
+	"\bvpn_cidr\x18\x02 \x01(\tR\avpnCidr\x12 \n" +
+	"\fadmin_vpn_ip\x18\x03 \x01(\tR\n" +
+	"adminVpnIp\x12,\n" +
+	"\x12coordinator_vpn_ip\x18\x04 \x01(\tR\x10coordinatorVpnIp\"\x80\x01\n" +
 	"\n" +
 	"NodeResult\x120\n" +
 	"\x14node_public_endpoint\x18\x01 \x01(\tR\x12nodePublicEndpoint\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12*\n" +
-	"\x04peer\x18\x03 \x01(\v2\x16.fabric.pubapi.v1.PeerR\x04peer\"\xa5\x01\n" +
+	"\x04peer\x18\x03 \x01(\v2\x16.fabric.pubapi.v1.PeerR\x04peer\"\x83\x01\n" +
 	"\x10ActivationResult\x12\x1c\n" +
 	"\tactivated\x18\x01 \x01(\x05R\tactivated\x12\x16\n" +
 	"\x06failed\x18\x02 \x01(\x05R\x06failed\x129\n" +
-	"\acluster\x18\x03 \x01(\v2\x1f.fabric.pubapi.v1.ClusterStatusR\acluster\x12 \n" +
-	"\fadmin_vpn_ip\x18\x04 \x01(\tR\n" +
-	"adminVpnIp\"\xe8\x03\n" +
+	"\acluster\x18\x03 \x01(\v2\x1f.fabric.pubapi.v1.ClusterStatusR\acluster\"\xe8\x03\n" +
 	"\x15ActivateAsNodeRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x19\n" +
@@ -1028,40 +1112,42 @@ func file_pubapi_pubapipb_pubapi_proto_rawDescGZIP() []byte {
 	return file_pubapi_pubapipb_pubapi_proto_rawDescData
 }
 
-var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_pubapi_pubapipb_pubapi_proto_goTypes = []any{
 	(*GetStateRequest)(nil),                // 0: fabric.pubapi.v1.GetStateRequest
 	(*GetStateResponse)(nil),               // 1: fabric.pubapi.v1.GetStateResponse
 	(*ActivateAsCoordinatorRequest)(nil),   // 2: fabric.pubapi.v1.ActivateAsCoordinatorRequest
 	(*ActivateAdditionalNodesRequest)(nil), // 3: fabric.pubapi.v1.ActivateAdditionalNodesRequest
 	(*ActivationEvent)(nil),                // 4: fabric.pubapi.v1.ActivationEvent
-	(*NodeResult)(nil),                     // 5: fabric.pubapi.v1.NodeResult
-	(*ActivationResult)(nil),               // 6: fabric.pubapi.v1.ActivationResult
-	(*ActivateAsNodeRequest)(nil),          // 7: fabric.pubapi.v1.ActivateAsNodeRequest
-	(*ActivateAsNodeResponse)(nil),         // 8: fabric.pubapi.v1.ActivateAsNodeResponse
-	(*ClusterStatus)(nil),                  // 9: fabric.pubapi.v1.ClusterStatus
-	(*Peer)(nil),                           // 10: fabric.pubapi.v1.Peer
+	(*ActivationStarted)(nil),              // 5: fabric.pubapi.v1.ActivationStarted
+	(*NodeResult)(nil),                     // 6: fabric.pubapi.v1.NodeResult
+	(*ActivationResult)(nil),               // 7: fabric.pubapi.v1.ActivationResult
+	(*ActivateAsNodeRequest)(nil),          // 8: fabric.pubapi.v1.ActivateAsNodeRequest
+	(*ActivateAsNodeResponse)(nil),         // 9: fabric.pubapi.v1.ActivateAsNodeResponse
+	(*ClusterStatus)(nil),                  // 10: fabric.pubapi.v1.ClusterStatus
+	(*Peer)(nil),                           // 11: fabric.pubapi.v1.Peer
 }
 var file_pubapi_pubapipb_pubapi_proto_depIdxs = []int32{
-	9,  // 0: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
-	5,  // 1: fabric.pubapi.v1.ActivationEvent.node:type_name -> fabric.pubapi.v1.NodeResult
-	6,  // 2: fabric.pubapi.v1.ActivationEvent.result:type_name -> fabric.pubapi.v1.ActivationResult
-	10, // 3: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
-	9,  // 4: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
-	10, // 5: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
-	0,  // 6: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
-	2,  // 7: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
-	7,  // 8: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
-	3,  // 9: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
-	1,  // 10: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
-	4,  // 11: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
-	8,  // 12: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
-	4,  // 13: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	10, // 0: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	6,  // 1: fabric.pubapi.v1.ActivationEvent.node:type_name -> fabric.pubapi.v1.NodeResult
+	7,  // 2: fabric.pubapi.v1.ActivationEvent.result:type_name -> fabric.pubapi.v1.ActivationResult
+	5,  // 3: fabric.pubapi.v1.ActivationEvent.started:type_name -> fabric.pubapi.v1.ActivationStarted
+	11, // 4: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
+	10, // 5: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	11, // 6: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
+	0,  // 7: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
+	2,  // 8: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
+	8,  // 9: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
+	3,  // 10: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
+	1,  // 11: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
+	4,  // 12: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
+	9,  // 13: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
+	4,  // 14: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_pubapi_pubapipb_pubapi_proto_init() }
@@ -1073,6 +1159,7 @@ func file_pubapi_pubapipb_pubapi_proto_init() {
 		(*ActivationEvent_Progress)(nil),
 		(*ActivationEvent_Node)(nil),
 		(*ActivationEvent_Result)(nil),
+		(*ActivationEvent_Started)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1080,7 +1167,7 @@ func file_pubapi_pubapipb_pubapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pubapi_pubapipb_pubapi_proto_rawDesc), len(file_pubapi_pubapipb_pubapi_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,171 @@
+package cli
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/fabricmesh/fabric/internal/atomicfile"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// The admin bundle is what `fabric activate` leaves in the admin directory
+// and every later admin command reads.
+const (
+	bundleFile      = "admin.json"
+	signingKeyFile  = "admin.key"
+	vpnKeyFile      = "admin-wg.key"
+	wgQuickFile     = "fabric-vpn.conf"
+	bundleVersion   = 1
+	privateFileMode = 0o600
+)
+
+// bundle is admin.json: where the coordinator is and how to trust it.
+type bundle struct {
+	Version                   int    `json:"version"`
+	ClusterID                 string `json:"clusterID"`
+	CoordinatorPublicEndpoint string `json:"coordinatorPublicEndpoint"`
+	// CoordinatorTLSPin is the SHA-256 of the coordinator's certificate.
+	CoordinatorTLSPin []byte `json:"coordinatorTLSPin"`
+	AdminName         string `json:"adminName"`
+	AdminVPNIP        string `json:"adminVPNIP"`
+	VPNCIDR           string `json:"vpnCIDR"`
+}
+
+// adminDir is an admin directory with its keys loaded.
+type adminDir struct {
+	path            string
+	bundle          bundle
+	adminSigningKey ed25519.PrivateKey
+	adminVPNPrivKey wgtypes.Key
+}
+
+// newAdminKeys creates the admin's keys in a new or empty admin directory.
+// It refuses a directory that already holds a bundle or keys: they belong to
+// a cluster, and overwriting them would lock its admin out.
+func newAdminKeys(dir string) (*adminDir, error) {
+	for _, name := range []string{bundleFile, signingKeyFile, vpnKeyFile} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return nil, fmt.Errorf("admin dir %s already holds %s (an admin bundle of a cluster); choose another --admin-dir", dir, name)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating admin dir: %w", err)
+	}
+	_, signingKey, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return nil, err
+	}
+	vpnKey, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(signingKey)
+	if err != nil {
+		return nil, err
+	}
+	a := &adminDir{path: dir, adminSigningKey: signingKey, adminVPNPrivKey: vpnKey}
+	if err := atomicfile.WriteFileNew(a.file(signingKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), privateFileMode); err != nil {
+		return nil, fmt.Errorf("writing admin key: %w", err)
+	}
+	if err := atomicfile.WriteFileNew(a.file(vpnKeyFile), []byte(vpnKey.String()+"\n"), privateFileMode); err != nil {
+		return nil, fmt.Errorf("writing admin wireguard key: %w", err)
+	}
+	return a, nil
+}
+
+// removeKeys undoes newAdminKeys when activation did not happen.
+func (a *adminDir) removeKeys() {
+	os.Remove(a.file(signingKeyFile))
+	os.Remove(a.file(vpnKeyFile))
+}
+
+func (a *adminDir) file(name string) string { return filepath.Join(a.path, name) }
+
+// loadAdminDir reads an admin directory written by `fabric activate`.
+func loadAdminDir(dir string) (*adminDir, error) {
+	a := &adminDir{path: dir}
+	data, err := os.ReadFile(a.file(bundleFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("admin dir %s has no %s: run 'fabric activate' first, or pass the --admin-dir it wrote", dir, bundleFile)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading admin bundle: %w", err)
+	}
+	if err := json.Unmarshal(data, &a.bundle); err != nil {
+		return nil, fmt.Errorf("admin bundle %s is not valid JSON: %w", a.file(bundleFile), err)
+	}
+	if a.bundle.Version != bundleVersion || a.bundle.CoordinatorPublicEndpoint == "" || len(a.bundle.CoordinatorTLSPin) == 0 {
+		return nil, fmt.Errorf("admin bundle %s is incomplete or of an unknown version", a.file(bundleFile))
+	}
+	if a.adminSigningKey, err = readSigningKey(a.file(signingKeyFile)); err != nil {
+		return nil, err
+	}
+	if a.adminVPNPrivKey, err = readVPNKey(a.file(vpnKeyFile)); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func readPrivate(path string) ([]byte, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading admin key: %w", err)
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("admin key %s has mode %04o; private keys must not be readable by others (chmod 600)", path, info.Mode().Perm())
+	}
+	return os.ReadFile(path)
+}
+
+func readSigningKey(path string) (ed25519.PrivateKey, error) {
+	data, err := readPrivate(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("admin key %s: not a PEM private key", path)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("admin key %s: not a PKCS#8 key", path)
+	}
+	ed, ok := key.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("admin key %s: not an ed25519 key", path)
+	}
+	return ed, nil
+}
+
+func readVPNKey(path string) (wgtypes.Key, error) {
+	data, err := readPrivate(path)
+	if err != nil {
+		return wgtypes.Key{}, err
+	}
+	key, err := wgtypes.ParseKey(string(bytes.TrimSpace(data)))
+	if err != nil {
+		return wgtypes.Key{}, fmt.Errorf("admin wireguard key %s: not a base64 WireGuard key", path)
+	}
+	return key, nil
+}
+
+// writeBundle writes admin.json atomically.
+func (a *adminDir) writeBundle() error {
+	a.bundle.Version = bundleVersion
+	data, err := json.MarshalIndent(a.bundle, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(a.file(bundleFile), append(data, '\n'), privateFileMode); err != nil {
+		return fmt.Errorf("writing admin bundle: %w", err)
+	}
+	return nil
+}

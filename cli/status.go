@@ -1,0 +1,129 @@
+package cli
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/fabricmesh/fabric/pubapi/pubapipb"
+	"github.com/spf13/cobra"
+)
+
+// Status is the JSON of `fabric status -o json`.
+type Status struct {
+	ClusterID string       `json:"clusterID"`
+	Revision  uint64       `json:"revision"`
+	VPNCIDR   string       `json:"vpnCIDR"`
+	Peers     []StatusPeer `json:"peers"`
+	Admins    []StatusPeer `json:"admins"`
+}
+
+// StatusPeer is one peer in Status.
+type StatusPeer struct {
+	Name            string `json:"name"`
+	Role            string `json:"role"`
+	State           string `json:"state"`
+	VPNIP           string `json:"vpnIP"`
+	PublicEndpoint  string `json:"publicEndpoint"`
+	WGEndpoint      string `json:"wgEndpoint"`
+	WGPubKey        string `json:"wgPubKey"`
+	Horde           string `json:"horde"`
+	AppliedRevision uint64 `json:"appliedRevision"`
+	// LastSeen is the time of the peer's last watch call (RFC 3339), if any.
+	LastSeen  string `json:"lastSeen,omitempty"`
+	LastError string `json:"lastError,omitempty"`
+}
+
+func statusFromProto(c *pubapipb.ClusterStatus) Status {
+	s := Status{ClusterID: c.GetClusterId(), Revision: c.GetRevision(), VPNCIDR: c.GetVpnCidr(), Peers: []StatusPeer{}, Admins: []StatusPeer{}}
+	for _, p := range c.GetPeers() {
+		sp := StatusPeer{
+			Name: p.GetName(), Role: p.GetRole(), State: p.GetState(), VPNIP: p.GetVpnIp(),
+			PublicEndpoint: p.GetPublicEndpoint(), WGEndpoint: p.GetWgEndpoint(), Horde: p.GetHorde(),
+			AppliedRevision: p.GetAppliedRevision(), LastError: p.GetLastError(),
+		}
+		if len(p.GetWgPubKey()) > 0 {
+			sp.WGPubKey = base64.StdEncoding.EncodeToString(p.GetWgPubKey())
+		}
+		if p.GetLastSeen() > 0 {
+			sp.LastSeen = time.Unix(p.GetLastSeen(), 0).UTC().Format(time.RFC3339)
+		}
+		if sp.Role == "admin" {
+			s.Admins = append(s.Admins, sp)
+		} else {
+			s.Peers = append(s.Peers, sp)
+		}
+	}
+	return s
+}
+
+// fetchStatus asks the coordinator of the admin bundle for the cluster.
+func fetchStatus(ctx context.Context, admin *adminDir) (Status, error) {
+	client, err := admin.dial()
+	if err != nil {
+		return Status{}, err
+	}
+	defer client.Close()
+	resp, err := client.GetState(ctx, &pubapipb.GetStateRequest{})
+	if err != nil {
+		return Status{}, rpcError("asking coordinator "+admin.bundle.CoordinatorPublicEndpoint, err)
+	}
+	if resp.GetCluster() == nil {
+		return Status{}, fmt.Errorf("coordinator %s is %s and reports no cluster: %s",
+			admin.bundle.CoordinatorPublicEndpoint, resp.GetState(), resp.GetFailure())
+	}
+	return statusFromProto(resp.GetCluster()), nil
+}
+
+func newStatusCmd() *cobra.Command {
+	var adminDir, output string
+	cmd := &cobra.Command{
+		Use:   "status [-o table|json]",
+		Short: "Show the cluster's peers as the coordinator sees them",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return usagef("-o %q: want table or json", output)
+			}
+			admin, err := loadAdminDir(adminDir)
+			if err != nil {
+				return err
+			}
+			st, err := fetchStatus(cmd.Context(), admin)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&adminDir, "admin-dir", defaultAdminDir, "admin bundle written by 'fabric activate'")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	return cmd
+}
+
+func printStatus(out io.Writer, st Status) {
+	fmt.Fprintf(out, "cluster %s  revision %d  vpn %s\n\n", st.ClusterID, st.Revision, st.VPNCIDR)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tROLE\tSTATE\tVPN IP\tPUBLIC ENDPOINT\tHORDE\tAPPLIED\tNOTE")
+	for _, p := range st.Peers {
+		note := p.LastError
+		if note == "" && p.State == "active" && p.AppliedRevision != st.Revision {
+			note = "catching up"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, p.Role, p.State, p.VPNIP, p.PublicEndpoint, p.Horde, p.AppliedRevision, note)
+	}
+	tw.Flush()
+	for _, a := range st.Admins {
+		fmt.Fprintf(out, "\nadmin %s: VPN IP %s\n", a.Name, a.VPNIP)
+	}
+}

@@ -1,0 +1,183 @@
+// Package inproc runs a fabric cluster inside one process without root:
+// real fabricd daemons (node.Start) with real gRPC over TLS on loopback, but
+// fake network managers and a loopback VPN instead of WireGuard. The
+// in-process tests and the 200-node benchmark use it; activation goes
+// through the real CLI code (cli.Run).
+package inproc
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fabricmesh/fabric/cli"
+	"github.com/fabricmesh/fabric/core"
+	"github.com/fabricmesh/fabric/internal/bootstrapkey"
+	"github.com/fabricmesh/fabric/node"
+)
+
+// Cluster is a set of in-process peers sharing one loopback VPN.
+type Cluster struct {
+	Dir          string
+	BootstrapKey []byte
+	KeyFile      string
+	VPN          *node.LoopbackVPN
+	Logger       *slog.Logger
+	// HoldTime of the vpnapi long poll (0: default).
+	HoldTime time.Duration
+
+	mu    sync.Mutex
+	peers []*Peer
+}
+
+// Peer is one in-process fabricd.
+type Peer struct {
+	Name     string
+	Endpoint netip.AddrPort
+	Network  *core.FakeNetworkManager
+	StateDir string
+
+	cluster *Cluster
+	daemon  *node.Daemon
+	cancel  context.CancelFunc
+}
+
+// New makes an empty cluster in dir with a fresh bootstrap key.
+func New(dir string, logger *slog.Logger) (*Cluster, error) {
+	key, err := bootstrapkey.Generate()
+	if err != nil {
+		return nil, err
+	}
+	keyFile := filepath.Join(dir, "bootstrap.key")
+	if err := bootstrapkey.WriteFile(keyFile, key); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Cluster{Dir: dir, BootstrapKey: key, KeyFile: keyFile, VPN: node.NewLoopbackVPN(), Logger: logger}, nil
+}
+
+// AddPeer starts a new fabricd named name on a free loopback port.
+func (c *Cluster) AddPeer(ctx context.Context, name, horde string) (*Peer, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &Peer{
+		Name:     name,
+		Endpoint: netip.MustParseAddrPort(lis.Addr().String()),
+		Network:  core.NewFakeNetworkManager(),
+		StateDir: filepath.Join(c.Dir, name),
+		cluster:  c,
+	}
+	if err := p.start(ctx, lis, horde); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.peers = append(c.peers, p)
+	c.mu.Unlock()
+	return p, nil
+}
+
+func (p *Peer) start(ctx context.Context, lis net.Listener, horde string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	d, err := node.Start(ctx, node.Config{
+		StateDir: p.StateDir, Listen: p.Endpoint, BootstrapKey: p.cluster.BootstrapKey,
+		Name: p.Name, Horde: horde, WGPort: int(p.Endpoint.Port()),
+		Logger:      p.cluster.Logger.With("peer", p.Name),
+		PubListener: lis, Network: p.Network, VPN: p.cluster.VPN, HoldTime: p.cluster.HoldTime,
+	})
+	if err != nil {
+		cancel()
+		lis.Close()
+		return fmt.Errorf("starting %s: %w", p.Name, err)
+	}
+	p.daemon, p.cancel = d, cancel
+	return nil
+}
+
+// Stop stops the peer's daemon and waits for it.
+func (p *Peer) Stop() {
+	if p.cancel == nil {
+		return
+	}
+	p.cancel()
+	p.daemon.Wait()
+	p.cancel = nil
+}
+
+// Restart stops the daemon and starts it again from its state dir, on the
+// same endpoint and with the same (fake) device.
+func (p *Peer) Restart(ctx context.Context) error {
+	horde := p.daemon.Core().Status().Horde
+	p.Stop()
+	var lis net.Listener
+	var err error
+	for range 50 { // the port was just released; retry briefly if taken
+		if lis, err = net.Listen("tcp", p.Endpoint.String()); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	return p.start(ctx, lis, horde)
+}
+
+// Core returns the peer's core.
+func (p *Peer) Core() *core.Core { return p.daemon.Core() }
+
+// Close stops every peer.
+func (c *Cluster) Close() {
+	c.mu.Lock()
+	peers := c.peers
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Stop() }()
+	}
+	wg.Wait()
+}
+
+// AdminDir is where CLI calls of this cluster keep the admin bundle.
+func (c *Cluster) AdminDir() string { return filepath.Join(c.Dir, "admin") }
+
+// CLI runs the real fabric CLI with args and returns its output.
+func (c *Cluster) CLI(ctx context.Context, args ...string) (string, error) {
+	var out bytes.Buffer
+	code := cli.Run(ctx, args, &out, &out)
+	if code != 0 {
+		return out.String(), fmt.Errorf("fabric %s: exit %d: %s", strings.Join(args, " "), code, out.String())
+	}
+	return out.String(), nil
+}
+
+// Activate runs `fabric activate` with the first peer as coordinator.
+func (c *Cluster) Activate(ctx context.Context, coordinator *Peer, nodes []*Peer, vpnCIDR string) (string, error) {
+	return c.CLI(ctx, "activate", "--coordinator", coordinator.Endpoint.String(), "--nodes", Endpoints(nodes),
+		"--bootstrap-key-file", c.KeyFile, "--vpn-cidr", vpnCIDR, "--admin-dir", c.AdminDir())
+}
+
+// Endpoints joins the peers' endpoints with commas.
+func Endpoints(peers []*Peer) string {
+	var s []string
+	for _, p := range peers {
+		s = append(s, p.Endpoint.String())
+	}
+	return strings.Join(s, ",")
+}
+
+// Watch runs `fabric watch --n n`.
+func (c *Cluster) Watch(ctx context.Context, n int, timeout time.Duration) (string, error) {
+	return c.CLI(ctx, "watch", "--n", fmt.Sprint(n), "--timeout", timeout.String(), "--admin-dir", c.AdminDir())
+}
