@@ -1,0 +1,325 @@
+package nshost
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fabricmesh/fabric/cli"
+)
+
+// FabricConfig configures a fabric cluster on a Lab.
+type FabricConfig struct {
+	// BinDir holds the fabric and fabricd binaries (see BuildBinaries).
+	BinDir string
+	// VPNCIDR of the cluster (default 203.0.113.0/24).
+	VPNCIDR string
+	// PubPort is every fabricd's pubapi port (default 7443).
+	PubPort int
+	// LogLevel of fabricd (default info).
+	LogLevel string
+}
+
+// Fabric is a fabric cluster on a Lab: an admin host that runs the CLI and
+// peer hosts that run fabricd.
+type Fabric struct {
+	Lab   *Lab
+	Admin *Host
+	// AdminDir is the admin bundle's directory (on the admin host).
+	AdminDir string
+	// KeyFile is the bootstrap key, made by `fabric key` on the admin host.
+	KeyFile string
+
+	cfg     FabricConfig
+	mu      sync.Mutex
+	daemons map[*Host]*Process
+	peers   map[*Host]PeerOptions
+}
+
+// PeerOptions are a peer host's fabricd flags.
+type PeerOptions struct {
+	// Name defaults to the host's name.
+	Name string
+	// Horde defaults to fabricd's default.
+	Horde string
+}
+
+// NewFabric adds the admin host to lab and makes the bootstrap key there.
+func NewFabric(ctx context.Context, lab *Lab, cfg FabricConfig) (*Fabric, error) {
+	if cfg.VPNCIDR == "" {
+		cfg.VPNCIDR = "203.0.113.0/24"
+	}
+	if cfg.PubPort == 0 {
+		cfg.PubPort = 7443
+	}
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = "info"
+	}
+	for _, bin := range []string{"fabric", "fabricd"} {
+		if _, err := os.Stat(filepath.Join(cfg.BinDir, bin)); err != nil {
+			return nil, fmt.Errorf("fabric binaries: %w (run make build)", err)
+		}
+	}
+	admin, err := lab.AddHost(ctx, "admin")
+	if err != nil {
+		return nil, err
+	}
+	f := &Fabric{
+		Lab: lab, Admin: admin, cfg: cfg,
+		AdminDir: filepath.Join(admin.Dir(), "fabric-admin"),
+		KeyFile:  filepath.Join(admin.Dir(), "bootstrap.key"),
+		daemons:  map[*Host]*Process{}, peers: map[*Host]PeerOptions{},
+	}
+	if _, err := f.CLI(ctx, "key", "--out", f.KeyFile); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// BuildBinaries builds fabric and fabricd of the module containing the
+// working directory into dir.
+func BuildBinaries(ctx context.Context, dir string) error {
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("finding the module: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/fabric", "./cmd/fabricd")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %w: %s", err, out)
+	}
+	return nil
+}
+
+// AddPeers adds n hosts to the lab and starts fabricd on each; opts gives
+// each host's options (nil: defaults).
+func (f *Fabric) AddPeers(ctx context.Context, n int, namef func(i int) string, opts func(i int) PeerOptions) ([]*Host, error) {
+	hosts, err := f.Lab.AddHosts(ctx, n, namef)
+	if err != nil {
+		return nil, err
+	}
+	err = forEach(len(hosts), func(i int) error {
+		o := PeerOptions{}
+		if opts != nil {
+			o = opts(i)
+		}
+		f.mu.Lock()
+		f.peers[hosts[i]] = o
+		f.mu.Unlock()
+		return f.StartFabricd(ctx, hosts[i])
+	})
+	return hosts, err
+}
+
+// Endpoint is the pubapi endpoint of h.
+func (f *Fabric) Endpoint(h *Host) string {
+	return netip.AddrPortFrom(h.IP(), uint16(f.cfg.PubPort)).String()
+}
+
+// Endpoints joins the pubapi endpoints of hosts with commas.
+func (f *Fabric) Endpoints(hosts []*Host) string {
+	eps := make([]string, len(hosts))
+	for i, h := range hosts {
+		eps[i] = f.Endpoint(h)
+	}
+	return strings.Join(eps, ",")
+}
+
+// StartFabricd starts (or restarts) fabricd on h with its state in
+// h.Dir()/state and waits until its pubapi accepts connections.
+func (f *Fabric) StartFabricd(ctx context.Context, h *Host) error {
+	f.mu.Lock()
+	o := f.peers[h]
+	running := f.daemons[h]
+	f.mu.Unlock()
+	if running != nil {
+		select {
+		case <-running.Exited():
+		default:
+			return fmt.Errorf("fabricd is already running on %s (pid %d)", h.Name(), running.PID())
+		}
+	}
+	if o.Name == "" {
+		o.Name = h.Name()
+	}
+	args := []string{
+		"--state-dir", filepath.Join(h.Dir(), "state"), "--listen", f.Endpoint(h),
+		"--bootstrap-key-file", f.KeyFile, "--name", o.Name, "--log-level", f.cfg.LogLevel,
+	}
+	if o.Horde != "" {
+		args = append(args, "--horde", o.Horde)
+	}
+	p, err := h.Start(filepath.Join(f.cfg.BinDir, "fabricd"), args...)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.daemons[h] = p
+	f.mu.Unlock()
+	return f.waitListening(ctx, h, p)
+}
+
+// waitListening polls h's pubapi port from the admin host.
+func (f *Fabric) waitListening(ctx context.Context, h *Host, p *Process) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	probe := fmt.Sprintf(": > /dev/tcp/%s/%d", h.IP(), f.cfg.PubPort)
+	for {
+		if _, err := f.Admin.Run(ctx, "bash", "-c", probe); err == nil {
+			return nil
+		}
+		select {
+		case <-p.Exited():
+			return fmt.Errorf("fabricd on %s exited: %v (log %s)", h.Name(), p.Err(), p.LogPath())
+		case <-ctx.Done():
+			return fmt.Errorf("fabricd on %s does not listen on %s: %w (log %s)", h.Name(), f.Endpoint(h), ctx.Err(), p.LogPath())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Daemon returns the fabricd process of h, if started.
+func (f *Fabric) Daemon(h *Host) *Process {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.daemons[h]
+}
+
+// StopFabricd stops h's fabricd gracefully.
+func (f *Fabric) StopFabricd(ctx context.Context, h *Host) error {
+	p := f.Daemon(h)
+	if p == nil {
+		return fmt.Errorf("no fabricd on %s", h.Name())
+	}
+	return p.Stop(ctx)
+}
+
+// CLI runs the fabric CLI on the admin host.
+func (f *Fabric) CLI(ctx context.Context, args ...string) (string, error) {
+	return f.Admin.Run(ctx, filepath.Join(f.cfg.BinDir, "fabric"), args...)
+}
+
+// Activate runs `fabric activate` with coordinator and nodes.
+func (f *Fabric) Activate(ctx context.Context, coordinator *Host, nodes []*Host) (string, error) {
+	return f.CLI(ctx, "activate", "--coordinator", f.Endpoint(coordinator), "--nodes", f.Endpoints(nodes),
+		"--bootstrap-key-file", f.KeyFile, "--vpn-cidr", f.cfg.VPNCIDR, "--admin-dir", f.AdminDir)
+}
+
+// AddNodes runs `fabric add-nodes`.
+func (f *Fabric) AddNodes(ctx context.Context, nodes []*Host) (string, error) {
+	return f.CLI(ctx, "add-nodes", "--nodes", f.Endpoints(nodes), "--admin-dir", f.AdminDir)
+}
+
+// Watch runs `fabric watch --n n`.
+func (f *Fabric) Watch(ctx context.Context, n int, timeout time.Duration) (string, error) {
+	return f.CLI(ctx, "watch", "--n", strconv.Itoa(n), "--timeout", timeout.String(), "--admin-dir", f.AdminDir)
+}
+
+// Status runs `fabric status -o json`.
+func (f *Fabric) Status(ctx context.Context) (cli.Status, error) {
+	out, err := f.CLI(ctx, "status", "-o", "json", "--admin-dir", f.AdminDir)
+	if err != nil {
+		return cli.Status{}, err
+	}
+	var st cli.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return cli.Status{}, fmt.Errorf("parsing status: %w: %s", err, out)
+	}
+	return st, nil
+}
+
+// CheckMesh proves the mesh among hosts from the cluster status: on every
+// host, `wg show fabric0` shows that host's own key and exactly the other
+// active peers (admin included), and every host pings every active peer's
+// VPN IP through the tunnel.
+func (f *Fabric) CheckMesh(ctx context.Context, hosts []*Host) error {
+	st, err := f.Status(ctx)
+	if err != nil {
+		return err
+	}
+	byName := map[string]cli.StatusPeer{}
+	var vpnIPs []string
+	for _, p := range st.Peers {
+		if p.State == "active" {
+			byName[p.Name] = p
+			vpnIPs = append(vpnIPs, p.VPNIP)
+		}
+	}
+	var allKeys []string
+	for _, p := range append(slices.Clone(st.Peers), st.Admins...) {
+		if p.State == "active" {
+			allKeys = append(allKeys, p.WGPubKey)
+		}
+	}
+	var mu sync.Mutex
+	var errs []error
+	_ = forEach(len(hosts), func(i int) error {
+		h := hosts[i]
+		self, ok := byName[f.peerName(h)]
+		err := errors.New("not an active peer in the status")
+		if ok {
+			err = f.checkHost(ctx, h, self, allKeys, vpnIPs)
+		}
+		if err != nil {
+			mu.Lock()
+			errs = append(errs, fmt.Errorf("%s: %w", h.Name(), err))
+			mu.Unlock()
+		}
+		return nil
+	})
+	return errors.Join(errs...)
+}
+
+func (f *Fabric) peerName(h *Host) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n := f.peers[h].Name; n != "" {
+		return n
+	}
+	return h.Name()
+}
+
+func (f *Fabric) checkHost(ctx context.Context, h *Host, self cli.StatusPeer, allKeys, vpnIPs []string) error {
+	pub, err := h.Run(ctx, "wg", "show", "fabric0", "public-key")
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(pub) != self.WGPubKey {
+		return fmt.Errorf("wg show fabric0 shows key %s, want this host's %s", strings.TrimSpace(pub), self.WGPubKey)
+	}
+	out, err := h.Run(ctx, "wg", "show", "fabric0", "peers")
+	if err != nil {
+		return err
+	}
+	got := strings.Fields(out)
+	want := slices.DeleteFunc(slices.Clone(allKeys), func(k string) bool { return k == self.WGPubKey })
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("wg show fabric0 peers: got %d %v, want %d %v", len(got), got, len(want), want)
+	}
+	return pingAll(ctx, h, vpnIPs)
+}
+
+// pingAll pings every ip from h at once and names those that do not answer.
+func pingAll(ctx context.Context, h *Host, ips []string) error {
+	script := `for ip in "$@"; do (ping -c 1 -w 5 -q "$ip" >/dev/null 2>&1 || echo "$ip") & done; wait`
+	out, err := h.Run(ctx, "sh", append([]string{"-c", script, "ping-all"}, ips...)...)
+	if err != nil {
+		return err
+	}
+	if failed := strings.Fields(out); len(failed) > 0 {
+		return fmt.Errorf("no ping reply from %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
