@@ -4,10 +4,20 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
+
+// keepalive is the persistent keepalive of every peer. Besides keeping NAT
+// mappings and showing liveness, setting it makes WireGuard send a
+// keepalive at once, so the side that adds a peer last starts the handshake
+// immediately: without it, a handshake initiation that reached a peer before
+// that peer knew the initiator is only retried after WireGuard's 5 s rekey
+// timeout, and a freshly activated node would wait that long for its
+// coordinator.
+const keepalive = 25 * time.Second
 
 // wgPeers turns the cluster's records into the WireGuard peers of the peer
 // at self: every other active peer, reachable at its VPN IP only.
@@ -31,10 +41,12 @@ func wgPeer(p registry.Peer) (wgtypes.PeerConfig, error) {
 	if err != nil {
 		return wgtypes.PeerConfig{}, fmt.Errorf("wireguard public key: %w", err)
 	}
+	ka := keepalive
 	pc := wgtypes.PeerConfig{
-		PublicKey:         key,
-		ReplaceAllowedIPs: true,
-		AllowedIPs:        []net.IPNet{hostNet(p.VPNIP)},
+		PublicKey:                   key,
+		PersistentKeepaliveInterval: &ka,
+		ReplaceAllowedIPs:           true,
+		AllowedIPs:                  []net.IPNet{hostNet(p.VPNIP)},
 	}
 	if p.WGEndpoint != "" {
 		ap, err := netip.ParseAddrPort(p.WGEndpoint)

@@ -1,0 +1,134 @@
+// Package demo is `make demo`: a whole local fabric cluster on network
+// namespace hosts (internal/nshost), activated with the real CLI, its status
+// shown, its mesh proven with wg and ping, and everything torn down.
+package demo
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fabricmesh/fabric/internal/nshost"
+)
+
+// Main runs the demo and returns the exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fabric-demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	binDir := fs.String("bin-dir", "bin", "directory holding fabric and fabricd")
+	hosts := fs.Int("hosts", 5, "number of fabricd hosts")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *hosts < 2 || *hosts > 200 {
+		fmt.Fprintln(stderr, "fabric-demo: --hosts must be 2-200")
+		return 2
+	}
+	if err := nshost.Check(); err != nil {
+		fmt.Fprintf(stderr, "fabric-demo: %v\nThe demo makes network namespaces and TUN devices, which needs root: sudo make demo\n", err)
+		return 1
+	}
+	if err := run(ctx, stdout, *binDir, *hosts); err != nil {
+		fmt.Fprintf(stderr, "fabric-demo: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+type demo struct {
+	out   io.Writer
+	start time.Time
+}
+
+func (d *demo) step(format string, args ...any) {
+	fmt.Fprintf(d.out, "\n[%5.1fs] == %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (d *demo) show(text string) { fmt.Fprint(d.out, indent(text)) }
+
+func run(ctx context.Context, out io.Writer, binDir string, n int) (err error) {
+	d := &demo{out: out, start: time.Now()}
+	binDir, err = filepath.Abs(binDir)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "fabric-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	d.step("making %d namespace hosts on a bridge (underlay 198.51.100.0/24) and an admin host", n)
+	lab, err := nshost.New(ctx, nshost.Config{WorkDir: work})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		d.step("tearing down: stopping fabricd, deleting namespaces %s-*", lab.Prefix())
+		err = errors.Join(err, lab.Close())
+	}()
+	f, err := nshost.NewFabric(ctx, lab, nshost.FabricConfig{BinDir: binDir})
+	if err != nil {
+		return err
+	}
+	hosts, err := f.AddPeers(ctx, n, func(i int) string { return fmt.Sprintf("host%d", i+1) }, nil)
+	if err != nil {
+		return err
+	}
+	for _, h := range hosts {
+		fmt.Fprintf(out, "  %-7s %s  fabricd pid %d, pubapi %s\n", h.Name(), h.IP(), f.Daemon(h).PID(), f.Endpoint(h))
+	}
+	return d.cluster(ctx, f, hosts)
+}
+
+func (d *demo) cluster(ctx context.Context, f *nshost.Fabric, hosts []*nshost.Host) error {
+	d.step("fabric activate --coordinator %s --nodes <%d others> --vpn-cidr 203.0.113.0/24", f.Endpoint(hosts[0]), len(hosts)-1)
+	t0 := time.Now()
+	out, err := f.Activate(ctx, hosts[0], hosts[1:])
+	d.show(out)
+	if err != nil {
+		return err
+	}
+	out, err = f.Watch(ctx, len(hosts), time.Minute)
+	d.show(out)
+	if err != nil {
+		return err
+	}
+	converged := time.Since(t0)
+	d.step("fabric status")
+	out, err = f.CLI(ctx, "status", "--admin-dir", f.AdminDir)
+	d.show(out)
+	if err != nil {
+		return err
+	}
+	d.step("proving the mesh: on every host, wg show fabric0 lists every other peer, and every host pings every VPN IP")
+	if err := f.CheckMesh(ctx, hosts); err != nil {
+		return err
+	}
+	wg, err := hosts[len(hosts)-1].Run(ctx, "wg", "show", "fabric0")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "  %d hosts x %d VPN IPs: every ping answered; wg show fabric0 on %s:\n", len(hosts), len(hosts), hosts[len(hosts)-1].Name())
+	d.show(wg)
+	fmt.Fprintf(d.out, "\nactivate to converged mesh: %.2fs for %d hosts\n", converged.Seconds(), len(hosts))
+	return nil
+}
+
+func indent(s string) string {
+	out := "    "
+	for i, c := range s {
+		out += string(c)
+		if c == '\n' && i < len(s)-1 {
+			out += "    "
+		}
+	}
+	if len(s) > 0 && s[len(s)-1] != '\n' {
+		out += "\n"
+	}
+	return out
+}
