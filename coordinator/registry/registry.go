@@ -249,9 +249,6 @@ func (r *Registry) lookupLocked(ip netip.Addr) (Peer, bool) {
 // its own state atomically with the registry's. It returns the coordinator's
 // record followed by the admins'.
 func (r *Registry) Init(c Cluster, coordinator Peer, admins []Peer, extra func(store.Tx) error) ([]Peer, error) {
-	if _, ok := r.Cluster(); ok {
-		return nil, errors.New("registry is already initialized")
-	}
 	first, ok := addrAt(c.VPNCIDR, 1)
 	if !ok {
 		return nil, fmt.Errorf("vpn cidr %s has no usable address", c.VPNCIDR)
@@ -260,6 +257,11 @@ func (r *Registry) Init(c Cluster, coordinator Peer, admins []Peer, extra func(s
 	coordinator.Role, coordinator.VPNIP, coordinator.State = RoleCoordinator, first, StateActive
 	var out []Peer
 	err := r.update(func(m *mutation) error {
+		// Checked here, under the writer lock: a check before update
+		// would let concurrent Inits all pass and overwrite each other.
+		if m.cluster != nil {
+			return errors.New("registry is already initialized")
+		}
 		out = out[:0]
 		m.cluster = &c
 		if err := store.PutJSON(m.tx, keyCluster, c); err != nil {
