@@ -19,6 +19,9 @@ all: build
 
 build:
 	$(GO) build $(GOFLAGS) -o $(BIN)/ ./cmd/fabric ./cmd/fabricd ./cmd/fabric-demo ./cmd/fabric-bench
+	@# wireguard-go lets the demo and the tests put their admin host on the
+	@# VPN with wg-quick, as an operator's machine would join.
+	$(GO) build $(GOFLAGS) -o $(BIN)/wireguard-go golang.zx2c4.com/wireguard
 
 # -p 2: the multi-host packages each build many namespace hosts; running them
 # two at a time keeps a small CI machine responsive.

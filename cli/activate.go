@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
@@ -199,6 +200,7 @@ func finishActivation(out io.Writer, admin *adminDir, res *pubapipb.ActivationRe
 	fmt.Fprintf(out, "%d node(s) activated, %d failed; cluster revision %d\n", res.GetActivated(), res.GetFailed(), res.GetCluster().GetRevision())
 	fmt.Fprintf(out, "this machine joins the VPN with: wg-quick up %s\n", admin.file(wgQuickFile))
 	if len(failed) > 0 {
+		slices.Sort(failed)
 		return &exitError{code: 1, msg: fmt.Sprintf("%d node(s) failed: %s\nfix them, then retry: fabric add-nodes --admin-dir %s --nodes %s",
 			len(failed), strings.Join(failed, ", "), admin.path, strings.Join(failed, ","))}
 	}

@@ -52,6 +52,9 @@ type PeerOptions struct {
 	Name string
 	// Horde defaults to fabricd's default.
 	Horde string
+	// KeyFile replaces the cluster's bootstrap key file (a peer started
+	// with another cluster's key).
+	KeyFile string
 }
 
 // NewFabric adds the admin host to lab and makes the bootstrap key there.
@@ -87,16 +90,22 @@ func NewFabric(ctx context.Context, lab *Lab, cfg FabricConfig) (*Fabric, error)
 }
 
 // BuildBinaries builds fabric and fabricd of the module containing the
-// working directory into dir.
+// working directory into dir, and wireguard-go (for AdminVPNUp).
 func BuildBinaries(ctx context.Context, dir string) error {
 	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return fmt.Errorf("finding the module: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/fabric", "./cmd/fabricd")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %w: %s", err, out)
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	for _, args := range [][]string{
+		{"build", "-o", dir + "/", "./cmd/fabric", "./cmd/fabricd"},
+		{"build", "-o", dir + "/wireguard-go", "golang.zx2c4.com/wireguard"},
+	} {
+		cmd := exec.CommandContext(ctx, "go", args...)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go %s: %w: %s", strings.Join(args, " "), err, out)
+		}
 	}
 	return nil
 }
@@ -135,6 +144,13 @@ func (f *Fabric) Endpoints(hosts []*Host) string {
 	return strings.Join(eps, ",")
 }
 
+// SetPeerOptions changes h's fabricd options for its next start.
+func (f *Fabric) SetPeerOptions(h *Host, o PeerOptions) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.peers[h] = o
+}
+
 // StartFabricd starts (or restarts) fabricd on h with its state in
 // h.Dir()/state and waits until its pubapi accepts connections.
 func (f *Fabric) StartFabricd(ctx context.Context, h *Host) error {
@@ -152,9 +168,12 @@ func (f *Fabric) StartFabricd(ctx context.Context, h *Host) error {
 	if o.Name == "" {
 		o.Name = h.Name()
 	}
+	if o.KeyFile == "" {
+		o.KeyFile = f.KeyFile
+	}
 	args := []string{
 		"--state-dir", filepath.Join(h.Dir(), "state"), "--listen", f.Endpoint(h),
-		"--bootstrap-key-file", f.KeyFile, "--name", o.Name, "--log-level", f.cfg.LogLevel,
+		"--bootstrap-key-file", o.KeyFile, "--name", o.Name, "--log-level", f.cfg.LogLevel,
 	}
 	if o.Horde != "" {
 		args = append(args, "--horde", o.Horde)
@@ -308,11 +327,11 @@ func (f *Fabric) checkHost(ctx context.Context, h *Host, self cli.StatusPeer, al
 	if !slices.Equal(got, want) {
 		return fmt.Errorf("wg show fabric0 peers: got %d %v, want %d %v", len(got), got, len(want), want)
 	}
-	return pingAll(ctx, h, vpnIPs)
+	return PingAll(ctx, h, vpnIPs)
 }
 
-// pingAll pings every ip from h at once and names those that do not answer.
-func pingAll(ctx context.Context, h *Host, ips []string) error {
+// PingAll pings every ip from h at once and names those that do not answer.
+func PingAll(ctx context.Context, h *Host, ips []string) error {
 	script := `for ip in "$@"; do (ping -c 1 -w 5 -q "$ip" >/dev/null 2>&1 || echo "$ip") & done; wait`
 	out, err := h.Run(ctx, "sh", append([]string{"-c", script, "ping-all"}, ips...)...)
 	if err != nil {
@@ -322,4 +341,56 @@ func pingAll(ctx context.Context, h *Host, ips []string) error {
 		return fmt.Errorf("no ping reply from %s", strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// adminVPNShim is wg-quick's userspace implementation for the admin host:
+// it runs wireguard-go in the foreground in the background, records its PID
+// (so the lab can stop exactly that process) and waits for its UAPI socket.
+const adminVPNShim = `#!/bin/sh
+WG_PROCESS_FOREGROUND=1 "$FABRIC_WIREGUARD_GO" "$1" >>"$FABRIC_WG_LOG" 2>&1 &
+echo $! >"$FABRIC_WG_PIDFILE"
+i=0
+while [ ! -S "/var/run/wireguard/$1.sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+`
+
+// AdminVPNUp puts the admin host on the VPN with the admin bundle's wg-quick
+// config, exactly as an operator would (`wg-quick up`), using wireguard-go
+// from BinDir. The lab stops that wireguard-go when it closes.
+func (f *Fabric) AdminVPNUp(ctx context.Context) error {
+	shim := filepath.Join(f.Admin.Dir(), "wireguard-go-shim")
+	pidFile := filepath.Join(f.Admin.Dir(), "wireguard-go.pid")
+	if err := os.WriteFile(shim, []byte(adminVPNShim), 0o755); err != nil {
+		return err
+	}
+	cmd := f.Admin.Command(ctx, "wg-quick", "up", filepath.Join(f.AdminDir, "fabric-vpn.conf"))
+	cmd.Env = append(os.Environ(),
+		"WG_QUICK_USERSPACE_IMPLEMENTATION="+shim,
+		"FABRIC_WIREGUARD_GO="+filepath.Join(f.cfg.BinDir, "wireguard-go"),
+		"FABRIC_WG_LOG="+filepath.Join(f.Admin.Dir(), "wireguard-go.log"),
+		"FABRIC_WG_PIDFILE="+pidFile,
+	)
+	out, err := cmd.CombinedOutput()
+	if data, rerr := os.ReadFile(pidFile); rerr == nil {
+		if pid, perr := strconv.Atoi(strings.TrimSpace(string(data))); perr == nil {
+			f.Lab.OnClose(func() error { return killOwn(pid, "wireguard-go") })
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("wg-quick up on %s: %w: %s", f.Admin.Name(), err, out)
+	}
+	return nil
+}
+
+// killOwn kills pid if it still runs the command we started (a recycled PID
+// belongs to someone else and is left alone).
+func killOwn(pid int, command string) error {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(cmdline), command) {
+		return nil
+	}
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return nil
+	}
+	return p.Kill()
 }

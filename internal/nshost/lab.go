@@ -107,6 +107,7 @@ type Lab struct {
 	nextOctet  int
 	namespaces []string // every namespace we tried to create
 	procs      []*Process
+	onClose    []func() error
 	closeErr   error
 }
 
@@ -198,11 +199,31 @@ func (l *Lab) Close() error {
 	}
 	l.closed = true
 	l.log.Info("closing lab")
-	l.closeErr = errors.Join(l.stopAll(), l.deleteNamespaces())
+	l.closeErr = errors.Join(l.runOnClose(), l.stopAll(), l.deleteNamespaces())
 	if l.closeErr != nil {
 		l.closeErr = fmt.Errorf("closing lab %s: %w", l.cfg.Prefix, l.closeErr)
 	}
 	return l.closeErr
+}
+
+// OnClose registers fn to run at the start of Close, before the lab's
+// processes are stopped and its namespaces deleted: cleanup of what a lab
+// user started by other means than Host.Start.
+func (l *Lab) OnClose(fn func() error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.onClose = append(l.onClose, fn)
+}
+
+func (l *Lab) runOnClose() error {
+	l.mu.Lock()
+	fns := l.onClose
+	l.mu.Unlock()
+	var errs []error
+	for i := len(fns) - 1; i >= 0; i-- {
+		errs = append(errs, fns[i]())
+	}
+	return errors.Join(errs...)
 }
 
 func (l *Lab) stopAll() error {
