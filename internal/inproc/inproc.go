@@ -8,6 +8,7 @@ package inproc
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -180,4 +181,17 @@ func Endpoints(peers []*Peer) string {
 // Watch runs `fabric watch --n n`.
 func (c *Cluster) Watch(ctx context.Context, n int, timeout time.Duration) (string, error) {
 	return c.CLI(ctx, "watch", "--n", fmt.Sprint(n), "--timeout", timeout.String(), "--admin-dir", c.AdminDir())
+}
+
+// Status runs `fabric status -o json` and decodes it.
+func (c *Cluster) Status(ctx context.Context) (cli.Status, error) {
+	out, err := c.CLI(ctx, "status", "-o", "json", "--admin-dir", c.AdminDir())
+	if err != nil {
+		return cli.Status{}, err
+	}
+	var st cli.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return cli.Status{}, fmt.Errorf("decoding status: %w", err)
+	}
+	return st, nil
 }
