@@ -1,0 +1,37 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestNotConverged(t *testing.T) {
+	peer := func(name, state string, applied uint64) StatusPeer {
+		return StatusPeer{Name: name, State: state, AppliedRevision: applied}
+	}
+	tests := []struct {
+		name  string
+		peers []StatusPeer
+		n     int
+		want  []string // empty: converged
+	}{
+		{"all applied", []StatusPeer{peer("a", "active", 7), peer("b", "active", 7)}, 2, nil},
+		{"more than n", []StatusPeer{peer("a", "active", 7), peer("b", "active", 7)}, 1, nil},
+		{"one behind", []StatusPeer{peer("a", "active", 7), peer("b", "active", 5)}, 2, []string{"2 of 2 peers active", "behind: b at 5"}},
+		{"too few", []StatusPeer{peer("a", "active", 7)}, 3, []string{"1 of 3 peers active"}},
+		{"failed peer named", []StatusPeer{peer("a", "active", 7), {Name: "b", State: "failed", LastError: "refused"}}, 2, []string{"not active: failed b (refused)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := notConverged(Status{Revision: 7, Peers: tt.peers}, tt.n)
+			if (got == "") != (len(tt.want) == 0) {
+				t.Fatalf("notConverged = %q, want %v", got, tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("%q lacks %q", got, w)
+				}
+			}
+		})
+	}
+}
