@@ -1,0 +1,554 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestActivateAsCoordinator(t *testing.T) {
+	tests := []struct {
+		name  string
+		nodes int
+		cidr  string
+	}{
+		{"alone", 0, "203.0.113.0/24"},
+		{"one node", 1, "203.0.113.0/24"},
+		{"three nodes", 3, "203.0.113.0/24"},
+		{"ipv6 vpn", 2, "fd00:fab::/64"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, tt.nodes, nil)
+			if st := h.coord.core.Status().State; st != StateAcceptingInit {
+				t.Fatalf("a new peer is %s, want %s", st, StateAcceptingInit)
+			}
+			req := activationRequest(t, h.nodeEndpoints(h.nodes...))
+			req.VPNCIDR = netip.MustParsePrefix(tt.cidr)
+			log := &eventLog{}
+			res, err := h.coord.core.ActivateAsCoordinator(t.Context(), req, log.emit)
+			if err != nil {
+				t.Fatalf("ActivateAsCoordinator: %v", err)
+			}
+			if want := (ActivationResult{Activated: tt.nodes}); res != want {
+				t.Errorf("result = %+v, want %+v", res, want)
+			}
+			coordIP := req.VPNCIDR.Addr().Next()
+			adminIP := coordIP.Next()
+
+			st := h.coord.core.Status()
+			if st.State != StateCoordinator || st.VPNIP != coordIP || st.ClusterID == "" {
+				t.Errorf("Status = %+v, want coordinator at %s with a cluster id", st, coordIP)
+			}
+			wantDev := FakeDevice{Up: true, PubKey: h.coord.self.VPNPrivKey.PublicKey(), ListenPort: testWGPort,
+				Address: netip.PrefixFrom(coordIP, req.VPNCIDR.Bits())}
+			gotDev := h.coord.net.Device()
+			gotDev.Peers = nil // checked by waitMesh
+			if diff := cmp.Diff(wantDev, gotDev, cmpNetip); diff != "" {
+				t.Errorf("coordinator device (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff([]string{"StartCoordinator " + st.ClusterID}, h.coord.services.started()); diff != "" {
+				t.Errorf("coordinator services (-want +got):\n%s", diff)
+			}
+			checkEvents(t, log, req, st.ClusterID, h.nodeEndpoints(h.nodes...))
+
+			reg := h.registry()
+			_, records := reg.Peers()
+			if len(records) != 2+tt.nodes {
+				t.Fatalf("registry has %d records, want coordinator, admin and %d nodes", len(records), tt.nodes)
+			}
+			co, admin := records[0], records[1]
+			if co.Role != registry.RoleCoordinator || co.VPNIP != coordIP || co.PublicEndpoint != h.coord.endpoint() ||
+				co.WGEndpoint != "192.0.2.1:51820" || !slices.Equal(co.SigningPubKey, h.coord.self.SigningPubKey) {
+				t.Errorf("coordinator record = %+v", co)
+			}
+			if admin.Role != registry.RoleAdmin || admin.VPNIP != adminIP || admin.Name != "alice" || admin.State != registry.StateActive ||
+				!slices.Equal(admin.SigningPubKey, req.AdminSigningPubKey) || !slices.Equal(admin.WGPubKey, req.AdminVPNPubKey) {
+				t.Errorf("admin record = %+v", admin)
+			}
+			for _, n := range h.nodes {
+				rec, ok := h.peerByEndpoint(n.endpoint())
+				pub := n.self.VPNPrivKey.PublicKey()
+				if !ok || rec.Role != registry.RoleNode || rec.State != registry.StateActive || rec.Name != n.self.Name ||
+					!slices.Equal(rec.WGPubKey, pub[:]) || !slices.Equal(rec.SigningPubKey, n.self.SigningPubKey) ||
+					rec.WGEndpoint != netip.AddrPortFrom(n.self.PublicEndpoint.Addr(), testWGPort).String() {
+					t.Errorf("record of %s = %+v", n.endpoint(), rec)
+				}
+				if !req.VPNCIDR.Contains(rec.VPNIP) || rec.VPNIP.Compare(adminIP) <= 0 {
+					t.Errorf("node %s got %s, want an address after the admin's in %s", n.self.Name, rec.VPNIP, req.VPNCIDR)
+				}
+				nst := n.core.Status()
+				if nst.State != StateNode || nst.ClusterID != st.ClusterID || nst.VPNIP != rec.VPNIP {
+					t.Errorf("node %s Status = %+v, want node of %s at %s", n.self.Name, nst, st.ClusterID, rec.VPNIP)
+				}
+				if diff := cmp.Diff([]string{"StartNode " + rec.VPNIP.String()}, n.services.started()); diff != "" {
+					t.Errorf("node %s services (-want +got):\n%s", n.self.Name, diff)
+				}
+			}
+			h.waitMesh()
+		})
+	}
+}
+
+// checkEvents checks the events of a successful coordinator activation:
+// Started, a progress line, then one result per node.
+func checkEvents(t *testing.T, log *eventLog, req CoordinatorActivation, clusterID string, nodes []string) {
+	t.Helper()
+	log.mu.Lock()
+	events := slices.Clone(log.events)
+	log.mu.Unlock()
+	if len(events) < 2 || events[0].Started == nil {
+		t.Fatalf("events = %+v, want Started first", events)
+	}
+	s := events[0].Started
+	coordIP := req.VPNCIDR.Addr().Next()
+	if s.Cluster.ID != clusterID || s.Cluster.VPNCIDR != req.VPNCIDR || s.Cluster.CoordinatorVPNIP != coordIP ||
+		s.Admin.VPNIP != coordIP.Next() || s.Admin.Role != registry.RoleAdmin {
+		t.Errorf("Started = %+v", s)
+	}
+	if p := events[1].Progress; !strings.Contains(p, coordIP.String()) || !strings.Contains(p, "alice") {
+		t.Errorf("second event %+v should say the coordinator and the admin are up", events[1])
+	}
+	var got []string
+	for _, e := range events[2:] {
+		if e.Node != nil {
+			got = append(got, e.Node.NodePublicEndpoint)
+			if e.Node.Err != nil || e.Node.Peer.State != registry.StateActive {
+				t.Errorf("node event %+v, want an active peer", e.Node)
+			}
+		}
+	}
+	slices.Sort(got)
+	want := slices.Sorted(slices.Values(nodes))
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("one node result per node (-want +got):\n%s", diff)
+	}
+}
+
+// TestActivationConcurrency: nodes are activated at once, at most
+// ActivationConcurrency of them at a time. The activator lets no call
+// through until that many are in flight together.
+func TestActivationConcurrency(t *testing.T) {
+	tests := []struct {
+		name        string
+		nodes       int
+		concurrency int
+		want        int
+	}{
+		{"all at once", 5, 0, 5},
+		{"two at a time", 5, 2, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, tt.nodes, func(c *Config) { c.ActivationConcurrency = tt.concurrency })
+			h.activator.setBarrier(tt.want, 5*time.Second)
+			res, log, err := h.activate(h.nodes...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Failed != 0 {
+				for ep, r := range log.nodeResults() {
+					if r.Err != nil {
+						t.Errorf("%s: %v", ep, r.Err)
+					}
+				}
+				t.Fatalf("%d node(s) failed: nodes were not activated %d at a time", res.Failed, tt.want)
+			}
+			if got := h.activator.maxConcurrent(); got != tt.want {
+				t.Errorf("at most %d activations were in flight at once, want %d", got, tt.want)
+			}
+			h.waitMesh()
+		})
+	}
+}
+
+// TestNodeFailures: a node that cannot be activated does not stop the
+// others; it is reported and recorded failed with an address it keeps, and
+// ActivateAdditionalNodes retries it with that address.
+func TestNodeFailures(t *testing.T) {
+	tests := []struct {
+		name      string
+		behaviour behaviour
+		prepare   func(t *testing.T, h *harness, bad *testPeer)
+		heal      func(h *harness, bad *testPeer)
+		wantErr   string
+	}{
+		{
+			name: "unreachable", behaviour: behaveUnreachable, wantErr: "contacting node: connection refused",
+			heal: func(h *harness, bad *testPeer) { h.activator.setBehaviour(bad.endpoint(), behaveOK) },
+		},
+		{
+			name: "failed", behaviour: behaveFailed, wantErr: "is failed",
+			heal: func(h *harness, bad *testPeer) { h.activator.setBehaviour(bad.endpoint(), behaveOK) },
+		},
+		{
+			name: "too slow", behaviour: behaveSlow, wantErr: "context deadline exceeded",
+			prepare: func(t *testing.T, h *harness, bad *testPeer) {},
+			heal:    func(h *harness, bad *testPeer) { h.activator.setBehaviour(bad.endpoint(), behaveOK) },
+		},
+		{
+			// The node is activated but the answer is lost: the retry finds
+			// it a node of this cluster and completes.
+			name: "answer lost", behaviour: behaveLoseAnswer, wantErr: "connection reset by peer",
+			heal: func(*harness, *testPeer) {},
+		},
+		{
+			name: "network up fails on the node", wantErr: "bringing up the vpn interface: no tun",
+			prepare: func(t *testing.T, h *harness, bad *testPeer) { bad.net.FailUp(errors.New("no tun")) },
+			heal:    func(h *harness, bad *testPeer) { bad.net.FailUp(nil) },
+		},
+		{
+			name: "node services fail", wantErr: "starting node services: no reeve",
+			prepare: func(t *testing.T, h *harness, bad *testPeer) { bad.services.failWith(errors.New("no reeve")) },
+			// A node whose services failed is failed itself; only a restart
+			// brings it back (see TestRestartNode). Here it stays failed.
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, 3, func(c *Config) { c.NodeActivationTimeout = 500 * time.Millisecond })
+			bad := h.nodes[1]
+			h.activator.setBehaviour(bad.endpoint(), tt.behaviour)
+			if tt.prepare != nil {
+				tt.prepare(t, h, bad)
+			}
+			res, log, err := h.activate(h.nodes...)
+			if err != nil {
+				t.Fatalf("ActivateAsCoordinator: %v", err)
+			}
+			if want := (ActivationResult{Activated: 2, Failed: 1}); res != want {
+				t.Errorf("result = %+v, want %+v", res, want)
+			}
+			results := log.nodeResults()
+			r, ok := results[bad.endpoint()]
+			if !ok || r.Err == nil || !strings.Contains(r.Err.Error(), tt.wantErr) {
+				t.Fatalf("result for %s = %+v, want an error containing %q", bad.endpoint(), r, tt.wantErr)
+			}
+			if len(results) != 3 {
+				t.Errorf("got %d node results, want 3", len(results))
+			}
+			rec, ok := h.peerByEndpoint(bad.endpoint())
+			if !ok || rec.State != registry.StateFailed || !strings.Contains(rec.LastError, tt.wantErr) || !rec.VPNIP.IsValid() {
+				t.Fatalf("record of the failed node = %+v, want failed with an address and the error", rec)
+			}
+			if r.Peer.VPNIP != rec.VPNIP {
+				t.Errorf("the failure event says %s, the registry %s", r.Peer.VPNIP, rec.VPNIP)
+			}
+			h.waitMesh() // the others are meshed without it
+			if tt.heal == nil {
+				if st := bad.core.Status().State; st != StateFailed {
+					t.Errorf("node whose services failed is %s, want %s", st, StateFailed)
+				}
+				return
+			}
+			tt.heal(h, bad)
+			if tt.behaviour == behaveSlow {
+				// The slow node may still be half-way; it was told nothing.
+				if st := bad.core.Status().State; st != StateAcceptingInit {
+					t.Fatalf("slow node is %s, want %s", st, StateAcceptingInit)
+				}
+			}
+			log = &eventLog{}
+			res, err = h.coord.core.ActivateAdditionalNodes(t.Context(), h.nodeEndpoints(h.nodes...), log.emit)
+			if err != nil {
+				t.Fatalf("ActivateAdditionalNodes: %v", err)
+			}
+			if want := (ActivationResult{Activated: 3}); res != want {
+				t.Errorf("retry result = %+v, want %+v (two already active, one retried)", res, want)
+			}
+			again, _ := h.peerByEndpoint(bad.endpoint())
+			if again.State != registry.StateActive || again.VPNIP != rec.VPNIP {
+				t.Errorf("retried node = %+v, want active at its reserved %s", again, rec.VPNIP)
+			}
+			if _, peers := h.registry().Peers(); len(peers) != 5 {
+				t.Errorf("registry has %d records after the retry, want 5 (no new address)", len(peers))
+			}
+			h.waitMesh()
+		})
+	}
+}
+
+// TestActivateCoordinatorTwice: an active peer refuses a second activation
+// and changes nothing.
+func TestActivateCoordinatorTwice(t *testing.T) {
+	h := newHarness(t, 2, nil)
+	h.mustActivate()
+	tests := []struct {
+		name string
+		peer *testPeer
+		want string
+	}{
+		{"coordinator", h.coord, "already active as the coordinator"},
+		{"node", h.nodes[0], "already active as a node"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := snapshot(t, tt.peer)
+			extra := h.addNode(newMemStore())
+			log := &eventLog{}
+			_, err := tt.peer.core.ActivateAsCoordinator(t.Context(), activationRequest(t, []string{extra.endpoint()}), log.emit)
+			if !errors.Is(err, ErrWrongState) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("second activation = %v, want ErrWrongState saying %q", err, tt.want)
+			}
+			if diff := cmp.Diff(before, snapshot(t, tt.peer), cmpNetip); diff != "" {
+				t.Errorf("refused activation changed the peer (-before +after):\n%s", diff)
+			}
+			if len(log.events) != 0 {
+				t.Errorf("refused activation emitted %+v", log.events)
+			}
+			if st := extra.core.Status().State; st != StateAcceptingInit {
+				t.Errorf("the refused activation's node is %s", st)
+			}
+		})
+	}
+}
+
+// peerSnapshot is what a peer shows: its status, device, store and the
+// services it started.
+type peerSnapshot struct {
+	Status   Status
+	Device   FakeDevice
+	Store    map[string]string
+	Services []string
+}
+
+func snapshot(t testing.TB, p *testPeer) peerSnapshot {
+	return peerSnapshot{Status: p.core.Status(), Device: p.net.Device(), Store: dump(t, p.store), Services: p.services.started()}
+}
+
+// TestInvalidCoordinatorActivation: a malformed request is refused with
+// ErrInvalidArgument before anything happens.
+func TestInvalidCoordinatorActivation(t *testing.T) {
+	coordEndpoint := "192.0.2.1:7443"
+	tests := []struct {
+		name   string
+		modify func(*CoordinatorActivation)
+		want   string
+	}{
+		{"no cidr", func(r *CoordinatorActivation) { r.VPNCIDR = netip.Prefix{} }, "vpn cidr"},
+		{"host bits set", func(r *CoordinatorActivation) { r.VPNCIDR = netip.MustParsePrefix("203.0.113.9/24") }, "did you mean 203.0.113.0/24"},
+		{"too small", func(r *CoordinatorActivation) { r.VPNCIDR = netip.MustParsePrefix("203.0.113.0/31") }, "too small"},
+		{"cidr holds the coordinator", func(r *CoordinatorActivation) { r.VPNCIDR = netip.MustParsePrefix("192.0.2.0/24") },
+			"contains the coordinator's public IP 192.0.2.1"},
+		{"duplicate endpoint", func(r *CoordinatorActivation) {
+			r.NodePublicEndpoints = []string{"192.0.2.10:7443", "192.0.2.11:7443", "192.0.2.10:7443"}
+		}, "192.0.2.10:7443 is listed twice"},
+		{"duplicate endpoint, mapped", func(r *CoordinatorActivation) {
+			r.NodePublicEndpoints = []string{"192.0.2.10:7443", "[::ffff:192.0.2.10]:7443"}
+		}, "listed twice"},
+		{"coordinator as node", func(r *CoordinatorActivation) { r.NodePublicEndpoints = []string{"192.0.2.10:7443", coordEndpoint} },
+			"is the coordinator itself"},
+		{"node inside the vpn", func(r *CoordinatorActivation) { r.NodePublicEndpoints = []string{"203.0.113.7:7443"} },
+			"inside the vpn cidr"},
+		{"node without port", func(r *CoordinatorActivation) { r.NodePublicEndpoints = []string{"192.0.2.10"} }, "want IP:PORT"},
+		{"node port 0", func(r *CoordinatorActivation) { r.NodePublicEndpoints = []string{"192.0.2.10:0"} }, "want IP:PORT"},
+		{"node host name", func(r *CoordinatorActivation) { r.NodePublicEndpoints = []string{"node1:7443"} }, "want IP:PORT"},
+		{"node unspecified", func(r *CoordinatorActivation) { r.NodePublicEndpoints = []string{"0.0.0.0:7443"} }, "want IP:PORT"},
+		{"short admin signing key", func(r *CoordinatorActivation) { r.AdminSigningPubKey = r.AdminSigningPubKey[:31] }, "admin keys"},
+		{"no admin vpn key", func(r *CoordinatorActivation) { r.AdminVPNPubKey = nil }, "admin keys"},
+		{"no admin name", func(r *CoordinatorActivation) { r.AdminName = "" }, "admin name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, 2, nil)
+			req := activationRequest(t, h.nodeEndpoints(h.nodes...))
+			tt.modify(&req)
+			before := snapshot(t, h.coord)
+			log := &eventLog{}
+			_, err := h.coord.core.ActivateAsCoordinator(t.Context(), req, log.emit)
+			if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("ActivateAsCoordinator = %v, want ErrInvalidArgument saying %q", err, tt.want)
+			}
+			if diff := cmp.Diff(before, snapshot(t, h.coord), cmpNetip); diff != "" {
+				t.Errorf("invalid request changed the coordinator (-before +after):\n%s", diff)
+			}
+			if calls := h.activator.recorded(); len(calls) != 0 || len(log.events) != 0 {
+				t.Errorf("invalid request reached nodes %+v or emitted %+v", calls, log.events)
+			}
+			// The peer is still ready for a valid request.
+			h.mustActivate()
+		})
+	}
+}
+
+// TestCoordinatorActivationFailure: when the coordinator cannot come up,
+// it goes back to accepting-init with its interface down and nothing
+// persisted, and a later activation succeeds.
+func TestCoordinatorActivationFailure(t *testing.T) {
+	tests := []struct {
+		name    string
+		breakIt func(p *testPeer, st *failingStore)
+		heal    func(p *testPeer, st *failingStore)
+		want    string
+	}{
+		{"network up fails",
+			func(p *testPeer, _ *failingStore) { p.net.FailUp(errors.New("operation not permitted")) },
+			func(p *testPeer, _ *failingStore) { p.net.FailUp(nil) },
+			"bringing up the vpn interface: operation not permitted"},
+		{"store fails",
+			func(_ *testPeer, st *failingStore) { st.failUpdates(errors.New("disk full")) },
+			func(_ *testPeer, st *failingStore) { st.failUpdates(nil) },
+			"disk full"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &harness{t: t, net: newFakeNet(), activator: newFakeActivator()}
+			st := &failingStore{Store: newMemStore()}
+			h.coord = h.start(newSelf(t, "coord", 1), st)
+			h.addNode(newMemStore())
+			tt.breakIt(h.coord, st)
+			before := snapshot(t, h.coord)
+			res, log, err := h.activate(h.nodes...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("ActivateAsCoordinator = %+v, %v; want an error containing %q", res, err, tt.want)
+			}
+			after := snapshot(t, h.coord)
+			if after.Device.Up {
+				t.Error("the interface is still up after a failed activation")
+			}
+			after.Device = before.Device
+			if diff := cmp.Diff(before, after, cmpNetip); diff != "" {
+				t.Errorf("failed activation changed the coordinator (-before +after):\n%s", diff)
+			}
+			if _, ok := h.coord.core.Registry(); ok {
+				t.Error("the registry is served after a failed activation")
+			}
+			if calls := h.activator.recorded(); len(calls) != 0 || len(log.events) != 0 {
+				t.Errorf("failed activation reached nodes %+v or emitted %+v", calls, log.events)
+			}
+			reopened, err := registry.Open(h.coord.store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := reopened.Cluster(); ok {
+				t.Error("the failed activation left a cluster in the store")
+			}
+			tt.heal(h.coord, st)
+			h.mustActivate()
+		})
+	}
+}
+
+// TestCoordinatorServicesFail: if the coordinator's services cannot start,
+// the peer is failed (its role is persisted, a restart retries).
+func TestCoordinatorServicesFail(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	h.coord.services.failWith(errors.New("port in use"))
+	_, _, err := h.activate(h.nodes...)
+	if err == nil || !strings.Contains(err.Error(), "starting coordinator services: port in use") {
+		t.Fatalf("ActivateAsCoordinator = %v, want the services error", err)
+	}
+	st := h.coord.core.Status()
+	if st.State != StateFailed || !strings.Contains(st.Failure, "port in use") {
+		t.Errorf("Status = %+v, want failed with the reason", st)
+	}
+	_, _, err = h.activate(h.nodes...)
+	if !errors.Is(err, ErrWrongState) || !strings.Contains(err.Error(), "peer has failed") {
+		t.Errorf("activating a failed peer = %v, want ErrWrongState", err)
+	}
+	if calls := h.activator.recorded(); len(calls) != 0 {
+		t.Errorf("a failed coordinator contacted nodes: %+v", calls)
+	}
+}
+
+func TestActivateAdditionalNodes(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	t.Run("before activation", func(t *testing.T) {
+		_, err := h.coord.core.ActivateAdditionalNodes(t.Context(), h.nodeEndpoints(h.nodes...), func(Event) {})
+		if !errors.Is(err, ErrWrongState) {
+			t.Errorf("ActivateAdditionalNodes on an accepting-init peer = %v, want ErrWrongState", err)
+		}
+	})
+	h.mustActivate()
+	t.Run("on a node", func(t *testing.T) {
+		_, err := h.nodes[0].core.ActivateAdditionalNodes(t.Context(), []string{"192.0.2.99:7443"}, func(Event) {})
+		if !errors.Is(err, ErrWrongState) {
+			t.Errorf("ActivateAdditionalNodes on a node = %v, want ErrWrongState", err)
+		}
+	})
+	invalid := []struct {
+		name      string
+		endpoints []string
+	}{
+		{"none", nil},
+		{"duplicate", []string{"192.0.2.50:7443", "192.0.2.50:7443"}},
+		{"coordinator", []string{"192.0.2.1:7443"}},
+		{"inside the vpn", []string{"203.0.113.50:7443"}},
+		{"garbage", []string{"x"}},
+	}
+	for _, tt := range invalid {
+		t.Run("invalid/"+tt.name, func(t *testing.T) {
+			rev := h.registry().Revision()
+			_, err := h.coord.core.ActivateAdditionalNodes(t.Context(), tt.endpoints, func(Event) {})
+			if !errors.Is(err, ErrInvalidArgument) {
+				t.Errorf("ActivateAdditionalNodes(%q) = %v, want ErrInvalidArgument", tt.endpoints, err)
+			}
+			if got := h.registry().Revision(); got != rev {
+				t.Errorf("invalid request moved the revision %d -> %d", rev, got)
+			}
+		})
+	}
+	t.Run("two more", func(t *testing.T) {
+		a, b := h.addNode(newMemStore()), h.addNode(newMemStore())
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel() // the admin went away: the activation completes anyway
+		log := &eventLog{}
+		res, err := h.coord.core.ActivateAdditionalNodes(ctx, h.nodeEndpoints(a, b), log.emit)
+		if err != nil || res != (ActivationResult{Activated: 2}) {
+			t.Fatalf("ActivateAdditionalNodes = %+v, %v; want 2 activated", res, err)
+		}
+		if n := log.count(func(e Event) bool { return e.Started != nil }); n != 0 {
+			t.Errorf("ActivateAdditionalNodes emitted %d Started events", n)
+		}
+		var ips []string
+		for _, n := range []*testPeer{a, b} {
+			rec, _ := h.peerByEndpoint(n.endpoint())
+			ips = append(ips, rec.VPNIP.String())
+		}
+		slices.Sort(ips)
+		if diff := cmp.Diff([]string{"203.0.113.4", "203.0.113.5"}, ips); diff != "" {
+			t.Errorf("new nodes' addresses (-want +got):\n%s", diff)
+		}
+		h.waitMesh()
+	})
+}
+
+func TestNewRejectsIncompleteConfig(t *testing.T) {
+	h := newHarness(t, 0, nil)
+	good := func() Config {
+		return Config{Self: newSelf(t, "x", 5), Store: newMemStore(), Network: NewFakeNetworkManager(),
+			Activator: h.activator, Dialer: h.net, Services: h.coord.services}
+	}
+	tests := []struct {
+		name   string
+		modify func(*Config)
+	}{
+		{"no store", func(c *Config) { c.Store = nil }},
+		{"no network", func(c *Config) { c.Network = nil }},
+		{"no activator", func(c *Config) { c.Activator = nil }},
+		{"no dialer", func(c *Config) { c.Dialer = nil }},
+		{"no services", func(c *Config) { c.Services = nil }},
+		{"no endpoint", func(c *Config) { c.Self.PublicEndpoint = netip.AddrPort{} }},
+		{"no wg port", func(c *Config) { c.Self.WGPort = 0 }},
+		{"wg port too big", func(c *Config) { c.Self.WGPort = 70000 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := good()
+			tt.modify(&cfg)
+			if _, err := New(cfg); err == nil {
+				t.Errorf("New accepted a config with %s", tt.name)
+			}
+		})
+	}
+	if _, err := New(good()); err != nil {
+		t.Errorf("New(good config): %v", err)
+	}
+}

@@ -1,0 +1,406 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/store"
+)
+
+// fakeNet is the wire between the test peers: the coordinators' vpnapis by
+// endpoint (registered by fakeServices) and the nodes' pubapis by endpoint
+// (held by fakeActivator). It can break the nodes' connections on demand.
+type fakeNet struct {
+	mu       sync.Mutex
+	vpnapis  map[string]*fakeVPNAPI
+	dialErr  error
+	watchErr error
+	// holds cancels the watches in flight, so breaking the net ends them.
+	holds   map[*context.CancelFunc]struct{}
+	dials   int
+	watches int
+}
+
+// fakeVPNAPI is a coordinator's vpnapi as nodes see it: its registry, for
+// the lifetime of the coordinator's services.
+type fakeVPNAPI struct {
+	reg *registry.Registry
+	ctx context.Context
+}
+
+var errConnRefused = errors.New("connection refused")
+
+func newFakeNet() *fakeNet {
+	return &fakeNet{vpnapis: map[string]*fakeVPNAPI{}, holds: map[*context.CancelFunc]struct{}{}}
+}
+
+// serve publishes reg at endpoint until ctx ends.
+func (n *fakeNet) serve(ctx context.Context, endpoint string, reg *registry.Registry) {
+	api := &fakeVPNAPI{reg: reg, ctx: ctx}
+	n.mu.Lock()
+	n.vpnapis[endpoint] = api
+	n.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.vpnapis[endpoint] == api {
+			delete(n.vpnapis, endpoint)
+		}
+	})
+}
+
+// breakConns makes dials fail with dialErr and watches (also those in
+// flight) fail with watchErr; nil errors heal the net.
+func (n *fakeNet) breakConns(dialErr, watchErr error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.dialErr, n.watchErr = dialErr, watchErr
+	if watchErr != nil {
+		for cancel := range n.holds {
+			(*cancel)()
+		}
+	}
+}
+
+// attempts is the number of dials and watch calls so far.
+func (n *fakeNet) attempts() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dials + n.watches
+}
+
+// DialCoordinator implements CoordinatorDialer.
+func (n *fakeNet) DialCoordinator(_ context.Context, co CoordinatorInfo) (UpdateClient, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.dials++
+	if n.dialErr != nil {
+		return nil, n.dialErr
+	}
+	return &fakeUpdateClient{net: n, endpoint: co.VPNAPIEndpoint}, nil
+}
+
+// fakeUpdateClient serves WatchUpdates from the coordinator's registry the
+// way vpnapi.Server does: wait for a revision after the node's, then send
+// the changes.
+type fakeUpdateClient struct {
+	net      *fakeNet
+	endpoint string
+	closed   bool
+}
+
+// WatchUpdates implements UpdateClient.
+func (c *fakeUpdateClient) WatchUpdates(ctx context.Context, applied uint64) (Update, error) {
+	api, hold, done, err := c.net.startWatch(ctx, c.endpoint)
+	if err != nil {
+		return Update{}, err
+	}
+	defer done()
+	_, _ = api.reg.Wait(hold, applied)
+	switch {
+	case ctx.Err() != nil:
+		return Update{}, ctx.Err()
+	case c.net.currentWatchErr() != nil:
+		return Update{}, c.net.currentWatchErr()
+	}
+	if api.ctx.Err() != nil {
+		return Update{}, errors.New("coordinator went away")
+	}
+	rev, full, changed := api.reg.Changes(applied)
+	return Update{Revision: rev, Full: full, Peers: changed}, nil
+}
+
+// startWatch finds the vpnapi at endpoint and returns a hold context that
+// ends with ctx, with the coordinator, or when the net breaks.
+func (n *fakeNet) startWatch(ctx context.Context, endpoint string) (*fakeVPNAPI, context.Context, func(), error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.watches++
+	if n.watchErr != nil {
+		return nil, nil, nil, n.watchErr
+	}
+	api, ok := n.vpnapis[endpoint]
+	if !ok {
+		return nil, nil, nil, fmt.Errorf("vpnapi %s: %w", endpoint, errConnRefused)
+	}
+	hold, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(api.ctx, cancel)
+	n.holds[&cancel] = struct{}{}
+	return api, hold, func() {
+		stop()
+		cancel()
+		n.mu.Lock()
+		delete(n.holds, &cancel)
+		n.mu.Unlock()
+	}, nil
+}
+
+func (n *fakeNet) currentWatchErr() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.watchErr
+}
+
+// Close implements UpdateClient.
+func (c *fakeUpdateClient) Close() error {
+	c.closed = true
+	return nil
+}
+
+// fakeServices records the role services started and serves a
+// coordinator's registry on the fake net, like the daemon serves the vpnapi.
+type fakeServices struct {
+	net        *fakeNet
+	vpnapiPort int
+
+	mu    sync.Mutex
+	calls []string
+	fail  error
+}
+
+var _ RoleServices = (*fakeServices)(nil)
+
+// StartCoordinator implements RoleServices.
+func (s *fakeServices) StartCoordinator(ctx context.Context, reg *registry.Registry) error {
+	cl, ok := reg.Cluster()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return s.fail
+	}
+	if !ok {
+		return errors.New("fake services: coordinator started with an empty registry")
+	}
+	s.calls = append(s.calls, "StartCoordinator "+cl.ID)
+	s.net.serve(ctx, hostPort(cl.CoordinatorVPNIP, s.vpnapiPort), reg)
+	return nil
+}
+
+// StartNode implements RoleServices.
+func (s *fakeServices) StartNode(_ context.Context, cfg NodeConfig) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return s.fail
+	}
+	s.calls = append(s.calls, "StartNode "+cfg.VPNIP.String())
+	return nil
+}
+
+func (s *fakeServices) failWith(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fail = err
+}
+
+func (s *fakeServices) started() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.calls...)
+}
+
+// behaviour is how a fake node answers the coordinator.
+type behaviour int
+
+const (
+	// behaveOK forwards to the node's core.
+	behaveOK behaviour = iota
+	// behaveUnreachable fails every call.
+	behaveUnreachable
+	// behaveLoseAnswer activates the node but loses the first answer.
+	behaveLoseAnswer
+	// behaveSlow does not answer ActivateAsNode before ctx ends.
+	behaveSlow
+	// behaveFailed says the node has failed.
+	behaveFailed
+)
+
+// activatorCall is one call the coordinator made.
+type activatorCall struct {
+	Method   string
+	Endpoint string
+	Req      NodeActivation // ActivateAsNode only
+}
+
+// fakeActivator reaches the nodes' cores by public endpoint, with a
+// behaviour per node. It can also hold every ActivateAsNode call until a
+// number of them are in flight at once (barrier), and records the calls.
+type fakeActivator struct {
+	mu        sync.Mutex
+	nodes     map[string]*Core
+	behaviour map[string]behaviour
+	calls     []activatorCall
+	lost      map[string]bool // answers already lost
+
+	barrier     int           // 0: none
+	open        chan struct{} // closed once barrier calls were in flight
+	barrierWait time.Duration
+	inFlight    int
+	maxInFlight int
+}
+
+var _ NodeActivator = (*fakeActivator)(nil)
+
+func newFakeActivator() *fakeActivator {
+	return &fakeActivator{nodes: map[string]*Core{}, behaviour: map[string]behaviour{}, lost: map[string]bool{}}
+}
+
+func (a *fakeActivator) setNode(endpoint string, c *Core) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.nodes[endpoint] = c
+}
+
+func (a *fakeActivator) setBehaviour(endpoint string, b behaviour) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.behaviour[endpoint] = b
+}
+
+// setBarrier makes ActivateAsNode wait until n calls are in flight at once
+// (or fail after wait).
+func (a *fakeActivator) setBarrier(n int, wait time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.barrier, a.barrierWait, a.open = n, wait, make(chan struct{})
+}
+
+func (a *fakeActivator) lookup(method, endpoint string, req NodeActivation) (*Core, behaviour, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = append(a.calls, activatorCall{Method: method, Endpoint: endpoint, Req: req})
+	node, ok := a.nodes[endpoint]
+	b := a.behaviour[endpoint]
+	if !ok || b == behaveUnreachable {
+		return nil, b, errConnRefused
+	}
+	return node, b, nil
+}
+
+func (a *fakeActivator) recorded() []activatorCall {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]activatorCall(nil), a.calls...)
+}
+
+// GetNodeState implements NodeActivator.
+func (a *fakeActivator) GetNodeState(_ context.Context, endpoint string) (NodeState, error) {
+	node, b, err := a.lookup("GetNodeState", endpoint, NodeActivation{})
+	if err != nil {
+		return NodeState{}, err
+	}
+	st := node.Status()
+	if b == behaveFailed {
+		st.State, st.Failure = StateFailed, "disk full"
+	}
+	return NodeState{State: st.State, ClusterID: st.ClusterID, Name: st.Name, Horde: st.Horde}, nil
+}
+
+// ActivateAsNode implements NodeActivator.
+func (a *fakeActivator) ActivateAsNode(ctx context.Context, endpoint string, req NodeActivation) (registry.Activated, error) {
+	node, b, err := a.lookup("ActivateAsNode", endpoint, req)
+	if err != nil {
+		return registry.Activated{}, err
+	}
+	release, err := a.enter(ctx)
+	defer release()
+	if err != nil {
+		return registry.Activated{}, err
+	}
+	switch b {
+	case behaveSlow:
+		<-ctx.Done()
+		return registry.Activated{}, ctx.Err()
+	case behaveLoseAnswer:
+		act, err := node.ActivateAsNode(ctx, req)
+		if err == nil && a.loseOnce(endpoint) {
+			return registry.Activated{}, errors.New("connection reset by peer")
+		}
+		return act, err
+	}
+	return node.ActivateAsNode(ctx, req)
+}
+
+func (a *fakeActivator) loseOnce(endpoint string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.lost[endpoint] {
+		return false
+	}
+	a.lost[endpoint] = true
+	return true
+}
+
+// enter counts a call in flight and waits at the barrier.
+func (a *fakeActivator) enter(ctx context.Context) (release func(), err error) {
+	a.mu.Lock()
+	a.inFlight++
+	a.maxInFlight = max(a.maxInFlight, a.inFlight)
+	open, n, wait := a.open, a.barrier, a.barrierWait
+	if n > 0 && a.inFlight >= n {
+		select {
+		case <-open:
+		default:
+			close(open)
+		}
+	}
+	a.mu.Unlock()
+	release = func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.inFlight--
+	}
+	if n == 0 {
+		return release, nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-open:
+		return release, nil
+	case <-ctx.Done():
+		return release, ctx.Err()
+	case <-t.C:
+		return release, fmt.Errorf("barrier: %d calls were never in flight at once", n)
+	}
+}
+
+func (a *fakeActivator) maxConcurrent() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.maxInFlight
+}
+
+// failingStore is a store whose Updates fail on demand.
+type failingStore struct {
+	store.Store
+	mu   sync.Mutex
+	fail error
+}
+
+func (s *failingStore) failUpdates(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fail = err
+}
+
+// Update implements store.Store: a failing Update runs fn and then
+// fails, so its writes are discarded.
+func (s *failingStore) Update(fn func(store.Tx) error) error {
+	s.mu.Lock()
+	failure := s.fail
+	s.mu.Unlock()
+	if failure == nil {
+		return s.Store.Update(fn)
+	}
+	return s.Store.Update(func(tx store.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return failure
+	})
+}
