@@ -524,7 +524,7 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 	h := newHarness(t, 0, nil)
 	good := func() Config {
 		return Config{Self: newSelf(t, "x", 5), Store: newMemStore(), Network: NewFakeNetworkManager(),
-			Activator: h.activator, Dialer: h.net, Services: h.coord.services}
+			Activator: h.activator, Dialer: &fakeDialer{net: h.net}, Services: h.coord.services}
 	}
 	tests := []struct {
 		name   string

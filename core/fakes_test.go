@@ -73,24 +73,35 @@ func (n *fakeNet) attempts() int {
 	return n.dials + n.watches
 }
 
+// fakeDialer is one peer's way to its coordinator's vpnapi. Like the real
+// vpnapi, the coordinator knows the caller by its signing key and accepts
+// only active nodes.
+type fakeDialer struct {
+	net           *fakeNet
+	signingPubKey []byte
+}
+
+var _ CoordinatorDialer = (*fakeDialer)(nil)
+
 // DialCoordinator implements CoordinatorDialer.
-func (n *fakeNet) DialCoordinator(_ context.Context, co CoordinatorInfo) (UpdateClient, error) {
+func (d *fakeDialer) DialCoordinator(_ context.Context, co CoordinatorInfo) (UpdateClient, error) {
+	n := d.net
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.dials++
 	if n.dialErr != nil {
 		return nil, n.dialErr
 	}
-	return &fakeUpdateClient{net: n, endpoint: co.VPNAPIEndpoint}, nil
+	return &fakeUpdateClient{net: n, endpoint: co.VPNAPIEndpoint, signingPubKey: d.signingPubKey}, nil
 }
 
 // fakeUpdateClient serves WatchUpdates from the coordinator's registry the
 // way vpnapi.Server does: wait for a revision after the node's, then send
 // the changes.
 type fakeUpdateClient struct {
-	net      *fakeNet
-	endpoint string
-	closed   bool
+	net           *fakeNet
+	endpoint      string
+	signingPubKey []byte
 }
 
 // WatchUpdates implements UpdateClient.
@@ -100,6 +111,11 @@ func (c *fakeUpdateClient) WatchUpdates(ctx context.Context, applied uint64) (Up
 		return Update{}, err
 	}
 	defer done()
+	caller, ok := api.reg.LookupSigningKey(c.signingPubKey)
+	if !ok || (caller.Role != registry.RoleNode && caller.Role != registry.RoleCoordinator) {
+		return Update{}, errors.New("permission denied: not an active node of this cluster")
+	}
+	api.reg.ReportApplied(caller.VPNIP, applied, time.Now().Unix())
 	_, _ = api.reg.Wait(hold, applied)
 	switch {
 	case ctx.Err() != nil:
@@ -146,10 +162,7 @@ func (n *fakeNet) currentWatchErr() error {
 }
 
 // Close implements UpdateClient.
-func (c *fakeUpdateClient) Close() error {
-	c.closed = true
-	return nil
-}
+func (c *fakeUpdateClient) Close() error { return nil }
 
 // fakeServices records the role services started and serves a
 // coordinator's registry on the fake net, like the daemon serves the vpnapi.

@@ -143,7 +143,7 @@ func (h *harness) start(self Self, st store.Store) *testPeer {
 	p := &testPeer{self: self, store: st, net: NewFakeNetworkManager(),
 		services: &fakeServices{net: h.net, vpnapiPort: testVPNAPIPort}}
 	cfg := Config{
-		Self: self, Store: st, Network: p.net, Activator: h.activator, Dialer: h.net, Services: p.services,
+		Self: self, Store: st, Network: p.net, Activator: h.activator, Dialer: &fakeDialer{net: h.net, signingPubKey: self.SigningPubKey}, Services: p.services,
 		VPNAPIPort: testVPNAPIPort, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
 		Logger: testLogger(t, self.Name),
 	}
@@ -264,7 +264,7 @@ func (h *harness) mustActivate() {
 	if res.Failed != 0 {
 		h.t.Fatalf("ActivateAsCoordinator: %d node(s) failed", res.Failed)
 	}
-	h.waitMesh()
+	h.waitSettled()
 }
 
 func (h *harness) registry() *registry.Registry {
@@ -287,8 +287,28 @@ func (h *harness) peerByEndpoint(endpoint string) (registry.Peer, bool) {
 	return registry.Peer{}, false
 }
 
-// waitMesh waits until every peer's device holds exactly the other active
-// peers of the registry, and every active node is a node at its VPN IP.
+// waitSettled waits for the mesh and for every active node to have
+// persisted the current revision.
+func (h *harness) waitSettled() {
+	h.t.Helper()
+	h.waitMesh()
+	eventually(h.t, "every node to apply the current revision", func() error {
+		rev := h.registry().Revision()
+		for _, n := range h.nodes {
+			if rec, ok := h.peerByEndpoint(n.endpoint()); !ok || rec.State != registry.StateActive {
+				continue
+			}
+			if got, err := n.core.AppliedRevision(); err != nil || got != rev {
+				return fmt.Errorf("%s applied revision %d (%v), want %d", n.self.Name, got, err, rev)
+			}
+		}
+		return nil
+	})
+}
+
+// waitMesh waits until every active peer's device holds exactly the other
+// active peers of the registry, and every active node is a node at its VPN
+// IP.
 func (h *harness) waitMesh() {
 	h.t.Helper()
 	eventually(h.t, "the mesh to converge", h.meshErr)
@@ -312,8 +332,8 @@ func (h *harness) meshErr() error {
 		if known && rec.State == registry.StateActive && (st.State != roleState(rec.Role) || st.VPNIP != rec.VPNIP) {
 			return fmt.Errorf("%s is %s at %s; the registry has it active at %s", st.Name, st.State, st.VPNIP, rec.VPNIP)
 		}
-		if st.State != StateCoordinator && st.State != StateNode {
-			continue
+		if !known || rec.State != registry.StateActive {
+			continue // not part of the mesh (yet)
 		}
 		want := slices.DeleteFunc(slices.Clone(active), func(a netip.Prefix) bool { return a.Addr() == st.VPNIP })
 		if diff := cmp.Diff(want, p.net.Device().Peers, cmpNetip); diff != "" {

@@ -10,13 +10,14 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// keepalive is the persistent keepalive of every peer. Besides keeping NAT
-// mappings and showing liveness, setting it makes WireGuard send a
-// keepalive at once, so the side that adds a peer last starts the handshake
-// immediately: without it, a handshake initiation that reached a peer before
-// that peer knew the initiator is only retried after WireGuard's 5 s rekey
-// timeout, and a freshly activated node would wait that long for its
-// coordinator.
+// keepalive is the persistent keepalive of every peer with an endpoint.
+// Besides keeping NAT mappings and showing liveness, setting it makes
+// WireGuard send a keepalive at once, so a handshake starts as soon as a
+// peer is added: without it, a handshake initiation that reached a peer
+// before that peer knew the initiator is only retried after WireGuard's 5 s
+// rekey timeout, and a freshly activated node would wait that long for its
+// coordinator. (The network manager staggers these first keepalives so two
+// peers adding each other do not initiate at the same time.)
 const keepalive = 25 * time.Second
 
 // wgPeers turns the cluster's records into the WireGuard peers of the peer
@@ -41,19 +42,21 @@ func wgPeer(p registry.Peer) (wgtypes.PeerConfig, error) {
 	if err != nil {
 		return wgtypes.PeerConfig{}, fmt.Errorf("wireguard public key: %w", err)
 	}
-	ka := keepalive
 	pc := wgtypes.PeerConfig{
-		PublicKey:                   key,
-		PersistentKeepaliveInterval: &ka,
-		ReplaceAllowedIPs:           true,
-		AllowedIPs:                  []net.IPNet{hostNet(p.VPNIP)},
+		PublicKey:         key,
+		ReplaceAllowedIPs: true,
+		AllowedIPs:        []net.IPNet{hostNet(p.VPNIP)},
 	}
+	// A peer without an endpoint (a roaming admin) is reached once it
+	// writes first; there is nowhere to send keepalives to before that.
 	if p.WGEndpoint != "" {
 		ap, err := netip.ParseAddrPort(p.WGEndpoint)
 		if err != nil {
 			return wgtypes.PeerConfig{}, fmt.Errorf("wireguard endpoint: %w", err)
 		}
+		ka := keepalive
 		pc.Endpoint = net.UDPAddrFromAddrPort(ap)
+		pc.PersistentKeepaliveInterval = &ka
 	}
 	return pc, nil
 }
