@@ -136,8 +136,9 @@ func (h *harness) addNode(st store.Store) *testPeer {
 }
 
 // start makes a peer's core on st and starts it; the test's cleanup stops
-// it. A failing Start is recorded in startErr.
-func (h *harness) start(self Self, st store.Store) *testPeer {
+// it. A failing Start is recorded in startErr. Each of before runs on the
+// new peer between New and Start.
+func (h *harness) start(self Self, st store.Store, before ...func(*testPeer)) *testPeer {
 	t := h.t
 	t.Helper()
 	p := &testPeer{self: self, store: st, net: NewFakeNetworkManager(),
@@ -158,16 +159,19 @@ func (h *harness) start(self Self, st store.Store) *testPeer {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	t.Cleanup(p.stop)
+	for _, fn := range before {
+		fn(p)
+	}
 	p.startErr = c.Start(ctx)
 	return p
 }
 
 // restart stops p and starts a new core with the same identity on st (a
 // reopened store) and a new network manager, as after a reboot.
-func (h *harness) restart(p *testPeer, st store.Store) *testPeer {
+func (h *harness) restart(p *testPeer, st store.Store, before ...func(*testPeer)) *testPeer {
 	h.t.Helper()
 	p.stop()
-	q := h.start(p.self, st)
+	q := h.start(p.self, st, before...)
 	if p == h.coord {
 		h.coord = q
 	}

@@ -1,0 +1,132 @@
+package core
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/google/go-cmp/cmp"
+)
+
+func testPeerRecord(ip string, state registry.State, keyByte byte, wgEndpoint string) registry.Peer {
+	key := make([]byte, 32)
+	key[0] = keyByte
+	return registry.Peer{Name: "p" + ip, VPNIP: netip.MustParseAddr(ip), WGPubKey: key, State: state, WGEndpoint: wgEndpoint}
+}
+
+func TestWGPeers(t *testing.T) {
+	self := netip.MustParseAddr("203.0.113.3")
+	records := []registry.Peer{
+		testPeerRecord("203.0.113.1", registry.StateActive, 1, "192.0.2.1:51820"),
+		testPeerRecord("203.0.113.2", registry.StateActive, 2, ""), // admin: no endpoint
+		testPeerRecord("203.0.113.3", registry.StateActive, 3, "192.0.2.10:51820"),
+		testPeerRecord("203.0.113.4", registry.StatePending, 4, ""),
+		testPeerRecord("203.0.113.5", registry.StateFailed, 5, ""),
+		testPeerRecord("fd00::6", registry.StateActive, 6, "[2001:db8::6]:51820"),
+	}
+	got, err := wgPeers(records, self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type peer struct {
+		Key        byte
+		Endpoint   string
+		AllowedIPs []string
+		Replace    bool
+		Keepalive  bool
+	}
+	var gotPeers []peer
+	for _, p := range got {
+		q := peer{Key: p.PublicKey[0], Replace: p.ReplaceAllowedIPs, Keepalive: p.PersistentKeepaliveInterval != nil && *p.PersistentKeepaliveInterval > 0}
+		if p.Endpoint != nil {
+			q.Endpoint = p.Endpoint.String()
+		}
+		for _, n := range p.AllowedIPs {
+			q.AllowedIPs = append(q.AllowedIPs, n.String())
+		}
+		gotPeers = append(gotPeers, q)
+	}
+	want := []peer{
+		{1, "192.0.2.1:51820", []string{"203.0.113.1/32"}, true, true},
+		{2, "", []string{"203.0.113.2/32"}, true, false}, // nowhere to send keepalives
+		{6, "[2001:db8::6]:51820", []string{"fd00::6/128"}, true, true},
+	}
+	if diff := cmp.Diff(want, gotPeers); diff != "" {
+		t.Errorf("wgPeers: every other active peer at its VPN IP only, keepalives to those with an endpoint (-want +got):\n%s", diff)
+	}
+
+	bad := []struct {
+		name string
+		peer registry.Peer
+		want string
+	}{
+		{"short key", registry.Peer{Name: "x", VPNIP: netip.MustParseAddr("203.0.113.9"), WGPubKey: []byte{1}, State: registry.StateActive}, "wireguard public key"},
+		{"bad endpoint", testPeerRecord("203.0.113.9", registry.StateActive, 9, "host:51820"), "wireguard endpoint"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := wgPeers([]registry.Peer{tt.peer}, self)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "203.0.113.9") {
+				t.Errorf("wgPeers = %v, want an error about the %s naming the peer", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestMergePeers(t *testing.T) {
+	p := func(ip string, rev uint64) registry.Peer {
+		return registry.Peer{VPNIP: netip.MustParseAddr(ip), Revision: rev}
+	}
+	held := []registry.Peer{p("203.0.113.1", 1), p("203.0.113.3", 2), p("203.0.113.4", 3)}
+	tests := []struct {
+		name string
+		upd  Update
+		want []registry.Peer
+	}{
+		{"delta changes and adds", Update{Revision: 5, Peers: []registry.Peer{p("203.0.113.5", 5), p("203.0.113.3", 4)}},
+			[]registry.Peer{p("203.0.113.1", 1), p("203.0.113.3", 4), p("203.0.113.4", 3), p("203.0.113.5", 5)}},
+		{"delta removes", Update{Revision: 5, Removed: []netip.Addr{netip.MustParseAddr("203.0.113.3")}},
+			[]registry.Peer{p("203.0.113.1", 1), p("203.0.113.4", 3)}},
+		{"full replaces", Update{Revision: 9, Full: true, Peers: []registry.Peer{p("203.0.113.7", 9), p("203.0.113.1", 8)}},
+			[]registry.Peer{p("203.0.113.1", 8), p("203.0.113.7", 9)}},
+		{"empty delta", Update{Revision: 3}, held},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := mergePeers(held, tt.upd)
+			if diff := cmp.Diff(tt.want, got, cmpNetip); diff != "" {
+				t.Errorf("mergePeers (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	b := backoff{min: time.Millisecond, max: 5 * time.Millisecond}
+	var got []time.Duration
+	for range 5 {
+		got = append(got, b.next())
+	}
+	b.reset()
+	got = append(got, b.next())
+	ms := time.Millisecond
+	want := []time.Duration{ms, 2 * ms, 4 * ms, 5 * ms, 5 * ms, ms}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("backoff delays (-want +got):\n%s", diff)
+	}
+}
+
+func TestHostNet(t *testing.T) {
+	tests := []struct{ ip, want string }{
+		{"203.0.113.7", "203.0.113.7/32"},
+		{"fd00::7", "fd00::7/128"},
+	}
+	for _, tt := range tests {
+		n := hostNet(netip.MustParseAddr(tt.ip))
+		if n.String() != tt.want {
+			t.Errorf("hostNet(%s) = %s, want %s", tt.ip, n.String(), tt.want)
+		}
+	}
+}
