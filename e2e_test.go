@@ -61,7 +61,7 @@ func newFabric(t *testing.T, n int, opts func(i int) nshost.PeerOptions) (*nshos
 			t.Errorf("closing lab: %v", err)
 		}
 	})
-	f, err := nshost.NewFabric(ctx, lab, nshost.FabricConfig{BinDir: binDir})
+	f, err := nshost.NewFabric(ctx, lab, nshost.FabricConfig{BinDir: binDir, LogLevel: os.Getenv("FABRIC_LOG_LEVEL")})
 	if err != nil {
 		t.Fatal(err)
 	}

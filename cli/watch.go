@@ -51,7 +51,7 @@ exits 0 then, or 1 at --timeout saying which peers are missing or behind.`,
 
 // watch polls until converged(st, n) or ctx ends.
 func watch(ctx context.Context, admin *adminDir, n int) (Status, error) {
-	tick := time.NewTicker(200 * time.Millisecond)
+	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var last Status
 	var lastErr error

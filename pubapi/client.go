@@ -7,6 +7,7 @@ import (
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
+	"github.com/fabricmesh/fabric/internal/dialopts"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"google.golang.org/grpc"
 )
@@ -24,7 +25,7 @@ func Dial(endpoint string, cfg authconn.ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient("passthrough:///"+endpoint, creds.DialOptions()...)
+	conn, err := grpc.NewClient("passthrough:///"+endpoint, append(creds.DialOptions(), dialopts.Reconnect())...)
 	if err != nil {
 		return nil, fmt.Errorf("dialing pubapi %s: %w", endpoint, err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
+	"github.com/fabricmesh/fabric/internal/dialopts"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"google.golang.org/grpc"
 )
@@ -33,7 +34,7 @@ func (d *Dialer) DialCoordinator(_ context.Context, co core.CoordinatorInfo) (co
 	if err != nil {
 		return nil, err
 	}
-	opts := creds.DialOptions()
+	opts := append(creds.DialOptions(), dialopts.Reconnect())
 	if d.DialContext != nil {
 		opts = append(opts, grpc.WithContextDialer(d.DialContext))
 	}

@@ -332,7 +332,7 @@ func (f *Fabric) checkHost(ctx context.Context, h *Host, self cli.StatusPeer, al
 
 // PingAll pings every ip from h at once and names those that do not answer.
 func PingAll(ctx context.Context, h *Host, ips []string) error {
-	script := `for ip in "$@"; do (ping -c 1 -w 5 -q "$ip" >/dev/null 2>&1 || echo "$ip") & done; wait`
+	script := `for ip in "$@"; do (ping -c 1 -i 0.2 -w 5 -q "$ip" >/dev/null 2>&1 || echo "$ip") & done; wait`
 	out, err := h.Run(ctx, "sh", append([]string{"-c", script, "ping-all"}, ips...)...)
 	if err != nil {
 		return err

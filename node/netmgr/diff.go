@@ -83,9 +83,13 @@ func addition(d wgtypes.PeerConfig) wgtypes.PeerConfig {
 	if d.PresharedKey != nil && *d.PresharedKey == (wgtypes.Key{}) {
 		d.PresharedKey = nil
 	}
-	if d.PersistentKeepaliveInterval != nil && *d.PersistentKeepaliveInterval == 0 {
-		d.PersistentKeepaliveInterval = nil
-	}
+	// Always state the keepalive, 0 included: wireguard-go does not reset
+	// its "keepalive turned on" flag between the peers of one
+	// configuration, so a peer without a keepalive line that follows one
+	// whose keepalive was turned on would get an immediate keepalive (and
+	// handshake initiation) too.
+	ka := valueOr(d.PersistentKeepaliveInterval)
+	d.PersistentKeepaliveInterval = &ka
 	return d
 }
 

@@ -61,15 +61,16 @@ func TestDiffPeers(t *testing.T) {
 				{PublicKey: testKey(1), Endpoint: udpAddr(t, "198.51.100.1:51820"), AllowedIPs: ipNets(t, "203.0.113.1/32")},
 			},
 			want: []wgtypes.PeerConfig{
-				{PublicKey: testKey(1), Endpoint: udpAddr(t, "198.51.100.1:51820"), ReplaceAllowedIPs: true, AllowedIPs: ipNets(t, "203.0.113.1/32")},
+				{PublicKey: testKey(1), Endpoint: udpAddr(t, "198.51.100.1:51820"), PersistentKeepaliveInterval: ptr(time.Duration(0)),
+					ReplaceAllowedIPs: true, AllowedIPs: ipNets(t, "203.0.113.1/32")},
 			},
 		},
 		{
-			name: "add drops zero keepalive and zero preshared key",
+			name: "add states a zero keepalive, drops a zero preshared key",
 			desired: []wgtypes.PeerConfig{
 				{PublicKey: testKey(1), PersistentKeepaliveInterval: ptr(time.Duration(0)), PresharedKey: &wgtypes.Key{}},
 			},
-			want: []wgtypes.PeerConfig{{PublicKey: testKey(1), ReplaceAllowedIPs: true}},
+			want: []wgtypes.PeerConfig{{PublicKey: testKey(1), PersistentKeepaliveInterval: ptr(time.Duration(0)), ReplaceAllowedIPs: true}},
 		},
 		{
 			name: "remove all, sorted by key",
@@ -158,7 +159,8 @@ func TestDiffPeers(t *testing.T) {
 			},
 			want: []wgtypes.PeerConfig{
 				{PublicKey: testKey(2), Remove: true},
-				{PublicKey: testKey(4), Endpoint: udpAddr(t, "198.51.100.4:51820"), ReplaceAllowedIPs: true, AllowedIPs: ipNets(t, "203.0.113.4/32")},
+				{PublicKey: testKey(4), Endpoint: udpAddr(t, "198.51.100.4:51820"), PersistentKeepaliveInterval: ptr(time.Duration(0)),
+					ReplaceAllowedIPs: true, AllowedIPs: ipNets(t, "203.0.113.4/32")},
 				{PublicKey: testKey(3), UpdateOnly: true, ReplaceAllowedIPs: true, AllowedIPs: ipNets(t, "203.0.113.3/32", "203.0.113.33/32")},
 			},
 		},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/fabricmesh/fabric/core"
 	"github.com/vishvananda/netlink"
@@ -30,6 +31,10 @@ type Manager struct {
 	backend Mode             // backend of the interface Up made or adopted, "" if none
 	user    *userspaceDevice // our wireguard-go device, nil in kernel mode
 	closed  bool
+	// fresh are the peers added recently whose first handshake is watched,
+	// and kickStop stops the loop that watches them (see kick.go).
+	fresh    map[wgtypes.Key]*freshPeer
+	kickStop chan struct{}
 }
 
 // New validates cfg, applies its defaults and returns a Manager. It touches
@@ -40,8 +45,9 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("configuring network manager: %w", err)
 	}
 	return &Manager{
-		cfg: cfg,
-		log: cfg.Logger.With("interface", cfg.InterfaceName),
+		cfg:   cfg,
+		log:   cfg.Logger.With("interface", cfg.InterfaceName),
+		fresh: map[wgtypes.Key]*freshPeer{},
 	}, nil
 }
 
@@ -173,6 +179,7 @@ func (m *Manager) setPeers(ctx context.Context, peers []wgtypes.PeerConfig) erro
 	if err := m.configureDevice(wgtypes.Config{Peers: diff}); err != nil {
 		return err
 	}
+	m.watchAdded(diff, time.Now())
 	m.log.Info("wireguard peers updated", "peers", len(peers), "changes", len(diff))
 	return nil
 }
@@ -191,6 +198,7 @@ func (m *Manager) down(ctx context.Context) error {
 	if err := m.usable(ctx); err != nil {
 		return err
 	}
+	m.stopKicks()
 	if m.user != nil {
 		m.user.close()
 		m.user = nil
@@ -217,6 +225,7 @@ func (m *Manager) Close() error {
 		return nil
 	}
 	m.closed = true
+	m.stopKicks()
 	if m.user != nil {
 		m.user.close()
 		m.user = nil
