@@ -416,3 +416,34 @@ func TestConcurrentCoordinatorActivations(t *testing.T) {
 	}
 	h.waitSettled()
 }
+
+// TestActivateFullCIDR: nodes beyond the VPN CIDR's capacity fail with
+// ErrCIDRFull and leave no record; the others are meshed.
+func TestActivateFullCIDR(t *testing.T) {
+	h := newHarness(t, 5, nil)
+	req := activationRequest(t, h.nodeEndpoints(h.nodes...))
+	req.VPNCIDR = netip.MustParsePrefix("203.0.113.0/29") // coordinator, admin and 4 nodes
+	log := &eventLog{}
+	res, err := h.coord.core.ActivateAsCoordinator(t.Context(), req, log.emit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (ActivationResult{Activated: 4, Failed: 1}); res != want {
+		t.Fatalf("result = %+v, want %+v", res, want)
+	}
+	for ep, r := range log.nodeResults() {
+		if r.Err == nil {
+			continue
+		}
+		if !errors.Is(r.Err, registry.ErrCIDRFull) || !strings.Contains(r.Err.Error(), "203.0.113.0/29 has 6 usable addresses") {
+			t.Errorf("%s failed with %v, want ErrCIDRFull", ep, r.Err)
+		}
+		if rec, ok := h.peerByEndpoint(ep); ok {
+			t.Errorf("the node that found no address has a record: %+v", rec)
+		}
+	}
+	if _, peers := h.registry().Peers(); len(peers) != 6 {
+		t.Errorf("registry has %d records, want 6", len(peers))
+	}
+	h.waitSettled()
+}
