@@ -31,10 +31,12 @@ type Manager struct {
 	backend Mode             // backend of the interface Up made or adopted, "" if none
 	user    *userspaceDevice // our wireguard-go device, nil in kernel mode
 	closed  bool
-	// fresh are the peers added recently whose first handshake is watched,
-	// and kickStop stops the loop that watches them (see kick.go).
-	fresh    map[wgtypes.Key]*freshPeer
-	kickStop chan struct{}
+	// address is the interface's address, set by Up.
+	address netip.Prefix
+	// held are the keepalives held back for first handshakes and releases
+	// the timers that turn them on (see handshake.go).
+	held     map[wgtypes.Key]time.Duration
+	releases map[wgtypes.Key]*time.Timer
 }
 
 // New validates cfg, applies its defaults and returns a Manager. It touches
@@ -45,9 +47,9 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("configuring network manager: %w", err)
 	}
 	return &Manager{
-		cfg:   cfg,
-		log:   cfg.Logger.With("interface", cfg.InterfaceName),
-		fresh: map[wgtypes.Key]*freshPeer{},
+		cfg:      cfg,
+		log:      cfg.Logger.With("interface", cfg.InterfaceName),
+		releases: map[wgtypes.Key]*time.Timer{},
 	}, nil
 }
 
@@ -84,6 +86,7 @@ func (m *Manager) up(ctx context.Context, privKey wgtypes.Key, listenPort int, a
 	if err := configureLink(link, address, m.cfg.MTU); err != nil {
 		return err
 	}
+	m.address = address
 	if m.user != nil {
 		if err := m.user.up(); err != nil {
 			return err
@@ -172,14 +175,13 @@ func (m *Manager) setPeers(ctx context.Context, peers []wgtypes.PeerConfig) erro
 	if err != nil {
 		return err
 	}
-	diff, err := diffPeers(dev.Peers, peers)
+	diff, err := diffPeers(dev.Peers, m.prepare(dev.Peers, peers))
 	if err != nil || len(diff) == 0 {
 		return err
 	}
 	if err := m.configureDevice(wgtypes.Config{Peers: diff}); err != nil {
 		return err
 	}
-	m.watchAdded(diff, time.Now())
 	m.log.Info("wireguard peers updated", "peers", len(peers), "changes", len(diff))
 	return nil
 }
@@ -198,7 +200,7 @@ func (m *Manager) down(ctx context.Context) error {
 	if err := m.usable(ctx); err != nil {
 		return err
 	}
-	m.stopKicks()
+	m.forgetPeers()
 	if m.user != nil {
 		m.user.close()
 		m.user = nil
@@ -225,7 +227,7 @@ func (m *Manager) Close() error {
 		return nil
 	}
 	m.closed = true
-	m.stopKicks()
+	m.forgetPeers()
 	if m.user != nil {
 		m.user.close()
 		m.user = nil
