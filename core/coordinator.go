@@ -28,6 +28,7 @@ type NodeState struct {
 	ClusterID string
 	Name      string
 	Horde     string
+	VPNPubKey []byte
 }
 
 // CoordinatorActivation is the admin's request to create a cluster.
@@ -225,7 +226,7 @@ func (c *Core) coordinatorPeersLoop(ctx context.Context) {
 	b := backoff{min: c.cfg.MinBackoff, max: c.cfg.MaxBackoff}
 	for {
 		rev, peers := c.reg.Peers()
-		err := c.applyPeers(ctx, peers, self)
+		err := c.applyPeers(ctx, peers, self, true)
 		if err != nil {
 			c.log.Warn("applying coordinator peers; will retry", "revision", rev, "err", err)
 			if !sleep(ctx, b.next()) {
@@ -241,8 +242,8 @@ func (c *Core) coordinatorPeersLoop(ctx context.Context) {
 	}
 }
 
-func (c *Core) applyPeers(ctx context.Context, peers []registry.Peer, self netip.Addr) error {
-	desired, err := wgPeers(peers, self)
+func (c *Core) applyPeers(ctx context.Context, peers []registry.Peer, self netip.Addr, pending bool) error {
+	desired, err := wgPeers(peers, self, pending)
 	if err != nil {
 		return err
 	}
@@ -334,7 +335,7 @@ func (c *Core) tryActivateNode(ctx context.Context, endpoint string) (registry.P
 	if st.Name == "" {
 		return registry.Peer{}, errors.New("node reported an empty name")
 	}
-	reserved, err := c.reg.Reserve(endpoint, st.Name)
+	reserved, err := c.reg.Reserve(endpoint, st.Name, st.VPNPubKey)
 	if err != nil {
 		return reserved, err
 	}

@@ -243,13 +243,14 @@ type Status struct {
 	Horde     string
 	ClusterID string
 	VPNIP     netip.Addr
+	VPNPubKey wgtypes.Key
 }
 
 // Status reports the peer's state.
 func (c *Core) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := Status{State: c.state, Failure: c.failure, Name: c.cfg.Self.Name, Horde: c.cfg.Self.Horde}
+	st := Status{State: c.state, Failure: c.failure, Name: c.cfg.Self.Name, Horde: c.cfg.Self.Horde, VPNPubKey: c.cfg.Self.VPNPrivKey.PublicKey()}
 	switch c.state {
 	case StateCoordinator:
 		cl, _ := c.reg.Cluster()

@@ -310,7 +310,7 @@ func (a *fakeActivator) GetNodeState(_ context.Context, endpoint string) (NodeSt
 	if b == behaveFailed {
 		st.State, st.Failure = StateFailed, "disk full"
 	}
-	return NodeState{State: st.State, ClusterID: st.ClusterID, Name: st.Name, Horde: st.Horde}, nil
+	return NodeState{State: st.State, ClusterID: st.ClusterID, Name: st.Name, Horde: st.Horde, VPNPubKey: st.VPNPubKey[:]}, nil
 }
 
 // ActivateAsNode implements NodeActivator.

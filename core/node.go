@@ -157,7 +157,7 @@ func (c *Core) becomeNode(ctx context.Context, cfg NodeConfig) error {
 		return fmt.Errorf("bringing up the vpn interface: %w", err)
 	}
 	initial := nodePeers{Peers: []registry.Peer{coordinatorPeer(cfg.Coordinator)}}
-	if err := c.applyPeers(ctx, initial.Peers, cfg.VPNIP); err != nil {
+	if err := c.applyPeers(ctx, initial.Peers, cfg.VPNIP, false); err != nil {
 		c.networkDown(ctx)
 		return fmt.Errorf("adding the coordinator as a wireguard peer: %w", err)
 	}
@@ -202,7 +202,7 @@ func (c *Core) restoreNode(ctx context.Context) error {
 	if err := c.cfg.Network.Up(ctx, self.VPNPrivKey, self.WGPort, vpnPrefix(cfg.VPNIP, cfg.VPNCIDR)); err != nil {
 		return fmt.Errorf("bringing up the vpn interface: %w", err)
 	}
-	if err := c.applyPeers(ctx, np.Peers, cfg.VPNIP); err != nil {
+	if err := c.applyPeers(ctx, np.Peers, cfg.VPNIP, false); err != nil {
 		return fmt.Errorf("restoring wireguard peers of revision %d: %w", np.Revision, err)
 	}
 	c.end(StateNode, &cfg)
@@ -273,7 +273,7 @@ func (c *Core) nodeStep(ctx context.Context, cfg NodeConfig, client *UpdateClien
 		return nil
 	}
 	next := nodePeers{Revision: upd.Revision, Peers: mergePeers(np.Peers, upd)}
-	if err := c.applyPeers(ctx, next.Peers, cfg.VPNIP); err != nil {
+	if err := c.applyPeers(ctx, next.Peers, cfg.VPNIP, false); err != nil {
 		return fmt.Errorf("applying revision %d: %w", upd.Revision, err)
 	}
 	if err := c.cfg.Store.Update(func(tx store.Tx) error { return store.PutJSON(tx, keyNodePeers, next) }); err != nil {

@@ -21,11 +21,20 @@ import (
 const keepalive = 25 * time.Second
 
 // wgPeers turns the cluster's records into the WireGuard peers of the peer
-// at self: every other active peer, reachable at its VPN IP only.
-func wgPeers(peers []registry.Peer, self netip.Addr) ([]wgtypes.PeerConfig, error) {
+// at self: every other active peer, reachable at its VPN IP only. With
+// pending (the coordinator's own device), nodes being activated are peers
+// too, without endpoint or keepalive: the coordinator cannot reach them
+// yet, but it knows their key, so it answers a new node's first handshake
+// at once instead of dropping it.
+func wgPeers(peers []registry.Peer, self netip.Addr, pending bool) ([]wgtypes.PeerConfig, error) {
 	var out []wgtypes.PeerConfig
 	for _, p := range peers {
-		if p.VPNIP == self || p.State != registry.StateActive {
+		if p.VPNIP == self {
+			continue
+		}
+		if p.State == registry.StatePending && pending && len(p.WGPubKey) > 0 {
+			p.WGEndpoint = ""
+		} else if p.State != registry.StateActive {
 			continue
 		}
 		pc, err := wgPeer(p)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/google/go-cmp/cmp"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 func testPeerRecord(ip string, state registry.State, keyByte byte, wgEndpoint string) registry.Peer {
@@ -26,10 +27,6 @@ func TestWGPeers(t *testing.T) {
 		testPeerRecord("203.0.113.5", registry.StateFailed, 5, ""),
 		testPeerRecord("fd00::6", registry.StateActive, 6, "[2001:db8::6]:51820"),
 	}
-	got, err := wgPeers(records, self)
-	if err != nil {
-		t.Fatal(err)
-	}
 	type peer struct {
 		Key        byte
 		Endpoint   string
@@ -37,24 +34,43 @@ func TestWGPeers(t *testing.T) {
 		Replace    bool
 		Keepalive  bool
 	}
-	var gotPeers []peer
-	for _, p := range got {
-		q := peer{Key: p.PublicKey[0], Replace: p.ReplaceAllowedIPs, Keepalive: p.PersistentKeepaliveInterval != nil && *p.PersistentKeepaliveInterval > 0}
-		if p.Endpoint != nil {
-			q.Endpoint = p.Endpoint.String()
+	summary := func(got []wgtypes.PeerConfig) []peer {
+		var gotPeers []peer
+		for _, p := range got {
+			q := peer{Key: p.PublicKey[0], Replace: p.ReplaceAllowedIPs, Keepalive: p.PersistentKeepaliveInterval != nil && *p.PersistentKeepaliveInterval > 0}
+			if p.Endpoint != nil {
+				q.Endpoint = p.Endpoint.String()
+			}
+			for _, n := range p.AllowedIPs {
+				q.AllowedIPs = append(q.AllowedIPs, n.String())
+			}
+			gotPeers = append(gotPeers, q)
 		}
-		for _, n := range p.AllowedIPs {
-			q.AllowedIPs = append(q.AllowedIPs, n.String())
-		}
-		gotPeers = append(gotPeers, q)
+		return gotPeers
 	}
-	want := []peer{
+	active := []peer{
 		{1, "192.0.2.1:51820", []string{"203.0.113.1/32"}, true, true},
 		{2, "", []string{"203.0.113.2/32"}, true, false}, // nowhere to send keepalives
 		{6, "[2001:db8::6]:51820", []string{"fd00::6/128"}, true, true},
 	}
-	if diff := cmp.Diff(want, gotPeers); diff != "" {
-		t.Errorf("wgPeers: every other active peer at its VPN IP only, keepalives to those with an endpoint (-want +got):\n%s", diff)
+	for _, tt := range []struct {
+		name    string
+		pending bool
+		want    []peer
+	}{
+		{"node", false, active},
+		// The coordinator also knows the key of a node being activated.
+		{"coordinator", true, []peer{active[0], active[1], {4, "", []string{"203.0.113.4/32"}, true, false}, active[2]}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := wgPeers(records, self, tt.pending)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, summary(got)); diff != "" {
+				t.Errorf("wgPeers: every other active peer at its VPN IP only, keepalives to those with an endpoint (-want +got):\n%s", diff)
+			}
+		})
 	}
 
 	bad := []struct {
@@ -67,7 +83,7 @@ func TestWGPeers(t *testing.T) {
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := wgPeers([]registry.Peer{tt.peer}, self)
+			_, err := wgPeers([]registry.Peer{tt.peer}, self, false)
 			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "203.0.113.9") {
 				t.Errorf("wgPeers = %v, want an error about the %s naming the peer", err, tt.want)
 			}

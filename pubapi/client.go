@@ -65,7 +65,10 @@ func (a *NodeActivator) GetNodeState(ctx context.Context, nodePublicEndpoint str
 		if err != nil {
 			return err
 		}
-		st = core.NodeState{State: core.State(resp.GetState()), ClusterID: resp.GetClusterId(), Name: resp.GetName(), Horde: resp.GetHorde()}
+		st = core.NodeState{
+			State: core.State(resp.GetState()), ClusterID: resp.GetClusterId(),
+			Name: resp.GetName(), Horde: resp.GetHorde(), VPNPubKey: resp.GetVpnPubKey(),
+		}
 		return nil
 	})
 	return st, err

@@ -52,7 +52,7 @@ func (s *Server) GetState(ctx context.Context, _ *pubapipb.GetStateRequest) (*pu
 	st := s.core.Status()
 	resp := &pubapipb.GetStateResponse{
 		State: string(st.State), Failure: st.Failure, Name: st.Name, Horde: st.Horde,
-		PublicEndpoint: s.publicEndpoint, ClusterId: st.ClusterID,
+		PublicEndpoint: s.publicEndpoint, ClusterId: st.ClusterID, VpnPubKey: st.VPNPubKey[:],
 	}
 	if st.VPNIP.IsValid() {
 		resp.VpnIp = st.VPNIP.String()

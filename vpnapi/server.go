@@ -75,12 +75,16 @@ func (s *Server) WatchUpdates(ctx context.Context, req *vpnapipb.WatchUpdatesReq
 	}
 	applied := req.GetAppliedRevision()
 	s.reg.ReportApplied(ip, applied, s.now().Unix())
-	hold, cancel := context.WithTimeout(ctx, s.holdTime)
-	defer cancel()
-	if _, err := s.reg.Wait(hold, applied); err != nil && ctx.Err() != nil {
-		return nil, status.FromContextError(ctx.Err()).Err()
-	}
 	rev, full, changed := s.reg.Changes(applied)
+	if !full && rev <= applied {
+		// Nothing new: hold the call until something changes.
+		hold, cancel := context.WithTimeout(ctx, s.holdTime)
+		defer cancel()
+		if _, err := s.reg.Wait(hold, applied); err != nil && ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		rev, full, changed = s.reg.Changes(applied)
+	}
 	resp := &vpnapipb.WatchUpdatesResponse{Revision: rev, Full: full}
 	for _, p := range changed {
 		resp.Peers = append(resp.Peers, PeerToProto(p))

@@ -17,9 +17,6 @@ func ParseVPNCIDR(s string) (netip.Prefix, error) {
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("vpn cidr %q: not a CIDR like 203.0.113.0/24", s)
 	}
-	if prefix.Addr().Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("vpn cidr %q: zones are not allowed", s)
-	}
 	if masked := prefix.Masked(); masked != prefix {
 		return netip.Prefix{}, fmt.Errorf("vpn cidr %q: not a network address (host bits set); did you mean %s?", s, masked)
 	}

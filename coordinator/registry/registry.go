@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -297,10 +298,11 @@ func (r *Registry) Init(c Cluster, coordinator Peer, admins []Peer, extra func(s
 }
 
 // Reserve returns the record of the node at publicEndpoint, allocating a VPN
-// IP on first sight, and marks it pending under name. A node already active
-// gives ErrAlreadyActive with its record. A name used by another peer that is
-// not failed gives ErrConflict.
-func (r *Registry) Reserve(publicEndpoint, name string) (Peer, error) {
+// IP on first sight, and marks it pending under name with the WireGuard key
+// it reported (so the coordinator can accept its first packets before it is
+// active). A node already active gives ErrAlreadyActive with its record. A
+// name used by another peer that is not failed gives ErrConflict.
+func (r *Registry) Reserve(publicEndpoint, name string, wgPubKey []byte) (Peer, error) {
 	var out Peer
 	err := r.update(func(m *mutation) error {
 		if m.cluster == nil {
@@ -321,7 +323,7 @@ func (r *Registry) Reserve(publicEndpoint, name string) (Peer, error) {
 			}
 			p = Peer{Role: RoleNode, VPNIP: ip, PublicEndpoint: publicEndpoint}
 		}
-		p.Name, p.State, p.LastError = name, StatePending, ""
+		p.Name, p.WGPubKey, p.State, p.LastError = name, wgPubKey, StatePending, ""
 		var err error
 		out, err = m.put(p)
 		return err
@@ -372,8 +374,11 @@ func (r *Registry) Activate(ip netip.Addr, a Activated) (Peer, error) {
 	var out Peer
 	err := r.update(func(m *mutation) error {
 		p, ok := m.lookupIP(ip)
-		if !ok {
+		if !ok || p.Role != RoleNode {
 			return fmt.Errorf("%w %s", ErrUnknownPeer, ip)
+		}
+		if len(a.WGPubKey) != 32 || len(a.SigningPubKey) != ed25519.PublicKeySize {
+			return fmt.Errorf("node reported keys of %d and %d bytes, want 32 and %d", len(a.WGPubKey), len(a.SigningPubKey), ed25519.PublicKeySize)
 		}
 		if other, dup := r.sameKeys(a, ip); dup {
 			return fmt.Errorf("%w: %s (%s) already has the same keys; was its state directory copied?", ErrConflict, other.Name, other.VPNIP)

@@ -25,7 +25,7 @@ func TestInit(t *testing.T) {
 			if _, ok := r.Cluster(); ok {
 				t.Fatal("a registry on an empty store is initialized")
 			}
-			if _, err := r.Reserve(nodeEndpoint(0), nodeName(0)); !errors.Is(err, registry.ErrNotInitialized) {
+			if _, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil); !errors.Is(err, registry.ErrNotInitialized) {
 				t.Errorf("Reserve before Init = %v, want ErrNotInitialized", err)
 			}
 			extraRan := false
@@ -112,7 +112,7 @@ func TestIPsNeverReused(t *testing.T) {
 	for _, sk := range storeKinds() {
 		t.Run(sk.name, func(t *testing.T) {
 			r := initRegistry(t, sk.open(t), "203.0.113.0/24", 1)
-			a, err := r.Reserve(nodeEndpoint(0), nodeName(0))
+			a, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,7 +135,7 @@ func TestIPsNeverReused(t *testing.T) {
 			if b.VPNIP != netip.MustParseAddr("203.0.113.4") {
 				t.Errorf("Fail of a new endpoint got %s, want 203.0.113.4", b.VPNIP)
 			}
-			c, err := r.Reserve(nodeEndpoint(2), nodeName(2))
+			c, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +146,7 @@ func TestIPsNeverReused(t *testing.T) {
 				i    byte
 				want netip.Addr
 			}{{0, a.VPNIP}, {1, b.VPNIP}} {
-				p, err := r.Reserve(nodeEndpoint(retry.i), nodeName(retry.i))
+				p, err := r.Reserve(nodeEndpoint(retry.i), nodeName(retry.i), nil)
 				if err != nil {
 					t.Fatalf("retry of %s: %v", nodeEndpoint(retry.i), err)
 				}
@@ -169,7 +169,7 @@ func TestReserveActiveEndpoint(t *testing.T) {
 	r := initRegistry(t, store.NewMem(), "203.0.113.0/24", 1)
 	active := activateNode(t, r, 0)
 	rev := r.Revision()
-	got, err := r.Reserve(nodeEndpoint(0), nodeName(0))
+	got, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil)
 	if !errors.Is(err, registry.ErrAlreadyActive) {
 		t.Fatalf("Reserve of an active node = %v, want ErrAlreadyActive", err)
 	}
@@ -180,7 +180,7 @@ func TestReserveActiveEndpoint(t *testing.T) {
 		t.Errorf("Fail of an active node = %v, want ErrAlreadyActive", err)
 	}
 	// The coordinator is active at its public endpoint too.
-	if _, err := r.Reserve(coordinatorPeer().PublicEndpoint, "x"); !errors.Is(err, registry.ErrAlreadyActive) {
+	if _, err := r.Reserve(coordinatorPeer().PublicEndpoint, "x", nil); !errors.Is(err, registry.ErrAlreadyActive) {
 		t.Errorf("Reserve of the coordinator's endpoint = %v, want ErrAlreadyActive", err)
 	}
 	if got := r.Revision(); got != rev {
@@ -199,12 +199,12 @@ func TestNameConflicts(t *testing.T) {
 		{"admin's name", nil, "admin0", true},
 		{"active node's name", func(t *testing.T, r *registry.Registry) { activateNode(t, r, 1) }, nodeName(1), true},
 		{"pending node's name", func(t *testing.T, r *registry.Registry) {
-			if _, err := r.Reserve(nodeEndpoint(1), "taken"); err != nil {
+			if _, err := r.Reserve(nodeEndpoint(1), "taken", nil); err != nil {
 				t.Fatal(err)
 			}
 		}, "taken", true},
 		{"failed node's name is free", func(t *testing.T, r *registry.Registry) {
-			if _, err := r.Reserve(nodeEndpoint(1), "free"); err != nil {
+			if _, err := r.Reserve(nodeEndpoint(1), "free", nil); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := r.Fail(nodeEndpoint(1), "x"); err != nil {
@@ -212,7 +212,7 @@ func TestNameConflicts(t *testing.T) {
 			}
 		}, "free", false},
 		{"own name on retry", func(t *testing.T, r *registry.Registry) {
-			if _, err := r.Reserve(nodeEndpoint(0), "mine"); err != nil {
+			if _, err := r.Reserve(nodeEndpoint(0), "mine", nil); err != nil {
 				t.Fatal(err)
 			}
 		}, "mine", false},
@@ -226,7 +226,7 @@ func TestNameConflicts(t *testing.T) {
 				tt.setup(t, r)
 			}
 			before, beforeStore := stateOf(r), dump(t, st)
-			p, err := r.Reserve(nodeEndpoint(0), tt.reserve)
+			p, err := r.Reserve(nodeEndpoint(0), tt.reserve, nil)
 			if !tt.conflict {
 				if err != nil {
 					t.Fatalf("Reserve(%q): %v", tt.reserve, err)
@@ -276,7 +276,7 @@ func TestActivateDuplicateKeys(t *testing.T) {
 			st := store.NewMem()
 			r := initRegistry(t, st, "203.0.113.0/24", 1)
 			activateNode(t, r, 1)
-			pending, err := r.Reserve(nodeEndpoint(5), nodeName(5))
+			pending, err := r.Reserve(nodeEndpoint(5), nodeName(5), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -319,9 +319,9 @@ func TestRevisionStamps(t *testing.T) {
 		name string
 		do   func() (registry.Peer, error)
 	}{
-		{"Reserve", func() (registry.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0)) }},
+		{"Reserve", func() (registry.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil) }},
 		{"Fail", func() (registry.Peer, error) { return r.Fail(nodeEndpoint(0), "x") }},
-		{"Reserve again", func() (registry.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0)) }},
+		{"Reserve again", func() (registry.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil) }},
 		{"Activate", func() (registry.Peer, error) { return r.Activate(netip.MustParseAddr("203.0.113.3"), activated(0)) }},
 		{"Fail new", func() (registry.Peer, error) { return r.Fail(nodeEndpoint(1), "y") }},
 	}
@@ -359,7 +359,7 @@ func TestChanges(t *testing.T) {
 	if _, err := r.Fail(nodeEndpoint(1), "x"); err != nil {   // rev 4: node1
 		t.Fatal(err)
 	}
-	if _, err := r.Reserve(nodeEndpoint(2), nodeName(2)); err != nil { // rev 5: node2
+	if _, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil); err != nil { // rev 5: node2
 		t.Fatal(err)
 	}
 	_, all := r.Peers()
@@ -417,7 +417,7 @@ func TestWait(t *testing.T) {
 		waiting := r.Revision()
 		reserved := make(chan error, 1)
 		go func() {
-			_, err := r.Reserve(nodeEndpoint(0), nodeName(0))
+			_, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil)
 			reserved <- err
 		}()
 		rev, err := r.Wait(ctx, waiting)

@@ -50,9 +50,11 @@ func startsHandshake(d wgtypes.PeerConfig) bool {
 
 // holdKeepalives returns desired with the keepalives of held-back peers
 // zeroed, so that the diff leaves them off, and the held-back keepalives
-// after this change: new peers with a lower VPN address than self, and
-// peers still held from before. Peers no longer desired are dropped.
-func holdKeepalives(self netip.Addr, live map[wgtypes.Key]bool, held map[wgtypes.Key]time.Duration,
+// after this change: new peers with a lower VPN address than self, known
+// peers whose keepalive is being turned on (a node the coordinator knew as
+// pending, which initiates itself when it comes up), and peers still held
+// from before. Peers no longer desired are dropped.
+func holdKeepalives(self netip.Addr, live map[wgtypes.Key]wgtypes.Peer, held map[wgtypes.Key]time.Duration,
 	desired []wgtypes.PeerConfig) ([]wgtypes.PeerConfig, map[wgtypes.Key]time.Duration) {
 	out := make([]wgtypes.PeerConfig, len(desired))
 	next := map[wgtypes.Key]time.Duration{}
@@ -60,8 +62,10 @@ func holdKeepalives(self netip.Addr, live map[wgtypes.Key]bool, held map[wgtypes
 	for i, d := range desired {
 		out[i] = d
 		_, wasHeld := held[d.PublicKey]
-		isNew := !live[d.PublicKey] && self.IsValid() && peerAddr(d).Less(self)
-		if startsHandshake(d) && (wasHeld || isNew) {
+		l, known := live[d.PublicKey]
+		isNew := !known && self.IsValid() && peerAddr(d).Less(self)
+		turnedOn := known && l.PersistentKeepaliveInterval == 0
+		if startsHandshake(d) && (wasHeld || isNew || turnedOn) {
 			next[d.PublicKey] = *d.PersistentKeepaliveInterval
 			out[i].PersistentKeepaliveInterval = &zero
 		}
@@ -72,11 +76,11 @@ func holdKeepalives(self netip.Addr, live map[wgtypes.Key]bool, held map[wgtypes
 // prepare applies holdKeepalives to desired and arms or disarms the timers
 // that release held keepalives. m.mu must be held.
 func (m *Manager) prepare(live []wgtypes.Peer, desired []wgtypes.PeerConfig) []wgtypes.PeerConfig {
-	liveKeys := make(map[wgtypes.Key]bool, len(live))
+	byKey := make(map[wgtypes.Key]wgtypes.Peer, len(live))
 	for _, p := range live {
-		liveKeys[p.PublicKey] = true
+		byKey[p.PublicKey] = p
 	}
-	out, next := holdKeepalives(m.address.Addr(), liveKeys, m.held, desired)
+	out, next := holdKeepalives(m.address.Addr(), byKey, m.held, desired)
 	for key, t := range m.releases {
 		if _, ok := next[key]; !ok {
 			t.Stop()

@@ -22,6 +22,7 @@ func TestHoldKeepalives(t *testing.T) {
 		return p
 	}
 	self := netip.MustParseAddr("203.0.113.5")
+	liveKA := map[byte]time.Duration{3: ka} // peer 7 is live without a keepalive
 	tests := []struct {
 		name     string
 		live     []byte
@@ -31,7 +32,8 @@ func TestHoldKeepalives(t *testing.T) {
 	}{
 		{"new lower address is held back", nil, nil, []wgtypes.PeerConfig{peer(3, &ka, true)}, []byte{3}},
 		{"new higher address: we initiate", nil, nil, []wgtypes.PeerConfig{peer(7, &ka, true)}, nil},
-		{"live peer is not held", []byte{3}, nil, []wgtypes.PeerConfig{peer(3, &ka, true)}, nil},
+		{"live peer with a keepalive is not held", []byte{3}, nil, []wgtypes.PeerConfig{peer(3, &ka, true)}, nil},
+		{"live peer getting its keepalive is held", []byte{7}, nil, []wgtypes.PeerConfig{peer(7, &ka, true)}, []byte{7}},
 		{"held stays held while desired", []byte{3}, []byte{3}, []wgtypes.PeerConfig{peer(3, &ka, true)}, []byte{3}},
 		{"held peer removed is dropped", []byte{3}, []byte{3}, nil, nil},
 		{"no keepalive: nothing to hold", nil, nil, []wgtypes.PeerConfig{peer(3, nil, true)}, nil},
@@ -39,9 +41,9 @@ func TestHoldKeepalives(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			live := map[wgtypes.Key]bool{}
+			live := map[wgtypes.Key]wgtypes.Peer{}
 			for _, n := range tt.live {
-				live[testKey(n)] = true
+				live[testKey(n)] = wgtypes.Peer{PublicKey: testKey(n), PersistentKeepaliveInterval: liveKA[n]}
 			}
 			held := map[wgtypes.Key]time.Duration{}
 			for _, n := range tt.held {

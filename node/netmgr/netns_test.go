@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -80,6 +81,18 @@ func (s *side) checkPeers(t *testing.T, want ...peerSpec) {
 	}
 	if diff := cmp.Diff(want, wgDump(t, s.ns, s.iface)); diff != "" {
 		t.Errorf("%s: wg show dump peers (-want +got):\n%s", s.ns.name, diff)
+	}
+}
+
+// waitPeers polls the device until its peers are want or timeout passes
+// (checkPeers then reports the difference).
+func (s *side) waitPeers(t *testing.T, timeout time.Duration, want ...peerSpec) {
+	t.Helper()
+	slices.SortFunc(want, func(a, b peerSpec) int { return strings.Compare(a.PublicKey, b.PublicKey) })
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cmp.Equal(want, s.proc.do(request{Op: "device"}).Peers) {
+			return
+		}
 	}
 }
 
@@ -174,6 +187,10 @@ func testChangePeers(t *testing.T, a, b *side) {
 	bWide := b.spec(b.vpnIP+"/32", "203.0.113.100/32")
 	bWide.Keepalive = 25
 	a.setPeers(t, bWide, c)
+	held := bWide
+	held.Keepalive = 0
+	a.checkPeers(t, held, c) // turning a known peer's keepalive on is held back (handshake.go)
+	a.waitPeers(t, 5*time.Second, bWide, c)
 	a.checkPeers(t, bWide, c)
 
 	c.AllowedIPs = []string{"203.0.113.3/32", "203.0.113.30/32"}

@@ -74,7 +74,11 @@ type GetStateResponse struct {
 	VpnIp          string `protobuf:"bytes,6,opt,name=vpn_ip,json=vpnIp,proto3" json:"vpn_ip,omitempty"`
 	ClusterId      string `protobuf:"bytes,7,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	// Set on a coordinator when the caller authenticated with an admin key.
-	Cluster       *ClusterStatus `protobuf:"bytes,8,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Cluster *ClusterStatus `protobuf:"bytes,8,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// The peer's WireGuard public key: a coordinator about to activate the
+	// peer adds it as a pending peer, so it can answer the peer's first
+	// packets at once.
+	VpnPubKey     []byte `protobuf:"bytes,9,opt,name=vpn_pub_key,json=vpnPubKey,proto3" json:"vpn_pub_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -161,6 +165,13 @@ func (x *GetStateResponse) GetClusterId() string {
 func (x *GetStateResponse) GetCluster() *ClusterStatus {
 	if x != nil {
 		return x.Cluster
+	}
+	return nil
+}
+
+func (x *GetStateResponse) GetVpnPubKey() []byte {
+	if x != nil {
+		return x.VpnPubKey
 	}
 	return nil
 }
@@ -1008,7 +1019,7 @@ var File_pubapi_pubapipb_pubapi_proto protoreflect.FileDescriptor
 const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\n" +
 	"\x1cpubapi/pubapipb/pubapi.proto\x12\x10fabric.pubapi.v1\"\x11\n" +
-	"\x0fGetStateRequest\"\x86\x02\n" +
+	"\x0fGetStateRequest\"\xa6\x02\n" +
 	"\x10GetStateResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\afailure\x18\x02 \x01(\tR\afailure\x12\x12\n" +
@@ -1018,7 +1029,8 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\x06vpn_ip\x18\x06 \x01(\tR\x05vpnIp\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\a \x01(\tR\tclusterId\x129\n" +
-	"\acluster\x18\b \x01(\v2\x1f.fabric.pubapi.v1.ClusterStatusR\acluster\"\xea\x01\n" +
+	"\acluster\x18\b \x01(\v2\x1f.fabric.pubapi.v1.ClusterStatusR\acluster\x12\x1e\n" +
+	"\vvpn_pub_key\x18\t \x01(\fR\tvpnPubKey\"\xea\x01\n" +
 	"\x1cActivateAsCoordinatorRequest\x12\x19\n" +
 	"\bvpn_cidr\x18\x01 \x01(\tR\avpnCidr\x122\n" +
 	"\x15node_public_endpoints\x18\x02 \x03(\tR\x13nodePublicEndpoints\x121\n" +
