@@ -1,0 +1,205 @@
+package steward
+
+import (
+	"bytes"
+	"net/netip"
+)
+
+// Node is a node record: its unique name, its horde and its VPN IP.
+type Node struct {
+	Name  string
+	Horde string
+	VPNIP netip.Addr
+}
+
+// Endpoint is a service endpoint record: service Service listens on node
+// Node at the node's VPN IP and Port.
+type Endpoint struct {
+	Service string
+	Node    string
+	Port    uint16
+}
+
+// ID returns the endpoint's ID, "<service>@<node>".
+func (e Endpoint) ID() string { return ID(e.Service, e.Node) }
+
+// Client is a service client record: a client of service Service runs on
+// node Node and signs its calls with the ed25519 key PubKey.
+type Client struct {
+	Service string
+	Node    string
+	PubKey  []byte
+}
+
+// ID returns the client's ID, "<service>@<node>", which is also its
+// http-signature keyId.
+func (c Client) ID() string { return ID(c.Service, c.Node) }
+
+// WhitelistEntry lets client Client, whose key is PubKey, call the local
+// endpoint Endpoint (both IDs).
+type WhitelistEntry struct {
+	Endpoint string
+	Client   string
+	PubKey   []byte
+}
+
+// EndpointEntry tells the local client Client that it may call endpoint
+// Endpoint of service Service at Address ("<VPN IP>:<port>").
+type EndpointEntry struct {
+	Client   string
+	Service  string
+	Endpoint string
+	Address  string
+}
+
+// CatalogEntry tells the local client Client that it may use service
+// Service, whether or not any endpoint of it exists yet.
+type CatalogEntry struct {
+	Client  string
+	Service string
+}
+
+// View is what one node's reeve needs to know: the whitelists of its
+// endpoints, and the endpoints and catalog of its clients. Lists are sorted
+// (see Sort) and nil when empty.
+type View struct {
+	Whitelist []WhitelistEntry
+	Endpoints []EndpointEntry
+	Catalog   []CatalogEntry
+}
+
+// View computes the view of node from the records, following the rules.
+// The whitelist of each endpoint on node lists the clients, anywhere, that
+// some rule lets call it; each client on node gets the endpoints, anywhere,
+// and the services that some rule lets it use. A client is never paired
+// with the endpoint of its own service on its own node. Records on unknown
+// nodes are ignored, clients without a public key are not whitelisted, and
+// endpoints on nodes without a valid VPN IP get no address and so are not
+// listed. When several records share a node name or ID, the last counts.
+// The view of an unknown node is empty.
+func (r Rules) View(nodes []Node, endpoints []Endpoint, clients []Client, node string) View {
+	return newWorld(r, nodes, endpoints, clients).view(node)
+}
+
+// Views computes the view of every node in nodes at once; it is cheaper
+// than calling View for each node.
+func (r Rules) Views(nodes []Node, endpoints []Endpoint, clients []Client) map[string]View {
+	w := newWorld(r, nodes, endpoints, clients)
+	views := make(map[string]View, len(w.nodes))
+	for name := range w.nodes {
+		views[name] = w.view(name)
+	}
+	return views
+}
+
+// world indexes the records on known nodes.
+type world struct {
+	byClient    map[string][]Rule // by client service
+	byService   map[string][]Rule // by endpoint service
+	nodes       map[string]Node
+	endpointsOn map[string][]Endpoint // by node
+	endpointsOf map[string][]Endpoint // by service
+	clientsOn   map[string][]Client   // by node
+	clientsOf   map[string][]Client   // by service
+}
+
+func newWorld(r Rules, nodes []Node, endpoints []Endpoint, clients []Client) *world {
+	w := &world{
+		byClient: r.byClient(), byService: r.byService(),
+		nodes:       make(map[string]Node, len(nodes)),
+		endpointsOn: make(map[string][]Endpoint), endpointsOf: make(map[string][]Endpoint),
+		clientsOn: make(map[string][]Client), clientsOf: make(map[string][]Client),
+	}
+	for _, n := range nodes {
+		w.nodes[n.Name] = n
+	}
+	for _, e := range lastByID(endpoints, Endpoint.ID) {
+		if _, ok := w.nodes[e.Node]; ok {
+			w.endpointsOn[e.Node] = append(w.endpointsOn[e.Node], e)
+			w.endpointsOf[e.Service] = append(w.endpointsOf[e.Service], e)
+		}
+	}
+	for _, c := range lastByID(clients, Client.ID) {
+		if _, ok := w.nodes[c.Node]; ok {
+			w.clientsOn[c.Node] = append(w.clientsOn[c.Node], c)
+			w.clientsOf[c.Service] = append(w.clientsOf[c.Service], c)
+		}
+	}
+	return w
+}
+
+// lastByID keeps the last record of each ID, in input order.
+func lastByID[T any](records []T, id func(T) string) []T {
+	last := make(map[string]int, len(records))
+	for i, rec := range records {
+		last[id(rec)] = i
+	}
+	out := make([]T, 0, len(last))
+	for i, rec := range records {
+		if last[id(rec)] == i {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+func (w *world) view(node string) View {
+	var v View
+	if _, ok := w.nodes[node]; !ok {
+		return v
+	}
+	for _, e := range w.endpointsOn[node] {
+		v.Whitelist = w.whitelist(v.Whitelist, e)
+	}
+	for _, c := range w.clientsOn[node] {
+		v.Endpoints, v.Catalog = w.uses(v.Endpoints, v.Catalog, c)
+	}
+	v.Sort()
+	return v
+}
+
+// whitelist appends the clients that may call e.
+func (w *world) whitelist(out []WhitelistEntry, e Endpoint) []WhitelistEntry {
+	for _, rule := range w.byService[e.Service] {
+		for _, c := range w.clientsOf[rule.Client] {
+			if len(c.PubKey) == 0 || !w.allowed(rule.Scope, c, e) {
+				continue
+			}
+			out = append(out, WhitelistEntry{Endpoint: e.ID(), Client: c.ID(), PubKey: bytes.Clone(c.PubKey)})
+		}
+	}
+	return out
+}
+
+// uses appends the endpoints and services that c may use.
+func (w *world) uses(eps []EndpointEntry, cat []CatalogEntry, c Client) ([]EndpointEntry, []CatalogEntry) {
+	for _, rule := range w.byClient[c.Service] {
+		cat = append(cat, CatalogEntry{Client: c.ID(), Service: rule.Service})
+		for _, e := range w.endpointsOf[rule.Service] {
+			ip := w.nodes[e.Node].VPNIP
+			if !ip.IsValid() || !w.allowed(rule.Scope, c, e) {
+				continue
+			}
+			eps = append(eps, EndpointEntry{
+				Client: c.ID(), Service: e.Service, Endpoint: e.ID(),
+				Address: netip.AddrPortFrom(ip, e.Port).String(),
+			})
+		}
+	}
+	return eps, cat
+}
+
+// allowed reports whether a rule of scope s pairs c with e.
+func (w *world) allowed(s Scope, c Client, e Endpoint) bool {
+	if c.Service == e.Service && c.Node == e.Node {
+		return false
+	}
+	switch s {
+	case ScopeCluster:
+		return true
+	case ScopeHorde:
+		h := w.nodes[c.Node].Horde
+		return h != "" && h == w.nodes[e.Node].Horde
+	}
+	return false
+}
