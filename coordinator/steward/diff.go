@@ -28,9 +28,9 @@ func (e EndpointEntry) equal(o EndpointEntry) bool { return e == o }
 
 func (e CatalogEntry) equal(o CatalogEntry) bool { return e == o }
 
-// Sort puts the view's lists in their canonical order: the whitelist by
-// endpoint then client, endpoints by client, service, endpoint, and the
-// catalog by client then service.
+// Sort sorts the view's lists in place into their canonical order: the
+// whitelist by endpoint then client, endpoints by client, service,
+// endpoint, and the catalog by client then service.
 func (v View) Sort() {
 	slices.SortFunc(v.Whitelist, func(a, b WhitelistEntry) int {
 		return cmp.Or(cmp.Compare(a.Endpoint, b.Endpoint), cmp.Compare(a.Client, b.Client))
@@ -81,9 +81,10 @@ func diffList[T entry[T]](old, new []T, removed []string) (upserts []T, _ []stri
 	return upserts, removed
 }
 
-// Apply returns v with the entries whose keys are in removed dropped and
+// Apply returns v with the entries whose keys are in removed dropped, then
 // upserts added or replacing v's entries of the same key, sorted. Keys in
-// removed that v lacks are ignored. v is not modified.
+// removed that v lacks are ignored. v is not modified; the result shares
+// public key bytes with v and upserts.
 func (v View) Apply(upserts View, removed []string) View {
 	gone := make(map[string]bool, len(removed))
 	for _, k := range removed {

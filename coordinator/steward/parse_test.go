@@ -192,10 +192,10 @@ func TestZeroRulesHoldBuiltins(t *testing.T) {
 	if diff := cmp.Diff(steward.BuiltinRules(), r.List()); diff != "" {
 		t.Errorf("List() (-want +got):\n%s", diff)
 	}
-	if s, ok := r.Scope("registry", "reeve"); !ok || s != steward.ScopeCluster {
-		t.Errorf("Scope(registry, reeve) = %q, %v; want cluster, true", s, ok)
+	if s, ok := r.Allows("registry", "reeve"); !ok || s != steward.ScopeCluster {
+		t.Errorf("Allows(registry, reeve) = %q, %v; want cluster, true", s, ok)
 	}
-	if _, ok := r.Scope("pastiche", "pastiche"); ok {
-		t.Errorf("Scope(pastiche, pastiche) allowed without rules")
+	if _, ok := r.Allows("pastiche", "pastiche"); ok {
+		t.Errorf("Allows(pastiche, pastiche) allowed without rules")
 	}
 }

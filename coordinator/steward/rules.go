@@ -87,9 +87,9 @@ func (r Rules) List() []Rule {
 	return append(BuiltinRules(), r.rules...)
 }
 
-// Scope returns the scope under which clients of service client may call
+// Allows returns the scope under which clients of service client may call
 // endpoints of service service, and false when no rule allows it.
-func (r Rules) Scope(client, service string) (Scope, bool) {
+func (r Rules) Allows(client, service string) (Scope, bool) {
 	p := pair{client, service}
 	if s, ok := builtinScopes[p]; ok {
 		return s, true

@@ -113,13 +113,13 @@ func newWorld(r Rules, nodes []Node, endpoints []Endpoint, clients []Client) *wo
 	for _, n := range nodes {
 		w.nodes[n.Name] = n
 	}
-	for _, e := range lastByID(endpoints, Endpoint.ID) {
+	for _, e := range lastByID(endpoints, func(e Endpoint) recordKey { return recordKey{e.Service, e.Node} }) {
 		if _, ok := w.nodes[e.Node]; ok {
 			w.endpointsOn[e.Node] = append(w.endpointsOn[e.Node], e)
 			w.endpointsOf[e.Service] = append(w.endpointsOf[e.Service], e)
 		}
 	}
-	for _, c := range lastByID(clients, Client.ID) {
+	for _, c := range lastByID(clients, func(c Client) recordKey { return recordKey{c.Service, c.Node} }) {
 		if _, ok := w.nodes[c.Node]; ok {
 			w.clientsOn[c.Node] = append(w.clientsOn[c.Node], c)
 			w.clientsOf[c.Service] = append(w.clientsOf[c.Service], c)
@@ -128,9 +128,12 @@ func newWorld(r Rules, nodes []Node, endpoints []Endpoint, clients []Client) *wo
 	return w
 }
 
+// recordKey is what identifies an endpoint or client record.
+type recordKey struct{ service, node string }
+
 // lastByID keeps the last record of each ID, in input order.
-func lastByID[T any](records []T, id func(T) string) []T {
-	last := make(map[string]int, len(records))
+func lastByID[T any](records []T, id func(T) recordKey) []T {
+	last := make(map[recordKey]int, len(records))
 	for i, rec := range records {
 		last[id(rec)] = i
 	}

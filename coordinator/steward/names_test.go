@@ -1,0 +1,65 @@
+package steward_test
+
+import (
+	"testing"
+
+	"github.com/fabricmesh/fabric/coordinator/steward"
+)
+
+func TestValidServiceName(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"pastiche", true},
+		{"fabric-admin", true},
+		{"a", true},
+		{"a1-", true},
+		{"a0123456789012345678901234567890", true},
+		{"a01234567890123456789012345678901", false},
+		{"", false},
+		{"1a", false},
+		{"-a", false},
+		{"Pastiche", false},
+		{"pas_tiche", false},
+		{"pastiche@h1", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := steward.ValidServiceName(tt.name); got != tt.ok {
+				t.Errorf("ValidServiceName(%q) = %v, want %v", tt.name, got, tt.ok)
+			}
+		})
+	}
+}
+
+func TestSplitID(t *testing.T) {
+	tests := []struct {
+		id, service, node, err string
+	}{
+		{id: "pastiche@h3", service: "pastiche", node: "h3"},
+		{id: "fabric-admin@coord-1", service: "fabric-admin", node: "coord-1"},
+		{id: "pastiche@a@b", service: "pastiche", node: "a@b"},
+		{id: "pastiche", err: `id "pastiche": want <service>@<node>`},
+		{id: "pastiche@", err: `id "pastiche@": empty node name`},
+		{id: "@h3", err: `id "@h3": invalid service name "" (want [a-z][a-z0-9-]{0,31})`},
+		{id: "Pastiche@h3", err: `id "Pastiche@h3": invalid service name "Pastiche" (want [a-z][a-z0-9-]{0,31})`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id, func(t *testing.T) {
+			service, node, err := steward.SplitID(tt.id)
+			if tt.err != "" {
+				if err == nil || err.Error() != tt.err {
+					t.Fatalf("SplitID(%q) error %v, want %q", tt.id, err, tt.err)
+				}
+				return
+			}
+			if err != nil || service != tt.service || node != tt.node {
+				t.Fatalf("SplitID(%q) = %q, %q, %v; want %q, %q", tt.id, service, node, err, tt.service, tt.node)
+			}
+			if got := steward.ID(service, node); got != tt.id {
+				t.Errorf("ID(%q, %q) = %q, want %q", service, node, got, tt.id)
+			}
+		})
+	}
+}
