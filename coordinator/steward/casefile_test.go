@@ -2,6 +2,7 @@ package steward_test
 
 import (
 	"fmt"
+	"github.com/fabricmesh/fabric/internal/serviceid"
 	"net/netip"
 	"os"
 	"slices"
@@ -68,7 +69,7 @@ func (c *viewCase) parseLine(f []string) error {
 		}
 		c.nodes = append(c.nodes, n)
 	case f[0] == "endpoint" && len(f) == 3:
-		svc, node, err := steward.SplitID(f[1])
+		svc, node, err := serviceid.Parse(f[1])
 		if err != nil {
 			return err
 		}
@@ -78,7 +79,7 @@ func (c *viewCase) parseLine(f []string) error {
 		}
 		c.endpoints = append(c.endpoints, steward.Endpoint{Service: svc, Node: node, Port: uint16(port)})
 	case f[0] == "client" && (len(f) == 2 || len(f) == 3):
-		svc, node, err := steward.SplitID(f[1])
+		svc, node, err := serviceid.Parse(f[1])
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/fabricmesh/fabric/internal/serviceid"
 	"io"
 	"regexp"
 	"slices"
@@ -186,9 +187,9 @@ func (p *parser) services(n *yaml.Node) []string {
 		s, ok := p.str(item, "services")
 		switch {
 		case !ok:
-		case !ValidServiceName(s):
-			p.errorf(item, "services: invalid service name %q (want %s)", s, ServiceNamePattern)
-		case isBuiltinService(s):
+		case !serviceid.Valid(s):
+			p.errorf(item, "services: invalid service name %q (want %s)", s, serviceid.Pattern)
+		case serviceid.IsBuiltin(s):
 			p.errorf(item, "services: %q is built in", s)
 		case lines[s] != 0:
 			p.errorf(item, "services: duplicate %q (first at line %d)", s, lines[s])
@@ -251,10 +252,10 @@ func (p *parser) serviceRef(n *yaml.Node, field string, declared []string) (stri
 	switch {
 	case !ok:
 		return "", false
-	case !ValidServiceName(s):
-		p.errorf(n, "rule: %s: invalid service name %q (want %s)", field, s, ServiceNamePattern)
+	case !serviceid.Valid(s):
+		p.errorf(n, "rule: %s: invalid service name %q (want %s)", field, s, serviceid.Pattern)
 		return "", false
-	case !isBuiltinService(s) && !slices.Contains(declared, s):
+	case !serviceid.IsBuiltin(s) && !slices.Contains(declared, s):
 		p.errorf(n, "rule: %s: unknown service %q (not built in and not declared in services)", field, s)
 		return "", false
 	}

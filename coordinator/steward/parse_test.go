@@ -1,6 +1,7 @@
 package steward_test
 
 import (
+	"github.com/fabricmesh/fabric/internal/serviceid"
 	"strings"
 	"testing"
 
@@ -18,7 +19,7 @@ func builtinPlus(rules ...steward.Rule) []steward.Rule {
 
 func TestParseRules(t *testing.T) {
 	pp := steward.Rule{Client: "pastiche", Service: "pastiche", Scope: steward.ScopeHorde}
-	builtins := steward.BuiltinServices()
+	builtins := serviceid.Builtin()
 	tests := []struct {
 		name     string
 		file     string

@@ -2,6 +2,7 @@ package steward
 
 import (
 	"fmt"
+	"github.com/fabricmesh/fabric/internal/serviceid"
 	"slices"
 )
 
@@ -35,9 +36,9 @@ func (r Rule) String() string {
 // sends to pastiche.
 func BuiltinRules() []Rule {
 	return []Rule{
-		{Client: ServiceReeve, Service: ServiceSteward, Scope: ScopeCluster},
-		{Client: ServiceRegistry, Service: ServiceReeve, Scope: ScopeCluster},
-		{Client: ServiceFabricAdmin, Service: ServicePastiche, Scope: ScopeCluster},
+		{Client: serviceid.Reeve, Service: serviceid.Steward, Scope: ScopeCluster},
+		{Client: serviceid.Registry, Service: serviceid.Reeve, Scope: ScopeCluster},
+		{Client: serviceid.FabricAdmin, Service: serviceid.Pastiche, Scope: ScopeCluster},
 	}
 }
 
@@ -76,7 +77,7 @@ type Rules struct {
 
 // Services returns every known service name, built-in and declared, sorted.
 func (r Rules) Services() []string {
-	s := append(BuiltinServices(), r.declared...)
+	s := append(serviceid.Builtin(), r.declared...)
 	slices.Sort(s)
 	return s
 }

@@ -2,6 +2,7 @@ package steward
 
 import (
 	"bytes"
+	"github.com/fabricmesh/fabric/internal/serviceid"
 	"net/netip"
 )
 
@@ -21,7 +22,7 @@ type Endpoint struct {
 }
 
 // ID returns the endpoint's ID, "<service>@<node>".
-func (e Endpoint) ID() string { return ID(e.Service, e.Node) }
+func (e Endpoint) ID() string { return serviceid.ID(e.Service, e.Node) }
 
 // Client is a service client record: a client of service Service runs on
 // node Node and signs its calls with the ed25519 key PubKey.
@@ -33,7 +34,7 @@ type Client struct {
 
 // ID returns the client's ID, "<service>@<node>", which is also its
 // http-signature keyId.
-func (c Client) ID() string { return ID(c.Service, c.Node) }
+func (c Client) ID() string { return serviceid.ID(c.Service, c.Node) }
 
 // WhitelistEntry lets client Client, whose key is PubKey, call the local
 // endpoint Endpoint (both IDs).

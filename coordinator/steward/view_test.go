@@ -3,6 +3,7 @@ package steward_test
 import (
 	"flag"
 	"fmt"
+	"github.com/fabricmesh/fabric/internal/serviceid"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -93,7 +94,7 @@ func (c viewCase) check(tb testing.TB, name string, v, fromViews steward.View) {
 		tb.Errorf("node %s: Apply(Diff(empty, view)) (-want +got):\n%s", name, diff)
 	}
 	for _, e := range v.Endpoints {
-		if svc, _, err := steward.SplitID(e.Endpoint); err != nil || svc != e.Service {
+		if svc, _, err := serviceid.Parse(e.Endpoint); err != nil || svc != e.Service {
 			tb.Errorf("node %s: endpoint entry %+v: service does not match endpoint ID", name, e)
 		}
 	}
@@ -150,13 +151,13 @@ func TestEndpointsUpIsTheOtherPastichesOfTheHorde(t *testing.T) {
 		v := c.rules.View(c.nodes, c.endpoints, c.clients, n.Name)
 		var got, want []string
 		for _, e := range v.Endpoints {
-			if e.Client == steward.ID("pastiche", n.Name) {
+			if e.Client == serviceid.ID("pastiche", n.Name) {
 				got = append(got, e.Endpoint)
 			}
 		}
 		for _, m := range c.nodes {
 			if m.Name != n.Name && m.Horde == n.Horde {
-				want = append(want, steward.ID("pastiche", m.Name))
+				want = append(want, serviceid.ID("pastiche", m.Name))
 			}
 		}
 		slices.Sort(want)

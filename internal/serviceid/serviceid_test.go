@@ -1,9 +1,9 @@
-package steward_test
+package serviceid_test
 
 import (
 	"testing"
 
-	"github.com/fabricmesh/fabric/coordinator/steward"
+	"github.com/fabricmesh/fabric/internal/serviceid"
 )
 
 func TestValidServiceName(t *testing.T) {
@@ -26,8 +26,8 @@ func TestValidServiceName(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := steward.ValidServiceName(tt.name); got != tt.ok {
-				t.Errorf("ValidServiceName(%q) = %v, want %v", tt.name, got, tt.ok)
+			if got := serviceid.Valid(tt.name); got != tt.ok {
+				t.Errorf("Valid(%q) = %v, want %v", tt.name, got, tt.ok)
 			}
 		})
 	}
@@ -47,17 +47,17 @@ func TestSplitID(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.id, func(t *testing.T) {
-			service, node, err := steward.SplitID(tt.id)
+			service, node, err := serviceid.Parse(tt.id)
 			if tt.err != "" {
 				if err == nil || err.Error() != tt.err {
-					t.Fatalf("SplitID(%q) error %v, want %q", tt.id, err, tt.err)
+					t.Fatalf("Parse(%q) error %v, want %q", tt.id, err, tt.err)
 				}
 				return
 			}
 			if err != nil || service != tt.service || node != tt.node {
-				t.Fatalf("SplitID(%q) = %q, %q, %v; want %q, %q", tt.id, service, node, err, tt.service, tt.node)
+				t.Fatalf("Parse(%q) = %q, %q, %v; want %q, %q", tt.id, service, node, err, tt.service, tt.node)
 			}
-			if got := steward.ID(service, node); got != tt.id {
+			if got := serviceid.ID(service, node); got != tt.id {
 				t.Errorf("ID(%q, %q) = %q, want %q", service, node, got, tt.id)
 			}
 		})
