@@ -50,7 +50,7 @@ proto: tools
 	PATH=$(GOBIN_TOOLS):$$PATH protoc -I . \
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
-		pubapi/pubapipb/pubapi.proto vpnapi/vpnapipb/vpnapi.proto
+		pubapi/pubapipb/pubapi.proto vpnapi/vpnapipb/vpnapi.proto node/reeve/reevepb/reeve.proto
 
 clean:
 	rm -rf $(BIN) $(GOBIN_TOOLS)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"github.com/fabricmesh/fabric/core"
 	"io"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 
@@ -25,7 +27,7 @@ const defaultAdminDir = "./fabric-admin"
 
 func newActivateCmd() *cobra.Command {
 	var (
-		coordinator, nodes, keyFile, vpnCIDR, adminDir, adminName string
+		coordinator, nodes, keyFile, vpnCIDR, adminDir, adminName, rulesFile string
 	)
 	cmd := &cobra.Command{
 		Use:   "activate --coordinator IP:PORT --nodes IP:PORT[,...] --bootstrap-key-file FILE",
@@ -58,9 +60,13 @@ printed and 'fabric add-nodes' can retry it.`,
 			if err != nil {
 				return fmt.Errorf("--bootstrap-key-file: %w", err)
 			}
+			rules, err := readRules(rulesFile)
+			if err != nil {
+				return err
+			}
 			return activate(cmd.Context(), cmd.OutOrStdout(), activation{
 				coordinatorEndpoint: endpoint, nodeEndpoints: nodeList, bootstrapKey: key,
-				vpnCIDR: vpnCIDR, adminDir: adminDir, adminName: adminName,
+				vpnCIDR: vpnCIDR, adminDir: adminDir, adminName: adminName, rules: rules, rulesName: rulesFile,
 			})
 		},
 	}
@@ -71,7 +77,23 @@ printed and 'fabric add-nodes' can retry it.`,
 	f.StringVar(&vpnCIDR, "vpn-cidr", DefaultVPNCIDR, "VPN address range; the coordinator takes its first address")
 	f.StringVar(&adminDir, "admin-dir", defaultAdminDir, "where to write the admin bundle (must not hold one already)")
 	f.StringVar(&adminName, "admin-name", "admin", "the admin's name in the cluster")
+	f.StringVar(&rulesFile, "rules", "", "connectivity rules file (YAML); default: pastiche may call pastiche within a horde")
 	return cmd
+}
+
+// readRules reads and checks a rules file ("" gives the default rules).
+func readRules(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--rules: %w", err)
+	}
+	if _, err := core.ParseRules(path, string(data)); err != nil {
+		return "", usagef("--rules: %v", err)
+	}
+	return string(data), nil
 }
 
 func parseEndpoint(flag, s string) (string, error) {
@@ -107,6 +129,7 @@ type activation struct {
 	vpnCIDR             string
 	adminDir            string
 	adminName           string
+	rules, rulesName    string
 }
 
 func activate(ctx context.Context, out io.Writer, a activation) error {
@@ -129,6 +152,8 @@ func activate(ctx context.Context, out io.Writer, a activation) error {
 		AdminSigningPubKey:  admin.adminSigningKey.Public().(ed25519.PublicKey),
 		AdminVpnPubKey:      vpnPubKey[:],
 		AdminName:           a.adminName,
+		Rules:               a.rules,
+		RulesName:           a.rulesName,
 	})
 	if err == nil {
 		err = receiveStarted(stream, admin, a.coordinatorEndpoint)

@@ -20,6 +20,15 @@ type Status struct {
 	VPNCIDR   string       `json:"vpnCIDR"`
 	Peers     []StatusPeer `json:"peers"`
 	Admins    []StatusPeer `json:"admins"`
+	// Rules are the connectivity rules in force, "client -> service (scope)".
+	Rules []string `json:"rules"`
+}
+
+// StatusService is an endpoint (with its address) or a client of a peer.
+type StatusService struct {
+	Service string `json:"service"`
+	ID      string `json:"id"`
+	Address string `json:"address,omitempty"`
 }
 
 // StatusPeer is one peer in Status.
@@ -36,15 +45,25 @@ type StatusPeer struct {
 	// LastSeen is the time of the peer's last watch call (RFC 3339), if any.
 	LastSeen  string `json:"lastSeen,omitempty"`
 	LastError string `json:"lastError,omitempty"`
+	// Registered: the peer's reeve completed the registration handshake;
+	// RegistrationError says why the last attempt failed. The peer's view
+	// of the services is the one of its AppliedRevision.
+	Registered        bool            `json:"registered"`
+	RegistrationError string          `json:"registrationError,omitempty"`
+	Endpoints         []StatusService `json:"endpoints"`
+	Clients           []StatusService `json:"clients"`
 }
 
 func statusFromProto(c *pubapipb.ClusterStatus) Status {
-	s := Status{ClusterID: c.GetClusterId(), Revision: c.GetRevision(), VPNCIDR: c.GetVpnCidr(), Peers: []StatusPeer{}, Admins: []StatusPeer{}}
+	s := Status{ClusterID: c.GetClusterId(), Revision: c.GetRevision(), VPNCIDR: c.GetVpnCidr(),
+		Peers: []StatusPeer{}, Admins: []StatusPeer{}, Rules: c.GetRules()}
 	for _, p := range c.GetPeers() {
 		sp := StatusPeer{
 			Name: p.GetName(), Role: p.GetRole(), State: p.GetState(), VPNIP: p.GetVpnIp(),
 			PublicEndpoint: p.GetPublicEndpoint(), WGEndpoint: p.GetWgEndpoint(), Horde: p.GetHorde(),
 			AppliedRevision: p.GetAppliedRevision(), LastError: p.GetLastError(),
+			Registered: p.GetRegistered(), RegistrationError: p.GetRegistrationError(),
+			Endpoints: servicesFromProto(p.GetEndpoints()), Clients: servicesFromProto(p.GetClients()),
 		}
 		if len(p.GetWgPubKey()) > 0 {
 			sp.WGPubKey = base64.StdEncoding.EncodeToString(p.GetWgPubKey())
@@ -59,6 +78,14 @@ func statusFromProto(c *pubapipb.ClusterStatus) Status {
 		}
 	}
 	return s
+}
+
+func servicesFromProto(in []*pubapipb.Service) []StatusService {
+	out := []StatusService{}
+	for _, sv := range in {
+		out = append(out, StatusService{Service: sv.GetService(), ID: sv.GetId(), Address: sv.GetAddress()})
+	}
+	return out
 }
 
 // fetchStatus asks the coordinator of the admin bundle for the cluster.
@@ -114,16 +141,27 @@ func newStatusCmd() *cobra.Command {
 func printStatus(out io.Writer, st Status) {
 	fmt.Fprintf(out, "cluster %s  revision %d  vpn %s\n\n", st.ClusterID, st.Revision, st.VPNCIDR)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tSTATE\tVPN IP\tPUBLIC ENDPOINT\tHORDE\tAPPLIED\tNOTE")
+	fmt.Fprintln(tw, "NAME\tROLE\tSTATE\tVPN IP\tPUBLIC ENDPOINT\tHORDE\tREGISTERED\tSERVICES\tAPPLIED\tNOTE")
 	for _, p := range st.Peers {
 		note := p.LastError
+		if note == "" {
+			note = p.RegistrationError
+		}
 		if note == "" && p.State == "active" && p.AppliedRevision != st.Revision {
 			note = "catching up"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, p.Role, p.State, p.VPNIP, p.PublicEndpoint, p.Horde, p.AppliedRevision, note)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d+%d\t%d\t%s\n", p.Name, p.Role, p.State, p.VPNIP, p.PublicEndpoint,
+			p.Horde, yesNo(p.Registered), len(p.Endpoints), len(p.Clients), p.AppliedRevision, note)
 	}
 	tw.Flush()
 	for _, a := range st.Admins {
 		fmt.Fprintf(out, "\nadmin %s: VPN IP %s\n", a.Name, a.VPNIP)
 	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }

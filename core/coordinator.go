@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/internal/store"
 )
 
@@ -38,6 +39,9 @@ type CoordinatorActivation struct {
 	AdminName           string
 	AdminSigningPubKey  []byte
 	AdminVPNPubKey      []byte
+	// Rules is the connectivity rules file (YAML), RulesName its name for
+	// error messages; empty for the default rules.
+	Rules, RulesName string
 }
 
 // Event is one step of an activation, streamed to the admin.
@@ -114,6 +118,9 @@ func (c *Core) checkCoordinatorActivation(req CoordinatorActivation) ([]string, 
 	if req.AdminName == "" {
 		return nil, fmt.Errorf("%w: admin name is empty", ErrInvalidArgument)
 	}
+	if _, err := ParseRules(req.RulesName, req.Rules); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
 	return c.checkNodeEndpoints(req.NodePublicEndpoints, req.VPNCIDR)
 }
 
@@ -162,7 +169,7 @@ func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation)
 		WGPubKey: pubKeyBytes(self.VPNPrivKey), SigningPubKey: self.SigningPubKey,
 	}
 	admin := registry.Peer{Name: req.AdminName, SigningPubKey: req.AdminSigningPubKey, WGPubKey: req.AdminVPNPubKey}
-	peers, err := c.reg.Init(registry.Cluster{ID: id, VPNCIDR: req.VPNCIDR}, coordinator, []registry.Peer{admin},
+	peers, err := c.reg.Init(registry.Cluster{ID: id, VPNCIDR: req.VPNCIDR, Rules: req.Rules}, coordinator, []registry.Peer{admin},
 		func(tx store.Tx) error { return store.PutJSON(tx, keyRole, persistedRole{Role: StateCoordinator}) })
 	if err != nil {
 		c.networkDown(ctx)
@@ -176,6 +183,18 @@ func (c *Core) networkDown(ctx context.Context) {
 	if err := c.cfg.Network.Down(context.WithoutCancel(ctx)); err != nil {
 		c.log.Warn("removing the vpn interface after a failed activation", "err", err)
 	}
+}
+
+// ParseRules parses a cluster's connectivity rules; empty means the
+// default rules.
+func ParseRules(name, rules string) (steward.Rules, error) {
+	if rules == "" {
+		return steward.DefaultRules(), nil
+	}
+	if name == "" {
+		name = "rules"
+	}
+	return steward.ParseRules(name, []byte(rules))
 }
 
 func newClusterID() (string, error) {

@@ -70,6 +70,8 @@ type Config struct {
 	Activator NodeActivator
 	Dialer    CoordinatorDialer
 	Services  RoleServices
+	// Views applies the node's service view (optional).
+	Views ViewApplier
 	// VPNAPIPort is the port of the coordinator's vpnapi on its VPN IP.
 	VPNAPIPort int
 	// ActivationConcurrency bounds the nodes activated at once (default 32).

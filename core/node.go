@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/internal/store"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -48,6 +49,23 @@ type Update struct {
 	Full    bool
 	Peers   []registry.Peer
 	Removed []netip.Addr
+	// View is the change of the node's service view, if any.
+	View *ViewUpdate
+}
+
+// ViewUpdate is a change of a node's service view: entries to add or
+// replace and keys to remove, or with Full the whole view.
+type ViewUpdate struct {
+	Full    bool
+	Upserts steward.View
+	Removed []string
+}
+
+// ViewApplier applies a node's service view (the node's reeve). It persists
+// the view itself; core persists the revision only once both the peers and
+// the view are applied.
+type ViewApplier interface {
+	ApplyView(ctx context.Context, rev uint64, v ViewUpdate) error
 }
 
 // UpdateClient is a node's connection to its coordinator's vpnapi.
@@ -269,12 +287,17 @@ func (c *Core) nodeStep(ctx context.Context, cfg NodeConfig, client *UpdateClien
 	if err != nil {
 		return fmt.Errorf("watching coordinator %s: %w", cfg.Coordinator.VPNAPIEndpoint, err)
 	}
-	if upd.Revision == np.Revision && !upd.Full && len(upd.Peers) == 0 && len(upd.Removed) == 0 {
+	if upd.Revision == np.Revision && !upd.Full && len(upd.Peers) == 0 && len(upd.Removed) == 0 && upd.View == nil {
 		return nil
 	}
 	next := nodePeers{Revision: upd.Revision, Peers: mergePeers(np.Peers, upd)}
 	if err := c.applyPeers(ctx, next.Peers, cfg.VPNIP, false); err != nil {
 		return fmt.Errorf("applying revision %d: %w", upd.Revision, err)
+	}
+	if upd.View != nil && c.cfg.Views != nil {
+		if err := c.cfg.Views.ApplyView(ctx, upd.Revision, *upd.View); err != nil {
+			return fmt.Errorf("applying the service view of revision %d: %w", upd.Revision, err)
+		}
 	}
 	if err := c.cfg.Store.Update(func(tx store.Tx) error { return store.PutJSON(tx, keyNodePeers, next) }); err != nil {
 		return fmt.Errorf("persisting revision %d: %w", upd.Revision, err)

@@ -12,18 +12,20 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/fabricmesh/fabric/coordinator"
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/identity"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
 	"github.com/fabricmesh/fabric/node/netmgr"
+	"github.com/fabricmesh/fabric/node/reeve"
 	"github.com/fabricmesh/fabric/pubapi"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"github.com/fabricmesh/fabric/vpnapi"
-	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"google.golang.org/grpc"
 )
 
@@ -74,6 +76,10 @@ type Daemon struct {
 	core    *core.Core
 	network core.NetworkManager
 	vpn     VPNNet
+	dialer  *vpnapi.Dialer
+	// Set once the peer has a role.
+	reeve atomic.Pointer[reeve.Reeve]
+	views atomic.Pointer[coordinator.Views]
 
 	wg      sync.WaitGroup
 	mu      sync.Mutex
@@ -160,6 +166,7 @@ func (d *Daemon) open() error {
 	if d.store, err = boltstore.Open(filepath.Join(cfg.StateDir, "fabric.db"), boltstore.Options{}); err != nil {
 		return err
 	}
+	d.dialer = &vpnapi.Dialer{SigningPrivKey: id.SigningPrivKey, DialContext: d.vpn.Dial, HoldTime: cfg.HoldTime}
 	d.network = cfg.Network
 	if d.network == nil {
 		if d.network, err = netmgr.New(netmgr.Config{InterfaceName: cfg.InterfaceName, Logger: d.log.With("component", "netmgr")}); err != nil {
@@ -174,8 +181,9 @@ func (d *Daemon) open() error {
 		Store:      d.store,
 		Network:    d.network,
 		Activator:  pubapi.NewNodeActivator(cfg.BootstrapKey),
-		Dialer:     &vpnapi.Dialer{SigningPrivKey: id.SigningPrivKey, DialContext: d.vpn.Dial, HoldTime: cfg.HoldTime},
+		Dialer:     d.dialer,
 		Services:   services{d},
+		Views:      services{d},
 		VPNAPIPort: cfg.VPNAPIPort,
 		Logger:     d.log.With("component", "core"),
 	})
@@ -201,7 +209,12 @@ func (d *Daemon) servePubAPI(ctx context.Context) error {
 		}
 	}
 	srv := grpc.NewServer(grpc.Creds(creds))
-	pubapipb.RegisterPubAPIServer(srv, pubapi.NewServer(d.core, d.cfg.Listen.String()))
+	pubapipb.RegisterPubAPIServer(srv, pubapi.NewServer(d.core, d.cfg.Listen.String(), func() pubapi.Services {
+		if v := d.views.Load(); v != nil {
+			return v
+		}
+		return nil
+	}))
 	d.serve(srv, lis, "pubapi")
 	d.log.Info("serving pubapi", "endpoint", lis.Addr().String(), "state", d.core.Status().State)
 	return nil
@@ -232,36 +245,6 @@ func (d *Daemon) serve(srv *grpc.Server, lis net.Listener, what string) {
 	}()
 }
 
-// services implements core.RoleServices for the daemon.
-type services struct{ d *Daemon }
-
-// StartCoordinator serves the vpnapi on the coordinator's VPN IP.
-func (s services) StartCoordinator(ctx context.Context, reg *registry.Registry) error {
-	d := s.d
-	cl, _ := reg.Cluster()
-	addr := netip.AddrPortFrom(cl.CoordinatorVPNIP, uint16(d.cfg.VPNAPIPort))
-	creds, err := authconn.NewServerCredentials(authconn.ServerConfig{
-		Certificate:      d.id.TLSCert,
-		LookupSigningKey: vpnapi.LookupSigningKey(reg),
-		Logger:           d.log.With("component", "vpnapi"),
-	})
-	if err != nil {
-		return err
-	}
-	lis, err := d.vpn.Listen(ctx, addr)
-	if err != nil {
-		return fmt.Errorf("listening for the vpnapi on %s: %w", addr, err)
-	}
-	srv := grpc.NewServer(grpc.Creds(creds))
-	vpnapipb.RegisterVPNAPIServer(srv, vpnapi.NewServer(reg, d.cfg.HoldTime))
-	d.serve(srv, lis, "vpnapi")
-	d.log.Info("serving vpnapi", "endpoint", addr)
-	return nil
-}
-
-// StartNode has nothing to start yet beyond core's watch loop.
-func (s services) StartNode(context.Context, core.NodeConfig) error { return nil }
-
 // shutdown stops the servers (long polls are cut, nodes retry), waits for
 // core's loops and releases the store and the network.
 func (d *Daemon) shutdown() {
@@ -272,6 +255,9 @@ func (d *Daemon) shutdown() {
 		srv.Stop()
 	}
 	d.core.Wait()
+	if r := d.reeve.Load(); r != nil {
+		r.Wait()
+	}
 	d.closeResources()
 	d.log.Info("stopped")
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
@@ -23,17 +24,34 @@ type Core interface {
 	ActivateAdditionalNodes(ctx context.Context, nodePublicEndpoints []string, emit func(core.Event)) (core.ActivationResult, error)
 }
 
+// Services gives the coordinator's service records (nil before the peer is
+// a coordinator).
+type Services interface {
+	Records() (rules []string, endpoints []steward.Endpoint, clients []steward.Client)
+}
+
 // Server implements the pubapi on top of core.
 type Server struct {
 	pubapipb.UnimplementedPubAPIServer
 	core           Core
 	publicEndpoint string
+	services       func() Services
 }
 
 // NewServer returns the pubapi server of the peer whose pubapi listens on
-// publicEndpoint.
-func NewServer(c Core, publicEndpoint string) *Server {
-	return &Server{core: c, publicEndpoint: publicEndpoint}
+// publicEndpoint; services gives the service records for status (it may
+// return nil).
+func NewServer(c Core, publicEndpoint string, services func() Services) *Server {
+	return &Server{core: c, publicEndpoint: publicEndpoint, services: services}
+}
+
+// clusterStatus is ClusterStatus with the service records, if any.
+func (s *Server) clusterStatus(reg *registry.Registry) *pubapipb.ClusterStatus {
+	var svcs Services
+	if s.services != nil {
+		svcs = s.services()
+	}
+	return ClusterStatus(reg, svcs)
 }
 
 // Credential methods of the calls.
@@ -58,7 +76,7 @@ func (s *Server) GetState(ctx context.Context, _ *pubapipb.GetStateRequest) (*pu
 		resp.VpnIp = st.VPNIP.String()
 	}
 	if reg, ok := s.core.Registry(); ok && info.Method == authconn.MethodSignature {
-		resp.Cluster = ClusterStatus(reg)
+		resp.Cluster = s.clusterStatus(reg)
 	}
 	return resp, nil
 }
@@ -79,6 +97,8 @@ func (s *Server) ActivateAsCoordinator(req *pubapipb.ActivateAsCoordinatorReques
 		AdminName:           req.GetAdminName(),
 		AdminSigningPubKey:  req.GetAdminSigningPubKey(),
 		AdminVPNPubKey:      req.GetAdminVpnPubKey(),
+		Rules:               req.GetRules(),
+		RulesName:           req.GetRulesName(),
 	}, streamEvents(stream))
 	if err != nil {
 		return statusOf(err)
@@ -130,7 +150,7 @@ func (s *Server) sendResult(stream eventSender, res core.ActivationResult) error
 	return stream.Send(&pubapipb.ActivationEvent{Event: &pubapipb.ActivationEvent_Result{Result: &pubapipb.ActivationResult{
 		Activated: int32(res.Activated),
 		Failed:    int32(res.Failed),
-		Cluster:   ClusterStatus(reg),
+		Cluster:   s.clusterStatus(reg),
 	}}})
 }
 
@@ -199,16 +219,38 @@ func statusOf(err error) error {
 	}
 }
 
-// ClusterStatus describes the cluster from the registry (nil if reg is nil).
-func ClusterStatus(reg *registry.Registry) *pubapipb.ClusterStatus {
+// ClusterStatus describes the cluster from the registry (nil if reg is nil)
+// and the service records (if svcs is not nil).
+func ClusterStatus(reg *registry.Registry, svcs Services) *pubapipb.ClusterStatus {
 	if reg == nil {
 		return nil
 	}
 	cl, _ := reg.Cluster()
 	rev, peers := reg.Peers()
 	out := &pubapipb.ClusterStatus{ClusterId: cl.ID, Revision: rev, VpnCidr: cl.VPNCIDR.String()}
+	byName := map[string]*pubapipb.Peer{}
 	for _, p := range peers {
-		out.Peers = append(out.Peers, PeerToProto(p, reg.Applied(p.VPNIP)))
+		pp := PeerToProto(p, reg.Applied(p.VPNIP))
+		out.Peers = append(out.Peers, pp)
+		if p.State == registry.StateActive {
+			byName[p.Name] = pp
+		}
+	}
+	if svcs == nil {
+		return out
+	}
+	rules, endpoints, clients := svcs.Records()
+	out.Rules = rules
+	for _, e := range endpoints {
+		if pp := byName[e.Node]; pp != nil {
+			pp.Endpoints = append(pp.Endpoints, &pubapipb.Service{Service: e.Service, Id: e.ID(),
+				Address: netip.AddrPortFrom(netip.MustParseAddr(pp.VpnIp), e.Port).String()})
+		}
+	}
+	for _, c := range clients {
+		if pp := byName[c.Node]; pp != nil {
+			pp.Clients = append(pp.Clients, &pubapipb.Service{Service: c.Service, Id: c.ID()})
+		}
 	}
 	return out
 }
@@ -219,6 +261,7 @@ func PeerToProto(p registry.Peer, applied registry.Applied) *pubapipb.Peer {
 		Name: p.Name, Role: string(p.Role), PublicEndpoint: p.PublicEndpoint, WgEndpoint: p.WGEndpoint,
 		WgPubKey: p.WGPubKey, SigningPubKey: p.SigningPubKey, Horde: p.Horde, State: string(p.State),
 		LastError: p.LastError, Revision: p.Revision, AppliedRevision: applied.Revision, LastSeen: applied.At,
+		Registered: p.Registered, RegistrationError: p.RegistrationError,
 	}
 	if p.VPNIP.IsValid() {
 		out.VpnIp = p.VPNIP.String()

@@ -30,6 +30,30 @@ var _ core.CoordinatorDialer = (*Dialer)(nil)
 
 // DialCoordinator implements core.CoordinatorDialer.
 func (d *Dialer) DialCoordinator(_ context.Context, co core.CoordinatorInfo) (core.UpdateClient, error) {
+	conn, err := d.dial(co)
+	if err != nil {
+		return nil, err
+	}
+	hold := d.HoldTime
+	if hold <= 0 {
+		hold = DefaultHoldTime
+	}
+	return &client{conn: conn, api: vpnapipb.NewVPNAPIClient(conn), timeout: hold + 15*time.Second}, nil
+}
+
+// Register runs the registration handshake of this node's reeve with the
+// coordinator (see vpnapi.proto).
+func (d *Dialer) Register(ctx context.Context, co core.CoordinatorInfo, reevePubKey []byte) error {
+	conn, err := d.dial(co)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = vpnapipb.NewVPNAPIClient(conn).Register(ctx, &vpnapipb.RegisterRequest{ReevePubKey: reevePubKey})
+	return err
+}
+
+func (d *Dialer) dial(co core.CoordinatorInfo) (*grpc.ClientConn, error) {
 	creds, err := authconn.NewClientCredentials(authconn.ClientConfig{SigningPrivKey: d.SigningPrivKey, ServerCertPin: co.TLSPin})
 	if err != nil {
 		return nil, err
@@ -42,11 +66,7 @@ func (d *Dialer) DialCoordinator(_ context.Context, co core.CoordinatorInfo) (co
 	if err != nil {
 		return nil, fmt.Errorf("dialing vpnapi %s: %w", co.VPNAPIEndpoint, err)
 	}
-	hold := d.HoldTime
-	if hold <= 0 {
-		hold = DefaultHoldTime
-	}
-	return &client{conn: conn, api: vpnapipb.NewVPNAPIClient(conn), timeout: hold + 15*time.Second}, nil
+	return conn, nil
 }
 
 type client struct {
@@ -69,6 +89,10 @@ func (c *client) WatchUpdates(ctx context.Context, appliedRevision uint64) (core
 			return core.Update{}, err
 		}
 		upd.Peers = append(upd.Peers, peer)
+	}
+	if v := resp.GetView(); v != nil {
+		upserts, removed, full := ViewFromProto(v)
+		upd.View = &core.ViewUpdate{Full: full, Upserts: upserts, Removed: removed}
 	}
 	for _, s := range resp.GetRemoved() {
 		ip, err := netip.ParseAddr(s)

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"google.golang.org/grpc/codes"
@@ -26,20 +28,48 @@ type Registry interface {
 // DefaultHoldTime is how long WatchUpdates waits for a change.
 const DefaultHoldTime = 25 * time.Second
 
+// Registrar runs the registration handshake of a node's reeve.
+type Registrar interface {
+	Register(ctx context.Context, nodeIP netip.Addr, reevePubKey []byte) error
+}
+
+// Views gives each node's service view as of a revision at least the
+// registry's when called.
+type Views interface {
+	For(ctx context.Context, ip netip.Addr) (view steward.View, rev uint64, ok bool, err error)
+}
+
+// Config is what NewServer needs.
+type Config struct {
+	Registry  Registry
+	Registrar Registrar
+	Views     Views
+	// HoldTime of the long poll (default DefaultHoldTime).
+	HoldTime time.Duration
+}
+
 // Server implements the vpnapi.
 type Server struct {
 	vpnapipb.UnimplementedVPNAPIServer
-	reg      Registry
-	holdTime time.Duration
-	now      func() time.Time
+	cfg Config
+	now func() time.Time
+
+	mu   sync.Mutex
+	sent map[netip.Addr]sentView // the view last sent to each node
 }
 
-// NewServer returns a server over reg; holdTime 0 means DefaultHoldTime.
-func NewServer(reg Registry, holdTime time.Duration) *Server {
-	if holdTime <= 0 {
-		holdTime = DefaultHoldTime
+// sentView is a view as sent in the answer at revision rev.
+type sentView struct {
+	rev  uint64
+	view steward.View
+}
+
+// NewServer returns a vpnapi server.
+func NewServer(cfg Config) *Server {
+	if cfg.HoldTime <= 0 {
+		cfg.HoldTime = DefaultHoldTime
 	}
-	return &Server{reg: reg, holdTime: holdTime, now: time.Now}
+	return &Server{cfg: cfg, now: time.Now, sent: map[netip.Addr]sentView{}}
 }
 
 // LookupSigningKey is the authconn server hook: it accepts the keys of
@@ -74,22 +104,71 @@ func (s *Server) WatchUpdates(ctx context.Context, req *vpnapipb.WatchUpdatesReq
 		return nil, err
 	}
 	applied := req.GetAppliedRevision()
-	s.reg.ReportApplied(ip, applied, s.now().Unix())
-	rev, full, changed := s.reg.Changes(applied)
-	if !full && rev <= applied {
-		// Nothing new: hold the call until something changes.
-		hold, cancel := context.WithTimeout(ctx, s.holdTime)
+	s.cfg.Registry.ReportApplied(ip, applied, s.now().Unix())
+	if _, full, _ := s.cfg.Registry.Changes(applied); !full {
+		// Nothing new yet: hold the call until something changes.
+		hold, cancel := context.WithTimeout(ctx, s.cfg.HoldTime)
 		defer cancel()
-		if _, err := s.reg.Wait(hold, applied); err != nil && ctx.Err() != nil {
+		if _, err := s.cfg.Registry.Wait(hold, applied); err != nil && ctx.Err() != nil {
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
-		rev, full, changed = s.reg.Changes(applied)
 	}
-	resp := &vpnapipb.WatchUpdatesResponse{Revision: rev, Full: full}
+	// The view first: its revision is the answer's. Peer records changed
+	// since are sent too (and again next time), which is harmless.
+	viewRev, view, err := s.view(ctx, ip, applied)
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	rev, full, changed := s.cfg.Registry.Changes(applied)
+	if s.cfg.Views != nil {
+		rev = viewRev
+	}
+	resp := &vpnapipb.WatchUpdatesResponse{Revision: rev, Full: full, View: view}
 	for _, p := range changed {
 		resp.Peers = append(resp.Peers, PeerToProto(p))
 	}
 	return resp, nil
+}
+
+// view returns the revision of ip's current view and its change since the
+// one the node applied: nothing if unchanged, the difference if the node
+// applied the view last sent to it, else the whole view (a new or restarted
+// node or coordinator).
+func (s *Server) view(ctx context.Context, ip netip.Addr, applied uint64) (uint64, *vpnapipb.View, error) {
+	if s.cfg.Views == nil {
+		return 0, nil, nil
+	}
+	view, rev, ok, err := s.cfg.Views.For(ctx, ip)
+	if err != nil || !ok {
+		return rev, nil, err
+	}
+	s.mu.Lock()
+	last, known := s.sent[ip]
+	s.sent[ip] = sentView{rev: rev, view: view}
+	s.mu.Unlock()
+	if !known || last.rev != applied {
+		return rev, ViewToProto(view, nil, true), nil
+	}
+	upserts, removed := steward.Diff(last.view, view)
+	if len(removed) == 0 && len(upserts.Whitelist)+len(upserts.Endpoints)+len(upserts.Catalog) == 0 {
+		return rev, nil, nil
+	}
+	return rev, ViewToProto(upserts, removed, false), nil
+}
+
+// Register implements vpnapi: the calling node's reeve offers its key.
+func (s *Server) Register(ctx context.Context, req *vpnapipb.RegisterRequest) (*vpnapipb.RegisterResponse, error) {
+	ip, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.Registrar == nil {
+		return nil, status.Error(codes.Unavailable, "registration is not served here")
+	}
+	if err := s.cfg.Registrar.Register(ctx, ip, req.GetReevePubKey()); err != nil {
+		return nil, status.Error(codes.PermissionDenied, err.Error())
+	}
+	return &vpnapipb.RegisterResponse{}, nil
 }
 
 // PeerToProto converts a registry record.

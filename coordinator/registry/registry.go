@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -46,6 +45,12 @@ type Peer struct {
 	Horde          string     `json:"horde,omitempty"`
 	State          State      `json:"state"`
 	LastError      string     `json:"lastError,omitempty"`
+	// Registered is set once the node's reeve completed the registration
+	// handshake; ReevePubKey is then the key it proved. RegistrationError
+	// says why the last attempt failed.
+	Registered        bool   `json:"registered,omitempty"`
+	ReevePubKey       []byte `json:"reevePubKey,omitempty"`
+	RegistrationError string `json:"registrationError,omitempty"`
 	// Revision is the cluster revision of the record's last change.
 	Revision uint64 `json:"revision"`
 }
@@ -55,6 +60,9 @@ type Cluster struct {
 	ID               string       `json:"id"`
 	VPNCIDR          netip.Prefix `json:"vpnCIDR"`
 	CoordinatorVPNIP netip.Addr   `json:"coordinatorVPNIP"`
+	// Rules is the connectivity rules file given at activation (YAML, see
+	// coordinator/steward); empty means the default rules.
+	Rules string `json:"rules,omitempty"`
 }
 
 // Errors callers act on.
@@ -71,6 +79,7 @@ const (
 	keyNextIP    = "registry/ipam/next"
 	prefixPeers  = "registry/peers/"
 	prefixByEndp = "registry/endpoints/"
+	prefixSvcs   = "registry/services/"
 )
 
 // Registry holds the cluster's records. It is safe for concurrent use.
@@ -86,6 +95,7 @@ type Registry struct {
 	byEndpoint map[string]netip.Addr
 	changed    chan struct{} // closed and replaced when the revision moves
 	applied    map[netip.Addr]Applied
+	services   map[netip.Addr]Services
 }
 
 // Applied is what a peer last reported: the revision it has applied and
@@ -105,6 +115,7 @@ func Open(st store.Store) (*Registry, error) {
 		byEndpoint: map[string]netip.Addr{},
 		changed:    make(chan struct{}),
 		applied:    map[netip.Addr]Applied{},
+		services:   map[netip.Addr]Services{},
 	}
 	err := st.View(func(tx store.Tx) error {
 		var c Cluster
@@ -117,7 +128,10 @@ func Open(st store.Store) (*Registry, error) {
 		if err := store.GetJSON(tx, keyRevision, &r.revision); err != nil {
 			return err
 		}
-		return scanPeers(tx, func(p Peer) { r.cachePeer(p) })
+		if err := scanPeers(tx, func(p Peer) { r.cachePeer(p) }); err != nil {
+			return err
+		}
+		return scanServices(tx, r.services)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loading registry: %w", err)
@@ -128,8 +142,8 @@ func Open(st store.Store) (*Registry, error) {
 func scanPeers(tx store.Tx, fn func(Peer)) error {
 	return tx.Scan(prefixPeers, func(key string, value []byte) error {
 		var p Peer
-		if err := json.Unmarshal(value, &p); err != nil {
-			return fmt.Errorf("decoding %s: %w", key, err)
+		if err := store.DecodeJSON(key, value, &p); err != nil {
+			return err
 		}
 		fn(p)
 		return nil
@@ -166,6 +180,7 @@ type mutation struct {
 	rev      uint64
 	cluster  *Cluster
 	changed  []Peer
+	services map[netip.Addr]Services
 	lookupIP func(netip.Addr) (Peer, bool)
 }
 
@@ -208,11 +223,12 @@ func (r *Registry) update(fn func(m *mutation) error) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	r.mu.RLock()
-	m := &mutation{rev: r.revision + 1, cluster: r.cluster, lookupIP: r.lookupLocked}
+	m := &mutation{rev: r.revision + 1, cluster: r.cluster, lookupIP: r.Peer}
 	r.mu.RUnlock()
 	err := r.store.Update(func(tx store.Tx) error {
 		m.tx = tx
 		m.changed = m.changed[:0]
+		m.services = map[netip.Addr]Services{}
 		if err := fn(m); err != nil {
 			return err
 		}
@@ -230,18 +246,13 @@ func (r *Registry) update(fn func(m *mutation) error) error {
 	for _, p := range m.changed {
 		r.cachePeer(p)
 	}
+	for ip, svcs := range m.services {
+		r.services[ip] = svcs
+	}
 	r.revision = m.rev
 	close(r.changed)
 	r.changed = make(chan struct{})
 	return nil
-}
-
-// lookupLocked must only be called while r.wmu is held (no writer runs).
-func (r *Registry) lookupLocked(ip netip.Addr) (Peer, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	p, ok := r.peers[ip]
-	return p, ok
 }
 
 // Init records a new cluster, its coordinator (which gets the first address

@@ -58,7 +58,12 @@ func GetJSON(tx Tx, key string, v any) error {
 	if err != nil {
 		return err
 	}
-	if err := json.Unmarshal(b, v); err != nil {
+	return DecodeJSON(key, b, v)
+}
+
+// DecodeJSON decodes the JSON value of key (as read by Get or Scan) into v.
+func DecodeJSON(key string, value []byte, v any) error {
+	if err := json.Unmarshal(value, v); err != nil {
 		return fmt.Errorf("decoding %s: %w", key, err)
 	}
 	return nil

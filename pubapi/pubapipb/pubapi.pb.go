@@ -187,8 +187,12 @@ type ActivateAsCoordinatorRequest struct {
 	// The admin's WireGuard public key, for the admin's wg-quick config.
 	AdminVpnPubKey []byte `protobuf:"bytes,4,opt,name=admin_vpn_pub_key,json=adminVpnPubKey,proto3" json:"admin_vpn_pub_key,omitempty"`
 	AdminName      string `protobuf:"bytes,5,opt,name=admin_name,json=adminName,proto3" json:"admin_name,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The connectivity rules (YAML, see docs); empty for the default rules.
+	Rules string `protobuf:"bytes,6,opt,name=rules,proto3" json:"rules,omitempty"`
+	// The name of the rules file, for error messages.
+	RulesName     string `protobuf:"bytes,7,opt,name=rules_name,json=rulesName,proto3" json:"rules_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ActivateAsCoordinatorRequest) Reset() {
@@ -252,6 +256,20 @@ func (x *ActivateAsCoordinatorRequest) GetAdminVpnPubKey() []byte {
 func (x *ActivateAsCoordinatorRequest) GetAdminName() string {
 	if x != nil {
 		return x.AdminName
+	}
+	return ""
+}
+
+func (x *ActivateAsCoordinatorRequest) GetRules() string {
+	if x != nil {
+		return x.Rules
+	}
+	return ""
+}
+
+func (x *ActivateAsCoordinatorRequest) GetRulesName() string {
+	if x != nil {
+		return x.RulesName
 	}
 	return ""
 }
@@ -804,11 +822,14 @@ func (x *ActivateAsNodeResponse) GetWgEndpoint() string {
 }
 
 type ClusterStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	VpnCidr       string                 `protobuf:"bytes,3,opt,name=vpn_cidr,json=vpnCidr,proto3" json:"vpn_cidr,omitempty"`
-	Peers         []*Peer                `protobuf:"bytes,4,rep,name=peers,proto3" json:"peers,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Revision  uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	VpnCidr   string                 `protobuf:"bytes,3,opt,name=vpn_cidr,json=vpnCidr,proto3" json:"vpn_cidr,omitempty"`
+	Peers     []*Peer                `protobuf:"bytes,4,rep,name=peers,proto3" json:"peers,omitempty"`
+	// The connectivity rules in force, built-in ones first, as
+	// "client -> service (scope)".
+	Rules         []string `protobuf:"bytes,5,rep,name=rules,proto3" json:"rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -871,6 +892,13 @@ func (x *ClusterStatus) GetPeers() []*Peer {
 	return nil
 }
 
+func (x *ClusterStatus) GetRules() []string {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
 type Peer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -888,7 +916,14 @@ type Peer struct {
 	Revision        uint64 `protobuf:"varint,11,opt,name=revision,proto3" json:"revision,omitempty"`
 	AppliedRevision uint64 `protobuf:"varint,12,opt,name=applied_revision,json=appliedRevision,proto3" json:"applied_revision,omitempty"`
 	// Unix seconds of the peer's last watch call (0: never).
-	LastSeen      int64 `protobuf:"varint,13,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	LastSeen int64 `protobuf:"varint,13,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// Whether the peer's reeve completed the registration handshake, and
+	// why the last attempt failed if it did not.
+	Registered        bool   `protobuf:"varint,14,opt,name=registered,proto3" json:"registered,omitempty"`
+	RegistrationError string `protobuf:"bytes,15,opt,name=registration_error,json=registrationError,proto3" json:"registration_error,omitempty"`
+	// The services the peer's reeve registered (built-in ones included).
+	Endpoints     []*Service `protobuf:"bytes,16,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Clients       []*Service `protobuf:"bytes,17,rep,name=clients,proto3" json:"clients,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1014,6 +1049,95 @@ func (x *Peer) GetLastSeen() int64 {
 	return 0
 }
 
+func (x *Peer) GetRegistered() bool {
+	if x != nil {
+		return x.Registered
+	}
+	return false
+}
+
+func (x *Peer) GetRegistrationError() string {
+	if x != nil {
+		return x.RegistrationError
+	}
+	return ""
+}
+
+func (x *Peer) GetEndpoints() []*Service {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *Peer) GetClients() []*Service {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+// Service is an endpoint (with its address) or a client (with its keyId).
+type Service struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Address       string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Service) Reset() {
+	*x = Service{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Service) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Service) ProtoMessage() {}
+
+func (x *Service) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Service.ProtoReflect.Descriptor instead.
+func (*Service) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Service) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Service) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Service) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 var File_pubapi_pubapipb_pubapi_proto protoreflect.FileDescriptor
 
 const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
@@ -1030,14 +1154,17 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\a \x01(\tR\tclusterId\x129\n" +
 	"\acluster\x18\b \x01(\v2\x1f.fabric.pubapi.v1.ClusterStatusR\acluster\x12\x1e\n" +
-	"\vvpn_pub_key\x18\t \x01(\fR\tvpnPubKey\"\xea\x01\n" +
+	"\vvpn_pub_key\x18\t \x01(\fR\tvpnPubKey\"\x9f\x02\n" +
 	"\x1cActivateAsCoordinatorRequest\x12\x19\n" +
 	"\bvpn_cidr\x18\x01 \x01(\tR\avpnCidr\x122\n" +
 	"\x15node_public_endpoints\x18\x02 \x03(\tR\x13nodePublicEndpoints\x121\n" +
 	"\x15admin_signing_pub_key\x18\x03 \x01(\fR\x12adminSigningPubKey\x12)\n" +
 	"\x11admin_vpn_pub_key\x18\x04 \x01(\fR\x0eadminVpnPubKey\x12\x1d\n" +
 	"\n" +
-	"admin_name\x18\x05 \x01(\tR\tadminName\"T\n" +
+	"admin_name\x18\x05 \x01(\tR\tadminName\x12\x14\n" +
+	"\x05rules\x18\x06 \x01(\tR\x05rules\x12\x1d\n" +
+	"\n" +
+	"rules_name\x18\a \x01(\tR\trulesName\"T\n" +
 	"\x1eActivateAdditionalNodesRequest\x122\n" +
 	"\x15node_public_endpoints\x18\x01 \x03(\tR\x13nodePublicEndpoints\"\xeb\x01\n" +
 	"\x0fActivationEvent\x12\x1c\n" +
@@ -1081,13 +1208,14 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\vvpn_pub_key\x18\x03 \x01(\fR\tvpnPubKey\x12&\n" +
 	"\x0fsigning_pub_key\x18\x04 \x01(\fR\rsigningPubKey\x12\x1f\n" +
 	"\vwg_endpoint\x18\x05 \x01(\tR\n" +
-	"wgEndpoint\"\x93\x01\n" +
+	"wgEndpoint\"\xa9\x01\n" +
 	"\rClusterStatus\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x19\n" +
 	"\bvpn_cidr\x18\x03 \x01(\tR\avpnCidr\x12,\n" +
-	"\x05peers\x18\x04 \x03(\v2\x16.fabric.pubapi.v1.PeerR\x05peers\"\x84\x03\n" +
+	"\x05peers\x18\x04 \x03(\v2\x16.fabric.pubapi.v1.PeerR\x05peers\x12\x14\n" +
+	"\x05rules\x18\x05 \x03(\tR\x05rules\"\xc1\x04\n" +
 	"\x04Peer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x15\n" +
@@ -1105,7 +1233,17 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	" \x01(\tR\tlastError\x12\x1a\n" +
 	"\brevision\x18\v \x01(\x04R\brevision\x12)\n" +
 	"\x10applied_revision\x18\f \x01(\x04R\x0fappliedRevision\x12\x1b\n" +
-	"\tlast_seen\x18\r \x01(\x03R\blastSeen2\xa0\x03\n" +
+	"\tlast_seen\x18\r \x01(\x03R\blastSeen\x12\x1e\n" +
+	"\n" +
+	"registered\x18\x0e \x01(\bR\n" +
+	"registered\x12-\n" +
+	"\x12registration_error\x18\x0f \x01(\tR\x11registrationError\x127\n" +
+	"\tendpoints\x18\x10 \x03(\v2\x19.fabric.pubapi.v1.ServiceR\tendpoints\x123\n" +
+	"\aclients\x18\x11 \x03(\v2\x19.fabric.pubapi.v1.ServiceR\aclients\"M\n" +
+	"\aService\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress2\xa0\x03\n" +
 	"\x06PubAPI\x12Q\n" +
 	"\bGetState\x12!.fabric.pubapi.v1.GetStateRequest\x1a\".fabric.pubapi.v1.GetStateResponse\x12l\n" +
 	"\x15ActivateAsCoordinator\x12..fabric.pubapi.v1.ActivateAsCoordinatorRequest\x1a!.fabric.pubapi.v1.ActivationEvent0\x01\x12c\n" +
@@ -1124,7 +1262,7 @@ func file_pubapi_pubapipb_pubapi_proto_rawDescGZIP() []byte {
 	return file_pubapi_pubapipb_pubapi_proto_rawDescData
 }
 
-var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_pubapi_pubapipb_pubapi_proto_goTypes = []any{
 	(*GetStateRequest)(nil),                // 0: fabric.pubapi.v1.GetStateRequest
 	(*GetStateResponse)(nil),               // 1: fabric.pubapi.v1.GetStateResponse
@@ -1138,6 +1276,7 @@ var file_pubapi_pubapipb_pubapi_proto_goTypes = []any{
 	(*ActivateAsNodeResponse)(nil),         // 9: fabric.pubapi.v1.ActivateAsNodeResponse
 	(*ClusterStatus)(nil),                  // 10: fabric.pubapi.v1.ClusterStatus
 	(*Peer)(nil),                           // 11: fabric.pubapi.v1.Peer
+	(*Service)(nil),                        // 12: fabric.pubapi.v1.Service
 }
 var file_pubapi_pubapipb_pubapi_proto_depIdxs = []int32{
 	10, // 0: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
@@ -1147,19 +1286,21 @@ var file_pubapi_pubapipb_pubapi_proto_depIdxs = []int32{
 	11, // 4: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
 	10, // 5: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
 	11, // 6: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
-	0,  // 7: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
-	2,  // 8: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
-	8,  // 9: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
-	3,  // 10: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
-	1,  // 11: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
-	4,  // 12: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
-	9,  // 13: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
-	4,  // 14: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	12, // 7: fabric.pubapi.v1.Peer.endpoints:type_name -> fabric.pubapi.v1.Service
+	12, // 8: fabric.pubapi.v1.Peer.clients:type_name -> fabric.pubapi.v1.Service
+	0,  // 9: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
+	2,  // 10: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
+	8,  // 11: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
+	3,  // 12: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
+	1,  // 13: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
+	4,  // 14: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
+	9,  // 15: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
+	4,  // 16: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_pubapi_pubapipb_pubapi_proto_init() }
@@ -1179,7 +1320,7 @@ func file_pubapi_pubapipb_pubapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pubapi_pubapipb_pubapi_proto_rawDesc), len(file_pubapi_pubapipb_pubapi_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

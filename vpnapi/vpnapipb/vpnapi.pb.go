@@ -24,6 +24,87 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RegisterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reeve's ed25519 public key (its client key, keyId reeve@<node>).
+	ReevePubKey   []byte `protobuf:"bytes,1,opt,name=reeve_pub_key,json=reevePubKey,proto3" json:"reeve_pub_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterRequest) Reset() {
+	*x = RegisterRequest{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterRequest) ProtoMessage() {}
+
+func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
+func (*RegisterRequest) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RegisterRequest) GetReevePubKey() []byte {
+	if x != nil {
+		return x.ReevePubKey
+	}
+	return nil
+}
+
+type RegisterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterResponse) Reset() {
+	*x = RegisterResponse{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterResponse) ProtoMessage() {}
+
+func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
+func (*RegisterResponse) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{1}
+}
+
 type WatchUpdatesRequest struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	AppliedRevision uint64                 `protobuf:"varint,1,opt,name=applied_revision,json=appliedRevision,proto3" json:"applied_revision,omitempty"`
@@ -33,7 +114,7 @@ type WatchUpdatesRequest struct {
 
 func (x *WatchUpdatesRequest) Reset() {
 	*x = WatchUpdatesRequest{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[0]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +126,7 @@ func (x *WatchUpdatesRequest) String() string {
 func (*WatchUpdatesRequest) ProtoMessage() {}
 
 func (x *WatchUpdatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[0]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +139,7 @@ func (x *WatchUpdatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchUpdatesRequest.ProtoReflect.Descriptor instead.
 func (*WatchUpdatesRequest) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{0}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *WatchUpdatesRequest) GetAppliedRevision() uint64 {
@@ -76,14 +157,16 @@ type WatchUpdatesResponse struct {
 	// Peers added or changed since applied_revision (all peers if full).
 	Peers []*Peer `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"`
 	// VPN IPs of peers removed since applied_revision.
-	Removed       []string `protobuf:"bytes,4,rep,name=removed,proto3" json:"removed,omitempty"`
+	Removed []string `protobuf:"bytes,4,rep,name=removed,proto3" json:"removed,omitempty"`
+	// The node's service view, when it changed since applied_revision.
+	View          *View `protobuf:"bytes,5,opt,name=view,proto3" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchUpdatesResponse) Reset() {
 	*x = WatchUpdatesResponse{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[1]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -95,7 +178,7 @@ func (x *WatchUpdatesResponse) String() string {
 func (*WatchUpdatesResponse) ProtoMessage() {}
 
 func (x *WatchUpdatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[1]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -108,7 +191,7 @@ func (x *WatchUpdatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchUpdatesResponse.ProtoReflect.Descriptor instead.
 func (*WatchUpdatesResponse) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{1}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *WatchUpdatesResponse) GetRevision() uint64 {
@@ -139,6 +222,477 @@ func (x *WatchUpdatesResponse) GetRemoved() []string {
 	return nil
 }
 
+func (x *WatchUpdatesResponse) GetView() *View {
+	if x != nil {
+		return x.View
+	}
+	return nil
+}
+
+// View is what a node's reeve needs of the cluster's services: who may call
+// its endpoints, which endpoints its clients may use, and which services.
+// It is sent as changes since the view the node applied, or in full.
+type View struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// true: the entries replace the node's view.
+	Full      bool              `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
+	Whitelist []*WhitelistEntry `protobuf:"bytes,2,rep,name=whitelist,proto3" json:"whitelist,omitempty"`
+	Endpoints []*EndpointEntry  `protobuf:"bytes,3,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Catalog   []*CatalogEntry   `protobuf:"bytes,4,rep,name=catalog,proto3" json:"catalog,omitempty"`
+	// Keys of entries removed.
+	Removed       []string `protobuf:"bytes,5,rep,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *View) Reset() {
+	*x = View{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *View) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*View) ProtoMessage() {}
+
+func (x *View) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use View.ProtoReflect.Descriptor instead.
+func (*View) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *View) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *View) GetWhitelist() []*WhitelistEntry {
+	if x != nil {
+		return x.Whitelist
+	}
+	return nil
+}
+
+func (x *View) GetEndpoints() []*EndpointEntry {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *View) GetCatalog() []*CatalogEntry {
+	if x != nil {
+		return x.Catalog
+	}
+	return nil
+}
+
+func (x *View) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+// WhitelistEntry: client (keyId) may call endpoint, signing with pub_key.
+type WhitelistEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Client        string                 `protobuf:"bytes,2,opt,name=client,proto3" json:"client,omitempty"`
+	PubKey        []byte                 `protobuf:"bytes,3,opt,name=pub_key,json=pubKey,proto3" json:"pub_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhitelistEntry) Reset() {
+	*x = WhitelistEntry{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhitelistEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhitelistEntry) ProtoMessage() {}
+
+func (x *WhitelistEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhitelistEntry.ProtoReflect.Descriptor instead.
+func (*WhitelistEntry) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *WhitelistEntry) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *WhitelistEntry) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *WhitelistEntry) GetPubKey() []byte {
+	if x != nil {
+		return x.PubKey
+	}
+	return nil
+}
+
+// EndpointEntry: client may use endpoint, an instance of service at address.
+type EndpointEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Client        string                 `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	Endpoint      string                 `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Address       string                 `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointEntry) Reset() {
+	*x = EndpointEntry{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointEntry) ProtoMessage() {}
+
+func (x *EndpointEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointEntry.ProtoReflect.Descriptor instead.
+func (*EndpointEntry) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *EndpointEntry) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *EndpointEntry) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *EndpointEntry) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *EndpointEntry) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// CatalogEntry: client may use service.
+type CatalogEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Client        string                 `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogEntry) Reset() {
+	*x = CatalogEntry{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogEntry) ProtoMessage() {}
+
+func (x *CatalogEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogEntry.ProtoReflect.Descriptor instead.
+func (*CatalogEntry) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CatalogEntry) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *CatalogEntry) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+type UpdateServicesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoints     []*ServiceEndpoint     `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Clients       []*ServiceClient       `protobuf:"bytes,2,rep,name=clients,proto3" json:"clients,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateServicesRequest) Reset() {
+	*x = UpdateServicesRequest{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateServicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateServicesRequest) ProtoMessage() {}
+
+func (x *UpdateServicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateServicesRequest.ProtoReflect.Descriptor instead.
+func (*UpdateServicesRequest) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UpdateServicesRequest) GetEndpoints() []*ServiceEndpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *UpdateServicesRequest) GetClients() []*ServiceClient {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+type ServiceEndpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Port          uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceEndpoint) Reset() {
+	*x = ServiceEndpoint{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceEndpoint) ProtoMessage() {}
+
+func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceEndpoint.ProtoReflect.Descriptor instead.
+func (*ServiceEndpoint) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ServiceEndpoint) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ServiceEndpoint) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+type ServiceClient struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	PubKey        []byte                 `protobuf:"bytes,2,opt,name=pub_key,json=pubKey,proto3" json:"pub_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceClient) Reset() {
+	*x = ServiceClient{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceClient) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceClient) ProtoMessage() {}
+
+func (x *ServiceClient) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceClient.ProtoReflect.Descriptor instead.
+func (*ServiceClient) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ServiceClient) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ServiceClient) GetPubKey() []byte {
+	if x != nil {
+		return x.PubKey
+	}
+	return nil
+}
+
+type UpdateServicesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateServicesResponse) Reset() {
+	*x = UpdateServicesResponse{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateServicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateServicesResponse) ProtoMessage() {}
+
+func (x *UpdateServicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateServicesResponse.ProtoReflect.Descriptor instead.
+func (*UpdateServicesResponse) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *UpdateServicesResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type Peer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -159,7 +713,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[2]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -171,7 +725,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[2]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -184,7 +738,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{2}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Peer) GetName() string {
@@ -254,14 +808,47 @@ var File_vpnapi_vpnapipb_vpnapi_proto protoreflect.FileDescriptor
 
 const file_vpnapi_vpnapipb_vpnapi_proto_rawDesc = "" +
 	"\n" +
-	"\x1cvpnapi/vpnapipb/vpnapi.proto\x12\x10fabric.vpnapi.v1\"@\n" +
+	"\x1cvpnapi/vpnapipb/vpnapi.proto\x12\x10fabric.vpnapi.v1\"5\n" +
+	"\x0fRegisterRequest\x12\"\n" +
+	"\rreeve_pub_key\x18\x01 \x01(\fR\vreevePubKey\"\x12\n" +
+	"\x10RegisterResponse\"@\n" +
 	"\x13WatchUpdatesRequest\x12)\n" +
-	"\x10applied_revision\x18\x01 \x01(\x04R\x0fappliedRevision\"\x8e\x01\n" +
+	"\x10applied_revision\x18\x01 \x01(\x04R\x0fappliedRevision\"\xba\x01\n" +
 	"\x14WatchUpdatesResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x12\n" +
 	"\x04full\x18\x02 \x01(\bR\x04full\x12,\n" +
 	"\x05peers\x18\x03 \x03(\v2\x16.fabric.vpnapi.v1.PeerR\x05peers\x12\x18\n" +
-	"\aremoved\x18\x04 \x03(\tR\aremoved\"\xf4\x01\n" +
+	"\aremoved\x18\x04 \x03(\tR\aremoved\x12*\n" +
+	"\x04view\x18\x05 \x01(\v2\x16.fabric.vpnapi.v1.ViewR\x04view\"\xed\x01\n" +
+	"\x04View\x12\x12\n" +
+	"\x04full\x18\x01 \x01(\bR\x04full\x12>\n" +
+	"\twhitelist\x18\x02 \x03(\v2 .fabric.vpnapi.v1.WhitelistEntryR\twhitelist\x12=\n" +
+	"\tendpoints\x18\x03 \x03(\v2\x1f.fabric.vpnapi.v1.EndpointEntryR\tendpoints\x128\n" +
+	"\acatalog\x18\x04 \x03(\v2\x1e.fabric.vpnapi.v1.CatalogEntryR\acatalog\x12\x18\n" +
+	"\aremoved\x18\x05 \x03(\tR\aremoved\"]\n" +
+	"\x0eWhitelistEntry\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x16\n" +
+	"\x06client\x18\x02 \x01(\tR\x06client\x12\x17\n" +
+	"\apub_key\x18\x03 \x01(\fR\x06pubKey\"w\n" +
+	"\rEndpointEntry\x12\x16\n" +
+	"\x06client\x18\x01 \x01(\tR\x06client\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1a\n" +
+	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x12\x18\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"@\n" +
+	"\fCatalogEntry\x12\x16\n" +
+	"\x06client\x18\x01 \x01(\tR\x06client\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\"\x93\x01\n" +
+	"\x15UpdateServicesRequest\x12?\n" +
+	"\tendpoints\x18\x01 \x03(\v2!.fabric.vpnapi.v1.ServiceEndpointR\tendpoints\x129\n" +
+	"\aclients\x18\x02 \x03(\v2\x1f.fabric.vpnapi.v1.ServiceClientR\aclients\"?\n" +
+	"\x0fServiceEndpoint\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\"B\n" +
+	"\rServiceClient\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x17\n" +
+	"\apub_key\x18\x02 \x01(\fR\x06pubKey\"4\n" +
+	"\x16UpdateServicesResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xf4\x01\n" +
 	"\x04Peer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x15\n" +
@@ -273,9 +860,12 @@ const file_vpnapi_vpnapipb_vpnapi_proto_rawDesc = "" +
 	"\x0fsigning_pub_key\x18\x06 \x01(\fR\rsigningPubKey\x12\x14\n" +
 	"\x05horde\x18\a \x01(\tR\x05horde\x12\x1a\n" +
 	"\brevision\x18\b \x01(\x04R\brevision\x12\x14\n" +
-	"\x05state\x18\t \x01(\tR\x05state2g\n" +
+	"\x05state\x18\t \x01(\tR\x05state2\xba\x01\n" +
 	"\x06VPNAPI\x12]\n" +
-	"\fWatchUpdates\x12%.fabric.vpnapi.v1.WatchUpdatesRequest\x1a&.fabric.vpnapi.v1.WatchUpdatesResponseB.Z,github.com/fabricmesh/fabric/vpnapi/vpnapipbb\x06proto3"
+	"\fWatchUpdates\x12%.fabric.vpnapi.v1.WatchUpdatesRequest\x1a&.fabric.vpnapi.v1.WatchUpdatesResponse\x12Q\n" +
+	"\bRegister\x12!.fabric.vpnapi.v1.RegisterRequest\x1a\".fabric.vpnapi.v1.RegisterResponse2n\n" +
+	"\aSteward\x12c\n" +
+	"\x0eUpdateServices\x12'.fabric.vpnapi.v1.UpdateServicesRequest\x1a(.fabric.vpnapi.v1.UpdateServicesResponseB.Z,github.com/fabricmesh/fabric/vpnapi/vpnapipbb\x06proto3"
 
 var (
 	file_vpnapi_vpnapipb_vpnapi_proto_rawDescOnce sync.Once
@@ -289,21 +879,41 @@ func file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP() []byte {
 	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescData
 }
 
-var file_vpnapi_vpnapipb_vpnapi_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_vpnapi_vpnapipb_vpnapi_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_vpnapi_vpnapipb_vpnapi_proto_goTypes = []any{
-	(*WatchUpdatesRequest)(nil),  // 0: fabric.vpnapi.v1.WatchUpdatesRequest
-	(*WatchUpdatesResponse)(nil), // 1: fabric.vpnapi.v1.WatchUpdatesResponse
-	(*Peer)(nil),                 // 2: fabric.vpnapi.v1.Peer
+	(*RegisterRequest)(nil),        // 0: fabric.vpnapi.v1.RegisterRequest
+	(*RegisterResponse)(nil),       // 1: fabric.vpnapi.v1.RegisterResponse
+	(*WatchUpdatesRequest)(nil),    // 2: fabric.vpnapi.v1.WatchUpdatesRequest
+	(*WatchUpdatesResponse)(nil),   // 3: fabric.vpnapi.v1.WatchUpdatesResponse
+	(*View)(nil),                   // 4: fabric.vpnapi.v1.View
+	(*WhitelistEntry)(nil),         // 5: fabric.vpnapi.v1.WhitelistEntry
+	(*EndpointEntry)(nil),          // 6: fabric.vpnapi.v1.EndpointEntry
+	(*CatalogEntry)(nil),           // 7: fabric.vpnapi.v1.CatalogEntry
+	(*UpdateServicesRequest)(nil),  // 8: fabric.vpnapi.v1.UpdateServicesRequest
+	(*ServiceEndpoint)(nil),        // 9: fabric.vpnapi.v1.ServiceEndpoint
+	(*ServiceClient)(nil),          // 10: fabric.vpnapi.v1.ServiceClient
+	(*UpdateServicesResponse)(nil), // 11: fabric.vpnapi.v1.UpdateServicesResponse
+	(*Peer)(nil),                   // 12: fabric.vpnapi.v1.Peer
 }
 var file_vpnapi_vpnapipb_vpnapi_proto_depIdxs = []int32{
-	2, // 0: fabric.vpnapi.v1.WatchUpdatesResponse.peers:type_name -> fabric.vpnapi.v1.Peer
-	0, // 1: fabric.vpnapi.v1.VPNAPI.WatchUpdates:input_type -> fabric.vpnapi.v1.WatchUpdatesRequest
-	1, // 2: fabric.vpnapi.v1.VPNAPI.WatchUpdates:output_type -> fabric.vpnapi.v1.WatchUpdatesResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	12, // 0: fabric.vpnapi.v1.WatchUpdatesResponse.peers:type_name -> fabric.vpnapi.v1.Peer
+	4,  // 1: fabric.vpnapi.v1.WatchUpdatesResponse.view:type_name -> fabric.vpnapi.v1.View
+	5,  // 2: fabric.vpnapi.v1.View.whitelist:type_name -> fabric.vpnapi.v1.WhitelistEntry
+	6,  // 3: fabric.vpnapi.v1.View.endpoints:type_name -> fabric.vpnapi.v1.EndpointEntry
+	7,  // 4: fabric.vpnapi.v1.View.catalog:type_name -> fabric.vpnapi.v1.CatalogEntry
+	9,  // 5: fabric.vpnapi.v1.UpdateServicesRequest.endpoints:type_name -> fabric.vpnapi.v1.ServiceEndpoint
+	10, // 6: fabric.vpnapi.v1.UpdateServicesRequest.clients:type_name -> fabric.vpnapi.v1.ServiceClient
+	2,  // 7: fabric.vpnapi.v1.VPNAPI.WatchUpdates:input_type -> fabric.vpnapi.v1.WatchUpdatesRequest
+	0,  // 8: fabric.vpnapi.v1.VPNAPI.Register:input_type -> fabric.vpnapi.v1.RegisterRequest
+	8,  // 9: fabric.vpnapi.v1.Steward.UpdateServices:input_type -> fabric.vpnapi.v1.UpdateServicesRequest
+	3,  // 10: fabric.vpnapi.v1.VPNAPI.WatchUpdates:output_type -> fabric.vpnapi.v1.WatchUpdatesResponse
+	1,  // 11: fabric.vpnapi.v1.VPNAPI.Register:output_type -> fabric.vpnapi.v1.RegisterResponse
+	11, // 12: fabric.vpnapi.v1.Steward.UpdateServices:output_type -> fabric.vpnapi.v1.UpdateServicesResponse
+	10, // [10:13] is the sub-list for method output_type
+	7,  // [7:10] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_vpnapi_vpnapipb_vpnapi_proto_init() }
@@ -317,9 +927,9 @@ func file_vpnapi_vpnapipb_vpnapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vpnapi_vpnapipb_vpnapi_proto_rawDesc), len(file_vpnapi_vpnapipb_vpnapi_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   13,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_vpnapi_vpnapipb_vpnapi_proto_goTypes,
 		DependencyIndexes: file_vpnapi_vpnapipb_vpnapi_proto_depIdxs,

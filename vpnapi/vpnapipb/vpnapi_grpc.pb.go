@@ -23,6 +23,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	VPNAPI_WatchUpdates_FullMethodName = "/fabric.vpnapi.v1.VPNAPI/WatchUpdates"
+	VPNAPI_Register_FullMethodName     = "/fabric.vpnapi.v1.VPNAPI/Register"
 )
 
 // VPNAPIClient is the client API for VPNAPI service.
@@ -34,6 +35,12 @@ type VPNAPIClient interface {
 	// when its hold time elapses) with the changes since then, or with a full
 	// snapshot when the node's revision is unknown or too old.
 	WatchUpdates(ctx context.Context, in *WatchUpdatesRequest, opts ...grpc.CallOption) (*WatchUpdatesResponse, error)
+	// Register runs the registration handshake of the calling node's reeve:
+	// the coordinator calls the reeve back on its reeve endpoint (a second
+	// connection) with a fresh nonce, which the reeve signs with the key given
+	// here. Only then is the node registered and the key trusted. Errors say
+	// why the handshake failed; the reason is also shown in fabric status.
+	Register(ctx context.Context, in *RegisterRequest, opts ...grpc.CallOption) (*RegisterResponse, error)
 }
 
 type vPNAPIClient struct {
@@ -54,6 +61,16 @@ func (c *vPNAPIClient) WatchUpdates(ctx context.Context, in *WatchUpdatesRequest
 	return out, nil
 }
 
+func (c *vPNAPIClient) Register(ctx context.Context, in *RegisterRequest, opts ...grpc.CallOption) (*RegisterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RegisterResponse)
+	err := c.cc.Invoke(ctx, VPNAPI_Register_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VPNAPIServer is the server API for VPNAPI service.
 // All implementations must embed UnimplementedVPNAPIServer
 // for forward compatibility.
@@ -63,6 +80,12 @@ type VPNAPIServer interface {
 	// when its hold time elapses) with the changes since then, or with a full
 	// snapshot when the node's revision is unknown or too old.
 	WatchUpdates(context.Context, *WatchUpdatesRequest) (*WatchUpdatesResponse, error)
+	// Register runs the registration handshake of the calling node's reeve:
+	// the coordinator calls the reeve back on its reeve endpoint (a second
+	// connection) with a fresh nonce, which the reeve signs with the key given
+	// here. Only then is the node registered and the key trusted. Errors say
+	// why the handshake failed; the reason is also shown in fabric status.
+	Register(context.Context, *RegisterRequest) (*RegisterResponse, error)
 	mustEmbedUnimplementedVPNAPIServer()
 }
 
@@ -75,6 +98,9 @@ type UnimplementedVPNAPIServer struct{}
 
 func (UnimplementedVPNAPIServer) WatchUpdates(context.Context, *WatchUpdatesRequest) (*WatchUpdatesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WatchUpdates not implemented")
+}
+func (UnimplementedVPNAPIServer) Register(context.Context, *RegisterRequest) (*RegisterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Register not implemented")
 }
 func (UnimplementedVPNAPIServer) mustEmbedUnimplementedVPNAPIServer() {}
 func (UnimplementedVPNAPIServer) testEmbeddedByValue()                {}
@@ -115,6 +141,24 @@ func _VPNAPI_WatchUpdates_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VPNAPI_Register_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RegisterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VPNAPIServer).Register(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VPNAPI_Register_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VPNAPIServer).Register(ctx, req.(*RegisterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // VPNAPI_ServiceDesc is the grpc.ServiceDesc for VPNAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -125,6 +169,122 @@ var VPNAPI_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "WatchUpdates",
 			Handler:    _VPNAPI_WatchUpdates_Handler,
+		},
+		{
+			MethodName: "Register",
+			Handler:    _VPNAPI_Register_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "vpnapi/vpnapipb/vpnapi.proto",
+}
+
+const (
+	Steward_UpdateServices_FullMethodName = "/fabric.vpnapi.v1.Steward/UpdateServices"
+)
+
+// StewardClient is the client API for Steward service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Steward is the coordinator's service registry, served on its VPN IP and
+// called by reeves with signed calls (keyId reeve@<node>).
+type StewardClient interface {
+	// UpdateServices replaces the service endpoints and clients of the
+	// calling node.
+	UpdateServices(ctx context.Context, in *UpdateServicesRequest, opts ...grpc.CallOption) (*UpdateServicesResponse, error)
+}
+
+type stewardClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewStewardClient(cc grpc.ClientConnInterface) StewardClient {
+	return &stewardClient{cc}
+}
+
+func (c *stewardClient) UpdateServices(ctx context.Context, in *UpdateServicesRequest, opts ...grpc.CallOption) (*UpdateServicesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateServicesResponse)
+	err := c.cc.Invoke(ctx, Steward_UpdateServices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// StewardServer is the server API for Steward service.
+// All implementations must embed UnimplementedStewardServer
+// for forward compatibility.
+//
+// Steward is the coordinator's service registry, served on its VPN IP and
+// called by reeves with signed calls (keyId reeve@<node>).
+type StewardServer interface {
+	// UpdateServices replaces the service endpoints and clients of the
+	// calling node.
+	UpdateServices(context.Context, *UpdateServicesRequest) (*UpdateServicesResponse, error)
+	mustEmbedUnimplementedStewardServer()
+}
+
+// UnimplementedStewardServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedStewardServer struct{}
+
+func (UnimplementedStewardServer) UpdateServices(context.Context, *UpdateServicesRequest) (*UpdateServicesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateServices not implemented")
+}
+func (UnimplementedStewardServer) mustEmbedUnimplementedStewardServer() {}
+func (UnimplementedStewardServer) testEmbeddedByValue()                 {}
+
+// UnsafeStewardServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to StewardServer will
+// result in compilation errors.
+type UnsafeStewardServer interface {
+	mustEmbedUnimplementedStewardServer()
+}
+
+func RegisterStewardServer(s grpc.ServiceRegistrar, srv StewardServer) {
+	// If the following call panics, it indicates UnimplementedStewardServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Steward_ServiceDesc, srv)
+}
+
+func _Steward_UpdateServices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateServicesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StewardServer).UpdateServices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Steward_UpdateServices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StewardServer).UpdateServices(ctx, req.(*UpdateServicesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Steward_ServiceDesc is the grpc.ServiceDesc for Steward service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Steward_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "fabric.vpnapi.v1.Steward",
+	HandlerType: (*StewardServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "UpdateServices",
+			Handler:    _Steward_UpdateServices_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,118 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/serviceid"
+	"github.com/fabricmesh/fabric/internal/signedrpc"
+	"github.com/fabricmesh/fabric/node/reeve/reevepb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Registrar runs the registration handshake (two factors, two channels): a
+// node's reeve offers its key on the vpnapi connection, authenticated with
+// the node's key (first factor, first channel); the registrar then calls the
+// reeve back on the node's reeve endpoint (second channel) with a fresh
+// nonce, signing the call as the registry, and the reeve must sign the nonce
+// with the key it offered (second factor). Only then is the node registered
+// and its reeve key trusted.
+type Registrar struct {
+	Registry *registry.Registry
+	// CoordinatorName and SigningPrivKey sign the callback (keyId
+	// registry@<coordinator>); nodes trust that key from their activation.
+	CoordinatorName string
+	SigningPrivKey  ed25519.PrivateKey
+	// DialContext opens connections inside the VPN.
+	DialContext func(ctx context.Context, addr string) (net.Conn, error)
+	// Timeout bounds the callback (default 10s).
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+// ErrRegistration wraps every reason a handshake failed.
+var ErrRegistration = errors.New("registration failed")
+
+// Register runs the handshake for the node at nodeIP offering reevePubKey
+// and records the outcome: registered, or unregistered with the reason.
+func (r *Registrar) Register(ctx context.Context, nodeIP netip.Addr, reevePubKey []byte) error {
+	node, ok := r.Registry.Peer(nodeIP)
+	if !ok || node.State != registry.StateActive || node.Role == registry.RoleAdmin {
+		return fmt.Errorf("%w: %s is not an active peer", ErrRegistration, nodeIP)
+	}
+	err := r.handshake(ctx, node, reevePubKey)
+	failure := ""
+	if err != nil {
+		failure = err.Error()
+		r.Logger.Warn("registration failed", "node", node.Name, "err", err)
+	} else {
+		r.Logger.Info("node registered", "node", node.Name, "vpnIP", node.VPNIP)
+	}
+	if _, rerr := r.Registry.SetRegistration(nodeIP, reevePubKey, failure); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrRegistration, err)
+	}
+	return nil
+}
+
+func (r *Registrar) handshake(ctx context.Context, node registry.Peer, reevePubKey []byte) error {
+	if len(reevePubKey) != ed25519.PublicKeySize {
+		return fmt.Errorf("offered reeve key has %d bytes, want %d", len(reevePubKey), ed25519.PublicKeySize)
+	}
+	cl, _ := r.Registry.Cluster()
+	nonce := make([]byte, 32)
+	if _, err := rand.Read(nonce); err != nil {
+		return err
+	}
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	addr := netip.AddrPortFrom(node.VPNIP, serviceid.ReevePort).String()
+	signer := KeySigner{KeyID: serviceid.ID(serviceid.Registry, r.CoordinatorName), PrivKey: r.SigningPrivKey}
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(r.DialContext),
+	}, signedrpc.DialOptions(signer.KeyID, signer)...)
+	conn, err := grpc.NewClient("passthrough:///"+addr, opts...)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	resp, err := reevepb.NewReeveClient(conn).Challenge(ctx, &reevepb.ChallengeRequest{Nonce: nonce})
+	if err != nil {
+		return fmt.Errorf("calling back the reeve at %s: %w", addr, err)
+	}
+	if !ed25519.Verify(reevePubKey, serviceid.ChallengeMessage(cl.ID, node.Name, nonce), resp.GetSignature()) {
+		return fmt.Errorf("the reeve at %s did not sign the nonce with the key it offered", addr)
+	}
+	return nil
+}
+
+// KeySigner signs with one private key; it is the signer of the
+// coordinator's own built-in client (registry@<coordinator>).
+type KeySigner struct {
+	KeyID   string
+	PrivKey ed25519.PrivateKey
+}
+
+// Sign implements signedrpc.Signer.
+func (s KeySigner) Sign(_ context.Context, keyID string, data []byte) ([]byte, error) {
+	if keyID != s.KeyID {
+		return nil, fmt.Errorf("no key for %q", keyID)
+	}
+	return ed25519.Sign(s.PrivKey, data), nil
+}

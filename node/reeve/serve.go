@@ -1,0 +1,187 @@
+package reeve
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/fabricmesh/fabric/internal/serviceid"
+	"github.com/fabricmesh/fabric/internal/signedrpc"
+	"github.com/fabricmesh/fabric/node/reeve/reevepb"
+	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// Start serves the reeve until ctx ends: its endpoint on the VPN IP (the
+// registration callback), the local API on its unix socket, and the loop
+// that registers the peer and keeps the steward up to date with the peer's
+// services. Wait waits for all of it after ctx ends.
+func (r *Reeve) Start(ctx context.Context) error {
+	wg := &r.wg
+	addr := netip.AddrPortFrom(r.cfg.VPNIP, serviceid.ReevePort)
+	lis, err := r.cfg.VPN.Listen(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("listening for the reeve endpoint on %s: %w", addr, err)
+	}
+	srv := grpc.NewServer(r.ServerOptions(r.ID(serviceid.Reeve))...)
+	reevepb.RegisterReeveServer(srv, challengeServer{r: r})
+	serve(ctx, wg, srv, lis)
+	if r.cfg.SocketPath != "" {
+		if err := r.serveLocal(ctx); err != nil {
+			return err
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.run(ctx)
+	}()
+	r.log.Info("reeve started", "endpoint", addr, "socket", r.cfg.SocketPath, "registered", r.Registered())
+	return nil
+}
+
+// Wait blocks until everything Start started has stopped.
+func (r *Reeve) Wait() { r.wg.Wait() }
+
+// ServerOptions are the gRPC options of a signed endpoint of this peer:
+// calls are verified against the endpoint's whitelist.
+func (r *Reeve) ServerOptions(endpointID string) []grpc.ServerOption {
+	return signedrpc.ServerOptions(signedrpc.ServerConfig{
+		Whitelist: r.Whitelist(endpointID),
+		Replay:    r.replay,
+		Logger:    r.log.With("endpoint", endpointID),
+	})
+}
+
+// DialOptions are the gRPC options of a signed client of this peer: calls
+// go through the VPN and are signed with clientID's key.
+func (r *Reeve) DialOptions(clientID string) []grpc.DialOption {
+	return append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(r.cfg.VPN.Dial),
+	}, signedrpc.DialOptions(clientID, r)...)
+}
+
+// serve runs srv on lis until ctx ends.
+func serve(ctx context.Context, wg *sync.WaitGroup, srv *grpc.Server, lis net.Listener) {
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_ = srv.Serve(lis)
+	}()
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		srv.Stop()
+	}()
+}
+
+// challengeServer answers the registry's callback.
+type challengeServer struct {
+	reevepb.UnimplementedReeveServer
+	r *Reeve
+}
+
+func (s challengeServer) Challenge(ctx context.Context, req *reevepb.ChallengeRequest) (*reevepb.ChallengeResponse, error) {
+	caller, _ := signedrpc.Caller(ctx)
+	if caller != serviceid.ID(serviceid.Registry, s.r.cfg.CoordinatorName) {
+		return nil, status.Errorf(codes.PermissionDenied, "only the registry may challenge this reeve, not %s", caller)
+	}
+	if len(req.GetNonce()) < 16 {
+		return nil, status.Error(codes.InvalidArgument, "nonce too short")
+	}
+	sig, err := s.r.Sign(ctx, s.r.ID(serviceid.Reeve), serviceid.ChallengeMessage(s.r.cfg.ClusterID, s.r.cfg.Node, req.GetNonce()))
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &reevepb.ChallengeResponse{Signature: sig}, nil
+}
+
+// run registers the peer (once; the registration is checkpointed) and then
+// sends the peer's services to the steward whenever they change, retrying
+// with backoff while the coordinator cannot be reached.
+func (r *Reeve) run(ctx context.Context) {
+	b := r.cfg.MinBackoff
+	retry := func(what string, err error) bool {
+		r.log.Warn(what+" failed; retrying", "in", b, "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(b):
+		}
+		b = min(2*b, r.cfg.MaxBackoff)
+		return true
+	}
+	for !r.Registered() {
+		err := r.register(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !retry("registration", err) {
+			return
+		}
+	}
+	b = r.cfg.MinBackoff
+	r.markDirty()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.dirty:
+		}
+		for {
+			err := r.updateServices(ctx)
+			if err == nil {
+				b = r.cfg.MinBackoff
+				break
+			}
+			if ctx.Err() != nil || !retry("updating the steward", err) {
+				return
+			}
+		}
+	}
+}
+
+func (r *Reeve) register(ctx context.Context) error {
+	pub, _ := r.PubKey(serviceid.Reeve)
+	if err := r.cfg.Register(ctx, pub); err != nil {
+		return fmt.Errorf("registering with the coordinator: %w", err)
+	}
+	r.log.Info("registered with the coordinator")
+	return r.saveRegistered()
+}
+
+// updateServices sends the peer's endpoints and clients to the steward (the
+// reeve's own are known from the registration).
+func (r *Reeve) updateServices(ctx context.Context) error {
+	req := &vpnapipb.UpdateServicesRequest{}
+	r.mu.RLock()
+	for service, port := range r.endpoints {
+		req.Endpoints = append(req.Endpoints, &vpnapipb.ServiceEndpoint{Service: service, Port: uint32(port)})
+	}
+	for service, key := range r.keys {
+		if service != serviceid.Reeve {
+			req.Clients = append(req.Clients, &vpnapipb.ServiceClient{Service: service, PubKey: key.Public().(ed25519.PublicKey)})
+		}
+	}
+	r.mu.RUnlock()
+	conn, err := grpc.NewClient("passthrough:///"+r.cfg.StewardAddress, r.DialOptions(r.ID(serviceid.Reeve))...)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := vpnapipb.NewStewardClient(conn).UpdateServices(ctx, req); err != nil {
+		return fmt.Errorf("steward %s: %w", r.cfg.StewardAddress, err)
+	}
+	r.log.Debug("services sent to the steward", "endpoints", len(req.Endpoints), "clients", len(req.Clients))
+	return nil
+}
