@@ -13,7 +13,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GOBIN_TOOLS := $(CURDIR)/.tools
 
-.PHONY: all build test unit demo bench proto tools lint clean
+.PHONY: all build test demo bench proto tools lint clean
 
 all: build
 
@@ -27,9 +27,6 @@ build:
 # two at a time keeps a small CI machine responsive.
 test: build lint
 	FABRIC_BIN_DIR=$(BIN) $(GO) test $(GOFLAGS) -race -count=1 -p 2 -timeout 40m ./...
-
-unit:
-	$(GO) test $(GOFLAGS) -race -short ./...
 
 demo: build
 	$(BIN)/fabric-demo --bin-dir $(BIN)

@@ -51,7 +51,7 @@ type adminDir struct {
 // It refuses a directory that already holds a bundle or keys: they belong to
 // a cluster, and overwriting them would lock its admin out.
 func newAdminKeys(dir string) (*adminDir, error) {
-	for _, name := range []string{bundleFile, signingKeyFile, vpnKeyFile} {
+	for _, name := range []string{bundleFile, signingKeyFile, vpnKeyFile, wgQuickFile} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 			return nil, fmt.Errorf("admin dir %s already holds %s (an admin bundle of a cluster); choose another --admin-dir", dir, name)
 		}

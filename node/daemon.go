@@ -216,7 +216,7 @@ func (d *Daemon) servePubAPI(ctx context.Context) error {
 		return nil
 	}))
 	d.serve(srv, lis, "pubapi")
-	d.log.Info("serving pubapi", "endpoint", lis.Addr().String(), "state", d.core.Status().State)
+	d.log.Info("serving pubapi", "endpoint", lis.Addr().String())
 	return nil
 }
 

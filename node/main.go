@@ -27,7 +27,6 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err := Run(ctx, cfg); err != nil {
-		cfg.Logger.Error("fabricd failed", "err", err)
 		fmt.Fprintf(stderr, "fabricd: %v\n", err)
 		return 1
 	}

@@ -3,6 +3,9 @@ package pubapi
 import (
 	"context"
 	"fmt"
+	"google.golang.org/grpc/status"
+	"regexp"
+	"strings"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/core"
@@ -54,8 +57,22 @@ func (a *NodeActivator) call(nodePublicEndpoint string, fn func(*Client) error) 
 		return err
 	}
 	defer c.Close()
-	return fn(c)
+	return plain(fn(c))
 }
+
+// plain turns a gRPC status error into a sentence ("permission denied: peer
+// ... refused our credentials"), for errors that end up in a node's record
+// and in the activation's output.
+func plain(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || err == nil {
+		return err
+	}
+	code := strings.ToLower(strings.Join(camelWords.FindAllString(st.Code().String(), -1), " "))
+	return fmt.Errorf("%s: %s", code, st.Message())
+}
+
+var camelWords = regexp.MustCompile(`[A-Z][a-z]*`)
 
 // GetNodeState implements core.NodeActivator.
 func (a *NodeActivator) GetNodeState(ctx context.Context, nodePublicEndpoint string) (core.NodeState, error) {

@@ -1,5 +1,5 @@
 // Package store is fabric's small transactional key/value store: string
-// keys such as "registry/nodes/203.0.113.5", byte values, prefix scans in key
+// keys such as "registry/peers/203.0.113.5", byte values, prefix scans in key
 // order, and transactions that commit only when their function succeeds.
 //
 // Package boltstore keeps the data in a bbolt file in the state directory

@@ -1,0 +1,96 @@
+package signedrpc
+
+import (
+	"context"
+	"io"
+	"sync/atomic"
+	"testing"
+
+	"google.golang.org/grpc"
+
+	"github.com/fabricmesh/fabric/internal/httpsig"
+	"github.com/fabricmesh/fabric/internal/signedrpc/testdata/testpb"
+)
+
+// benchClient returns an echo client on loopback, signed or not.
+func benchClient(b *testing.B, signed bool) testpb.EchoClient {
+	b.Helper()
+	if !signed {
+		srv := grpc.NewServer()
+		testpb.RegisterEchoServer(srv, &echoServer{})
+		return testpb.NewEchoClient(dial(b, serve(b, srv)))
+	}
+	// A replay cache as large as the run, so that it never evicts.
+	addr, _ := startServer(b, ServerConfig{Replay: httpsig.NewReplayCache(1 << 22), Logger: discardLogger()})
+	return signedClient(b, addr, clientID, clientID)
+}
+
+// Every request differs (Seq), as real calls do: identical requests from
+// one key are limited to one per second by the date source.
+var benchSeq atomic.Int64
+
+func benchUnary(b *testing.B, signed bool) {
+	c := benchClient(b, signed)
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := c.Echo(ctx, &testpb.EchoRequest{Text: "bench", Seq: benchSeq.Add(1)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchUnaryParallel(b *testing.B, signed bool) {
+	c := benchClient(b, signed)
+	ctx := context.Background()
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := c.Echo(ctx, &testpb.EchoRequest{Text: "bench", Seq: benchSeq.Add(1)}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkUnaryUnsigned(b *testing.B)         { benchUnary(b, false) }
+func BenchmarkUnarySigned(b *testing.B)           { benchUnary(b, true) }
+func BenchmarkUnaryUnsignedParallel(b *testing.B) { benchUnaryParallel(b, false) }
+func BenchmarkUnarySignedParallel(b *testing.B)   { benchUnaryParallel(b, true) }
+
+// benchStream sends b.N messages on one Upload stream.
+func benchStream(b *testing.B, signed bool) {
+	c := benchClient(b, signed)
+	stream, err := c.Upload(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	chunk := &testpb.Chunk{Data: make([]byte, 64)}
+	b.ResetTimer()
+	for b.Loop() {
+		if err := stream.Send(chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := stream.CloseAndRecv(); err != nil && err != io.EOF {
+		b.Fatal(err)
+	}
+}
+
+func BenchmarkStreamMessageUnsigned(b *testing.B) { benchStream(b, false) }
+func BenchmarkStreamMessageSigned(b *testing.B)   { benchStream(b, true) }
+
+// BenchmarkSignCall is the client's work for one call: digest, date, sign.
+func BenchmarkSignCall(b *testing.B) {
+	c := &client{keyID: clientID, signer: signerFor(clientID, clientID), dates: httpsig.NewDateSource(httpsig.DateSourceConfig{}), now: nowFunc()}
+	body := []byte("a request of some bytes")
+	ctx := context.Background()
+	for b.Loop() {
+		body[0]++ // distinct requests
+		if _, _, err := c.signCall(ctx, testpb.Echo_Echo_FullMethodName, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

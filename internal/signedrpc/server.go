@@ -1,0 +1,186 @@
+package signedrpc
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/fabricmesh/fabric/internal/httpsig"
+)
+
+// Whitelist returns the public key of keyID if it may call this endpoint,
+// else an error wrapping httpsig.ErrUnknownKey or httpsig.ErrNotWhitelisted.
+type Whitelist interface {
+	Lookup(keyID string) (ed25519.PublicKey, error)
+}
+
+// ServerConfig configures the verification of signed calls on a server.
+type ServerConfig struct {
+	// Whitelist gives the keys of the clients allowed to call this
+	// endpoint. Nil refuses every call.
+	Whitelist Whitelist
+	// Skew is the accepted distance between a call's date and Now, either
+	// way. Zero means httpsig.DefaultSkew.
+	Skew time.Duration
+	// Replay remembers accepted signatures. Nil means a new cache of
+	// httpsig.DefaultReplayCapacity for this server.
+	Replay *httpsig.ReplayCache
+	// Now is the server's clock. Nil means time.Now.
+	Now func() time.Time
+	// Logger receives one line per refused call. Nil discards.
+	Logger *slog.Logger
+}
+
+// ServerOptions makes a server accept only signed calls from whitelisted
+// clients: the server codec (scoped to this server) and the unary and
+// stream server interceptors.
+func ServerOptions(cfg ServerConfig) []grpc.ServerOption {
+	s := &server{codec: newServerCodec(), log: cfg.Logger}
+	var lookup httpsig.KeyLookup
+	if cfg.Whitelist != nil {
+		lookup = cfg.Whitelist.Lookup
+	}
+	s.verifier = httpsig.NewVerifier(httpsig.VerifierConfig{Lookup: lookup, Skew: cfg.Skew, Replay: cfg.Replay, Now: cfg.Now})
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(s.codec),
+		grpc.ChainUnaryInterceptor(s.unary),
+		grpc.ChainStreamInterceptor(s.stream),
+	}
+}
+
+type callerKey struct{}
+
+// Caller returns the key ID of the verified client of the call handled
+// with ctx.
+func Caller(ctx context.Context) (keyID string, ok bool) {
+	keyID, ok = ctx.Value(callerKey{}).(string)
+	return keyID, ok
+}
+
+type server struct {
+	codec    *serverCodec
+	verifier *httpsig.Verifier
+	log      *slog.Logger
+}
+
+func (s *server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	sum, ok := s.codec.takeSum(req)
+	if !ok {
+		s.log.Error("signed call: no raw request bytes recorded; is the server built with signedrpc.ServerOptions first?", "method", info.FullMethod)
+		return nil, status.Error(codes.Internal, "signature check failed: the request bytes were not recorded")
+	}
+	v, err := s.verifyCall(ctx, info.FullMethod, sum)
+	if err != nil {
+		return nil, err
+	}
+	return handler(context.WithValue(ctx, callerKey{}, v.KeyID), req)
+}
+
+func (s *server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	v, err := s.verifyCall(ss.Context(), info.FullMethod, sha256.Sum256(nil))
+	if err != nil {
+		return err
+	}
+	w := &signedServerStream{
+		ServerStream: ss,
+		ctx:          context.WithValue(ss.Context(), callerKey{}, v.KeyID),
+		s:            s,
+		method:       info.FullMethod,
+		keyID:        v.KeyID,
+		pub:          v.PubKey,
+		chain:        firstChain(v.Signature),
+	}
+	err = handler(srv, w)
+	if w.refused != nil {
+		return w.refused
+	}
+	return err
+}
+
+// verifyCall checks the signature of a call to fullMethod whose request
+// bytes have SHA-256 bodySum, and returns a status error if it is refused.
+func (s *server) verifyCall(ctx context.Context, fullMethod string, bodySum [sha256.Size]byte) (httpsig.Verified, error) {
+	h, err := headersFrom(ctx)
+	if err == nil {
+		var v httpsig.Verified
+		v, err = s.verifier.Verify(httpsig.Request{Method: method, Path: fullMethod, Headers: h, BodySHA256: bodySum})
+		if err == nil {
+			return v, nil
+		}
+	}
+	st := refusal(err)
+	s.log.Warn("signed call refused", "method", fullMethod, "peer", peerAddr(ctx), "code", st.Code(), "err", err)
+	return httpsig.Verified{}, st.Err()
+}
+
+// headersFrom reads the three headers from the call's metadata; each may
+// appear at most once.
+func headersFrom(ctx context.Context) (httpsig.Headers, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	var h httpsig.Headers
+	for _, f := range []struct {
+		key string
+		dst *string
+		err error
+	}{
+		{mdDate, &h.Date, httpsig.ErrMalformedDate},
+		{mdDigest, &h.Digest, httpsig.ErrMalformedDigest},
+		{mdSignature, &h.Signature, httpsig.ErrMalformedSignature},
+	} {
+		vals := md.Get(f.key)
+		if len(vals) > 1 {
+			return httpsig.Headers{}, fmt.Errorf("%w: %d %s values", f.err, len(vals), f.key)
+		}
+		if len(vals) == 1 {
+			*f.dst = vals[0]
+		}
+	}
+	return h, nil
+}
+
+// refusal maps a verification error to a status: PermissionDenied for a
+// key not on the whitelist, Unauthenticated for every other refusal,
+// Internal when the check itself failed (the whitelist lookup broke).
+func refusal(err error) *status.Status {
+	switch {
+	case errors.Is(err, httpsig.ErrNotWhitelisted):
+		return status.New(codes.PermissionDenied, "signature rejected: "+err.Error())
+	case isRefusal(err):
+		return status.New(codes.Unauthenticated, "signature rejected: "+err.Error())
+	}
+	return status.New(codes.Internal, "signature check failed: "+err.Error())
+}
+
+func isRefusal(err error) bool {
+	for _, sentinel := range []error{
+		httpsig.ErrMissingSignature, httpsig.ErrMalformedSignature, httpsig.ErrUnsupportedAlgorithm,
+		httpsig.ErrUnsupportedHeaders, httpsig.ErrMissingDate, httpsig.ErrMalformedDate, httpsig.ErrDateSkew,
+		httpsig.ErrMissingDigest, httpsig.ErrMalformedDigest, httpsig.ErrDigestMismatch, httpsig.ErrUnknownKey,
+		httpsig.ErrBadSignature, httpsig.ErrReplay, httpsig.ErrTooOldForReplayCache,
+	} {
+		if errors.Is(err, sentinel) {
+			return true
+		}
+	}
+	return false
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}
