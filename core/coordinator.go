@@ -354,7 +354,10 @@ func (c *Core) tryActivateNode(ctx context.Context, endpoint string) (registry.P
 	if st.Name == "" {
 		return registry.Peer{}, errors.New("node reported an empty name")
 	}
-	reserved, err := c.reg.Reserve(endpoint, st.Name, st.VPNPubKey)
+	// A node waiting for activation at an endpoint the registry knows as
+	// active lost its state (reinstalled): it is activated again, with its
+	// VPN IP and its new keys.
+	reserved, err := c.reg.Reserve(endpoint, st.Name, st.VPNPubKey, st.State == StateAcceptingInit)
 	if err != nil {
 		return reserved, err
 	}

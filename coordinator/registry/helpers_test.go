@@ -100,7 +100,7 @@ func initRegistry(t testing.TB, st store.Store, cidr string, admins int) *regist
 // activateNode reserves and activates test node i.
 func activateNode(t testing.TB, r *registry.Registry, i byte) registry.Peer {
 	t.Helper()
-	p, err := r.Reserve(nodeEndpoint(i), nodeName(i), nil)
+	p, err := r.Reserve(nodeEndpoint(i), nodeName(i), nil, false)
 	if err != nil {
 		t.Fatalf("Reserve(%s): %v", nodeEndpoint(i), err)
 	}

@@ -140,7 +140,7 @@ func TestCIDRFull(t *testing.T) {
 						name string
 						do   func() (registry.Peer, error)
 					}{
-						{"Reserve", func() (registry.Peer, error) { return r.Reserve(nodeEndpoint(next), nodeName(next), nil) }},
+						{"Reserve", func() (registry.Peer, error) { return r.Reserve(nodeEndpoint(next), nodeName(next), nil, false) }},
 						{"Fail", func() (registry.Peer, error) { return r.Fail(nodeEndpoint(next), "unreachable") }},
 					}
 					for _, c := range checks {
@@ -160,7 +160,7 @@ func TestCIDRFull(t *testing.T) {
 					}
 					// The failed node still gets its own address back.
 					if tt.usable-2 > 1 {
-						p, err := r.Reserve(nodeEndpoint(1), nodeName(1), nil)
+						p, err := r.Reserve(nodeEndpoint(1), nodeName(1), nil, false)
 						if err != nil {
 							t.Fatalf("retrying a failed node in a full CIDR: %v", err)
 						}

@@ -313,17 +313,25 @@ func (r *Registry) Init(c Cluster, coordinator Peer, admins []Peer, extra func(s
 // it reported (so the coordinator can accept its first packets before it is
 // active). A node already active gives ErrAlreadyActive with its record. A
 // name used by another peer that is not failed gives ErrConflict.
-func (r *Registry) Reserve(publicEndpoint, name string, wgPubKey []byte) (Peer, error) {
+//
+// With replaceActive, an active node is reserved again (same VPN IP, its
+// registration cleared): the node at that endpoint lost its state and asks
+// to be activated afresh.
+func (r *Registry) Reserve(publicEndpoint, name string, wgPubKey []byte, replaceActive bool) (Peer, error) {
 	var out Peer
 	err := r.update(func(m *mutation) error {
 		if m.cluster == nil {
 			return ErrNotInitialized
 		}
 		p, known := r.byEndpointLocked(publicEndpoint)
-		if known && p.State == StateActive {
+		if known && p.State == StateActive && !replaceActive {
 			out = p
 			return ErrAlreadyActive
 		}
+		if known && p.Role != RoleNode {
+			return fmt.Errorf("%w: %s is the %s", ErrConflict, publicEndpoint, p.Role)
+		}
+		p.Registered, p.ReevePubKey, p.RegistrationError = false, nil, ""
 		if other, taken := r.activeName(name, p.VPNIP); taken {
 			return fmt.Errorf("%w: name %q is already used by %s (%s)", ErrConflict, name, other.VPNIP, other.PublicEndpoint)
 		}

@@ -25,7 +25,7 @@ func TestInit(t *testing.T) {
 			if _, ok := r.Cluster(); ok {
 				t.Fatal("a registry on an empty store is initialized")
 			}
-			if _, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil); !errors.Is(err, registry.ErrNotInitialized) {
+			if _, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false); !errors.Is(err, registry.ErrNotInitialized) {
 				t.Errorf("Reserve before Init = %v, want ErrNotInitialized", err)
 			}
 			extraRan := false
@@ -112,7 +112,7 @@ func TestIPsNeverReused(t *testing.T) {
 	for _, sk := range storeKinds() {
 		t.Run(sk.name, func(t *testing.T) {
 			r := initRegistry(t, sk.open(t), "203.0.113.0/24", 1)
-			a, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil)
+			a, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,7 +135,7 @@ func TestIPsNeverReused(t *testing.T) {
 			if b.VPNIP != netip.MustParseAddr("203.0.113.4") {
 				t.Errorf("Fail of a new endpoint got %s, want 203.0.113.4", b.VPNIP)
 			}
-			c, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil)
+			c, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +146,7 @@ func TestIPsNeverReused(t *testing.T) {
 				i    byte
 				want netip.Addr
 			}{{0, a.VPNIP}, {1, b.VPNIP}} {
-				p, err := r.Reserve(nodeEndpoint(retry.i), nodeName(retry.i), nil)
+				p, err := r.Reserve(nodeEndpoint(retry.i), nodeName(retry.i), nil, false)
 				if err != nil {
 					t.Fatalf("retry of %s: %v", nodeEndpoint(retry.i), err)
 				}
@@ -169,7 +169,7 @@ func TestReserveActiveEndpoint(t *testing.T) {
 	r := initRegistry(t, store.NewMem(), "203.0.113.0/24", 1)
 	active := activateNode(t, r, 0)
 	rev := r.Revision()
-	got, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil)
+	got, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false)
 	if !errors.Is(err, registry.ErrAlreadyActive) {
 		t.Fatalf("Reserve of an active node = %v, want ErrAlreadyActive", err)
 	}
@@ -180,11 +180,32 @@ func TestReserveActiveEndpoint(t *testing.T) {
 		t.Errorf("Fail of an active node = %v, want ErrAlreadyActive", err)
 	}
 	// The coordinator is active at its public endpoint too.
-	if _, err := r.Reserve(coordinatorPeer().PublicEndpoint, "x", nil); !errors.Is(err, registry.ErrAlreadyActive) {
+	if _, err := r.Reserve(coordinatorPeer().PublicEndpoint, "x", nil, false); !errors.Is(err, registry.ErrAlreadyActive) {
 		t.Errorf("Reserve of the coordinator's endpoint = %v, want ErrAlreadyActive", err)
 	}
 	if got := r.Revision(); got != rev {
 		t.Errorf("refused calls moved the revision from %d to %d", rev, got)
+	}
+}
+
+func TestReserveReplacesANodeThatLostItsState(t *testing.T) {
+	r := initRegistry(t, store.NewMem(), "203.0.113.0/24", 1)
+	active := activateNode(t, r, 0)
+	if _, err := r.SetRegistration(active.VPNIP, make([]byte, 32), ""); err != nil {
+		t.Fatal(err)
+	}
+	newKey := make([]byte, 32)
+	newKey[0] = 0xee
+	got, err := r.Reserve(nodeEndpoint(0), nodeName(0), newKey, true)
+	if err != nil {
+		t.Fatalf("Reserve(replaceActive) = %v", err)
+	}
+	if got.VPNIP != active.VPNIP || got.State != registry.StatePending || got.Registered || got.ReevePubKey != nil || string(got.WGPubKey) != string(newKey) {
+		t.Errorf("re-reserved record %+v, want pending, unregistered, same VPN IP %s, new key", got, active.VPNIP)
+	}
+	// The coordinator is never replaced.
+	if _, err := r.Reserve(coordinatorPeer().PublicEndpoint, "x", nil, true); !errors.Is(err, registry.ErrConflict) {
+		t.Errorf("Reserve(replaceActive) of the coordinator's endpoint = %v, want ErrConflict", err)
 	}
 }
 
@@ -199,12 +220,12 @@ func TestNameConflicts(t *testing.T) {
 		{"admin's name", nil, "admin0", true},
 		{"active node's name", func(t *testing.T, r *registry.Registry) { activateNode(t, r, 1) }, nodeName(1), true},
 		{"pending node's name", func(t *testing.T, r *registry.Registry) {
-			if _, err := r.Reserve(nodeEndpoint(1), "taken", nil); err != nil {
+			if _, err := r.Reserve(nodeEndpoint(1), "taken", nil, false); err != nil {
 				t.Fatal(err)
 			}
 		}, "taken", true},
 		{"failed node's name is free", func(t *testing.T, r *registry.Registry) {
-			if _, err := r.Reserve(nodeEndpoint(1), "free", nil); err != nil {
+			if _, err := r.Reserve(nodeEndpoint(1), "free", nil, false); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := r.Fail(nodeEndpoint(1), "x"); err != nil {
@@ -212,7 +233,7 @@ func TestNameConflicts(t *testing.T) {
 			}
 		}, "free", false},
 		{"own name on retry", func(t *testing.T, r *registry.Registry) {
-			if _, err := r.Reserve(nodeEndpoint(0), "mine", nil); err != nil {
+			if _, err := r.Reserve(nodeEndpoint(0), "mine", nil, false); err != nil {
 				t.Fatal(err)
 			}
 		}, "mine", false},
@@ -226,7 +247,7 @@ func TestNameConflicts(t *testing.T) {
 				tt.setup(t, r)
 			}
 			before, beforeStore := stateOf(r), dump(t, st)
-			p, err := r.Reserve(nodeEndpoint(0), tt.reserve, nil)
+			p, err := r.Reserve(nodeEndpoint(0), tt.reserve, nil, false)
 			if !tt.conflict {
 				if err != nil {
 					t.Fatalf("Reserve(%q): %v", tt.reserve, err)
@@ -276,7 +297,7 @@ func TestActivateDuplicateKeys(t *testing.T) {
 			st := store.NewMem()
 			r := initRegistry(t, st, "203.0.113.0/24", 1)
 			activateNode(t, r, 1)
-			pending, err := r.Reserve(nodeEndpoint(5), nodeName(5), nil)
+			pending, err := r.Reserve(nodeEndpoint(5), nodeName(5), nil, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -319,9 +340,9 @@ func TestRevisionStamps(t *testing.T) {
 		name string
 		do   func() (registry.Peer, error)
 	}{
-		{"Reserve", func() (registry.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil) }},
+		{"Reserve", func() (registry.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil, false) }},
 		{"Fail", func() (registry.Peer, error) { return r.Fail(nodeEndpoint(0), "x") }},
-		{"Reserve again", func() (registry.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil) }},
+		{"Reserve again", func() (registry.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil, false) }},
 		{"Activate", func() (registry.Peer, error) { return r.Activate(netip.MustParseAddr("203.0.113.3"), activated(0)) }},
 		{"Fail new", func() (registry.Peer, error) { return r.Fail(nodeEndpoint(1), "y") }},
 	}
@@ -359,7 +380,7 @@ func TestChanges(t *testing.T) {
 	if _, err := r.Fail(nodeEndpoint(1), "x"); err != nil {   // rev 4: node1
 		t.Fatal(err)
 	}
-	if _, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil); err != nil { // rev 5: node2
+	if _, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil, false); err != nil { // rev 5: node2
 		t.Fatal(err)
 	}
 	_, all := r.Peers()
@@ -417,7 +438,7 @@ func TestWait(t *testing.T) {
 		waiting := r.Revision()
 		reserved := make(chan error, 1)
 		go func() {
-			_, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil)
+			_, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false)
 			reserved <- err
 		}()
 		rev, err := r.Wait(ctx, waiting)

@@ -21,7 +21,7 @@ func TestRestart(t *testing.T) {
 	if _, err := r.Fail(nodeEndpoint(1), "unreachable"); err != nil { // .4
 		t.Fatal(err)
 	}
-	if _, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil); err != nil { // .5, pending
+	if _, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil, false); err != nil { // .5, pending
 		t.Fatal(err)
 	}
 	before := stateOf(r)
@@ -54,7 +54,7 @@ func TestRestart(t *testing.T) {
 		{nodeEndpoint(4), nodeName(0), "", registry.ErrConflict},      // its name stays taken
 	}
 	for _, tt := range tests {
-		p, err := r.Reserve(tt.endpoint, tt.name, nil)
+		p, err := r.Reserve(tt.endpoint, tt.name, nil, false)
 		if tt.wantErr != nil {
 			if !errors.Is(err, tt.wantErr) {
 				t.Errorf("Reserve(%s, %s) after restart = %v, want %v", tt.endpoint, tt.name, err, tt.wantErr)
@@ -90,11 +90,11 @@ func TestFailedTransaction(t *testing.T) {
 			return err
 		}},
 		{name: "Reserve new", setup: initOnly, do: func(r *registry.Registry) error {
-			_, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil)
+			_, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false)
 			return err
 		}},
 		{name: "Reserve failed", setup: failNode0, do: func(r *registry.Registry) error {
-			_, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil)
+			_, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false)
 			return err
 		}},
 		{name: "Fail new", setup: initOnly, do: func(r *registry.Registry) error {
@@ -175,7 +175,7 @@ func initOnly(t *testing.T, r *registry.Registry) {
 func reserveNode0(t *testing.T, r *registry.Registry) {
 	t.Helper()
 	initOnly(t, r)
-	if _, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil); err != nil {
+	if _, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false); err != nil {
 		t.Fatal(err)
 	}
 }
