@@ -22,6 +22,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/identity"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
 	"github.com/fabricmesh/fabric/node/netmgr"
+	"github.com/fabricmesh/fabric/node/pastiche"
 	"github.com/fabricmesh/fabric/node/reeve"
 	"github.com/fabricmesh/fabric/pubapi"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
@@ -45,6 +46,8 @@ type Config struct {
 	InterfaceName string
 	// VPNAPIPort is where a coordinator serves the vpnapi on its VPN IP.
 	VPNAPIPort int
+	// NoPastiche disables the pastiche demo service.
+	NoPastiche bool
 	Logger     *slog.Logger
 
 	// The fields below let tests run many daemons in one process.
@@ -78,8 +81,10 @@ type Daemon struct {
 	vpn     VPNNet
 	dialer  *vpnapi.Dialer
 	// Set once the peer has a role.
-	reeve atomic.Pointer[reeve.Reeve]
-	views atomic.Pointer[coordinator.Views]
+	reeve    atomic.Pointer[reeve.Reeve]
+	pastiche atomic.Pointer[pastiche.Service]
+	views    atomic.Pointer[coordinator.Views]
+	relay    atomic.Pointer[pastiche.Relay]
 
 	wg      sync.WaitGroup
 	mu      sync.Mutex
@@ -209,11 +214,21 @@ func (d *Daemon) servePubAPI(ctx context.Context) error {
 		}
 	}
 	srv := grpc.NewServer(grpc.Creds(creds))
-	pubapipb.RegisterPubAPIServer(srv, pubapi.NewServer(d.core, d.cfg.Listen.String(), func() pubapi.Services {
-		if v := d.views.Load(); v != nil {
-			return v
-		}
-		return nil
+	pubapipb.RegisterPubAPIServer(srv, pubapi.NewServer(pubapi.Config{
+		Core:           d.core,
+		PublicEndpoint: d.cfg.Listen.String(),
+		Services: func() pubapi.Services {
+			if v := d.views.Load(); v != nil {
+				return v
+			}
+			return nil
+		},
+		Relay: func() pubapi.Relay {
+			if r := d.relay.Load(); r != nil {
+				return r
+			}
+			return nil
+		},
 	}))
 	d.serve(srv, lis, "pubapi")
 	d.log.Info("serving pubapi", "endpoint", lis.Addr().String())
@@ -255,6 +270,9 @@ func (d *Daemon) shutdown() {
 		srv.Stop()
 	}
 	d.core.Wait()
+	if p := d.pastiche.Load(); p != nil {
+		p.Wait()
+	}
 	if r := d.reeve.Load(); r != nil {
 		r.Wait()
 	}

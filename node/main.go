@@ -59,6 +59,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (Config, error) {
 	fs.IntVar(&cfg.WGPort, "wg-port", DefaultWGPort, "WireGuard UDP port")
 	fs.StringVar(&cfg.InterfaceName, "wg-interface", "fabric0", "WireGuard interface name")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&cfg.NoPastiche, "no-pastiche", false, "do not run the pastiche demo service")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}

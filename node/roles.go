@@ -14,6 +14,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
+	"github.com/fabricmesh/fabric/node/pastiche"
 	"github.com/fabricmesh/fabric/node/reeve"
 	"github.com/fabricmesh/fabric/vpnapi"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
@@ -57,6 +58,16 @@ func (s services) StartCoordinator(ctx context.Context, reg *registry.Registry) 
 	if err != nil {
 		return err
 	}
+	if err := d.startPastiche(ctx, r); err != nil {
+		return err
+	}
+	if !d.cfg.NoPastiche {
+		admin, err := r.RegisterClient(ctx, serviceid.FabricAdmin)
+		if err != nil {
+			return err
+		}
+		d.relay.Store(&pastiche.Relay{Reeve: r, ClientID: admin})
+	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -65,10 +76,30 @@ func (s services) StartCoordinator(ctx context.Context, reg *registry.Registry) 
 	return nil
 }
 
-// StartNode starts the node's reeve, which registers with the coordinator.
+// StartNode starts the node's reeve, which registers with the coordinator,
+// and pastiche.
 func (s services) StartNode(ctx context.Context, cfg core.NodeConfig) error {
-	_, err := s.d.startReeve(ctx, cfg.ClusterID, cfg.VPNIP, cfg.Coordinator)
-	return err
+	r, err := s.d.startReeve(ctx, cfg.ClusterID, cfg.VPNIP, cfg.Coordinator)
+	if err != nil {
+		return err
+	}
+	return s.d.startPastiche(ctx, r)
+}
+
+// startPastiche starts the pastiche demo service, unless disabled.
+func (d *Daemon) startPastiche(ctx context.Context, r *reeve.Reeve) error {
+	if d.cfg.NoPastiche {
+		return nil
+	}
+	p, err := pastiche.Start(ctx, pastiche.Config{
+		Reeve: r, Dir: filepath.Join(d.cfg.StateDir, "pastiche"), Listen: d.vpn.Listen,
+		Logger: d.log.With("component", "pastiche"),
+	})
+	if err != nil {
+		return fmt.Errorf("starting pastiche: %w", err)
+	}
+	d.pastiche.Store(p)
+	return nil
 }
 
 // ApplyView hands a node's view to its reeve.

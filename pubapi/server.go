@@ -30,26 +30,34 @@ type Services interface {
 	Records() (rules []string, endpoints []steward.Endpoint, clients []steward.Client)
 }
 
+// Config is what NewServer needs.
+type Config struct {
+	Core Core
+	// PublicEndpoint is where the pubapi listens.
+	PublicEndpoint string
+	// Services gives the service records for status, Relay the relay of
+	// pastiche sends; both return nil until the peer is a coordinator.
+	Services func() Services
+	Relay    func() Relay
+}
+
 // Server implements the pubapi on top of core.
 type Server struct {
 	pubapipb.UnimplementedPubAPIServer
-	core           Core
-	publicEndpoint string
-	services       func() Services
+	cfg  Config
+	core Core
 }
 
-// NewServer returns the pubapi server of the peer whose pubapi listens on
-// publicEndpoint; services gives the service records for status (it may
-// return nil).
-func NewServer(c Core, publicEndpoint string, services func() Services) *Server {
-	return &Server{core: c, publicEndpoint: publicEndpoint, services: services}
+// NewServer returns a pubapi server.
+func NewServer(cfg Config) *Server {
+	return &Server{cfg: cfg, core: cfg.Core}
 }
 
 // clusterStatus is ClusterStatus with the service records, if any.
 func (s *Server) clusterStatus(reg *registry.Registry) *pubapipb.ClusterStatus {
 	var svcs Services
-	if s.services != nil {
-		svcs = s.services()
+	if s.cfg.Services != nil {
+		svcs = s.cfg.Services()
 	}
 	return ClusterStatus(reg, svcs)
 }
@@ -70,7 +78,7 @@ func (s *Server) GetState(ctx context.Context, _ *pubapipb.GetStateRequest) (*pu
 	st := s.core.Status()
 	resp := &pubapipb.GetStateResponse{
 		State: string(st.State), Failure: st.Failure, Name: st.Name, Horde: st.Horde,
-		PublicEndpoint: s.publicEndpoint, ClusterId: st.ClusterID, VpnPubKey: st.VPNPubKey[:],
+		PublicEndpoint: s.cfg.PublicEndpoint, ClusterId: st.ClusterID, VpnPubKey: st.VPNPubKey[:],
 	}
 	if st.VPNIP.IsValid() {
 		resp.VpnIp = st.VPNIP.String()

@@ -38,21 +38,31 @@ func (h handler) Put(stream pastichepb.Pastiche_PutServer) error {
 	if err != nil {
 		return err
 	}
+	resp, err := h.s.store(stream)
+	if err != nil {
+		h.s.log.Warn("file not stored", "from", caller, "err", err)
+		return err
+	}
+	h.s.log.Info("file stored", "file", resp.GetName(), "size", resp.GetSize(), "sha256", resp.GetSha256(), "from", caller)
+	return stream.SendAndClose(resp)
+}
+
+// store receives the header and the data of a Put stream and stores the
+// file.
+func (s *Service) store(stream pastichepb.Pastiche_PutServer) (*pastichepb.PutResponse, error) {
 	first, err := stream.Recv()
 	if err != nil {
-		return streamStartError(err)
+		return nil, streamStartError(err)
 	}
 	hdr := first.GetHeader()
 	if err := checkHeader(hdr); err != nil {
-		return err
+		return nil, err
 	}
-	sum, err := h.s.receive(hdr, putChunks(stream))
+	sum, err := s.receive(hdr, putChunks(stream))
 	if err != nil {
-		h.s.log.Warn("file not stored", "file", hdr.GetName(), "from", caller, "err", err)
-		return err
+		return nil, err
 	}
-	h.s.log.Info("file stored", "file", hdr.GetName(), "size", hdr.GetSize(), "sha256", sum, "from", caller)
-	return stream.SendAndClose(&pastichepb.PutResponse{Name: hdr.GetName(), Size: hdr.GetSize(), Sha256: sum})
+	return &pastichepb.PutResponse{Name: hdr.GetName(), Size: hdr.GetSize(), Sha256: sum}, nil
 }
 
 // receive writes the chunks of next to a temporary file and stores it as
@@ -83,27 +93,37 @@ func (h handler) Send(stream pastichepb.Pastiche_SendServer) error {
 	if _, err := h.requireCaller(stream.Context(), "Send", serviceid.FabricAdmin); err != nil {
 		return err
 	}
+	resp, err := h.s.forward(stream)
+	if err != nil {
+		h.s.log.Warn("file not sent", "err", err)
+		return err
+	}
+	stored := resp.GetStored()
+	h.s.log.Info("file sent", "to", resp.GetTarget(), "file", stored.GetName(), "size", stored.GetSize(), "sha256", stored.GetSha256())
+	return stream.SendAndClose(resp)
+}
+
+// forward receives the header of a Send stream and streams the file on to
+// the target, as the data arrives.
+func (s *Service) forward(stream pastichepb.Pastiche_SendServer) (*pastichepb.SendResponse, error) {
 	first, err := stream.Recv()
 	if err != nil {
-		return streamStartError(err)
+		return nil, streamStartError(err)
 	}
 	hdr := first.GetHeader()
 	if err := checkHeader(hdr.GetFile()); err != nil {
-		return err
+		return nil, err
 	}
 	ctx := stream.Context()
-	target, err := h.s.target(ctx, hdr.GetTo())
+	target, err := s.target(ctx, hdr.GetTo())
 	if err != nil {
-		h.s.log.Warn("send refused", "to", hdr.GetTo(), "file", hdr.GetFile().GetName(), "err", err)
-		return err
+		return nil, err
 	}
-	stored, err := put(ctx, h.s.reeve, h.s.id, target, hdr.GetFile(), sendChunks(stream))
+	stored, err := putTo(ctx, s.reeve, s.id, target, hdr.GetFile(), sendChunks(stream))
 	if err != nil {
-		h.s.log.Warn("send failed", "to", target.ID, "file", hdr.GetFile().GetName(), "err", err)
-		return err
+		return nil, err
 	}
-	h.s.log.Info("file sent", "to", target.ID, "file", stored.GetName(), "size", stored.GetSize(), "sha256", stored.GetSha256())
-	return stream.SendAndClose(&pastichepb.SendResponse{Target: target.ID, Stored: stored})
+	return &pastichepb.SendResponse{Target: target.ID, Stored: stored}, nil
 }
 
 // streamStartError explains a stream that failed before its header.

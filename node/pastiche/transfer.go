@@ -82,11 +82,11 @@ func dial(r ClientReeve, clientID string, ep reeve.Endpoint) (*grpc.ClientConn, 
 	return conn, nil
 }
 
-// put streams a file to the endpoint target as clientID and returns
+// putTo streams a file to the endpoint target as clientID and returns
 // target's answer. Errors of next are returned as they are; errors of the
 // target keep their code and name the target. When put fails, the target has
 // stored nothing: the stream is cut before it ends cleanly.
-func put(ctx context.Context, r ClientReeve, clientID string, target reeve.Endpoint, hdr *pastichepb.FileHeader, next chunks) (*pastichepb.PutResponse, error) {
+func putTo(ctx context.Context, r ClientReeve, clientID string, target reeve.Endpoint, hdr *pastichepb.FileHeader, next chunks) (*pastichepb.PutResponse, error) {
 	conn, err := dial(r, clientID, target)
 	if err != nil {
 		return nil, err

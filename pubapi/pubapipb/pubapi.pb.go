@@ -26,6 +26,235 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// PasticheSendRequest: first a header, then the file in chunks.
+type PasticheSendRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*PasticheSendRequest_Header
+	//	*PasticheSendRequest_Chunk
+	Msg           isPasticheSendRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PasticheSendRequest) Reset() {
+	*x = PasticheSendRequest{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PasticheSendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PasticheSendRequest) ProtoMessage() {}
+
+func (x *PasticheSendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PasticheSendRequest.ProtoReflect.Descriptor instead.
+func (*PasticheSendRequest) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PasticheSendRequest) GetMsg() isPasticheSendRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *PasticheSendRequest) GetHeader() *PasticheSendHeader {
+	if x != nil {
+		if x, ok := x.Msg.(*PasticheSendRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *PasticheSendRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*PasticheSendRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isPasticheSendRequest_Msg interface {
+	isPasticheSendRequest_Msg()
+}
+
+type PasticheSendRequest_Header struct {
+	Header *PasticheSendHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type PasticheSendRequest_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*PasticheSendRequest_Header) isPasticheSendRequest_Msg() {}
+
+func (*PasticheSendRequest_Chunk) isPasticheSendRequest_Msg() {}
+
+type PasticheSendHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To    string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// The name the file gets on the target (a plain file name).
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Size          int64  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PasticheSendHeader) Reset() {
+	*x = PasticheSendHeader{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PasticheSendHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PasticheSendHeader) ProtoMessage() {}
+
+func (x *PasticheSendHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PasticheSendHeader.ProtoReflect.Descriptor instead.
+func (*PasticheSendHeader) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PasticheSendHeader) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *PasticheSendHeader) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *PasticheSendHeader) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PasticheSendHeader) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type PasticheSendResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To    string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	Name  string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Size  int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	// The SHA-256 the target computed over what it stored.
+	Sha256        []byte `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PasticheSendResponse) Reset() {
+	*x = PasticheSendResponse{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PasticheSendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PasticheSendResponse) ProtoMessage() {}
+
+func (x *PasticheSendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PasticheSendResponse.ProtoReflect.Descriptor instead.
+func (*PasticheSendResponse) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PasticheSendResponse) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *PasticheSendResponse) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *PasticheSendResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PasticheSendResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *PasticheSendResponse) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
 type GetStateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -34,7 +263,7 @@ type GetStateRequest struct {
 
 func (x *GetStateRequest) Reset() {
 	*x = GetStateRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +275,7 @@ func (x *GetStateRequest) String() string {
 func (*GetStateRequest) ProtoMessage() {}
 
 func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +288,7 @@ func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateRequest.ProtoReflect.Descriptor instead.
 func (*GetStateRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{0}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{3}
 }
 
 type GetStateResponse struct {
@@ -85,7 +314,7 @@ type GetStateResponse struct {
 
 func (x *GetStateResponse) Reset() {
 	*x = GetStateResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -97,7 +326,7 @@ func (x *GetStateResponse) String() string {
 func (*GetStateResponse) ProtoMessage() {}
 
 func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -110,7 +339,7 @@ func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStateResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{1}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetStateResponse) GetState() string {
@@ -197,7 +426,7 @@ type ActivateAsCoordinatorRequest struct {
 
 func (x *ActivateAsCoordinatorRequest) Reset() {
 	*x = ActivateAsCoordinatorRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -209,7 +438,7 @@ func (x *ActivateAsCoordinatorRequest) String() string {
 func (*ActivateAsCoordinatorRequest) ProtoMessage() {}
 
 func (x *ActivateAsCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -222,7 +451,7 @@ func (x *ActivateAsCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*ActivateAsCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{2}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ActivateAsCoordinatorRequest) GetVpnCidr() string {
@@ -283,7 +512,7 @@ type ActivateAdditionalNodesRequest struct {
 
 func (x *ActivateAdditionalNodesRequest) Reset() {
 	*x = ActivateAdditionalNodesRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +524,7 @@ func (x *ActivateAdditionalNodesRequest) String() string {
 func (*ActivateAdditionalNodesRequest) ProtoMessage() {}
 
 func (x *ActivateAdditionalNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +537,7 @@ func (x *ActivateAdditionalNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAdditionalNodesRequest.ProtoReflect.Descriptor instead.
 func (*ActivateAdditionalNodesRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{3}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ActivateAdditionalNodesRequest) GetNodePublicEndpoints() []string {
@@ -335,7 +564,7 @@ type ActivationEvent struct {
 
 func (x *ActivationEvent) Reset() {
 	*x = ActivationEvent{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +576,7 @@ func (x *ActivationEvent) String() string {
 func (*ActivationEvent) ProtoMessage() {}
 
 func (x *ActivationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +589,7 @@ func (x *ActivationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivationEvent.ProtoReflect.Descriptor instead.
 func (*ActivationEvent) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{4}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ActivationEvent) GetEvent() isActivationEvent_Event {
@@ -449,7 +678,7 @@ type ActivationStarted struct {
 
 func (x *ActivationStarted) Reset() {
 	*x = ActivationStarted{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +690,7 @@ func (x *ActivationStarted) String() string {
 func (*ActivationStarted) ProtoMessage() {}
 
 func (x *ActivationStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +703,7 @@ func (x *ActivationStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivationStarted.ProtoReflect.Descriptor instead.
 func (*ActivationStarted) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{5}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ActivationStarted) GetClusterId() string {
@@ -517,7 +746,7 @@ type NodeResult struct {
 
 func (x *NodeResult) Reset() {
 	*x = NodeResult{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +758,7 @@ func (x *NodeResult) String() string {
 func (*NodeResult) ProtoMessage() {}
 
 func (x *NodeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +771,7 @@ func (x *NodeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeResult.ProtoReflect.Descriptor instead.
 func (*NodeResult) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{6}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NodeResult) GetNodePublicEndpoint() string {
@@ -577,7 +806,7 @@ type ActivationResult struct {
 
 func (x *ActivationResult) Reset() {
 	*x = ActivationResult{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +818,7 @@ func (x *ActivationResult) String() string {
 func (*ActivationResult) ProtoMessage() {}
 
 func (x *ActivationResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +831,7 @@ func (x *ActivationResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivationResult.ProtoReflect.Descriptor instead.
 func (*ActivationResult) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{7}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ActivationResult) GetActivated() int32 {
@@ -647,7 +876,7 @@ type ActivateAsNodeRequest struct {
 
 func (x *ActivateAsNodeRequest) Reset() {
 	*x = ActivateAsNodeRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +888,7 @@ func (x *ActivateAsNodeRequest) String() string {
 func (*ActivateAsNodeRequest) ProtoMessage() {}
 
 func (x *ActivateAsNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +901,7 @@ func (x *ActivateAsNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsNodeRequest.ProtoReflect.Descriptor instead.
 func (*ActivateAsNodeRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{8}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ActivateAsNodeRequest) GetClusterId() string {
@@ -758,7 +987,7 @@ type ActivateAsNodeResponse struct {
 
 func (x *ActivateAsNodeResponse) Reset() {
 	*x = ActivateAsNodeResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +999,7 @@ func (x *ActivateAsNodeResponse) String() string {
 func (*ActivateAsNodeResponse) ProtoMessage() {}
 
 func (x *ActivateAsNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +1012,7 @@ func (x *ActivateAsNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsNodeResponse.ProtoReflect.Descriptor instead.
 func (*ActivateAsNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{9}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ActivateAsNodeResponse) GetName() string {
@@ -836,7 +1065,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +1077,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +1090,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{10}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ClusterStatus) GetClusterId() string {
@@ -930,7 +1159,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1171,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1184,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{11}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Peer) GetName() string {
@@ -1089,7 +1318,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1101,7 +1330,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1114,7 +1343,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{12}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Service) GetService() string {
@@ -1142,7 +1371,22 @@ var File_pubapi_pubapipb_pubapi_proto protoreflect.FileDescriptor
 
 const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\n" +
-	"\x1cpubapi/pubapipb/pubapi.proto\x12\x10fabric.pubapi.v1\"\x11\n" +
+	"\x1cpubapi/pubapipb/pubapi.proto\x12\x10fabric.pubapi.v1\"t\n" +
+	"\x13PasticheSendRequest\x12>\n" +
+	"\x06header\x18\x01 \x01(\v2$.fabric.pubapi.v1.PasticheSendHeaderH\x00R\x06header\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
+	"\x03msg\"`\n" +
+	"\x12PasticheSendHeader\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\"z\n" +
+	"\x14PasticheSendResponse\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\fR\x06sha256\"\x11\n" +
 	"\x0fGetStateRequest\"\xa6\x02\n" +
 	"\x10GetStateResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
@@ -1243,12 +1487,13 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\aService\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x03 \x01(\tR\aaddress2\xa0\x03\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress2\x81\x04\n" +
 	"\x06PubAPI\x12Q\n" +
 	"\bGetState\x12!.fabric.pubapi.v1.GetStateRequest\x1a\".fabric.pubapi.v1.GetStateResponse\x12l\n" +
 	"\x15ActivateAsCoordinator\x12..fabric.pubapi.v1.ActivateAsCoordinatorRequest\x1a!.fabric.pubapi.v1.ActivationEvent0\x01\x12c\n" +
 	"\x0eActivateAsNode\x12'.fabric.pubapi.v1.ActivateAsNodeRequest\x1a(.fabric.pubapi.v1.ActivateAsNodeResponse\x12p\n" +
-	"\x17ActivateAdditionalNodes\x120.fabric.pubapi.v1.ActivateAdditionalNodesRequest\x1a!.fabric.pubapi.v1.ActivationEvent0\x01B.Z,github.com/fabricmesh/fabric/pubapi/pubapipbb\x06proto3"
+	"\x17ActivateAdditionalNodes\x120.fabric.pubapi.v1.ActivateAdditionalNodesRequest\x1a!.fabric.pubapi.v1.ActivationEvent0\x01\x12_\n" +
+	"\fPasticheSend\x12%.fabric.pubapi.v1.PasticheSendRequest\x1a&.fabric.pubapi.v1.PasticheSendResponse(\x01B.Z,github.com/fabricmesh/fabric/pubapi/pubapipbb\x06proto3"
 
 var (
 	file_pubapi_pubapipb_pubapi_proto_rawDescOnce sync.Once
@@ -1262,45 +1507,51 @@ func file_pubapi_pubapipb_pubapi_proto_rawDescGZIP() []byte {
 	return file_pubapi_pubapipb_pubapi_proto_rawDescData
 }
 
-var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_pubapi_pubapipb_pubapi_proto_goTypes = []any{
-	(*GetStateRequest)(nil),                // 0: fabric.pubapi.v1.GetStateRequest
-	(*GetStateResponse)(nil),               // 1: fabric.pubapi.v1.GetStateResponse
-	(*ActivateAsCoordinatorRequest)(nil),   // 2: fabric.pubapi.v1.ActivateAsCoordinatorRequest
-	(*ActivateAdditionalNodesRequest)(nil), // 3: fabric.pubapi.v1.ActivateAdditionalNodesRequest
-	(*ActivationEvent)(nil),                // 4: fabric.pubapi.v1.ActivationEvent
-	(*ActivationStarted)(nil),              // 5: fabric.pubapi.v1.ActivationStarted
-	(*NodeResult)(nil),                     // 6: fabric.pubapi.v1.NodeResult
-	(*ActivationResult)(nil),               // 7: fabric.pubapi.v1.ActivationResult
-	(*ActivateAsNodeRequest)(nil),          // 8: fabric.pubapi.v1.ActivateAsNodeRequest
-	(*ActivateAsNodeResponse)(nil),         // 9: fabric.pubapi.v1.ActivateAsNodeResponse
-	(*ClusterStatus)(nil),                  // 10: fabric.pubapi.v1.ClusterStatus
-	(*Peer)(nil),                           // 11: fabric.pubapi.v1.Peer
-	(*Service)(nil),                        // 12: fabric.pubapi.v1.Service
+	(*PasticheSendRequest)(nil),            // 0: fabric.pubapi.v1.PasticheSendRequest
+	(*PasticheSendHeader)(nil),             // 1: fabric.pubapi.v1.PasticheSendHeader
+	(*PasticheSendResponse)(nil),           // 2: fabric.pubapi.v1.PasticheSendResponse
+	(*GetStateRequest)(nil),                // 3: fabric.pubapi.v1.GetStateRequest
+	(*GetStateResponse)(nil),               // 4: fabric.pubapi.v1.GetStateResponse
+	(*ActivateAsCoordinatorRequest)(nil),   // 5: fabric.pubapi.v1.ActivateAsCoordinatorRequest
+	(*ActivateAdditionalNodesRequest)(nil), // 6: fabric.pubapi.v1.ActivateAdditionalNodesRequest
+	(*ActivationEvent)(nil),                // 7: fabric.pubapi.v1.ActivationEvent
+	(*ActivationStarted)(nil),              // 8: fabric.pubapi.v1.ActivationStarted
+	(*NodeResult)(nil),                     // 9: fabric.pubapi.v1.NodeResult
+	(*ActivationResult)(nil),               // 10: fabric.pubapi.v1.ActivationResult
+	(*ActivateAsNodeRequest)(nil),          // 11: fabric.pubapi.v1.ActivateAsNodeRequest
+	(*ActivateAsNodeResponse)(nil),         // 12: fabric.pubapi.v1.ActivateAsNodeResponse
+	(*ClusterStatus)(nil),                  // 13: fabric.pubapi.v1.ClusterStatus
+	(*Peer)(nil),                           // 14: fabric.pubapi.v1.Peer
+	(*Service)(nil),                        // 15: fabric.pubapi.v1.Service
 }
 var file_pubapi_pubapipb_pubapi_proto_depIdxs = []int32{
-	10, // 0: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
-	6,  // 1: fabric.pubapi.v1.ActivationEvent.node:type_name -> fabric.pubapi.v1.NodeResult
-	7,  // 2: fabric.pubapi.v1.ActivationEvent.result:type_name -> fabric.pubapi.v1.ActivationResult
-	5,  // 3: fabric.pubapi.v1.ActivationEvent.started:type_name -> fabric.pubapi.v1.ActivationStarted
-	11, // 4: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
-	10, // 5: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
-	11, // 6: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
-	12, // 7: fabric.pubapi.v1.Peer.endpoints:type_name -> fabric.pubapi.v1.Service
-	12, // 8: fabric.pubapi.v1.Peer.clients:type_name -> fabric.pubapi.v1.Service
-	0,  // 9: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
-	2,  // 10: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
-	8,  // 11: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
-	3,  // 12: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
-	1,  // 13: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
-	4,  // 14: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
-	9,  // 15: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
-	4,  // 16: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	1,  // 0: fabric.pubapi.v1.PasticheSendRequest.header:type_name -> fabric.pubapi.v1.PasticheSendHeader
+	13, // 1: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	9,  // 2: fabric.pubapi.v1.ActivationEvent.node:type_name -> fabric.pubapi.v1.NodeResult
+	10, // 3: fabric.pubapi.v1.ActivationEvent.result:type_name -> fabric.pubapi.v1.ActivationResult
+	8,  // 4: fabric.pubapi.v1.ActivationEvent.started:type_name -> fabric.pubapi.v1.ActivationStarted
+	14, // 5: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
+	13, // 6: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	14, // 7: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
+	15, // 8: fabric.pubapi.v1.Peer.endpoints:type_name -> fabric.pubapi.v1.Service
+	15, // 9: fabric.pubapi.v1.Peer.clients:type_name -> fabric.pubapi.v1.Service
+	3,  // 10: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
+	5,  // 11: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
+	11, // 12: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
+	6,  // 13: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
+	0,  // 14: fabric.pubapi.v1.PubAPI.PasticheSend:input_type -> fabric.pubapi.v1.PasticheSendRequest
+	4,  // 15: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
+	7,  // 16: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
+	12, // 17: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
+	7,  // 18: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
+	2,  // 19: fabric.pubapi.v1.PubAPI.PasticheSend:output_type -> fabric.pubapi.v1.PasticheSendResponse
+	15, // [15:20] is the sub-list for method output_type
+	10, // [10:15] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_pubapi_pubapipb_pubapi_proto_init() }
@@ -1308,7 +1559,11 @@ func file_pubapi_pubapipb_pubapi_proto_init() {
 	if File_pubapi_pubapipb_pubapi_proto != nil {
 		return
 	}
-	file_pubapi_pubapipb_pubapi_proto_msgTypes[4].OneofWrappers = []any{
+	file_pubapi_pubapipb_pubapi_proto_msgTypes[0].OneofWrappers = []any{
+		(*PasticheSendRequest_Header)(nil),
+		(*PasticheSendRequest_Chunk)(nil),
+	}
+	file_pubapi_pubapipb_pubapi_proto_msgTypes[7].OneofWrappers = []any{
 		(*ActivationEvent_Progress)(nil),
 		(*ActivationEvent_Node)(nil),
 		(*ActivationEvent_Result)(nil),
@@ -1320,7 +1575,7 @@ func file_pubapi_pubapipb_pubapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pubapi_pubapipb_pubapi_proto_rawDesc), len(file_pubapi_pubapipb_pubapi_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	PubAPI_ActivateAsCoordinator_FullMethodName   = "/fabric.pubapi.v1.PubAPI/ActivateAsCoordinator"
 	PubAPI_ActivateAsNode_FullMethodName          = "/fabric.pubapi.v1.PubAPI/ActivateAsNode"
 	PubAPI_ActivateAdditionalNodes_FullMethodName = "/fabric.pubapi.v1.PubAPI/ActivateAdditionalNodes"
+	PubAPI_PasticheSend_FullMethodName            = "/fabric.pubapi.v1.PubAPI/PasticheSend"
 )
 
 // PubAPIClient is the client API for PubAPI service.
@@ -47,6 +48,11 @@ type PubAPIClient interface {
 	// ActivateAdditionalNodes asks an active coordinator to activate more
 	// nodes (or retry failed ones). Admin key only.
 	ActivateAdditionalNodes(ctx context.Context, in *ActivateAdditionalNodesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ActivationEvent], error)
+	// PasticheSend relays a file from the admin to the pastiche of node
+	// "from", which sends it with its own signed calls to the pastiche of
+	// node "to". The coordinator calls "from" as its fabric-admin client.
+	// Admin key only.
+	PasticheSend(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PasticheSendRequest, PasticheSendResponse], error)
 }
 
 type pubAPIClient struct {
@@ -115,6 +121,19 @@ func (c *pubAPIClient) ActivateAdditionalNodes(ctx context.Context, in *Activate
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PubAPI_ActivateAdditionalNodesClient = grpc.ServerStreamingClient[ActivationEvent]
 
+func (c *pubAPIClient) PasticheSend(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PasticheSendRequest, PasticheSendResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PubAPI_ServiceDesc.Streams[2], PubAPI_PasticheSend_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PasticheSendRequest, PasticheSendResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PubAPI_PasticheSendClient = grpc.ClientStreamingClient[PasticheSendRequest, PasticheSendResponse]
+
 // PubAPIServer is the server API for PubAPI service.
 // All implementations must embed UnimplementedPubAPIServer
 // for forward compatibility.
@@ -132,6 +151,11 @@ type PubAPIServer interface {
 	// ActivateAdditionalNodes asks an active coordinator to activate more
 	// nodes (or retry failed ones). Admin key only.
 	ActivateAdditionalNodes(*ActivateAdditionalNodesRequest, grpc.ServerStreamingServer[ActivationEvent]) error
+	// PasticheSend relays a file from the admin to the pastiche of node
+	// "from", which sends it with its own signed calls to the pastiche of
+	// node "to". The coordinator calls "from" as its fabric-admin client.
+	// Admin key only.
+	PasticheSend(grpc.ClientStreamingServer[PasticheSendRequest, PasticheSendResponse]) error
 	mustEmbedUnimplementedPubAPIServer()
 }
 
@@ -153,6 +177,9 @@ func (UnimplementedPubAPIServer) ActivateAsNode(context.Context, *ActivateAsNode
 }
 func (UnimplementedPubAPIServer) ActivateAdditionalNodes(*ActivateAdditionalNodesRequest, grpc.ServerStreamingServer[ActivationEvent]) error {
 	return status.Error(codes.Unimplemented, "method ActivateAdditionalNodes not implemented")
+}
+func (UnimplementedPubAPIServer) PasticheSend(grpc.ClientStreamingServer[PasticheSendRequest, PasticheSendResponse]) error {
+	return status.Error(codes.Unimplemented, "method PasticheSend not implemented")
 }
 func (UnimplementedPubAPIServer) mustEmbedUnimplementedPubAPIServer() {}
 func (UnimplementedPubAPIServer) testEmbeddedByValue()                {}
@@ -233,6 +260,13 @@ func _PubAPI_ActivateAdditionalNodes_Handler(srv interface{}, stream grpc.Server
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PubAPI_ActivateAdditionalNodesServer = grpc.ServerStreamingServer[ActivationEvent]
 
+func _PubAPI_PasticheSend_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PubAPIServer).PasticheSend(&grpc.GenericServerStream[PasticheSendRequest, PasticheSendResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PubAPI_PasticheSendServer = grpc.ClientStreamingServer[PasticheSendRequest, PasticheSendResponse]
+
 // PubAPI_ServiceDesc is the grpc.ServiceDesc for PubAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -259,6 +293,11 @@ var PubAPI_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "ActivateAdditionalNodes",
 			Handler:       _PubAPI_ActivateAdditionalNodes_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "PasticheSend",
+			Handler:       _PubAPI_PasticheSend_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "pubapi/pubapipb/pubapi.proto",

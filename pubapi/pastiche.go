@@ -1,0 +1,72 @@
+package pubapi
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/fabricmesh/fabric/internal/authconn"
+	"github.com/fabricmesh/fabric/node/pastiche"
+	"github.com/fabricmesh/fabric/pubapi/pubapipb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Relay sends an admin's file through the cluster (pastiche.Relay).
+type Relay interface {
+	Send(ctx context.Context, from, to, name string, size int64, body io.Reader) (pastiche.SendResult, error)
+}
+
+// PasticheSend implements pubapi: it relays the admin's file to the
+// pastiche of the source node.
+func (s *Server) PasticheSend(stream grpc.ClientStreamingServer[pubapipb.PasticheSendRequest, pubapipb.PasticheSendResponse]) error {
+	ctx := stream.Context()
+	if _, err := authconn.RequireMethod(ctx, adminOnly...); err != nil {
+		return err
+	}
+	var relay Relay
+	if s.cfg.Relay != nil {
+		relay = s.cfg.Relay()
+	}
+	if relay == nil {
+		return status.Error(codes.FailedPrecondition, "this peer is not an active coordinator with pastiche")
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be the header")
+	}
+	res, err := relay.Send(ctx, h.GetFrom(), h.GetTo(), h.GetName(), h.GetSize(), &chunkReader{stream: stream})
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(&pubapipb.PasticheSendResponse{
+		From: res.From, To: res.To, Name: res.Name, Size: res.Size, Sha256: res.SHA256[:],
+	})
+}
+
+// chunkReader reads the chunks of a PasticheSend stream as one byte stream.
+type chunkReader struct {
+	stream grpc.ClientStreamingServer[pubapipb.PasticheSendRequest, pubapipb.PasticheSendResponse]
+	buf    []byte
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		msg, err := r.stream.Recv()
+		if err != nil {
+			return 0, err // io.EOF at the end of the stream
+		}
+		if msg.GetHeader() != nil {
+			return 0, errors.New("a second header in the stream")
+		}
+		r.buf = msg.GetChunk()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
