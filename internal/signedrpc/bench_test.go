@@ -2,6 +2,7 @@ package signedrpc
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
 	"sync/atomic"
 	"testing"
@@ -17,11 +18,14 @@ func benchClient(b *testing.B, signed bool) testpb.EchoClient {
 	b.Helper()
 	if !signed {
 		srv := grpc.NewServer()
-		testpb.RegisterEchoServer(srv, &echoServer{})
+		testpb.RegisterEchoServer(srv, &echoServer{discard: true})
 		return testpb.NewEchoClient(dial(b, serve(b, srv)))
 	}
 	// A replay cache as large as the run, so that it never evicts.
-	addr, _ := startServer(b, ServerConfig{Replay: httpsig.NewReplayCache(1 << 22), Logger: discardLogger()})
+	cfg := ServerConfig{Whitelist: newFakeWhitelist(), Replay: httpsig.NewReplayCache(1 << 22), Logger: discardLogger()}
+	srv := grpc.NewServer(ServerOptions(cfg)...)
+	testpb.RegisterEchoServer(srv, &echoServer{discard: true})
+	addr := serve(b, srv)
 	return signedClient(b, addr, clientID, clientID)
 }
 
@@ -85,10 +89,10 @@ func BenchmarkStreamMessageSigned(b *testing.B)   { benchStream(b, true) }
 // BenchmarkSignCall is the client's work for one call: digest, date, sign.
 func BenchmarkSignCall(b *testing.B) {
 	c := &client{keyID: clientID, signer: signerFor(clientID, clientID), dates: httpsig.NewDateSource(httpsig.DateSourceConfig{}), now: nowFunc()}
-	body := []byte("a request of some bytes")
+	body := make([]byte, 64)
 	ctx := context.Background()
 	for b.Loop() {
-		body[0]++ // distinct requests
+		binary.BigEndian.PutUint64(body, uint64(benchSeq.Add(1))) // distinct requests
 		if _, _, err := c.signCall(ctx, testpb.Echo_Echo_FullMethodName, body); err != nil {
 			b.Fatal(err)
 		}

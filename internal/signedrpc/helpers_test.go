@@ -125,6 +125,7 @@ func signerFor(keyID, keyName string) keySigner {
 // were given.
 type echoServer struct {
 	testpb.UnimplementedEchoServer
+	discard  bool // keep nothing (benchmarks)
 	mu       sync.Mutex
 	received [][]byte // chunk data handed to Upload and Chat
 }
@@ -145,9 +146,11 @@ func (e *echoServer) Upload(stream grpc.ClientStreamingServer[testpb.Chunk, test
 		if err != nil {
 			return err
 		}
-		e.record(c.GetData())
 		sum.Chunks++
-		sum.Data = append(sum.Data, c.GetData()...)
+		if !e.discard {
+			e.record(c.GetData())
+			sum.Data = append(sum.Data, c.GetData()...)
+		}
 	}
 }
 
@@ -282,3 +285,14 @@ func rawClient(tb testing.TB, addr string) *grpc.ClientConn {
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func nowFunc() func() time.Time { return time.Now }
+
+// clientAs returns a maker of echo clients signing as keyID with the key
+// of keyName.
+func clientAs(keyID, keyName string) func(testing.TB, string) testpb.EchoClient {
+	return func(tb testing.TB, addr string) testpb.EchoClient { return signedClient(tb, addr, keyID, keyName) }
+}
+
+// unsigned makes an echo client that does not sign.
+func unsigned(tb testing.TB, addr string) testpb.EchoClient {
+	return testpb.NewEchoClient(dial(tb, addr))
+}

@@ -216,11 +216,11 @@ func TestStreamCallRefused(t *testing.T) {
 		code   codes.Code
 		text   string
 	}{
-		{"unsigned", func(tb testing.TB, addr string) testpb.EchoClient { return testpb.NewEchoClient(dial(tb, addr)) },
+		{"unsigned", unsigned,
 			codes.Unauthenticated, "signature rejected: missing signature"},
-		{"not whitelisted", func(tb testing.TB, addr string) testpb.EchoClient { return signedClient(tb, addr, strangerID, strangerID) },
+		{"not whitelisted", clientAs(strangerID, strangerID),
 			codes.PermissionDenied, `signature rejected: keyId "steward@h1" is not on the whitelist of this endpoint`},
-		{"wrong key", func(tb testing.TB, addr string) testpb.EchoClient { return signedClient(tb, addr, clientID, strangerID) },
+		{"wrong key", clientAs(clientID, strangerID),
 			codes.Unauthenticated, "signature rejected: bad signature"},
 	}
 	for _, tt := range tests {

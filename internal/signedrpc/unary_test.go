@@ -82,40 +82,40 @@ func TestUnaryRefused(t *testing.T) {
 	}{
 		{
 			name:   "unsigned",
-			client: func(tb testing.TB, addr string) testpb.EchoClient { return testpb.NewEchoClient(dial(tb, addr)) },
+			client: unsigned,
 			code:   codes.Unauthenticated, text: "signature rejected: missing signature",
 		},
 		{
 			name:   "unknown key",
-			client: func(tb testing.TB, addr string) testpb.EchoClient { return signedClient(tb, addr, unknownID, unknownID) },
+			client: clientAs(unknownID, unknownID),
 			code:   codes.Unauthenticated, text: `signature rejected: keyId "nobody@h9" is unknown`,
 		},
 		{
 			name:   "not whitelisted",
-			client: func(tb testing.TB, addr string) testpb.EchoClient { return signedClient(tb, addr, strangerID, strangerID) },
+			client: clientAs(strangerID, strangerID),
 			code:   codes.PermissionDenied, text: `signature rejected: keyId "steward@h1" is not on the whitelist of this endpoint`,
 		},
 		{
 			name:   "wrong key",
-			client: func(tb testing.TB, addr string) testpb.EchoClient { return signedClient(tb, addr, clientID, strangerID) },
+			client: clientAs(clientID, strangerID),
 			code:   codes.Unauthenticated, text: `signature rejected: bad signature: signature of keyId "pastiche@h7" does not verify`,
 		},
 		{
 			name:   "client clock behind",
 			cfg:    ServerConfig{Now: func() time.Time { return time.Now().Add(10 * time.Minute) }},
-			client: func(tb testing.TB, addr string) testpb.EchoClient { return signedClient(tb, addr, clientID, clientID) },
+			client: clientAs(clientID, clientID),
 			code:   codes.Unauthenticated, text: "behind this endpoint's clock",
 		},
 		{
 			name:   "client clock ahead of a tight window",
 			cfg:    ServerConfig{Skew: 30 * time.Second, Now: func() time.Time { return time.Now().Add(-time.Minute) }},
-			client: func(tb testing.TB, addr string) testpb.EchoClient { return signedClient(tb, addr, clientID, clientID) },
+			client: clientAs(clientID, clientID),
 			code:   codes.Unauthenticated, text: "ahead of this endpoint's clock",
 		},
 		{
 			name:   "no whitelist",
 			cfg:    ServerConfig{Whitelist: emptyWhitelist{}},
-			client: func(tb testing.TB, addr string) testpb.EchoClient { return signedClient(tb, addr, clientID, clientID) },
+			client: clientAs(clientID, clientID),
 			code:   codes.Unauthenticated, text: "is unknown",
 		},
 	}
