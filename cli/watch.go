@@ -14,13 +14,16 @@ func newWatchCmd() *cobra.Command {
 		adminDir string
 		n        int
 		timeout  time.Duration
+		services []string
 	)
 	cmd := &cobra.Command{
 		Use:   "watch --n N [--timeout D]",
 		Short: "Wait until N peers are active and have applied the latest revision",
 		Long: `watch polls the coordinator until at least N peers (coordinator and nodes) are
-active and every active peer has applied the cluster's current revision. It
-exits 0 then, or 1 at --timeout saying which peers are missing or behind.`,
+active and registered, every active peer has applied the cluster's current
+revision (its WireGuard peers and its service view), and, with --services,
+every active peer serves those services. It exits 0 then, or 1 at --timeout
+saying which peers are missing or behind.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if n < 1 {
@@ -35,7 +38,7 @@ exits 0 then, or 1 at --timeout saying which peers are missing or behind.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			st, err := watch(ctx, admin, n)
+			st, err := watch(ctx, admin, want{n: n, services: services})
 			if err != nil {
 				return err
 			}
@@ -46,11 +49,18 @@ exits 0 then, or 1 at --timeout saying which peers are missing or behind.`,
 	cmd.Flags().StringVar(&adminDir, "admin-dir", defaultAdminDir, "admin bundle written by 'fabric activate'")
 	cmd.Flags().IntVar(&n, "n", 0, "number of peers (coordinator included) to wait for (required)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
+	cmd.Flags().StringSliceVar(&services, "services", nil, "services every active peer must serve (e.g. pastiche)")
 	return cmd
 }
 
-// watch polls until converged(st, n) or ctx ends.
-func watch(ctx context.Context, admin *adminDir, n int) (Status, error) {
+// want is what watch waits for.
+type want struct {
+	n        int
+	services []string
+}
+
+// watch polls until notConverged(st, w) is empty or ctx ends.
+func watch(ctx context.Context, admin *adminDir, w want) (Status, error) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var last Status
@@ -59,7 +69,7 @@ func watch(ctx context.Context, admin *adminDir, n int) (Status, error) {
 		st, err := fetchStatus(ctx, admin)
 		if err == nil {
 			last, lastErr = st, nil
-			if missing := notConverged(st, n); missing == "" {
+			if missing := notConverged(st, w); missing == "" {
 				return st, nil
 			}
 		} else if ctx.Err() == nil {
@@ -73,7 +83,7 @@ func watch(ctx context.Context, admin *adminDir, n int) (Status, error) {
 				msg += ": " + lastErr.Error()
 			}
 			if last.Revision > 0 {
-				msg += ": " + notConverged(last, n)
+				msg += ": " + notConverged(last, w)
 			}
 			return last, &exitError{code: 1, msg: msg}
 		}
@@ -90,29 +100,53 @@ func countActive(st Status) int {
 	return active
 }
 
-// notConverged says what keeps st from n converged peers ("" if nothing).
-func notConverged(st Status, n int) string {
-	var behind, inactive []string
+// notConverged says what keeps st from w ("" if nothing).
+func notConverged(st Status, w want) string {
+	var behind, inactive, unregistered, missing []string
 	for _, p := range st.Peers {
 		switch {
 		case p.State != "active":
 			inactive = append(inactive, fmt.Sprintf("%s %s (%s)", p.State, name(p), p.LastError))
+		case !p.Registered:
+			u := name(p)
+			if p.RegistrationError != "" {
+				u += " (" + p.RegistrationError + ")"
+			}
+			unregistered = append(unregistered, u)
 		case p.AppliedRevision != st.Revision:
 			behind = append(behind, fmt.Sprintf("%s at %d", name(p), p.AppliedRevision))
 		}
+		if p.State == "active" {
+			for _, svc := range w.services {
+				if !serves(p, svc) {
+					missing = append(missing, svc+"@"+name(p))
+				}
+			}
+		}
 	}
 	active := countActive(st)
-	if active >= n && len(behind) == 0 {
+	if active >= w.n && len(behind)+len(unregistered)+len(missing) == 0 {
 		return ""
 	}
-	msg := fmt.Sprintf("%d of %d peers active, revision %d", active, n, st.Revision)
-	if len(behind) > 0 {
-		msg += "; behind: " + strings.Join(behind, ", ")
-	}
-	if len(inactive) > 0 {
-		msg += "; not active: " + strings.Join(inactive, ", ")
+	msg := fmt.Sprintf("%d of %d peers active, revision %d", active, w.n, st.Revision)
+	for _, part := range []struct {
+		what  string
+		names []string
+	}{{"behind", behind}, {"not registered", unregistered}, {"services missing", missing}, {"not active", inactive}} {
+		if len(part.names) > 0 {
+			msg += "; " + part.what + ": " + strings.Join(part.names, ", ")
+		}
 	}
 	return msg
+}
+
+func serves(p StatusPeer, service string) bool {
+	for _, e := range p.Endpoints {
+		if e.Service == service {
+			return true
+		}
+	}
+	return false
 }
 
 func name(p StatusPeer) string {

@@ -7,23 +7,32 @@ import (
 
 func TestNotConverged(t *testing.T) {
 	peer := func(name, state string, applied uint64) StatusPeer {
-		return StatusPeer{Name: name, State: state, AppliedRevision: applied}
+		return StatusPeer{Name: name, State: state, AppliedRevision: applied, Registered: true,
+			Endpoints: []StatusService{{Service: "pastiche"}}}
 	}
+	unregistered := peer("b", "active", 7)
+	unregistered.Registered, unregistered.RegistrationError = false, "callback refused"
+	bare := peer("b", "active", 7)
+	bare.Endpoints = nil
 	tests := []struct {
 		name  string
 		peers []StatusPeer
 		n     int
+		svcs  []string
 		want  []string // empty: converged
 	}{
-		{"all applied", []StatusPeer{peer("a", "active", 7), peer("b", "active", 7)}, 2, nil},
-		{"more than n", []StatusPeer{peer("a", "active", 7), peer("b", "active", 7)}, 1, nil},
-		{"one behind", []StatusPeer{peer("a", "active", 7), peer("b", "active", 5)}, 2, []string{"2 of 2 peers active", "behind: b at 5"}},
-		{"too few", []StatusPeer{peer("a", "active", 7)}, 3, []string{"1 of 3 peers active"}},
-		{"failed peer named", []StatusPeer{peer("a", "active", 7), {Name: "b", State: "failed", LastError: "refused"}}, 2, []string{"not active: failed b (refused)"}},
+		{"all applied", []StatusPeer{peer("a", "active", 7), peer("b", "active", 7)}, 2, nil, nil},
+		{"more than n", []StatusPeer{peer("a", "active", 7), peer("b", "active", 7)}, 1, nil, nil},
+		{"one behind", []StatusPeer{peer("a", "active", 7), peer("b", "active", 5)}, 2, nil, []string{"2 of 2 peers active", "behind: b at 5"}},
+		{"too few", []StatusPeer{peer("a", "active", 7)}, 3, nil, []string{"1 of 3 peers active"}},
+		{"failed peer named", []StatusPeer{peer("a", "active", 7), {Name: "b", State: "failed", LastError: "refused"}}, 2, nil, []string{"not active: failed b (refused)"}},
+		{"unregistered peer", []StatusPeer{peer("a", "active", 7), unregistered}, 2, nil, []string{"not registered: b (callback refused)"}},
+		{"service missing", []StatusPeer{peer("a", "active", 7), bare}, 2, []string{"pastiche"}, []string{"services missing: pastiche@b"}},
+		{"service present", []StatusPeer{peer("a", "active", 7)}, 1, []string{"pastiche"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := notConverged(Status{Revision: 7, Peers: tt.peers}, tt.n)
+			got := notConverged(Status{Revision: 7, Peers: tt.peers}, want{n: tt.n, services: tt.svcs})
 			if (got == "") != (len(tt.want) == 0) {
 				t.Fatalf("notConverged = %q, want %v", got, tt.want)
 			}

@@ -239,9 +239,13 @@ func (f *Fabric) AddNodes(ctx context.Context, nodes []*Host) (string, error) {
 	return f.CLI(ctx, "add-nodes", "--nodes", f.Endpoints(nodes), "--admin-dir", f.AdminDir)
 }
 
-// Watch runs `fabric watch --n n`.
-func (f *Fabric) Watch(ctx context.Context, n int, timeout time.Duration) (string, error) {
-	return f.CLI(ctx, "watch", "--n", strconv.Itoa(n), "--timeout", timeout.String(), "--admin-dir", f.AdminDir)
+// Watch runs `fabric watch --n n`, with --services if any are given.
+func (f *Fabric) Watch(ctx context.Context, n int, timeout time.Duration, services ...string) (string, error) {
+	args := []string{"watch", "--n", strconv.Itoa(n), "--timeout", timeout.String(), "--admin-dir", f.AdminDir}
+	if len(services) > 0 {
+		args = append(args, "--services", strings.Join(services, ","))
+	}
+	return f.CLI(ctx, args...)
 }
 
 // Status runs `fabric status -o json`.
