@@ -63,9 +63,6 @@ func NewVerifier(cfg VerifierConfig) *Verifier {
 	return v
 }
 
-// Skew is the verifier's skew window.
-func (v *Verifier) Skew() time.Duration { return v.skew }
-
 // Request is what an endpoint received: the method and path, the three
 // headers as received, and the SHA-256 of the body bytes as received.
 type Request struct {
