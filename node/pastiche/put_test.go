@@ -95,7 +95,7 @@ func TestPutRefused(t *testing.T) {
 		code   codes.Code
 		msg    string
 	}{
-		{"client of another horde", tc.dial(t, "h3", "pastiche@h3", "h1"), abc, codes.Unauthenticated, `unknown keyId: pastiche@h3`},
+		{"client of another horde", tc.dial(t, "h3", "pastiche@h3", "h1"), abc, codes.Unauthenticated, `pastiche@h3`},
 		{"fabric-admin may not put", tc.dial(t, "c", "fabric-admin@c", "h1"), abc, codes.PermissionDenied,
 			"Put of pastiche@h1 is for pastiche clients only, not fabric-admin@c"},
 		{"pastiche may not send", h2, func(c pastichepb.PasticheClient) error {
