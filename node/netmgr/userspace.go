@@ -2,9 +2,12 @@ package netmgr
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/conn"
@@ -86,14 +89,20 @@ func (u *userspaceDevice) serveUAPI(l net.Listener, done chan<- struct{}) {
 }
 
 // ensureUAPI serves the UAPI socket again if its file was deleted, which
-// ends the accept loop and leaves the device unreachable for wgctrl.
+// leaves the device unreachable for wgctrl. wireguard-go notices the
+// deletion through inotify and ends the accept loop some time later, so the
+// file itself is checked too.
 func (u *userspaceDevice) ensureUAPI(name string) error {
 	select {
 	case <-u.done:
 	default:
-		return nil
+		_, err := os.Stat(u.uapi.Addr().String())
+		if err == nil || !errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 	}
 	u.uapi.Close()
+	<-u.done
 	l, err := listenUAPI(name)
 	if err != nil {
 		return err

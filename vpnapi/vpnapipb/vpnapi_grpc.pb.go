@@ -33,7 +33,7 @@ type VPNAPIClient interface {
 	// WatchUpdates is a long poll. The node sends the revision it has applied;
 	// the coordinator answers as soon as the cluster revision is newer (or
 	// when its hold time elapses) with the changes since then, or with a full
-	// snapshot when the node's revision is unknown or too old.
+	// snapshot when the node's revision is 0 or newer than the coordinator's.
 	WatchUpdates(ctx context.Context, in *WatchUpdatesRequest, opts ...grpc.CallOption) (*WatchUpdatesResponse, error)
 	// Register runs the registration handshake of the calling node's reeve:
 	// the coordinator calls the reeve back on its reeve endpoint (a second
@@ -78,7 +78,7 @@ type VPNAPIServer interface {
 	// WatchUpdates is a long poll. The node sends the revision it has applied;
 	// the coordinator answers as soon as the cluster revision is newer (or
 	// when its hold time elapses) with the changes since then, or with a full
-	// snapshot when the node's revision is unknown or too old.
+	// snapshot when the node's revision is 0 or newer than the coordinator's.
 	WatchUpdates(context.Context, *WatchUpdatesRequest) (*WatchUpdatesResponse, error)
 	// Register runs the registration handshake of the calling node's reeve:
 	// the coordinator calls the reeve back on its reeve endpoint (a second
