@@ -47,7 +47,8 @@ proto: tools
 	PATH=$(GOBIN_TOOLS):$$PATH protoc -I . \
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
-		pubapi/pubapipb/pubapi.proto vpnapi/vpnapipb/vpnapi.proto node/reeve/reevepb/reeve.proto
+		pubapi/pubapipb/pubapi.proto vpnapi/vpnapipb/vpnapi.proto node/reeve/reevepb/reeve.proto \
+		node/pastiche/pastichepb/pastiche.proto
 
 clean:
 	rm -rf $(BIN) $(GOBIN_TOOLS)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,4 +140,25 @@ func syncDir(dir string) error {
 		return err
 	}
 	return errors.Join(d.Sync(), d.Close())
+}
+
+// stat describes the stored file name: its size and SHA-256.
+func stat(dir, name string) (*pastichepb.StatResponse, error) {
+	if err := CheckName(name); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "file name: %v", err)
+	}
+	f, err := os.Open(filepath.Join(dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, status.Errorf(codes.NotFound, "no file %s is stored here", name)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "opening %s: %v", name, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "reading %s: %v", name, err)
+	}
+	return &pastichepb.StatResponse{Name: name, Size: n, Sha256: h.Sum(nil)}, nil
 }

@@ -47,6 +47,14 @@ func (h handler) Put(stream pastichepb.Pastiche_PutServer) error {
 	return stream.SendAndClose(resp)
 }
 
+// Stat describes a stored file to another pastiche.
+func (h handler) Stat(ctx context.Context, req *pastichepb.StatRequest) (*pastichepb.StatResponse, error) {
+	if _, err := h.requireCaller(ctx, "Stat", serviceid.Pastiche); err != nil {
+		return nil, err
+	}
+	return stat(h.s.dir, req.GetName())
+}
+
 // store receives the header and the data of a Put stream and stores the
 // file.
 func (s *Service) store(stream pastichepb.Pastiche_PutServer) (*pastichepb.PutResponse, error) {

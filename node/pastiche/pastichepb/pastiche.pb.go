@@ -427,6 +427,111 @@ func (x *SendResponse) GetStored() *PutResponse {
 	return nil
 }
 
+type StatRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the stored file (the rules of FileHeader.name).
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatRequest) Reset() {
+	*x = StatRequest{}
+	mi := &file_node_pastiche_pastichepb_pastiche_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatRequest) ProtoMessage() {}
+
+func (x *StatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_pastiche_pastichepb_pastiche_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatRequest.ProtoReflect.Descriptor instead.
+func (*StatRequest) Descriptor() ([]byte, []int) {
+	return file_node_pastiche_pastichepb_pastiche_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StatRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type StatResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        []byte                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatResponse) Reset() {
+	*x = StatResponse{}
+	mi := &file_node_pastiche_pastichepb_pastiche_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatResponse) ProtoMessage() {}
+
+func (x *StatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_pastiche_pastichepb_pastiche_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatResponse.ProtoReflect.Descriptor instead.
+func (*StatResponse) Descriptor() ([]byte, []int) {
+	return file_node_pastiche_pastichepb_pastiche_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StatResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StatResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *StatResponse) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
 var File_node_pastiche_pastichepb_pastiche_proto protoreflect.FileDescriptor
 
 const file_node_pastiche_pastichepb_pastiche_proto_rawDesc = "" +
@@ -456,10 +561,17 @@ const file_node_pastiche_pastichepb_pastiche_proto_rawDesc = "" +
 	"\x03msg\"_\n" +
 	"\fSendResponse\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x127\n" +
-	"\x06stored\x18\x02 \x01(\v2\x1f.fabric.pastiche.v1.PutResponseR\x06stored2\xa1\x01\n" +
+	"\x06stored\x18\x02 \x01(\v2\x1f.fabric.pastiche.v1.PutResponseR\x06stored\"!\n" +
+	"\vStatRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"N\n" +
+	"\fStatResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\fR\x06sha2562\xec\x01\n" +
 	"\bPastiche\x12H\n" +
 	"\x03Put\x12\x1e.fabric.pastiche.v1.PutRequest\x1a\x1f.fabric.pastiche.v1.PutResponse(\x01\x12K\n" +
-	"\x04Send\x12\x1f.fabric.pastiche.v1.SendRequest\x1a .fabric.pastiche.v1.SendResponse(\x01B7Z5github.com/fabricmesh/fabric/node/pastiche/pastichepbb\x06proto3"
+	"\x04Send\x12\x1f.fabric.pastiche.v1.SendRequest\x1a .fabric.pastiche.v1.SendResponse(\x01\x12I\n" +
+	"\x04Stat\x12\x1f.fabric.pastiche.v1.StatRequest\x1a .fabric.pastiche.v1.StatResponseB7Z5github.com/fabricmesh/fabric/node/pastiche/pastichepbb\x06proto3"
 
 var (
 	file_node_pastiche_pastichepb_pastiche_proto_rawDescOnce sync.Once
@@ -473,7 +585,7 @@ func file_node_pastiche_pastichepb_pastiche_proto_rawDescGZIP() []byte {
 	return file_node_pastiche_pastichepb_pastiche_proto_rawDescData
 }
 
-var file_node_pastiche_pastichepb_pastiche_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_node_pastiche_pastichepb_pastiche_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_node_pastiche_pastichepb_pastiche_proto_goTypes = []any{
 	(*FileHeader)(nil),   // 0: fabric.pastiche.v1.FileHeader
 	(*PutRequest)(nil),   // 1: fabric.pastiche.v1.PutRequest
@@ -481,6 +593,8 @@ var file_node_pastiche_pastichepb_pastiche_proto_goTypes = []any{
 	(*SendHeader)(nil),   // 3: fabric.pastiche.v1.SendHeader
 	(*SendRequest)(nil),  // 4: fabric.pastiche.v1.SendRequest
 	(*SendResponse)(nil), // 5: fabric.pastiche.v1.SendResponse
+	(*StatRequest)(nil),  // 6: fabric.pastiche.v1.StatRequest
+	(*StatResponse)(nil), // 7: fabric.pastiche.v1.StatResponse
 }
 var file_node_pastiche_pastichepb_pastiche_proto_depIdxs = []int32{
 	0, // 0: fabric.pastiche.v1.PutRequest.header:type_name -> fabric.pastiche.v1.FileHeader
@@ -489,10 +603,12 @@ var file_node_pastiche_pastichepb_pastiche_proto_depIdxs = []int32{
 	2, // 3: fabric.pastiche.v1.SendResponse.stored:type_name -> fabric.pastiche.v1.PutResponse
 	1, // 4: fabric.pastiche.v1.Pastiche.Put:input_type -> fabric.pastiche.v1.PutRequest
 	4, // 5: fabric.pastiche.v1.Pastiche.Send:input_type -> fabric.pastiche.v1.SendRequest
-	2, // 6: fabric.pastiche.v1.Pastiche.Put:output_type -> fabric.pastiche.v1.PutResponse
-	5, // 7: fabric.pastiche.v1.Pastiche.Send:output_type -> fabric.pastiche.v1.SendResponse
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
+	6, // 6: fabric.pastiche.v1.Pastiche.Stat:input_type -> fabric.pastiche.v1.StatRequest
+	2, // 7: fabric.pastiche.v1.Pastiche.Put:output_type -> fabric.pastiche.v1.PutResponse
+	5, // 8: fabric.pastiche.v1.Pastiche.Send:output_type -> fabric.pastiche.v1.SendResponse
+	7, // 9: fabric.pastiche.v1.Pastiche.Stat:output_type -> fabric.pastiche.v1.StatResponse
+	7, // [7:10] is the sub-list for method output_type
+	4, // [4:7] is the sub-list for method input_type
 	4, // [4:4] is the sub-list for extension type_name
 	4, // [4:4] is the sub-list for extension extendee
 	0, // [0:4] is the sub-list for field type_name
@@ -517,7 +633,7 @@ func file_node_pastiche_pastichepb_pastiche_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_pastiche_pastichepb_pastiche_proto_rawDesc), len(file_node_pastiche_pastichepb_pastiche_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

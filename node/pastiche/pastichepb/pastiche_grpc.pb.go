@@ -23,6 +23,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Pastiche_Put_FullMethodName  = "/fabric.pastiche.v1.Pastiche/Put"
 	Pastiche_Send_FullMethodName = "/fabric.pastiche.v1.Pastiche/Send"
+	Pastiche_Stat_FullMethodName = "/fabric.pastiche.v1.Pastiche/Stat"
 )
 
 // PasticheClient is the client API for Pastiche service.
@@ -46,6 +47,10 @@ type PasticheClient interface {
 	// target as it arrives. Refused with PERMISSION_DENIED if this peer's
 	// rules do not let its pastiche call the target's.
 	Send(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SendRequest, SendResponse], error)
+	// Stat describes a stored file: its size and the SHA-256 of its content
+	// (read in full to compute it). Callers: pastiche clients. NOT_FOUND if
+	// no file of that name is stored.
+	Stat(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatResponse, error)
 }
 
 type pasticheClient struct {
@@ -82,6 +87,16 @@ func (c *pasticheClient) Send(ctx context.Context, opts ...grpc.CallOption) (grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Pastiche_SendClient = grpc.ClientStreamingClient[SendRequest, SendResponse]
 
+func (c *pasticheClient) Stat(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatResponse)
+	err := c.cc.Invoke(ctx, Pastiche_Stat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PasticheServer is the server API for Pastiche service.
 // All implementations must embed UnimplementedPasticheServer
 // for forward compatibility.
@@ -103,6 +118,10 @@ type PasticheServer interface {
 	// target as it arrives. Refused with PERMISSION_DENIED if this peer's
 	// rules do not let its pastiche call the target's.
 	Send(grpc.ClientStreamingServer[SendRequest, SendResponse]) error
+	// Stat describes a stored file: its size and the SHA-256 of its content
+	// (read in full to compute it). Callers: pastiche clients. NOT_FOUND if
+	// no file of that name is stored.
+	Stat(context.Context, *StatRequest) (*StatResponse, error)
 	mustEmbedUnimplementedPasticheServer()
 }
 
@@ -118,6 +137,9 @@ func (UnimplementedPasticheServer) Put(grpc.ClientStreamingServer[PutRequest, Pu
 }
 func (UnimplementedPasticheServer) Send(grpc.ClientStreamingServer[SendRequest, SendResponse]) error {
 	return status.Error(codes.Unimplemented, "method Send not implemented")
+}
+func (UnimplementedPasticheServer) Stat(context.Context, *StatRequest) (*StatResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Stat not implemented")
 }
 func (UnimplementedPasticheServer) mustEmbedUnimplementedPasticheServer() {}
 func (UnimplementedPasticheServer) testEmbeddedByValue()                  {}
@@ -154,13 +176,36 @@ func _Pastiche_Send_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Pastiche_SendServer = grpc.ClientStreamingServer[SendRequest, SendResponse]
 
+func _Pastiche_Stat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PasticheServer).Stat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Pastiche_Stat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PasticheServer).Stat(ctx, req.(*StatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Pastiche_ServiceDesc is the grpc.ServiceDesc for Pastiche service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Pastiche_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "fabric.pastiche.v1.Pastiche",
 	HandlerType: (*PasticheServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Stat",
+			Handler:    _Pastiche_Stat_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Put",
