@@ -48,7 +48,9 @@ type StatusPeer struct {
 	// Registered: the peer's reeve completed the registration handshake;
 	// RegistrationError says why the last attempt failed. The peer's view
 	// of the services is the one of its AppliedRevision.
-	Registered        bool            `json:"registered"`
+	Registered bool `json:"registered"`
+	// RegisteredAt is the time of the registration (RFC 3339, milliseconds).
+	RegisteredAt      string          `json:"registeredAt,omitempty"`
 	RegistrationError string          `json:"registrationError,omitempty"`
 	Endpoints         []StatusService `json:"endpoints"`
 	Clients           []StatusService `json:"clients"`
@@ -67,6 +69,9 @@ func statusFromProto(c *pubapipb.ClusterStatus) Status {
 		}
 		if len(p.GetWgPubKey()) > 0 {
 			sp.WGPubKey = base64.StdEncoding.EncodeToString(p.GetWgPubKey())
+		}
+		if p.GetRegisteredAt() > 0 {
+			sp.RegisteredAt = time.UnixMilli(p.GetRegisteredAt()).UTC().Format("2006-01-02T15:04:05.000Z07:00")
 		}
 		if p.GetLastSeen() > 0 {
 			sp.LastSeen = time.Unix(p.GetLastSeen(), 0).UTC().Format(time.RFC3339)

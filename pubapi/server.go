@@ -271,6 +271,9 @@ func PeerToProto(p registry.Peer, applied registry.Applied) *pubapipb.Peer {
 		LastError: p.LastError, Revision: p.Revision, AppliedRevision: applied.Revision, LastSeen: applied.At,
 		Registered: p.Registered, RegistrationError: p.RegistrationError,
 	}
+	if !p.RegisteredAt.IsZero() {
+		out.RegisteredAt = p.RegisteredAt.UnixMilli()
+	}
 	if p.VPNIP.IsValid() {
 		out.VpnIp = p.VPNIP.String()
 	}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/fabricmesh/fabric/internal/store"
 )
@@ -46,11 +47,12 @@ type Peer struct {
 	State          State      `json:"state"`
 	LastError      string     `json:"lastError,omitempty"`
 	// Registered is set once the node's reeve completed the registration
-	// handshake; ReevePubKey is then the key it proved. RegistrationError
-	// says why the last attempt failed.
-	Registered        bool   `json:"registered,omitempty"`
-	ReevePubKey       []byte `json:"reevePubKey,omitempty"`
-	RegistrationError string `json:"registrationError,omitempty"`
+	// handshake; ReevePubKey is then the key it proved and RegisteredAt
+	// when. RegistrationError says why the last attempt failed.
+	Registered        bool      `json:"registered,omitempty"`
+	ReevePubKey       []byte    `json:"reevePubKey,omitempty"`
+	RegisteredAt      time.Time `json:"registeredAt,omitzero"`
+	RegistrationError string    `json:"registrationError,omitempty"`
 	// Revision is the cluster revision of the record's last change.
 	Revision uint64 `json:"revision"`
 }
@@ -331,7 +333,7 @@ func (r *Registry) Reserve(publicEndpoint, name string, wgPubKey []byte, replace
 		if known && p.Role != RoleNode {
 			return fmt.Errorf("%w: %s is the %s", ErrConflict, publicEndpoint, p.Role)
 		}
-		p.Registered, p.ReevePubKey, p.RegistrationError = false, nil, ""
+		p.Registered, p.ReevePubKey, p.RegisteredAt, p.RegistrationError = false, nil, time.Time{}, ""
 		if other, taken := r.activeName(name, p.VPNIP); taken {
 			return fmt.Errorf("%w: name %q is already used by %s (%s)", ErrConflict, name, other.VPNIP, other.PublicEndpoint)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/fabricmesh/fabric/internal/store"
 )
@@ -81,9 +82,9 @@ func (r *Registry) SetRegistration(ip netip.Addr, reevePubKey []byte, failure st
 			return fmt.Errorf("%w %s", ErrUnknownPeer, ip)
 		}
 		if failure == "" {
-			p.Registered, p.ReevePubKey, p.RegistrationError = true, reevePubKey, ""
+			p.Registered, p.ReevePubKey, p.RegisteredAt, p.RegistrationError = true, reevePubKey, time.Now().UTC(), ""
 		} else {
-			p.Registered, p.ReevePubKey, p.RegistrationError = false, nil, failure
+			p.Registered, p.ReevePubKey, p.RegisteredAt, p.RegistrationError = false, nil, time.Time{}, failure
 		}
 		var err error
 		out, err = m.put(p)

@@ -1151,8 +1151,10 @@ type Peer struct {
 	Registered        bool   `protobuf:"varint,14,opt,name=registered,proto3" json:"registered,omitempty"`
 	RegistrationError string `protobuf:"bytes,15,opt,name=registration_error,json=registrationError,proto3" json:"registration_error,omitempty"`
 	// The services the peer's reeve registered (built-in ones included).
-	Endpoints     []*Service `protobuf:"bytes,16,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
-	Clients       []*Service `protobuf:"bytes,17,rep,name=clients,proto3" json:"clients,omitempty"`
+	Endpoints []*Service `protobuf:"bytes,16,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Clients   []*Service `protobuf:"bytes,17,rep,name=clients,proto3" json:"clients,omitempty"`
+	// Unix milliseconds of the peer's registration (0: not registered).
+	RegisteredAt  int64 `protobuf:"varint,18,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1304,6 +1306,13 @@ func (x *Peer) GetClients() []*Service {
 		return x.Clients
 	}
 	return nil
+}
+
+func (x *Peer) GetRegisteredAt() int64 {
+	if x != nil {
+		return x.RegisteredAt
+	}
+	return 0
 }
 
 // Service is an endpoint (with its address) or a client (with its keyId).
@@ -1459,7 +1468,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x19\n" +
 	"\bvpn_cidr\x18\x03 \x01(\tR\avpnCidr\x12,\n" +
 	"\x05peers\x18\x04 \x03(\v2\x16.fabric.pubapi.v1.PeerR\x05peers\x12\x14\n" +
-	"\x05rules\x18\x05 \x03(\tR\x05rules\"\xc1\x04\n" +
+	"\x05rules\x18\x05 \x03(\tR\x05rules\"\xe6\x04\n" +
 	"\x04Peer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x15\n" +
@@ -1483,7 +1492,8 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"registered\x12-\n" +
 	"\x12registration_error\x18\x0f \x01(\tR\x11registrationError\x127\n" +
 	"\tendpoints\x18\x10 \x03(\v2\x19.fabric.pubapi.v1.ServiceR\tendpoints\x123\n" +
-	"\aclients\x18\x11 \x03(\v2\x19.fabric.pubapi.v1.ServiceR\aclients\"M\n" +
+	"\aclients\x18\x11 \x03(\v2\x19.fabric.pubapi.v1.ServiceR\aclients\x12#\n" +
+	"\rregistered_at\x18\x12 \x01(\x03R\fregisteredAt\"M\n" +
 	"\aService\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
