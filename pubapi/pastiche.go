@@ -42,11 +42,32 @@ func (s *Server) PasticheSend(stream grpc.ClientStreamingServer[pubapipb.Pastich
 	}
 	res, err := relay.Send(ctx, h.GetFrom(), h.GetTo(), h.GetName(), h.GetSize(), &chunkReader{stream: stream})
 	if err != nil {
-		return err
+		return s.explainRefusal(err, h.GetFrom(), h.GetTo())
 	}
 	return stream.SendAndClose(&pubapipb.PasticheSendResponse{
 		From: res.From, To: res.To, Name: res.Name, Size: res.Size, Sha256: res.SHA256[:],
 	})
+}
+
+// explainRefusal adds the hordes of from and to to a refusal when they
+// differ, the usual reason: the source's view only says the target is not
+// among the endpoints it may reach.
+func (s *Server) explainRefusal(err error, from, to string) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.PermissionDenied {
+		return err
+	}
+	reg, ok := s.cfg.Core.Registry()
+	if !ok {
+		return err
+	}
+	src, okSrc := reg.PeerByName(from)
+	dst, okDst := reg.PeerByName(to)
+	if !okSrc || !okDst || src.Horde == dst.Horde {
+		return err
+	}
+	return status.Errorf(codes.PermissionDenied, "%s (horde %s) and %s (horde %s) are in different hordes and no rule lets pastiche reach pastiche across hordes: %s",
+		from, src.Horde, to, dst.Horde, st.Message())
 }
 
 // chunkReader reads the chunks of a PasticheSend stream as one byte stream.
