@@ -3,7 +3,9 @@ package signedrpc
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"sync"
 	"time"
@@ -19,10 +21,14 @@ import (
 
 // Metadata keys of a signed call.
 const (
-	mdDate      = "date"
-	mdDigest    = "digest"
-	mdSignature = "signature"
+	mdDate        = "date"
+	mdDigest      = "digest"
+	mdSignature   = "signature"
+	mdStreamNonce = "fabric-stream-nonce" // streams only: what the digest covers
 )
+
+// nonceSize is the size of a stream's nonce, in bytes.
+const nonceSize = 16
 
 // method is the HTTP method of every gRPC call.
 const method = "POST"
@@ -38,6 +44,10 @@ type Signer interface {
 // the unary and stream client interceptors.
 func DialOptions(keyID string, s Signer) []grpc.DialOption {
 	c := &client{keyID: keyID, signer: s, dates: dateSourceFor(keyID), now: time.Now}
+	return c.dialOptions()
+}
+
+func (c *client) dialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(clientCodec{})),
 		grpc.WithChainUnaryInterceptor(c.unary),
@@ -61,7 +71,7 @@ func dateSourceFor(keyID string) *httpsig.DateSource {
 type client struct {
 	keyID  string
 	signer Signer
-	dates  *httpsig.DateSource
+	dates  *httpsig.DateSource // dates of unary calls
 	now    func() time.Time
 }
 
@@ -74,18 +84,40 @@ func (c *client) unary(ctx context.Context, fullMethod string, req, reply any, c
 	if err != nil {
 		return status.Errorf(codes.Internal, "signing call %s: marshalling request: %v", fullMethod, err)
 	}
-	ctx, _, err = c.signCall(ctx, fullMethod, body)
+	sum := sha256.Sum256(body)
+	date, err := c.unaryDate(ctx, fullMethod, sum)
 	if err != nil {
 		return err
 	}
-	return invoker(ctx, fullMethod, &preEncoded{body}, reply, cc, opts...)
+	md, _, err := c.signCall(ctx, fullMethod, date, sum)
+	if err != nil {
+		return err
+	}
+	return invoker(metadata.NewOutgoingContext(ctx, md), fullMethod, &preEncoded{body}, reply, cc, opts...)
 }
 
+// unaryDate is the date of a unary call to fullMethod whose request bytes
+// have SHA-256 sum: the key's DateSource keeps identical requests apart,
+// waiting when a burst of them runs too far ahead of the clock.
+func (c *client) unaryDate(ctx context.Context, fullMethod string, sum [sha256.Size]byte) (time.Time, error) {
+	date, wait := c.dates.Next(httpsig.RequestTarget(method, fullMethod), httpsig.DigestOfSum(sum), c.now())
+	if err := sleep(ctx, wait); err != nil {
+		return time.Time{}, status.FromContextError(err).Err()
+	}
+	return date, nil
+}
+
+// stream signs a stream over a fresh nonce: its digest differs from every
+// other stream's, so the current date is enough to keep signatures
+// distinct and the DateSource is not consulted.
 func (c *client) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, fullMethod string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	ctx, sig, err := c.signCall(ctx, fullMethod, nil)
+	nonce := newNonce()
+	md, sig, err := c.signCall(ctx, fullMethod, c.now(), sha256.Sum256(nonce))
 	if err != nil {
 		return nil, err
 	}
+	md.Set(mdStreamNonce, base64.StdEncoding.EncodeToString(nonce))
+	ctx = metadata.NewOutgoingContext(ctx, md)
 	cs, err := streamer(ctx, desc, cc, fullMethod, opts...)
 	if err != nil {
 		return nil, err
@@ -93,15 +125,18 @@ func (c *client) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cli
 	return &signedClientStream{ClientStream: cs, ctx: ctx, c: c, chain: firstChain(sig)}, nil
 }
 
-// signCall dates and signs a call to fullMethod with request bytes body and
-// returns the outgoing context carrying date, digest and signature, and
-// the raw signature.
-func (c *client) signCall(ctx context.Context, fullMethod string, body []byte) (context.Context, []byte, error) {
-	sum := sha256.Sum256(body)
-	date, wait := c.dates.Next(httpsig.RequestTarget(method, fullMethod), httpsig.DigestOfSum(sum), c.now())
-	if err := sleep(ctx, wait); err != nil {
-		return nil, nil, status.FromContextError(err).Err()
-	}
+// newNonce returns nonceSize random bytes (crypto/rand.Read does not fail:
+// it crashes the program if the system's generator does).
+func newNonce() []byte {
+	nonce := make([]byte, nonceSize)
+	_, _ = rand.Read(nonce)
+	return nonce
+}
+
+// signCall signs a call to fullMethod dated date whose digest covers bytes
+// with SHA-256 sum, and returns a copy of ctx's outgoing metadata with
+// date, digest and signature set, and the raw signature.
+func (c *client) signCall(ctx context.Context, fullMethod string, date time.Time, sum [sha256.Size]byte) (metadata.MD, []byte, error) {
 	var sig []byte
 	h, err := httpsig.Sign(c.keyID, method, fullMethod, date, sum, func(data []byte) ([]byte, error) {
 		var err error
@@ -116,7 +151,7 @@ func (c *client) signCall(ctx context.Context, fullMethod string, body []byte) (
 	md.Set(mdDate, h.Date)
 	md.Set(mdDigest, h.Digest)
 	md.Set(mdSignature, h.Signature)
-	return metadata.NewOutgoingContext(ctx, md), sig, nil
+	return md, sig, nil
 }
 
 // sign asks the signer for an ed25519 signature of data.

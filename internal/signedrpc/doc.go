@@ -31,9 +31,9 @@
 //	date: <date>
 //	digest: <digest>
 //
-// The date comes from one httpsig.DateSource per key ID in the process, so
-// two identical requests never carry the same signature: the second gets a
-// later date (one second later per repeat; a burst of identical calls
+// The date of a unary call comes from one httpsig.DateSource per key ID in
+// the process, so two identical requests never carry the same signature:
+// the second gets a later date (one second later per repeat; a burst of identical calls
 // waits once it would run more than httpsig.DefaultMaxAhead ahead of the
 // clock).
 //
@@ -45,10 +45,32 @@
 //
 // # Streams
 //
-// A streaming call is signed like a unary call whose request bytes are
-// empty: digest = SHA-256 of the empty string
-// ("SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="), same metadata,
-// same checks when the stream opens.
+// A streaming call has no request bytes when it opens, so the client makes
+// a fresh nonce for each stream: 16 random bytes (crypto/rand), sent as
+// their padded standard base64 (24 characters) in a fourth metadata entry,
+// and the call is signed like a unary call whose request bytes are the
+// nonce:
+//
+//	fabric-stream-nonce: <base64 of the 16 nonce bytes>
+//	date:                <date>
+//	digest:              SHA-256=<base64 of SHA-256(the 16 nonce bytes)>
+//	signature:           keyId="<keyID>",algorithm="ed25519",headers="(request-target) date digest",signature="<base64>"
+//
+// The signed headers and signing string are those of a unary call; in
+// HTTP terms the request body is the 16 raw nonce bytes. As the digest
+// differs from stream to stream, so does the signature, whatever the date:
+// the date is the client's clock (the DateSource is not consulted), and
+// any number of streams may open in the same second.
+//
+// When the stream opens, the server refuses it with codes.Unauthenticated
+// if fabric-stream-nonce is missing ("stream nonce missing"), or appears
+// more than once or is not the padded standard base64 of exactly 16 bytes
+// in canonical form, i.e. what encoding the decoded bytes gives back
+// ("stream nonce malformed"); a call with no signature at all is
+// refused as unsigned first. It then checks the digest header against the
+// SHA-256 of the decoded nonce, exactly as a unary digest is checked
+// against the bytes received, and makes the other checks of a unary call
+// (date, whitelist, signature, replay).
 //
 // Every client-to-server message i (i = 1, 2, ...) is then sent in an
 // envelope:
@@ -78,9 +100,9 @@
 // # Errors
 //
 // Refused calls end with codes.Unauthenticated (missing, malformed or bad
-// signature, date, digest, replay, unknown key, bad stream message) or
-// codes.PermissionDenied (a known key that is not on this endpoint's
-// whitelist), with a message such as
+// signature, date, digest or stream nonce, replay, unknown key, bad stream
+// message) or codes.PermissionDenied (a known key that is not on this
+// endpoint's whitelist), with a message such as
 //
 //	signature rejected: keyId "pastiche@h7" is not on the whitelist of this endpoint
 //

@@ -107,58 +107,84 @@ func TestIndependentVerification(t *testing.T) {
 	}
 }
 
-// TestIndependentStreamVerification checks a stream the same way: the call
-// signature with go-fed over an empty body, then the first message's
-// envelope recomputed from the documented scheme with crypto/sha256 and
+// TestIndependentStreamVerification checks streams the same way: the call
+// signature with go-fed over an HTTP request whose body is the stream's
+// nonce (decoded from its metadata), then the first message's envelope
+// recomputed from the documented scheme with crypto/sha256 and
 // crypto/ed25519 only.
 func TestIndependentStreamVerification(t *testing.T) {
 	capture := &capturingServer{}
 	srv := grpc.NewServer(grpc.ForceServerCodecV2(rawCodec{}), grpc.UnknownServiceHandler(capture.handle))
 	c := signedClient(t, serve(t, srv), clientID, clientID)
 	chunk := &testpb.Chunk{Data: []byte("first chunk")}
-	if _, err := upload(t, c, []*testpb.Chunk{chunk}); err != nil {
-		t.Fatalf("Upload: %v", err)
+	const streams = 2 // identical streams, back to back
+	for range streams {
+		if _, err := upload(t, c, []*testpb.Chunk{chunk}); err != nil {
+			t.Fatalf("Upload: %v", err)
+		}
 	}
-	call := capture.calls[0]
+	if len(capture.calls) != streams {
+		t.Fatalf("captured %d calls, want %d", len(capture.calls), streams)
+	}
 	pub := testKey(clientID).Public().(ed25519.PublicKey)
+	nonces := make(map[string]bool)
+	for i, call := range capture.calls {
+		vals := call.md.Get("fabric-stream-nonce")
+		if len(vals) != 1 {
+			t.Fatalf("stream %d: fabric-stream-nonce = %q, want one value", i, vals)
+		}
+		nonce, err := base64.StdEncoding.DecodeString(vals[0])
+		if err != nil || len(nonce) != 16 {
+			t.Fatalf("stream %d: fabric-stream-nonce %q is not the base64 of 16 bytes", i, vals[0])
+		}
+		if nonces[string(nonce)] {
+			t.Errorf("stream %d: nonce %x used twice", i, nonce)
+		}
+		nonces[string(nonce)] = true
+		r, _ := http.NewRequest("POST", "http://endpoint"+call.method, bytes.NewReader(nonce))
+		for _, h := range []string{"Date", "Digest", "Signature"} {
+			r.Header.Set(h, call.md.Get(h)[0])
+		}
+		sum := sha256.Sum256(nonce)
+		if got, want := r.Header.Get("Digest"), "SHA-256="+base64.StdEncoding.EncodeToString(sum[:]); got != want {
+			t.Errorf("stream %d: Digest = %q, the nonce's is %q", i, got, want)
+		}
+		v, err := gofed.NewVerifier(r)
+		if err != nil {
+			t.Fatalf("stream %d: go-fed NewVerifier: %v", i, err)
+		}
+		if err := v.Verify(pub, gofed.ED25519); err != nil {
+			t.Errorf("stream %d: go-fed Verify: %v", i, err)
+		}
+		checkFirstEnvelope(t, pub, r.Header.Get("Signature"), call.body, chunk)
+	}
+}
 
-	r, _ := http.NewRequest("POST", "http://endpoint"+call.method, http.NoBody)
-	for _, h := range []string{"Date", "Digest", "Signature"} {
-		r.Header.Set(h, call.md.Get(h)[0])
-	}
-	if got, want := r.Header.Get("Digest"), "SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="; got != want {
-		t.Errorf("stream Digest = %q, want the empty body's %q", got, want)
-	}
-	v, err := gofed.NewVerifier(r)
-	if err != nil {
-		t.Fatalf("go-fed NewVerifier: %v", err)
-	}
-	if err := v.Verify(pub, gofed.ED25519); err != nil {
-		t.Fatalf("go-fed Verify: %v", err)
-	}
-
+// checkFirstEnvelope checks env, the first message of a stream whose call
+// signature header is sigHeader, carrying msg.
+func checkFirstEnvelope(tb testing.TB, pub ed25519.PublicKey, sigHeader string, env []byte, msg proto.Message) {
+	tb.Helper()
 	// The call's raw signature, from the signature header.
-	p, err := parseSigParam(r.Header.Get("Signature"))
+	p, err := parseSigParam(sigHeader)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	env := call.body
 	if len(env) < 100 || string(env[:4]) != "FSM1" {
-		t.Fatalf("first message %x is not an FSM1 envelope", env)
+		tb.Fatalf("first message %x is not an FSM1 envelope", env)
 	}
 	payload := env[100:]
 	chain0 := sha256.Sum256(p)
 	payloadSum := sha256.Sum256(payload)
 	chain1 := sha256.Sum256(append(chain0[:], payloadSum[:]...))
 	if !bytes.Equal(env[4:36], chain1[:]) {
-		t.Errorf("chain_1 = %x, want %x", env[4:36], chain1)
+		tb.Errorf("chain_1 = %x, want %x", env[4:36], chain1)
 	}
 	if !ed25519.Verify(pub, append([]byte("fabric signed stream v1\n"), chain1[:]...), env[36:100]) {
-		t.Errorf("sig_1 does not verify")
+		tb.Errorf("sig_1 does not verify")
 	}
-	want, _ := proto.MarshalOptions{Deterministic: true}.Marshal(chunk)
+	want, _ := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
 	if !bytes.Equal(payload, want) {
-		t.Errorf("payload = %x, want %x", payload, want)
+		tb.Errorf("payload = %x, want %x", payload, want)
 	}
 }
 

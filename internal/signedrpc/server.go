@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,7 +83,7 @@ func (s *server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 		s.log.Error("signed call: no raw request bytes recorded; is the server built with signedrpc.ServerOptions first?", "method", info.FullMethod)
 		return nil, status.Error(codes.Internal, "signature check failed: the request bytes were not recorded")
 	}
-	v, err := s.verifyCall(ctx, info.FullMethod, sum)
+	v, err := s.verifyCall(ctx, info.FullMethod, func(metadata.MD) ([sha256.Size]byte, error) { return sum, nil })
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +91,7 @@ func (s *server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 }
 
 func (s *server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	v, err := s.verifyCall(ss.Context(), info.FullMethod, sha256.Sum256(nil))
+	v, err := s.verifyCall(ss.Context(), info.FullMethod, streamNonceSum)
 	if err != nil {
 		return err
 	}
@@ -110,26 +111,70 @@ func (s *server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerIn
 	return err
 }
 
-// verifyCall checks the signature of a call to fullMethod whose request
-// bytes have SHA-256 bodySum, and returns a status error if it is refused.
-func (s *server) verifyCall(ctx context.Context, fullMethod string, bodySum [sha256.Size]byte) (httpsig.Verified, error) {
-	h, err := headersFrom(ctx)
+// bodySumFunc returns the SHA-256 of what a call's digest covers: the
+// request bytes received, or a stream's nonce (read from md).
+type bodySumFunc func(md metadata.MD) ([sha256.Size]byte, error)
+
+// Reasons a stream is refused before its signature is checked.
+var (
+	errNonceMissing   = errors.New("stream nonce missing")
+	errNonceMalformed = errors.New("stream nonce malformed")
+)
+
+// streamNonceSum is the bodySumFunc of streams: the SHA-256 of the
+// stream's nonce, which must appear once, as the padded standard base64 of
+// nonceSize bytes, in canonical form (no line breaks, zero padding bits).
+func streamNonceSum(md metadata.MD) ([sha256.Size]byte, error) {
+	vals := md.Get(mdStreamNonce)
+	switch {
+	case len(vals) == 0:
+		return [sha256.Size]byte{}, fmt.Errorf("%w: the call has no %s metadata", errNonceMissing, mdStreamNonce)
+	case len(vals) > 1:
+		return [sha256.Size]byte{}, fmt.Errorf("%w: %d %s values", errNonceMalformed, len(vals), mdStreamNonce)
+	}
+	nonce, err := base64.StdEncoding.DecodeString(vals[0])
+	if err != nil || len(nonce) != nonceSize || base64.StdEncoding.EncodeToString(nonce) != vals[0] {
+		return [sha256.Size]byte{}, fmt.Errorf("%w: %s is not the padded standard base64 of %d bytes (%d characters)",
+			errNonceMalformed, mdStreamNonce, nonceSize, len(vals[0]))
+	}
+	return sha256.Sum256(nonce), nil
+}
+
+// verifyCall checks the signature of a call to fullMethod, whose digest
+// must cover the bytes bodySum digests, and returns a status error if it
+// is refused.
+func (s *server) verifyCall(ctx context.Context, fullMethod string, bodySum bodySumFunc) (httpsig.Verified, error) {
+	v, err := s.check(ctx, fullMethod, bodySum)
 	if err == nil {
-		var v httpsig.Verified
-		v, err = s.verifier.Verify(httpsig.Request{Method: method, Path: fullMethod, Headers: h, BodySHA256: bodySum})
-		if err == nil {
-			return v, nil
-		}
+		return v, nil
 	}
 	st := refusal(err)
 	s.log.Warn("signed call refused", "method", fullMethod, "peer", peerAddr(ctx), "code", st.Code(), "err", err)
 	return httpsig.Verified{}, st.Err()
 }
 
+// check reads the headers, then what the digest covers, and verifies.
+// A call without a signature is refused as unsigned, whatever else it
+// lacks.
+func (s *server) check(ctx context.Context, fullMethod string, bodySum bodySumFunc) (httpsig.Verified, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	h, err := headersFrom(md)
+	if err != nil {
+		return httpsig.Verified{}, err
+	}
+	if h.Signature == "" {
+		return httpsig.Verified{}, httpsig.ErrMissingSignature
+	}
+	sum, err := bodySum(md)
+	if err != nil {
+		return httpsig.Verified{}, err
+	}
+	return s.verifier.Verify(httpsig.Request{Method: method, Path: fullMethod, Headers: h, BodySHA256: sum})
+}
+
 // headersFrom reads the three headers from the call's metadata; each may
 // appear at most once.
-func headersFrom(ctx context.Context) (httpsig.Headers, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
+func headersFrom(md metadata.MD) (httpsig.Headers, error) {
 	var h httpsig.Headers
 	for _, f := range []struct {
 		key string
@@ -170,6 +215,7 @@ func isRefusal(err error) bool {
 		httpsig.ErrUnsupportedHeaders, httpsig.ErrMissingDate, httpsig.ErrMalformedDate, httpsig.ErrDateSkew,
 		httpsig.ErrMissingDigest, httpsig.ErrMalformedDigest, httpsig.ErrDigestMismatch, httpsig.ErrUnknownKey,
 		httpsig.ErrBadSignature, httpsig.ErrReplay, httpsig.ErrTooOldForReplayCache,
+		errNonceMissing, errNonceMalformed,
 	} {
 		if errors.Is(err, sentinel) {
 			return true

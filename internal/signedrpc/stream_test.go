@@ -51,7 +51,8 @@ func TestStreamSigned(t *testing.T) {
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 		t.Errorf("Upload (-want +got):\n%s", diff)
 	}
-	// The same stream again (same call signature input, same messages).
+	// The same stream again, same messages: another nonce, another call
+	// signature, another chain.
 	if _, err := upload(t, c, chunks("a", "b", "", "c")); err != nil {
 		t.Fatalf("second Upload: %v", err)
 	}
