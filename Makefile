@@ -31,8 +31,10 @@ test: build lint
 demo: build
 	$(BIN)/fabric-demo --bin-dir $(BIN)
 
+# BENCH_FLAGS picks a part, e.g. make bench BENCH_FLAGS="--only signed,pastiche --runs 1"
+# (scenarios: mesh, inproc, signed, pastiche; see bin/fabric-bench --help).
 bench: build
-	$(BIN)/fabric-bench --bin-dir $(BIN)
+	$(BIN)/fabric-bench --bin-dir $(BIN) $(BENCH_FLAGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \

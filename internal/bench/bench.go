@@ -1,8 +1,3 @@
-// Package bench is fabric-bench, the load program of `make bench`: it
-// measures how long a cluster takes from `fabric activate` to a full mesh,
-// on namespace hosts with real WireGuard (internal/nshost) and in-process
-// with fake networks (internal/inproc), prints each figure as it goes and
-// ends with one JSON line of all of them.
 package bench
 
 import (
@@ -11,49 +6,106 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
-	"github.com/fabricmesh/fabric/internal/inproc"
 	"github.com/fabricmesh/fabric/internal/nshost"
 )
 
+// Scenarios, in the order they run.
+var scenarios = []string{"mesh", "inproc", "signed", "pastiche"}
+
+// options are fabric-bench's flags.
+type options struct {
+	binDir      string
+	runs        int
+	only        map[string]bool
+	inprocNodes int
+	signedTime  time.Duration
+	iperfTime   time.Duration
+	pasticheMiB int
+}
+
 // Main runs the benchmarks and returns the exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("fabric-bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	binDir := fs.String("bin-dir", "bin", "directory holding fabric, fabricd and wireguard-go")
-	runs := fs.Int("runs", 3, "repetitions of each scenario (the median is reported)")
-	inprocNodes := fs.Int("inproc-nodes", 200, "nodes of the in-process scenario")
-	if err := fs.Parse(args); err != nil {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
 		return 2
 	}
-	b := &bench{out: stdout, runs: *runs, figures: map[string]any{}}
-	abs, err := filepath.Abs(*binDir)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+	b := &bench{out: stdout, runs: o.runs, figures: map[string]any{}}
+	nsErr := nshost.Check()
+	if o.only["mesh"] {
+		b.mesh(ctx, o, nsErr)
 	}
-	if err := nshost.Check(); err != nil {
-		fmt.Fprintf(stdout, "namespace-host scenarios skipped: %v\n", err)
-	} else {
-		for _, n := range []int{5, 20} {
-			b.measure(fmt.Sprintf("activate_to_mesh_%d_hosts_s", n), func() (time.Duration, error) {
-				return meshTime(ctx, abs, n)
-			})
-		}
+	if o.only["inproc"] {
+		b.measure(fmt.Sprintf("activate_to_converged_%d_inproc_nodes_s", o.inprocNodes), func() (time.Duration, error) {
+			return inprocTime(ctx, o.inprocNodes)
+		})
 	}
-	b.measure(fmt.Sprintf("activate_to_converged_%d_inproc_nodes_s", *inprocNodes), func() (time.Duration, error) {
-		return inprocTime(ctx, *inprocNodes)
-	})
+	if o.only["signed"] {
+		b.signed(ctx, o.signedTime)
+	}
+	if o.only["pastiche"] {
+		b.pastiche(ctx, o, nsErr)
+	}
 	line, _ := json.Marshal(b.figures)
 	fmt.Fprintln(stdout, string(line))
 	if b.failed {
 		return 1
 	}
 	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("fabric-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	fs.StringVar(&o.binDir, "bin-dir", "bin", "directory holding fabric, fabricd and wireguard-go")
+	fs.IntVar(&o.runs, "runs", 3, "repetitions of each scenario (the median is reported)")
+	only := fs.String("only", strings.Join(scenarios, ","), "comma-separated scenarios to run, of "+strings.Join(scenarios, ","))
+	fs.IntVar(&o.inprocNodes, "inproc-nodes", 200, "nodes of the in-process scenario")
+	fs.DurationVar(&o.signedTime, "signed-time", time.Second, "duration of each signed/unsigned gRPC measurement")
+	fs.DurationVar(&o.iperfTime, "iperf-time", 10*time.Second, "duration of each iperf3 run of the pastiche scenario")
+	fs.IntVar(&o.pasticheMiB, "pastiche-mib", 1024, "size in MiB of the file the pastiche scenario sends")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	var err error
+	if o.only, err = parseOnly(*only); err != nil {
+		fmt.Fprintln(stderr, err)
+		return o, err
+	}
+	if o.runs < 1 || o.pasticheMiB < 1 {
+		err = fmt.Errorf("--runs and --pastiche-mib must be at least 1")
+		fmt.Fprintln(stderr, err)
+		return o, err
+	}
+	if o.binDir, err = filepath.Abs(o.binDir); err != nil {
+		fmt.Fprintln(stderr, err)
+		return o, err
+	}
+	return o, nil
+}
+
+// parseOnly turns "mesh,signed" into a set of known scenario names.
+func parseOnly(s string) (map[string]bool, error) {
+	set := map[string]bool{}
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if !slices.Contains(scenarios, name) {
+			return nil, fmt.Errorf("--only: unknown scenario %q (want some of %s)", name, strings.Join(scenarios, ","))
+		}
+		set[name] = true
+	}
+	if len(set) == 0 {
+		return nil, fmt.Errorf("--only: no scenario given (want some of %s)", strings.Join(scenarios, ","))
+	}
+	return set, nil
 }
 
 type bench struct {
@@ -69,8 +121,7 @@ func (b *bench) measure(name string, fn func() (time.Duration, error)) {
 	for i := range b.runs {
 		d, err := fn()
 		if err != nil {
-			fmt.Fprintf(b.out, "%s run %d: FAILED: %v\n", name, i+1, err)
-			b.failed = true
+			b.fail(fmt.Sprintf("%s run %d", name, i+1), err)
 			return
 		}
 		ds = append(ds, d)
@@ -81,73 +132,42 @@ func (b *bench) measure(name string, fn func() (time.Duration, error)) {
 	b.figures[name] = round(med.Seconds())
 }
 
-func round(s float64) float64 { return float64(int64(s*1000+0.5)) / 1000 }
-
-// meshTime makes n namespace hosts running fabricd and times `fabric
-// activate` until `fabric watch` reports convergence and every host pings
-// every VPN IP through WireGuard.
-func meshTime(ctx context.Context, binDir string, n int) (time.Duration, error) {
-	work, err := os.MkdirTemp("", "fabric-bench-")
-	if err != nil {
-		return 0, err
+// record prints the median of values (with its unit, min and max when
+// there are several) and records it as the figure name.
+func (b *bench) record(name, unit string, values []float64) {
+	vs := slices.Sorted(slices.Values(values))
+	med := vs[len(vs)/2]
+	if len(vs) == 1 {
+		fmt.Fprintf(b.out, "%-44s %12.3f %s\n", name, med, unit)
+	} else {
+		fmt.Fprintf(b.out, "%-44s median %12.3f %s  (min %.3f, max %.3f, %d runs)\n", name, med, unit, vs[0], vs[len(vs)-1], len(vs))
 	}
-	defer os.RemoveAll(work)
-	lab, err := nshost.New(ctx, nshost.Config{WorkDir: work})
-	if err != nil {
-		return 0, err
-	}
-	defer lab.Close()
-	f, err := nshost.NewFabric(ctx, lab, nshost.FabricConfig{BinDir: binDir, LogLevel: "warn"})
-	if err != nil {
-		return 0, err
-	}
-	hosts, err := f.AddPeers(ctx, n, nil, nil)
-	if err != nil {
-		return 0, err
-	}
-	start := time.Now()
-	if out, err := f.Activate(ctx, hosts[0], hosts[1:]); err != nil {
-		return 0, fmt.Errorf("%w: %s", err, out)
-	}
-	if out, err := f.Watch(ctx, n, 2*time.Minute); err != nil {
-		return 0, fmt.Errorf("%w: %s", err, out)
-	}
-	if err := f.CheckMesh(ctx, hosts); err != nil {
-		return 0, err
-	}
-	return time.Since(start), nil
+	b.figures[name] = round(med)
 }
 
-// inprocTime starts a coordinator and n in-process nodes with fake networks
-// and times `fabric activate` until every node has applied the latest
-// revision.
-func inprocTime(ctx context.Context, n int) (time.Duration, error) {
-	work, err := os.MkdirTemp("", "fabric-bench-inproc-")
-	if err != nil {
-		return 0, err
+// ratio records num/den, printed with how it was computed.
+func (b *bench) ratio(name string, num, den float64, how string) {
+	if den == 0 {
+		return
 	}
-	defer os.RemoveAll(work)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	c, err := inproc.New(work, nil)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	var peers []*inproc.Peer
-	for i := range n + 1 {
-		p, err := c.AddPeer(ctx, fmt.Sprintf("p%d", i), "sharks")
-		if err != nil {
-			return 0, err
-		}
-		peers = append(peers, p)
-	}
-	start := time.Now()
-	if out, err := c.Activate(ctx, peers[0], peers[1:], "203.0.113.0/24"); err != nil {
-		return 0, fmt.Errorf("%w: %s", err, out)
-	}
-	if out, err := c.Watch(ctx, n+1, 2*time.Minute); err != nil {
-		return 0, fmt.Errorf("%w: %s", err, out)
-	}
-	return time.Since(start), nil
+	r := num / den
+	fmt.Fprintf(b.out, "%-44s %12.3f   (%s)\n", name, r, how)
+	b.figures[name] = round(r)
+}
+
+func (b *bench) fail(what string, err error) {
+	fmt.Fprintf(b.out, "%s: FAILED: %v\n", what, err)
+	b.failed = true
+}
+
+func (b *bench) skip(what string, why error) {
+	fmt.Fprintf(b.out, "%s skipped: %v\n", what, why)
+}
+
+func round(s float64) float64 { return float64(int64(s*1000+0.5)) / 1000 }
+
+// median of values (which it sorts).
+func median(values []float64) float64 {
+	slices.Sort(values)
+	return values[len(values)/2]
 }

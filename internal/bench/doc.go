@@ -1,0 +1,17 @@
+// Package bench is fabric-bench, the load program of `make bench`. It
+// measures, printing each figure as it goes and ending with one JSON line of
+// all of them:
+//
+//   - mesh: how long a cluster of namespace hosts running fabricd with real
+//     WireGuard (internal/nshost) takes from `fabric activate` to a full mesh;
+//   - inproc: the same, in-process, with fake networks (internal/inproc);
+//   - signed: the cost of signed gRPC calls (internal/signedrpc) against
+//     plain ones on loopback, latency and parallel throughput, and raw
+//     ed25519 sign and verify times;
+//   - pastiche: the throughput of `fabric pastiche send` of a 1 GiB file
+//     between two namespace hosts, against iperf3 over the same WireGuard
+//     tunnel.
+//
+// Scenarios on namespace hosts need root; without it they are skipped with
+// a line saying why.
+package bench
