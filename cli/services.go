@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -82,22 +85,68 @@ func newServicesCmd() *cobra.Command {
 	return cmd
 }
 
+// printCatalog prints one line per service: its port, how many endpoints
+// and clients it has and on which nodes (-o json has the addresses).
 func printCatalog(out io.Writer, cat Catalog) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tENDPOINTS\tCLIENTS")
+	fmt.Fprintln(tw, "SERVICE\tPORT\tENDPOINTS\tCLIENTS\tNODES")
 	for _, s := range cat.Services {
-		var eps, cls []string
+		ports, nodes := map[string]bool{}, map[string]bool{}
 		for _, e := range s.Endpoints {
-			eps = append(eps, e.ID+" "+e.Address)
+			if _, port, err := net.SplitHostPort(e.Address); err == nil {
+				ports[port] = true
+			}
+			nodes[nodeOf(e.ID)] = true
 		}
 		for _, c := range s.Clients {
-			cls = append(cls, c.ID)
+			nodes[nodeOf(c.ID)] = true
 		}
-		fmt.Fprintf(tw, "%s\t%d: %s\t%d: %s\n", s.Service, len(eps), strings.Join(eps, ", "), len(cls), strings.Join(cls, ", "))
+		port := strings.Join(slices.Sorted(maps.Keys(ports)), ",")
+		if port == "" {
+			port = "-"
+		}
+		names := slices.SortedFunc(maps.Keys(nodes), naturalCompare)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", s.Service, port, len(s.Endpoints), len(s.Clients), strings.Join(names, " "))
 	}
 	tw.Flush()
 	fmt.Fprintln(out, "\nrules:")
 	for _, r := range cat.Rules {
 		fmt.Fprintf(out, "  %s\n", r)
 	}
+}
+
+// nodeOf is the node of a service ID, service@node.
+func nodeOf(id string) string {
+	_, node, _ := strings.Cut(id, "@")
+	return node
+}
+
+// naturalCompare orders names with their trailing numbers as numbers:
+// host2 before host10.
+func naturalCompare(a, b string) int {
+	pa, na := splitNumber(a)
+	pb, nb := splitNumber(b)
+	if c := strings.Compare(pa, pb); c != 0 || na == nb {
+		if c == 0 {
+			return strings.Compare(a, b)
+		}
+		return c
+	}
+	if na < nb {
+		return -1
+	}
+	return 1
+}
+
+// splitNumber splits the trailing decimal number off s (-1 if none).
+func splitNumber(s string) (string, int) {
+	i := len(s)
+	for i > 0 && s[i-1] >= '0' && s[i-1] <= '9' {
+		i--
+	}
+	n, err := strconv.Atoi(s[i:])
+	if err != nil || len(s)-i > 9 {
+		return s, -1
+	}
+	return s[:i], n
 }

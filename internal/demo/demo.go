@@ -1,6 +1,8 @@
 // Package demo is `make demo`: a whole local fabric cluster on network
-// namespace hosts (internal/nshost), activated with the real CLI, its status
-// shown, its mesh proven with wg and ping, and everything torn down.
+// namespace hosts (internal/nshost) in the ripstop shape (two hordes),
+// activated with the real CLI, its status shown, its mesh proven with wg and
+// ping, pastiche transfers within and across hordes with a summary of what
+// was allowed and refused, and everything torn down.
 package demo
 
 import (
@@ -21,12 +23,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fabric-demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	binDir := fs.String("bin-dir", "bin", "directory holding fabric and fabricd")
-	hosts := fs.Int("hosts", 5, "number of fabricd hosts")
+	hosts := fs.Int("hosts", 10, "number of fabricd hosts (the first half in horde sharks, the others in jets)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *hosts < 2 || *hosts > 200 {
-		fmt.Fprintln(stderr, "fabric-demo: --hosts must be 2-200")
+	if *hosts < 4 || *hosts > 200 {
+		fmt.Fprintln(stderr, "fabric-demo: --hosts must be 4-200 (two hordes of at least two)")
 		return 2
 	}
 	if err := nshost.Check(); err != nil {
@@ -62,7 +64,7 @@ func run(ctx context.Context, out io.Writer, binDir string, n int) (err error) {
 		return err
 	}
 	defer os.RemoveAll(work)
-	d.step("making %d namespace hosts on a bridge (underlay 198.51.100.0/24) and an admin host", n)
+	d.step("making %d namespace hosts on a bridge (underlay 198.51.100.0/24) and an admin host; hordes sharks and jets", n)
 	lab, err := nshost.New(ctx, nshost.Config{WorkDir: work})
 	if err != nil {
 		return err
@@ -75,14 +77,26 @@ func run(ctx context.Context, out io.Writer, binDir string, n int) (err error) {
 	if err != nil {
 		return err
 	}
-	hosts, err := f.AddPeers(ctx, n, func(i int) string { return fmt.Sprintf("host%d", i+1) }, nil)
+	hosts, err := f.AddPeers(ctx, n, func(i int) string { return fmt.Sprintf("host%d", i+1) },
+		func(i int) nshost.PeerOptions { return nshost.PeerOptions{Horde: horde(i, n)} })
 	if err != nil {
 		return err
 	}
-	for _, h := range hosts {
-		fmt.Fprintf(out, "  %-7s %s  fabricd pid %d, pubapi %s\n", h.Name(), h.IP(), f.Daemon(h).PID(), f.Endpoint(h))
+	for i, h := range hosts {
+		fmt.Fprintf(out, "  %-7s %s  horde %-6s fabricd pid %d, pubapi %s\n", h.Name(), h.IP(), horde(i, n), f.Daemon(h).PID(), f.Endpoint(h))
 	}
-	return d.cluster(ctx, f, hosts)
+	if err := d.cluster(ctx, f, hosts); err != nil {
+		return err
+	}
+	return d.transfers(ctx, f, hosts)
+}
+
+// horde puts the first half of n hosts in sharks, the others in jets.
+func horde(i, n int) string {
+	if i < n/2 {
+		return "sharks"
+	}
+	return "jets"
 }
 
 func (d *demo) cluster(ctx context.Context, f *nshost.Fabric, hosts []*nshost.Host) error {
@@ -93,7 +107,7 @@ func (d *demo) cluster(ctx context.Context, f *nshost.Fabric, hosts []*nshost.Ho
 	if err != nil {
 		return err
 	}
-	out, err = f.Watch(ctx, len(hosts), time.Minute)
+	out, err = f.Watch(ctx, len(hosts), time.Minute, "pastiche")
 	d.show(out)
 	if err != nil {
 		return err

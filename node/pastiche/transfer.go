@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/node/pastiche/pastichepb"
@@ -124,9 +125,13 @@ func putStream(ctx context.Context, c pastichepb.PasticheClient, hdr *pastichepb
 	return stream.CloseAndRecv()
 }
 
-// remoteError is err, from the endpoint id, with its code kept and id named.
+// remoteError is err, from the endpoint id, with its code kept and id named
+// (unless the message starts with it already).
 func remoteError(id string, err error) error {
 	st := status.Convert(err)
+	if strings.HasPrefix(st.Message(), id+" ") || strings.HasPrefix(st.Message(), id+":") {
+		return st.Err()
+	}
 	return status.Errorf(st.Code(), "%s: %s", id, st.Message())
 }
 
