@@ -96,7 +96,7 @@ func TestSendRefused(t *testing.T) {
 		msg                  string
 	}{
 		{"other horde", "h1", "h3", "f", 3, strings.NewReader("abc"), codes.PermissionDenied,
-			"pastiche@h1: pastiche@h1 may not send to h3: h3's pastiche is not among the endpoints its rules allow"},
+			"pastiche@h1 may not send to h3: h3's pastiche is not among the endpoints its rules allow"},
 		{"unknown target", "h1", "h9", "f", 3, strings.NewReader("abc"), codes.PermissionDenied, "pastiche@h1 may not send to h9"},
 		{"to itself", "h1", "h1", "f", 3, strings.NewReader("abc"), codes.InvalidArgument, "pastiche@h1 cannot send to its own node h1"},
 		{"no target", "h1", "", "f", 3, strings.NewReader("abc"), codes.InvalidArgument, "no node named"},
