@@ -1,6 +1,7 @@
 package reeve
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/core"
+	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/store"
 )
 
@@ -56,7 +58,11 @@ func (r *Reeve) load() error {
 			if len(c.Seed) != ed25519.SeedSize {
 				return fmt.Errorf("%s: key seed has %d bytes", key, len(c.Seed))
 			}
-			r.keys[strings.TrimPrefix(key, prefixClients)] = ed25519.NewKeyFromSeed(c.Seed)
+			service := strings.TrimPrefix(key, prefixClients)
+			if err := serviceid.CheckService(service); err != nil {
+				return fmt.Errorf("%s: %w", key, err)
+			}
+			r.keys[service] = ed25519.NewKeyFromSeed(c.Seed)
 			return nil
 		})
 		if err != nil {
@@ -67,7 +73,14 @@ func (r *Reeve) load() error {
 			if err := store.DecodeJSON(key, value, &e); err != nil {
 				return err
 			}
-			r.endpoints[strings.TrimPrefix(key, prefixEndpoints)] = e.Port
+			service := strings.TrimPrefix(key, prefixEndpoints)
+			if err := serviceid.CheckService(service); err != nil {
+				return fmt.Errorf("%s: %w", key, err)
+			}
+			if e.Port == 0 || reserved[service] {
+				return fmt.Errorf("%s: not an endpoint a service can register", key)
+			}
+			r.endpoints[service] = e.Port
 			return nil
 		})
 		if err != nil {
@@ -76,7 +89,11 @@ func (r *Reeve) load() error {
 		var reg storedRegistration
 		switch err := store.GetJSON(tx, keyRegistered, &reg); {
 		case err == nil:
-			r.registered = reg.ClusterID == r.cfg.ClusterID
+			// A registration proved another key than the reeve's (lost
+			// or replaced): the steward would refuse every call, so
+			// register again.
+			key, ok := r.keys[serviceid.Reeve]
+			r.registered = reg.ClusterID == r.cfg.ClusterID && ok && bytes.Equal(reg.PubKey, key.Public().(ed25519.PublicKey))
 		case !errors.Is(err, store.ErrNotFound):
 			return err
 		}

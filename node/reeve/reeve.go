@@ -90,7 +90,7 @@ func New(cfg Config) (*Reeve, error) {
 	if err := r.load(); err != nil {
 		return nil, fmt.Errorf("loading reeve state: %w", err)
 	}
-	if _, err := r.RegisterClient(context.Background(), serviceid.Reeve); err != nil {
+	if err := r.ensureClient(serviceid.Reeve); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -129,20 +129,33 @@ func (r *Reeve) RegisterEndpoint(_ context.Context, service string, port uint16)
 }
 
 // RegisterClient makes (or loads) the key pair of this peer's client of
-// service and returns its ID, the keyId of its signed calls.
+// service and returns its ID, the keyId of its signed calls. Fabric's own
+// services (reeve, steward, registry) cannot be registered: the steward
+// refuses them, and one such client would make it refuse every later
+// update of the peer's services.
 func (r *Reeve) RegisterClient(_ context.Context, service string) (string, error) {
 	if err := serviceid.CheckService(service); err != nil {
 		return "", err
 	}
+	if reserved[service] {
+		return "", fmt.Errorf("service %s is reserved for fabric itself", service)
+	}
+	if err := r.ensureClient(service); err != nil {
+		return "", err
+	}
+	return r.ID(service), nil
+}
+
+// ensureClient makes the key pair of the local client of service unless it
+// has one.
+func (r *Reeve) ensureClient(service string) error {
 	r.mu.RLock()
 	_, ok := r.keys[service]
 	r.mu.RUnlock()
-	if !ok {
-		if err := r.newClientKey(service); err != nil {
-			return "", err
-		}
+	if ok {
+		return nil
 	}
-	return r.ID(service), nil
+	return r.newClientKey(service)
 }
 
 // localService returns the service of a local client ID.

@@ -159,7 +159,8 @@ func (r *Reeve) register(ctx context.Context) error {
 }
 
 // updateServices sends the peer's endpoints and clients to the steward (the
-// reeve's own are known from the registration).
+// reeve's own are known from the registration; the steward refuses the
+// other reserved names).
 func (r *Reeve) updateServices(ctx context.Context) error {
 	req := &vpnapipb.UpdateServicesRequest{}
 	r.mu.RLock()
@@ -167,7 +168,7 @@ func (r *Reeve) updateServices(ctx context.Context) error {
 		req.Endpoints = append(req.Endpoints, &vpnapipb.ServiceEndpoint{Service: service, Port: uint32(port)})
 	}
 	for service, key := range r.keys {
-		if service != serviceid.Reeve {
+		if !reserved[service] {
 			req.Clients = append(req.Clients, &vpnapipb.ServiceClient{Service: service, PubKey: key.Public().(ed25519.PublicKey)})
 		}
 	}

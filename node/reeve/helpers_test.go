@@ -1,0 +1,354 @@
+package reeve
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fabricmesh/fabric/internal/httpsig"
+	"github.com/fabricmesh/fabric/internal/serviceid"
+	"github.com/fabricmesh/fabric/internal/signedrpc"
+	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/store/boltstore"
+	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// TestMain fails the run if a test left a goroutine of fabric or gRPC
+// running.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if leaked := leakedGoroutines(5 * time.Second); leaked != "" {
+			fmt.Fprintf(os.Stderr, "goroutines left running by the tests:\n\n%s\n", leaked)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// leakedGoroutines waits up to wait for the goroutines of fabric or gRPC to
+// end, and returns the stacks of those that did not.
+func leakedGoroutines(wait time.Duration) string {
+	deadline := time.Now().Add(wait)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var leaked []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if (strings.Contains(g, "fabricmesh/fabric/") || strings.Contains(g, "google.golang.org/grpc")) &&
+				!strings.Contains(g, "reeve.TestMain") {
+				leaked = append(leaked, g)
+			}
+		}
+		if len(leaked) == 0 {
+			return ""
+		}
+		if time.Now().After(deadline) {
+			return strings.Join(leaked, "\n\n")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The test cluster: this peer n1, its coordinator and two other nodes.
+const (
+	testCluster     = "c1"
+	testNode        = "n1"
+	testCoordinator = "coord"
+)
+
+var (
+	testVPNIP        = netip.MustParseAddr("203.0.113.2")
+	testCoordVPNIP   = netip.MustParseAddr("203.0.113.1")
+	testStewardAddr  = netip.AddrPortFrom(testCoordVPNIP, serviceid.StewardPort)
+	testReeveAddr    = netip.AddrPortFrom(testVPNIP, serviceid.ReevePort)
+	testRegistryID   = serviceid.ID(serviceid.Registry, testCoordinator)
+	testReeveID      = serviceid.ID(serviceid.Reeve, testNode)
+	testStewardID    = serviceid.ID(serviceid.Steward, testCoordinator)
+	testPasticheID   = serviceid.ID(serviceid.Pastiche, testNode)
+	testPastiche2ID  = serviceid.ID(serviceid.Pastiche, "n2")
+	testPastiche3ID  = serviceid.ID(serviceid.Pastiche, "n3")
+	testBillingID    = serviceid.ID("billing", testNode)
+	testBilling2ID   = serviceid.ID("billing", "n2")
+	testLedgerID     = serviceid.ID("ledger", testNode)
+	testLedger2ID    = serviceid.ID("ledger", "n2")
+	testAuditID      = serviceid.ID("audit", "n2")
+	testPastiche2Key = newKey()
+	testPastiche3Key = newKey()
+	testBilling2Key  = newKey()
+	testAuditKey     = newKey()
+)
+
+func newKey() ed25519.PrivateKey {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	return priv
+}
+
+func pub(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
+
+// testLogger sends a logger's records to t.Log.
+func testLogger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Helper()
+	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// testVPN maps VPN addresses that are listened on to loopback listeners.
+type testVPN struct {
+	mu    sync.Mutex
+	ports map[netip.AddrPort]string
+}
+
+var _ VPN = (*testVPN)(nil)
+
+func newTestVPN() *testVPN { return &testVPN{ports: map[netip.AddrPort]string{}} }
+
+func (v *testVPN) Listen(ctx context.Context, addr netip.AddrPort) (net.Listener, error) {
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.ports[addr] = lis.Addr().String()
+	return lis, nil
+}
+
+func (v *testVPN) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	local, ok := v.ports[ap]
+	v.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("dial %s: nothing listens there", addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", local)
+}
+
+// openBolt opens the bbolt store at path and closes it at cleanup (closing
+// a store the test closed itself is harmless).
+func openBolt(tb testing.TB, path string) *boltstore.Bolt {
+	tb.Helper()
+	b, err := boltstore.Open(path, boltstore.Options{})
+	if err != nil {
+		tb.Fatalf("opening bolt store: %v", err)
+	}
+	tb.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// newStore opens a fresh bbolt store in a temporary directory.
+func newStore(tb testing.TB) *boltstore.Bolt {
+	tb.Helper()
+	return openBolt(tb, filepath.Join(tb.TempDir(), "state.db"))
+}
+
+// testConfig is the configuration of n1's reeve on st. Its Register waits
+// for ctx to end, so a started reeve stays unregistered unless a test says
+// otherwise.
+func testConfig(tb testing.TB, st store.Store, vpn *testVPN) Config {
+	return Config{
+		Store: st, Node: testNode, VPNIP: testVPNIP, ClusterID: testCluster,
+		CoordinatorName: testCoordinator, CoordinatorSigningPubKey: pub(testCoordKey),
+		StewardAddress: testStewardAddr.String(), VPN: vpn,
+		Register: func(ctx context.Context, _ []byte) error {
+			<-ctx.Done()
+			return ctx.Err()
+		},
+		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+		Logger: testLogger(tb),
+	}
+}
+
+var testCoordKey = newKey()
+
+func mustNew(tb testing.TB, cfg Config) *Reeve {
+	tb.Helper()
+	r, err := New(cfg)
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
+	return r
+}
+
+// start starts r until the returned stop, which also runs at cleanup, and
+// waits for it.
+func start(tb testing.TB, r *Reeve) (stop func()) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := r.Start(ctx); err != nil {
+		cancel()
+		tb.Fatalf("Start: %v", err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			r.Wait()
+		})
+	}
+	tb.Cleanup(stop)
+	return stop
+}
+
+// testContext bounds a test's waits, so a broken reeve fails the test
+// instead of hanging it.
+func testContext(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// services is what an UpdateServices request says, in comparable form.
+type services struct {
+	Endpoints map[string]uint32
+	Clients   map[string]string // service -> public key (hex)
+}
+
+func servicesOf(req *vpnapipb.UpdateServicesRequest) services {
+	s := services{Endpoints: map[string]uint32{}, Clients: map[string]string{}}
+	for _, e := range req.GetEndpoints() {
+		s.Endpoints[e.GetService()] = e.GetPort()
+	}
+	for _, c := range req.GetClients() {
+		s.Clients[c.GetService()] = fmt.Sprintf("%x", c.GetPubKey())
+	}
+	return s
+}
+
+// fakeSteward is a steward endpoint on the test VPN that accepts the calls
+// of n1's reeve (signed with the key its whitelist returns) and hands every
+// request to the test.
+type fakeSteward struct {
+	vpnapipb.UnimplementedStewardServer
+	mu       sync.Mutex
+	reeveKey ed25519.PublicKey
+	got      chan services
+}
+
+func startFakeSteward(tb testing.TB, vpn *testVPN) *fakeSteward {
+	tb.Helper()
+	s := &fakeSteward{got: make(chan services, 100)}
+	lis, err := vpn.Listen(context.Background(), testStewardAddr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := grpc.NewServer(signedrpc.ServerOptions(signedrpc.ServerConfig{
+		Whitelist: s, Replay: httpsig.NewReplayCache(1024), Logger: testLogger(tb),
+	})...)
+	vpnapipb.RegisterStewardServer(srv, s)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(lis)
+	}()
+	tb.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	return s
+}
+
+// trust sets the reeve key the steward accepts.
+func (s *fakeSteward) trust(key ed25519.PublicKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reeveKey = key
+}
+
+func (s *fakeSteward) Lookup(keyID string) (ed25519.PublicKey, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if keyID != testReeveID || s.reeveKey == nil {
+		return nil, fmt.Errorf("%w: %s", httpsig.ErrUnknownKey, keyID)
+	}
+	return s.reeveKey, nil
+}
+
+func (s *fakeSteward) UpdateServices(_ context.Context, req *vpnapipb.UpdateServicesRequest) (*vpnapipb.UpdateServicesResponse, error) {
+	s.got <- servicesOf(req)
+	return &vpnapipb.UpdateServicesResponse{Revision: 1}, nil
+}
+
+// waitFor waits until the steward receives want, and fails the test with
+// the last request seen if ctx ends first.
+func (s *fakeSteward) waitFor(ctx context.Context, tb testing.TB, want services, diff func(want, got services) string) {
+	tb.Helper()
+	var last string
+	for {
+		select {
+		case got := <-s.got:
+			if last = diff(want, got); last == "" {
+				return
+			}
+		case <-ctx.Done():
+			tb.Fatalf("the steward did not receive the expected services; last request (-want +got):\n%s", last)
+		}
+	}
+}
+
+// dialSigned dials addr on vpn with calls signed as keyID with priv.
+func dialSigned(tb testing.TB, vpn *testVPN, addr netip.AddrPort, keyID string, priv ed25519.PrivateKey) *grpc.ClientConn {
+	tb.Helper()
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(vpn.Dial),
+	}, signedrpc.DialOptions(keyID, keySigner{keyID: keyID, priv: priv})...)
+	conn, err := grpc.NewClient("passthrough:///"+addr.String(), opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// keySigner signs as one key ID with one key.
+type keySigner struct {
+	keyID string
+	priv  ed25519.PrivateKey
+}
+
+func (s keySigner) Sign(_ context.Context, keyID string, data []byte) ([]byte, error) {
+	if keyID != s.keyID {
+		return nil, fmt.Errorf("no key for %s", keyID)
+	}
+	return ed25519.Sign(s.priv, data), nil
+}
+
+// sortedKeys returns m's keys, sorted.
+func sortedKeys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
