@@ -191,8 +191,12 @@ func TestReserveActiveEndpoint(t *testing.T) {
 func TestReserveReplacesANodeThatLostItsState(t *testing.T) {
 	r := initRegistry(t, store.NewMem(), "203.0.113.0/24", 1)
 	active := activateNode(t, r, 0)
-	if _, err := r.SetRegistration(active.VPNIP, make([]byte, 32), ""); err != nil {
+	registered, err := r.SetRegistration(active.VPNIP, make([]byte, 32), "")
+	if err != nil {
 		t.Fatal(err)
+	}
+	if !registered.Registered || registered.RegisteredAt.IsZero() {
+		t.Fatalf("registered record %+v, want Registered with RegisteredAt", registered)
 	}
 	newKey := make([]byte, 32)
 	newKey[0] = 0xee
@@ -200,7 +204,7 @@ func TestReserveReplacesANodeThatLostItsState(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Reserve(replaceActive) = %v", err)
 	}
-	if got.VPNIP != active.VPNIP || got.State != registry.StatePending || got.Registered || got.ReevePubKey != nil || string(got.WGPubKey) != string(newKey) {
+	if got.VPNIP != active.VPNIP || got.State != registry.StatePending || got.Registered || got.ReevePubKey != nil || !got.RegisteredAt.IsZero() || string(got.WGPubKey) != string(newKey) {
 		t.Errorf("re-reserved record %+v, want pending, unregistered, same VPN IP %s, new key", got, active.VPNIP)
 	}
 	// The coordinator is never replaced.
