@@ -36,7 +36,8 @@ type Registrar struct {
 	DialContext func(ctx context.Context, addr string) (net.Conn, error)
 	// Timeout bounds the callback (default 10s).
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// Logger receives the outcome of every handshake (nil discards).
+	Logger *slog.Logger
 }
 
 // ErrRegistration wraps every reason a handshake failed.
@@ -50,12 +51,16 @@ func (r *Registrar) Register(ctx context.Context, nodeIP netip.Addr, reevePubKey
 		return fmt.Errorf("%w: %s is not an active peer", ErrRegistration, nodeIP)
 	}
 	err := r.handshake(ctx, node, reevePubKey)
+	log := r.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	failure := ""
 	if err != nil {
 		failure = err.Error()
-		r.Logger.Warn("registration failed", "node", node.Name, "err", err)
+		log.Warn("registration failed", "node", node.Name, "err", err)
 	} else {
-		r.Logger.Info("node registered", "node", node.Name, "vpnIP", node.VPNIP)
+		log.Info("node registered", "node", node.Name, "vpnIP", node.VPNIP)
 	}
 	if _, rerr := r.Registry.SetRegistration(nodeIP, reevePubKey, failure); rerr != nil {
 		return errors.Join(err, rerr)

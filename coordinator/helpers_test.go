@@ -1,0 +1,333 @@
+package coordinator_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fabricmesh/fabric/coordinator"
+	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/httpsig"
+	"github.com/fabricmesh/fabric/internal/serviceid"
+	"github.com/fabricmesh/fabric/internal/signedrpc"
+	"github.com/fabricmesh/fabric/internal/store/boltstore"
+	"github.com/fabricmesh/fabric/node/reeve"
+	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// TestMain fails the run if a test left a goroutine of fabric or gRPC
+// running.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if leaked := leakedGoroutines(5 * time.Second); leaked != "" {
+			fmt.Fprintf(os.Stderr, "goroutines left running by the tests:\n\n%s\n", leaked)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// leakedGoroutines waits up to wait for the goroutines of fabric or gRPC to
+// end, and returns the stacks of those that did not.
+func leakedGoroutines(wait time.Duration) string {
+	deadline := time.Now().Add(wait)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var leaked []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if (strings.Contains(g, "fabricmesh/fabric/") || strings.Contains(g, "google.golang.org/grpc")) &&
+				!strings.Contains(g, "coordinator_test.TestMain") {
+				leaked = append(leaked, g)
+			}
+		}
+		if len(leaked) == 0 {
+			return ""
+		}
+		if time.Now().After(deadline) {
+			return strings.Join(leaked, "\n\n")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func newKey() ed25519.PrivateKey {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	return priv
+}
+
+func pub(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
+
+// randomBytes returns n random bytes (WireGuard keys, which must differ).
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// testLogger sends a logger's records to t.Log.
+func testLogger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// testContext bounds a test's waits, so a broken peer fails the test
+// instead of hanging it.
+func testContext(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// testVPN maps VPN addresses that are listened on to loopback listeners;
+// route sends the connections to one VPN address to another's listener.
+type testVPN struct {
+	mu     sync.Mutex
+	ports  map[netip.AddrPort]string
+	routes map[netip.AddrPort]netip.AddrPort
+}
+
+var _ reeve.VPN = (*testVPN)(nil)
+
+func newTestVPN() *testVPN {
+	return &testVPN{ports: map[netip.AddrPort]string{}, routes: map[netip.AddrPort]netip.AddrPort{}}
+}
+
+func (v *testVPN) Listen(ctx context.Context, addr netip.AddrPort) (net.Listener, error) {
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.ports[addr] = lis.Addr().String()
+	return lis, nil
+}
+
+// route makes connections to from reach the listener of to.
+func (v *testVPN) route(from, to netip.AddrPort) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.routes[from] = to
+}
+
+func (v *testVPN) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	if to, ok := v.routes[ap]; ok {
+		ap = to
+	}
+	local, ok := v.ports[ap]
+	v.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("dial %s: connection refused", addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", local)
+}
+
+const (
+	testClusterID   = "c1"
+	testCoordinator = "coord"
+)
+
+// testNode is a node of the test cluster.
+type testNode struct {
+	name, horde string
+	vpnIP       netip.Addr
+	signingKey  ed25519.PrivateKey
+}
+
+// cluster is a registry with a coordinator, an admin and active nodes, on a
+// test VPN.
+type cluster struct {
+	reg      *registry.Registry
+	vpn      *testVPN
+	coordKey ed25519.PrivateKey
+	coordIP  netip.Addr
+	adminIP  netip.Addr
+	nodes    map[string]testNode
+}
+
+// newCluster initializes a registry in a bbolt file and activates a node
+// for each name: horde entry of nodes.
+func newCluster(tb testing.TB, nodes ...[2]string) *cluster {
+	tb.Helper()
+	st, err := boltstore.Open(filepath.Join(tb.TempDir(), "state.db"), boltstore.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = st.Close() })
+	reg, err := registry.Open(st)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := &cluster{reg: reg, vpn: newTestVPN(), coordKey: newKey(), nodes: map[string]testNode{}}
+	coord := registry.Peer{
+		Name: testCoordinator, PublicEndpoint: "192.0.2.1:7443", WGEndpoint: "192.0.2.1:51820",
+		WGPubKey: randomBytes(32), SigningPubKey: pub(c.coordKey),
+	}
+	admin := registry.Peer{Name: "admin", WGPubKey: randomBytes(32), SigningPubKey: pub(newKey())}
+	peers, err := reg.Init(registry.Cluster{ID: testClusterID, VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coord, []registry.Peer{admin}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.coordIP, c.adminIP = peers[0].VPNIP, peers[1].VPNIP
+	for i, n := range nodes {
+		c.addNode(tb, n[0], n[1], i)
+	}
+	return c
+}
+
+// addNode reserves and activates a node.
+func (c *cluster) addNode(tb testing.TB, name, horde string, i int) testNode {
+	tb.Helper()
+	endpoint := fmt.Sprintf("192.0.2.%d:7443", 10+i)
+	p, err := c.reg.Reserve(endpoint, name, nil, false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n := testNode{name: name, horde: horde, vpnIP: p.VPNIP, signingKey: newKey()}
+	_, err = c.reg.Activate(p.VPNIP, registry.Activated{
+		Name: name, Horde: horde, WGEndpoint: fmt.Sprintf("192.0.2.%d:51820", 10+i),
+		WGPubKey: randomBytes(32), SigningPubKey: pub(n.signingKey),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.nodes[name] = n
+	return n
+}
+
+// peer returns the registry's record of the named node.
+func (c *cluster) peer(tb testing.TB, name string) registry.Peer {
+	tb.Helper()
+	p, ok := c.reg.Peer(c.nodes[name].vpnIP)
+	if !ok {
+		tb.Fatalf("no record of %s", name)
+	}
+	return p
+}
+
+func (c *cluster) registrar(tb testing.TB) *coordinator.Registrar {
+	return &coordinator.Registrar{
+		Registry: c.reg, CoordinatorName: testCoordinator, SigningPrivKey: c.coordKey,
+		DialContext: c.vpn.Dial, Logger: testLogger(tb),
+	}
+}
+
+// startReeve starts the reeve of the named node on the test VPN, trusting
+// coordKey as the coordinator's. register is its Register (nil: wait).
+func (c *cluster) startReeve(tb testing.TB, name string, coordKey ed25519.PublicKey, register func(context.Context, []byte) error) *reeve.Reeve {
+	tb.Helper()
+	n := c.nodes[name]
+	st, err := boltstore.Open(filepath.Join(tb.TempDir(), "state.db"), boltstore.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if register == nil {
+		register = func(ctx context.Context, _ []byte) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+	}
+	r, err := reeve.New(reeve.Config{
+		Store: st, Node: name, VPNIP: n.vpnIP, ClusterID: testClusterID,
+		CoordinatorName: testCoordinator, CoordinatorSigningPubKey: coordKey,
+		StewardAddress: netip.AddrPortFrom(c.coordIP, serviceid.StewardPort).String(),
+		VPN:            c.vpn, Register: register,
+		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+		Logger: testLogger(tb).With("peer", name),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := r.Start(ctx); err != nil {
+		cancel()
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		cancel()
+		r.Wait()
+		_ = st.Close()
+	})
+	return r
+}
+
+// reeveKey is the public key of r's reeve.
+func reeveKey(r *reeve.Reeve) ed25519.PublicKey {
+	k, _ := r.PubKey(serviceid.Reeve)
+	return k
+}
+
+// serveSteward serves the steward endpoint as the coordinator does, on the
+// test VPN at the coordinator's address, and returns that address.
+func (c *cluster) serveSteward(tb testing.TB) netip.AddrPort {
+	tb.Helper()
+	addr := netip.AddrPortFrom(c.coordIP, serviceid.StewardPort)
+	lis, err := c.vpn.Listen(context.Background(), addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := grpc.NewServer(signedrpc.ServerOptions(signedrpc.ServerConfig{
+		Whitelist: coordinator.StewardWhitelist{Registry: c.reg},
+		Replay:    httpsig.NewReplayCache(reeve.ReplayCapacity),
+		Logger:    testLogger(tb).With("component", "steward"),
+	})...)
+	vpnapipb.RegisterStewardServer(srv, &coordinator.StewardServer{Registry: c.reg})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(lis)
+	}()
+	tb.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	return addr
+}
+
+// stewardClient is a client of the steward signed as keyID with key.
+func (c *cluster) stewardClient(tb testing.TB, addr netip.AddrPort, keyID string, key ed25519.PrivateKey) vpnapipb.StewardClient {
+	tb.Helper()
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(c.vpn.Dial),
+	}, signedrpc.DialOptions(keyID, coordinator.KeySigner{KeyID: keyID, PrivKey: key})...)
+	conn, err := grpc.NewClient("passthrough:///"+addr.String(), opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return vpnapipb.NewStewardClient(conn)
+}
