@@ -1,0 +1,271 @@
+package vpnapi_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/coordinator/steward"
+	"github.com/fabricmesh/fabric/core"
+	"github.com/fabricmesh/fabric/internal/authconn"
+	"github.com/fabricmesh/fabric/internal/store/boltstore"
+	"github.com/fabricmesh/fabric/vpnapi"
+	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"google.golang.org/grpc"
+)
+
+// TestMain fails the run if a test left a goroutine of fabric or gRPC
+// running.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if leaked := leakedGoroutines(5 * time.Second); leaked != "" {
+			fmt.Fprintf(os.Stderr, "goroutines left running by the tests:\n\n%s\n", leaked)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// leakedGoroutines waits up to wait for the goroutines of fabric or gRPC to
+// end, and returns the stacks of those that did not.
+func leakedGoroutines(wait time.Duration) string {
+	deadline := time.Now().Add(wait)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var leaked []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if (strings.Contains(g, "fabricmesh/fabric/") || strings.Contains(g, "google.golang.org/grpc")) &&
+				!strings.Contains(g, "vpnapi_test.TestMain") {
+				leaked = append(leaked, g)
+			}
+		}
+		if len(leaked) == 0 {
+			return ""
+		}
+		if time.Now().After(deadline) {
+			return strings.Join(leaked, "\n\n")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func newKey() ed25519.PrivateKey {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	return priv
+}
+
+func pub(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// testContext bounds a test's waits, so a broken server fails the test
+// instead of hanging it.
+func testContext(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// cmpOpts compare peers and views as a node receives them: addresses as
+// text, empty lists as absent.
+var cmpOpts = cmp.Options{
+	cmp.Transformer("Addr", func(a netip.Addr) string { return a.String() }),
+	cmpopts.EquateEmpty(),
+}
+
+// fakeViews gives each node the view the test set, as of the registry's
+// revision (set a view before the registry change that publishes it).
+type fakeViews struct {
+	reg   *registry.Registry
+	mu    sync.Mutex
+	views map[netip.Addr]steward.View
+}
+
+var _ vpnapi.Views = (*fakeViews)(nil)
+
+func (v *fakeViews) set(ip netip.Addr, view steward.View) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.views[ip] = view
+}
+
+func (v *fakeViews) For(_ context.Context, ip netip.Addr) (steward.View, uint64, bool, error) {
+	rev := v.reg.Revision()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	view, ok := v.views[ip]
+	return view, rev, ok, nil
+}
+
+// fakeRegistrar records the handshakes it is asked for and fails them with
+// err.
+type fakeRegistrar struct {
+	mu    sync.Mutex
+	err   error
+	calls []registrarCall
+}
+
+type registrarCall struct {
+	IP  netip.Addr
+	Key []byte
+}
+
+var _ vpnapi.Registrar = (*fakeRegistrar)(nil)
+
+func (r *fakeRegistrar) Register(_ context.Context, ip netip.Addr, key []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, registrarCall{IP: ip, Key: key})
+	return r.err
+}
+
+func (r *fakeRegistrar) called() []registrarCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]registrarCall(nil), r.calls...)
+}
+
+// cluster is a registry with a coordinator, an admin and nodes n1 and n2.
+type cluster struct {
+	reg      *registry.Registry
+	coordKey ed25519.PrivateKey
+	coordIP  netip.Addr
+	adminKey ed25519.PrivateKey
+	nodeKeys map[string]ed25519.PrivateKey
+	nodeIPs  map[string]netip.Addr
+}
+
+func newCluster(tb testing.TB) *cluster {
+	tb.Helper()
+	st, err := boltstore.Open(filepath.Join(tb.TempDir(), "state.db"), boltstore.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = st.Close() })
+	reg, err := registry.Open(st)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := &cluster{reg: reg, coordKey: newKey(), adminKey: newKey(), nodeKeys: map[string]ed25519.PrivateKey{}, nodeIPs: map[string]netip.Addr{}}
+	peers, err := reg.Init(registry.Cluster{ID: "c1", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")},
+		registry.Peer{Name: "coord", WGEndpoint: "192.0.2.1:51820", WGPubKey: randomBytes(32), SigningPubKey: pub(c.coordKey)},
+		[]registry.Peer{{Name: "admin", WGPubKey: randomBytes(32), SigningPubKey: pub(c.adminKey)}}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.coordIP = peers[0].VPNIP
+	c.addNode(tb, "n1", "a")
+	c.addNode(tb, "n2", "a")
+	return c
+}
+
+func (c *cluster) addNode(tb testing.TB, name, horde string) registry.Peer {
+	tb.Helper()
+	i := len(c.nodeKeys) + 10
+	p, err := c.reg.Reserve(fmt.Sprintf("192.0.2.%d:7443", i), name, nil, false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.nodeKeys[name], c.nodeIPs[name] = newKey(), p.VPNIP
+	p, err = c.reg.Activate(p.VPNIP, registry.Activated{
+		Name: name, Horde: horde, WGEndpoint: fmt.Sprintf("192.0.2.%d:51820", i),
+		WGPubKey: randomBytes(32), SigningPubKey: pub(c.nodeKeys[name]),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// server is a vpnapi server on loopback, authenticated as fabricd serves
+// it.
+type server struct {
+	addr string
+	pin  []byte
+}
+
+func (c *cluster) serve(tb testing.TB, cfg vpnapi.Config) server {
+	tb.Helper()
+	cert, err := authconn.NewSelfSignedCertificate(c.coordKey, "coord")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	creds, err := authconn.NewServerCredentials(authconn.ServerConfig{Certificate: cert, LookupSigningKey: vpnapi.LookupSigningKey(cfg.Registry)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(creds))
+	vpnapipb.RegisterVPNAPIServer(srv, vpnapi.NewServer(cfg))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(lis)
+	}()
+	tb.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	return server{addr: lis.Addr().String(), pin: authconn.CertPin(cert.Certificate[0])}
+}
+
+func (s server) info() core.CoordinatorInfo {
+	return core.CoordinatorInfo{Name: "coord", VPNAPIEndpoint: s.addr, TLSPin: s.pin}
+}
+
+// dial connects to s with key, as a node's core does.
+func (s server) dial(tb testing.TB, key ed25519.PrivateKey) core.UpdateClient {
+	tb.Helper()
+	cl, err := (&vpnapi.Dialer{SigningPrivKey: key}).DialCoordinator(context.Background(), s.info())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// onWire is a peer record as a node receives it: the other fields
+// (public endpoint, errors, registration) stay on the coordinator.
+func onWire(p registry.Peer) registry.Peer {
+	return registry.Peer{
+		Name: p.Name, Role: p.Role, VPNIP: p.VPNIP, WGEndpoint: p.WGEndpoint, WGPubKey: p.WGPubKey,
+		SigningPubKey: p.SigningPubKey, Horde: p.Horde, Revision: p.Revision, State: p.State,
+	}
+}
+
+// allPeers is every record of the registry, as a node receives them.
+func (c *cluster) allPeers() []registry.Peer {
+	_, peers := c.reg.Peers()
+	var out []registry.Peer
+	for _, p := range peers {
+		out = append(out, onWire(p))
+	}
+	return out
+}
