@@ -117,9 +117,10 @@ type Client struct {
 	api  reevepb.LocalReeveClient
 }
 
-// DialLocal connects to the reeve socket at path.
+// DialLocal connects to the reeve socket at path (absolute, or relative to
+// the working directory).
 func DialLocal(path string) (*Client, error) {
-	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix:"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("dialing reeve socket %s: %w", path, err)
 	}

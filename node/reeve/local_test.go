@@ -100,6 +100,21 @@ func TestLocalSocketReplacesStale(t *testing.T) {
 	}
 }
 
+// TestDialLocalRelative: a socket path relative to the working directory
+// is a path, not a host name.
+func TestDialLocalRelative(t *testing.T) {
+	f := newLocalFixture(t)
+	t.Chdir(filepath.Dir(f.socket))
+	c, err := DialLocal(filepath.Base(f.socket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.RegisterClient(testContext(t), "billing"); err != nil {
+		t.Errorf("RegisterClient over %s: %v", filepath.Base(f.socket), err)
+	}
+}
+
 func TestRegisterEndpoint(t *testing.T) {
 	tests := []struct {
 		name, service string
@@ -155,7 +170,7 @@ func TestRegisterEndpoint(t *testing.T) {
 // port.
 func TestRegisterEndpointPortRange(t *testing.T) {
 	f := newLocalFixture(t)
-	conn, err := grpc.NewClient("unix://"+f.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix:"+f.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
