@@ -119,3 +119,42 @@ func TestSyncAfterRegistration(t *testing.T) {
 	want.Endpoints["ledger"] = 9001
 	stw.waitFor(ctx, t, want, diff)
 }
+
+// TestRegistersAgainWhenTheStewardForgets: a steward that no longer holds
+// the reeve as registered refuses its signature; the reeve then runs the
+// registration again and resends its services.
+func TestRegistersAgainWhenTheStewardForgets(t *testing.T) {
+	ctx := testContext(t)
+	vpn := newTestVPN()
+	stw := startFakeSteward(t, vpn)
+	cfg := testConfig(t, newStore(t), vpn)
+	registrations := make(chan struct{}, 10)
+	var r *Reeve
+	cfg.Register = func(context.Context, []byte) error {
+		key, _ := r.PubKey(serviceid.Reeve)
+		stw.trust(key) // what the registry's handshake achieves
+		registrations <- struct{}{}
+		return nil
+	}
+	r = mustNew(t, cfg)
+	start(t, r)
+	<-registrations
+	diff := func(want, got services) string { return cmp.Diff(want, got) }
+	want := services{Endpoints: map[string]uint32{}, Clients: map[string]string{}}
+	stw.waitFor(ctx, t, want, diff)
+
+	stw.trust(nil) // the coordinator forgot the registration
+	if _, _, err := r.RegisterEndpoint(ctx, "ledger", 9000); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-registrations:
+	case <-ctx.Done():
+		t.Fatal("the reeve did not register again after the steward refused it")
+	}
+	want.Endpoints["ledger"] = 9000
+	stw.waitFor(ctx, t, want, diff)
+	if !r.Registered() {
+		t.Error("Registered() = false after registering again")
+	}
+}

@@ -163,6 +163,19 @@ func (r *Reeve) saveRegistered() error {
 	return nil
 }
 
+// forgetRegistration drops the checkpointed registration, so that run
+// registers again.
+func (r *Reeve) forgetRegistration() error {
+	err := r.cfg.Store.Update(func(tx store.Tx) error { return tx.Delete(keyRegistered) })
+	if err != nil {
+		return fmt.Errorf("forgetting the registration: %w", err)
+	}
+	r.mu.Lock()
+	r.registered = false
+	r.mu.Unlock()
+	return nil
+}
+
 // markDirty asks the sync loop to send the services again. r.mu held or not.
 func (r *Reeve) markDirty() {
 	select {

@@ -106,7 +106,9 @@ func (s challengeServer) Challenge(ctx context.Context, req *reevepb.ChallengeRe
 
 // run registers the peer (once; the registration is checkpointed) and then
 // sends the peer's services to the steward whenever they change, retrying
-// with backoff while the coordinator cannot be reached.
+// with backoff while the coordinator cannot be reached. If the steward
+// refuses the reeve's signature (the coordinator does not hold this reeve
+// as registered, or holds another key), the reeve registers again.
 func (r *Reeve) run(ctx context.Context) {
 	b := r.cfg.MinBackoff
 	retry := func(what string, err error) bool {
@@ -119,31 +121,48 @@ func (r *Reeve) run(ctx context.Context) {
 		b = min(2*b, r.cfg.MaxBackoff)
 		return true
 	}
-	for !r.Registered() {
-		err := r.register(ctx)
-		if err == nil {
-			break
+	for {
+		for !r.Registered() {
+			err := r.register(ctx)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil || !retry("registration", err) {
+				return
+			}
 		}
-		if ctx.Err() != nil || !retry("registration", err) {
+		r.markDirty()
+		if !r.syncServices(ctx, retry) {
 			return
 		}
 	}
-	b = r.cfg.MinBackoff
-	r.markDirty()
+}
+
+// syncServices sends the services to the steward whenever they change. It
+// returns false when ctx ends, true when the reeve must register again.
+func (r *Reeve) syncServices(ctx context.Context, retry func(string, error) bool) bool {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-r.dirty:
 		}
 		for {
 			err := r.updateServices(ctx)
 			if err == nil {
-				b = r.cfg.MinBackoff
 				break
 			}
+			if status.Code(err) == codes.Unauthenticated {
+				r.log.Warn("the steward refuses this reeve's signature; registering again", "err", err)
+				if ferr := r.forgetRegistration(); ferr != nil {
+					r.log.Error("registering again", "err", ferr)
+				}
+				// The retry's backoff keeps a steward that always
+				// refuses (a clock far off) from being hammered.
+				return retry("updating the steward", err)
+			}
 			if ctx.Err() != nil || !retry("updating the steward", err) {
-				return
+				return false
 			}
 		}
 	}
