@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +16,7 @@ import (
 	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
+	"github.com/fabricmesh/fabric/internal/leakcheck"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
 	"github.com/fabricmesh/fabric/vpnapi"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
@@ -30,38 +28,7 @@ import (
 // TestMain fails the run if a test left a goroutine of fabric or gRPC
 // running.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := leakedGoroutines(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "goroutines left running by the tests:\n\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// leakedGoroutines waits up to wait for the goroutines of fabric or gRPC to
-// end, and returns the stacks of those that did not.
-func leakedGoroutines(wait time.Duration) string {
-	deadline := time.Now().Add(wait)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if (strings.Contains(g, "fabricmesh/fabric/") || strings.Contains(g, "google.golang.org/grpc")) &&
-				!strings.Contains(g, "vpnapi_test.TestMain") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	leakcheck.Main(m, 5*time.Second, "fabricmesh/fabric/", "google.golang.org/grpc")
 }
 
 func newKey() ed25519.PrivateKey {

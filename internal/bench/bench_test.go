@@ -6,12 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -19,42 +17,14 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/fabricmesh/fabric/internal/leakcheck"
 	"github.com/fabricmesh/fabric/internal/nshost"
 )
 
 // TestMain fails the run if a test left a gRPC server or connection
 // goroutine running.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := leakedGoroutines(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "goroutines left running by the tests:\n\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func leakedGoroutines(wait time.Duration) string {
-	deadline := time.Now().Add(wait)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			ours := strings.Contains(g, "google.golang.org/grpc") || strings.Contains(g, "internal/bench.")
-			if ours && !strings.Contains(g, "bench.TestMain") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	leakcheck.Main(m, 5*time.Second, "google.golang.org/grpc", "internal/bench.")
 }
 
 func TestParseOnly(t *testing.T) {

@@ -8,8 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -20,44 +18,14 @@ import (
 	"google.golang.org/grpc/mem"
 
 	"github.com/fabricmesh/fabric/internal/httpsig"
+	"github.com/fabricmesh/fabric/internal/leakcheck"
 	"github.com/fabricmesh/fabric/internal/signedrpc/testdata/testpb"
 )
 
 // TestMain fails the run if a test left a gRPC server, connection or stream
 // goroutine running.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := leakedGoroutines(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "goroutines left running by the tests:\n\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// leakedGoroutines waits up to wait for the goroutines running gRPC or this
-// package's code to end, and returns the stacks of those that did not.
-func leakedGoroutines(wait time.Duration) string {
-	deadline := time.Now().Add(wait)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			ours := strings.Contains(g, "google.golang.org/grpc") || strings.Contains(g, "internal/signedrpc.")
-			if ours && !strings.Contains(g, "signedrpc.TestMain") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	leakcheck.Main(m, 5*time.Second, "google.golang.org/grpc", "internal/signedrpc.")
 }
 
 // Key IDs of the tests: pastiche@h7 is whitelisted, steward@h1 is known
