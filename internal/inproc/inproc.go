@@ -21,6 +21,7 @@ import (
 	"github.com/fabricmesh/fabric/cli"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/bootstrapkey"
+	"github.com/fabricmesh/fabric/internal/loopvpn"
 	"github.com/fabricmesh/fabric/node"
 )
 
@@ -29,7 +30,7 @@ type Cluster struct {
 	Dir          string
 	BootstrapKey []byte
 	KeyFile      string
-	VPN          *node.LoopbackVPN
+	VPN          *loopvpn.VPN
 	Logger       *slog.Logger
 	// HoldTime of the vpnapi long poll (0: default).
 	HoldTime time.Duration
@@ -63,7 +64,7 @@ func New(dir string, logger *slog.Logger) (*Cluster, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Cluster{Dir: dir, BootstrapKey: key, KeyFile: keyFile, VPN: node.NewLoopbackVPN(), Logger: logger}, nil
+	return &Cluster{Dir: dir, BootstrapKey: key, KeyFile: keyFile, VPN: loopvpn.New(), Logger: logger}, nil
 }
 
 // AddPeer starts a new fabricd named name on a free loopback port.

@@ -3,24 +3,22 @@ package pastiche
 import (
 	"context"
 	"crypto/sha256"
-	"fmt"
 	"io/fs"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/leakcheck"
+	"github.com/fabricmesh/fabric/internal/loopvpn"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/node/pastiche/pastichepb"
@@ -34,40 +32,7 @@ func TestMain(m *testing.M) {
 	leakcheck.Main(m, 5*time.Second, "fabricmesh/fabric/", "google.golang.org/grpc")
 }
 
-// testVPN maps VPN addresses that are listened on to loopback listeners.
-type testVPN struct {
-	mu    sync.Mutex
-	ports map[netip.AddrPort]string
-}
-
-func (v *testVPN) Listen(ctx context.Context, addr netip.AddrPort) (net.Listener, error) {
-	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.ports[addr] = lis.Addr().String()
-	return lis, nil
-}
-
-func (v *testVPN) Dial(ctx context.Context, addr string) (net.Conn, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	v.mu.Lock()
-	local, ok := v.ports[ap]
-	v.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("dial %s: nothing listens there", addr)
-	}
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", local)
-}
-
-var _ reeve.VPN = (*testVPN)(nil)
+var _ reeve.VPN = (*loopvpn.VPN)(nil)
 
 // testPeer is one peer of a test cluster: its reeve and, on nodes, its
 // pastiche.
@@ -91,7 +56,7 @@ func (p *testPeer) stop() {
 // testCluster is a coordinator "c" (only its reeve, with the fabric-admin
 // client) and nodes running reeve and pastiche, on a loopback VPN.
 type testCluster struct {
-	vpn   *testVPN
+	vpn   *loopvpn.VPN
 	peers map[string]*testPeer
 	nodes []steward.Node
 	relay Relay
@@ -103,7 +68,7 @@ const coordinator = "c"
 // horde) and applies to every peer the view the default rules give.
 func newTestCluster(tb testing.TB, hordes map[string]string) *testCluster {
 	tb.Helper()
-	tc := &testCluster{vpn: &testVPN{ports: map[netip.AddrPort]string{}}, peers: map[string]*testPeer{}}
+	tc := &testCluster{vpn: loopvpn.New(), peers: map[string]*testPeer{}}
 	names := append([]string{coordinator}, slices.Sorted(maps.Keys(hordes))...)
 	for i, name := range names {
 		p := tc.newPeer(tb, name, netip.AddrFrom4([4]byte{203, 0, 113, byte(i + 1)}))

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/leakcheck"
+	"github.com/fabricmesh/fabric/internal/loopvpn"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
 	"github.com/fabricmesh/fabric/internal/store"
@@ -84,42 +84,12 @@ func (w tbWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// testVPN maps VPN addresses that are listened on to loopback listeners.
-type testVPN struct {
-	mu    sync.Mutex
-	ports map[netip.AddrPort]string
-}
+// testVPN is the loopback VPN of the tests.
+type testVPN = loopvpn.VPN
 
 var _ VPN = (*testVPN)(nil)
 
-func newTestVPN() *testVPN { return &testVPN{ports: map[netip.AddrPort]string{}} }
-
-func (v *testVPN) Listen(ctx context.Context, addr netip.AddrPort) (net.Listener, error) {
-	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.ports[addr] = lis.Addr().String()
-	return lis, nil
-}
-
-func (v *testVPN) Dial(ctx context.Context, addr string) (net.Conn, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	v.mu.Lock()
-	local, ok := v.ports[ap]
-	v.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("dial %s: nothing listens there", addr)
-	}
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", local)
-}
+func newTestVPN() *testVPN { return loopvpn.New() }
 
 // openBolt opens the bbolt store at path and closes it at cleanup (closing
 // a store the test closed itself is harmless).
