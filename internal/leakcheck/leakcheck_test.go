@@ -6,11 +6,15 @@ import (
 	"time"
 )
 
-func parkedHere(stop <-chan struct{}) { <-stop }
+func parkedHere(started chan<- struct{}, stop <-chan struct{}) {
+	close(started)
+	<-stop
+}
 
 func TestLeaked(t *testing.T) {
-	stop := make(chan struct{})
-	go parkedHere(stop)
+	started, stop := make(chan struct{}), make(chan struct{})
+	go parkedHere(started, stop)
+	<-started
 	got := Leaked(50*time.Millisecond, "leakcheck.parkedHere")
 	if !strings.Contains(got, "leakcheck.parkedHere") {
 		t.Errorf("Leaked() = %q, want the parked goroutine's stack", got)
