@@ -41,7 +41,7 @@ func (s *StewardServer) UpdateServices(ctx context.Context, req *vpnapipb.Update
 	if !ok || !node.Registered {
 		return nil, status.Errorf(codes.PermissionDenied, "node %s is not registered", name)
 	}
-	svcs, err := servicesFromProto(req)
+	svcs, err := servicesFromProto(req, node.Role == registry.RoleCoordinator)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -51,7 +51,10 @@ func (s *StewardServer) UpdateServices(ctx context.Context, req *vpnapipb.Update
 	return &vpnapipb.UpdateServicesResponse{Revision: s.Registry.Revision()}, nil
 }
 
-func servicesFromProto(req *vpnapipb.UpdateServicesRequest) (registry.Services, error) {
+// servicesFromProto checks and converts a node's services. Only the
+// coordinator may have a fabric-admin client: the built-in rules let it
+// reach pastiche on every node.
+func servicesFromProto(req *vpnapipb.UpdateServicesRequest, coordinator bool) (registry.Services, error) {
 	var out registry.Services
 	seen := map[string]bool{}
 	for _, e := range req.GetEndpoints() {
@@ -66,6 +69,9 @@ func servicesFromProto(req *vpnapipb.UpdateServicesRequest) (registry.Services, 
 	for _, c := range req.GetClients() {
 		if err := checkService(c.GetService(), "client", seen); err != nil {
 			return out, err
+		}
+		if c.GetService() == serviceid.FabricAdmin && !coordinator {
+			return out, fmt.Errorf("client %s: only the coordinator has it", serviceid.FabricAdmin)
 		}
 		if len(c.GetPubKey()) != ed25519.PublicKeySize {
 			return out, fmt.Errorf("client %s: public key has %d bytes, want %d", c.GetService(), len(c.GetPubKey()), ed25519.PublicKeySize)

@@ -160,6 +160,8 @@ func TestStewardRefuses(t *testing.T) {
 			req: &vpnapipb.UpdateServicesRequest{Clients: []*vpnapipb.ServiceClient{client("registry", key)}}},
 		{name: "reeve client", keyID: "reeve@n1", key: f.n1Reeve, wantCode: codes.InvalidArgument, wantMsg: "client reeve: the name is reserved",
 			req: &vpnapipb.UpdateServicesRequest{Clients: []*vpnapipb.ServiceClient{client("reeve", key)}}},
+		{name: "fabric-admin client on a node", keyID: "reeve@n1", key: f.n1Reeve, wantCode: codes.InvalidArgument, wantMsg: "client fabric-admin: only the coordinator has it",
+			req: &vpnapipb.UpdateServicesRequest{Clients: []*vpnapipb.ServiceClient{client("fabric-admin", key)}}},
 		{name: "client twice", keyID: "reeve@n1", key: f.n1Reeve, wantCode: codes.InvalidArgument, wantMsg: "client billing is listed twice",
 			req: &vpnapipb.UpdateServicesRequest{Clients: []*vpnapipb.ServiceClient{client("billing", key), client("billing", key)}}},
 		{name: "short client key", keyID: "reeve@n1", key: f.n1Reeve, wantCode: codes.InvalidArgument, wantMsg: "public key has 31 bytes, want 32",

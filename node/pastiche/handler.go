@@ -2,6 +2,7 @@ package pastiche
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"io"
 
@@ -43,7 +44,7 @@ func (h handler) Put(stream pastichepb.Pastiche_PutServer) error {
 		h.s.log.Warn("file not stored", "from", caller, "err", err)
 		return err
 	}
-	h.s.log.Info("file stored", "file", resp.GetName(), "size", resp.GetSize(), "sha256", resp.GetSha256(), "from", caller)
+	h.s.log.Info("file stored", "file", resp.GetName(), "size", resp.GetSize(), "sha256", hex.EncodeToString(resp.GetSha256()), "from", caller)
 	return stream.SendAndClose(resp)
 }
 
@@ -107,7 +108,7 @@ func (h handler) Send(stream pastichepb.Pastiche_SendServer) error {
 		return err
 	}
 	stored := resp.GetStored()
-	h.s.log.Info("file sent", "to", resp.GetTarget(), "file", stored.GetName(), "size", stored.GetSize(), "sha256", stored.GetSha256())
+	h.s.log.Info("file sent", "to", resp.GetTarget(), "file", stored.GetName(), "size", stored.GetSize(), "sha256", hex.EncodeToString(stored.GetSha256()))
 	return stream.SendAndClose(resp)
 }
 

@@ -82,7 +82,7 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	srv := grpc.NewServer(opts...)
 	pastichepb.RegisterPasticheServer(srv, handler{s: s})
 	s.serve(ctx, srv, lis)
-	s.log.Info("pastiche started", "endpoint", s.id, "address", addr, "dir", s.dir)
+	s.log.Info("pastiche started", "address", addr, "dir", s.dir)
 	return s, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/fabricmesh/fabric/internal/httpsig"
+	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/node/reeve/reevepb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -63,7 +64,12 @@ func (s localServer) RegisterEndpoint(ctx context.Context, req *reevepb.Register
 	return &reevepb.RegisterEndpointResponse{Endpoint: id, Address: addr}, nil
 }
 
+// RegisterClient refuses fabric-admin, the coordinator's own client, which
+// fabricd registers in process.
 func (s localServer) RegisterClient(ctx context.Context, req *reevepb.RegisterClientRequest) (*reevepb.RegisterClientResponse, error) {
+	if req.GetService() == serviceid.FabricAdmin {
+		return nil, status.Errorf(codes.PermissionDenied, "%s is the coordinator's own client; services cannot register it", serviceid.FabricAdmin)
+	}
 	id, err := s.r.RegisterClient(ctx, req.GetService())
 	if err != nil {
 		return nil, invalid(err)

@@ -240,7 +240,7 @@ func (r *Reeve) Lookup(endpointID, client string) (ed25519.PublicKey, error) {
 	if r.index.known[client] {
 		return nil, fmt.Errorf("%w: %s may not call %s", httpsig.ErrNotWhitelisted, client, endpointID)
 	}
-	return nil, fmt.Errorf("%w: %s", httpsig.ErrUnknownKey, client)
+	return nil, fmt.Errorf("%w: %s is not among the clients the rules let call %s", httpsig.ErrUnknownKey, client, endpointID)
 }
 
 // Whitelist returns the whitelist of the local endpoint endpointID, for

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -110,29 +111,20 @@ func (s challengeServer) Challenge(ctx context.Context, req *reevepb.ChallengeRe
 // refuses the reeve's signature (the coordinator does not hold this reeve
 // as registered, or holds another key), the reeve registers again.
 func (r *Reeve) run(ctx context.Context) {
-	b := r.cfg.MinBackoff
-	retry := func(what string, err error) bool {
-		r.log.Warn(what+" failed; retrying", "in", b, "err", err)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(b):
-		}
-		b = min(2*b, r.cfg.MaxBackoff)
-		return true
-	}
+	b := &backoff{log: r.log, min: r.cfg.MinBackoff, max: r.cfg.MaxBackoff, next: r.cfg.MinBackoff}
 	for {
 		for !r.Registered() {
 			err := r.register(ctx)
 			if err == nil {
 				break
 			}
-			if ctx.Err() != nil || !retry("registration", err) {
+			if ctx.Err() != nil || !b.retry(ctx, "registration", err) {
 				return
 			}
 		}
+		b.reset()
 		r.markDirty()
-		if !r.syncServices(ctx, retry) {
+		if !r.syncServices(ctx, b) {
 			return
 		}
 	}
@@ -140,7 +132,7 @@ func (r *Reeve) run(ctx context.Context) {
 
 // syncServices sends the services to the steward whenever they change. It
 // returns false when ctx ends, true when the reeve must register again.
-func (r *Reeve) syncServices(ctx context.Context, retry func(string, error) bool) bool {
+func (r *Reeve) syncServices(ctx context.Context, b *backoff) bool {
 	for {
 		select {
 		case <-ctx.Done():
@@ -150,6 +142,7 @@ func (r *Reeve) syncServices(ctx context.Context, retry func(string, error) bool
 		for {
 			err := r.updateServices(ctx)
 			if err == nil {
+				b.reset()
 				break
 			}
 			if status.Code(err) == codes.Unauthenticated {
@@ -157,16 +150,39 @@ func (r *Reeve) syncServices(ctx context.Context, retry func(string, error) bool
 				if ferr := r.forgetRegistration(); ferr != nil {
 					r.log.Error("registering again", "err", ferr)
 				}
-				// The retry's backoff keeps a steward that always
-				// refuses (a clock far off) from being hammered.
-				return retry("updating the steward", err)
+				// The backoff keeps a steward that always refuses (a
+				// clock far off) from being hammered.
+				return b.retry(ctx, "updating the steward", err)
 			}
-			if ctx.Err() != nil || !retry("updating the steward", err) {
+			if ctx.Err() != nil || !b.retry(ctx, "updating the steward", err) {
 				return false
 			}
 		}
 	}
 }
+
+// backoff spaces the retries of a failing call: min, doubling up to max,
+// back to min after a success.
+type backoff struct {
+	log            *slog.Logger
+	min, max, next time.Duration
+}
+
+// retry logs the failure and waits; false if ctx ended first.
+func (b *backoff) retry(ctx context.Context, what string, err error) bool {
+	b.log.Warn(what+" failed; retrying", "in", b.next, "err", err)
+	t := time.NewTimer(b.next)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	}
+	b.next = min(2*b.next, b.max)
+	return true
+}
+
+func (b *backoff) reset() { b.next = b.min }
 
 func (r *Reeve) register(ctx context.Context) error {
 	pub, _ := r.PubKey(serviceid.Reeve)
