@@ -34,6 +34,9 @@ func TestSetRegistration(t *testing.T) {
 		t.Fatalf("%s is %+v, want the admin", admin, p)
 	}
 	rev := r.Revision()
+	if again, err := r.SetRegistration(node.VPNIP, reeveKey, "callback: bad signature"); err != nil || again.Revision != failed.Revision {
+		t.Errorf("the same failure again: %+v, %v; want the record unchanged", again, err)
+	}
 	for _, tt := range []struct {
 		name string
 		ip   netip.Addr

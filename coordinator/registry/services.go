@@ -75,6 +75,12 @@ func scanServices(tx store.Tx, into map[netip.Addr]Services) error {
 // with an empty failure the node is registered with reevePubKey; otherwise
 // it is unregistered and failure says why.
 func (r *Registry) SetRegistration(ip netip.Addr, reevePubKey []byte, failure string) (Peer, error) {
+	// The same failure again changes nothing: no new revision wakes the
+	// watchers while a node keeps failing.
+	if p, ok := r.Peer(ip); ok && failure != "" && p.State == StateActive && p.Role != RoleAdmin &&
+		!p.Registered && p.RegistrationError == failure {
+		return p, nil
+	}
 	var out Peer
 	err := r.update(func(m *mutation) error {
 		p, ok := m.lookupIP(ip)
