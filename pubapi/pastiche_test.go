@@ -71,7 +71,7 @@ type registryCore struct {
 }
 
 func (c registryCore) Registry() (*registry.Registry, bool) { return c.reg, true }
-func (c registryCore) Status() core.Status                   { return core.Status{} }
+func (c registryCore) Status() core.Status                  { return core.Status{} }
 
 func TestExplainRefusal(t *testing.T) {
 	reg, err := registry.Open(store.NewMem())
