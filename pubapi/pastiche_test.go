@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
-	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"google.golang.org/grpc"
@@ -71,7 +70,6 @@ type registryCore struct {
 }
 
 func (c registryCore) Registry() (*registry.Registry, bool) { return c.reg, true }
-func (c registryCore) Status() core.Status                  { return core.Status{} }
 
 func TestExplainRefusal(t *testing.T) {
 	reg, err := registry.Open(store.NewMem())
