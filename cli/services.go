@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -53,36 +52,8 @@ func catalogOf(st Status) Catalog {
 }
 
 func newServicesCmd() *cobra.Command {
-	var adminDir, output string
-	cmd := &cobra.Command{
-		Use:   "services [-o table|json]",
-		Short: "List the service catalog: every service's endpoints and clients, and the rules",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "table" && output != "json" {
-				return usagef("-o %q: want table or json", output)
-			}
-			admin, err := loadAdminDir(adminDir)
-			if err != nil {
-				return err
-			}
-			st, err := fetchStatus(cmd.Context(), admin)
-			if err != nil {
-				return err
-			}
-			cat := catalogOf(st)
-			if output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(cat)
-			}
-			printCatalog(cmd.OutOrStdout(), cat)
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&adminDir, "admin-dir", defaultAdminDir, "admin bundle written by 'fabric activate'")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	return cmd
+	return newReportCmd("services", "List the service catalog: every service's endpoints and clients, and the rules",
+		catalogOf, printCatalog)
 }
 
 // printCatalog prints one line per service: its port, how many endpoints

@@ -112,10 +112,19 @@ func fetchStatus(ctx context.Context, admin *adminDir) (Status, error) {
 }
 
 func newStatusCmd() *cobra.Command {
+	return newReportCmd("status", "Show the cluster's peers as the coordinator sees them",
+		func(st Status) Status { return st },
+		printStatus)
+}
+
+// newReportCmd is a command that fetches the cluster status from the
+// coordinator of the admin bundle and prints what report makes of it, as
+// JSON (-o json) or with printTable.
+func newReportCmd[R any](name, short string, report func(Status) R, printTable func(io.Writer, R)) *cobra.Command {
 	var adminDir, output string
 	cmd := &cobra.Command{
-		Use:   "status [-o table|json]",
-		Short: "Show the cluster's peers as the coordinator sees them",
+		Use:   name + " [-o table|json]",
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
@@ -129,12 +138,13 @@ func newStatusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			r := report(st)
 			if output == "json" {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return enc.Encode(r)
 			}
-			printStatus(cmd.OutOrStdout(), st)
+			printTable(cmd.OutOrStdout(), r)
 			return nil
 		},
 	}
