@@ -6,11 +6,9 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/leakcheck"
+	"github.com/fabricmesh/fabric/internal/loopvpn"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
@@ -72,57 +71,6 @@ func testContext(tb testing.TB) context.Context {
 	return ctx
 }
 
-// testVPN maps VPN addresses that are listened on to loopback listeners;
-// route sends the connections to one VPN address to another's listener.
-type testVPN struct {
-	mu     sync.Mutex
-	ports  map[netip.AddrPort]string
-	routes map[netip.AddrPort]netip.AddrPort
-}
-
-var _ reeve.VPN = (*testVPN)(nil)
-
-func newTestVPN() *testVPN {
-	return &testVPN{ports: map[netip.AddrPort]string{}, routes: map[netip.AddrPort]netip.AddrPort{}}
-}
-
-func (v *testVPN) Listen(ctx context.Context, addr netip.AddrPort) (net.Listener, error) {
-	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.ports[addr] = lis.Addr().String()
-	return lis, nil
-}
-
-// route makes connections to from reach the listener of to.
-func (v *testVPN) route(from, to netip.AddrPort) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.routes[from] = to
-}
-
-func (v *testVPN) Dial(ctx context.Context, addr string) (net.Conn, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	v.mu.Lock()
-	if to, ok := v.routes[ap]; ok {
-		ap = to
-	}
-	local, ok := v.ports[ap]
-	v.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("dial %s: connection refused", addr)
-	}
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", local)
-}
-
 const (
 	testClusterID   = "c1"
 	testCoordinator = "coord"
@@ -139,7 +87,7 @@ type testNode struct {
 // test VPN.
 type cluster struct {
 	reg      *registry.Registry
-	vpn      *testVPN
+	vpn      *loopvpn.VPN
 	coordKey ed25519.PrivateKey
 	coordIP  netip.Addr
 	adminIP  netip.Addr
@@ -159,7 +107,7 @@ func newCluster(tb testing.TB, nodes ...[2]string) *cluster {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c := &cluster{reg: reg, vpn: newTestVPN(), coordKey: newKey(), nodes: map[string]testNode{}}
+	c := &cluster{reg: reg, vpn: loopvpn.New(), coordKey: newKey(), nodes: map[string]testNode{}}
 	coord := registry.Peer{
 		Name: testCoordinator, PublicEndpoint: "192.0.2.1:7443", WGEndpoint: "192.0.2.1:51820",
 		WGPubKey: randomBytes(32), SigningPubKey: pub(c.coordKey),

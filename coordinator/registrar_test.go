@@ -169,7 +169,7 @@ func TestRegistrar(t *testing.T) {
 			name: "callback answered by another node's reeve offering its key",
 			setup: func(t *testing.T, c *cluster) []byte {
 				r2 := c.startReeve(t, "n2", pub(c.coordKey), nil)
-				c.vpn.route(netip.AddrPortFrom(c.nodes["n1"].vpnIP, serviceid.ReevePort), netip.AddrPortFrom(c.nodes["n2"].vpnIP, serviceid.ReevePort))
+				c.vpn.Route(netip.AddrPortFrom(c.nodes["n1"].vpnIP, serviceid.ReevePort), netip.AddrPortFrom(c.nodes["n2"].vpnIP, serviceid.ReevePort))
 				return reeveKey(r2)
 			},
 			want: registration{Error: "did not sign the nonce with the key it offered"},
@@ -179,7 +179,7 @@ func TestRegistrar(t *testing.T) {
 			setup: func(t *testing.T, c *cluster) []byte {
 				c.startReeve(t, "n2", pub(c.coordKey), nil)
 				r1 := c.startReeve(t, "n1", pub(c.coordKey), nil)
-				c.vpn.route(netip.AddrPortFrom(c.nodes["n1"].vpnIP, serviceid.ReevePort), netip.AddrPortFrom(c.nodes["n2"].vpnIP, serviceid.ReevePort))
+				c.vpn.Route(netip.AddrPortFrom(c.nodes["n1"].vpnIP, serviceid.ReevePort), netip.AddrPortFrom(c.nodes["n2"].vpnIP, serviceid.ReevePort))
 				return reeveKey(r1)
 			},
 			want: registration{Error: "did not sign the nonce with the key it offered"},

@@ -14,12 +14,23 @@ import (
 // VPN maps the VPN addresses listened on to loopback listeners. Share one
 // among the peers of a cluster.
 type VPN struct {
-	mu    sync.Mutex
-	ports map[netip.AddrPort]string
+	mu     sync.Mutex
+	ports  map[netip.AddrPort]string
+	routes map[netip.AddrPort]netip.AddrPort
 }
 
 // New returns an empty VPN.
-func New() *VPN { return &VPN{ports: map[netip.AddrPort]string{}} }
+func New() *VPN {
+	return &VPN{ports: map[netip.AddrPort]string{}, routes: map[netip.AddrPort]netip.AddrPort{}}
+}
+
+// Route makes the connections to from reach the listener of to, as a
+// misrouted network would (for tests of callers that must notice).
+func (v *VPN) Route(from, to netip.AddrPort) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.routes[from] = to
+}
 
 // Listen serves addr on a new loopback port.
 func (v *VPN) Listen(ctx context.Context, addr netip.AddrPort) (net.Listener, error) {
@@ -41,6 +52,9 @@ func (v *VPN) Dial(ctx context.Context, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	v.mu.Lock()
+	if to, ok := v.routes[ap]; ok {
+		ap = to
+	}
 	local, ok := v.ports[ap]
 	v.mu.Unlock()
 	if !ok {

@@ -33,6 +33,19 @@ func TestListenDial(t *testing.T) {
 		t.Errorf("read %q, %v; want hello", got, err)
 	}
 
+	// A route sends the connections to another address to addr's listener.
+	v.Route(netip.MustParseAddrPort("203.0.113.9:7450"), addr)
+	go func() {
+		if c, err := lis.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	if c, err := v.Dial(ctx, "203.0.113.9:7450"); err != nil {
+		t.Errorf("Dial through a route: %v", err)
+	} else {
+		c.Close()
+	}
+
 	for _, tt := range []struct{ addr, want string }{
 		{"203.0.113.8:7450", "no route to host"},
 		{"not an address", "not an ip:port"},
