@@ -5,10 +5,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
+	"github.com/fabricmesh/fabric/internal/testlog"
 	"github.com/fabricmesh/fabric/node/reeve"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"google.golang.org/grpc"
@@ -49,18 +48,6 @@ func randomBytes(n int) []byte {
 		panic(err)
 	}
 	return b
-}
-
-// testLogger sends a logger's records to t.Log.
-func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
 }
 
 // testContext bounds a test's waits, so a broken peer fails the test
@@ -157,7 +144,7 @@ func (c *cluster) peer(tb testing.TB, name string) registry.Peer {
 func (c *cluster) registrar(tb testing.TB) *coordinator.Registrar {
 	return &coordinator.Registrar{
 		Registry: c.reg, CoordinatorName: testCoordinator, SigningPrivKey: c.coordKey,
-		DialContext: c.vpn.Dial, Logger: testLogger(tb),
+		DialContext: c.vpn.Dial, Logger: testlog.New(tb),
 	}
 }
 
@@ -182,7 +169,7 @@ func (c *cluster) startReeve(tb testing.TB, name string, coordKey ed25519.Public
 		StewardAddress: netip.AddrPortFrom(c.coordIP, serviceid.StewardPort).String(),
 		VPN:            c.vpn, Register: register,
 		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
-		Logger: testLogger(tb).With("peer", name),
+		Logger: testlog.New(tb).With("peer", name),
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -218,7 +205,7 @@ func (c *cluster) serveSteward(tb testing.TB) netip.AddrPort {
 	srv := grpc.NewServer(signedrpc.ServerOptions(signedrpc.ServerConfig{
 		Whitelist: coordinator.StewardWhitelist{Registry: c.reg},
 		Replay:    httpsig.NewReplayCache(reeve.ReplayCapacity),
-		Logger:    testLogger(tb).With("component", "steward"),
+		Logger:    testlog.New(tb).With("component", "steward"),
 	})...)
 	vpnapipb.RegisterStewardServer(srv, &coordinator.StewardServer{Registry: c.reg})
 	done := make(chan struct{})

@@ -16,6 +16,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
+	"github.com/fabricmesh/fabric/internal/testlog"
 	"github.com/fabricmesh/fabric/node/reeve/reevepb"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
@@ -54,7 +55,7 @@ func (c *cluster) serveFakeReeve(tb testing.TB, name string, answer func(ctx con
 		tb.Fatal(err)
 	}
 	srv := grpc.NewServer(signedrpc.ServerOptions(signedrpc.ServerConfig{
-		Whitelist: registryWhitelist{pub(c.coordKey)}, Replay: httpsig.NewReplayCache(64), Logger: testLogger(tb),
+		Whitelist: registryWhitelist{pub(c.coordKey)}, Replay: httpsig.NewReplayCache(64), Logger: testlog.New(tb),
 	})...)
 	reevepb.RegisterReeveServer(srv, fakeReeve{answer: answer})
 	done := make(chan struct{})

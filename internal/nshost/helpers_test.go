@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fabricmesh/fabric/internal/testlog"
 )
 
 // helperArg, as the first argument of the test binary, makes it a helper
@@ -90,7 +91,7 @@ func newLab(tb testing.TB, cfg Config) *Lab {
 		cfg.WorkDir = tb.TempDir()
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(tb)
+		cfg.Logger = testlog.New(tb)
 	}
 	l, err := New(context.Background(), cfg)
 	if err != nil {
@@ -105,17 +106,6 @@ func newLab(tb testing.TB, cfg Config) *Lab {
 		}
 	})
 	return l
-}
-
-func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(b []byte) (int, error) {
-	w.tb.Logf("%s", strings.TrimSpace(string(b)))
-	return len(b), nil
 }
 
 // namespacesWithPrefix lists the lab's namespaces still present.

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/fabricmesh/fabric/internal/testlog"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -274,7 +276,7 @@ func TestAddHostsBadNames(t *testing.T) {
 func TestCloseAfterFailure(t *testing.T) {
 	requireRoot(t)
 	ctx := t.Context()
-	l, err := New(ctx, Config{WorkDir: t.TempDir(), Logger: testLogger(t)})
+	l, err := New(ctx, Config{WorkDir: t.TempDir(), Logger: testlog.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/leakcheck"
 	"github.com/fabricmesh/fabric/internal/signedrpc/testdata/testpb"
+	"github.com/fabricmesh/fabric/internal/testlog"
 )
 
 // TestMain fails the run if a test left a gRPC server, connection or stream
@@ -154,18 +154,6 @@ func (e *echoServer) receivedData() []string {
 	return out
 }
 
-// logWriter sends log lines to t.Logf.
-type logWriter struct{ tb testing.TB }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.tb.Logf("%s", strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(logWriter{tb}, nil))
-}
-
 // startServer serves the echo service on loopback with cfg (its Whitelist
 // defaults to newFakeWhitelist, its Logger to t.Logf) and returns the
 // address and the service.
@@ -175,7 +163,7 @@ func startServer(tb testing.TB, cfg ServerConfig) (string, *echoServer) {
 		cfg.Whitelist = newFakeWhitelist()
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(tb)
+		cfg.Logger = testlog.New(tb)
 	}
 	svc := &echoServer{}
 	srv := grpc.NewServer(ServerOptions(cfg)...)

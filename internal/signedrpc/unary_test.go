@@ -19,6 +19,7 @@ import (
 
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/signedrpc/testdata/testpb"
+	"github.com/fabricmesh/fabric/internal/testlog"
 )
 
 // checkStatus checks that err is a status with code and a message
@@ -53,7 +54,7 @@ func TestUnarySigned(t *testing.T) {
 
 func TestUnaryKeepsCallerMetadata(t *testing.T) {
 	var got metadata.MD
-	srv := grpc.NewServer(append(ServerOptions(ServerConfig{Whitelist: newFakeWhitelist(), Logger: testLogger(t)}),
+	srv := grpc.NewServer(append(ServerOptions(ServerConfig{Whitelist: newFakeWhitelist(), Logger: testlog.New(t)}),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			got, _ = metadata.FromIncomingContext(ctx)
 			return h(ctx, req)

@@ -4,14 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"io/fs"
-	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/loopvpn"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/testlog"
 	"github.com/fabricmesh/fabric/node/pastiche/pastichepb"
 	"github.com/fabricmesh/fabric/node/reeve"
 	"google.golang.org/grpc"
@@ -94,7 +93,7 @@ func (tc *testCluster) newPeer(tb testing.TB, name string, vpnIP netip.Addr) *te
 	r, err := reeve.New(reeve.Config{
 		Store: store.NewMem(), Node: name, VPNIP: vpnIP, ClusterID: "test", VPN: tc.vpn,
 		Register: func(context.Context, []byte) error { return nil },
-		Logger:   testLogger(tb).With("peer", name),
+		Logger:   testlog.New(tb).With("peer", name),
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -107,7 +106,7 @@ func (tc *testCluster) newPeer(tb testing.TB, name string, vpnIP netip.Addr) *te
 func (tc *testCluster) startPastiche(tb testing.TB, p *testPeer) {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := Start(ctx, Config{Reeve: p.reeve, Dir: p.dir, Listen: tc.vpn.Listen, Logger: testLogger(tb).With("peer", p.name)})
+	svc, err := Start(ctx, Config{Reeve: p.reeve, Dir: p.dir, Listen: tc.vpn.Listen, Logger: testlog.New(tb).With("peer", p.name)})
 	if err != nil {
 		cancel()
 		tb.Fatal(err)
@@ -219,16 +218,4 @@ func testData(n int, seed uint64) []byte {
 		}
 	}
 	return data
-}
-
-// testLogger logs to tb.
-func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(b []byte) (int, error) {
-	w.tb.Logf("%s", strings.TrimSuffix(string(b), "\n"))
-	return len(b), nil
 }

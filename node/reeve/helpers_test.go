@@ -5,11 +5,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +19,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/signedrpc"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
+	"github.com/fabricmesh/fabric/internal/testlog"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -71,19 +70,6 @@ func newKey() ed25519.PrivateKey {
 
 func pub(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
 
-// testLogger sends a logger's records to t.Log.
-func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Helper()
-	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
 // testVPN is the loopback VPN of the tests.
 type testVPN = loopvpn.VPN
 
@@ -122,7 +108,7 @@ func testConfig(tb testing.TB, st store.Store, vpn *testVPN) Config {
 			return ctx.Err()
 		},
 		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
-		Logger: testLogger(tb),
+		Logger: testlog.New(tb),
 	}
 }
 
@@ -200,7 +186,7 @@ func startFakeSteward(tb testing.TB, vpn *testVPN) *fakeSteward {
 		tb.Fatal(err)
 	}
 	srv := grpc.NewServer(signedrpc.ServerOptions(signedrpc.ServerConfig{
-		Whitelist: s, Replay: httpsig.NewReplayCache(1024), Logger: testLogger(tb),
+		Whitelist: s, Replay: httpsig.NewReplayCache(1024), Logger: testlog.New(tb),
 	})...)
 	vpnapipb.RegisterStewardServer(srv, s)
 	done := make(chan struct{})
