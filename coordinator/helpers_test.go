@@ -226,7 +226,7 @@ func (c *cluster) stewardClient(tb testing.TB, addr netip.AddrPort, keyID string
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(c.vpn.Dial),
-	}, signedrpc.DialOptions(keyID, coordinator.KeySigner{KeyID: keyID, PrivKey: key})...)
+	}, signedrpc.DialOptions(keyID, signedrpc.KeySigner{KeyID: keyID, PrivKey: key})...)
 	conn, err := grpc.NewClient("passthrough:///"+addr.String(), opts...)
 	if err != nil {
 		tb.Fatal(err)

@@ -87,7 +87,7 @@ func (r *Registrar) handshake(ctx context.Context, node registry.Peer, reevePubK
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	addr := netip.AddrPortFrom(node.VPNIP, serviceid.ReevePort).String()
-	signer := KeySigner{KeyID: serviceid.ID(serviceid.Registry, r.CoordinatorName), PrivKey: r.SigningPrivKey}
+	signer := signedrpc.KeySigner{KeyID: serviceid.ID(serviceid.Registry, r.CoordinatorName), PrivKey: r.SigningPrivKey}
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(r.DialContext),
@@ -105,19 +105,4 @@ func (r *Registrar) handshake(ctx context.Context, node registry.Peer, reevePubK
 		return fmt.Errorf("the reeve at %s did not sign the nonce with the key it offered", addr)
 	}
 	return nil
-}
-
-// KeySigner signs with one private key; it is the signer of the
-// coordinator's own built-in client (registry@<coordinator>).
-type KeySigner struct {
-	KeyID   string
-	PrivKey ed25519.PrivateKey
-}
-
-// Sign implements signedrpc.Signer.
-func (s KeySigner) Sign(_ context.Context, keyID string, data []byte) ([]byte, error) {
-	if keyID != s.KeyID {
-		return nil, fmt.Errorf("no key for %q", keyID)
-	}
-	return ed25519.Sign(s.PrivKey, data), nil
 }

@@ -338,15 +338,3 @@ func TestRegistrationEndToEnd(t *testing.T) {
 		t.Errorf("n1 registered %v with key %x (reeve says %v), want registered with %x", p.Registered, p.ReevePubKey, r.Registered(), reeveKey(r))
 	}
 }
-
-func TestKeySigner(t *testing.T) {
-	key := newKey()
-	s := coordinator.KeySigner{KeyID: "registry@coord", PrivKey: key}
-	sig, err := s.Sign(context.Background(), "registry@coord", []byte("data"))
-	if err != nil || !ed25519.Verify(pub(key), []byte("data"), sig) {
-		t.Errorf("Sign(registry@coord) = %x, %v; want a signature by the key", sig, err)
-	}
-	if sig, err := s.Sign(context.Background(), "reeve@coord", []byte("data")); err == nil {
-		t.Errorf("Sign(reeve@coord) = %x, want an error: not this signer's key", sig)
-	}
-}

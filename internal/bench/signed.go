@@ -98,7 +98,7 @@ func signedRun(ctx context.Context, d time.Duration) (signedFigures, error) {
 		return f, err
 	}
 	defer plainConn.Close()
-	signedConn, err := dial(signed.addr, signedrpc.DialOptions(benchKeyID, memSigner{benchKeyID: key})...)
+	signedConn, err := dial(signed.addr, signedrpc.DialOptions(benchKeyID, signedrpc.KeySigner{KeyID: benchKeyID, PrivKey: key})...)
 	if err != nil {
 		return f, err
 	}
@@ -239,19 +239,6 @@ func (w oneKey) Lookup(keyID string) (ed25519.PublicKey, error) {
 		return nil, httpsig.ErrUnknownKey
 	}
 	return w.pub, nil
-}
-
-// memSigner holds private keys in memory by key ID (reeve's role).
-type memSigner map[string]ed25519.PrivateKey
-
-var _ signedrpc.Signer = memSigner(nil)
-
-func (s memSigner) Sign(_ context.Context, keyID string, data []byte) ([]byte, error) {
-	key, ok := s[keyID]
-	if !ok {
-		return nil, fmt.Errorf("no key for %q", keyID)
-	}
-	return ed25519.Sign(key, data), nil
 }
 
 // healthEcho answers every health check with SERVING.

@@ -245,26 +245,13 @@ func dialSigned(tb testing.TB, vpn *testVPN, addr netip.AddrPort, keyID string, 
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(vpn.Dial),
-	}, signedrpc.DialOptions(keyID, keySigner{keyID: keyID, priv: priv})...)
+	}, signedrpc.DialOptions(keyID, signedrpc.KeySigner{KeyID: keyID, PrivKey: priv})...)
 	conn, err := grpc.NewClient("passthrough:///"+addr.String(), opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
 	return conn
-}
-
-// keySigner signs as one key ID with one key.
-type keySigner struct {
-	keyID string
-	priv  ed25519.PrivateKey
-}
-
-func (s keySigner) Sign(_ context.Context, keyID string, data []byte) ([]byte, error) {
-	if keyID != s.keyID {
-		return nil, fmt.Errorf("no key for %s", keyID)
-	}
-	return ed25519.Sign(s.priv, data), nil
 }
 
 // sortedKeys returns m's keys, sorted.
