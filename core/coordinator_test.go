@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/store/storetest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -320,7 +321,7 @@ type peerSnapshot struct {
 }
 
 func snapshot(t testing.TB, p *testPeer) peerSnapshot {
-	return peerSnapshot{Status: p.core.Status(), Device: p.net.Device(), Store: dump(t, p.store), Services: p.services.started()}
+	return peerSnapshot{Status: p.core.Status(), Device: p.net.Device(), Store: storetest.Dump(t, p.store), Services: p.services.started()}
 }
 
 func TestActivateAdditionalNodes(t *testing.T) {

@@ -361,22 +361,6 @@ var cmpNetip = cmp.Options{
 	cmp.Transformer("Prefix", func(p netip.Prefix) string { return p.String() }),
 }
 
-// dump is every key and value of st.
-func dump(t testing.TB, st store.Store) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := st.View(func(tx store.Tx) error {
-		return tx.Scan("", func(k string, v []byte) error {
-			out[k] = string(v)
-			return nil
-		})
-	})
-	if err != nil {
-		t.Fatalf("dumping store: %v", err)
-	}
-	return out
-}
-
 // openBolt opens a bbolt store at path; cleanup closes it.
 func openBolt(t testing.TB, path string) *boltstore.Bolt {
 	t.Helper()

@@ -111,22 +111,6 @@ func activateNode(t testing.TB, r *registry.Registry, i byte) registry.Peer {
 	return p
 }
 
-// dump is every key and value of st.
-func dump(t testing.TB, st store.Store) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := st.View(func(tx store.Tx) error {
-		return tx.Scan("", func(k string, v []byte) error {
-			out[k] = string(v)
-			return nil
-		})
-	})
-	if err != nil {
-		t.Fatalf("dumping store: %v", err)
-	}
-	return out
-}
-
 // regState is what a registry shows its readers.
 type regState struct {
 	Cluster     registry.Cluster

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/store/storetest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -134,7 +135,7 @@ func TestCIDRFull(t *testing.T) {
 							t.Fatalf("Fail: %v", err)
 						}
 					}
-					before, beforeStore := stateOf(r), dump(t, st)
+					before, beforeStore := stateOf(r), storetest.Dump(t, st)
 					next := byte(tt.usable)
 					checks := []struct {
 						name string
@@ -154,7 +155,7 @@ func TestCIDRFull(t *testing.T) {
 						if diff := cmp.Diff(before, stateOf(r), cmpNetip); diff != "" {
 							t.Errorf("%s in a full CIDR changed the registry (-before +after):\n%s", c.name, diff)
 						}
-						if diff := cmp.Diff(beforeStore, dump(t, st)); diff != "" {
+						if diff := cmp.Diff(beforeStore, storetest.Dump(t, st)); diff != "" {
 							t.Errorf("%s in a full CIDR changed the store (-before +after):\n%s", c.name, diff)
 						}
 					}
@@ -190,7 +191,7 @@ func TestInitCIDRTooSmallForAdmins(t *testing.T) {
 	if diff := cmp.Diff(regState{}, stateOf(r), cmpNetip); diff != "" {
 		t.Errorf("failed Init changed the registry (-want +got):\n%s", diff)
 	}
-	if got := dump(t, st); len(got) != 0 {
+	if got := storetest.Dump(t, st); len(got) != 0 {
 		t.Errorf("failed Init wrote %v", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/store/storetest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -50,7 +51,7 @@ func TestInit(t *testing.T) {
 			if diff := cmp.Diff(want, stateOf(r), cmpNetip); diff != "" {
 				t.Errorf("registry after Init (-want +got):\n%s", diff)
 			}
-			if !extraRan || dump(t, st)["caller/key"] != "v" {
+			if !extraRan || storetest.Dump(t, st)["caller/key"] != "v" {
 				t.Error("Init did not commit the caller's extra write")
 			}
 			_, err = r.Init(registry.Cluster{ID: "c2", VPNCIDR: mustParseCIDR(t, "198.51.100.0/24")}, coordinatorPeer(), nil, nil)
@@ -250,7 +251,7 @@ func TestNameConflicts(t *testing.T) {
 			if tt.setup != nil {
 				tt.setup(t, r)
 			}
-			before, beforeStore := stateOf(r), dump(t, st)
+			before, beforeStore := stateOf(r), storetest.Dump(t, st)
 			p, err := r.Reserve(nodeEndpoint(0), tt.reserve, nil, false)
 			if !tt.conflict {
 				if err != nil {
@@ -270,7 +271,7 @@ func TestNameConflicts(t *testing.T) {
 			if diff := cmp.Diff(before, stateOf(r), cmpNetip); diff != "" {
 				t.Errorf("refused Reserve changed the registry (-before +after):\n%s", diff)
 			}
-			if diff := cmp.Diff(beforeStore, dump(t, st)); diff != "" {
+			if diff := cmp.Diff(beforeStore, storetest.Dump(t, st)); diff != "" {
 				t.Errorf("refused Reserve changed the store (-before +after):\n%s", diff)
 			}
 		})
@@ -305,7 +306,7 @@ func TestActivateDuplicateKeys(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			before, beforeStore := stateOf(r), dump(t, st)
+			before, beforeStore := stateOf(r), storetest.Dump(t, st)
 			got, err := r.Activate(pending.VPNIP, tt.a)
 			if !tt.conflict {
 				if err != nil {
@@ -322,7 +323,7 @@ func TestActivateDuplicateKeys(t *testing.T) {
 			if diff := cmp.Diff(before, stateOf(r), cmpNetip); diff != "" {
 				t.Errorf("refused Activate changed the registry (-before +after):\n%s", diff)
 			}
-			if diff := cmp.Diff(beforeStore, dump(t, st)); diff != "" {
+			if diff := cmp.Diff(beforeStore, storetest.Dump(t, st)); diff != "" {
 				t.Errorf("refused Activate changed the store (-before +after):\n%s", diff)
 			}
 		})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/store/storetest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -117,7 +118,7 @@ func TestFailedTransaction(t *testing.T) {
 				if o.setup != nil {
 					o.setup(t, r)
 				}
-				before, beforeStore := stateOf(r), dump(t, st)
+				before, beforeStore := stateOf(r), storetest.Dump(t, st)
 				for n := 1; ; n++ {
 					if n > 20 {
 						t.Fatalf("%s still fails with the put #%d armed to fail", o.name, n)
@@ -136,7 +137,7 @@ func TestFailedTransaction(t *testing.T) {
 					if diff := cmp.Diff(before, stateOf(r), cmpNetip); diff != "" {
 						t.Fatalf("%s with put #%d failing changed the registry (-before +after):\n%s", o.name, n, diff)
 					}
-					if diff := cmp.Diff(beforeStore, dump(t, st)); diff != "" {
+					if diff := cmp.Diff(beforeStore, storetest.Dump(t, st)); diff != "" {
 						t.Fatalf("%s with put #%d failing changed the store (-before +after):\n%s", o.name, n, diff)
 					}
 					// Reopening finds the same registry as well.

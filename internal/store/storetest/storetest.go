@@ -52,8 +52,8 @@ func put(tb testing.TB, s store.Store, kv map[string]string) {
 	}
 }
 
-// dump returns every committed key and value.
-func dump(tb testing.TB, s store.Store) map[string]string {
+// Dump returns every committed key and value of s.
+func Dump(tb testing.TB, s store.Store) map[string]string {
 	tb.Helper()
 	got := map[string]string{}
 	err := s.View(func(tx store.Tx) error {
@@ -131,7 +131,7 @@ func testGetPutDelete(t *testing.T, open Opener) {
 			if err := s.Update(tt.update); err != nil {
 				t.Fatalf("Update: %v", err)
 			}
-			if diff := cmp.Diff(tt.want, dump(t, s)); diff != "" {
+			if diff := cmp.Diff(tt.want, Dump(t, s)); diff != "" {
 				t.Errorf("store content (-want +got):\n%s", diff)
 			}
 			err := s.View(func(tx store.Tx) error {
@@ -208,7 +208,7 @@ func testCopies(t *testing.T, open Opener) {
 	if err != nil {
 		t.Fatalf("View: %v", err)
 	}
-	if diff := cmp.Diff(map[string]string{"k": "original"}, dump(t, s)); diff != "" {
+	if diff := cmp.Diff(map[string]string{"k": "original"}, Dump(t, s)); diff != "" {
 		t.Errorf("store content (-want +got):\n%s", diff)
 	}
 }
@@ -315,7 +315,7 @@ func testScanDeletesWhileScanning(t *testing.T, open Opener) {
 	if diff := cmp.Diff([]string{"t/a", "t/b", "t/d"}, visited); diff != "" {
 		t.Errorf("visited keys (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(map[string]string{"u/a": "5"}, dump(t, s)); diff != "" {
+	if diff := cmp.Diff(map[string]string{"u/a": "5"}, Dump(t, s)); diff != "" {
 		t.Errorf("store content (-want +got):\n%s", diff)
 	}
 }

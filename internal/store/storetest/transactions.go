@@ -69,7 +69,7 @@ func testRollbackOnError(t *testing.T, open Opener) {
 	if !errors.Is(err, errBoom) {
 		t.Fatalf("Update error %v, want %v", err, errBoom)
 	}
-	if diff := cmp.Diff(initial, dump(t, s)); diff != "" {
+	if diff := cmp.Diff(initial, Dump(t, s)); diff != "" {
 		t.Errorf("store content after rollback (-want +got):\n%s", diff)
 	}
 }
@@ -86,12 +86,12 @@ func testRollbackOnPanic(t *testing.T, open Opener) {
 	if recovered != errBoom {
 		t.Fatalf("recovered %v, want the panic value %v", recovered, errBoom)
 	}
-	if diff := cmp.Diff(initial, dump(t, s)); diff != "" {
+	if diff := cmp.Diff(initial, Dump(t, s)); diff != "" {
 		t.Errorf("store content after rollback (-want +got):\n%s", diff)
 	}
 	// The store is still usable: the panic released the writer.
 	put(t, s, map[string]string{"after": "ok"})
-	if diff := cmp.Diff("ok", dump(t, s)["after"]); diff != "" {
+	if diff := cmp.Diff("ok", Dump(t, s)["after"]); diff != "" {
 		t.Errorf("value written after the panic (-want +got):\n%s", diff)
 	}
 }
@@ -113,7 +113,7 @@ func testViewRefusesWrites(t *testing.T, open Opener) {
 			if err := s.View(tt.op); !errors.Is(err, store.ErrReadOnly) {
 				t.Errorf("error %v, want store.ErrReadOnly", err)
 			}
-			if diff := cmp.Diff(initial, dump(t, s)); diff != "" {
+			if diff := cmp.Diff(initial, Dump(t, s)); diff != "" {
 				t.Errorf("store content (-want +got):\n%s", diff)
 			}
 		})
@@ -135,14 +135,14 @@ func testViewIsolation(t *testing.T, open Opener) {
 		})
 	}()
 	<-written
-	if diff := cmp.Diff(map[string]string{"a": "before"}, dump(t, s)); diff != "" {
+	if diff := cmp.Diff(map[string]string{"a": "before"}, Dump(t, s)); diff != "" {
 		t.Errorf("View during an uncommitted Update (-want +got):\n%s", diff)
 	}
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatalf("Update: %v", err)
 	}
-	if diff := cmp.Diff(map[string]string{"a": "after"}, dump(t, s)); diff != "" {
+	if diff := cmp.Diff(map[string]string{"a": "after"}, Dump(t, s)); diff != "" {
 		t.Errorf("View after commit (-want +got):\n%s", diff)
 	}
 }
@@ -176,7 +176,7 @@ func testConcurrentUpdates(t *testing.T, open Opener) {
 		}
 	}
 	want := fmt.Sprint(writers * increments)
-	if diff := cmp.Diff(map[string]string{"x": want, "y": want}, dump(t, s)); diff != "" {
+	if diff := cmp.Diff(map[string]string{"x": want, "y": want}, Dump(t, s)); diff != "" {
 		t.Errorf("counters (-want +got):\n%s", diff)
 	}
 }
@@ -244,7 +244,7 @@ func testTxUnusableAfterReturn(t *testing.T, open Opener) {
 			}
 		})
 	}
-	if diff := cmp.Diff(map[string]string{"a": "1"}, dump(t, s)); diff != "" {
+	if diff := cmp.Diff(map[string]string{"a": "1"}, Dump(t, s)); diff != "" {
 		t.Errorf("store content (-want +got):\n%s", diff)
 	}
 }
