@@ -12,6 +12,7 @@ import (
 
 	"github.com/fabricmesh/fabric/coordinator"
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/grpctest"
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/leakcheck"
 	"github.com/fabricmesh/fabric/internal/loopvpn"
@@ -208,15 +209,7 @@ func (c *cluster) serveSteward(tb testing.TB) netip.AddrPort {
 		Logger:    testlog.New(tb).With("component", "steward"),
 	})...)
 	vpnapipb.RegisterStewardServer(srv, &coordinator.StewardServer{Registry: c.reg})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(lis)
-	}()
-	tb.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
+	grpctest.Serve(tb, srv, lis)
 	return addr
 }
 

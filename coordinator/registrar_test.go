@@ -13,6 +13,7 @@ import (
 
 	"github.com/fabricmesh/fabric/coordinator"
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/grpctest"
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
@@ -58,15 +59,7 @@ func (c *cluster) serveFakeReeve(tb testing.TB, name string, answer func(ctx con
 		Whitelist: registryWhitelist{pub(c.coordKey)}, Replay: httpsig.NewReplayCache(64), Logger: testlog.New(tb),
 	})...)
 	reevepb.RegisterReeveServer(srv, fakeReeve{answer: answer})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(lis)
-	}()
-	tb.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
+	grpctest.Serve(tb, srv, lis)
 }
 
 // registration is the registry's record of a node's registration.

@@ -16,6 +16,7 @@ import (
 	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
+	"github.com/fabricmesh/fabric/internal/grpctest"
 	"github.com/fabricmesh/fabric/internal/leakcheck"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
 	"github.com/fabricmesh/fabric/vpnapi"
@@ -191,15 +192,7 @@ func (c *cluster) serve(tb testing.TB, cfg vpnapi.Config) server {
 	}
 	srv := grpc.NewServer(grpc.Creds(creds))
 	vpnapipb.RegisterVPNAPIServer(srv, vpnapi.NewServer(cfg))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(lis)
-	}()
-	tb.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
+	grpctest.Serve(tb, srv, lis)
 	return server{addr: lis.Addr().String(), pin: authconn.CertPin(cert.Certificate[0])}
 }
 

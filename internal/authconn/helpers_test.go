@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
+
+	"github.com/fabricmesh/fabric/internal/grpctest"
 )
 
 // testTimeout bounds waits in tests so that a bug fails instead of hanging.
@@ -139,16 +141,8 @@ func startServer(t testing.TB, cfg ServerConfig) *testServer {
 		t.Fatal(err)
 	}
 	ts.addr = lis.Addr().String()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-done
-		t.Logf("server log:\n%s", ts.logs)
-	})
+	t.Cleanup(func() { t.Logf("server log:\n%s", ts.logs) }) // after the server stopped
+	grpctest.Serve(t, srv, lis)
 	return ts
 }
 

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
 
+	"github.com/fabricmesh/fabric/internal/grpctest"
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/leakcheck"
 	"github.com/fabricmesh/fabric/internal/signedrpc/testdata/testpb"
@@ -178,15 +179,7 @@ func serve(tb testing.TB, srv *grpc.Server) string {
 	if err != nil {
 		tb.Fatalf("listening: %v", err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(lis)
-	}()
-	tb.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
+	grpctest.Serve(tb, srv, lis)
 	return lis.Addr().String()
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabricmesh/fabric/internal/grpctest"
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/leakcheck"
 	"github.com/fabricmesh/fabric/internal/loopvpn"
@@ -189,15 +190,7 @@ func startFakeSteward(tb testing.TB, vpn *testVPN) *fakeSteward {
 		Whitelist: s, Replay: httpsig.NewReplayCache(1024), Logger: testlog.New(tb),
 	})...)
 	vpnapipb.RegisterStewardServer(srv, s)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(lis)
-	}()
-	tb.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
+	grpctest.Serve(tb, srv, lis)
 	return s
 }
 
