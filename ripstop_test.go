@@ -100,7 +100,7 @@ func TestRipstop(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: EndpointsUp: %v", h.Name(), err)
 			}
-			if diff := cmp.Diff(c.otherPastiches(h), up); diff != "" {
+			if diff := cmp.Diff(c.otherPastiches(t, h), up); diff != "" {
 				t.Errorf("%s: EndpointsUp(pastiche) (-want +got):\n%s", h.Name(), diff)
 			}
 		}
@@ -227,8 +227,8 @@ func newRipstop(t *testing.T, f *nshost.Fabric, hosts []*nshost.Host, st cli.Sta
 func (c *ripstop) reeve(h *nshost.Host) *reeve.Client { return c.reeves[h] }
 
 // otherPastiches are the pastiche endpoints of h's horde but its own.
-func (c *ripstop) otherPastiches(h *nshost.Host) []reeve.Endpoint {
-	self := peerByNameOf(c.st, h.Name())
+func (c *ripstop) otherPastiches(t *testing.T, h *nshost.Host) []reeve.Endpoint {
+	self := peerByName(t, c.st, h.Name())
 	var out []reeve.Endpoint
 	for _, p := range c.st.Peers {
 		if p.Horde == self.Horde && p.Name != self.Name {
@@ -242,20 +242,11 @@ func (c *ripstop) otherPastiches(h *nshost.Host) []reeve.Endpoint {
 	return out
 }
 
-func peerByNameOf(st cli.Status, name string) cli.StatusPeer {
-	for _, p := range st.Peers {
-		if p.Name == name {
-			return p
-		}
-	}
-	return cli.StatusPeer{}
-}
-
 // pastiche is an unsigned client of h's pastiche from the admin host: the
 // probes put the signature headers in the call's metadata themselves.
 func (c *ripstop) pastiche(t *testing.T, h *nshost.Host) pastichepb.PasticheClient {
 	t.Helper()
-	addr := netip.AddrPortFrom(netip.MustParseAddr(peerByNameOf(c.st, h.Name()).VPNIP), serviceid.PastichePort)
+	addr := netip.AddrPortFrom(netip.MustParseAddr(peerByName(t, c.st, h.Name()).VPNIP), serviceid.PastichePort)
 	conn, err := grpc.NewClient("passthrough:///"+addr.String(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(c.f.Admin.DialContext))
 	if err != nil {
