@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fabricmesh/fabric/cli"
-	"github.com/fabricmesh/fabric/internal/nshost"
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
+	"github.com/fabricmesh/fabric/testbed/nshost"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
@@ -108,7 +108,7 @@ func checkMesh(t *testing.T, f *nshost.Fabric, hosts []*nshost.Host) {
 	}
 }
 
-func status(t *testing.T, f *nshost.Fabric) cli.Status {
+func status(t *testing.T, f *nshost.Fabric) clusterstatus.Status {
 	t.Helper()
 	st, err := f.Status(context.Background())
 	if err != nil {
@@ -117,7 +117,7 @@ func status(t *testing.T, f *nshost.Fabric) cli.Status {
 	return st
 }
 
-func peerByName(t *testing.T, st cli.Status, name string) cli.StatusPeer {
+func peerByName(t *testing.T, st clusterstatus.Status, name string) clusterstatus.Peer {
 	t.Helper()
 	for _, p := range st.Peers {
 		if p.Name == name {
@@ -125,11 +125,11 @@ func peerByName(t *testing.T, st cli.Status, name string) cli.StatusPeer {
 		}
 	}
 	t.Fatalf("no peer %s in status %+v", name, st)
-	return cli.StatusPeer{}
+	return clusterstatus.Peer{}
 }
 
 // ignoreProgress compares statuses without what changes as peers report.
-var ignoreProgress = cmpopts.IgnoreFields(cli.StatusPeer{}, "AppliedRevision", "LastSeen")
+var ignoreProgress = cmpopts.IgnoreFields(clusterstatus.Peer{}, "AppliedRevision", "LastSeen")
 
 func TestMesh(t *testing.T) {
 	t.Parallel()

@@ -15,12 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fabricmesh/fabric/cli"
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
 	"github.com/fabricmesh/fabric/internal/httpsig"
-	"github.com/fabricmesh/fabric/internal/nshost"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/node/pastiche/pastichepb"
 	"github.com/fabricmesh/fabric/node/reeve"
+	"github.com/fabricmesh/fabric/testbed/nshost"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -203,13 +203,13 @@ func TestRipstop(t *testing.T) {
 type ripstop struct {
 	f      *nshost.Fabric
 	hosts  []*nshost.Host
-	st     cli.Status
+	st     clusterstatus.Status
 	reeves map[*nshost.Host]*reeve.Client
 	// dates keeps the probes' signatures distinct, as signedrpc's do.
 	dates *httpsig.DateSource
 }
 
-func newRipstop(t *testing.T, f *nshost.Fabric, hosts []*nshost.Host, st cli.Status) *ripstop {
+func newRipstop(t *testing.T, f *nshost.Fabric, hosts []*nshost.Host, st clusterstatus.Status) *ripstop {
 	c := &ripstop{f: f, hosts: hosts, st: st, reeves: map[*nshost.Host]*reeve.Client{},
 		dates: httpsig.NewDateSource(httpsig.DateSourceConfig{})}
 	for _, h := range hosts {
@@ -329,7 +329,7 @@ func (c *ripstop) trySend(t *testing.T, from, to *nshost.Host, name string, data
 	return c.f.CLI(context.Background(), "pastiche", "send", "--from", from.Name(), "--to", to.Name(), path, "--admin-dir", c.f.AdminDir)
 }
 
-func serviceNames(ss []cli.StatusService) []string {
+func serviceNames(ss []clusterstatus.Service) []string {
 	var out []string
 	for _, s := range ss {
 		out = append(out, s.Service)

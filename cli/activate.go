@@ -4,16 +4,16 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
-	"github.com/fabricmesh/fabric/core"
 	"io"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
 
-	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/bootstrapkey"
+	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/pubapi"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"github.com/spf13/cobra"
@@ -53,7 +53,7 @@ printed and 'fabric add-nodes' can retry it.`,
 			if keyFile == "" {
 				return usagef("--bootstrap-key-file is required")
 			}
-			if _, err := registry.ParseVPNCIDR(vpnCIDR); err != nil {
+			if _, err := records.ParseVPNCIDR(vpnCIDR); err != nil {
 				return usagef("--vpn-cidr: %v", err)
 			}
 			key, err := bootstrapkey.ReadFile(keyFile)
@@ -90,7 +90,7 @@ func readRules(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("--rules: %w", err)
 	}
-	if _, err := core.ParseRules(path, string(data)); err != nil {
+	if _, err := rules.ParseOrDefault(path, string(data)); err != nil {
 		return "", usagef("--rules: %v", err)
 	}
 	return string(data), nil

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
 	"github.com/spf13/cobra"
 )
 
@@ -22,16 +23,16 @@ type Catalog struct {
 
 // CatalogService is one service of the catalog.
 type CatalogService struct {
-	Service   string          `json:"service"`
-	Endpoints []StatusService `json:"endpoints"`
-	Clients   []StatusService `json:"clients"`
+	Service   string                  `json:"service"`
+	Endpoints []clusterstatus.Service `json:"endpoints"`
+	Clients   []clusterstatus.Service `json:"clients"`
 }
 
-func catalogOf(st Status) Catalog {
+func catalogOf(st clusterstatus.Status) Catalog {
 	byName := map[string]*CatalogService{}
 	get := func(name string) *CatalogService {
 		if byName[name] == nil {
-			byName[name] = &CatalogService{Service: name, Endpoints: []StatusService{}, Clients: []StatusService{}}
+			byName[name] = &CatalogService{Service: name, Endpoints: []clusterstatus.Service{}, Clients: []clusterstatus.Service{}}
 		}
 		return byName[name]
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -25,13 +26,13 @@ func TestNaturalCompare(t *testing.T) {
 }
 
 func TestPrintCatalog(t *testing.T) {
-	st := Status{
+	st := clusterstatus.Status{
 		Rules: []string{"pastiche -> pastiche (horde)"},
-		Peers: []StatusPeer{
-			{Name: "h10", Endpoints: []StatusService{{Service: "pastiche", ID: "pastiche@h10", Address: "203.0.113.3:7450"}},
-				Clients: []StatusService{{Service: "pastiche", ID: "pastiche@h10"}}},
-			{Name: "h2", Endpoints: []StatusService{{Service: "pastiche", ID: "pastiche@h2", Address: "203.0.113.2:7450"}},
-				Clients: []StatusService{{Service: "pastiche", ID: "pastiche@h2"}, {Service: "registry", ID: "registry@h2"}}},
+		Peers: []clusterstatus.Peer{
+			{Name: "h10", Endpoints: []clusterstatus.Service{{Service: "pastiche", ID: "pastiche@h10", Address: "203.0.113.3:7450"}},
+				Clients: []clusterstatus.Service{{Service: "pastiche", ID: "pastiche@h10"}}},
+			{Name: "h2", Endpoints: []clusterstatus.Service{{Service: "pastiche", ID: "pastiche@h2", Address: "203.0.113.2:7450"}},
+				Clients: []clusterstatus.Service{{Service: "pastiche", ID: "pastiche@h2"}, {Service: "registry", ID: "registry@h2"}}},
 		},
 	}
 	var out bytes.Buffer

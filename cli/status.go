@@ -9,58 +9,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"github.com/spf13/cobra"
 )
 
-// Status is the JSON of `fabric status -o json`.
-type Status struct {
-	ClusterID string       `json:"clusterID"`
-	Revision  uint64       `json:"revision"`
-	VPNCIDR   string       `json:"vpnCIDR"`
-	Peers     []StatusPeer `json:"peers"`
-	Admins    []StatusPeer `json:"admins"`
-	// Rules are the connectivity rules in force, "client -> service (scope)".
-	Rules []string `json:"rules"`
-}
-
-// StatusService is an endpoint (with its address) or a client of a peer.
-type StatusService struct {
-	Service string `json:"service"`
-	ID      string `json:"id"`
-	Address string `json:"address,omitempty"`
-}
-
-// StatusPeer is one peer in Status.
-type StatusPeer struct {
-	Name            string `json:"name"`
-	Role            string `json:"role"`
-	State           string `json:"state"`
-	VPNIP           string `json:"vpnIP"`
-	PublicEndpoint  string `json:"publicEndpoint"`
-	WGEndpoint      string `json:"wgEndpoint"`
-	WGPubKey        string `json:"wgPubKey"`
-	Horde           string `json:"horde"`
-	AppliedRevision uint64 `json:"appliedRevision"`
-	// LastSeen is the time of the peer's last watch call (RFC 3339), if any.
-	LastSeen  string `json:"lastSeen,omitempty"`
-	LastError string `json:"lastError,omitempty"`
-	// Registered: the peer's reeve completed the registration handshake;
-	// RegistrationError says why the last attempt failed. The peer's view
-	// of the services is the one of its AppliedRevision.
-	Registered bool `json:"registered"`
-	// RegisteredAt is the time of the registration (RFC 3339, milliseconds).
-	RegisteredAt      string          `json:"registeredAt,omitempty"`
-	RegistrationError string          `json:"registrationError,omitempty"`
-	Endpoints         []StatusService `json:"endpoints"`
-	Clients           []StatusService `json:"clients"`
-}
-
-func statusFromProto(c *pubapipb.ClusterStatus) Status {
-	s := Status{ClusterID: c.GetClusterId(), Revision: c.GetRevision(), VPNCIDR: c.GetVpnCidr(),
-		Peers: []StatusPeer{}, Admins: []StatusPeer{}, Rules: c.GetRules()}
+func statusFromProto(c *pubapipb.ClusterStatus) clusterstatus.Status {
+	s := clusterstatus.Status{ClusterID: c.GetClusterId(), Revision: c.GetRevision(), VPNCIDR: c.GetVpnCidr(),
+		Peers: []clusterstatus.Peer{}, Admins: []clusterstatus.Peer{}, Rules: c.GetRules()}
 	for _, p := range c.GetPeers() {
-		sp := StatusPeer{
+		sp := clusterstatus.Peer{
 			Name: p.GetName(), Role: p.GetRole(), State: p.GetState(), VPNIP: p.GetVpnIp(),
 			PublicEndpoint: p.GetPublicEndpoint(), WGEndpoint: p.GetWgEndpoint(), Horde: p.GetHorde(),
 			AppliedRevision: p.GetAppliedRevision(), LastError: p.GetLastError(),
@@ -85,27 +43,27 @@ func statusFromProto(c *pubapipb.ClusterStatus) Status {
 	return s
 }
 
-func servicesFromProto(in []*pubapipb.Service) []StatusService {
-	out := []StatusService{}
+func servicesFromProto(in []*pubapipb.Service) []clusterstatus.Service {
+	out := []clusterstatus.Service{}
 	for _, sv := range in {
-		out = append(out, StatusService{Service: sv.GetService(), ID: sv.GetId(), Address: sv.GetAddress()})
+		out = append(out, clusterstatus.Service{Service: sv.GetService(), ID: sv.GetId(), Address: sv.GetAddress()})
 	}
 	return out
 }
 
 // fetchStatus asks the coordinator of the admin bundle for the cluster.
-func fetchStatus(ctx context.Context, admin *adminDir) (Status, error) {
+func fetchStatus(ctx context.Context, admin *adminDir) (clusterstatus.Status, error) {
 	client, err := admin.dial()
 	if err != nil {
-		return Status{}, err
+		return clusterstatus.Status{}, err
 	}
 	defer client.Close()
 	resp, err := client.GetState(ctx, &pubapipb.GetStateRequest{})
 	if err != nil {
-		return Status{}, rpcError("asking coordinator "+admin.bundle.CoordinatorPublicEndpoint, err)
+		return clusterstatus.Status{}, rpcError("asking coordinator "+admin.bundle.CoordinatorPublicEndpoint, err)
 	}
 	if resp.GetCluster() == nil {
-		return Status{}, fmt.Errorf("coordinator %s is %s and reports no cluster: %s",
+		return clusterstatus.Status{}, fmt.Errorf("coordinator %s is %s and reports no cluster: %s",
 			admin.bundle.CoordinatorPublicEndpoint, resp.GetState(), resp.GetFailure())
 	}
 	return statusFromProto(resp.GetCluster()), nil
@@ -113,14 +71,14 @@ func fetchStatus(ctx context.Context, admin *adminDir) (Status, error) {
 
 func newStatusCmd() *cobra.Command {
 	return newReportCmd("status", "Show the cluster's peers as the coordinator sees them",
-		func(st Status) Status { return st },
+		func(st clusterstatus.Status) clusterstatus.Status { return st },
 		printStatus)
 }
 
 // newReportCmd is a command that fetches the cluster status from the
 // coordinator of the admin bundle and prints what report makes of it, as
 // JSON (-o json) or with printTable.
-func newReportCmd[R any](name, short string, report func(Status) R, printTable func(io.Writer, R)) *cobra.Command {
+func newReportCmd[R any](name, short string, report func(clusterstatus.Status) R, printTable func(io.Writer, R)) *cobra.Command {
 	var adminDir, output string
 	cmd := &cobra.Command{
 		Use:   name + " [-o table|json]",
@@ -153,7 +111,7 @@ func newReportCmd[R any](name, short string, report func(Status) R, printTable f
 	return cmd
 }
 
-func printStatus(out io.Writer, st Status) {
+func printStatus(out io.Writer, st clusterstatus.Status) {
 	fmt.Fprintf(out, "cluster %s  revision %d  vpn %s\n\n", st.ClusterID, st.Revision, st.VPNCIDR)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tROLE\tSTATE\tVPN IP\tPUBLIC ENDPOINT\tHORDE\tREGISTERED\tSERVICES\tAPPLIED\tNOTE")

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
 	"github.com/spf13/cobra"
 )
 
@@ -60,10 +61,10 @@ type want struct {
 }
 
 // watch polls until notConverged(st, w) is empty or ctx ends.
-func watch(ctx context.Context, admin *adminDir, w want) (Status, error) {
+func watch(ctx context.Context, admin *adminDir, w want) (clusterstatus.Status, error) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	var last Status
+	var last clusterstatus.Status
 	var lastErr error
 	for {
 		st, err := fetchStatus(ctx, admin)
@@ -90,7 +91,7 @@ func watch(ctx context.Context, admin *adminDir, w want) (Status, error) {
 	}
 }
 
-func countActive(st Status) int {
+func countActive(st clusterstatus.Status) int {
 	active := 0
 	for _, p := range st.Peers {
 		if p.State == "active" {
@@ -101,7 +102,7 @@ func countActive(st Status) int {
 }
 
 // notConverged says what keeps st from w ("" if nothing).
-func notConverged(st Status, w want) string {
+func notConverged(st clusterstatus.Status, w want) string {
 	var behind, inactive, unregistered, missing []string
 	for _, p := range st.Peers {
 		switch {
@@ -140,7 +141,7 @@ func notConverged(st Status, w want) string {
 	return msg
 }
 
-func serves(p StatusPeer, service string) bool {
+func serves(p clusterstatus.Peer, service string) bool {
 	for _, e := range p.Endpoints {
 		if e.Service == service {
 			return true
@@ -149,7 +150,7 @@ func serves(p StatusPeer, service string) bool {
 	return false
 }
 
-func name(p StatusPeer) string {
+func name(p clusterstatus.Peer) string {
 	if p.Name != "" {
 		return p.Name
 	}

@@ -3,12 +3,14 @@ package cli
 import (
 	"strings"
 	"testing"
+
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
 )
 
 func TestNotConverged(t *testing.T) {
-	peer := func(name, state string, applied uint64) StatusPeer {
-		return StatusPeer{Name: name, State: state, AppliedRevision: applied, Registered: true,
-			Endpoints: []StatusService{{Service: "pastiche"}}}
+	peer := func(name, state string, applied uint64) clusterstatus.Peer {
+		return clusterstatus.Peer{Name: name, State: state, AppliedRevision: applied, Registered: true,
+			Endpoints: []clusterstatus.Service{{Service: "pastiche"}}}
 	}
 	unregistered := peer("b", "active", 7)
 	unregistered.Registered, unregistered.RegistrationError = false, "callback refused"
@@ -16,23 +18,23 @@ func TestNotConverged(t *testing.T) {
 	bare.Endpoints = nil
 	tests := []struct {
 		name  string
-		peers []StatusPeer
+		peers []clusterstatus.Peer
 		n     int
 		svcs  []string
 		want  []string // empty: converged
 	}{
-		{"all applied", []StatusPeer{peer("a", "active", 7), peer("b", "active", 7)}, 2, nil, nil},
-		{"more than n", []StatusPeer{peer("a", "active", 7), peer("b", "active", 7)}, 1, nil, nil},
-		{"one behind", []StatusPeer{peer("a", "active", 7), peer("b", "active", 5)}, 2, nil, []string{"2 of 2 peers active", "behind: b at 5"}},
-		{"too few", []StatusPeer{peer("a", "active", 7)}, 3, nil, []string{"1 of 3 peers active"}},
-		{"failed peer named", []StatusPeer{peer("a", "active", 7), {Name: "b", State: "failed", LastError: "refused"}}, 2, nil, []string{"not active: failed b (refused)"}},
-		{"unregistered peer", []StatusPeer{peer("a", "active", 7), unregistered}, 2, nil, []string{"not registered: b (callback refused)"}},
-		{"service missing", []StatusPeer{peer("a", "active", 7), bare}, 2, []string{"pastiche"}, []string{"services missing: pastiche@b"}},
-		{"service present", []StatusPeer{peer("a", "active", 7)}, 1, []string{"pastiche"}, nil},
+		{"all applied", []clusterstatus.Peer{peer("a", "active", 7), peer("b", "active", 7)}, 2, nil, nil},
+		{"more than n", []clusterstatus.Peer{peer("a", "active", 7), peer("b", "active", 7)}, 1, nil, nil},
+		{"one behind", []clusterstatus.Peer{peer("a", "active", 7), peer("b", "active", 5)}, 2, nil, []string{"2 of 2 peers active", "behind: b at 5"}},
+		{"too few", []clusterstatus.Peer{peer("a", "active", 7)}, 3, nil, []string{"1 of 3 peers active"}},
+		{"failed peer named", []clusterstatus.Peer{peer("a", "active", 7), {Name: "b", State: "failed", LastError: "refused"}}, 2, nil, []string{"not active: failed b (refused)"}},
+		{"unregistered peer", []clusterstatus.Peer{peer("a", "active", 7), unregistered}, 2, nil, []string{"not registered: b (callback refused)"}},
+		{"service missing", []clusterstatus.Peer{peer("a", "active", 7), bare}, 2, []string{"pastiche"}, []string{"services missing: pastiche@b"}},
+		{"service present", []clusterstatus.Peer{peer("a", "active", 7)}, 1, []string{"pastiche"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := notConverged(Status{Revision: 7, Peers: tt.peers}, want{n: tt.n, services: tt.svcs})
+			got := notConverged(clusterstatus.Status{Revision: 7, Peers: tt.peers}, want{n: tt.n, services: tt.svcs})
 			if (got == "") != (len(tt.want) == 0) {
 				t.Fatalf("notConverged = %q, want %v", got, tt.want)
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/leakcheck"
 	"github.com/fabricmesh/fabric/internal/loopvpn"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
@@ -96,12 +97,12 @@ func newCluster(tb testing.TB, nodes ...[2]string) *cluster {
 		tb.Fatal(err)
 	}
 	c := &cluster{reg: reg, vpn: loopvpn.New(), coordKey: newKey(), nodes: map[string]testNode{}}
-	coord := registry.Peer{
+	coord := records.Peer{
 		Name: testCoordinator, PublicEndpoint: "192.0.2.1:7443", WGEndpoint: "192.0.2.1:51820",
 		WGPubKey: randomBytes(32), SigningPubKey: pub(c.coordKey),
 	}
-	admin := registry.Peer{Name: "admin", WGPubKey: randomBytes(32), SigningPubKey: pub(newKey())}
-	peers, err := reg.Init(registry.Cluster{ID: testClusterID, VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coord, []registry.Peer{admin}, nil)
+	admin := records.Peer{Name: "admin", WGPubKey: randomBytes(32), SigningPubKey: pub(newKey())}
+	peers, err := reg.Init(records.Cluster{ID: testClusterID, VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coord, []records.Peer{admin}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -121,7 +122,7 @@ func (c *cluster) addNode(tb testing.TB, name, horde string, i int) testNode {
 		tb.Fatal(err)
 	}
 	n := testNode{name: name, horde: horde, vpnIP: p.VPNIP, signingKey: newKey()}
-	_, err = c.reg.Activate(p.VPNIP, registry.Activated{
+	_, err = c.reg.Activate(p.VPNIP, records.Activated{
 		Name: name, Horde: horde, WGEndpoint: fmt.Sprintf("192.0.2.%d:51820", 10+i),
 		WGPubKey: randomBytes(32), SigningPubKey: pub(n.signingKey),
 	})
@@ -133,7 +134,7 @@ func (c *cluster) addNode(tb testing.TB, name, horde string, i int) testNode {
 }
 
 // peer returns the registry's record of the named node.
-func (c *cluster) peer(tb testing.TB, name string) registry.Peer {
+func (c *cluster) peer(tb testing.TB, name string) records.Peer {
 	tb.Helper()
 	p, ok := c.reg.Peer(c.nodes[name].vpnIP)
 	if !ok {

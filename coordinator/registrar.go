@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
 	"github.com/fabricmesh/fabric/node/reeve/reevepb"
@@ -47,7 +48,7 @@ var ErrRegistration = errors.New("registration failed")
 // and records the outcome: registered, or unregistered with the reason.
 func (r *Registrar) Register(ctx context.Context, nodeIP netip.Addr, reevePubKey []byte) error {
 	node, ok := r.Registry.Peer(nodeIP)
-	if !ok || node.State != registry.StateActive || node.Role == registry.RoleAdmin {
+	if !ok || node.State != records.StateActive || node.Role == records.RoleAdmin {
 		return fmt.Errorf("%w: %s is not an active peer", ErrRegistration, nodeIP)
 	}
 	err := r.handshake(ctx, node, reevePubKey)
@@ -71,7 +72,7 @@ func (r *Registrar) Register(ctx context.Context, nodeIP netip.Addr, reevePubKey
 	return nil
 }
 
-func (r *Registrar) handshake(ctx context.Context, node registry.Peer, reevePubKey []byte) error {
+func (r *Registrar) handshake(ctx context.Context, node records.Peer, reevePubKey []byte) error {
 	if len(reevePubKey) != ed25519.PublicKeySize {
 		return fmt.Errorf("offered reeve key has %d bytes, want %d", len(reevePubKey), ed25519.PublicKeySize)
 	}

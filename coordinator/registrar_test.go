@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator"
-	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/grpctest"
 	"github.com/fabricmesh/fabric/internal/httpsig"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
 	"github.com/fabricmesh/fabric/internal/testlog"
@@ -311,11 +311,11 @@ func TestRegistrationEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	pasticheKey, _ := r.PubKey(serviceid.Pastiche)
-	want := registry.Services{
-		Endpoints: []registry.ServiceEndpoint{{Service: serviceid.Pastiche, Port: serviceid.PastichePort}},
-		Clients:   []registry.ServiceClient{{Service: serviceid.Pastiche, PubKey: pasticheKey}},
+	want := records.Services{
+		Endpoints: []records.ServiceEndpoint{{Service: serviceid.Pastiche, Port: serviceid.PastichePort}},
+		Clients:   []records.ServiceClient{{Service: serviceid.Pastiche, PubKey: pasticheKey}},
 	}
-	ignoreRev := cmp.Transformer("noRevision", func(s registry.Services) registry.Services { s.Revision = 0; return s })
+	ignoreRev := cmp.Transformer("noRevision", func(s records.Services) records.Services { s.Revision = 0; return s })
 	var rev uint64
 	for {
 		if diff := cmp.Diff(want, c.reg.Services()[n1.vpnIP], ignoreRev); diff == "" {

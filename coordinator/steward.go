@@ -8,6 +8,7 @@ import (
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/httpsig"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
@@ -41,7 +42,7 @@ func (s *StewardServer) UpdateServices(ctx context.Context, req *vpnapipb.Update
 	if !ok || !node.Registered {
 		return nil, status.Errorf(codes.PermissionDenied, "node %s is not registered", name)
 	}
-	svcs, err := servicesFromProto(req, node.Role == registry.RoleCoordinator)
+	svcs, err := servicesFromProto(req, node.Role == records.RoleCoordinator)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -54,8 +55,8 @@ func (s *StewardServer) UpdateServices(ctx context.Context, req *vpnapipb.Update
 // servicesFromProto checks and converts a node's services. Only the
 // coordinator may have a fabric-admin client: the built-in rules let it
 // reach pastiche on every node.
-func servicesFromProto(req *vpnapipb.UpdateServicesRequest, coordinator bool) (registry.Services, error) {
-	var out registry.Services
+func servicesFromProto(req *vpnapipb.UpdateServicesRequest, coordinator bool) (records.Services, error) {
+	var out records.Services
 	seen := map[string]bool{}
 	for _, e := range req.GetEndpoints() {
 		if err := checkService(e.GetService(), "endpoint", seen); err != nil {
@@ -64,7 +65,7 @@ func servicesFromProto(req *vpnapipb.UpdateServicesRequest, coordinator bool) (r
 		if e.GetPort() == 0 || e.GetPort() > 65535 {
 			return out, fmt.Errorf("endpoint %s: port %d out of range", e.GetService(), e.GetPort())
 		}
-		out.Endpoints = append(out.Endpoints, registry.ServiceEndpoint{Service: e.GetService(), Port: uint16(e.GetPort())})
+		out.Endpoints = append(out.Endpoints, records.ServiceEndpoint{Service: e.GetService(), Port: uint16(e.GetPort())})
 	}
 	for _, c := range req.GetClients() {
 		if err := checkService(c.GetService(), "client", seen); err != nil {
@@ -76,7 +77,7 @@ func servicesFromProto(req *vpnapipb.UpdateServicesRequest, coordinator bool) (r
 		if len(c.GetPubKey()) != ed25519.PublicKeySize {
 			return out, fmt.Errorf("client %s: public key has %d bytes, want %d", c.GetService(), len(c.GetPubKey()), ed25519.PublicKeySize)
 		}
-		out.Clients = append(out.Clients, registry.ServiceClient{Service: c.GetService(), PubKey: c.GetPubKey()})
+		out.Clients = append(out.Clients, records.ServiceClient{Service: c.GetService(), PubKey: c.GetPubKey()})
 	}
 	return out, nil
 }

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator"
-	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/httpsig"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
@@ -55,7 +55,7 @@ func TestStewardUpdates(t *testing.T) {
 	steps := []struct {
 		name    string
 		req     *vpnapipb.UpdateServicesRequest
-		want    registry.Services // without Revision
+		want    records.Services // without Revision
 		changes bool
 	}{
 		{
@@ -64,9 +64,9 @@ func TestStewardUpdates(t *testing.T) {
 				Endpoints: []*vpnapipb.ServiceEndpoint{endpoint("pastiche", 7450), endpoint("ledger", 9000)},
 				Clients:   []*vpnapipb.ServiceClient{client("pastiche", pasticheKey)},
 			},
-			want: registry.Services{
-				Endpoints: []registry.ServiceEndpoint{{Service: "ledger", Port: 9000}, {Service: "pastiche", Port: 7450}},
-				Clients:   []registry.ServiceClient{{Service: "pastiche", PubKey: pasticheKey}},
+			want: records.Services{
+				Endpoints: []records.ServiceEndpoint{{Service: "ledger", Port: 9000}, {Service: "pastiche", Port: 7450}},
+				Clients:   []records.ServiceClient{{Service: "pastiche", PubKey: pasticheKey}},
 			},
 			changes: true,
 		},
@@ -76,9 +76,9 @@ func TestStewardUpdates(t *testing.T) {
 				Endpoints: []*vpnapipb.ServiceEndpoint{endpoint("ledger", 9000), endpoint("pastiche", 7450)},
 				Clients:   []*vpnapipb.ServiceClient{client("pastiche", pasticheKey)},
 			},
-			want: registry.Services{
-				Endpoints: []registry.ServiceEndpoint{{Service: "ledger", Port: 9000}, {Service: "pastiche", Port: 7450}},
-				Clients:   []registry.ServiceClient{{Service: "pastiche", PubKey: pasticheKey}},
+			want: records.Services{
+				Endpoints: []records.ServiceEndpoint{{Service: "ledger", Port: 9000}, {Service: "pastiche", Port: 7450}},
+				Clients:   []records.ServiceClient{{Service: "pastiche", PubKey: pasticheKey}},
 			},
 		},
 		{
@@ -87,16 +87,16 @@ func TestStewardUpdates(t *testing.T) {
 				Endpoints: []*vpnapipb.ServiceEndpoint{endpoint("ledger", 9001), endpoint("pastiche", 7450)},
 				Clients:   []*vpnapipb.ServiceClient{client("pastiche", pasticheKey), client("billing", billingKey)},
 			},
-			want: registry.Services{
-				Endpoints: []registry.ServiceEndpoint{{Service: "ledger", Port: 9001}, {Service: "pastiche", Port: 7450}},
-				Clients:   []registry.ServiceClient{{Service: "billing", PubKey: billingKey}, {Service: "pastiche", PubKey: pasticheKey}},
+			want: records.Services{
+				Endpoints: []records.ServiceEndpoint{{Service: "ledger", Port: 9001}, {Service: "pastiche", Port: 7450}},
+				Clients:   []records.ServiceClient{{Service: "billing", PubKey: billingKey}, {Service: "pastiche", PubKey: pasticheKey}},
 			},
 			changes: true,
 		},
 		{
 			name:    "everything removed",
 			req:     &vpnapipb.UpdateServicesRequest{},
-			want:    registry.Services{},
+			want:    records.Services{},
 			changes: true,
 		},
 	}

@@ -8,7 +8,10 @@ import (
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/coordinator/steward"
+	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/serviceid"
+	"github.com/fabricmesh/fabric/internal/view"
 )
 
 // Views computes each node's service view from the registry's records and
@@ -23,7 +26,7 @@ import (
 // the next computation, which serves them all.
 type Views struct {
 	reg   *registry.Registry
-	rules steward.Rules
+	rules rules.Rules
 	// MinInterval between two computations (default 50ms).
 	MinInterval time.Duration
 
@@ -36,24 +39,24 @@ type Views struct {
 // computed is every view as of one revision.
 type computed struct {
 	rev       uint64
-	views     map[string]steward.View
+	views     map[string]view.View
 	byIP      map[netip.Addr]string
 	endpoints []steward.Endpoint
 	clients   []steward.Client
 }
 
 // NewViews returns the views of reg's cluster under rules.
-func NewViews(reg *registry.Registry, rules steward.Rules) *Views {
+func NewViews(reg *registry.Registry, rules rules.Rules) *Views {
 	return &Views{reg: reg, rules: rules, MinInterval: 50 * time.Millisecond}
 }
 
 // For returns the view of the peer at ip as of the returned revision, which
 // is at least the registry's revision when For was called; false if ip is
 // not an active peer.
-func (v *Views) For(ctx context.Context, ip netip.Addr) (steward.View, uint64, bool, error) {
+func (v *Views) For(ctx context.Context, ip netip.Addr) (view.View, uint64, bool, error) {
 	c, err := v.current(ctx)
 	if err != nil {
-		return steward.View{}, 0, false, err
+		return view.View{}, 0, false, err
 	}
 	name, ok := c.byIP[ip]
 	return c.views[name], c.rev, ok, nil
@@ -99,12 +102,12 @@ func (v *Views) compute() *computed {
 	c := &computed{rev: rev, byIP: map[netip.Addr]string{}}
 	var nodes []steward.Node
 	for _, p := range peers {
-		if p.State != registry.StateActive || p.Role == registry.RoleAdmin {
+		if p.State != records.StateActive || p.Role == records.RoleAdmin {
 			continue
 		}
 		c.byIP[p.VPNIP] = p.Name
 		nodes = append(nodes, steward.Node{Name: p.Name, Horde: p.Horde, VPNIP: p.VPNIP})
-		if p.Role == registry.RoleCoordinator {
+		if p.Role == records.RoleCoordinator {
 			c.endpoints = append(c.endpoints, steward.Endpoint{Service: serviceid.Steward, Node: p.Name, Port: serviceid.StewardPort})
 			c.clients = append(c.clients, steward.Client{Service: serviceid.Registry, Node: p.Name, PubKey: p.SigningPubKey})
 		}
@@ -120,7 +123,7 @@ func (v *Views) compute() *computed {
 			c.clients = append(c.clients, steward.Client{Service: cl.Service, Node: p.Name, PubKey: cl.PubKey})
 		}
 	}
-	c.views = v.rules.Views(nodes, c.endpoints, c.clients)
+	c.views = steward.Views(v.rules, nodes, c.endpoints, c.clients)
 	return c
 }
 

@@ -9,9 +9,11 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator"
-	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/coordinator/steward"
+	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/serviceid"
+	"github.com/fabricmesh/fabric/internal/view"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
@@ -28,7 +30,7 @@ rules:
 // n5 (pending).
 type viewsFixture struct {
 	*cluster
-	rules   steward.Rules
+	rules   rules.Rules
 	views   *coordinator.Views
 	reeves  map[string]ed25519.PublicKey // node -> reeve key
 	clients map[string]ed25519.PublicKey // client ID -> key
@@ -39,7 +41,7 @@ func newViewsFixture(tb testing.TB) *viewsFixture {
 	tb.Helper()
 	c := newCluster(tb, [2]string{"n1", "a"}, [2]string{"n2", "a"}, [2]string{"n3", "b"}, [2]string{"n4", "a"})
 	c.nodes[testCoordinator] = testNode{name: testCoordinator, vpnIP: c.coordIP}
-	rules, err := steward.ParseRules("rules.yaml", []byte(testRules))
+	rules, err := rules.Parse("rules.yaml", []byte(testRules))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -49,19 +51,19 @@ func newViewsFixture(tb testing.TB) *viewsFixture {
 		tb.Fatal(err)
 	}
 	f.pending = p.VPNIP
-	services := map[string]registry.Services{
-		testCoordinator: {Clients: []registry.ServiceClient{f.client("fabric-admin@coord")}},
+	services := map[string]records.Services{
+		testCoordinator: {Clients: []records.ServiceClient{f.client("fabric-admin@coord")}},
 		"n1": {
-			Endpoints: []registry.ServiceEndpoint{{Service: "pastiche", Port: 7450}},
-			Clients:   []registry.ServiceClient{f.client("pastiche@n1")},
+			Endpoints: []records.ServiceEndpoint{{Service: "pastiche", Port: 7450}},
+			Clients:   []records.ServiceClient{f.client("pastiche@n1")},
 		},
 		"n2": {
-			Endpoints: []registry.ServiceEndpoint{{Service: "pastiche", Port: 7450}, {Service: "ledger", Port: 9000}},
-			Clients:   []registry.ServiceClient{f.client("pastiche@n2")},
+			Endpoints: []records.ServiceEndpoint{{Service: "pastiche", Port: 7450}, {Service: "ledger", Port: 9000}},
+			Clients:   []records.ServiceClient{f.client("pastiche@n2")},
 		},
 		"n3": {
-			Endpoints: []registry.ServiceEndpoint{{Service: "pastiche", Port: 7450}},
-			Clients:   []registry.ServiceClient{f.client("pastiche@n3"), f.client("billing@n3")},
+			Endpoints: []records.ServiceEndpoint{{Service: "pastiche", Port: 7450}},
+			Clients:   []records.ServiceClient{f.client("pastiche@n3"), f.client("billing@n3")},
 		},
 	}
 	for _, name := range []string{testCoordinator, "n1", "n2", "n3"} {
@@ -80,10 +82,10 @@ func newViewsFixture(tb testing.TB) *viewsFixture {
 }
 
 // client makes a key for the client ID and returns its record.
-func (f *viewsFixture) client(id string) registry.ServiceClient {
+func (f *viewsFixture) client(id string) records.ServiceClient {
 	service, _, _ := serviceid.Parse(id)
 	f.clients[id] = pub(newKey())
-	return registry.ServiceClient{Service: service, PubKey: f.clients[id]}
+	return records.ServiceClient{Service: service, PubKey: f.clients[id]}
 }
 
 // addr is the address of port on the named peer.
@@ -116,9 +118,9 @@ func (f *viewsFixture) records() ([]steward.Node, []steward.Endpoint, []steward.
 	return nodes, endpoints, clients
 }
 
-// view is a sorted view of the given entries.
-func view(wl []steward.WhitelistEntry, eps []steward.EndpointEntry, cat []steward.CatalogEntry) steward.View {
-	v := steward.View{Whitelist: wl, Endpoints: eps, Catalog: cat}
+// sortedView is a sorted view of the given entries.
+func sortedView(wl []view.WhitelistEntry, eps []view.EndpointEntry, cat []view.CatalogEntry) view.View {
+	v := view.View{Whitelist: wl, Endpoints: eps, Catalog: cat}
 	v.Sort()
 	return v
 }
@@ -130,33 +132,34 @@ var equateEmpty = cmpopts.EquateEmpty()
 func TestViews(t *testing.T) {
 	f := newViewsFixture(t)
 	ctx := testContext(t)
-	want := f.rules.Views(f.records())
-	want["n1"] = view(
-		[]steward.WhitelistEntry{
+	nodes, eps, cls := f.records()
+	want := steward.Views(f.rules, nodes, eps, cls)
+	want["n1"] = sortedView(
+		[]view.WhitelistEntry{
 			{Endpoint: "pastiche@n1", Client: "pastiche@n2", PubKey: f.clients["pastiche@n2"]},
 			{Endpoint: "pastiche@n1", Client: "fabric-admin@coord", PubKey: f.clients["fabric-admin@coord"]},
 			{Endpoint: "reeve@n1", Client: "registry@coord", PubKey: pub(f.coordKey)},
 		},
-		[]steward.EndpointEntry{
+		[]view.EndpointEntry{
 			{Client: "pastiche@n1", Service: "pastiche", Endpoint: "pastiche@n2", Address: f.addr("n2", 7450)},
 			{Client: "reeve@n1", Service: "steward", Endpoint: "steward@coord", Address: f.addr(testCoordinator, 7446)},
 		},
-		[]steward.CatalogEntry{{Client: "pastiche@n1", Service: "pastiche"}, {Client: "reeve@n1", Service: "steward"}},
+		[]view.CatalogEntry{{Client: "pastiche@n1", Service: "pastiche"}, {Client: "reeve@n1", Service: "steward"}},
 	)
-	want["n3"] = view(
-		[]steward.WhitelistEntry{
+	want["n3"] = sortedView(
+		[]view.WhitelistEntry{
 			{Endpoint: "pastiche@n3", Client: "fabric-admin@coord", PubKey: f.clients["fabric-admin@coord"]},
 			{Endpoint: "reeve@n3", Client: "registry@coord", PubKey: pub(f.coordKey)},
 		},
-		[]steward.EndpointEntry{
+		[]view.EndpointEntry{
 			{Client: "billing@n3", Service: "ledger", Endpoint: "ledger@n2", Address: f.addr("n2", 9000)},
 			{Client: "reeve@n3", Service: "steward", Endpoint: "steward@coord", Address: f.addr(testCoordinator, 7446)},
 		},
-		[]steward.CatalogEntry{
+		[]view.CatalogEntry{
 			{Client: "billing@n3", Service: "ledger"}, {Client: "pastiche@n3", Service: "pastiche"}, {Client: "reeve@n3", Service: "steward"},
 		},
 	)
-	want["n4"] = steward.View{} // active, not registered: nothing of its own
+	want["n4"] = view.View{} // active, not registered: nothing of its own
 	rev := f.reg.Revision()
 	for _, name := range []string{testCoordinator, "n1", "n2", "n3", "n4"} {
 		t.Run(name, func(t *testing.T) {
@@ -175,7 +178,7 @@ func TestViews(t *testing.T) {
 			if err != nil || ok {
 				t.Errorf("For(%s) = %v, %v; want not a peer with a view", ip, ok, err)
 			}
-			if diff := cmp.Diff(steward.View{}, got, equateEmpty); diff != "" {
+			if diff := cmp.Diff(view.View{}, got, equateEmpty); diff != "" {
 				t.Errorf("view of %s (-want +got):\n%s", name, diff)
 			}
 		})
@@ -192,20 +195,20 @@ func TestViewsFollowChanges(t *testing.T) {
 		name   string
 		change func(t *testing.T)
 		node   string
-		check  func(t *testing.T, v steward.View)
+		check  func(t *testing.T, v view.View)
 	}{
 		{
 			name: "n3 serves ledger too",
 			change: func(t *testing.T) {
 				s := f.reg.Services()[n3]
-				s.Endpoints = append(s.Endpoints, registry.ServiceEndpoint{Service: "ledger", Port: 9000})
+				s.Endpoints = append(s.Endpoints, records.ServiceEndpoint{Service: "ledger", Port: 9000})
 				if _, err := f.reg.SetServices(n3, s); err != nil {
 					t.Fatal(err)
 				}
 			},
 			node: "n3",
-			check: func(t *testing.T, v steward.View) {
-				want := []steward.EndpointEntry{
+			check: func(t *testing.T, v view.View) {
+				want := []view.EndpointEntry{
 					{Client: "billing@n3", Service: "ledger", Endpoint: "ledger@n2", Address: f.addr("n2", 9000)},
 					{Client: "billing@n3", Service: "ledger", Endpoint: "ledger@n3", Address: f.addr("n3", 9000)},
 				}
@@ -222,7 +225,7 @@ func TestViewsFollowChanges(t *testing.T) {
 				}
 			},
 			node: "n1",
-			check: func(t *testing.T, v steward.View) {
+			check: func(t *testing.T, v view.View) {
 				if got := endpointsOf(v, "pastiche@n1"); len(got) != 0 {
 					t.Errorf("pastiche@n1 may still use %v", got)
 				}
@@ -237,8 +240,8 @@ func TestViewsFollowChanges(t *testing.T) {
 			name:   "n2, unregistered, has an empty view",
 			change: func(*testing.T) {},
 			node:   "n2",
-			check: func(t *testing.T, v steward.View) {
-				if diff := cmp.Diff(steward.View{}, v, equateEmpty); diff != "" {
+			check: func(t *testing.T, v view.View) {
+				if diff := cmp.Diff(view.View{}, v, equateEmpty); diff != "" {
 					t.Errorf("view (-want +got):\n%s", diff)
 				}
 			},
@@ -262,20 +265,20 @@ func TestViewsFollowChanges(t *testing.T) {
 
 // rulesView is the view the rules give node from the registry's records as
 // they are now.
-func (f *viewsFixture) rulesView(node string) steward.View {
+func (f *viewsFixture) rulesView(node string) view.View {
 	_, endpoints, clients := coordinator.NewViews(f.reg, f.rules).Records()
 	nodes, _, _ := f.records()
 	var active []steward.Node
 	for _, n := range nodes {
-		if p, ok := f.reg.Peer(n.VPNIP); ok && p.State == registry.StateActive {
+		if p, ok := f.reg.Peer(n.VPNIP); ok && p.State == records.StateActive {
 			active = append(active, n)
 		}
 	}
-	return f.rules.View(active, endpoints, clients, node)
+	return steward.View(f.rules, active, endpoints, clients, node)
 }
 
-func endpointsOf(v steward.View, client string) []steward.EndpointEntry {
-	var out []steward.EndpointEntry
+func endpointsOf(v view.View, client string) []view.EndpointEntry {
+	var out []view.EndpointEntry
 	for _, e := range v.Endpoints {
 		if e.Client == client {
 			out = append(out, e)
@@ -332,7 +335,7 @@ func TestViewsConcurrent(t *testing.T) {
 	}
 	for i := range 5 {
 		s := f.reg.Services()[n1]
-		s.Endpoints = []registry.ServiceEndpoint{{Service: "pastiche", Port: uint16(7450 + i + 1)}}
+		s.Endpoints = []records.ServiceEndpoint{{Service: "pastiche", Port: uint16(7450 + i + 1)}}
 		if _, err := f.reg.SetServices(n1, s); err != nil {
 			t.Fatal(err)
 		}
@@ -344,7 +347,7 @@ func TestViewsConcurrent(t *testing.T) {
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := f.reg.SetServices(n1, registry.Services{}); err != nil {
+	if _, err := f.reg.SetServices(n1, records.Services{}); err != nil {
 		t.Fatal(err)
 	}
 	// A computation is due; a caller whose context has ended still gets

@@ -11,7 +11,8 @@ import (
 	"sync"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
-	"github.com/fabricmesh/fabric/coordinator/steward"
+	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/store"
 )
 
@@ -20,7 +21,7 @@ type NodeActivator interface {
 	// GetNodeState asks the node who it is.
 	GetNodeState(ctx context.Context, nodePublicEndpoint string) (NodeState, error)
 	// ActivateAsNode makes the node a node of this cluster.
-	ActivateAsNode(ctx context.Context, nodePublicEndpoint string, req NodeActivation) (registry.Activated, error)
+	ActivateAsNode(ctx context.Context, nodePublicEndpoint string, req NodeActivation) (records.Activated, error)
 }
 
 // NodeState is what a peer says about itself before it is activated.
@@ -57,14 +58,14 @@ type Event struct {
 
 // Started describes a new cluster.
 type Started struct {
-	Cluster registry.Cluster
-	Admin   registry.Peer
+	Cluster records.Cluster
+	Admin   records.Peer
 }
 
 // NodeResult is the outcome of one node's activation.
 type NodeResult struct {
 	NodePublicEndpoint string
-	Peer               registry.Peer
+	Peer               records.Peer
 	// Err is nil when the node is active.
 	Err error
 }
@@ -105,7 +106,7 @@ func (c *Core) ActivateAsCoordinator(ctx context.Context, req CoordinatorActivat
 }
 
 func (c *Core) checkCoordinatorActivation(req CoordinatorActivation) ([]string, error) {
-	if _, err := registry.ParseVPNCIDR(req.VPNCIDR.String()); err != nil || !req.VPNCIDR.IsValid() {
+	if _, err := records.ParseVPNCIDR(req.VPNCIDR.String()); err != nil || !req.VPNCIDR.IsValid() {
 		return nil, fmt.Errorf("%w: vpn cidr: %v", ErrInvalidArgument, err)
 	}
 	if req.VPNCIDR.Contains(c.cfg.Self.PublicEndpoint.Addr()) {
@@ -118,7 +119,7 @@ func (c *Core) checkCoordinatorActivation(req CoordinatorActivation) ([]string, 
 	if req.AdminName == "" {
 		return nil, fmt.Errorf("%w: admin name is empty", ErrInvalidArgument)
 	}
-	if _, err := ParseRules(req.RulesName, req.Rules); err != nil {
+	if _, err := rules.ParseOrDefault(req.RulesName, req.Rules); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
 	return c.checkNodeEndpoints(req.NodePublicEndpoints, req.VPNCIDR)
@@ -152,28 +153,28 @@ func (c *Core) checkNodeEndpoints(in []string, vpnCIDR netip.Prefix) ([]string, 
 // becomeCoordinator brings up the network and commits the cluster, the
 // coordinator, the admin and the role in one transaction. On error nothing
 // is committed and the interface is removed.
-func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation) (registry.Peer, error) {
+func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation) (records.Peer, error) {
 	id, err := newClusterID()
 	if err != nil {
-		return registry.Peer{}, err
+		return records.Peer{}, err
 	}
 	self := c.cfg.Self
 	vpnIP := req.VPNCIDR.Addr().Next()
 	if err := c.cfg.Network.Up(ctx, self.VPNPrivKey, self.WGPort, vpnPrefix(vpnIP, req.VPNCIDR)); err != nil {
 		c.networkDown(ctx)
-		return registry.Peer{}, fmt.Errorf("bringing up the vpn interface: %w", err)
+		return records.Peer{}, fmt.Errorf("bringing up the vpn interface: %w", err)
 	}
-	coordinator := registry.Peer{
+	coordinator := records.Peer{
 		Name: self.Name, Horde: self.Horde,
 		PublicEndpoint: self.PublicEndpoint.String(), WGEndpoint: self.WGEndpoint().String(),
 		WGPubKey: pubKeyBytes(self.VPNPrivKey), SigningPubKey: self.SigningPubKey,
 	}
-	admin := registry.Peer{Name: req.AdminName, SigningPubKey: req.AdminSigningPubKey, WGPubKey: req.AdminVPNPubKey}
-	peers, err := c.reg.Init(registry.Cluster{ID: id, VPNCIDR: req.VPNCIDR, Rules: req.Rules}, coordinator, []registry.Peer{admin},
+	admin := records.Peer{Name: req.AdminName, SigningPubKey: req.AdminSigningPubKey, WGPubKey: req.AdminVPNPubKey}
+	peers, err := c.reg.Init(records.Cluster{ID: id, VPNCIDR: req.VPNCIDR, Rules: req.Rules}, coordinator, []records.Peer{admin},
 		func(tx store.Tx) error { return store.PutJSON(tx, keyRole, persistedRole{Role: StateCoordinator}) })
 	if err != nil {
 		c.networkDown(ctx)
-		return registry.Peer{}, err
+		return records.Peer{}, err
 	}
 	c.log.Info("activated as coordinator", "cluster", id, "vpnIP", vpnIP, "vpnCIDR", req.VPNCIDR)
 	return peers[1], nil
@@ -185,18 +186,6 @@ func (c *Core) networkDown(ctx context.Context) {
 	}
 }
 
-// ParseRules parses a cluster's connectivity rules; empty means the
-// default rules.
-func ParseRules(name, rules string) (steward.Rules, error) {
-	if rules == "" {
-		return steward.DefaultRules(), nil
-	}
-	if name == "" {
-		name = "rules"
-	}
-	return steward.ParseRules(name, []byte(rules))
-}
-
 func newClusterID() (string, error) {
 	b := make([]byte, 8)
 	if _, err := rand.Read(b); err != nil {
@@ -205,7 +194,7 @@ func newClusterID() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-func (c *Core) mustCluster() registry.Cluster {
+func (c *Core) mustCluster() records.Cluster {
 	cl, _ := c.reg.Cluster()
 	return cl
 }
@@ -261,7 +250,7 @@ func (c *Core) coordinatorPeersLoop(ctx context.Context) {
 	}
 }
 
-func (c *Core) applyPeers(ctx context.Context, peers []registry.Peer, self netip.Addr, pending bool) error {
+func (c *Core) applyPeers(ctx context.Context, peers []records.Peer, self netip.Addr, pending bool) error {
 	desired, err := wgPeers(peers, self, pending)
 	if err != nil {
 		return err
@@ -339,20 +328,20 @@ func (c *Core) activateNode(ctx context.Context, endpoint string) NodeResult {
 	return NodeResult{NodePublicEndpoint: endpoint, Peer: peer}
 }
 
-func (c *Core) tryActivateNode(ctx context.Context, endpoint string) (registry.Peer, error) {
+func (c *Core) tryActivateNode(ctx context.Context, endpoint string) (records.Peer, error) {
 	cl := c.mustCluster()
 	st, err := c.cfg.Activator.GetNodeState(ctx, endpoint)
 	if err != nil {
-		return registry.Peer{}, fmt.Errorf("contacting node: %w", err)
+		return records.Peer{}, fmt.Errorf("contacting node: %w", err)
 	}
 	switch {
 	case st.State == StateNode && st.ClusterID == cl.ID:
 		// A retry after a lost answer: the node activates idempotently.
 	case st.State != StateAcceptingInit:
-		return registry.Peer{}, fmt.Errorf("node %s is %s (cluster %q), not waiting for activation", st.Name, st.State, st.ClusterID)
+		return records.Peer{}, fmt.Errorf("node %s is %s (cluster %q), not waiting for activation", st.Name, st.State, st.ClusterID)
 	}
 	if st.Name == "" {
-		return registry.Peer{}, errors.New("node reported an empty name")
+		return records.Peer{}, errors.New("node reported an empty name")
 	}
 	// A node waiting for activation at an endpoint the registry knows as
 	// active lost its state (reinstalled): it is activated again, with its
@@ -377,10 +366,10 @@ func (c *Core) tryActivateNode(ctx context.Context, endpoint string) (registry.P
 		},
 	})
 	if err != nil {
-		return registry.Peer{}, fmt.Errorf("activating node: %w", err)
+		return records.Peer{}, fmt.Errorf("activating node: %w", err)
 	}
 	if activated.Name != st.Name {
-		return registry.Peer{}, fmt.Errorf("node changed its name from %q to %q during activation", st.Name, activated.Name)
+		return records.Peer{}, fmt.Errorf("node changed its name from %q to %q during activation", st.Name, activated.Name)
 	}
 	return c.reg.Activate(reserved.VPNIP, activated)
 }

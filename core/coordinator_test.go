@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store/storetest"
 	"github.com/google/go-cmp/cmp"
 )
@@ -61,23 +62,23 @@ func TestActivateAsCoordinator(t *testing.T) {
 			checkEvents(t, log, req, st.ClusterID, h.nodeEndpoints(h.nodes...))
 
 			reg := h.registry()
-			_, records := reg.Peers()
-			if len(records) != 2+tt.nodes {
-				t.Fatalf("registry has %d records, want coordinator, admin and %d nodes", len(records), tt.nodes)
+			_, peers := reg.Peers()
+			if len(peers) != 2+tt.nodes {
+				t.Fatalf("registry has %d records, want coordinator, admin and %d nodes", len(peers), tt.nodes)
 			}
-			co, admin := records[0], records[1]
-			if co.Role != registry.RoleCoordinator || co.VPNIP != coordIP || co.PublicEndpoint != h.coord.endpoint() ||
+			co, admin := peers[0], peers[1]
+			if co.Role != records.RoleCoordinator || co.VPNIP != coordIP || co.PublicEndpoint != h.coord.endpoint() ||
 				co.WGEndpoint != "192.0.2.1:51820" || !slices.Equal(co.SigningPubKey, h.coord.self.SigningPubKey) {
 				t.Errorf("coordinator record = %+v", co)
 			}
-			if admin.Role != registry.RoleAdmin || admin.VPNIP != adminIP || admin.Name != "alice" || admin.State != registry.StateActive ||
+			if admin.Role != records.RoleAdmin || admin.VPNIP != adminIP || admin.Name != "alice" || admin.State != records.StateActive ||
 				!slices.Equal(admin.SigningPubKey, req.AdminSigningPubKey) || !slices.Equal(admin.WGPubKey, req.AdminVPNPubKey) {
 				t.Errorf("admin record = %+v", admin)
 			}
 			for _, n := range h.nodes {
 				rec, ok := h.peerByEndpoint(n.endpoint())
 				pub := n.self.VPNPrivKey.PublicKey()
-				if !ok || rec.Role != registry.RoleNode || rec.State != registry.StateActive || rec.Name != n.self.Name ||
+				if !ok || rec.Role != records.RoleNode || rec.State != records.StateActive || rec.Name != n.self.Name ||
 					!slices.Equal(rec.WGPubKey, pub[:]) || !slices.Equal(rec.SigningPubKey, n.self.SigningPubKey) ||
 					rec.WGEndpoint != netip.AddrPortFrom(n.self.PublicEndpoint.Addr(), testWGPort).String() {
 					t.Errorf("record of %s = %+v", n.endpoint(), rec)
@@ -111,7 +112,7 @@ func checkEvents(t *testing.T, log *eventLog, req CoordinatorActivation, cluster
 	s := events[0].Started
 	coordIP := req.VPNCIDR.Addr().Next()
 	if s.Cluster.ID != clusterID || s.Cluster.VPNCIDR != req.VPNCIDR || s.Cluster.CoordinatorVPNIP != coordIP ||
-		s.Admin.VPNIP != coordIP.Next() || s.Admin.Role != registry.RoleAdmin {
+		s.Admin.VPNIP != coordIP.Next() || s.Admin.Role != records.RoleAdmin {
 		t.Errorf("Started = %+v", s)
 	}
 	if p := events[1].Progress; !strings.Contains(p, coordIP.String()) || !strings.Contains(p, "alice") {
@@ -121,7 +122,7 @@ func checkEvents(t *testing.T, log *eventLog, req CoordinatorActivation, cluster
 	for _, e := range events[2:] {
 		if e.Node != nil {
 			got = append(got, e.Node.NodePublicEndpoint)
-			if e.Node.Err != nil || e.Node.Peer.State != registry.StateActive {
+			if e.Node.Err != nil || e.Node.Peer.State != records.StateActive {
 				t.Errorf("node event %+v, want an active peer", e.Node)
 			}
 		}
@@ -236,7 +237,7 @@ func TestNodeFailures(t *testing.T) {
 				t.Errorf("got %d node results, want 3", len(results))
 			}
 			rec, ok := h.peerByEndpoint(bad.endpoint())
-			if !ok || rec.State != registry.StateFailed || !strings.Contains(rec.LastError, tt.wantErr) || !rec.VPNIP.IsValid() {
+			if !ok || rec.State != records.StateFailed || !strings.Contains(rec.LastError, tt.wantErr) || !rec.VPNIP.IsValid() {
 				t.Fatalf("record of the failed node = %+v, want failed with an address and the error", rec)
 			}
 			if r.Peer.VPNIP != rec.VPNIP {
@@ -265,7 +266,7 @@ func TestNodeFailures(t *testing.T) {
 				t.Errorf("retry result = %+v, want %+v (two already active, one retried)", res, want)
 			}
 			again, _ := h.peerByEndpoint(bad.endpoint())
-			if again.State != registry.StateActive || again.VPNIP != rec.VPNIP {
+			if again.State != records.StateActive || again.VPNIP != rec.VPNIP {
 				t.Errorf("retried node = %+v, want active at its reserved %s", again, rec.VPNIP)
 			}
 			if _, peers := h.registry().Peers(); len(peers) != 5 {

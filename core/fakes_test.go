@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 )
 
@@ -112,7 +113,7 @@ func (c *fakeUpdateClient) WatchUpdates(ctx context.Context, applied uint64) (Up
 	}
 	defer done()
 	caller, ok := api.reg.LookupSigningKey(c.signingPubKey)
-	if !ok || (caller.Role != registry.RoleNode && caller.Role != registry.RoleCoordinator) {
+	if !ok || (caller.Role != records.RoleNode && caller.Role != records.RoleCoordinator) {
 		return Update{}, errors.New("permission denied: not an active node of this cluster")
 	}
 	api.reg.ReportApplied(caller.VPNIP, applied, time.Now().Unix())
@@ -314,24 +315,24 @@ func (a *fakeActivator) GetNodeState(_ context.Context, endpoint string) (NodeSt
 }
 
 // ActivateAsNode implements NodeActivator.
-func (a *fakeActivator) ActivateAsNode(ctx context.Context, endpoint string, req NodeActivation) (registry.Activated, error) {
+func (a *fakeActivator) ActivateAsNode(ctx context.Context, endpoint string, req NodeActivation) (records.Activated, error) {
 	node, b, err := a.lookup("ActivateAsNode", endpoint, req)
 	if err != nil {
-		return registry.Activated{}, err
+		return records.Activated{}, err
 	}
 	release, err := a.enter(ctx)
 	defer release()
 	if err != nil {
-		return registry.Activated{}, err
+		return records.Activated{}, err
 	}
 	switch b {
 	case behaveSlow:
 		<-ctx.Done()
-		return registry.Activated{}, ctx.Err()
+		return records.Activated{}, ctx.Err()
 	case behaveLoseAnswer:
 		act, err := node.ActivateAsNode(ctx, req)
 		if err == nil && a.loseOnce(endpoint) {
-			return registry.Activated{}, errors.New("connection reset by peer")
+			return records.Activated{}, errors.New("connection reset by peer")
 		}
 		return act, err
 	}

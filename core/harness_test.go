@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
 	"github.com/google/go-cmp/cmp"
@@ -281,14 +282,14 @@ func (h *harness) registry() *registry.Registry {
 }
 
 // peerByEndpoint is the registry's record of the node at endpoint.
-func (h *harness) peerByEndpoint(endpoint string) (registry.Peer, bool) {
+func (h *harness) peerByEndpoint(endpoint string) (records.Peer, bool) {
 	_, peers := h.registry().Peers()
 	for _, p := range peers {
 		if p.PublicEndpoint == endpoint {
 			return p, true
 		}
 	}
-	return registry.Peer{}, false
+	return records.Peer{}, false
 }
 
 // waitSettled waits for the mesh and for every active node to have
@@ -299,7 +300,7 @@ func (h *harness) waitSettled() {
 	eventually(h.t, "every node to apply the current revision", func() error {
 		rev := h.registry().Revision()
 		for _, n := range h.nodes {
-			if rec, ok := h.peerByEndpoint(n.endpoint()); !ok || rec.State != registry.StateActive {
+			if rec, ok := h.peerByEndpoint(n.endpoint()); !ok || rec.State != records.StateActive {
 				continue
 			}
 			if got, err := n.core.AppliedRevision(); err != nil || got != rev {
@@ -323,20 +324,20 @@ func (h *harness) meshErr() error {
 	if !ok {
 		return errors.New("the coordinator has no registry")
 	}
-	_, records := reg.Peers()
+	_, peers := reg.Peers()
 	var active []netip.Prefix
-	for _, r := range records {
-		if r.State == registry.StateActive {
+	for _, r := range peers {
+		if r.State == records.StateActive {
 			active = append(active, netip.PrefixFrom(r.VPNIP, r.VPNIP.BitLen()))
 		}
 	}
 	for _, p := range append([]*testPeer{h.coord}, h.nodes...) {
 		st := p.core.Status()
 		rec, known := h.peerByEndpoint(p.endpoint())
-		if known && rec.State == registry.StateActive && (st.State != roleState(rec.Role) || st.VPNIP != rec.VPNIP) {
+		if known && rec.State == records.StateActive && (st.State != roleState(rec.Role) || st.VPNIP != rec.VPNIP) {
 			return fmt.Errorf("%s is %s at %s; the registry has it active at %s", st.Name, st.State, st.VPNIP, rec.VPNIP)
 		}
-		if !known || rec.State != registry.StateActive {
+		if !known || rec.State != records.StateActive {
 			continue // not part of the mesh (yet)
 		}
 		want := slices.DeleteFunc(slices.Clone(active), func(a netip.Prefix) bool { return a.Addr() == st.VPNIP })
@@ -348,8 +349,8 @@ func (h *harness) meshErr() error {
 }
 
 // roleState is the core state of a peer with the registry role.
-func roleState(r registry.Role) State {
-	if r == registry.RoleCoordinator {
+func roleState(r records.Role) State {
+	if r == records.RoleCoordinator {
 		return StateCoordinator
 	}
 	return StateNode

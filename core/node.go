@@ -9,9 +9,9 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/fabricmesh/fabric/coordinator/registry"
-	"github.com/fabricmesh/fabric/coordinator/steward"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/view"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -47,7 +47,7 @@ type Update struct {
 	Revision uint64
 	// Full: Peers is the complete set, replacing the node's.
 	Full    bool
-	Peers   []registry.Peer
+	Peers   []records.Peer
 	Removed []netip.Addr
 	// View is the change of the node's service view, if any.
 	View *ViewUpdate
@@ -57,7 +57,7 @@ type Update struct {
 // replace and keys to remove, or with Full the whole view.
 type ViewUpdate struct {
 	Full    bool
-	Upserts steward.View
+	Upserts view.View
 	Removed []string
 }
 
@@ -88,8 +88,8 @@ const (
 // nodePeers is the node's last applied view, persisted so that a node that
 // restarts without its coordinator keeps its mesh.
 type nodePeers struct {
-	Revision uint64          `json:"revision"`
-	Peers    []registry.Peer `json:"peers"`
+	Revision uint64         `json:"revision"`
+	Peers    []records.Peer `json:"peers"`
 }
 
 // ActivateAsNode makes this peer a node: it brings up its WireGuard
@@ -97,24 +97,24 @@ type nodePeers struct {
 // first peer, persists its cluster, and starts watching the coordinator for
 // the rest of the mesh. Repeating the same activation from the same
 // coordinator (its answer was lost) succeeds again without change.
-func (c *Core) ActivateAsNode(ctx context.Context, req NodeActivation) (registry.Activated, error) {
+func (c *Core) ActivateAsNode(ctx context.Context, req NodeActivation) (records.Activated, error) {
 	if err := checkNodeActivation(req); err != nil {
-		return registry.Activated{}, err
+		return records.Activated{}, err
 	}
 	if c.sameActivation(req) {
 		return c.activated(), nil
 	}
 	if err := c.begin(); err != nil {
-		return registry.Activated{}, err
+		return records.Activated{}, err
 	}
 	cfg := NodeConfig{ClusterID: req.ClusterID, VPNCIDR: req.VPNCIDR, VPNIP: req.NodeVPNIP, Coordinator: req.Coordinator}
 	if err := c.becomeNode(ctx, cfg); err != nil {
 		c.end(StateAcceptingInit, nil)
-		return registry.Activated{}, err
+		return records.Activated{}, err
 	}
 	c.end(StateNode, &cfg)
 	if err := c.startNode(cfg); err != nil {
-		return registry.Activated{}, c.fail(err)
+		return records.Activated{}, c.fail(err)
 	}
 	return c.activated(), nil
 }
@@ -153,9 +153,9 @@ func (c *Core) sameActivation(req NodeActivation) bool {
 		n.Coordinator.VPNPubKey == req.Coordinator.VPNPubKey && bytes.Equal(n.Coordinator.TLSPin, req.Coordinator.TLSPin)
 }
 
-func (c *Core) activated() registry.Activated {
+func (c *Core) activated() records.Activated {
 	self := c.cfg.Self
-	return registry.Activated{
+	return records.Activated{
 		Name: self.Name, Horde: self.Horde, WGEndpoint: self.WGEndpoint().String(),
 		WGPubKey: pubKeyBytes(self.VPNPrivKey), SigningPubKey: self.SigningPubKey,
 	}
@@ -174,7 +174,7 @@ func (c *Core) becomeNode(ctx context.Context, cfg NodeConfig) error {
 		c.networkDown(ctx)
 		return fmt.Errorf("bringing up the vpn interface: %w", err)
 	}
-	initial := nodePeers{Peers: []registry.Peer{coordinatorPeer(cfg.Coordinator)}}
+	initial := nodePeers{Peers: []records.Peer{coordinatorPeer(cfg.Coordinator)}}
 	if err := c.applyPeers(ctx, initial.Peers, cfg.VPNIP, false); err != nil {
 		c.networkDown(ctx)
 		return fmt.Errorf("adding the coordinator as a wireguard peer: %w", err)
@@ -196,10 +196,10 @@ func (c *Core) becomeNode(ctx context.Context, cfg NodeConfig) error {
 	return nil
 }
 
-func coordinatorPeer(co CoordinatorInfo) registry.Peer {
-	return registry.Peer{
-		Name: co.Name, Role: registry.RoleCoordinator, VPNIP: co.VPNIP, WGEndpoint: co.WGEndpoint,
-		WGPubKey: co.VPNPubKey[:], SigningPubKey: co.SigningPubKey, State: registry.StateActive,
+func coordinatorPeer(co CoordinatorInfo) records.Peer {
+	return records.Peer{
+		Name: co.Name, Role: records.RoleCoordinator, VPNIP: co.VPNIP, WGEndpoint: co.WGEndpoint,
+		WGPubKey: co.VPNPubKey[:], SigningPubKey: co.SigningPubKey, State: records.StateActive,
 	}
 }
 
@@ -308,8 +308,8 @@ func (c *Core) nodeStep(ctx context.Context, cfg NodeConfig, client *UpdateClien
 }
 
 // mergePeers applies an update to the peers a node holds.
-func mergePeers(held []registry.Peer, upd Update) []registry.Peer {
-	byIP := map[netip.Addr]registry.Peer{}
+func mergePeers(held []records.Peer, upd Update) []records.Peer {
+	byIP := map[netip.Addr]records.Peer{}
 	if !upd.Full {
 		for _, p := range held {
 			byIP[p.VPNIP] = p
@@ -321,11 +321,11 @@ func mergePeers(held []registry.Peer, upd Update) []registry.Peer {
 	for _, ip := range upd.Removed {
 		delete(byIP, ip)
 	}
-	out := make([]registry.Peer, 0, len(byIP))
+	out := make([]records.Peer, 0, len(byIP))
 	for _, p := range byIP {
 		out = append(out, p)
 	}
-	slices.SortFunc(out, func(a, b registry.Peer) int { return a.VPNIP.Compare(b.VPNIP) })
+	slices.SortFunc(out, func(a, b records.Peer) int { return a.VPNIP.Compare(b.VPNIP) })
 	return out
 }
 

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -26,15 +26,15 @@ const keepalive = 25 * time.Second
 // too, without endpoint or keepalive: the coordinator cannot reach them
 // yet, but it knows their key, so it answers a new node's first handshake
 // at once instead of dropping it.
-func wgPeers(peers []registry.Peer, self netip.Addr, pending bool) ([]wgtypes.PeerConfig, error) {
+func wgPeers(peers []records.Peer, self netip.Addr, pending bool) ([]wgtypes.PeerConfig, error) {
 	var out []wgtypes.PeerConfig
 	for _, p := range peers {
 		if p.VPNIP == self {
 			continue
 		}
-		if p.State == registry.StatePending && pending && len(p.WGPubKey) > 0 {
+		if p.State == records.StatePending && pending && len(p.WGPubKey) > 0 {
 			p.WGEndpoint = ""
-		} else if p.State != registry.StateActive {
+		} else if p.State != records.StateActive {
 			continue
 		}
 		pc, err := wgPeer(p)
@@ -46,7 +46,7 @@ func wgPeers(peers []registry.Peer, self netip.Addr, pending bool) ([]wgtypes.Pe
 	return out, nil
 }
 
-func wgPeer(p registry.Peer) (wgtypes.PeerConfig, error) {
+func wgPeer(p records.Peer) (wgtypes.PeerConfig, error) {
 	key, err := wgtypes.NewKey(p.WGPubKey)
 	if err != nil {
 		return wgtypes.PeerConfig{}, fmt.Errorf("wireguard public key: %w", err)

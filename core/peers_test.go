@@ -6,26 +6,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-func testPeerRecord(ip string, state registry.State, keyByte byte, wgEndpoint string) registry.Peer {
+func testPeerRecord(ip string, state records.State, keyByte byte, wgEndpoint string) records.Peer {
 	key := make([]byte, 32)
 	key[0] = keyByte
-	return registry.Peer{Name: "p" + ip, VPNIP: netip.MustParseAddr(ip), WGPubKey: key, State: state, WGEndpoint: wgEndpoint}
+	return records.Peer{Name: "p" + ip, VPNIP: netip.MustParseAddr(ip), WGPubKey: key, State: state, WGEndpoint: wgEndpoint}
 }
 
 func TestWGPeers(t *testing.T) {
 	self := netip.MustParseAddr("203.0.113.3")
-	records := []registry.Peer{
-		testPeerRecord("203.0.113.1", registry.StateActive, 1, "192.0.2.1:51820"),
-		testPeerRecord("203.0.113.2", registry.StateActive, 2, ""), // admin: no endpoint
-		testPeerRecord("203.0.113.3", registry.StateActive, 3, "192.0.2.10:51820"),
-		testPeerRecord("203.0.113.4", registry.StatePending, 4, ""),
-		testPeerRecord("203.0.113.5", registry.StateFailed, 5, ""),
-		testPeerRecord("fd00::6", registry.StateActive, 6, "[2001:db8::6]:51820"),
+	peers := []records.Peer{
+		testPeerRecord("203.0.113.1", records.StateActive, 1, "192.0.2.1:51820"),
+		testPeerRecord("203.0.113.2", records.StateActive, 2, ""), // admin: no endpoint
+		testPeerRecord("203.0.113.3", records.StateActive, 3, "192.0.2.10:51820"),
+		testPeerRecord("203.0.113.4", records.StatePending, 4, ""),
+		testPeerRecord("203.0.113.5", records.StateFailed, 5, ""),
+		testPeerRecord("fd00::6", records.StateActive, 6, "[2001:db8::6]:51820"),
 	}
 	type peer struct {
 		Key        byte
@@ -63,7 +63,7 @@ func TestWGPeers(t *testing.T) {
 		{"coordinator", true, []peer{active[0], active[1], {4, "", []string{"203.0.113.4/32"}, true, false}, active[2]}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := wgPeers(records, self, tt.pending)
+			got, err := wgPeers(peers, self, tt.pending)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -75,15 +75,15 @@ func TestWGPeers(t *testing.T) {
 
 	bad := []struct {
 		name string
-		peer registry.Peer
+		peer records.Peer
 		want string
 	}{
-		{"short key", registry.Peer{Name: "x", VPNIP: netip.MustParseAddr("203.0.113.9"), WGPubKey: []byte{1}, State: registry.StateActive}, "wireguard public key"},
-		{"bad endpoint", testPeerRecord("203.0.113.9", registry.StateActive, 9, "host:51820"), "wireguard endpoint"},
+		{"short key", records.Peer{Name: "x", VPNIP: netip.MustParseAddr("203.0.113.9"), WGPubKey: []byte{1}, State: records.StateActive}, "wireguard public key"},
+		{"bad endpoint", testPeerRecord("203.0.113.9", records.StateActive, 9, "host:51820"), "wireguard endpoint"},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := wgPeers([]registry.Peer{tt.peer}, self, false)
+			_, err := wgPeers([]records.Peer{tt.peer}, self, false)
 			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "203.0.113.9") {
 				t.Errorf("wgPeers = %v, want an error about the %s naming the peer", err, tt.want)
 			}
@@ -92,21 +92,21 @@ func TestWGPeers(t *testing.T) {
 }
 
 func TestMergePeers(t *testing.T) {
-	p := func(ip string, rev uint64) registry.Peer {
-		return registry.Peer{VPNIP: netip.MustParseAddr(ip), Revision: rev}
+	p := func(ip string, rev uint64) records.Peer {
+		return records.Peer{VPNIP: netip.MustParseAddr(ip), Revision: rev}
 	}
-	held := []registry.Peer{p("203.0.113.1", 1), p("203.0.113.3", 2), p("203.0.113.4", 3)}
+	held := []records.Peer{p("203.0.113.1", 1), p("203.0.113.3", 2), p("203.0.113.4", 3)}
 	tests := []struct {
 		name string
 		upd  Update
-		want []registry.Peer
+		want []records.Peer
 	}{
-		{"delta changes and adds", Update{Revision: 5, Peers: []registry.Peer{p("203.0.113.5", 5), p("203.0.113.3", 4)}},
-			[]registry.Peer{p("203.0.113.1", 1), p("203.0.113.3", 4), p("203.0.113.4", 3), p("203.0.113.5", 5)}},
+		{"delta changes and adds", Update{Revision: 5, Peers: []records.Peer{p("203.0.113.5", 5), p("203.0.113.3", 4)}},
+			[]records.Peer{p("203.0.113.1", 1), p("203.0.113.3", 4), p("203.0.113.4", 3), p("203.0.113.5", 5)}},
 		{"delta removes", Update{Revision: 5, Removed: []netip.Addr{netip.MustParseAddr("203.0.113.3")}},
-			[]registry.Peer{p("203.0.113.1", 1), p("203.0.113.4", 3)}},
-		{"full replaces", Update{Revision: 9, Full: true, Peers: []registry.Peer{p("203.0.113.7", 9), p("203.0.113.1", 8)}},
-			[]registry.Peer{p("203.0.113.1", 8), p("203.0.113.7", 9)}},
+			[]records.Peer{p("203.0.113.1", 1), p("203.0.113.4", 3)}},
+		{"full replaces", Update{Revision: 9, Full: true, Peers: []records.Peer{p("203.0.113.7", 9), p("203.0.113.1", 8)}},
+			[]records.Peer{p("203.0.113.1", 8), p("203.0.113.7", 9)}},
 		{"empty delta", Update{Revision: 3}, held},
 	}
 	for _, tt := range tests {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/google/go-cmp/cmp"
 )
@@ -103,9 +104,9 @@ func TestRestartCoordinator(t *testing.T) {
 }
 
 type regState struct {
-	Cluster  registry.Cluster
+	Cluster  records.Cluster
 	Revision uint64
-	Peers    []registry.Peer
+	Peers    []records.Peer
 }
 
 func stateOf(r *registry.Registry) regState {

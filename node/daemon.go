@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator"
-	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/identity"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
 	"github.com/fabricmesh/fabric/node/netmgr"
 	"github.com/fabricmesh/fabric/node/pastiche"
@@ -225,7 +225,7 @@ func (d *Daemon) servePubAPI(ctx context.Context) error {
 		},
 		Relay: func() pubapi.Relay {
 			if r := d.relay.Load(); r != nil {
-				return r
+				return pasticheRelay{r}
 			}
 			return nil
 		},
@@ -241,7 +241,7 @@ func (d *Daemon) lookupAdmin(pubKey ed25519.PublicKey) (string, error) {
 		return "", errors.New("not a coordinator")
 	}
 	p, ok := reg.LookupSigningKey(pubKey)
-	if !ok || p.Role != registry.RoleAdmin {
+	if !ok || p.Role != records.RoleAdmin {
 		return "", errors.New("not an admin key of this cluster")
 	}
 	return "admin:" + p.Name, nil

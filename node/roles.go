@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"path/filepath"
 
@@ -12,10 +13,12 @@ import (
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/httpsig"
+	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
 	"github.com/fabricmesh/fabric/node/pastiche"
 	"github.com/fabricmesh/fabric/node/reeve"
+	"github.com/fabricmesh/fabric/pubapi"
 	"github.com/fabricmesh/fabric/vpnapi"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"google.golang.org/grpc"
@@ -32,7 +35,7 @@ type services struct{ d *Daemon }
 func (s services) StartCoordinator(ctx context.Context, reg *registry.Registry) error {
 	d := s.d
 	cl, _ := reg.Cluster()
-	rules, err := core.ParseRules("cluster rules", cl.Rules)
+	rules, err := rules.ParseOrDefault("cluster rules", cl.Rules)
 	if err != nil {
 		return err
 	}
@@ -194,4 +197,12 @@ func (d *Daemon) applyOwnViews(ctx context.Context, reg *registry.Registry, view
 			return
 		}
 	}
+}
+
+// pasticheRelay is the coordinator's pastiche relay as the pubapi uses it.
+type pasticheRelay struct{ r *pastiche.Relay }
+
+func (p pasticheRelay) Send(ctx context.Context, from, to, name string, size int64, body io.Reader) (pubapi.RelayResult, error) {
+	res, err := p.r.Send(ctx, from, to, name, size, body)
+	return pubapi.RelayResult(res), err
 }

@@ -3,14 +3,15 @@ package pubapi
 import (
 	"context"
 	"fmt"
-	"google.golang.org/grpc/status"
 	"regexp"
 	"strings"
 
-	"github.com/fabricmesh/fabric/coordinator/registry"
+	"google.golang.org/grpc/status"
+
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/dialopts"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"google.golang.org/grpc"
 )
@@ -92,9 +93,9 @@ func (a *NodeActivator) GetNodeState(ctx context.Context, nodePublicEndpoint str
 }
 
 // ActivateAsNode implements core.NodeActivator.
-func (a *NodeActivator) ActivateAsNode(ctx context.Context, nodePublicEndpoint string, req core.NodeActivation) (registry.Activated, error) {
+func (a *NodeActivator) ActivateAsNode(ctx context.Context, nodePublicEndpoint string, req core.NodeActivation) (records.Activated, error) {
 	co := req.Coordinator
-	var out registry.Activated
+	var out records.Activated
 	err := a.call(nodePublicEndpoint, func(c *Client) error {
 		resp, err := c.PubAPIClient.ActivateAsNode(ctx, &pubapipb.ActivateAsNodeRequest{
 			ClusterId:                 req.ClusterID,
@@ -111,7 +112,7 @@ func (a *NodeActivator) ActivateAsNode(ctx context.Context, nodePublicEndpoint s
 		if err != nil {
 			return err
 		}
-		out = registry.Activated{
+		out = records.Activated{
 			Name: resp.GetName(), Horde: resp.GetHorde(), WGEndpoint: resp.GetWgEndpoint(),
 			WGPubKey: resp.GetVpnPubKey(), SigningPubKey: resp.GetSigningPubKey(),
 		}

@@ -6,16 +6,26 @@ import (
 	"io"
 
 	"github.com/fabricmesh/fabric/internal/authconn"
-	"github.com/fabricmesh/fabric/node/pastiche"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-// Relay sends an admin's file through the cluster (pastiche.Relay).
+// Relay sends an admin's file through the cluster (the coordinator's
+// pastiche relay).
 type Relay interface {
-	Send(ctx context.Context, from, to, name string, size int64, body io.Reader) (pastiche.SendResult, error)
+	Send(ctx context.Context, from, to, name string, size int64, body io.Reader) (RelayResult, error)
+}
+
+// RelayResult is what the target of a relayed file stored.
+type RelayResult struct {
+	// From and To are the sending and the receiving endpoint.
+	From, To string
+	Name     string
+	Size     int64
+	// SHA256 is the digest the target computed over what it stored.
+	SHA256 [32]byte
 }
 
 // PasticheSend implements pubapi: it relays the admin's file to the

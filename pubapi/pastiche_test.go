@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"google.golang.org/grpc"
@@ -76,8 +77,8 @@ func TestExplainRefusal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	coordinator := registry.Peer{Name: "c", Horde: "sharks", PublicEndpoint: "192.0.2.1:7443", WGPubKey: bytes.Repeat([]byte{1}, 32), SigningPubKey: bytes.Repeat([]byte{2}, 32)}
-	if _, err := reg.Init(registry.Cluster{ID: "c1", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coordinator, nil, nil); err != nil {
+	coordinator := records.Peer{Name: "c", Horde: "sharks", PublicEndpoint: "192.0.2.1:7443", WGPubKey: bytes.Repeat([]byte{1}, 32), SigningPubKey: bytes.Repeat([]byte{2}, 32)}
+	if _, err := reg.Init(records.Cluster{ID: "c1", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coordinator, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i, n := range []struct{ name, horde string }{{"s1", "sharks"}, {"j1", "jets"}} {
@@ -85,7 +86,7 @@ func TestExplainRefusal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := reg.Activate(p.VPNIP, registry.Activated{Name: n.name, Horde: n.horde,
+		if _, err := reg.Activate(p.VPNIP, records.Activated{Name: n.name, Horde: n.horde,
 			WGPubKey: bytes.Repeat([]byte{byte(10 + i)}, 32), SigningPubKey: bytes.Repeat([]byte{byte(20 + i)}, 32)}); err != nil {
 			t.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"google.golang.org/grpc/codes"
@@ -20,7 +21,7 @@ type Core interface {
 	Status() core.Status
 	Registry() (*registry.Registry, bool)
 	ActivateAsCoordinator(ctx context.Context, req core.CoordinatorActivation, emit func(core.Event)) (core.ActivationResult, error)
-	ActivateAsNode(ctx context.Context, req core.NodeActivation) (registry.Activated, error)
+	ActivateAsNode(ctx context.Context, req core.NodeActivation) (records.Activated, error)
 	ActivateAdditionalNodes(ctx context.Context, nodePublicEndpoints []string, emit func(core.Event)) (core.ActivationResult, error)
 }
 
@@ -95,7 +96,7 @@ func (s *Server) ActivateAsCoordinator(req *pubapipb.ActivateAsCoordinatorReques
 	if _, err := authconn.RequireMethod(ctx, bootstrapOnly...); err != nil {
 		return err
 	}
-	cidr, err := registry.ParseVPNCIDR(req.GetVpnCidr())
+	cidr, err := records.ParseVPNCIDR(req.GetVpnCidr())
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -181,7 +182,7 @@ func (s *Server) ActivateAsNode(ctx context.Context, req *pubapipb.ActivateAsNod
 }
 
 func nodeActivationFromProto(req *pubapipb.ActivateAsNodeRequest) (core.NodeActivation, error) {
-	cidr, err := registry.ParseVPNCIDR(req.GetVpnCidr())
+	cidr, err := records.ParseVPNCIDR(req.GetVpnCidr())
 	if err != nil {
 		return core.NodeActivation{}, err
 	}
@@ -240,7 +241,7 @@ func ClusterStatus(reg *registry.Registry, svcs Services) *pubapipb.ClusterStatu
 	for _, p := range peers {
 		pp := PeerToProto(p, reg.Applied(p.VPNIP))
 		out.Peers = append(out.Peers, pp)
-		if p.State == registry.StateActive {
+		if p.State == records.StateActive {
 			byName[p.Name] = pp
 		}
 	}
@@ -264,7 +265,7 @@ func ClusterStatus(reg *registry.Registry, svcs Services) *pubapipb.ClusterStatu
 }
 
 // PeerToProto converts a registry record.
-func PeerToProto(p registry.Peer, applied registry.Applied) *pubapipb.Peer {
+func PeerToProto(p records.Peer, applied registry.Applied) *pubapipb.Peer {
 	out := &pubapipb.Peer{
 		Name: p.Name, Role: string(p.Role), PublicEndpoint: p.PublicEndpoint, WgEndpoint: p.WGEndpoint,
 		WgPubKey: p.WGPubKey, SigningPubKey: p.SigningPubKey, Horde: p.Horde, State: string(p.State),

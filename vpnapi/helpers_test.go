@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
-	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/grpctest"
 	"github.com/fabricmesh/fabric/internal/leakcheck"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
+	"github.com/fabricmesh/fabric/internal/view"
 	"github.com/fabricmesh/fabric/vpnapi"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"github.com/google/go-cmp/cmp"
@@ -70,18 +71,18 @@ var cmpOpts = cmp.Options{
 type fakeViews struct {
 	reg   *registry.Registry
 	mu    sync.Mutex
-	views map[netip.Addr]steward.View
+	views map[netip.Addr]view.View
 }
 
 var _ vpnapi.Views = (*fakeViews)(nil)
 
-func (v *fakeViews) set(ip netip.Addr, view steward.View) {
+func (v *fakeViews) set(ip netip.Addr, view view.View) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.views[ip] = view
 }
 
-func (v *fakeViews) For(_ context.Context, ip netip.Addr) (steward.View, uint64, bool, error) {
+func (v *fakeViews) For(_ context.Context, ip netip.Addr) (view.View, uint64, bool, error) {
 	rev := v.reg.Revision()
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -139,9 +140,9 @@ func newCluster(tb testing.TB) *cluster {
 		tb.Fatal(err)
 	}
 	c := &cluster{reg: reg, coordKey: newKey(), adminKey: newKey(), nodeKeys: map[string]ed25519.PrivateKey{}, nodeIPs: map[string]netip.Addr{}}
-	peers, err := reg.Init(registry.Cluster{ID: "c1", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")},
-		registry.Peer{Name: "coord", WGEndpoint: "192.0.2.1:51820", WGPubKey: randomBytes(32), SigningPubKey: pub(c.coordKey)},
-		[]registry.Peer{{Name: "admin", WGPubKey: randomBytes(32), SigningPubKey: pub(c.adminKey)}}, nil)
+	peers, err := reg.Init(records.Cluster{ID: "c1", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")},
+		records.Peer{Name: "coord", WGEndpoint: "192.0.2.1:51820", WGPubKey: randomBytes(32), SigningPubKey: pub(c.coordKey)},
+		[]records.Peer{{Name: "admin", WGPubKey: randomBytes(32), SigningPubKey: pub(c.adminKey)}}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func newCluster(tb testing.TB) *cluster {
 	return c
 }
 
-func (c *cluster) addNode(tb testing.TB, name, horde string) registry.Peer {
+func (c *cluster) addNode(tb testing.TB, name, horde string) records.Peer {
 	tb.Helper()
 	i := len(c.nodeKeys) + 10
 	p, err := c.reg.Reserve(fmt.Sprintf("192.0.2.%d:7443", i), name, nil, false)
@@ -159,7 +160,7 @@ func (c *cluster) addNode(tb testing.TB, name, horde string) registry.Peer {
 		tb.Fatal(err)
 	}
 	c.nodeKeys[name], c.nodeIPs[name] = newKey(), p.VPNIP
-	p, err = c.reg.Activate(p.VPNIP, registry.Activated{
+	p, err = c.reg.Activate(p.VPNIP, records.Activated{
 		Name: name, Horde: horde, WGEndpoint: fmt.Sprintf("192.0.2.%d:51820", i),
 		WGPubKey: randomBytes(32), SigningPubKey: pub(c.nodeKeys[name]),
 	})
@@ -213,17 +214,17 @@ func (s server) dial(tb testing.TB, key ed25519.PrivateKey) core.UpdateClient {
 
 // onWire is a peer record as a node receives it: the other fields
 // (public endpoint, errors, registration) stay on the coordinator.
-func onWire(p registry.Peer) registry.Peer {
-	return registry.Peer{
+func onWire(p records.Peer) records.Peer {
+	return records.Peer{
 		Name: p.Name, Role: p.Role, VPNIP: p.VPNIP, WGEndpoint: p.WGEndpoint, WGPubKey: p.WGPubKey,
 		SigningPubKey: p.SigningPubKey, Horde: p.Horde, Revision: p.Revision, State: p.State,
 	}
 }
 
 // allPeers is every record of the registry, as a node receives them.
-func (c *cluster) allPeers() []registry.Peer {
+func (c *cluster) allPeers() []records.Peer {
 	_, peers := c.reg.Peers()
-	var out []registry.Peer
+	var out []records.Peer
 	for _, p := range peers {
 		out = append(out, onWire(p))
 	}

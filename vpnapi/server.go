@@ -9,9 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fabricmesh/fabric/coordinator/registry"
-	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/internal/authconn"
+	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/view"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -19,10 +19,10 @@ import (
 
 // Registry is what the server needs of the coordinator's registry.
 type Registry interface {
-	Changes(since uint64) (rev uint64, full bool, changed []registry.Peer)
+	Changes(since uint64) (rev uint64, full bool, changed []records.Peer)
 	Wait(ctx context.Context, after uint64) (uint64, error)
 	ReportApplied(ip netip.Addr, rev uint64, unixNow int64)
-	LookupSigningKey(signingPubKey []byte) (registry.Peer, bool)
+	LookupSigningKey(signingPubKey []byte) (records.Peer, bool)
 }
 
 // DefaultHoldTime is how long WatchUpdates waits for a change.
@@ -36,7 +36,7 @@ type Registrar interface {
 // Views gives each node's service view as of a revision at least the
 // registry's when called.
 type Views interface {
-	For(ctx context.Context, ip netip.Addr) (view steward.View, rev uint64, ok bool, err error)
+	For(ctx context.Context, ip netip.Addr) (view view.View, rev uint64, ok bool, err error)
 }
 
 // Config is what NewServer needs.
@@ -61,7 +61,7 @@ type Server struct {
 // sentView is a view as sent in the answer at revision rev.
 type sentView struct {
 	rev  uint64
-	view steward.View
+	view view.View
 }
 
 // NewServer returns a vpnapi server.
@@ -77,7 +77,7 @@ func NewServer(cfg Config) *Server {
 func LookupSigningKey(reg Registry) func(ed25519.PublicKey) (string, error) {
 	return func(pubKey ed25519.PublicKey) (string, error) {
 		p, ok := reg.LookupSigningKey(pubKey)
-		if !ok || (p.Role != registry.RoleNode && p.Role != registry.RoleCoordinator) {
+		if !ok || (p.Role != records.RoleNode && p.Role != records.RoleCoordinator) {
 			return "", errors.New("not an active node of this cluster")
 		}
 		return p.VPNIP.String(), nil
@@ -138,18 +138,18 @@ func (s *Server) view(ctx context.Context, ip netip.Addr, applied uint64) (uint6
 	if s.cfg.Views == nil {
 		return 0, nil, nil
 	}
-	view, rev, ok, err := s.cfg.Views.For(ctx, ip)
+	cur, rev, ok, err := s.cfg.Views.For(ctx, ip)
 	if err != nil || !ok {
 		return rev, nil, err
 	}
 	s.mu.Lock()
 	last, known := s.sent[ip]
-	s.sent[ip] = sentView{rev: rev, view: view}
+	s.sent[ip] = sentView{rev: rev, view: cur}
 	s.mu.Unlock()
 	if !known || last.rev != applied {
-		return rev, ViewToProto(view, nil, true), nil
+		return rev, ViewToProto(cur, nil, true), nil
 	}
-	upserts, removed := steward.Diff(last.view, view)
+	upserts, removed := view.Diff(last.view, cur)
 	if len(removed) == 0 && len(upserts.Whitelist)+len(upserts.Endpoints)+len(upserts.Catalog) == 0 {
 		return rev, nil, nil
 	}
@@ -172,7 +172,7 @@ func (s *Server) Register(ctx context.Context, req *vpnapipb.RegisterRequest) (*
 }
 
 // PeerToProto converts a registry record.
-func PeerToProto(p registry.Peer) *vpnapipb.Peer {
+func PeerToProto(p records.Peer) *vpnapipb.Peer {
 	return &vpnapipb.Peer{
 		Name: p.Name, Role: string(p.Role), VpnIp: p.VPNIP.String(), WgEndpoint: p.WGEndpoint,
 		WgPubKey: p.WGPubKey, SigningPubKey: p.SigningPubKey, Horde: p.Horde, Revision: p.Revision,
@@ -181,14 +181,14 @@ func PeerToProto(p registry.Peer) *vpnapipb.Peer {
 }
 
 // PeerFromProto converts back.
-func PeerFromProto(p *vpnapipb.Peer) (registry.Peer, error) {
+func PeerFromProto(p *vpnapipb.Peer) (records.Peer, error) {
 	ip, err := netip.ParseAddr(p.GetVpnIp())
 	if err != nil {
-		return registry.Peer{}, fmt.Errorf("peer %q: vpn ip: %w", p.GetName(), err)
+		return records.Peer{}, fmt.Errorf("peer %q: vpn ip: %w", p.GetName(), err)
 	}
-	return registry.Peer{
-		Name: p.GetName(), Role: registry.Role(p.GetRole()), VPNIP: ip, WGEndpoint: p.GetWgEndpoint(),
+	return records.Peer{
+		Name: p.GetName(), Role: records.Role(p.GetRole()), VPNIP: ip, WGEndpoint: p.GetWgEndpoint(),
 		WGPubKey: p.GetWgPubKey(), SigningPubKey: p.GetSigningPubKey(), Horde: p.GetHorde(),
-		Revision: p.GetRevision(), State: registry.State(p.GetState()),
+		Revision: p.GetRevision(), State: records.State(p.GetState()),
 	}, nil
 }

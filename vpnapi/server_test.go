@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fabricmesh/fabric/coordinator/registry"
-	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/core"
+	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/view"
 	"github.com/fabricmesh/fabric/vpnapi"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"github.com/google/go-cmp/cmp"
@@ -22,21 +22,21 @@ import (
 // endpoint pastiche@n2 is gone and pastiche@n3 is new.
 var (
 	pastiche2Key, pastiche2NewKey = pub(newKey()), pub(newKey())
-	v1                            = steward.View{
-		Whitelist: []steward.WhitelistEntry{{Endpoint: "pastiche@n1", Client: "pastiche@n2", PubKey: pastiche2Key}},
-		Endpoints: []steward.EndpointEntry{{Client: "pastiche@n1", Service: "pastiche", Endpoint: "pastiche@n2", Address: "203.0.113.4:7450"}},
-		Catalog:   []steward.CatalogEntry{{Client: "pastiche@n1", Service: "pastiche"}},
+	v1                            = view.View{
+		Whitelist: []view.WhitelistEntry{{Endpoint: "pastiche@n1", Client: "pastiche@n2", PubKey: pastiche2Key}},
+		Endpoints: []view.EndpointEntry{{Client: "pastiche@n1", Service: "pastiche", Endpoint: "pastiche@n2", Address: "203.0.113.4:7450"}},
+		Catalog:   []view.CatalogEntry{{Client: "pastiche@n1", Service: "pastiche"}},
 	}
-	v2 = steward.View{
-		Whitelist: []steward.WhitelistEntry{{Endpoint: "pastiche@n1", Client: "pastiche@n2", PubKey: pastiche2NewKey}},
-		Endpoints: []steward.EndpointEntry{{Client: "pastiche@n1", Service: "pastiche", Endpoint: "pastiche@n3", Address: "203.0.113.5:7450"}},
-		Catalog:   []steward.CatalogEntry{{Client: "pastiche@n1", Service: "pastiche"}},
+	v2 = view.View{
+		Whitelist: []view.WhitelistEntry{{Endpoint: "pastiche@n1", Client: "pastiche@n2", PubKey: pastiche2NewKey}},
+		Endpoints: []view.EndpointEntry{{Client: "pastiche@n1", Service: "pastiche", Endpoint: "pastiche@n3", Address: "203.0.113.5:7450"}},
+		Catalog:   []view.CatalogEntry{{Client: "pastiche@n1", Service: "pastiche"}},
 	}
 	// v1to2 is the change from v1 to v2, written out.
 	v1to2 = core.ViewUpdate{
-		Upserts: steward.View{
-			Whitelist: []steward.WhitelistEntry{{Endpoint: "pastiche@n1", Client: "pastiche@n2", PubKey: pastiche2NewKey}},
-			Endpoints: []steward.EndpointEntry{{Client: "pastiche@n1", Service: "pastiche", Endpoint: "pastiche@n3", Address: "203.0.113.5:7450"}},
+		Upserts: view.View{
+			Whitelist: []view.WhitelistEntry{{Endpoint: "pastiche@n1", Client: "pastiche@n2", PubKey: pastiche2NewKey}},
+			Endpoints: []view.EndpointEntry{{Client: "pastiche@n1", Service: "pastiche", Endpoint: "pastiche@n3", Address: "203.0.113.5:7450"}},
 		},
 		Removed: []string{"endpoint pastiche@n1 pastiche@n2"},
 	}
@@ -59,7 +59,7 @@ type watchFixture struct {
 func newWatchFixture(tb testing.TB, hold time.Duration, withViews bool) *watchFixture {
 	tb.Helper()
 	c := newCluster(tb)
-	f := &watchFixture{cluster: c, views: &fakeViews{reg: c.reg, views: map[netip.Addr]steward.View{}}}
+	f := &watchFixture{cluster: c, views: &fakeViews{reg: c.reg, views: map[netip.Addr]view.View{}}}
 	f.views.set(c.nodeIPs["n1"], v1)
 	cfg := vpnapi.Config{Registry: c.reg, HoldTime: hold}
 	if withViews {
@@ -81,9 +81,9 @@ func (f *watchFixture) watch(tb testing.TB, applied uint64) core.Update {
 }
 
 // peersOf returns the named nodes' records as a node receives them.
-func (f *watchFixture) peersOf(tb testing.TB, names ...string) []registry.Peer {
+func (f *watchFixture) peersOf(tb testing.TB, names ...string) []records.Peer {
 	tb.Helper()
-	var out []registry.Peer
+	var out []records.Peer
 	for _, name := range names {
 		p, ok := f.reg.Peer(f.nodeIPs[name])
 		if !ok {
@@ -148,7 +148,7 @@ func TestWatchUpdates(t *testing.T) {
 				f.setRegistered(t, "n2")
 				applied := f.watch(t, 0).Revision
 				f.views.set(f.nodeIPs["n1"], v2)
-				if _, err := f.reg.SetServices(f.nodeIPs["n2"], registry.Services{Clients: []registry.ServiceClient{{Service: "pastiche", PubKey: pastiche2NewKey}}}); err != nil {
+				if _, err := f.reg.SetServices(f.nodeIPs["n2"], records.Services{Clients: []records.ServiceClient{{Service: "pastiche", PubKey: pastiche2NewKey}}}); err != nil {
 					t.Fatal(err)
 				}
 				return applied

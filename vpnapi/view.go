@@ -1,12 +1,12 @@
 package vpnapi
 
 import (
-	"github.com/fabricmesh/fabric/coordinator/steward"
+	"github.com/fabricmesh/fabric/internal/view"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 )
 
 // ViewToProto converts a view (or the upserts of a change) to the wire.
-func ViewToProto(v steward.View, removed []string, full bool) *vpnapipb.View {
+func ViewToProto(v view.View, removed []string, full bool) *vpnapipb.View {
 	out := &vpnapipb.View{Full: full, Removed: removed}
 	for _, w := range v.Whitelist {
 		out.Whitelist = append(out.Whitelist, &vpnapipb.WhitelistEntry{Endpoint: w.Endpoint, Client: w.Client, PubKey: w.PubKey})
@@ -21,15 +21,15 @@ func ViewToProto(v steward.View, removed []string, full bool) *vpnapipb.View {
 }
 
 // ViewFromProto converts back.
-func ViewFromProto(p *vpnapipb.View) (v steward.View, removed []string, full bool) {
+func ViewFromProto(p *vpnapipb.View) (v view.View, removed []string, full bool) {
 	for _, w := range p.GetWhitelist() {
-		v.Whitelist = append(v.Whitelist, steward.WhitelistEntry{Endpoint: w.GetEndpoint(), Client: w.GetClient(), PubKey: w.GetPubKey()})
+		v.Whitelist = append(v.Whitelist, view.WhitelistEntry{Endpoint: w.GetEndpoint(), Client: w.GetClient(), PubKey: w.GetPubKey()})
 	}
 	for _, e := range p.GetEndpoints() {
-		v.Endpoints = append(v.Endpoints, steward.EndpointEntry{Client: e.GetClient(), Service: e.GetService(), Endpoint: e.GetEndpoint(), Address: e.GetAddress()})
+		v.Endpoints = append(v.Endpoints, view.EndpointEntry{Client: e.GetClient(), Service: e.GetService(), Endpoint: e.GetEndpoint(), Address: e.GetAddress()})
 	}
 	for _, c := range p.GetCatalog() {
-		v.Catalog = append(v.Catalog, steward.CatalogEntry{Client: c.GetClient(), Service: c.GetService()})
+		v.Catalog = append(v.Catalog, view.CatalogEntry{Client: c.GetClient(), Service: c.GetService()})
 	}
 	return v, p.GetRemoved(), p.GetFull()
 }

@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/fabricmesh/fabric/internal/bench"
+	"github.com/fabricmesh/fabric/testbed/bench"
 )
 
 func main() {

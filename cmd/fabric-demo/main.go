@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/fabricmesh/fabric/internal/demo"
+	"github.com/fabricmesh/fabric/testbed/demo"
 )
 
 func main() {

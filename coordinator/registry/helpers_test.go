@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
 	"github.com/google/go-cmp/cmp"
@@ -41,7 +42,7 @@ func openBolt(t testing.TB, path string) *boltstore.Bolt {
 
 func mustParseCIDR(t testing.TB, s string) netip.Prefix {
 	t.Helper()
-	p, err := registry.ParseVPNCIDR(s)
+	p, err := records.ParseVPNCIDR(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,21 +53,21 @@ func mustParseCIDR(t testing.TB, s string) netip.Prefix {
 func key(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
 
 // coordinatorPeer is the coordinator record tests give Init.
-func coordinatorPeer() registry.Peer {
-	return registry.Peer{
+func coordinatorPeer() records.Peer {
+	return records.Peer{
 		Name: "coord", PublicEndpoint: "192.0.2.1:7443", WGEndpoint: "192.0.2.1:51820",
 		WGPubKey: key(0xc0), SigningPubKey: key(0xc1),
 	}
 }
 
 // admin is the i-th admin record tests give Init.
-func admin(i byte) registry.Peer {
-	return registry.Peer{Name: "admin" + string('0'+i), WGPubKey: key(0xa0 + 2*i), SigningPubKey: key(0xa1 + 2*i)}
+func admin(i byte) records.Peer {
+	return records.Peer{Name: "admin" + string('0'+i), WGPubKey: key(0xa0 + 2*i), SigningPubKey: key(0xa1 + 2*i)}
 }
 
 // activated is what the test node i reports when it is activated.
-func activated(i byte) registry.Activated {
-	return registry.Activated{
+func activated(i byte) records.Activated {
+	return records.Activated{
 		Name: nodeName(i), Horde: "h", WGEndpoint: netip.AddrPortFrom(nodeIP(i), 51820).String(),
 		WGPubKey: key(0x10 + 2*i), SigningPubKey: key(0x11 + 2*i),
 	}
@@ -87,18 +88,18 @@ func initRegistry(t testing.TB, st store.Store, cidr string, admins int) *regist
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	var as []registry.Peer
+	var as []records.Peer
 	for i := range admins {
 		as = append(as, admin(byte(i)))
 	}
-	if _, err := r.Init(registry.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, cidr)}, coordinatorPeer(), as, nil); err != nil {
+	if _, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, cidr)}, coordinatorPeer(), as, nil); err != nil {
 		t.Fatalf("Init: %v", err)
 	}
 	return r
 }
 
 // activateNode reserves and activates test node i.
-func activateNode(t testing.TB, r *registry.Registry, i byte) registry.Peer {
+func activateNode(t testing.TB, r *registry.Registry, i byte) records.Peer {
 	t.Helper()
 	p, err := r.Reserve(nodeEndpoint(i), nodeName(i), nil, false)
 	if err != nil {
@@ -113,10 +114,10 @@ func activateNode(t testing.TB, r *registry.Registry, i byte) registry.Peer {
 
 // regState is what a registry shows its readers.
 type regState struct {
-	Cluster     registry.Cluster
+	Cluster     records.Cluster
 	Initialized bool
 	Revision    uint64
-	Peers       []registry.Peer
+	Peers       []records.Peer
 }
 
 func stateOf(r *registry.Registry) regState {

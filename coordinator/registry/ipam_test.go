@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/store/storetest"
 	"github.com/google/go-cmp/cmp"
@@ -36,7 +37,7 @@ func TestParseVPNCIDR(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := registry.ParseVPNCIDR(tt.in)
+			got, err := records.ParseVPNCIDR(tt.in)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("ParseVPNCIDR(%q): %v", tt.in, err)
@@ -84,14 +85,14 @@ func TestAllocationOrder(t *testing.T) {
 					if diff := cmp.Diff(tt.want, got); diff != "" {
 						t.Errorf("VPN IPs (-want +got):\n%s", diff)
 					}
-					wantRoles := []registry.Role{registry.RoleCoordinator}
+					wantRoles := []records.Role{records.RoleCoordinator}
 					for range tt.admins {
-						wantRoles = append(wantRoles, registry.RoleAdmin)
+						wantRoles = append(wantRoles, records.RoleAdmin)
 					}
 					for range tt.nodes {
-						wantRoles = append(wantRoles, registry.RoleNode)
+						wantRoles = append(wantRoles, records.RoleNode)
 					}
-					var gotRoles []registry.Role
+					var gotRoles []records.Role
 					for _, p := range peers {
 						gotRoles = append(gotRoles, p.Role)
 					}
@@ -139,10 +140,10 @@ func TestCIDRFull(t *testing.T) {
 					next := byte(tt.usable)
 					checks := []struct {
 						name string
-						do   func() (registry.Peer, error)
+						do   func() (records.Peer, error)
 					}{
-						{"Reserve", func() (registry.Peer, error) { return r.Reserve(nodeEndpoint(next), nodeName(next), nil, false) }},
-						{"Fail", func() (registry.Peer, error) { return r.Fail(nodeEndpoint(next), "unreachable") }},
+						{"Reserve", func() (records.Peer, error) { return r.Reserve(nodeEndpoint(next), nodeName(next), nil, false) }},
+						{"Fail", func() (records.Peer, error) { return r.Fail(nodeEndpoint(next), "unreachable") }},
 					}
 					for _, c := range checks {
 						p, err := c.do()
@@ -183,8 +184,8 @@ func TestInitCIDRTooSmallForAdmins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = r.Init(registry.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/30")}, coordinatorPeer(),
-		[]registry.Peer{admin(0), admin(1)}, nil)
+	_, err = r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/30")}, coordinatorPeer(),
+		[]records.Peer{admin(0), admin(1)}, nil)
 	if !errors.Is(err, registry.ErrCIDRFull) {
 		t.Fatalf("Init with 2 admins in a /30 = %v, want ErrCIDRFull", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 )
 
@@ -30,7 +31,7 @@ func TestSetRegistration(t *testing.T) {
 	}
 
 	admin := netip.MustParseAddr("203.0.113.2")
-	if p, ok := r.Peer(admin); !ok || p.Role != registry.RoleAdmin {
+	if p, ok := r.Peer(admin); !ok || p.Role != records.RoleAdmin {
 		t.Fatalf("%s is %+v, want the admin", admin, p)
 	}
 	rev := r.Revision()

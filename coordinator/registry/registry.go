@@ -11,61 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 )
-
-// Role is what a peer is in the cluster.
-type Role string
-
-// Roles.
-const (
-	RoleCoordinator Role = "coordinator"
-	RoleNode        Role = "node"
-	RoleAdmin       Role = "admin"
-)
-
-// State is how far a peer's activation got.
-type State string
-
-// States of a peer record.
-const (
-	StatePending State = "pending"
-	StateActive  State = "active"
-	StateFailed  State = "failed"
-)
-
-// Peer is the registry's record of one peer.
-type Peer struct {
-	Name           string     `json:"name,omitempty"`
-	Role           Role       `json:"role"`
-	VPNIP          netip.Addr `json:"vpnIP"`
-	PublicEndpoint string     `json:"publicEndpoint,omitempty"`
-	WGEndpoint     string     `json:"wgEndpoint,omitempty"`
-	WGPubKey       []byte     `json:"wgPubKey,omitempty"`
-	SigningPubKey  []byte     `json:"signingPubKey,omitempty"`
-	Horde          string     `json:"horde,omitempty"`
-	State          State      `json:"state"`
-	LastError      string     `json:"lastError,omitempty"`
-	// Registered is set once the node's reeve completed the registration
-	// handshake; ReevePubKey is then the key it proved and RegisteredAt
-	// when. RegistrationError says why the last attempt failed.
-	Registered        bool      `json:"registered,omitempty"`
-	ReevePubKey       []byte    `json:"reevePubKey,omitempty"`
-	RegisteredAt      time.Time `json:"registeredAt,omitzero"`
-	RegistrationError string    `json:"registrationError,omitempty"`
-	// Revision is the cluster revision of the record's last change.
-	Revision uint64 `json:"revision"`
-}
-
-// Cluster is the configuration fixed when the coordinator is activated.
-type Cluster struct {
-	ID               string       `json:"id"`
-	VPNCIDR          netip.Prefix `json:"vpnCIDR"`
-	CoordinatorVPNIP netip.Addr   `json:"coordinatorVPNIP"`
-	// Rules is the connectivity rules file given at activation (YAML, see
-	// coordinator/steward); empty means the default rules.
-	Rules string `json:"rules,omitempty"`
-}
 
 // Errors callers act on.
 var (
@@ -91,13 +39,13 @@ type Registry struct {
 	wmu sync.Mutex // serializes writers, so the cache follows commit order
 
 	mu         sync.RWMutex
-	cluster    *Cluster
+	cluster    *records.Cluster
 	revision   uint64
-	peers      map[netip.Addr]Peer
+	peers      map[netip.Addr]records.Peer
 	byEndpoint map[string]netip.Addr
 	changed    chan struct{} // closed and replaced when the revision moves
 	applied    map[netip.Addr]Applied
-	services   map[netip.Addr]Services
+	services   map[netip.Addr]records.Services
 }
 
 // Applied is what a peer last reported: the revision it has applied and
@@ -113,14 +61,14 @@ type Applied struct {
 func Open(st store.Store) (*Registry, error) {
 	r := &Registry{
 		store:      st,
-		peers:      map[netip.Addr]Peer{},
+		peers:      map[netip.Addr]records.Peer{},
 		byEndpoint: map[string]netip.Addr{},
 		changed:    make(chan struct{}),
 		applied:    map[netip.Addr]Applied{},
-		services:   map[netip.Addr]Services{},
+		services:   map[netip.Addr]records.Services{},
 	}
 	err := st.View(func(tx store.Tx) error {
-		var c Cluster
+		var c records.Cluster
 		if err := store.GetJSON(tx, keyCluster, &c); errors.Is(err, store.ErrNotFound) {
 			return nil
 		} else if err != nil {
@@ -130,7 +78,7 @@ func Open(st store.Store) (*Registry, error) {
 		if err := store.GetJSON(tx, keyRevision, &r.revision); err != nil {
 			return err
 		}
-		if err := scanPeers(tx, func(p Peer) { r.cachePeer(p) }); err != nil {
+		if err := scanPeers(tx, func(p records.Peer) { r.cachePeer(p) }); err != nil {
 			return err
 		}
 		return scanServices(tx, r.services)
@@ -141,9 +89,9 @@ func Open(st store.Store) (*Registry, error) {
 	return r, nil
 }
 
-func scanPeers(tx store.Tx, fn func(Peer)) error {
+func scanPeers(tx store.Tx, fn func(records.Peer)) error {
 	return tx.Scan(prefixPeers, func(key string, value []byte) error {
-		var p Peer
+		var p records.Peer
 		if err := store.DecodeJSON(key, value, &p); err != nil {
 			return err
 		}
@@ -152,7 +100,7 @@ func scanPeers(tx store.Tx, fn func(Peer)) error {
 	})
 }
 
-func (r *Registry) cachePeer(p Peer) {
+func (r *Registry) cachePeer(p records.Peer) {
 	r.peers[p.VPNIP] = p
 	if p.PublicEndpoint != "" {
 		r.byEndpoint[p.PublicEndpoint] = p.VPNIP
@@ -160,11 +108,11 @@ func (r *Registry) cachePeer(p Peer) {
 }
 
 // Cluster returns the cluster configuration, or false before Init.
-func (r *Registry) Cluster() (Cluster, bool) {
+func (r *Registry) Cluster() (records.Cluster, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.cluster == nil {
-		return Cluster{}, false
+		return records.Cluster{}, false
 	}
 	return *r.cluster, true
 }
@@ -180,21 +128,21 @@ func (r *Registry) Revision() uint64 {
 type mutation struct {
 	tx       store.Tx
 	rev      uint64
-	cluster  *Cluster
-	changed  []Peer
-	services map[netip.Addr]Services
-	lookupIP func(netip.Addr) (Peer, bool)
+	cluster  *records.Cluster
+	changed  []records.Peer
+	services map[netip.Addr]records.Services
+	lookupIP func(netip.Addr) (records.Peer, bool)
 }
 
 // put stamps p with the transaction's revision and writes it.
-func (m *mutation) put(p Peer) (Peer, error) {
+func (m *mutation) put(p records.Peer) (records.Peer, error) {
 	p.Revision = m.rev
 	if err := store.PutJSON(m.tx, prefixPeers+p.VPNIP.String(), p); err != nil {
-		return Peer{}, err
+		return records.Peer{}, err
 	}
 	if p.PublicEndpoint != "" {
 		if err := m.tx.Put(prefixByEndp+p.PublicEndpoint, []byte(p.VPNIP.String())); err != nil {
-			return Peer{}, err
+			return records.Peer{}, err
 		}
 	}
 	m.changed = append(m.changed, p)
@@ -230,7 +178,7 @@ func (r *Registry) update(fn func(m *mutation) error) error {
 	err := r.store.Update(func(tx store.Tx) error {
 		m.tx = tx
 		m.changed = m.changed[:0]
-		m.services = map[netip.Addr]Services{}
+		m.services = map[netip.Addr]records.Services{}
 		if err := fn(m); err != nil {
 			return err
 		}
@@ -262,14 +210,14 @@ func (r *Registry) update(fn func(m *mutation) error) error {
 // transaction. extra runs in the same transaction, so the caller can persist
 // its own state atomically with the registry's. It returns the coordinator's
 // record followed by the admins'.
-func (r *Registry) Init(c Cluster, coordinator Peer, admins []Peer, extra func(store.Tx) error) ([]Peer, error) {
+func (r *Registry) Init(c records.Cluster, coordinator records.Peer, admins []records.Peer, extra func(store.Tx) error) ([]records.Peer, error) {
 	first, ok := addrAt(c.VPNCIDR, 1)
 	if !ok {
 		return nil, fmt.Errorf("vpn cidr %s has no usable address", c.VPNCIDR)
 	}
 	c.CoordinatorVPNIP = first
-	coordinator.Role, coordinator.VPNIP, coordinator.State = RoleCoordinator, first, StateActive
-	var out []Peer
+	coordinator.Role, coordinator.VPNIP, coordinator.State = records.RoleCoordinator, first, records.StateActive
+	var out []records.Peer
 	err := r.update(func(m *mutation) error {
 		// Checked here, under the writer lock: a check before update
 		// would let concurrent Inits all pass and overwrite each other.
@@ -293,7 +241,7 @@ func (r *Registry) Init(c Cluster, coordinator Peer, admins []Peer, extra func(s
 			if a.VPNIP, err = m.allocate(); err != nil {
 				return err
 			}
-			a.Role, a.State = RoleAdmin, StateActive
+			a.Role, a.State = records.RoleAdmin, records.StateActive
 			if p, err = m.put(a); err != nil {
 				return err
 			}
@@ -319,18 +267,18 @@ func (r *Registry) Init(c Cluster, coordinator Peer, admins []Peer, extra func(s
 // With replaceActive, an active node is reserved again (same VPN IP, its
 // registration cleared): the node at that endpoint lost its state and asks
 // to be activated afresh.
-func (r *Registry) Reserve(publicEndpoint, name string, wgPubKey []byte, replaceActive bool) (Peer, error) {
-	var out Peer
+func (r *Registry) Reserve(publicEndpoint, name string, wgPubKey []byte, replaceActive bool) (records.Peer, error) {
+	var out records.Peer
 	err := r.update(func(m *mutation) error {
 		if m.cluster == nil {
 			return ErrNotInitialized
 		}
 		p, known := r.byEndpointLocked(publicEndpoint)
-		if known && p.State == StateActive && !replaceActive {
+		if known && p.State == records.StateActive && !replaceActive {
 			out = p
 			return ErrAlreadyActive
 		}
-		if known && p.Role != RoleNode {
+		if known && p.Role != records.RoleNode {
 			return fmt.Errorf("%w: %s is the %s", ErrConflict, publicEndpoint, p.Role)
 		}
 		p.Registered, p.ReevePubKey, p.RegisteredAt, p.RegistrationError = false, nil, time.Time{}, ""
@@ -342,60 +290,51 @@ func (r *Registry) Reserve(publicEndpoint, name string, wgPubKey []byte, replace
 			if err != nil {
 				return err
 			}
-			p = Peer{Role: RoleNode, VPNIP: ip, PublicEndpoint: publicEndpoint}
+			p = records.Peer{Role: records.RoleNode, VPNIP: ip, PublicEndpoint: publicEndpoint}
 		}
-		p.Name, p.WGPubKey, p.State, p.LastError = name, wgPubKey, StatePending, ""
+		p.Name, p.WGPubKey, p.State, p.LastError = name, wgPubKey, records.StatePending, ""
 		var err error
 		out, err = m.put(p)
 		return err
 	})
 	if err != nil && !errors.Is(err, ErrAlreadyActive) {
-		return Peer{}, fmt.Errorf("reserving %s: %w", publicEndpoint, err)
+		return records.Peer{}, fmt.Errorf("reserving %s: %w", publicEndpoint, err)
 	}
 	return out, err
 }
 
-func (r *Registry) byEndpointLocked(publicEndpoint string) (Peer, bool) {
+func (r *Registry) byEndpointLocked(publicEndpoint string) (records.Peer, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	ip, ok := r.byEndpoint[publicEndpoint]
 	if !ok {
-		return Peer{}, false
+		return records.Peer{}, false
 	}
 	return r.peers[ip], true
 }
 
 // activeName finds a peer other than self that holds name and is not failed.
-func (r *Registry) activeName(name string, self netip.Addr) (Peer, bool) {
+func (r *Registry) activeName(name string, self netip.Addr) (records.Peer, bool) {
 	if name == "" {
-		return Peer{}, false
+		return records.Peer{}, false
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	for _, p := range r.peers {
-		if p.Name == name && p.VPNIP != self && p.State != StateFailed {
+		if p.Name == name && p.VPNIP != self && p.State != records.StateFailed {
 			return p, true
 		}
 	}
-	return Peer{}, false
-}
-
-// Activated is what an activated node reported about itself.
-type Activated struct {
-	Name          string
-	Horde         string
-	WGEndpoint    string
-	WGPubKey      []byte
-	SigningPubKey []byte
+	return records.Peer{}, false
 }
 
 // Activate marks the pending node at ip active with its keys. Keys already
 // held by another peer give ErrConflict (a cloned state directory).
-func (r *Registry) Activate(ip netip.Addr, a Activated) (Peer, error) {
-	var out Peer
+func (r *Registry) Activate(ip netip.Addr, a records.Activated) (records.Peer, error) {
+	var out records.Peer
 	err := r.update(func(m *mutation) error {
 		p, ok := m.lookupIP(ip)
-		if !ok || p.Role != RoleNode {
+		if !ok || p.Role != records.RoleNode {
 			return fmt.Errorf("%w %s", ErrUnknownPeer, ip)
 		}
 		if len(a.WGPubKey) != 32 || len(a.SigningPubKey) != ed25519.PublicKeySize {
@@ -406,41 +345,41 @@ func (r *Registry) Activate(ip netip.Addr, a Activated) (Peer, error) {
 		}
 		p.Name, p.Horde, p.WGEndpoint = a.Name, a.Horde, a.WGEndpoint
 		p.WGPubKey, p.SigningPubKey = a.WGPubKey, a.SigningPubKey
-		p.State, p.LastError = StateActive, ""
+		p.State, p.LastError = records.StateActive, ""
 		var err error
 		out, err = m.put(p)
 		return err
 	})
 	if err != nil {
-		return Peer{}, fmt.Errorf("activating %s: %w", ip, err)
+		return records.Peer{}, fmt.Errorf("activating %s: %w", ip, err)
 	}
 	return out, nil
 }
 
-func (r *Registry) sameKeys(a Activated, self netip.Addr) (Peer, bool) {
+func (r *Registry) sameKeys(a records.Activated, self netip.Addr) (records.Peer, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	for _, p := range r.peers {
-		if p.VPNIP == self || p.State != StateActive {
+		if p.VPNIP == self || p.State != records.StateActive {
 			continue
 		}
 		if bytes.Equal(p.WGPubKey, a.WGPubKey) || bytes.Equal(p.SigningPubKey, a.SigningPubKey) {
 			return p, true
 		}
 	}
-	return Peer{}, false
+	return records.Peer{}, false
 }
 
 // Fail records why the activation of the node at publicEndpoint failed,
 // reserving its VPN IP if it has none yet, so a retry reuses it.
-func (r *Registry) Fail(publicEndpoint, reason string) (Peer, error) {
-	var out Peer
+func (r *Registry) Fail(publicEndpoint, reason string) (records.Peer, error) {
+	var out records.Peer
 	err := r.update(func(m *mutation) error {
 		if m.cluster == nil {
 			return ErrNotInitialized
 		}
 		p, known := r.byEndpointLocked(publicEndpoint)
-		if known && p.State == StateActive {
+		if known && p.State == records.StateActive {
 			return fmt.Errorf("%w: cannot mark it failed", ErrAlreadyActive)
 		}
 		if !known {
@@ -448,47 +387,47 @@ func (r *Registry) Fail(publicEndpoint, reason string) (Peer, error) {
 			if err != nil {
 				return err
 			}
-			p = Peer{Role: RoleNode, VPNIP: ip, PublicEndpoint: publicEndpoint}
+			p = records.Peer{Role: records.RoleNode, VPNIP: ip, PublicEndpoint: publicEndpoint}
 		}
-		p.State, p.LastError = StateFailed, reason
+		p.State, p.LastError = records.StateFailed, reason
 		var err error
 		out, err = m.put(p)
 		return err
 	})
 	if err != nil {
-		return Peer{}, fmt.Errorf("recording failure of %s: %w", publicEndpoint, err)
+		return records.Peer{}, fmt.Errorf("recording failure of %s: %w", publicEndpoint, err)
 	}
 	return out, nil
 }
 
 // Peers returns the revision and every record, ordered by VPN IP.
-func (r *Registry) Peers() (uint64, []Peer) {
+func (r *Registry) Peers() (uint64, []records.Peer) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.revision, r.sortedLocked(func(Peer) bool { return true })
+	return r.revision, r.sortedLocked(func(records.Peer) bool { return true })
 }
 
-func (r *Registry) sortedLocked(keep func(Peer) bool) []Peer {
-	var out []Peer
+func (r *Registry) sortedLocked(keep func(records.Peer) bool) []records.Peer {
+	var out []records.Peer
 	for _, p := range r.peers {
 		if keep(p) {
 			out = append(out, p)
 		}
 	}
-	slices.SortFunc(out, func(a, b Peer) int { return a.VPNIP.Compare(b.VPNIP) })
+	slices.SortFunc(out, func(a, b records.Peer) int { return a.VPNIP.Compare(b.VPNIP) })
 	return out
 }
 
 // Changes returns the current revision and the records changed after since.
 // full is true when since is 0 or newer than the registry (the caller's
 // view is unknown), and the records are then all of them.
-func (r *Registry) Changes(since uint64) (rev uint64, full bool, changed []Peer) {
+func (r *Registry) Changes(since uint64) (rev uint64, full bool, changed []records.Peer) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if since == 0 || since > r.revision {
-		return r.revision, true, r.sortedLocked(func(Peer) bool { return true })
+		return r.revision, true, r.sortedLocked(func(records.Peer) bool { return true })
 	}
-	return r.revision, false, r.sortedLocked(func(p Peer) bool { return p.Revision > since })
+	return r.revision, false, r.sortedLocked(func(p records.Peer) bool { return p.Revision > since })
 }
 
 // Wait blocks until the revision is greater than after, or ctx ends, and
@@ -510,15 +449,15 @@ func (r *Registry) Wait(ctx context.Context, after uint64) (uint64, error) {
 }
 
 // LookupSigningKey finds the active peer holding signingPubKey.
-func (r *Registry) LookupSigningKey(signingPubKey []byte) (Peer, bool) {
+func (r *Registry) LookupSigningKey(signingPubKey []byte) (records.Peer, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	for _, p := range r.peers {
-		if p.State == StateActive && bytes.Equal(p.SigningPubKey, signingPubKey) {
+		if p.State == records.StateActive && bytes.Equal(p.SigningPubKey, signingPubKey) {
 			return p, true
 		}
 	}
-	return Peer{}, false
+	return records.Peer{}, false
 }
 
 // ReportApplied records that the peer at ip has applied rev.

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/store/storetest"
 	"github.com/google/go-cmp/cmp"
@@ -30,8 +31,8 @@ func TestInit(t *testing.T) {
 				t.Errorf("Reserve before Init = %v, want ErrNotInitialized", err)
 			}
 			extraRan := false
-			got, err := r.Init(registry.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
-				[]registry.Peer{admin(0)}, func(tx store.Tx) error {
+			got, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
+				[]records.Peer{admin(0)}, func(tx store.Tx) error {
 					extraRan = true
 					return tx.Put("caller/key", []byte("v"))
 				})
@@ -39,14 +40,14 @@ func TestInit(t *testing.T) {
 				t.Fatalf("Init: %v", err)
 			}
 			co, ad := coordinatorPeer(), admin(0)
-			co.Role, co.VPNIP, co.State, co.Revision = registry.RoleCoordinator, netip.MustParseAddr("203.0.113.1"), registry.StateActive, 1
-			ad.Role, ad.VPNIP, ad.State, ad.Revision = registry.RoleAdmin, netip.MustParseAddr("203.0.113.2"), registry.StateActive, 1
-			if diff := cmp.Diff([]registry.Peer{co, ad}, got, cmpNetip); diff != "" {
+			co.Role, co.VPNIP, co.State, co.Revision = records.RoleCoordinator, netip.MustParseAddr("203.0.113.1"), records.StateActive, 1
+			ad.Role, ad.VPNIP, ad.State, ad.Revision = records.RoleAdmin, netip.MustParseAddr("203.0.113.2"), records.StateActive, 1
+			if diff := cmp.Diff([]records.Peer{co, ad}, got, cmpNetip); diff != "" {
 				t.Errorf("Init records (-want +got):\n%s", diff)
 			}
 			want := regState{
-				Cluster:     registry.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24"), CoordinatorVPNIP: co.VPNIP},
-				Initialized: true, Revision: 1, Peers: []registry.Peer{co, ad},
+				Cluster:     records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24"), CoordinatorVPNIP: co.VPNIP},
+				Initialized: true, Revision: 1, Peers: []records.Peer{co, ad},
 			}
 			if diff := cmp.Diff(want, stateOf(r), cmpNetip); diff != "" {
 				t.Errorf("registry after Init (-want +got):\n%s", diff)
@@ -54,7 +55,7 @@ func TestInit(t *testing.T) {
 			if !extraRan || storetest.Dump(t, st)["caller/key"] != "v" {
 				t.Error("Init did not commit the caller's extra write")
 			}
-			_, err = r.Init(registry.Cluster{ID: "c2", VPNCIDR: mustParseCIDR(t, "198.51.100.0/24")}, coordinatorPeer(), nil, nil)
+			_, err = r.Init(records.Cluster{ID: "c2", VPNCIDR: mustParseCIDR(t, "198.51.100.0/24")}, coordinatorPeer(), nil, nil)
 			if err == nil {
 				t.Fatal("a second Init succeeded")
 			}
@@ -82,8 +83,8 @@ func TestInitConcurrent(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				cidr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16)
-				_, errs[i] = r.Init(registry.Cluster{ID: string(rune('a' + i)), VPNCIDR: cidr}, coordinatorPeer(),
-					[]registry.Peer{admin(0)}, nil)
+				_, errs[i] = r.Init(records.Cluster{ID: string(rune('a' + i)), VPNCIDR: cidr}, coordinatorPeer(),
+					[]records.Peer{admin(0)}, nil)
 			})
 		}
 		close(start)
@@ -117,14 +118,14 @@ func TestIPsNeverReused(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if a.VPNIP != netip.MustParseAddr("203.0.113.3") || a.State != registry.StatePending || a.Role != registry.RoleNode {
+			if a.VPNIP != netip.MustParseAddr("203.0.113.3") || a.State != records.StatePending || a.Role != records.RoleNode {
 				t.Fatalf("first node reserved %+v, want pending node 203.0.113.3", a)
 			}
 			failed, err := r.Fail(nodeEndpoint(0), "connection refused")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if failed.VPNIP != a.VPNIP || failed.State != registry.StateFailed || failed.LastError != "connection refused" {
+			if failed.VPNIP != a.VPNIP || failed.State != records.StateFailed || failed.LastError != "connection refused" {
 				t.Errorf("Fail = %+v, want failed at %s with the reason", failed, a.VPNIP)
 			}
 			// Unknown endpoint failing before it was reserved still gets an
@@ -151,7 +152,7 @@ func TestIPsNeverReused(t *testing.T) {
 				if err != nil {
 					t.Fatalf("retry of %s: %v", nodeEndpoint(retry.i), err)
 				}
-				if p.VPNIP != retry.want || p.State != registry.StatePending || p.LastError != "" {
+				if p.VPNIP != retry.want || p.State != records.StatePending || p.LastError != "" {
 					t.Errorf("retry of %s = %+v, want pending at %s with no error", nodeEndpoint(retry.i), p, retry.want)
 				}
 				if _, err := r.Activate(p.VPNIP, activated(retry.i)); err != nil {
@@ -205,7 +206,7 @@ func TestReserveReplacesANodeThatLostItsState(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Reserve(replaceActive) = %v", err)
 	}
-	if got.VPNIP != active.VPNIP || got.State != registry.StatePending || got.Registered || got.ReevePubKey != nil || !got.RegisteredAt.IsZero() || string(got.WGPubKey) != string(newKey) {
+	if got.VPNIP != active.VPNIP || got.State != records.StatePending || got.Registered || got.ReevePubKey != nil || !got.RegisteredAt.IsZero() || string(got.WGPubKey) != string(newKey) {
 		t.Errorf("re-reserved record %+v, want pending, unregistered, same VPN IP %s, new key", got, active.VPNIP)
 	}
 	// The coordinator is never replaced.
@@ -257,7 +258,7 @@ func TestNameConflicts(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Reserve(%q): %v", tt.reserve, err)
 				}
-				if p.Name != tt.reserve || p.State != registry.StatePending {
+				if p.Name != tt.reserve || p.State != records.StatePending {
 					t.Errorf("Reserve(%q) = %+v, want pending under that name", tt.reserve, p)
 				}
 				return
@@ -281,14 +282,14 @@ func TestNameConflicts(t *testing.T) {
 // TestActivateDuplicateKeys: keys held by another active peer (a copied
 // state directory) are refused; keys of a failed peer are not in use.
 func TestActivateDuplicateKeys(t *testing.T) {
-	withKeys := func(wg, sign []byte) registry.Activated {
+	withKeys := func(wg, sign []byte) records.Activated {
 		a := activated(5)
 		a.WGPubKey, a.SigningPubKey = wg, sign
 		return a
 	}
 	tests := []struct {
 		name     string
-		a        registry.Activated
+		a        records.Activated
 		conflict bool
 	}{
 		{"wireguard key of an active node", withKeys(activated(1).WGPubKey, key(0x99)), true},
@@ -312,7 +313,7 @@ func TestActivateDuplicateKeys(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Activate: %v", err)
 				}
-				if got.State != registry.StateActive || got.VPNIP != pending.VPNIP {
+				if got.State != records.StateActive || got.VPNIP != pending.VPNIP {
 					t.Errorf("Activate = %+v, want active at %s", got, pending.VPNIP)
 				}
 				return
@@ -343,13 +344,13 @@ func TestRevisionStamps(t *testing.T) {
 	r := initRegistry(t, store.NewMem(), "203.0.113.0/24", 1)
 	steps := []struct {
 		name string
-		do   func() (registry.Peer, error)
+		do   func() (records.Peer, error)
 	}{
-		{"Reserve", func() (registry.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil, false) }},
-		{"Fail", func() (registry.Peer, error) { return r.Fail(nodeEndpoint(0), "x") }},
-		{"Reserve again", func() (registry.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil, false) }},
-		{"Activate", func() (registry.Peer, error) { return r.Activate(netip.MustParseAddr("203.0.113.3"), activated(0)) }},
-		{"Fail new", func() (registry.Peer, error) { return r.Fail(nodeEndpoint(1), "y") }},
+		{"Reserve", func() (records.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil, false) }},
+		{"Fail", func() (records.Peer, error) { return r.Fail(nodeEndpoint(0), "x") }},
+		{"Reserve again", func() (records.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil, false) }},
+		{"Activate", func() (records.Peer, error) { return r.Activate(netip.MustParseAddr("203.0.113.3"), activated(0)) }},
+		{"Fail new", func() (records.Peer, error) { return r.Fail(nodeEndpoint(1), "y") }},
 	}
 	for i, s := range steps {
 		p, err := s.do()
@@ -389,7 +390,7 @@ func TestChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, all := r.Peers()
-	ips := func(ps []registry.Peer) []string {
+	ips := func(ps []records.Peer) []string {
 		var out []string
 		for _, p := range ps {
 			out = append(out, p.VPNIP.String())

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/store/storetest"
 	"github.com/google/go-cmp/cmp"
@@ -86,8 +87,8 @@ func TestFailedTransaction(t *testing.T) {
 	}
 	ops := []op{
 		{name: "Init", do: func(r *registry.Registry) error {
-			_, err := r.Init(registry.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
-				[]registry.Peer{admin(0), admin(1)}, func(tx store.Tx) error { return tx.Put("caller/key", []byte("v")) })
+			_, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
+				[]records.Peer{admin(0), admin(1)}, func(tx store.Tx) error { return tx.Put("caller/key", []byte("v")) })
 			return err
 		}},
 		{name: "Reserve new", setup: initOnly, do: func(r *registry.Registry) error {
@@ -167,8 +168,8 @@ func TestFailedTransaction(t *testing.T) {
 
 func initOnly(t *testing.T, r *registry.Registry) {
 	t.Helper()
-	if _, err := r.Init(registry.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
-		[]registry.Peer{admin(0)}, nil); err != nil {
+	if _, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
+		[]records.Peer{admin(0)}, nil); err != nil {
 		t.Fatal(err)
 	}
 }

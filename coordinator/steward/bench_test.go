@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/steward"
+	"github.com/fabricmesh/fabric/internal/rules"
+	"github.com/fabricmesh/fabric/internal/view"
 )
 
 // bigCluster returns n nodes spread over the given number of hordes, each
@@ -35,12 +37,12 @@ func bigCluster(n, hordes int) viewCase {
 // BenchmarkView computes one node's view of a 200-node cluster in 2 hordes.
 func BenchmarkView(b *testing.B) {
 	c := bigCluster(200, 2)
-	rules := steward.DefaultRules()
+	rs := rules.DefaultRules()
 	for _, node := range []string{"n0", "n7"} {
 		b.Run(node, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				rules.View(c.nodes, c.endpoints, c.clients, node)
+				steward.View(rs, c.nodes, c.endpoints, c.clients, node)
 			}
 		})
 	}
@@ -50,18 +52,18 @@ func BenchmarkView(b *testing.B) {
 // hordes, at once and one node at a time.
 func BenchmarkViews(b *testing.B) {
 	c := bigCluster(200, 2)
-	rules := steward.DefaultRules()
+	rs := rules.DefaultRules()
 	b.Run("Views", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			rules.Views(c.nodes, c.endpoints, c.clients)
+			steward.Views(rs, c.nodes, c.endpoints, c.clients)
 		}
 	})
 	b.Run("View-each", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			for _, n := range c.nodes {
-				rules.View(c.nodes, c.endpoints, c.clients, n.Name)
+				steward.View(rs, c.nodes, c.endpoints, c.clients, n.Name)
 			}
 		}
 	})
@@ -69,13 +71,13 @@ func BenchmarkViews(b *testing.B) {
 
 // BenchmarkDiff diffs the coordinator's view before and after a node joins.
 func BenchmarkDiff(b *testing.B) {
-	rules := steward.DefaultRules()
+	rs := rules.DefaultRules()
 	before, after := bigCluster(199, 2), bigCluster(200, 2)
-	old := rules.View(before.nodes, before.endpoints, before.clients, "n0")
-	new := rules.View(after.nodes, after.endpoints, after.clients, "n0")
+	old := steward.View(rs, before.nodes, before.endpoints, before.clients, "n0")
+	new := steward.View(rs, after.nodes, after.endpoints, after.clients, "n0")
 	b.ReportAllocs()
 	for b.Loop() {
-		up, removed := steward.Diff(old, new)
+		up, removed := view.Diff(old, new)
 		old.Apply(up, removed)
 	}
 }

@@ -2,13 +2,16 @@ package steward_test
 
 import (
 	"fmt"
-	"github.com/fabricmesh/fabric/internal/serviceid"
 	"net/netip"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/fabricmesh/fabric/internal/rules"
+	"github.com/fabricmesh/fabric/internal/serviceid"
+	"github.com/fabricmesh/fabric/internal/view"
 
 	"github.com/fabricmesh/fabric/coordinator/steward"
 )
@@ -26,7 +29,7 @@ type viewCase struct {
 	nodes     []steward.Node
 	endpoints []steward.Endpoint
 	clients   []steward.Client
-	rules     steward.Rules
+	rules     rules.Rules
 }
 
 func readCase(tb testing.TB, path string) viewCase {
@@ -35,7 +38,7 @@ func readCase(tb testing.TB, path string) viewCase {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c := viewCase{rules: steward.DefaultRules()}
+	c := viewCase{rules: rules.DefaultRules()}
 	lines := strings.Split(string(data), "\n")
 	for i, line := range lines {
 		f := strings.Fields(line)
@@ -44,7 +47,7 @@ func readCase(tb testing.TB, path string) viewCase {
 		}
 		if f[0] == "rules" {
 			rulesFile := strings.Join(lines[i+1:], "\n")
-			if c.rules, err = steward.ParseRules(path, []byte(rulesFile)); err != nil {
+			if c.rules, err = rules.Parse(path, []byte(rulesFile)); err != nil {
 				tb.Fatalf("rules: %v", err)
 			}
 			break
@@ -126,7 +129,7 @@ func (c viewCase) viewNodes() (known, unknown []string) {
 }
 
 // formatView writes a view as readable text, one entry a line.
-func formatView(b *strings.Builder, v steward.View) {
+func formatView(b *strings.Builder, v view.View) {
 	fmt.Fprintf(b, "  whitelist%s\n", none(len(v.Whitelist)))
 	for _, e := range v.Whitelist {
 		fmt.Fprintf(b, "    %s <- %s key %s\n", e.Endpoint, e.Client, e.PubKey)

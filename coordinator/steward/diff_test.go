@@ -9,16 +9,18 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/fabricmesh/fabric/coordinator/steward"
+	"github.com/fabricmesh/fabric/internal/rules"
+	"github.com/fabricmesh/fabric/internal/view"
 )
 
 // randomView returns a sorted view with unique keys drawn from small pools,
 // so that two random views share many keys, some with different values.
-func randomView(r *rand.Rand) steward.View {
+func randomView(r *rand.Rand) view.View {
 	id := func() string { return fmt.Sprintf("s%d@n%d", r.IntN(3), r.IntN(3)) }
-	var v steward.View
+	var v view.View
 	seen := make(map[string]bool)
 	for range r.IntN(12) {
-		e := steward.WhitelistEntry{Endpoint: id(), Client: id(), PubKey: []byte(fmt.Sprintf("k%d", r.IntN(3)))}
+		e := view.WhitelistEntry{Endpoint: id(), Client: id(), PubKey: []byte(fmt.Sprintf("k%d", r.IntN(3)))}
 		if !seen[e.Key()] {
 			seen[e.Key()] = true
 			v.Whitelist = append(v.Whitelist, e)
@@ -26,14 +28,14 @@ func randomView(r *rand.Rand) steward.View {
 	}
 	for range r.IntN(12) {
 		ep := id()
-		e := steward.EndpointEntry{Client: id(), Service: ep[:2], Endpoint: ep, Address: fmt.Sprintf("203.0.113.%d:%d", r.IntN(3), 7000+r.IntN(2))}
+		e := view.EndpointEntry{Client: id(), Service: ep[:2], Endpoint: ep, Address: fmt.Sprintf("203.0.113.%d:%d", r.IntN(3), 7000+r.IntN(2))}
 		if !seen[e.Key()] {
 			seen[e.Key()] = true
 			v.Endpoints = append(v.Endpoints, e)
 		}
 	}
 	for range r.IntN(6) {
-		e := steward.CatalogEntry{Client: id(), Service: fmt.Sprintf("s%d", r.IntN(3))}
+		e := view.CatalogEntry{Client: id(), Service: fmt.Sprintf("s%d", r.IntN(3))}
 		if !seen[e.Key()] {
 			seen[e.Key()] = true
 			v.Catalog = append(v.Catalog, e)
@@ -43,7 +45,7 @@ func randomView(r *rand.Rand) steward.View {
 	return v
 }
 
-func keys(v steward.View) []string {
+func keys(v view.View) []string {
 	var k []string
 	for _, e := range v.Whitelist {
 		k = append(k, e.Key())
@@ -61,12 +63,12 @@ func TestDiffApply(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := range 2000 {
 		old, new := randomView(r), randomView(r)
-		up, removed := steward.Diff(old, new)
+		up, removed := view.Diff(old, new)
 		if diff := cmp.Diff(new, old.Apply(up, removed)); diff != "" {
 			t.Fatalf("case %d: Apply(old, Diff(old, new)) (-new +got):\nold %+v\n%s", i, old, diff)
 		}
 		checkDiffMinimal(t, i, old, new, up, removed)
-		if up, removed := steward.Diff(new, new); len(keys(up)) != 0 || removed != nil {
+		if up, removed := view.Diff(new, new); len(keys(up)) != 0 || removed != nil {
 			t.Fatalf("case %d: Diff(v, v) = %+v, %q; want nothing", i, up, removed)
 		}
 	}
@@ -74,7 +76,7 @@ func TestDiffApply(t *testing.T) {
 
 // checkDiffMinimal checks that upserts are new's entries whose key is new or
 // whose value changed, and removed holds exactly the keys new lost, sorted.
-func checkDiffMinimal(tb testing.TB, i int, old, new, up steward.View, removed []string) {
+func checkDiffMinimal(tb testing.TB, i int, old, new, up view.View, removed []string) {
 	tb.Helper()
 	oldKeys, newKeys := keys(old), keys(new)
 	for _, k := range removed {
@@ -92,7 +94,7 @@ func checkDiffMinimal(tb testing.TB, i int, old, new, up steward.View, removed [
 	}
 	unchanged := len(keys(new)) - len(keys(up))
 	for _, e := range new.Whitelist {
-		if j := slices.IndexFunc(old.Whitelist, func(o steward.WhitelistEntry) bool { return o.Key() == e.Key() }); j >= 0 && cmp.Equal(old.Whitelist[j], e) {
+		if j := slices.IndexFunc(old.Whitelist, func(o view.WhitelistEntry) bool { return o.Key() == e.Key() }); j >= 0 && cmp.Equal(old.Whitelist[j], e) {
 			unchanged--
 		}
 	}
@@ -115,14 +117,14 @@ func checkDiffMinimal(tb testing.TB, i int, old, new, up steward.View, removed [
 // before and after random record changes.
 func TestDiffApplyComputedViews(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	rules := steward.DefaultRules()
+	rs := rules.DefaultRules()
 	c := bigCluster(12, 3)
 	for i := range 200 {
 		next := mutate(r, c)
 		for _, n := range c.nodes {
-			old := rules.View(c.nodes, c.endpoints, c.clients, n.Name)
-			new := rules.View(next.nodes, next.endpoints, next.clients, n.Name)
-			up, removed := steward.Diff(old, new)
+			old := steward.View(rs, c.nodes, c.endpoints, c.clients, n.Name)
+			new := steward.View(rs, next.nodes, next.endpoints, next.clients, n.Name)
+			up, removed := view.Diff(old, new)
 			if diff := cmp.Diff(new, old.Apply(up, removed)); diff != "" {
 				t.Fatalf("step %d node %s: Apply(old, Diff(old, new)) (-new +got):\n%s", i, n.Name, diff)
 			}

@@ -2,8 +2,11 @@ package steward
 
 import (
 	"bytes"
-	"github.com/fabricmesh/fabric/internal/serviceid"
 	"net/netip"
+
+	"github.com/fabricmesh/fabric/internal/rules"
+	"github.com/fabricmesh/fabric/internal/serviceid"
+	"github.com/fabricmesh/fabric/internal/view"
 )
 
 // Node is a node record: its unique name, its horde and its VPN IP.
@@ -36,39 +39,6 @@ type Client struct {
 // http-signature keyId.
 func (c Client) ID() string { return serviceid.ID(c.Service, c.Node) }
 
-// WhitelistEntry lets client Client, whose key is PubKey, call the local
-// endpoint Endpoint (both IDs).
-type WhitelistEntry struct {
-	Endpoint string
-	Client   string
-	PubKey   []byte
-}
-
-// EndpointEntry tells the local client Client that it may call endpoint
-// Endpoint of service Service at Address ("<VPN IP>:<port>").
-type EndpointEntry struct {
-	Client   string
-	Service  string
-	Endpoint string
-	Address  string
-}
-
-// CatalogEntry tells the local client Client that it may use service
-// Service, whether or not any endpoint of it exists yet.
-type CatalogEntry struct {
-	Client  string
-	Service string
-}
-
-// View is what one node's reeve needs to know: the whitelists of its
-// endpoints, and the endpoints and catalog of its clients. Lists are sorted
-// (see Sort) and nil when empty.
-type View struct {
-	Whitelist []WhitelistEntry
-	Endpoints []EndpointEntry
-	Catalog   []CatalogEntry
-}
-
 // View computes the view of node from the records, following the rules.
 // The whitelist of each endpoint on node lists the clients, anywhere, that
 // some rule lets call it; each client on node gets the endpoints, anywhere,
@@ -78,15 +48,15 @@ type View struct {
 // endpoints on nodes without a valid VPN IP get no address and so are not
 // listed. When several records share a node name or ID, the last counts.
 // The view of an unknown node is empty.
-func (r Rules) View(nodes []Node, endpoints []Endpoint, clients []Client, node string) View {
+func View(r rules.Rules, nodes []Node, endpoints []Endpoint, clients []Client, node string) view.View {
 	return newWorld(r, nodes, endpoints, clients).view(node)
 }
 
 // Views computes the view of every node in nodes at once; it is cheaper
 // than calling View for each node.
-func (r Rules) Views(nodes []Node, endpoints []Endpoint, clients []Client) map[string]View {
+func Views(r rules.Rules, nodes []Node, endpoints []Endpoint, clients []Client) map[string]view.View {
 	w := newWorld(r, nodes, endpoints, clients)
-	views := make(map[string]View, len(w.nodes))
+	views := make(map[string]view.View, len(w.nodes))
 	for name := range w.nodes {
 		views[name] = w.view(name)
 	}
@@ -95,8 +65,8 @@ func (r Rules) Views(nodes []Node, endpoints []Endpoint, clients []Client) map[s
 
 // world indexes the records on known nodes.
 type world struct {
-	byClient    map[string][]Rule // by client service
-	byService   map[string][]Rule // by endpoint service
+	byClient    map[string][]rules.Rule // by client service
+	byService   map[string][]rules.Rule // by endpoint service
 	nodes       map[string]Node
 	endpointsOn map[string][]Endpoint // by node
 	endpointsOf map[string][]Endpoint // by service
@@ -104,9 +74,9 @@ type world struct {
 	clientsOf   map[string][]Client   // by service
 }
 
-func newWorld(r Rules, nodes []Node, endpoints []Endpoint, clients []Client) *world {
+func newWorld(r rules.Rules, nodes []Node, endpoints []Endpoint, clients []Client) *world {
 	w := &world{
-		byClient: r.byClient(), byService: r.byService(),
+		byClient: r.ByClient(), byService: r.ByService(),
 		nodes:       make(map[string]Node, len(nodes)),
 		endpointsOn: make(map[string][]Endpoint), endpointsOf: make(map[string][]Endpoint),
 		clientsOn: make(map[string][]Client), clientsOf: make(map[string][]Client),
@@ -147,8 +117,8 @@ func lastByID[T any](records []T, id func(T) recordKey) []T {
 	return out
 }
 
-func (w *world) view(node string) View {
-	var v View
+func (w *world) view(node string) view.View {
+	var v view.View
 	if _, ok := w.nodes[node]; !ok {
 		return v
 	}
@@ -163,28 +133,28 @@ func (w *world) view(node string) View {
 }
 
 // whitelist appends the clients that may call e.
-func (w *world) whitelist(out []WhitelistEntry, e Endpoint) []WhitelistEntry {
+func (w *world) whitelist(out []view.WhitelistEntry, e Endpoint) []view.WhitelistEntry {
 	for _, rule := range w.byService[e.Service] {
 		for _, c := range w.clientsOf[rule.Client] {
 			if len(c.PubKey) == 0 || !w.allowed(rule.Scope, c, e) {
 				continue
 			}
-			out = append(out, WhitelistEntry{Endpoint: e.ID(), Client: c.ID(), PubKey: bytes.Clone(c.PubKey)})
+			out = append(out, view.WhitelistEntry{Endpoint: e.ID(), Client: c.ID(), PubKey: bytes.Clone(c.PubKey)})
 		}
 	}
 	return out
 }
 
 // uses appends the endpoints and services that c may use.
-func (w *world) uses(eps []EndpointEntry, cat []CatalogEntry, c Client) ([]EndpointEntry, []CatalogEntry) {
+func (w *world) uses(eps []view.EndpointEntry, cat []view.CatalogEntry, c Client) ([]view.EndpointEntry, []view.CatalogEntry) {
 	for _, rule := range w.byClient[c.Service] {
-		cat = append(cat, CatalogEntry{Client: c.ID(), Service: rule.Service})
+		cat = append(cat, view.CatalogEntry{Client: c.ID(), Service: rule.Service})
 		for _, e := range w.endpointsOf[rule.Service] {
 			ip := w.nodes[e.Node].VPNIP
 			if !ip.IsValid() || !w.allowed(rule.Scope, c, e) {
 				continue
 			}
-			eps = append(eps, EndpointEntry{
+			eps = append(eps, view.EndpointEntry{
 				Client: c.ID(), Service: e.Service, Endpoint: e.ID(),
 				Address: netip.AddrPortFrom(ip, e.Port).String(),
 			})
@@ -194,14 +164,14 @@ func (w *world) uses(eps []EndpointEntry, cat []CatalogEntry, c Client) ([]Endpo
 }
 
 // allowed reports whether a rule of scope s pairs c with e.
-func (w *world) allowed(s Scope, c Client, e Endpoint) bool {
+func (w *world) allowed(s rules.Scope, c Client, e Endpoint) bool {
 	if c.Service == e.Service && c.Node == e.Node {
 		return false
 	}
 	switch s {
-	case ScopeCluster:
+	case rules.ScopeCluster:
 		return true
-	case ScopeHorde:
+	case rules.ScopeHorde:
 		h := w.nodes[c.Node].Horde
 		return h != "" && h == w.nodes[e.Node].Horde
 	}

@@ -3,13 +3,16 @@ package steward_test
 import (
 	"flag"
 	"fmt"
-	"github.com/fabricmesh/fabric/internal/serviceid"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/fabricmesh/fabric/internal/rules"
+	"github.com/fabricmesh/fabric/internal/serviceid"
+	"github.com/fabricmesh/fabric/internal/view"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -53,17 +56,17 @@ func TestViewGolden(t *testing.T) {
 func (c viewCase) render(tb testing.TB) string {
 	tb.Helper()
 	known, unknown := c.viewNodes()
-	all := c.rules.Views(c.nodes, c.endpoints, c.clients)
+	all := steward.Views(c.rules, c.nodes, c.endpoints, c.clients)
 	var b strings.Builder
 	for _, name := range known {
-		v := c.rules.View(c.nodes, c.endpoints, c.clients, name)
+		v := steward.View(c.rules, c.nodes, c.endpoints, c.clients, name)
 		c.check(tb, name, v, all[name])
 		fmt.Fprintf(&b, "node %s\n", name)
 		formatView(&b, v)
 	}
 	for _, name := range unknown {
-		v := c.rules.View(c.nodes, c.endpoints, c.clients, name)
-		if diff := cmp.Diff(steward.View{}, v); diff != "" {
+		v := steward.View(c.rules, c.nodes, c.endpoints, c.clients, name)
+		if diff := cmp.Diff(view.View{}, v); diff != "" {
 			tb.Errorf("view of unknown node %s (-want +got):\n%s", name, diff)
 		}
 		if _, ok := all[name]; ok {
@@ -78,19 +81,19 @@ func (c viewCase) render(tb testing.TB) string {
 // check asserts that View agrees with Views, that a shuffled input gives
 // the same view, and that the view rebuilds from an empty one by Diff and
 // Apply.
-func (c viewCase) check(tb testing.TB, name string, v, fromViews steward.View) {
+func (c viewCase) check(tb testing.TB, name string, v, fromViews view.View) {
 	tb.Helper()
 	if diff := cmp.Diff(v, fromViews); diff != "" {
 		tb.Errorf("node %s: Views differs from View (-View +Views):\n%s", name, diff)
 	}
 	if !c.hasDuplicates() {
 		s := c.shuffled(rand.New(rand.NewPCG(uint64(len(name)), 1)))
-		if diff := cmp.Diff(v, s.rules.View(s.nodes, s.endpoints, s.clients, name)); diff != "" {
+		if diff := cmp.Diff(v, steward.View(s.rules, s.nodes, s.endpoints, s.clients, name)); diff != "" {
 			tb.Errorf("node %s: view depends on input order (-in order +shuffled):\n%s", name, diff)
 		}
 	}
-	up, removed := steward.Diff(steward.View{}, v)
-	if diff := cmp.Diff(v, steward.View{}.Apply(up, removed)); diff != "" {
+	up, removed := view.Diff(view.View{}, v)
+	if diff := cmp.Diff(v, view.View{}.Apply(up, removed)); diff != "" {
 		tb.Errorf("node %s: Apply(Diff(empty, view)) (-want +got):\n%s", name, diff)
 	}
 	for _, e := range v.Endpoints {
@@ -131,7 +134,7 @@ func TestViewDoesNotShareKeys(t *testing.T) {
 	nodes := []steward.Node{{Name: "a", Horde: "h"}, {Name: "b", Horde: "h"}}
 	clients := []steward.Client{{Service: "pastiche", Node: "a", PubKey: []byte("key-a")}}
 	endpoints := []steward.Endpoint{{Service: "pastiche", Node: "b", Port: 1}}
-	v := steward.DefaultRules().View(nodes, endpoints, clients, "b")
+	v := steward.View(rules.DefaultRules(), nodes, endpoints, clients, "b")
 	if len(v.Whitelist) != 1 {
 		t.Fatalf("whitelist %+v, want one entry", v.Whitelist)
 	}
@@ -148,7 +151,7 @@ func TestEndpointsUpIsTheOtherPastichesOfTheHorde(t *testing.T) {
 		hordes[n.Name] = n.Horde
 	}
 	for _, n := range c.nodes {
-		v := c.rules.View(c.nodes, c.endpoints, c.clients, n.Name)
+		v := steward.View(c.rules, c.nodes, c.endpoints, c.clients, n.Name)
 		var got, want []string
 		for _, e := range v.Endpoints {
 			if e.Client == serviceid.ID("pastiche", n.Name) {

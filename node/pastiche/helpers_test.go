@@ -17,9 +17,11 @@ import (
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/leakcheck"
 	"github.com/fabricmesh/fabric/internal/loopvpn"
+	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/testlog"
+	"github.com/fabricmesh/fabric/internal/view"
 	"github.com/fabricmesh/fabric/node/pastiche/pastichepb"
 	"github.com/fabricmesh/fabric/node/reeve"
 	"google.golang.org/grpc"
@@ -81,7 +83,8 @@ func newTestCluster(tb testing.TB, hordes map[string]string) *testCluster {
 		tb.Fatal(err)
 	}
 	tc.relay = Relay{Reeve: tc.peers[coordinator].reeve, ClientID: adminID}
-	views := steward.DefaultRules().Views(tc.records())
+	nodes, eps, cls := tc.records()
+	views := steward.Views(rules.DefaultRules(), nodes, eps, cls)
 	for name := range tc.peers {
 		tc.applyView(tb, name, views[name])
 	}
@@ -133,7 +136,7 @@ func (tc *testCluster) records() ([]steward.Node, []steward.Endpoint, []steward.
 	return tc.nodes, endpoints, clients
 }
 
-func (tc *testCluster) applyView(tb testing.TB, name string, v steward.View) {
+func (tc *testCluster) applyView(tb testing.TB, name string, v view.View) {
 	tb.Helper()
 	if err := tc.peers[name].reeve.ApplyView(context.Background(), 1, core.ViewUpdate{Full: true, Upserts: v}); err != nil {
 		tb.Fatal(err)

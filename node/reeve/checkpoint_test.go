@@ -9,10 +9,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/view"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
@@ -21,22 +21,22 @@ import (
 // pastiche (to the pastiches of n2 and n3), ledger (to billing@n2) and its
 // reeve (to the registry, and to audit@n2 under some rule); its clients
 // pastiche, billing and reeve may use pastiche, ledger and the steward.
-func testView() steward.View {
-	v := steward.View{
-		Whitelist: []steward.WhitelistEntry{
+func testView() view.View {
+	v := view.View{
+		Whitelist: []view.WhitelistEntry{
 			{Endpoint: testLedgerID, Client: testBilling2ID, PubKey: pub(testBilling2Key)},
 			{Endpoint: testPasticheID, Client: testPastiche2ID, PubKey: pub(testPastiche2Key)},
 			{Endpoint: testPasticheID, Client: testPastiche3ID, PubKey: pub(testPastiche3Key)},
 			{Endpoint: testReeveID, Client: testAuditID, PubKey: pub(testAuditKey)},
 			{Endpoint: testReeveID, Client: testRegistryID, PubKey: pub(testCoordKey)},
 		},
-		Endpoints: []steward.EndpointEntry{
+		Endpoints: []view.EndpointEntry{
 			{Client: testBillingID, Service: "ledger", Endpoint: testLedger2ID, Address: "203.0.113.3:9000"},
 			{Client: testPasticheID, Service: serviceid.Pastiche, Endpoint: serviceid.ID(serviceid.Pastiche, "n2"), Address: "203.0.113.3:7450"},
 			{Client: testPasticheID, Service: serviceid.Pastiche, Endpoint: serviceid.ID(serviceid.Pastiche, "n3"), Address: "203.0.113.4:7450"},
 			{Client: testReeveID, Service: serviceid.Steward, Endpoint: testStewardID, Address: testStewardAddr.String()},
 		},
-		Catalog: []steward.CatalogEntry{
+		Catalog: []view.CatalogEntry{
 			{Client: testBillingID, Service: "ledger"},
 			{Client: testPasticheID, Service: serviceid.Pastiche},
 			{Client: testReeveID, Service: serviceid.Steward},
@@ -55,7 +55,7 @@ type peerState struct {
 	IDs        map[string]string // service -> client ID
 	PubKeys    map[string]string // service -> public key (hex)
 	Signatures map[string]string // service -> signature of "probe" (hex): same key
-	View       steward.View
+	View       view.View
 	ViewRev    uint64
 }
 
@@ -128,12 +128,12 @@ func TestRestartKeepsState(t *testing.T) {
 	if err := r1.ApplyView(ctx, 7, core.ViewUpdate{Full: true, Upserts: full}); err != nil {
 		t.Fatal(err)
 	}
-	added := steward.EndpointEntry{Client: testBillingID, Service: "ledger", Endpoint: serviceid.ID("ledger", "n3"), Address: "203.0.113.4:9000"}
+	added := view.EndpointEntry{Client: testBillingID, Service: "ledger", Endpoint: serviceid.ID("ledger", "n3"), Address: "203.0.113.4:9000"}
 	removed := []string{
-		steward.WhitelistEntry{Endpoint: testPasticheID, Client: testPastiche3ID}.Key(),
-		steward.EndpointEntry{Client: testPasticheID, Endpoint: serviceid.ID(serviceid.Pastiche, "n3")}.Key(),
+		view.WhitelistEntry{Endpoint: testPasticheID, Client: testPastiche3ID}.Key(),
+		view.EndpointEntry{Client: testPasticheID, Endpoint: serviceid.ID(serviceid.Pastiche, "n3")}.Key(),
 	}
-	delta := core.ViewUpdate{Upserts: steward.View{Endpoints: []steward.EndpointEntry{added}}, Removed: removed}
+	delta := core.ViewUpdate{Upserts: view.View{Endpoints: []view.EndpointEntry{added}}, Removed: removed}
 	if err := r1.ApplyView(ctx, 9, delta); err != nil {
 		t.Fatal(err)
 	}

@@ -9,10 +9,10 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/view"
 )
 
 // The reeve checkpoints everything in the peer's store (a bbolt file, mode
@@ -43,8 +43,8 @@ type storedRegistration struct {
 }
 
 type storedView struct {
-	Revision uint64       `json:"revision"`
-	View     steward.View `json:"view"`
+	Revision uint64    `json:"revision"`
+	View     view.View `json:"view"`
 }
 
 // load reads the checkpoint.
@@ -215,7 +215,7 @@ type viewIndex struct {
 
 // setView replaces the view and its index. r.mu must be held (or r not yet
 // shared).
-func (r *Reeve) setView(rev uint64, v steward.View) {
+func (r *Reeve) setView(rev uint64, v view.View) {
 	idx := viewIndex{
 		whitelist: map[string]map[string]ed25519.PublicKey{}, known: map[string]bool{},
 		endpoints: map[string]map[string][]Endpoint{}, catalog: map[string][]string{},

@@ -12,10 +12,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/view"
 )
 
 // VPN listens on and dials addresses inside the VPN.
@@ -61,7 +61,7 @@ type Reeve struct {
 	keys       map[string]ed25519.PrivateKey // local clients by service
 	endpoints  map[string]uint16             // local endpoints by service
 	registered bool
-	view       steward.View
+	view       view.View
 	viewRev    uint64
 	index      viewIndex
 	dirty      chan struct{} // signals the service sync loop
@@ -263,7 +263,7 @@ func (w Whitelist) Lookup(keyID string) (ed25519.PublicKey, error) {
 }
 
 // View returns the applied service view and its revision.
-func (r *Reeve) View() (steward.View, uint64) {
+func (r *Reeve) View() (view.View, uint64) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.view, r.viewRev

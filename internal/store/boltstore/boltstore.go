@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/fabricmesh/fabric/internal/store"
 	"time"
+
+	"github.com/fabricmesh/fabric/internal/store"
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"

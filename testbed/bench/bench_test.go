@@ -18,13 +18,13 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/fabricmesh/fabric/internal/leakcheck"
-	"github.com/fabricmesh/fabric/internal/nshost"
+	"github.com/fabricmesh/fabric/testbed/nshost"
 )
 
 // TestMain fails the run if a test left a gRPC server or connection
 // goroutine running.
 func TestMain(m *testing.M) {
-	leakcheck.Main(m, 5*time.Second, "google.golang.org/grpc", "internal/bench.")
+	leakcheck.Main(m, 5*time.Second, "google.golang.org/grpc", "testbed/bench.")
 }
 
 func TestParseOnly(t *testing.T) {

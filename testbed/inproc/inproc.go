@@ -21,6 +21,7 @@ import (
 	"github.com/fabricmesh/fabric/cli"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/bootstrapkey"
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
 	"github.com/fabricmesh/fabric/internal/loopvpn"
 	"github.com/fabricmesh/fabric/node"
 )
@@ -185,14 +186,14 @@ func (c *Cluster) Watch(ctx context.Context, n int, timeout time.Duration) (stri
 }
 
 // Status runs `fabric status -o json` and decodes it.
-func (c *Cluster) Status(ctx context.Context) (cli.Status, error) {
+func (c *Cluster) Status(ctx context.Context) (clusterstatus.Status, error) {
 	out, err := c.CLI(ctx, "status", "-o", "json", "--admin-dir", c.AdminDir())
 	if err != nil {
-		return cli.Status{}, err
+		return clusterstatus.Status{}, err
 	}
-	var st cli.Status
+	var st clusterstatus.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return cli.Status{}, fmt.Errorf("decoding status: %w", err)
+		return clusterstatus.Status{}, fmt.Errorf("decoding status: %w", err)
 	}
 	return st, nil
 }

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fabricmesh/fabric/cli"
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
 )
 
 // FabricConfig configures a fabric cluster on a Lab.
@@ -249,14 +249,14 @@ func (f *Fabric) Watch(ctx context.Context, n int, timeout time.Duration, servic
 }
 
 // Status runs `fabric status -o json`.
-func (f *Fabric) Status(ctx context.Context) (cli.Status, error) {
+func (f *Fabric) Status(ctx context.Context) (clusterstatus.Status, error) {
 	out, err := f.CLI(ctx, "status", "-o", "json", "--admin-dir", f.AdminDir)
 	if err != nil {
-		return cli.Status{}, err
+		return clusterstatus.Status{}, err
 	}
-	var st cli.Status
+	var st clusterstatus.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return cli.Status{}, fmt.Errorf("parsing status: %w: %s", err, out)
+		return clusterstatus.Status{}, fmt.Errorf("parsing status: %w: %s", err, out)
 	}
 	return st, nil
 }
@@ -270,7 +270,7 @@ func (f *Fabric) CheckMesh(ctx context.Context, hosts []*Host) error {
 	if err != nil {
 		return err
 	}
-	byName := map[string]cli.StatusPeer{}
+	byName := map[string]clusterstatus.Peer{}
 	var vpnIPs []string
 	for _, p := range st.Peers {
 		if p.State == "active" {
@@ -312,7 +312,7 @@ func (f *Fabric) peerName(h *Host) string {
 	return h.Name()
 }
 
-func (f *Fabric) checkHost(ctx context.Context, h *Host, self cli.StatusPeer, allKeys, vpnIPs []string) error {
+func (f *Fabric) checkHost(ctx context.Context, h *Host, self clusterstatus.Peer, allKeys, vpnIPs []string) error {
 	pub, err := h.Run(ctx, "wg", "show", "fabric0", "public-key")
 	if err != nil {
 		return err

@@ -1,24 +1,25 @@
-package steward
+package rules
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/fabricmesh/fabric/internal/serviceid"
 	"io"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/fabricmesh/fabric/internal/serviceid"
+
 	"gopkg.in/yaml.v3"
 )
 
-// ParseRules parses a rules file (format in the package documentation).
+// Parse parses a rules file (format in the package documentation).
 // name is the file name used in error messages. Every problem is reported
 // as "<name>:<line>: <what>"; when there are several, the error joins them
 // all, in file order.
-func ParseRules(name string, data []byte) (Rules, error) {
+func Parse(name string, data []byte) (Rules, error) {
 	root, err := decodeOne(name, data)
 	if err != nil {
 		return Rules{}, err

@@ -1,9 +1,10 @@
-package steward
+package rules
 
 import (
 	"fmt"
-	"github.com/fabricmesh/fabric/internal/serviceid"
 	"slices"
+
+	"github.com/fabricmesh/fabric/internal/serviceid"
 )
 
 // Scope says which pairs of nodes a rule connects.
@@ -48,7 +49,7 @@ const DefaultRulesYAML = "rules: [{client: pastiche, service: pastiche, scope: h
 
 // DefaultRules returns the parsed DefaultRulesYAML.
 func DefaultRules() Rules {
-	r, err := ParseRules("default rules", []byte(DefaultRulesYAML))
+	r, err := Parse("default rules", []byte(DefaultRulesYAML))
 	if err != nil {
 		panic(fmt.Sprintf("steward: default rules do not parse: %v", err))
 	}
@@ -99,8 +100,8 @@ func (r Rules) Allows(client, service string) (Scope, bool) {
 	return s, ok
 }
 
-// byClient returns, for each client service, the rules it is the client of.
-func (r Rules) byClient() map[string][]Rule {
+// ByClient returns, for each client service, the rules it is the client of.
+func (r Rules) ByClient() map[string][]Rule {
 	m := make(map[string][]Rule)
 	for _, rule := range r.List() {
 		m[rule.Client] = append(m[rule.Client], rule)
@@ -108,11 +109,23 @@ func (r Rules) byClient() map[string][]Rule {
 	return m
 }
 
-// byService returns, for each endpoint service, the rules that call it.
-func (r Rules) byService() map[string][]Rule {
+// ByService returns, for each endpoint service, the rules that call it.
+func (r Rules) ByService() map[string][]Rule {
 	m := make(map[string][]Rule)
 	for _, rule := range r.List() {
 		m[rule.Service] = append(m[rule.Service], rule)
 	}
 	return m
+}
+
+// ParseOrDefault parses a cluster's rules file; empty text means the
+// default rules.
+func ParseOrDefault(name, text string) (Rules, error) {
+	if text == "" {
+		return DefaultRules(), nil
+	}
+	if name == "" {
+		name = "rules"
+	}
+	return Parse(name, []byte(text))
 }

@@ -6,8 +6,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/fabricmesh/fabric/internal/inproc"
-	"github.com/fabricmesh/fabric/internal/nshost"
+	"github.com/fabricmesh/fabric/testbed/inproc"
+	"github.com/fabricmesh/fabric/testbed/nshost"
 )
 
 // meshTime makes n namespace hosts running fabricd and times `fabric

@@ -1,32 +1,33 @@
-package steward_test
+package rules_test
 
 import (
-	"github.com/fabricmesh/fabric/internal/serviceid"
 	"strings"
 	"testing"
 
+	"github.com/fabricmesh/fabric/internal/serviceid"
+
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/fabricmesh/fabric/coordinator/steward"
+	"github.com/fabricmesh/fabric/internal/rules"
 )
 
 // lines joins its arguments as the lines of a file.
 func lines(l ...string) string { return strings.Join(l, "\n") + "\n" }
 
-func builtinPlus(rules ...steward.Rule) []steward.Rule {
-	return append(steward.BuiltinRules(), rules...)
+func builtinPlus(rs ...rules.Rule) []rules.Rule {
+	return append(rules.BuiltinRules(), rs...)
 }
 
 func TestParseRules(t *testing.T) {
-	pp := steward.Rule{Client: "pastiche", Service: "pastiche", Scope: steward.ScopeHorde}
+	pp := rules.Rule{Client: "pastiche", Service: "pastiche", Scope: rules.ScopeHorde}
 	builtins := serviceid.Builtin()
 	tests := []struct {
 		name     string
 		file     string
-		rules    []steward.Rule
+		rules    []rules.Rule
 		services []string
 	}{
-		{"default", steward.DefaultRulesYAML, builtinPlus(pp), builtins},
+		{"default", rules.DefaultRulesYAML, builtinPlus(pp), builtins},
 		{"empty rules", "rules: []\n", builtinPlus(), builtins},
 		{"issue example", lines(
 			"# fabric connectivity rules",
@@ -36,7 +37,7 @@ func TestParseRules(t *testing.T) {
 			"  - client: billing",
 			"    service: ledger",
 			"    scope: cluster",
-		), builtinPlus(pp, steward.Rule{Client: "billing", Service: "ledger", Scope: steward.ScopeCluster}),
+		), builtinPlus(pp, rules.Rule{Client: "billing", Service: "ledger", Scope: rules.ScopeCluster}),
 			[]string{"billing", "fabric-admin", "ledger", "pastiche", "reeve", "registry", "steward"}},
 		{"rules before services, quoted strings", lines(
 			"rules:",
@@ -45,27 +46,27 @@ func TestParseRules(t *testing.T) {
 			"services:",
 			"- ledger",
 		), builtinPlus(
-			steward.Rule{Client: "ledger", Service: "reeve", Scope: steward.ScopeCluster},
-			steward.Rule{Client: "pastiche", Service: "ledger", Scope: steward.ScopeHorde},
+			rules.Rule{Client: "ledger", Service: "reeve", Scope: rules.ScopeCluster},
+			rules.Rule{Client: "pastiche", Service: "ledger", Scope: rules.ScopeHorde},
 		), []string{"fabric-admin", "ledger", "pastiche", "reeve", "registry", "steward"}},
 		{"same pair both ways", lines(
 			"rules:",
 			"- {client: pastiche, service: reeve, scope: horde}",
 			"- {client: reeve, service: pastiche, scope: horde}",
 		), builtinPlus(
-			steward.Rule{Client: "pastiche", Service: "reeve", Scope: steward.ScopeHorde},
-			steward.Rule{Client: "reeve", Service: "pastiche", Scope: steward.ScopeHorde},
+			rules.Rule{Client: "pastiche", Service: "reeve", Scope: rules.ScopeHorde},
+			rules.Rule{Client: "reeve", Service: "pastiche", Scope: rules.ScopeHorde},
 		), builtins},
 		{"longest name", lines(
 			"services: [a0123456789012345678901234567890]",
 			"rules: [{client: a0123456789012345678901234567890, service: pastiche, scope: cluster}]",
-		), builtinPlus(steward.Rule{Client: "a0123456789012345678901234567890", Service: "pastiche", Scope: steward.ScopeCluster}),
+		), builtinPlus(rules.Rule{Client: "a0123456789012345678901234567890", Service: "pastiche", Scope: rules.ScopeCluster}),
 			[]string{"a0123456789012345678901234567890", "fabric-admin", "pastiche", "reeve", "registry", "steward"}},
 		{"explicit document markers", "---\nrules: []\n...\n", builtinPlus(), builtins},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := steward.ParseRules("rules.yaml", []byte(tt.file))
+			r, err := rules.Parse("rules.yaml", []byte(tt.file))
 			if err != nil {
 				t.Fatalf("ParseRules: %v", err)
 			}
@@ -170,7 +171,7 @@ func TestParseRulesErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := steward.ParseRules("rules.yaml", []byte(tt.file))
+			_, err := rules.Parse("rules.yaml", []byte(tt.file))
 			if err == nil {
 				t.Fatalf("ParseRules succeeded, want error %q", tt.want)
 			}
@@ -182,18 +183,18 @@ func TestParseRulesErrors(t *testing.T) {
 }
 
 func TestDefaultRules(t *testing.T) {
-	want := builtinPlus(steward.Rule{Client: "pastiche", Service: "pastiche", Scope: steward.ScopeHorde})
-	if diff := cmp.Diff(want, steward.DefaultRules().List()); diff != "" {
+	want := builtinPlus(rules.Rule{Client: "pastiche", Service: "pastiche", Scope: rules.ScopeHorde})
+	if diff := cmp.Diff(want, rules.DefaultRules().List()); diff != "" {
 		t.Errorf("DefaultRules().List() (-want +got):\n%s", diff)
 	}
 }
 
 func TestZeroRulesHoldBuiltins(t *testing.T) {
-	var r steward.Rules
-	if diff := cmp.Diff(steward.BuiltinRules(), r.List()); diff != "" {
+	var r rules.Rules
+	if diff := cmp.Diff(rules.BuiltinRules(), r.List()); diff != "" {
 		t.Errorf("List() (-want +got):\n%s", diff)
 	}
-	if s, ok := r.Allows("registry", "reeve"); !ok || s != steward.ScopeCluster {
+	if s, ok := r.Allows("registry", "reeve"); !ok || s != rules.ScopeCluster {
 		t.Errorf("Allows(registry, reeve) = %q, %v; want cluster, true", s, ok)
 	}
 	if _, ok := r.Allows("pastiche", "pastiche"); ok {

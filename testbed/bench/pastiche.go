@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fabricmesh/fabric/cli"
-	"github.com/fabricmesh/fabric/internal/nshost"
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
+	"github.com/fabricmesh/fabric/testbed/nshost"
 )
 
 // Names of the pastiche scenario's hosts (and of their peers).
@@ -162,7 +162,7 @@ func (c *pasticheCluster) close() {
 	_ = c.lab.Close()
 }
 
-func vpnIP(st cli.Status, name string) (string, error) {
+func vpnIP(st clusterstatus.Status, name string) (string, error) {
 	for _, p := range st.Peers {
 		if p.Name == name && p.VPNIP != "" {
 			return p.VPNIP, nil

@@ -1,10 +1,43 @@
-package steward
+package view
 
 import (
 	"bytes"
 	"cmp"
 	"slices"
 )
+
+// WhitelistEntry lets client Client, whose key is PubKey, call the local
+// endpoint Endpoint (both IDs).
+type WhitelistEntry struct {
+	Endpoint string
+	Client   string
+	PubKey   []byte
+}
+
+// EndpointEntry tells the local client Client that it may call endpoint
+// Endpoint of service Service at Address ("<VPN IP>:<port>").
+type EndpointEntry struct {
+	Client   string
+	Service  string
+	Endpoint string
+	Address  string
+}
+
+// CatalogEntry tells the local client Client that it may use service
+// Service, whether or not any endpoint of it exists yet.
+type CatalogEntry struct {
+	Client  string
+	Service string
+}
+
+// View is what one node's reeve needs to know: the whitelists of its
+// endpoints, and the endpoints and catalog of its clients. Lists are sorted
+// (see Sort) and nil when empty.
+type View struct {
+	Whitelist []WhitelistEntry
+	Endpoints []EndpointEntry
+	Catalog   []CatalogEntry
+}
 
 // Keys identify an entry within a view, whatever its value (public key or
 // address), so that views can be diffed. The three kinds of entries have

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fabricmesh/fabric/internal/nshost"
+	"github.com/fabricmesh/fabric/testbed/nshost"
 )
 
 // Scenarios, in the order they run.

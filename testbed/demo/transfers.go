@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/fabricmesh/fabric/internal/nshost"
+	"github.com/fabricmesh/fabric/testbed/nshost"
 )
 
 // transfer is one `fabric pastiche send` of the demo and what the rules

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/core"
-	"github.com/fabricmesh/fabric/internal/inproc"
+	"github.com/fabricmesh/fabric/testbed/inproc"
 	"github.com/google/go-cmp/cmp"
 )
 

@@ -3,8 +3,8 @@
 // all of them:
 //
 //   - mesh: how long a cluster of namespace hosts running fabricd with real
-//     WireGuard (internal/nshost) takes from `fabric activate` to a full mesh;
-//   - inproc: the same, in-process, with fake networks (internal/inproc);
+//     WireGuard (testbed/nshost) takes from `fabric activate` to a full mesh;
+//   - inproc: the same, in-process, with fake networks (testbed/inproc);
 //   - signed: the cost of signed gRPC calls (internal/signedrpc) against
 //     plain ones on loopback, latency and parallel throughput, and raw
 //     ed25519 sign and verify times;

@@ -1,5 +1,5 @@
 // Package demo is `make demo`: a whole local fabric cluster on network
-// namespace hosts (internal/nshost) in the ripstop shape (two hordes),
+// namespace hosts (testbed/nshost) in the ripstop shape (two hordes),
 // activated with the real CLI, its status shown, its mesh proven with wg and
 // ping, pastiche transfers within and across hordes with a summary of what
 // was allowed and refused, and everything torn down.
@@ -15,7 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/fabricmesh/fabric/internal/nshost"
+	"github.com/fabricmesh/fabric/testbed/nshost"
 )
 
 // Main runs the demo and returns the exit code.
