@@ -72,6 +72,8 @@ type Config struct {
 	Services  RoleServices
 	// Views applies the node's service view (optional).
 	Views ViewApplier
+	// Users installs the cluster's SSH users on this peer (optional).
+	Users UserApplier
 	// VPNAPIPort is the port of the coordinator's vpnapi on its VPN IP.
 	VPNAPIPort int
 	// ActivationConcurrency bounds the nodes activated at once (default 32).

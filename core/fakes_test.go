@@ -128,7 +128,11 @@ func (c *fakeUpdateClient) WatchUpdates(ctx context.Context, applied uint64) (Up
 		return Update{}, errors.New("coordinator went away")
 	}
 	rev, full, changed := api.reg.Changes(applied)
-	return Update{Revision: rev, Full: full, Peers: changed}, nil
+	upd := Update{Revision: rev, Full: full, Peers: changed}
+	if users, ok := api.reg.SSHUsersSince(applied); ok {
+		upd.SSHUsers = &SSHUserSet{Users: users}
+	}
+	return upd, nil
 }
 
 // startWatch finds the vpnapi at endpoint and returns a hold context that

@@ -51,6 +51,9 @@ type Update struct {
 	Removed []netip.Addr
 	// View is the change of the node's service view, if any.
 	View *ViewUpdate
+	// SSHUsers is the cluster's whole set of SSH users, when it changed
+	// since the node's revision (or with Full).
+	SSHUsers *SSHUserSet
 }
 
 // ViewUpdate is a change of a node's service view: entries to add or
@@ -287,7 +290,7 @@ func (c *Core) nodeStep(ctx context.Context, cfg NodeConfig, client *UpdateClien
 	if err != nil {
 		return fmt.Errorf("watching coordinator %s: %w", cfg.Coordinator.VPNAPIEndpoint, err)
 	}
-	if upd.Revision == np.Revision && !upd.Full && len(upd.Peers) == 0 && len(upd.Removed) == 0 && upd.View == nil {
+	if upd.Revision == np.Revision && !upd.Full && len(upd.Peers) == 0 && len(upd.Removed) == 0 && upd.View == nil && upd.SSHUsers == nil {
 		return nil
 	}
 	next := nodePeers{Revision: upd.Revision, Peers: mergePeers(np.Peers, upd)}
@@ -297,6 +300,11 @@ func (c *Core) nodeStep(ctx context.Context, cfg NodeConfig, client *UpdateClien
 	if upd.View != nil && c.cfg.Views != nil {
 		if err := c.cfg.Views.ApplyView(ctx, upd.Revision, *upd.View); err != nil {
 			return fmt.Errorf("applying the service view of revision %d: %w", upd.Revision, err)
+		}
+	}
+	if upd.SSHUsers != nil && c.cfg.Users != nil {
+		if err := c.cfg.Users.ApplyUsers(ctx, upd.SSHUsers.Users); err != nil {
+			return fmt.Errorf("applying the SSH users of revision %d: %w", upd.Revision, err)
 		}
 	}
 	if err := c.cfg.Store.Update(func(tx store.Tx) error { return store.PutJSON(tx, keyNodePeers, next) }); err != nil {

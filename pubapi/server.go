@@ -23,6 +23,9 @@ type Core interface {
 	ActivateAsCoordinator(ctx context.Context, req core.CoordinatorActivation, emit func(core.Event)) (core.ActivationResult, error)
 	ActivateAsNode(ctx context.Context, req core.NodeActivation) (records.Activated, error)
 	ActivateAdditionalNodes(ctx context.Context, nodePublicEndpoints []string, emit func(core.Event)) (core.ActivationResult, error)
+	SSHUsers() (uint64, []records.SSHUser, error)
+	AddSSHUser(name string, keys []string) (core.SSHUserChange, error)
+	RemoveSSHUser(name string, keys []string) (core.SSHUserChange, error)
 }
 
 // Services gives the coordinator's service records (nil before the peer is
@@ -108,6 +111,8 @@ func (s *Server) ActivateAsCoordinator(req *pubapipb.ActivateAsCoordinatorReques
 		AdminVPNPubKey:      req.GetAdminVpnPubKey(),
 		Rules:               req.GetRules(),
 		RulesName:           req.GetRulesName(),
+		Users:               req.GetUsers(),
+		UsersName:           req.GetUsersName(),
 	}, streamEvents(stream))
 	if err != nil {
 		return statusOf(err)
@@ -221,6 +226,8 @@ func statusOf(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, core.ErrWrongState):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, core.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	default:

@@ -90,6 +90,9 @@ func (c *client) WatchUpdates(ctx context.Context, appliedRevision uint64) (core
 		}
 		upd.Peers = append(upd.Peers, peer)
 	}
+	if u := resp.GetSshUsers(); u != nil {
+		upd.SSHUsers = &core.SSHUserSet{Users: SSHUsersFromProto(u)}
+	}
 	if v := resp.GetView(); v != nil {
 		upserts, removed, full := ViewFromProto(v)
 		upd.View = &core.ViewUpdate{Full: full, Upserts: upserts, Removed: removed}

@@ -23,6 +23,7 @@ type Registry interface {
 	Wait(ctx context.Context, after uint64) (uint64, error)
 	ReportApplied(ip netip.Addr, rev uint64, unixNow int64)
 	LookupSigningKey(signingPubKey []byte) (records.Peer, bool)
+	SSHUsersSince(since uint64) ([]records.SSHUser, bool)
 }
 
 // DefaultHoldTime is how long WatchUpdates waits for a change.
@@ -126,6 +127,11 @@ func (s *Server) WatchUpdates(ctx context.Context, req *vpnapipb.WatchUpdatesReq
 	resp := &vpnapipb.WatchUpdatesResponse{Revision: rev, Full: full, View: view}
 	for _, p := range changed {
 		resp.Peers = append(resp.Peers, PeerToProto(p))
+	}
+	// Users read after rev may be newer than rev: the node applies them
+	// again next time, which changes nothing.
+	if users, changed := s.cfg.Registry.SSHUsersSince(applied); changed {
+		resp.SshUsers = SSHUsersToProto(users)
 	}
 	return resp, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/sshusers/sshuserstest"
 	"github.com/fabricmesh/fabric/internal/view"
 	"github.com/fabricmesh/fabric/vpnapi"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
@@ -70,6 +71,20 @@ func newWatchFixture(tb testing.TB, hold time.Duration, withViews bool) *watchFi
 	return f
 }
 
+var testUsers = []records.SSHUser{
+	{Name: "alice", Keys: []string{sshuserstest.Key(1, "alice@laptop")}},
+	{Name: "bob", Keys: []string{sshuserstest.Key(2, "")}},
+	{Name: "carol", Keys: []string{sshuserstest.Key(3, "carol")}},
+}
+
+// setSSHUsers replaces the registry's SSH users.
+func (f *watchFixture) setSSHUsers(tb testing.TB, users []records.SSHUser) {
+	tb.Helper()
+	if _, _, _, err := f.reg.UpdateSSHUsers(func([]records.SSHUser) ([]records.SSHUser, error) { return users, nil }); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // watch is one call of n1's.
 func (f *watchFixture) watch(tb testing.TB, applied uint64) core.Update {
 	tb.Helper()
@@ -116,7 +131,7 @@ func TestWatchUpdates(t *testing.T) {
 			name:    "first call: everything",
 			prepare: func(*testing.T, *watchFixture) uint64 { return 0 },
 			want: func(t *testing.T, f *watchFixture) core.Update {
-				return core.Update{Revision: f.reg.Revision(), Full: true, Peers: f.allPeers(), View: &core.ViewUpdate{Full: true, Upserts: v1}}
+				return core.Update{Revision: f.reg.Revision(), Full: true, Peers: f.allPeers(), View: &core.ViewUpdate{Full: true, Upserts: v1}, SSHUsers: &core.SSHUserSet{}}
 			},
 		},
 		{
@@ -170,7 +185,7 @@ func TestWatchUpdates(t *testing.T) {
 				return f.watch(t, 0).Revision + 100
 			},
 			want: func(t *testing.T, f *watchFixture) core.Update {
-				return core.Update{Revision: f.reg.Revision(), Full: true, Peers: f.allPeers(), View: &core.ViewUpdate{Full: true, Upserts: v1}}
+				return core.Update{Revision: f.reg.Revision(), Full: true, Peers: f.allPeers(), View: &core.ViewUpdate{Full: true, Upserts: v1}, SSHUsers: &core.SSHUserSet{}}
 			},
 		},
 		{
@@ -205,7 +220,33 @@ func TestWatchUpdates(t *testing.T) {
 				return 0
 			},
 			want: func(t *testing.T, f *watchFixture) core.Update {
-				return core.Update{Revision: f.reg.Revision(), Full: true, Peers: f.allPeers()}
+				return core.Update{Revision: f.reg.Revision(), Full: true, Peers: f.allPeers(), SSHUsers: &core.SSHUserSet{}}
+			},
+		},
+		{
+			name: "SSH users changed: the whole set",
+			prepare: func(t *testing.T, f *watchFixture) uint64 {
+				applied := f.watch(t, 0).Revision
+				f.setSSHUsers(t, testUsers[:2])
+				applied = f.watch(t, applied).Revision
+				f.setSSHUsers(t, testUsers[1:])
+				return applied
+			},
+			want: func(t *testing.T, f *watchFixture) core.Update {
+				_, users := f.reg.SSHUsers()
+				return core.Update{Revision: f.reg.Revision(), SSHUsers: &core.SSHUserSet{Users: users}}
+			},
+		},
+		{
+			name: "every SSH user removed: the empty set",
+			prepare: func(t *testing.T, f *watchFixture) uint64 {
+				f.setSSHUsers(t, testUsers)
+				applied := f.watch(t, 0).Revision
+				f.setSSHUsers(t, nil)
+				return applied
+			},
+			want: func(t *testing.T, f *watchFixture) core.Update {
+				return core.Update{Revision: f.reg.Revision(), SSHUsers: &core.SSHUserSet{}}
 			},
 		},
 		{

@@ -30,6 +30,10 @@ const (
 	prefixPeers  = "registry/peers/"
 	prefixByEndp = "registry/endpoints/"
 	prefixSvcs   = "registry/services/"
+	// The SSH users, one record per user, and the revision of their last
+	// change (a removal leaves no record, so it is kept apart).
+	prefixSSHUsers      = "registry/sshusers/"
+	keySSHUsersRevision = "registry/sshusers-revision"
 )
 
 // Registry holds the cluster's records. It is safe for concurrent use.
@@ -46,6 +50,7 @@ type Registry struct {
 	changed    chan struct{} // closed and replaced when the revision moves
 	applied    map[netip.Addr]Applied
 	services   map[netip.Addr]records.Services
+	sshUsers   sshUsers
 }
 
 // Applied is what a peer last reported: the revision it has applied and
@@ -79,6 +84,9 @@ func Open(st store.Store) (*Registry, error) {
 			return err
 		}
 		if err := scanPeers(tx, func(p records.Peer) { r.cachePeer(p) }); err != nil {
+			return err
+		}
+		if err := scanSSHUsers(tx, &r.sshUsers); err != nil {
 			return err
 		}
 		return scanServices(tx, r.services)
@@ -131,6 +139,7 @@ type mutation struct {
 	cluster  *records.Cluster
 	changed  []records.Peer
 	services map[netip.Addr]records.Services
+	sshUsers *sshUsers // set when the SSH users changed
 	lookupIP func(netip.Addr) (records.Peer, bool)
 }
 
@@ -179,6 +188,7 @@ func (r *Registry) update(fn func(m *mutation) error) error {
 		m.tx = tx
 		m.changed = m.changed[:0]
 		m.services = map[netip.Addr]records.Services{}
+		m.sshUsers = nil
 		if err := fn(m); err != nil {
 			return err
 		}
@@ -199,6 +209,9 @@ func (r *Registry) update(fn func(m *mutation) error) error {
 	for ip, svcs := range m.services {
 		r.services[ip] = svcs
 	}
+	if m.sshUsers != nil {
+		r.sshUsers = *m.sshUsers
+	}
 	r.revision = m.rev
 	close(r.changed)
 	r.changed = make(chan struct{})
@@ -206,11 +219,11 @@ func (r *Registry) update(fn func(m *mutation) error) error {
 }
 
 // Init records a new cluster, its coordinator (which gets the first address
-// of the VPN CIDR) and its first admins (the next addresses), all in one
-// transaction. extra runs in the same transaction, so the caller can persist
-// its own state atomically with the registry's. It returns the coordinator's
-// record followed by the admins'.
-func (r *Registry) Init(c records.Cluster, coordinator records.Peer, admins []records.Peer, extra func(store.Tx) error) ([]records.Peer, error) {
+// of the VPN CIDR), its first admins (the next addresses) and its SSH users
+// (checked by the caller), all in one transaction. extra runs in the same
+// transaction, so the caller can persist its own state atomically with the
+// registry's. It returns the coordinator's record followed by the admins'.
+func (r *Registry) Init(c records.Cluster, coordinator records.Peer, admins []records.Peer, users []records.SSHUser, extra func(store.Tx) error) ([]records.Peer, error) {
 	first, ok := addrAt(c.VPNCIDR, 1)
 	if !ok {
 		return nil, fmt.Errorf("vpn cidr %s has no usable address", c.VPNCIDR)
@@ -246,6 +259,9 @@ func (r *Registry) Init(c records.Cluster, coordinator records.Peer, admins []re
 				return err
 			}
 			out = append(out, p)
+		}
+		if err := m.putSSHUsers(users, nil); err != nil {
+			return err
 		}
 		if extra != nil {
 			return extra(m.tx)

@@ -12,12 +12,11 @@
 package pubapipb
 
 import (
+	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
+	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
-
-	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
-	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 )
 
 const (
@@ -26,6 +25,338 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+type ListSSHUsersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSSHUsersRequest) Reset() {
+	*x = ListSSHUsersRequest{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSSHUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSSHUsersRequest) ProtoMessage() {}
+
+func (x *ListSSHUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSSHUsersRequest.ProtoReflect.Descriptor instead.
+func (*ListSSHUsersRequest) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{0}
+}
+
+type ListSSHUsersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cluster revision of the users' last change.
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Sorted by name.
+	Users         []*SSHUser `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSSHUsersResponse) Reset() {
+	*x = ListSSHUsersResponse{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSSHUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSSHUsersResponse) ProtoMessage() {}
+
+func (x *ListSSHUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSSHUsersResponse.ProtoReflect.Descriptor instead.
+func (*ListSSHUsersResponse) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListSSHUsersResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ListSSHUsersResponse) GetUsers() []*SSHUser {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type SSHUser struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A Linux user name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Public keys, one authorized_keys line each ("TYPE BASE64 [COMMENT]").
+	Keys []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// The cluster revision of the user's last change.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SSHUser) Reset() {
+	*x = SSHUser{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SSHUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SSHUser) ProtoMessage() {}
+
+func (x *SSHUser) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SSHUser.ProtoReflect.Descriptor instead.
+func (*SSHUser) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SSHUser) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SSHUser) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *SSHUser) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type AddSSHUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Public keys in authorized_keys format, one per entry.
+	Keys          []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddSSHUserRequest) Reset() {
+	*x = AddSSHUserRequest{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddSSHUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddSSHUserRequest) ProtoMessage() {}
+
+func (x *AddSSHUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddSSHUserRequest.ProtoReflect.Descriptor instead.
+func (*AddSSHUserRequest) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AddSSHUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddSSHUserRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type RemoveSSHUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Keys to remove, as fingerprints ("SHA256:...") or key lines; none
+	// removes the user.
+	Keys          []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveSSHUserRequest) Reset() {
+	*x = RemoveSSHUserRequest{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveSSHUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveSSHUserRequest) ProtoMessage() {}
+
+func (x *RemoveSSHUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveSSHUserRequest.ProtoReflect.Descriptor instead.
+func (*RemoveSSHUserRequest) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RemoveSSHUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoveSSHUserRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type SSHUserChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// false: the users already were as asked; nothing was written.
+	Changed bool `protobuf:"varint,1,opt,name=changed,proto3" json:"changed,omitempty"`
+	// The cluster revision of the users' last change.
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The user as it is now; absent when it was removed.
+	User *SSHUser `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// The keys added or removed.
+	Keys          []string `protobuf:"bytes,4,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SSHUserChange) Reset() {
+	*x = SSHUserChange{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SSHUserChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SSHUserChange) ProtoMessage() {}
+
+func (x *SSHUserChange) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SSHUserChange.ProtoReflect.Descriptor instead.
+func (*SSHUserChange) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SSHUserChange) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+func (x *SSHUserChange) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *SSHUserChange) GetUser() *SSHUser {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *SSHUserChange) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
 
 // PasticheSendRequest: first a header, then the file in chunks.
 type PasticheSendRequest struct {
@@ -41,7 +372,7 @@ type PasticheSendRequest struct {
 
 func (x *PasticheSendRequest) Reset() {
 	*x = PasticheSendRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +384,7 @@ func (x *PasticheSendRequest) String() string {
 func (*PasticheSendRequest) ProtoMessage() {}
 
 func (x *PasticheSendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +397,7 @@ func (x *PasticheSendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PasticheSendRequest.ProtoReflect.Descriptor instead.
 func (*PasticheSendRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{0}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PasticheSendRequest) GetMsg() isPasticheSendRequest_Msg {
@@ -123,7 +454,7 @@ type PasticheSendHeader struct {
 
 func (x *PasticheSendHeader) Reset() {
 	*x = PasticheSendHeader{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -135,7 +466,7 @@ func (x *PasticheSendHeader) String() string {
 func (*PasticheSendHeader) ProtoMessage() {}
 
 func (x *PasticheSendHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -148,7 +479,7 @@ func (x *PasticheSendHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PasticheSendHeader.ProtoReflect.Descriptor instead.
 func (*PasticheSendHeader) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{1}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PasticheSendHeader) GetFrom() string {
@@ -193,7 +524,7 @@ type PasticheSendResponse struct {
 
 func (x *PasticheSendResponse) Reset() {
 	*x = PasticheSendResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -205,7 +536,7 @@ func (x *PasticheSendResponse) String() string {
 func (*PasticheSendResponse) ProtoMessage() {}
 
 func (x *PasticheSendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -218,7 +549,7 @@ func (x *PasticheSendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PasticheSendResponse.ProtoReflect.Descriptor instead.
 func (*PasticheSendResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{2}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PasticheSendResponse) GetFrom() string {
@@ -264,7 +595,7 @@ type GetStateRequest struct {
 
 func (x *GetStateRequest) Reset() {
 	*x = GetStateRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -276,7 +607,7 @@ func (x *GetStateRequest) String() string {
 func (*GetStateRequest) ProtoMessage() {}
 
 func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -289,7 +620,7 @@ func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateRequest.ProtoReflect.Descriptor instead.
 func (*GetStateRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{3}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{9}
 }
 
 type GetStateResponse struct {
@@ -315,7 +646,7 @@ type GetStateResponse struct {
 
 func (x *GetStateResponse) Reset() {
 	*x = GetStateResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +658,7 @@ func (x *GetStateResponse) String() string {
 func (*GetStateResponse) ProtoMessage() {}
 
 func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +671,7 @@ func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStateResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{4}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetStateResponse) GetState() string {
@@ -420,14 +751,18 @@ type ActivateAsCoordinatorRequest struct {
 	// The connectivity rules (YAML, see docs); empty for the default rules.
 	Rules string `protobuf:"bytes,6,opt,name=rules,proto3" json:"rules,omitempty"`
 	// The name of the rules file, for error messages.
-	RulesName     string `protobuf:"bytes,7,opt,name=rules_name,json=rulesName,proto3" json:"rules_name,omitempty"`
+	RulesName string `protobuf:"bytes,7,opt,name=rules_name,json=rulesName,proto3" json:"rules_name,omitempty"`
+	// The SSH users file (YAML, see docs); empty for no users.
+	Users string `protobuf:"bytes,8,opt,name=users,proto3" json:"users,omitempty"`
+	// The name of the users file, for error messages.
+	UsersName     string `protobuf:"bytes,9,opt,name=users_name,json=usersName,proto3" json:"users_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ActivateAsCoordinatorRequest) Reset() {
 	*x = ActivateAsCoordinatorRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +774,7 @@ func (x *ActivateAsCoordinatorRequest) String() string {
 func (*ActivateAsCoordinatorRequest) ProtoMessage() {}
 
 func (x *ActivateAsCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +787,7 @@ func (x *ActivateAsCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*ActivateAsCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{5}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ActivateAsCoordinatorRequest) GetVpnCidr() string {
@@ -504,6 +839,20 @@ func (x *ActivateAsCoordinatorRequest) GetRulesName() string {
 	return ""
 }
 
+func (x *ActivateAsCoordinatorRequest) GetUsers() string {
+	if x != nil {
+		return x.Users
+	}
+	return ""
+}
+
+func (x *ActivateAsCoordinatorRequest) GetUsersName() string {
+	if x != nil {
+		return x.UsersName
+	}
+	return ""
+}
+
 type ActivateAdditionalNodesRequest struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	NodePublicEndpoints []string               `protobuf:"bytes,1,rep,name=node_public_endpoints,json=nodePublicEndpoints,proto3" json:"node_public_endpoints,omitempty"`
@@ -513,7 +862,7 @@ type ActivateAdditionalNodesRequest struct {
 
 func (x *ActivateAdditionalNodesRequest) Reset() {
 	*x = ActivateAdditionalNodesRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +874,7 @@ func (x *ActivateAdditionalNodesRequest) String() string {
 func (*ActivateAdditionalNodesRequest) ProtoMessage() {}
 
 func (x *ActivateAdditionalNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +887,7 @@ func (x *ActivateAdditionalNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAdditionalNodesRequest.ProtoReflect.Descriptor instead.
 func (*ActivateAdditionalNodesRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{6}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ActivateAdditionalNodesRequest) GetNodePublicEndpoints() []string {
@@ -565,7 +914,7 @@ type ActivationEvent struct {
 
 func (x *ActivationEvent) Reset() {
 	*x = ActivationEvent{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +926,7 @@ func (x *ActivationEvent) String() string {
 func (*ActivationEvent) ProtoMessage() {}
 
 func (x *ActivationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +939,7 @@ func (x *ActivationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivationEvent.ProtoReflect.Descriptor instead.
 func (*ActivationEvent) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{7}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ActivationEvent) GetEvent() isActivationEvent_Event {
@@ -679,7 +1028,7 @@ type ActivationStarted struct {
 
 func (x *ActivationStarted) Reset() {
 	*x = ActivationStarted{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +1040,7 @@ func (x *ActivationStarted) String() string {
 func (*ActivationStarted) ProtoMessage() {}
 
 func (x *ActivationStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +1053,7 @@ func (x *ActivationStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivationStarted.ProtoReflect.Descriptor instead.
 func (*ActivationStarted) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{8}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ActivationStarted) GetClusterId() string {
@@ -747,7 +1096,7 @@ type NodeResult struct {
 
 func (x *NodeResult) Reset() {
 	*x = NodeResult{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +1108,7 @@ func (x *NodeResult) String() string {
 func (*NodeResult) ProtoMessage() {}
 
 func (x *NodeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +1121,7 @@ func (x *NodeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeResult.ProtoReflect.Descriptor instead.
 func (*NodeResult) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{9}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NodeResult) GetNodePublicEndpoint() string {
@@ -807,7 +1156,7 @@ type ActivationResult struct {
 
 func (x *ActivationResult) Reset() {
 	*x = ActivationResult{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +1168,7 @@ func (x *ActivationResult) String() string {
 func (*ActivationResult) ProtoMessage() {}
 
 func (x *ActivationResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +1181,7 @@ func (x *ActivationResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivationResult.ProtoReflect.Descriptor instead.
 func (*ActivationResult) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{10}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ActivationResult) GetActivated() int32 {
@@ -877,7 +1226,7 @@ type ActivateAsNodeRequest struct {
 
 func (x *ActivateAsNodeRequest) Reset() {
 	*x = ActivateAsNodeRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1238,7 @@ func (x *ActivateAsNodeRequest) String() string {
 func (*ActivateAsNodeRequest) ProtoMessage() {}
 
 func (x *ActivateAsNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1251,7 @@ func (x *ActivateAsNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsNodeRequest.ProtoReflect.Descriptor instead.
 func (*ActivateAsNodeRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{11}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ActivateAsNodeRequest) GetClusterId() string {
@@ -988,7 +1337,7 @@ type ActivateAsNodeResponse struct {
 
 func (x *ActivateAsNodeResponse) Reset() {
 	*x = ActivateAsNodeResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1349,7 @@ func (x *ActivateAsNodeResponse) String() string {
 func (*ActivateAsNodeResponse) ProtoMessage() {}
 
 func (x *ActivateAsNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1362,7 @@ func (x *ActivateAsNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsNodeResponse.ProtoReflect.Descriptor instead.
 func (*ActivateAsNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{12}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ActivateAsNodeResponse) GetName() string {
@@ -1066,7 +1415,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1427,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1440,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{13}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ClusterStatus) GetClusterId() string {
@@ -1162,7 +1511,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1523,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1536,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{14}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Peer) GetName() string {
@@ -1328,7 +1677,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1689,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1702,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{15}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Service) GetService() string {
@@ -1381,7 +1730,26 @@ var File_pubapi_pubapipb_pubapi_proto protoreflect.FileDescriptor
 
 const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\n" +
-	"\x1cpubapi/pubapipb/pubapi.proto\x12\x10fabric.pubapi.v1\"t\n" +
+	"\x1cpubapi/pubapipb/pubapi.proto\x12\x10fabric.pubapi.v1\"\x15\n" +
+	"\x13ListSSHUsersRequest\"c\n" +
+	"\x14ListSSHUsersResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12/\n" +
+	"\x05users\x18\x02 \x03(\v2\x19.fabric.pubapi.v1.SSHUserR\x05users\"M\n" +
+	"\aSSHUser\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\";\n" +
+	"\x11AddSSHUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\">\n" +
+	"\x14RemoveSSHUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\"\x88\x01\n" +
+	"\rSSHUserChange\x12\x18\n" +
+	"\achanged\x18\x01 \x01(\bR\achanged\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12-\n" +
+	"\x04user\x18\x03 \x01(\v2\x19.fabric.pubapi.v1.SSHUserR\x04user\x12\x12\n" +
+	"\x04keys\x18\x04 \x03(\tR\x04keys\"t\n" +
 	"\x13PasticheSendRequest\x12>\n" +
 	"\x06header\x18\x01 \x01(\v2$.fabric.pubapi.v1.PasticheSendHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
@@ -1408,7 +1776,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\a \x01(\tR\tclusterId\x129\n" +
 	"\acluster\x18\b \x01(\v2\x1f.fabric.pubapi.v1.ClusterStatusR\acluster\x12\x1e\n" +
-	"\vvpn_pub_key\x18\t \x01(\fR\tvpnPubKey\"\x9f\x02\n" +
+	"\vvpn_pub_key\x18\t \x01(\fR\tvpnPubKey\"\xd4\x02\n" +
 	"\x1cActivateAsCoordinatorRequest\x12\x19\n" +
 	"\bvpn_cidr\x18\x01 \x01(\tR\avpnCidr\x122\n" +
 	"\x15node_public_endpoints\x18\x02 \x03(\tR\x13nodePublicEndpoints\x121\n" +
@@ -1418,7 +1786,10 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"admin_name\x18\x05 \x01(\tR\tadminName\x12\x14\n" +
 	"\x05rules\x18\x06 \x01(\tR\x05rules\x12\x1d\n" +
 	"\n" +
-	"rules_name\x18\a \x01(\tR\trulesName\"T\n" +
+	"rules_name\x18\a \x01(\tR\trulesName\x12\x14\n" +
+	"\x05users\x18\b \x01(\tR\x05users\x12\x1d\n" +
+	"\n" +
+	"users_name\x18\t \x01(\tR\tusersName\"T\n" +
 	"\x1eActivateAdditionalNodesRequest\x122\n" +
 	"\x15node_public_endpoints\x18\x01 \x03(\tR\x13nodePublicEndpoints\"\xeb\x01\n" +
 	"\x0fActivationEvent\x12\x1c\n" +
@@ -1498,13 +1869,17 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\aService\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x03 \x01(\tR\aaddress2\x81\x04\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress2\x8e\x06\n" +
 	"\x06PubAPI\x12Q\n" +
 	"\bGetState\x12!.fabric.pubapi.v1.GetStateRequest\x1a\".fabric.pubapi.v1.GetStateResponse\x12l\n" +
 	"\x15ActivateAsCoordinator\x12..fabric.pubapi.v1.ActivateAsCoordinatorRequest\x1a!.fabric.pubapi.v1.ActivationEvent0\x01\x12c\n" +
 	"\x0eActivateAsNode\x12'.fabric.pubapi.v1.ActivateAsNodeRequest\x1a(.fabric.pubapi.v1.ActivateAsNodeResponse\x12p\n" +
 	"\x17ActivateAdditionalNodes\x120.fabric.pubapi.v1.ActivateAdditionalNodesRequest\x1a!.fabric.pubapi.v1.ActivationEvent0\x01\x12_\n" +
-	"\fPasticheSend\x12%.fabric.pubapi.v1.PasticheSendRequest\x1a&.fabric.pubapi.v1.PasticheSendResponse(\x01B.Z,github.com/fabricmesh/fabric/pubapi/pubapipbb\x06proto3"
+	"\fPasticheSend\x12%.fabric.pubapi.v1.PasticheSendRequest\x1a&.fabric.pubapi.v1.PasticheSendResponse(\x01\x12]\n" +
+	"\fListSSHUsers\x12%.fabric.pubapi.v1.ListSSHUsersRequest\x1a&.fabric.pubapi.v1.ListSSHUsersResponse\x12R\n" +
+	"\n" +
+	"AddSSHUser\x12#.fabric.pubapi.v1.AddSSHUserRequest\x1a\x1f.fabric.pubapi.v1.SSHUserChange\x12X\n" +
+	"\rRemoveSSHUser\x12&.fabric.pubapi.v1.RemoveSSHUserRequest\x1a\x1f.fabric.pubapi.v1.SSHUserChangeB.Z,github.com/fabricmesh/fabric/pubapi/pubapipbb\x06proto3"
 
 var (
 	file_pubapi_pubapipb_pubapi_proto_rawDescOnce sync.Once
@@ -1518,51 +1893,65 @@ func file_pubapi_pubapipb_pubapi_proto_rawDescGZIP() []byte {
 	return file_pubapi_pubapipb_pubapi_proto_rawDescData
 }
 
-var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_pubapi_pubapipb_pubapi_proto_goTypes = []any{
-	(*PasticheSendRequest)(nil),            // 0: fabric.pubapi.v1.PasticheSendRequest
-	(*PasticheSendHeader)(nil),             // 1: fabric.pubapi.v1.PasticheSendHeader
-	(*PasticheSendResponse)(nil),           // 2: fabric.pubapi.v1.PasticheSendResponse
-	(*GetStateRequest)(nil),                // 3: fabric.pubapi.v1.GetStateRequest
-	(*GetStateResponse)(nil),               // 4: fabric.pubapi.v1.GetStateResponse
-	(*ActivateAsCoordinatorRequest)(nil),   // 5: fabric.pubapi.v1.ActivateAsCoordinatorRequest
-	(*ActivateAdditionalNodesRequest)(nil), // 6: fabric.pubapi.v1.ActivateAdditionalNodesRequest
-	(*ActivationEvent)(nil),                // 7: fabric.pubapi.v1.ActivationEvent
-	(*ActivationStarted)(nil),              // 8: fabric.pubapi.v1.ActivationStarted
-	(*NodeResult)(nil),                     // 9: fabric.pubapi.v1.NodeResult
-	(*ActivationResult)(nil),               // 10: fabric.pubapi.v1.ActivationResult
-	(*ActivateAsNodeRequest)(nil),          // 11: fabric.pubapi.v1.ActivateAsNodeRequest
-	(*ActivateAsNodeResponse)(nil),         // 12: fabric.pubapi.v1.ActivateAsNodeResponse
-	(*ClusterStatus)(nil),                  // 13: fabric.pubapi.v1.ClusterStatus
-	(*Peer)(nil),                           // 14: fabric.pubapi.v1.Peer
-	(*Service)(nil),                        // 15: fabric.pubapi.v1.Service
+	(*ListSSHUsersRequest)(nil),            // 0: fabric.pubapi.v1.ListSSHUsersRequest
+	(*ListSSHUsersResponse)(nil),           // 1: fabric.pubapi.v1.ListSSHUsersResponse
+	(*SSHUser)(nil),                        // 2: fabric.pubapi.v1.SSHUser
+	(*AddSSHUserRequest)(nil),              // 3: fabric.pubapi.v1.AddSSHUserRequest
+	(*RemoveSSHUserRequest)(nil),           // 4: fabric.pubapi.v1.RemoveSSHUserRequest
+	(*SSHUserChange)(nil),                  // 5: fabric.pubapi.v1.SSHUserChange
+	(*PasticheSendRequest)(nil),            // 6: fabric.pubapi.v1.PasticheSendRequest
+	(*PasticheSendHeader)(nil),             // 7: fabric.pubapi.v1.PasticheSendHeader
+	(*PasticheSendResponse)(nil),           // 8: fabric.pubapi.v1.PasticheSendResponse
+	(*GetStateRequest)(nil),                // 9: fabric.pubapi.v1.GetStateRequest
+	(*GetStateResponse)(nil),               // 10: fabric.pubapi.v1.GetStateResponse
+	(*ActivateAsCoordinatorRequest)(nil),   // 11: fabric.pubapi.v1.ActivateAsCoordinatorRequest
+	(*ActivateAdditionalNodesRequest)(nil), // 12: fabric.pubapi.v1.ActivateAdditionalNodesRequest
+	(*ActivationEvent)(nil),                // 13: fabric.pubapi.v1.ActivationEvent
+	(*ActivationStarted)(nil),              // 14: fabric.pubapi.v1.ActivationStarted
+	(*NodeResult)(nil),                     // 15: fabric.pubapi.v1.NodeResult
+	(*ActivationResult)(nil),               // 16: fabric.pubapi.v1.ActivationResult
+	(*ActivateAsNodeRequest)(nil),          // 17: fabric.pubapi.v1.ActivateAsNodeRequest
+	(*ActivateAsNodeResponse)(nil),         // 18: fabric.pubapi.v1.ActivateAsNodeResponse
+	(*ClusterStatus)(nil),                  // 19: fabric.pubapi.v1.ClusterStatus
+	(*Peer)(nil),                           // 20: fabric.pubapi.v1.Peer
+	(*Service)(nil),                        // 21: fabric.pubapi.v1.Service
 }
 var file_pubapi_pubapipb_pubapi_proto_depIdxs = []int32{
-	1,  // 0: fabric.pubapi.v1.PasticheSendRequest.header:type_name -> fabric.pubapi.v1.PasticheSendHeader
-	13, // 1: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
-	9,  // 2: fabric.pubapi.v1.ActivationEvent.node:type_name -> fabric.pubapi.v1.NodeResult
-	10, // 3: fabric.pubapi.v1.ActivationEvent.result:type_name -> fabric.pubapi.v1.ActivationResult
-	8,  // 4: fabric.pubapi.v1.ActivationEvent.started:type_name -> fabric.pubapi.v1.ActivationStarted
-	14, // 5: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
-	13, // 6: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
-	14, // 7: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
-	15, // 8: fabric.pubapi.v1.Peer.endpoints:type_name -> fabric.pubapi.v1.Service
-	15, // 9: fabric.pubapi.v1.Peer.clients:type_name -> fabric.pubapi.v1.Service
-	3,  // 10: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
-	5,  // 11: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
-	11, // 12: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
-	6,  // 13: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
-	0,  // 14: fabric.pubapi.v1.PubAPI.PasticheSend:input_type -> fabric.pubapi.v1.PasticheSendRequest
-	4,  // 15: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
-	7,  // 16: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
-	12, // 17: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
-	7,  // 18: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
-	2,  // 19: fabric.pubapi.v1.PubAPI.PasticheSend:output_type -> fabric.pubapi.v1.PasticheSendResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	2,  // 0: fabric.pubapi.v1.ListSSHUsersResponse.users:type_name -> fabric.pubapi.v1.SSHUser
+	2,  // 1: fabric.pubapi.v1.SSHUserChange.user:type_name -> fabric.pubapi.v1.SSHUser
+	7,  // 2: fabric.pubapi.v1.PasticheSendRequest.header:type_name -> fabric.pubapi.v1.PasticheSendHeader
+	19, // 3: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	15, // 4: fabric.pubapi.v1.ActivationEvent.node:type_name -> fabric.pubapi.v1.NodeResult
+	16, // 5: fabric.pubapi.v1.ActivationEvent.result:type_name -> fabric.pubapi.v1.ActivationResult
+	14, // 6: fabric.pubapi.v1.ActivationEvent.started:type_name -> fabric.pubapi.v1.ActivationStarted
+	20, // 7: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
+	19, // 8: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	20, // 9: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
+	21, // 10: fabric.pubapi.v1.Peer.endpoints:type_name -> fabric.pubapi.v1.Service
+	21, // 11: fabric.pubapi.v1.Peer.clients:type_name -> fabric.pubapi.v1.Service
+	9,  // 12: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
+	11, // 13: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
+	17, // 14: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
+	12, // 15: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
+	6,  // 16: fabric.pubapi.v1.PubAPI.PasticheSend:input_type -> fabric.pubapi.v1.PasticheSendRequest
+	0,  // 17: fabric.pubapi.v1.PubAPI.ListSSHUsers:input_type -> fabric.pubapi.v1.ListSSHUsersRequest
+	3,  // 18: fabric.pubapi.v1.PubAPI.AddSSHUser:input_type -> fabric.pubapi.v1.AddSSHUserRequest
+	4,  // 19: fabric.pubapi.v1.PubAPI.RemoveSSHUser:input_type -> fabric.pubapi.v1.RemoveSSHUserRequest
+	10, // 20: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
+	13, // 21: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
+	18, // 22: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
+	13, // 23: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
+	8,  // 24: fabric.pubapi.v1.PubAPI.PasticheSend:output_type -> fabric.pubapi.v1.PasticheSendResponse
+	1,  // 25: fabric.pubapi.v1.PubAPI.ListSSHUsers:output_type -> fabric.pubapi.v1.ListSSHUsersResponse
+	5,  // 26: fabric.pubapi.v1.PubAPI.AddSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
+	5,  // 27: fabric.pubapi.v1.PubAPI.RemoveSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_pubapi_pubapipb_pubapi_proto_init() }
@@ -1570,11 +1959,11 @@ func file_pubapi_pubapipb_pubapi_proto_init() {
 	if File_pubapi_pubapipb_pubapi_proto != nil {
 		return
 	}
-	file_pubapi_pubapipb_pubapi_proto_msgTypes[0].OneofWrappers = []any{
+	file_pubapi_pubapipb_pubapi_proto_msgTypes[6].OneofWrappers = []any{
 		(*PasticheSendRequest_Header)(nil),
 		(*PasticheSendRequest_Chunk)(nil),
 	}
-	file_pubapi_pubapipb_pubapi_proto_msgTypes[7].OneofWrappers = []any{
+	file_pubapi_pubapipb_pubapi_proto_msgTypes[13].OneofWrappers = []any{
 		(*ActivationEvent_Progress)(nil),
 		(*ActivationEvent_Node)(nil),
 		(*ActivationEvent_Result)(nil),
@@ -1586,7 +1975,7 @@ func file_pubapi_pubapipb_pubapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pubapi_pubapipb_pubapi_proto_rawDesc), len(file_pubapi_pubapipb_pubapi_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -13,7 +13,6 @@ package pubapipb
 
 import (
 	context "context"
-
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -30,6 +29,9 @@ const (
 	PubAPI_ActivateAsNode_FullMethodName          = "/fabric.pubapi.v1.PubAPI/ActivateAsNode"
 	PubAPI_ActivateAdditionalNodes_FullMethodName = "/fabric.pubapi.v1.PubAPI/ActivateAdditionalNodes"
 	PubAPI_PasticheSend_FullMethodName            = "/fabric.pubapi.v1.PubAPI/PasticheSend"
+	PubAPI_ListSSHUsers_FullMethodName            = "/fabric.pubapi.v1.PubAPI/ListSSHUsers"
+	PubAPI_AddSSHUser_FullMethodName              = "/fabric.pubapi.v1.PubAPI/AddSSHUser"
+	PubAPI_RemoveSSHUser_FullMethodName           = "/fabric.pubapi.v1.PubAPI/RemoveSSHUser"
 )
 
 // PubAPIClient is the client API for PubAPI service.
@@ -54,6 +56,14 @@ type PubAPIClient interface {
 	// node "to". The coordinator calls "from" as its fabric-admin client.
 	// Admin key only.
 	PasticheSend(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PasticheSendRequest, PasticheSendResponse], error)
+	// ListSSHUsers returns the cluster's SSH users. Admin key only.
+	ListSSHUsers(ctx context.Context, in *ListSSHUsersRequest, opts ...grpc.CallOption) (*ListSSHUsersResponse, error)
+	// AddSSHUser adds an SSH user with its keys, or adds keys to an existing
+	// user. Every peer creates the user and installs its keys. Admin key only.
+	AddSSHUser(ctx context.Context, in *AddSSHUserRequest, opts ...grpc.CallOption) (*SSHUserChange, error)
+	// RemoveSSHUser removes an SSH user (every peer locks it, keeping its
+	// files) or some of its keys. Admin key only.
+	RemoveSSHUser(ctx context.Context, in *RemoveSSHUserRequest, opts ...grpc.CallOption) (*SSHUserChange, error)
 }
 
 type pubAPIClient struct {
@@ -135,6 +145,36 @@ func (c *pubAPIClient) PasticheSend(ctx context.Context, opts ...grpc.CallOption
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PubAPI_PasticheSendClient = grpc.ClientStreamingClient[PasticheSendRequest, PasticheSendResponse]
 
+func (c *pubAPIClient) ListSSHUsers(ctx context.Context, in *ListSSHUsersRequest, opts ...grpc.CallOption) (*ListSSHUsersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSSHUsersResponse)
+	err := c.cc.Invoke(ctx, PubAPI_ListSSHUsers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pubAPIClient) AddSSHUser(ctx context.Context, in *AddSSHUserRequest, opts ...grpc.CallOption) (*SSHUserChange, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SSHUserChange)
+	err := c.cc.Invoke(ctx, PubAPI_AddSSHUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pubAPIClient) RemoveSSHUser(ctx context.Context, in *RemoveSSHUserRequest, opts ...grpc.CallOption) (*SSHUserChange, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SSHUserChange)
+	err := c.cc.Invoke(ctx, PubAPI_RemoveSSHUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PubAPIServer is the server API for PubAPI service.
 // All implementations must embed UnimplementedPubAPIServer
 // for forward compatibility.
@@ -157,6 +197,14 @@ type PubAPIServer interface {
 	// node "to". The coordinator calls "from" as its fabric-admin client.
 	// Admin key only.
 	PasticheSend(grpc.ClientStreamingServer[PasticheSendRequest, PasticheSendResponse]) error
+	// ListSSHUsers returns the cluster's SSH users. Admin key only.
+	ListSSHUsers(context.Context, *ListSSHUsersRequest) (*ListSSHUsersResponse, error)
+	// AddSSHUser adds an SSH user with its keys, or adds keys to an existing
+	// user. Every peer creates the user and installs its keys. Admin key only.
+	AddSSHUser(context.Context, *AddSSHUserRequest) (*SSHUserChange, error)
+	// RemoveSSHUser removes an SSH user (every peer locks it, keeping its
+	// files) or some of its keys. Admin key only.
+	RemoveSSHUser(context.Context, *RemoveSSHUserRequest) (*SSHUserChange, error)
 	mustEmbedUnimplementedPubAPIServer()
 }
 
@@ -181,6 +229,15 @@ func (UnimplementedPubAPIServer) ActivateAdditionalNodes(*ActivateAdditionalNode
 }
 func (UnimplementedPubAPIServer) PasticheSend(grpc.ClientStreamingServer[PasticheSendRequest, PasticheSendResponse]) error {
 	return status.Error(codes.Unimplemented, "method PasticheSend not implemented")
+}
+func (UnimplementedPubAPIServer) ListSSHUsers(context.Context, *ListSSHUsersRequest) (*ListSSHUsersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSSHUsers not implemented")
+}
+func (UnimplementedPubAPIServer) AddSSHUser(context.Context, *AddSSHUserRequest) (*SSHUserChange, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddSSHUser not implemented")
+}
+func (UnimplementedPubAPIServer) RemoveSSHUser(context.Context, *RemoveSSHUserRequest) (*SSHUserChange, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveSSHUser not implemented")
 }
 func (UnimplementedPubAPIServer) mustEmbedUnimplementedPubAPIServer() {}
 func (UnimplementedPubAPIServer) testEmbeddedByValue()                {}
@@ -268,6 +325,60 @@ func _PubAPI_PasticheSend_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PubAPI_PasticheSendServer = grpc.ClientStreamingServer[PasticheSendRequest, PasticheSendResponse]
 
+func _PubAPI_ListSSHUsers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSSHUsersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PubAPIServer).ListSSHUsers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PubAPI_ListSSHUsers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PubAPIServer).ListSSHUsers(ctx, req.(*ListSSHUsersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PubAPI_AddSSHUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddSSHUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PubAPIServer).AddSSHUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PubAPI_AddSSHUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PubAPIServer).AddSSHUser(ctx, req.(*AddSSHUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PubAPI_RemoveSSHUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveSSHUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PubAPIServer).RemoveSSHUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PubAPI_RemoveSSHUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PubAPIServer).RemoveSSHUser(ctx, req.(*RemoveSSHUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PubAPI_ServiceDesc is the grpc.ServiceDesc for PubAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -282,6 +393,18 @@ var PubAPI_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ActivateAsNode",
 			Handler:    _PubAPI_ActivateAsNode_Handler,
+		},
+		{
+			MethodName: "ListSSHUsers",
+			Handler:    _PubAPI_ListSSHUsers_Handler,
+		},
+		{
+			MethodName: "AddSSHUser",
+			Handler:    _PubAPI_AddSSHUser_Handler,
+		},
+		{
+			MethodName: "RemoveSSHUser",
+			Handler:    _PubAPI_RemoveSSHUser_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

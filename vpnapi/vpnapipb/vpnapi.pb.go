@@ -10,12 +10,11 @@
 package vpnapipb
 
 import (
+	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
+	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
-
-	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
-	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 )
 
 const (
@@ -160,7 +159,10 @@ type WatchUpdatesResponse struct {
 	// VPN IPs of peers removed since applied_revision.
 	Removed []string `protobuf:"bytes,4,rep,name=removed,proto3" json:"removed,omitempty"`
 	// The node's service view, when it changed since applied_revision.
-	View          *View `protobuf:"bytes,5,opt,name=view,proto3" json:"view,omitempty"`
+	View *View `protobuf:"bytes,5,opt,name=view,proto3" json:"view,omitempty"`
+	// The cluster's SSH users, all of them, when they changed since
+	// applied_revision (always with full). Absent: unchanged.
+	SshUsers      *SSHUsers `protobuf:"bytes,6,opt,name=ssh_users,json=sshUsers,proto3" json:"ssh_users,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -230,6 +232,122 @@ func (x *WatchUpdatesResponse) GetView() *View {
 	return nil
 }
 
+func (x *WatchUpdatesResponse) GetSshUsers() *SSHUsers {
+	if x != nil {
+		return x.SshUsers
+	}
+	return nil
+}
+
+// SSHUsers is the whole set of the cluster's SSH users; every peer installs
+// them and locks the users it manages that are not in it.
+type SSHUsers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*SSHUser             `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SSHUsers) Reset() {
+	*x = SSHUsers{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SSHUsers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SSHUsers) ProtoMessage() {}
+
+func (x *SSHUsers) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SSHUsers.ProtoReflect.Descriptor instead.
+func (*SSHUsers) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SSHUsers) GetUsers() []*SSHUser {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type SSHUser struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A Linux user name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Public keys, one authorized_keys line each ("TYPE BASE64 [COMMENT]").
+	Keys []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// The cluster revision of the user's last change.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SSHUser) Reset() {
+	*x = SSHUser{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SSHUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SSHUser) ProtoMessage() {}
+
+func (x *SSHUser) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SSHUser.ProtoReflect.Descriptor instead.
+func (*SSHUser) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SSHUser) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SSHUser) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *SSHUser) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // View is what a node's reeve needs of the cluster's services: who may call
 // its endpoints, which endpoints its clients may use, and which services.
 // It is sent as changes since the view the node applied, or in full.
@@ -248,7 +366,7 @@ type View struct {
 
 func (x *View) Reset() {
 	*x = View{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -260,7 +378,7 @@ func (x *View) String() string {
 func (*View) ProtoMessage() {}
 
 func (x *View) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -273,7 +391,7 @@ func (x *View) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use View.ProtoReflect.Descriptor instead.
 func (*View) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{4}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *View) GetFull() bool {
@@ -323,7 +441,7 @@ type WhitelistEntry struct {
 
 func (x *WhitelistEntry) Reset() {
 	*x = WhitelistEntry{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +453,7 @@ func (x *WhitelistEntry) String() string {
 func (*WhitelistEntry) ProtoMessage() {}
 
 func (x *WhitelistEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +466,7 @@ func (x *WhitelistEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhitelistEntry.ProtoReflect.Descriptor instead.
 func (*WhitelistEntry) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{5}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WhitelistEntry) GetEndpoint() string {
@@ -385,7 +503,7 @@ type EndpointEntry struct {
 
 func (x *EndpointEntry) Reset() {
 	*x = EndpointEntry{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +515,7 @@ func (x *EndpointEntry) String() string {
 func (*EndpointEntry) ProtoMessage() {}
 
 func (x *EndpointEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +528,7 @@ func (x *EndpointEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointEntry.ProtoReflect.Descriptor instead.
 func (*EndpointEntry) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{6}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EndpointEntry) GetClient() string {
@@ -452,7 +570,7 @@ type CatalogEntry struct {
 
 func (x *CatalogEntry) Reset() {
 	*x = CatalogEntry{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +582,7 @@ func (x *CatalogEntry) String() string {
 func (*CatalogEntry) ProtoMessage() {}
 
 func (x *CatalogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +595,7 @@ func (x *CatalogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogEntry.ProtoReflect.Descriptor instead.
 func (*CatalogEntry) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{7}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CatalogEntry) GetClient() string {
@@ -504,7 +622,7 @@ type UpdateServicesRequest struct {
 
 func (x *UpdateServicesRequest) Reset() {
 	*x = UpdateServicesRequest{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +634,7 @@ func (x *UpdateServicesRequest) String() string {
 func (*UpdateServicesRequest) ProtoMessage() {}
 
 func (x *UpdateServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +647,7 @@ func (x *UpdateServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServicesRequest.ProtoReflect.Descriptor instead.
 func (*UpdateServicesRequest) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{8}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdateServicesRequest) GetEndpoints() []*ServiceEndpoint {
@@ -556,7 +674,7 @@ type ServiceEndpoint struct {
 
 func (x *ServiceEndpoint) Reset() {
 	*x = ServiceEndpoint{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +686,7 @@ func (x *ServiceEndpoint) String() string {
 func (*ServiceEndpoint) ProtoMessage() {}
 
 func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +699,7 @@ func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceEndpoint.ProtoReflect.Descriptor instead.
 func (*ServiceEndpoint) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{9}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ServiceEndpoint) GetService() string {
@@ -608,7 +726,7 @@ type ServiceClient struct {
 
 func (x *ServiceClient) Reset() {
 	*x = ServiceClient{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +738,7 @@ func (x *ServiceClient) String() string {
 func (*ServiceClient) ProtoMessage() {}
 
 func (x *ServiceClient) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +751,7 @@ func (x *ServiceClient) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceClient.ProtoReflect.Descriptor instead.
 func (*ServiceClient) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{10}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ServiceClient) GetService() string {
@@ -659,7 +777,7 @@ type UpdateServicesResponse struct {
 
 func (x *UpdateServicesResponse) Reset() {
 	*x = UpdateServicesResponse{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +789,7 @@ func (x *UpdateServicesResponse) String() string {
 func (*UpdateServicesResponse) ProtoMessage() {}
 
 func (x *UpdateServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +802,7 @@ func (x *UpdateServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServicesResponse.ProtoReflect.Descriptor instead.
 func (*UpdateServicesResponse) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{11}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UpdateServicesResponse) GetRevision() uint64 {
@@ -714,7 +832,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +844,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +857,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{12}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Peer) GetName() string {
@@ -814,13 +932,20 @@ const file_vpnapi_vpnapipb_vpnapi_proto_rawDesc = "" +
 	"\rreeve_pub_key\x18\x01 \x01(\fR\vreevePubKey\"\x12\n" +
 	"\x10RegisterResponse\"@\n" +
 	"\x13WatchUpdatesRequest\x12)\n" +
-	"\x10applied_revision\x18\x01 \x01(\x04R\x0fappliedRevision\"\xba\x01\n" +
+	"\x10applied_revision\x18\x01 \x01(\x04R\x0fappliedRevision\"\xf3\x01\n" +
 	"\x14WatchUpdatesResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x12\n" +
 	"\x04full\x18\x02 \x01(\bR\x04full\x12,\n" +
 	"\x05peers\x18\x03 \x03(\v2\x16.fabric.vpnapi.v1.PeerR\x05peers\x12\x18\n" +
 	"\aremoved\x18\x04 \x03(\tR\aremoved\x12*\n" +
-	"\x04view\x18\x05 \x01(\v2\x16.fabric.vpnapi.v1.ViewR\x04view\"\xed\x01\n" +
+	"\x04view\x18\x05 \x01(\v2\x16.fabric.vpnapi.v1.ViewR\x04view\x127\n" +
+	"\tssh_users\x18\x06 \x01(\v2\x1a.fabric.vpnapi.v1.SSHUsersR\bsshUsers\";\n" +
+	"\bSSHUsers\x12/\n" +
+	"\x05users\x18\x01 \x03(\v2\x19.fabric.vpnapi.v1.SSHUserR\x05users\"M\n" +
+	"\aSSHUser\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\xed\x01\n" +
 	"\x04View\x12\x12\n" +
 	"\x04full\x18\x01 \x01(\bR\x04full\x12>\n" +
 	"\twhitelist\x18\x02 \x03(\v2 .fabric.vpnapi.v1.WhitelistEntryR\twhitelist\x12=\n" +
@@ -880,41 +1005,45 @@ func file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP() []byte {
 	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescData
 }
 
-var file_vpnapi_vpnapipb_vpnapi_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_vpnapi_vpnapipb_vpnapi_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_vpnapi_vpnapipb_vpnapi_proto_goTypes = []any{
 	(*RegisterRequest)(nil),        // 0: fabric.vpnapi.v1.RegisterRequest
 	(*RegisterResponse)(nil),       // 1: fabric.vpnapi.v1.RegisterResponse
 	(*WatchUpdatesRequest)(nil),    // 2: fabric.vpnapi.v1.WatchUpdatesRequest
 	(*WatchUpdatesResponse)(nil),   // 3: fabric.vpnapi.v1.WatchUpdatesResponse
-	(*View)(nil),                   // 4: fabric.vpnapi.v1.View
-	(*WhitelistEntry)(nil),         // 5: fabric.vpnapi.v1.WhitelistEntry
-	(*EndpointEntry)(nil),          // 6: fabric.vpnapi.v1.EndpointEntry
-	(*CatalogEntry)(nil),           // 7: fabric.vpnapi.v1.CatalogEntry
-	(*UpdateServicesRequest)(nil),  // 8: fabric.vpnapi.v1.UpdateServicesRequest
-	(*ServiceEndpoint)(nil),        // 9: fabric.vpnapi.v1.ServiceEndpoint
-	(*ServiceClient)(nil),          // 10: fabric.vpnapi.v1.ServiceClient
-	(*UpdateServicesResponse)(nil), // 11: fabric.vpnapi.v1.UpdateServicesResponse
-	(*Peer)(nil),                   // 12: fabric.vpnapi.v1.Peer
+	(*SSHUsers)(nil),               // 4: fabric.vpnapi.v1.SSHUsers
+	(*SSHUser)(nil),                // 5: fabric.vpnapi.v1.SSHUser
+	(*View)(nil),                   // 6: fabric.vpnapi.v1.View
+	(*WhitelistEntry)(nil),         // 7: fabric.vpnapi.v1.WhitelistEntry
+	(*EndpointEntry)(nil),          // 8: fabric.vpnapi.v1.EndpointEntry
+	(*CatalogEntry)(nil),           // 9: fabric.vpnapi.v1.CatalogEntry
+	(*UpdateServicesRequest)(nil),  // 10: fabric.vpnapi.v1.UpdateServicesRequest
+	(*ServiceEndpoint)(nil),        // 11: fabric.vpnapi.v1.ServiceEndpoint
+	(*ServiceClient)(nil),          // 12: fabric.vpnapi.v1.ServiceClient
+	(*UpdateServicesResponse)(nil), // 13: fabric.vpnapi.v1.UpdateServicesResponse
+	(*Peer)(nil),                   // 14: fabric.vpnapi.v1.Peer
 }
 var file_vpnapi_vpnapipb_vpnapi_proto_depIdxs = []int32{
-	12, // 0: fabric.vpnapi.v1.WatchUpdatesResponse.peers:type_name -> fabric.vpnapi.v1.Peer
-	4,  // 1: fabric.vpnapi.v1.WatchUpdatesResponse.view:type_name -> fabric.vpnapi.v1.View
-	5,  // 2: fabric.vpnapi.v1.View.whitelist:type_name -> fabric.vpnapi.v1.WhitelistEntry
-	6,  // 3: fabric.vpnapi.v1.View.endpoints:type_name -> fabric.vpnapi.v1.EndpointEntry
-	7,  // 4: fabric.vpnapi.v1.View.catalog:type_name -> fabric.vpnapi.v1.CatalogEntry
-	9,  // 5: fabric.vpnapi.v1.UpdateServicesRequest.endpoints:type_name -> fabric.vpnapi.v1.ServiceEndpoint
-	10, // 6: fabric.vpnapi.v1.UpdateServicesRequest.clients:type_name -> fabric.vpnapi.v1.ServiceClient
-	2,  // 7: fabric.vpnapi.v1.VPNAPI.WatchUpdates:input_type -> fabric.vpnapi.v1.WatchUpdatesRequest
-	0,  // 8: fabric.vpnapi.v1.VPNAPI.Register:input_type -> fabric.vpnapi.v1.RegisterRequest
-	8,  // 9: fabric.vpnapi.v1.Steward.UpdateServices:input_type -> fabric.vpnapi.v1.UpdateServicesRequest
-	3,  // 10: fabric.vpnapi.v1.VPNAPI.WatchUpdates:output_type -> fabric.vpnapi.v1.WatchUpdatesResponse
-	1,  // 11: fabric.vpnapi.v1.VPNAPI.Register:output_type -> fabric.vpnapi.v1.RegisterResponse
-	11, // 12: fabric.vpnapi.v1.Steward.UpdateServices:output_type -> fabric.vpnapi.v1.UpdateServicesResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	14, // 0: fabric.vpnapi.v1.WatchUpdatesResponse.peers:type_name -> fabric.vpnapi.v1.Peer
+	6,  // 1: fabric.vpnapi.v1.WatchUpdatesResponse.view:type_name -> fabric.vpnapi.v1.View
+	4,  // 2: fabric.vpnapi.v1.WatchUpdatesResponse.ssh_users:type_name -> fabric.vpnapi.v1.SSHUsers
+	5,  // 3: fabric.vpnapi.v1.SSHUsers.users:type_name -> fabric.vpnapi.v1.SSHUser
+	7,  // 4: fabric.vpnapi.v1.View.whitelist:type_name -> fabric.vpnapi.v1.WhitelistEntry
+	8,  // 5: fabric.vpnapi.v1.View.endpoints:type_name -> fabric.vpnapi.v1.EndpointEntry
+	9,  // 6: fabric.vpnapi.v1.View.catalog:type_name -> fabric.vpnapi.v1.CatalogEntry
+	11, // 7: fabric.vpnapi.v1.UpdateServicesRequest.endpoints:type_name -> fabric.vpnapi.v1.ServiceEndpoint
+	12, // 8: fabric.vpnapi.v1.UpdateServicesRequest.clients:type_name -> fabric.vpnapi.v1.ServiceClient
+	2,  // 9: fabric.vpnapi.v1.VPNAPI.WatchUpdates:input_type -> fabric.vpnapi.v1.WatchUpdatesRequest
+	0,  // 10: fabric.vpnapi.v1.VPNAPI.Register:input_type -> fabric.vpnapi.v1.RegisterRequest
+	10, // 11: fabric.vpnapi.v1.Steward.UpdateServices:input_type -> fabric.vpnapi.v1.UpdateServicesRequest
+	3,  // 12: fabric.vpnapi.v1.VPNAPI.WatchUpdates:output_type -> fabric.vpnapi.v1.WatchUpdatesResponse
+	1,  // 13: fabric.vpnapi.v1.VPNAPI.Register:output_type -> fabric.vpnapi.v1.RegisterResponse
+	13, // 14: fabric.vpnapi.v1.Steward.UpdateServices:output_type -> fabric.vpnapi.v1.UpdateServicesResponse
+	12, // [12:15] is the sub-list for method output_type
+	9,  // [9:12] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_vpnapi_vpnapipb_vpnapi_proto_init() }
@@ -928,7 +1057,7 @@ func file_vpnapi_vpnapipb_vpnapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vpnapi_vpnapipb_vpnapi_proto_rawDesc), len(file_vpnapi_vpnapipb_vpnapi_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
