@@ -10,8 +10,9 @@ import (
 	"github.com/fabricmesh/fabric/internal/sshusers"
 )
 
-// ErrNotFound: the user or key to remove does not exist; nothing changed.
-var ErrNotFound = errors.New("not found")
+// ErrNotFound: the SSH user or key to remove does not exist; nothing
+// changed.
+var ErrNotFound = sshusers.ErrNotFound
 
 // UserApplier installs the cluster's SSH users on this peer (the user
 // manager, node/usermgr). It gets the whole set each time; applying the
@@ -78,10 +79,10 @@ func (c *Core) changeSSHUsers(name string, change func([]records.SSHUser) ([]rec
 		return next, err
 	})
 	switch {
-	case errors.Is(err, sshusers.ErrNotFound):
-		return SSHUserChange{}, fmt.Errorf("%w: %w", ErrNotFound, err)
+	case errors.Is(err, ErrNotFound), errors.Is(err, registry.ErrNotInitialized):
+		return SSHUserChange{}, err
 	case err != nil:
-		return SSHUserChange{}, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+		return SSHUserChange{}, invalidArgument{err}
 	}
 	out := SSHUserChange{Changed: changed, Revision: rev, Keys: keys}
 	for _, u := range users {
@@ -91,6 +92,13 @@ func (c *Core) changeSSHUsers(name string, change func([]records.SSHUser) ([]rec
 	}
 	return out, nil
 }
+
+// invalidArgument is ErrInvalidArgument with err's message alone (the
+// message says what is wrong; the API layer says it was the request).
+type invalidArgument struct{ err error }
+
+func (e invalidArgument) Error() string   { return e.err.Error() }
+func (e invalidArgument) Unwrap() []error { return []error{ErrInvalidArgument, e.err} }
 
 // coordinatorRegistry returns the registry of an active coordinator.
 func (c *Core) coordinatorRegistry() (*registry.Registry, error) {

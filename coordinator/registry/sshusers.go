@@ -101,6 +101,7 @@ var errUnchanged = errors.New("unchanged")
 // the users.
 func (r *Registry) UpdateSSHUsers(fn func([]records.SSHUser) ([]records.SSHUser, error)) (changed bool, rev uint64, users []records.SSHUser, err error) {
 	var result sshUsers
+	var fnErr error
 	err = r.update(func(m *mutation) error {
 		if m.cluster == nil {
 			return ErrNotInitialized
@@ -109,6 +110,7 @@ func (r *Registry) UpdateSSHUsers(fn func([]records.SSHUser) ([]records.SSHUser,
 		curRev, cur := r.SSHUsers()
 		next, err := fn(cur)
 		if err != nil {
+			fnErr = err
 			return err
 		}
 		if sshusers.Equal(cur, next) {
@@ -121,6 +123,9 @@ func (r *Registry) UpdateSSHUsers(fn func([]records.SSHUser) ([]records.SSHUser,
 		result = *m.sshUsers
 		return nil
 	})
+	if fnErr != nil {
+		return false, 0, nil, fnErr // fn's own error, as it is
+	}
 	if err != nil && !errors.Is(err, errUnchanged) {
 		return false, 0, nil, fmt.Errorf("updating ssh users: %w", err)
 	}
