@@ -38,6 +38,7 @@ it happens. At the end the admin bundle is written to --admin-dir: the
 coordinator's endpoint and TLS pin, the admin key that later commands use, and
 a wg-quick config (fabric-vpn.conf) that puts this machine on the VPN.
 
+The SSH users of --users (see 'fabric users') are created on every peer.
 A node that cannot be activated does not stop the others; its error is
 printed and 'fabric add-nodes' can retry it.`,
 		Args: cobra.NoArgs,
