@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/fabricmesh/fabric/internal/sshusers"
+	"github.com/fabricmesh/fabric/pubapi"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"github.com/spf13/cobra"
 )
@@ -80,11 +81,7 @@ func newUsersListCmd() *cobra.Command {
 			if output != "table" && output != "json" {
 				return usagef("-o %q: want table or json", output)
 			}
-			admin, err := loadAdminDir(adminDir)
-			if err != nil {
-				return err
-			}
-			client, err := admin.dial()
+			client, err := dialAdmin(adminDir)
 			if err != nil {
 				return err
 			}
@@ -176,11 +173,7 @@ left as they are.`,
 			if len(all) == 0 {
 				return usagef("give the user's keys with --key or --key-file")
 			}
-			admin, err := loadAdminDir(adminDir)
-			if err != nil {
-				return err
-			}
-			client, err := admin.dial()
+			client, err := dialAdmin(adminDir)
 			if err != nil {
 				return err
 			}
@@ -258,11 +251,7 @@ lines); a user keeps at least one key.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			admin, err := loadAdminDir(adminDir)
-			if err != nil {
-				return err
-			}
-			client, err := admin.dial()
+			client, err := dialAdmin(adminDir)
 			if err != nil {
 				return err
 			}
@@ -284,6 +273,15 @@ lines); a user keeps at least one key.`,
 	cmd.Flags().StringArrayVar(&keys, "key", nil, `a key to remove: its fingerprint "SHA256:..." or its line (repeatable)`)
 	cmd.Flags().StringVar(&adminDir, "admin-dir", defaultAdminDir, "admin bundle written by 'fabric activate'")
 	return cmd
+}
+
+// dialAdmin connects to the coordinator of the admin bundle in dir.
+func dialAdmin(dir string) (*pubapi.Client, error) {
+	admin, err := loadAdminDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return admin.dial()
 }
 
 func printKeys(out io.Writer, lines []string) {
