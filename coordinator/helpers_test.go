@@ -102,7 +102,7 @@ func newCluster(tb testing.TB, nodes ...[2]string) *cluster {
 		WGPubKey: randomBytes(32), SigningPubKey: pub(c.coordKey),
 	}
 	admin := records.Peer{Name: "admin", WGPubKey: randomBytes(32), SigningPubKey: pub(newKey())}
-	peers, err := reg.Init(records.Cluster{ID: testClusterID, VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coord, []records.Peer{admin}, nil, nil)
+	peers, err := reg.Init(records.Cluster{ID: testClusterID, VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coord, []records.Peer{admin}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func newCluster(tb testing.TB, nodes ...[2]string) *cluster {
 func (c *cluster) addNode(tb testing.TB, name, horde string, i int) testNode {
 	tb.Helper()
 	endpoint := fmt.Sprintf("192.0.2.%d:7443", 10+i)
-	p, err := c.reg.Reserve(endpoint, name, nil, false)
+	p, err := c.reg.Reserve(endpoint, name, nil, nil, false)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
@@ -28,7 +27,7 @@ import (
 // with the key it offered (second factor). Only then is the node registered
 // and its reeve key trusted.
 type Registrar struct {
-	Registry *registry.Registry
+	Registry RegistrationRecords
 	// CoordinatorName and SigningPrivKey sign the callback (keyId
 	// registry@<coordinator>); nodes trust that key from their activation.
 	CoordinatorName string
@@ -39,6 +38,13 @@ type Registrar struct {
 	Timeout time.Duration
 	// Logger receives the outcome of every handshake (nil discards).
 	Logger *slog.Logger
+}
+
+// RegistrationRecords is what the registrar needs of the registry.
+type RegistrationRecords interface {
+	Cluster() (records.Cluster, bool)
+	Peer(ip netip.Addr) (records.Peer, bool)
+	SetRegistration(ip netip.Addr, reevePubKey []byte, failure string) (records.Peer, error)
 }
 
 // ErrRegistration wraps every reason a handshake failed.

@@ -236,7 +236,7 @@ func TestRegistrar(t *testing.T) {
 // other addresses are refused without a record.
 func TestRegistrarNotActive(t *testing.T) {
 	c := newCluster(t, [2]string{"n1", "a"})
-	pending, err := c.reg.Reserve("192.0.2.50:7443", "n5", nil, false)
+	pending, err := c.reg.Reserve("192.0.2.50:7443", "n5", nil, nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,8 @@ import (
 	"crypto/ed25519"
 
 	"fmt"
+	"net/netip"
 
-	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/serviceid"
@@ -20,7 +20,14 @@ import (
 // service records with signed calls (keyId reeve@<node>).
 type StewardServer struct {
 	vpnapipb.UnimplementedStewardServer
-	Registry *registry.Registry
+	Registry ServiceRecords
+}
+
+// ServiceRecords is what the steward needs of the registry.
+type ServiceRecords interface {
+	PeerByName(name string) (records.Peer, bool)
+	SetServices(ip netip.Addr, s records.Services) (bool, error)
+	Revision() uint64
 }
 
 // reserved services are registered by fabric itself, never by a node.
@@ -98,7 +105,11 @@ func checkService(name, kind string, seen map[string]bool) error {
 
 // StewardWhitelist is the steward endpoint's whitelist: every registered
 // reeve, straight from the registry.
-type StewardWhitelist struct{ Registry *registry.Registry }
+type StewardWhitelist struct {
+	Registry interface {
+		PeerByName(name string) (records.Peer, bool)
+	}
+}
 
 // Lookup implements signedrpc.Whitelist.
 func (w StewardWhitelist) Lookup(keyID string) (ed25519.PublicKey, error) {

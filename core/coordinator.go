@@ -9,11 +9,10 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
-	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/rules"
-	"github.com/fabricmesh/fabric/internal/sshusers"
 	"github.com/fabricmesh/fabric/internal/store"
 )
 
@@ -23,15 +22,31 @@ type NodeActivator interface {
 	GetNodeState(ctx context.Context, nodePublicEndpoint string) (NodeState, error)
 	// ActivateAsNode makes the node a node of this cluster.
 	ActivateAsNode(ctx context.Context, nodePublicEndpoint string, req NodeActivation) (records.Activated, error)
+	// Leave tells the node that it is no longer the node at nodeVPNIP of
+	// the cluster: it leaves (the call is signed by the coordinator).
+	Leave(ctx context.Context, nodePublicEndpoint string, req LeaveRequest) error
+}
+
+// LeaveRequest tells a node to leave its cluster. VPN IPs are never given
+// twice, so the cluster and the VPN IP name one membership of one machine.
+type LeaveRequest struct {
+	ClusterID string
+	NodeVPNIP netip.Addr
+}
+
+// LeaveMessage is what the coordinator signs to tell a node to leave.
+func LeaveMessage(req LeaveRequest) []byte {
+	return []byte("fabric-leave\x00" + req.ClusterID + "\x00" + req.NodeVPNIP.String())
 }
 
 // NodeState is what a peer says about itself before it is activated.
 type NodeState struct {
-	State     State
-	ClusterID string
-	Name      string
-	Horde     string
-	VPNPubKey []byte
+	State         State
+	ClusterID     string
+	Name          string
+	Horde         string
+	VPNPubKey     []byte
+	SigningPubKey []byte
 }
 
 // CoordinatorActivation is the admin's request to create a cluster.
@@ -44,9 +59,6 @@ type CoordinatorActivation struct {
 	// Rules is the connectivity rules file (YAML), RulesName its name for
 	// error messages; empty for the default rules.
 	Rules, RulesName string
-	// Users is the SSH users file (YAML, see internal/sshusers), UsersName
-	// its name for error messages; empty for no users.
-	Users, UsersName string
 }
 
 // Event is one step of an activation, streamed to the admin.
@@ -87,14 +99,14 @@ type ActivationResult struct {
 // ActivateAdditionalNodes can retry it. The node activations run to
 // completion even if ctx ends (the admin disconnected).
 func (c *Core) ActivateAsCoordinator(ctx context.Context, req CoordinatorActivation, emit func(Event)) (ActivationResult, error) {
-	endpoints, users, err := c.checkCoordinatorActivation(req)
+	endpoints, err := c.checkCoordinatorActivation(req)
 	if err != nil {
 		return ActivationResult{}, err
 	}
 	if err := c.begin(); err != nil {
 		return ActivationResult{}, err
 	}
-	admin, err := c.becomeCoordinator(ctx, req, users)
+	admin, err := c.becomeCoordinator(ctx, req)
 	if err != nil {
 		c.end(StateAcceptingInit, nil)
 		return ActivationResult{}, err
@@ -109,29 +121,24 @@ func (c *Core) ActivateAsCoordinator(ctx context.Context, req CoordinatorActivat
 	return c.activateNodes(context.WithoutCancel(ctx), endpoints, emit), nil
 }
 
-func (c *Core) checkCoordinatorActivation(req CoordinatorActivation) ([]string, []records.SSHUser, error) {
+func (c *Core) checkCoordinatorActivation(req CoordinatorActivation) ([]string, error) {
 	if _, err := records.ParseVPNCIDR(req.VPNCIDR.String()); err != nil || !req.VPNCIDR.IsValid() {
-		return nil, nil, fmt.Errorf("%w: vpn cidr: %v", ErrInvalidArgument, err)
+		return nil, fmt.Errorf("%w: vpn cidr: %v", ErrInvalidArgument, err)
 	}
 	if req.VPNCIDR.Contains(c.cfg.Self.PublicEndpoint.Addr()) {
-		return nil, nil, fmt.Errorf("%w: vpn cidr %s contains the coordinator's public IP %s; choose a range that no peer uses on its network",
+		return nil, fmt.Errorf("%w: vpn cidr %s contains the coordinator's public IP %s; choose a range that no peer uses on its network",
 			ErrInvalidArgument, req.VPNCIDR, c.cfg.Self.PublicEndpoint.Addr())
 	}
 	if len(req.AdminSigningPubKey) != ed25519.PublicKeySize || len(req.AdminVPNPubKey) != 32 {
-		return nil, nil, fmt.Errorf("%w: admin keys must be a 32-byte ed25519 and a 32-byte WireGuard public key", ErrInvalidArgument)
+		return nil, fmt.Errorf("%w: admin keys must be a 32-byte ed25519 and a 32-byte WireGuard public key", ErrInvalidArgument)
 	}
 	if req.AdminName == "" {
-		return nil, nil, fmt.Errorf("%w: admin name is empty", ErrInvalidArgument)
+		return nil, fmt.Errorf("%w: admin name is empty", ErrInvalidArgument)
 	}
 	if _, err := rules.ParseOrDefault(req.RulesName, req.Rules); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
-	users, err := sshusers.ParseOrNone(req.UsersName, req.Users)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
-	}
-	endpoints, err := c.checkNodeEndpoints(req.NodePublicEndpoints, req.VPNCIDR)
-	return endpoints, users, err
+	return c.checkNodeEndpoints(req.NodePublicEndpoints, req.VPNCIDR)
 }
 
 // checkNodeEndpoints parses the endpoints and rejects duplicates, the
@@ -160,9 +167,9 @@ func (c *Core) checkNodeEndpoints(in []string, vpnCIDR netip.Prefix) ([]string, 
 }
 
 // becomeCoordinator brings up the network and commits the cluster, the
-// coordinator, the admin, the SSH users and the role in one transaction. On
-// error nothing is committed and the interface is removed.
-func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation, users []records.SSHUser) (records.Peer, error) {
+// coordinator, the admin and the role in one transaction. On error nothing
+// is committed and the interface is removed.
+func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation) (records.Peer, error) {
 	id, err := newClusterID()
 	if err != nil {
 		return records.Peer{}, err
@@ -179,7 +186,7 @@ func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation,
 		WGPubKey: pubKeyBytes(self.VPNPrivKey), SigningPubKey: self.SigningPubKey,
 	}
 	admin := records.Peer{Name: req.AdminName, SigningPubKey: req.AdminSigningPubKey, WGPubKey: req.AdminVPNPubKey}
-	peers, err := c.reg.Init(records.Cluster{ID: id, VPNCIDR: req.VPNCIDR, Rules: req.Rules}, coordinator, []records.Peer{admin}, users,
+	peers, err := c.reg.Init(records.Cluster{ID: id, VPNCIDR: req.VPNCIDR, Rules: req.Rules}, coordinator, []records.Peer{admin},
 		func(tx store.Tx) error { return store.PutJSON(tx, keyRole, persistedRole{Role: StateCoordinator}) })
 	if err != nil {
 		c.networkDown(ctx)
@@ -231,34 +238,45 @@ func (c *Core) startCoordinator() error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if err := c.cfg.Services.StartCoordinator(ctx, c.reg); err != nil {
+	feed, err := c.cfg.Services.StartCoordinator(ctx)
+	if err != nil {
 		return fmt.Errorf("starting coordinator services: %w", err)
 	}
-	c.goLoop(c.coordinatorPeersLoop)
+	c.goLoop(func(ctx context.Context) { c.coordinatorPeersLoop(ctx, feed) })
 	return nil
 }
 
-func (c *Core) coordinatorPeersLoop(ctx context.Context) {
+// coordinatorPeersLoop keeps the coordinator's WireGuard peers in step
+// with its records, through its feed like a node: every active peer, and
+// the nodes being activated.
+func (c *Core) coordinatorPeersLoop(ctx context.Context, feed Feed) {
 	self := c.mustCluster().CoordinatorVPNIP
 	b := backoff{min: c.cfg.MinBackoff, max: c.cfg.MaxBackoff}
-	var usersApplied uint64 // revision of the SSH users applied, 0: none yet
+	held := heldPeers{peers: map[netip.Addr]records.Peer{}}
 	for {
-		rev, peers := c.reg.Peers()
-		err := c.applyPeers(ctx, peers, self, true)
-		if err == nil {
-			err = c.applyOwnSSHUsers(ctx, &usersApplied)
-		}
+		u, err := feed.Next(ctx, self, held.rev, 0)
 		if err != nil {
-			c.log.Warn("applying the coordinator's peers or SSH users; will retry", "revision", rev, "err", err)
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Warn("following the coordinator's records; will retry", "err", err)
+			if !sleep(ctx, b.next()) {
+				return
+			}
+			continue
+		}
+		next := held.merge(u)
+		if err := c.applyPeers(ctx, next.sorted(), self, true); err != nil {
+			c.log.Warn("applying coordinator peers; will retry", "revision", u.Revision, "err", err)
 			if !sleep(ctx, b.next()) {
 				return
 			}
 			continue
 		}
 		b.reset()
-		c.reg.ReportApplied(self, rev, c.cfg.Now().Unix())
-		if _, err := c.reg.Wait(ctx, rev); err != nil {
-			return
+		held = next
+		if c.cfg.Applied != nil {
+			c.cfg.Applied(self, held.rev)
 		}
 	}
 }
@@ -325,7 +343,7 @@ func (c *Core) activateNode(ctx context.Context, endpoint string) NodeResult {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.NodeActivationTimeout)
 	defer cancel()
 	peer, err := c.tryActivateNode(ctx, endpoint)
-	if errors.Is(err, registry.ErrAlreadyActive) {
+	if errors.Is(err, records.ErrAlreadyActive) {
 		c.log.Info("node already active", "node", endpoint, "name", peer.Name)
 		return NodeResult{NodePublicEndpoint: endpoint, Peer: peer}
 	}
@@ -359,7 +377,9 @@ func (c *Core) tryActivateNode(ctx context.Context, endpoint string) (records.Pe
 	// A node waiting for activation at an endpoint the registry knows as
 	// active lost its state (reinstalled): it is activated again, with its
 	// VPN IP and its new keys.
-	reserved, err := c.reg.Reserve(endpoint, st.Name, st.VPNPubKey, st.State == StateAcceptingInit)
+	// Keys held by another active peer or by a removed one are refused
+	// here, before the node changes anything.
+	reserved, err := c.reg.Reserve(endpoint, st.Name, st.VPNPubKey, st.SigningPubKey, st.State == StateAcceptingInit)
 	if err != nil {
 		return reserved, err
 	}
@@ -382,7 +402,87 @@ func (c *Core) tryActivateNode(ctx context.Context, endpoint string) (records.Pe
 		return records.Peer{}, fmt.Errorf("activating node: %w", err)
 	}
 	if activated.Name != st.Name {
-		return records.Peer{}, fmt.Errorf("node changed its name from %q to %q during activation", st.Name, activated.Name)
+		err = fmt.Errorf("node changed its name from %q to %q during activation", st.Name, activated.Name)
+	} else {
+		var peer records.Peer
+		if peer, err = c.reg.Activate(reserved.VPNIP, activated); err == nil {
+			return peer, nil
+		}
 	}
-	return c.reg.Activate(reserved.VPNIP, activated)
+	// The node activated itself but the registry refused it: it must not
+	// keep a role nobody knows, so it is told to leave again.
+	if lerr := c.cfg.Activator.Leave(ctx, endpoint, LeaveRequest{ClusterID: cl.ID, NodeVPNIP: reserved.VPNIP}); lerr != nil {
+		c.log.Warn("telling a refused node to leave", "node", endpoint, "err", lerr)
+	}
+	return records.Peer{}, err
+}
+
+// RemoveNode removes a node, whatever its state (a failed or pending row,
+// such as a mistyped endpoint, included), named by its name, VPN IP or
+// public endpoint: in one revision it leaves every peer's WireGuard
+// configuration, every whitelist, endpoint list and catalog; its VPN IP is
+// retired and its keys are refused from then on. If the machine is
+// reachable it is told to leave (and returns to accepting-init with a new
+// identity); told reports whether it was.
+func (c *Core) RemoveNode(ctx context.Context, target string) (removed records.Peer, told bool, err error) {
+	if _, ok := c.Registry(); !ok {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return records.Peer{}, false, c.wrongStateLocked()
+	}
+	p, err := c.findNode(target)
+	if err != nil {
+		return records.Peer{}, false, err
+	}
+	if removed, err = c.reg.Remove(p.VPNIP); err != nil {
+		if errors.Is(err, records.ErrConflict) || errors.Is(err, records.ErrRemoved) {
+			return records.Peer{}, false, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+		}
+		return records.Peer{}, false, err
+	}
+	c.log.Info("node removed", "name", removed.Name, "vpnIP", removed.VPNIP, "endpoint", removed.PublicEndpoint, "was", removed.State)
+	if removed.State == records.StateActive && removed.PublicEndpoint != "" {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err := c.cfg.Activator.Leave(ctx, removed.PublicEndpoint, LeaveRequest{ClusterID: c.mustCluster().ID, NodeVPNIP: removed.VPNIP})
+		if err != nil {
+			c.log.Warn("telling the removed node to leave", "node", removed.PublicEndpoint, "err", err)
+		}
+		told = err == nil
+	}
+	return removed, told, nil
+}
+
+// findNode finds the record a removal names: a name (active or pending
+// first, then failed), a VPN IP or a public endpoint.
+func (c *Core) findNode(target string) (records.Peer, error) {
+	if ip, err := netip.ParseAddr(target); err == nil {
+		if p, ok := c.reg.Peer(ip); ok && p.State != records.StateRemoved {
+			return p, nil
+		}
+		return records.Peer{}, fmt.Errorf("%w: no node has VPN IP %s", ErrNotFound, ip)
+	}
+	if ap, err := netip.ParseAddrPort(target); err == nil {
+		if p, ok := c.reg.PeerByEndpoint(ap.String()); ok {
+			return p, nil
+		}
+		return records.Peer{}, fmt.Errorf("%w: no node has public endpoint %s", ErrNotFound, ap)
+	}
+	if p, ok := c.reg.PeerByName(target); ok {
+		return p, nil
+	}
+	_, peers := c.reg.Peers()
+	var found []records.Peer
+	for _, p := range peers {
+		if p.Name == target {
+			found = append(found, p)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return records.Peer{}, fmt.Errorf("%w: no node is named %q (give a name, a VPN IP or a public endpoint IP:PORT)", ErrNotFound, target)
+	case 1:
+		return found[0], nil
+	}
+	return records.Peer{}, fmt.Errorf("%w: %d rows are named %q; give the VPN IP or the public endpoint of the one to remove", ErrInvalidArgument, len(found), target)
 }

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/store"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -33,6 +32,8 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrWrongState: the peer is not in a state that allows the request.
 	ErrWrongState = errors.New("wrong state")
+	// ErrNotFound: the request names something that does not exist.
+	ErrNotFound = errors.New("not found")
 )
 
 // Self is what a peer knows about itself before activation.
@@ -56,24 +57,31 @@ func (s Self) WGEndpoint() netip.AddrPort {
 
 // RoleServices starts what a role needs beyond core: the daemon serves the
 // vpnapi on a coordinator, for example. Both are called once the role's
-// network is up, on activation and on every restart.
+// network is up, on activation and on every restart. StartCoordinator
+// returns the feed the coordinator follows its own records with.
+//
+// Removed is called when the coordinator removed this node, after core
+// brought its network down and forgot its cluster: the daemon drops what
+// the role's services keep and returns the peer to accepting-init with a
+// new identity.
 type RoleServices interface {
-	StartCoordinator(ctx context.Context, reg *registry.Registry) error
+	StartCoordinator(ctx context.Context) (Feed, error)
 	StartNode(ctx context.Context, node NodeConfig) error
+	Removed(ctx context.Context) error
 }
 
 // Config is what New needs.
 type Config struct {
-	Self      Self
-	Store     store.Store
+	Self  Self
+	Store store.Store
+	// Registry holds the cluster's records (filled on a coordinator).
+	Registry  Registry
 	Network   NetworkManager
 	Activator NodeActivator
 	Dialer    CoordinatorDialer
 	Services  RoleServices
 	// Views applies the node's service view (optional).
 	Views ViewApplier
-	// Users installs the cluster's SSH users on this peer (optional).
-	Users UserApplier
 	// VPNAPIPort is the port of the coordinator's vpnapi on its VPN IP.
 	VPNAPIPort int
 	// ActivationConcurrency bounds the nodes activated at once (default 32).
@@ -82,7 +90,13 @@ type Config struct {
 	NodeActivationTimeout time.Duration
 	// Backoff bounds the retry delay of the update loops (defaults 100ms, 5s).
 	MinBackoff, MaxBackoff time.Duration
-	Logger                 *slog.Logger
+	// Heartbeat is how often a node reports on its watch that it is
+	// alive (default DefaultHeartbeat).
+	Heartbeat time.Duration
+	// Applied, if set, learns each revision the coordinator applied to
+	// its own WireGuard peers.
+	Applied func(ip netip.Addr, rev uint64)
+	Logger  *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -91,12 +105,14 @@ type Config struct {
 type Core struct {
 	cfg Config
 	log *slog.Logger
-	reg *registry.Registry
+	reg Registry
 
 	mu      sync.Mutex
 	state   State
 	failure string
 	node    *NodeConfig // set when StateNode
+	// stopNode ends the node loop (set when StateNode).
+	stopNode context.CancelFunc
 
 	ctx context.Context // lifetime of background loops, set by Start
 	wg  sync.WaitGroup
@@ -108,21 +124,19 @@ type persistedRole struct {
 	Role State `json:"role"`
 }
 
-// New checks cfg and opens the peer's registry from its store. Call Start
-// to restore the persisted role.
+// DefaultHeartbeat is how often a node reports that it is alive.
+const DefaultHeartbeat = 15 * time.Second
+
+// New checks cfg. Call Start to restore the persisted role.
 func New(cfg Config) (*Core, error) {
-	if cfg.Store == nil || cfg.Network == nil || cfg.Activator == nil || cfg.Dialer == nil || cfg.Services == nil {
-		return nil, errors.New("core: Store, Network, Activator, Dialer and Services are required")
+	if cfg.Store == nil || cfg.Registry == nil || cfg.Network == nil || cfg.Activator == nil || cfg.Dialer == nil || cfg.Services == nil {
+		return nil, errors.New("core: Store, Registry, Network, Activator, Dialer and Services are required")
 	}
 	if !cfg.Self.PublicEndpoint.IsValid() || cfg.Self.WGPort <= 0 || cfg.Self.WGPort > 65535 {
 		return nil, errors.New("core: Self.PublicEndpoint and Self.WGPort are required")
 	}
 	setDefaults(&cfg)
-	reg, err := registry.Open(cfg.Store)
-	if err != nil {
-		return nil, err
-	}
-	return &Core{cfg: cfg, log: cfg.Logger, reg: reg, state: StateAcceptingInit}, nil
+	return &Core{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, state: StateAcceptingInit}, nil
 }
 
 func setDefaults(cfg *Config) {
@@ -140,6 +154,9 @@ func setDefaults(cfg *Config) {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = DefaultHeartbeat
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -248,13 +265,16 @@ type Status struct {
 	ClusterID string
 	VPNIP     netip.Addr
 	VPNPubKey wgtypes.Key
+	// SigningPubKey is the peer's signing key.
+	SigningPubKey []byte
 }
 
 // Status reports the peer's state.
 func (c *Core) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := Status{State: c.state, Failure: c.failure, Name: c.cfg.Self.Name, Horde: c.cfg.Self.Horde, VPNPubKey: c.cfg.Self.VPNPrivKey.PublicKey()}
+	st := Status{State: c.state, Failure: c.failure, Name: c.cfg.Self.Name, Horde: c.cfg.Self.Horde,
+		VPNPubKey: c.cfg.Self.VPNPrivKey.PublicKey(), SigningPubKey: c.cfg.Self.SigningPubKey}
 	switch c.state {
 	case StateCoordinator:
 		cl, _ := c.reg.Cluster()
@@ -266,7 +286,7 @@ func (c *Core) Status() Status {
 }
 
 // Registry returns the cluster registry when the peer is the coordinator.
-func (c *Core) Registry() (*registry.Registry, bool) {
+func (c *Core) Registry() (Registry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.reg, c.state == StateCoordinator

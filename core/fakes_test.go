@@ -2,14 +2,19 @@ package core
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/fabricmesh/fabric/coordinator/feed"
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/update"
 )
 
 // fakeNet is the wire between the test peers: the coordinators' vpnapis by
@@ -21,27 +26,46 @@ type fakeNet struct {
 	dialErr  error
 	watchErr error
 	// holds cancels the watches in flight, so breaking the net ends them.
-	holds   map[*context.CancelFunc]struct{}
-	dials   int
-	watches int
+	holds map[*context.CancelFunc]struct{}
+	// reported is the last revision each peer reported (the coordinator
+	// through Config.Applied).
+	reported map[netip.Addr]uint64
+	dials    int
+	watches  int
 }
 
-// fakeVPNAPI is a coordinator's vpnapi as nodes see it: its registry, for
-// the lifetime of the coordinator's services.
+// fakeVPNAPI is a coordinator's vpnapi as nodes see it: its registry and
+// its feed, for the lifetime of the coordinator's services.
 type fakeVPNAPI struct {
-	reg *registry.Registry
-	ctx context.Context
+	reg  *registry.Registry
+	feed *feed.Feed
+	ctx  context.Context
 }
 
 var errConnRefused = errors.New("connection refused")
 
+// fakeKeepalive is the fake vpnapi's keepalive.
+const fakeKeepalive = 200 * time.Millisecond
+
 func newFakeNet() *fakeNet {
-	return &fakeNet{vpnapis: map[string]*fakeVPNAPI{}, holds: map[*context.CancelFunc]struct{}{}}
+	return &fakeNet{vpnapis: map[string]*fakeVPNAPI{}, holds: map[*context.CancelFunc]struct{}{}, reported: map[netip.Addr]uint64{}}
 }
 
-// serve publishes reg at endpoint until ctx ends.
-func (n *fakeNet) serve(ctx context.Context, endpoint string, reg *registry.Registry) {
-	api := &fakeVPNAPI{reg: reg, ctx: ctx}
+func (n *fakeNet) report(ip netip.Addr, rev uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.reported[ip] = rev
+}
+
+func (n *fakeNet) lastReport(ip netip.Addr) uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.reported[ip]
+}
+
+// serve publishes reg and its feed at endpoint until ctx ends.
+func (n *fakeNet) serve(ctx context.Context, endpoint string, reg *registry.Registry, f *feed.Feed) {
+	api := &fakeVPNAPI{reg: reg, feed: f, ctx: ctx}
 	n.mu.Lock()
 	n.vpnapis[endpoint] = api
 	n.mu.Unlock()
@@ -76,7 +100,7 @@ func (n *fakeNet) attempts() int {
 
 // fakeDialer is one peer's way to its coordinator's vpnapi. Like the real
 // vpnapi, the coordinator knows the caller by its signing key and accepts
-// only active nodes.
+// only active nodes (and removed ones, which it tells so).
 type fakeDialer struct {
 	net           *fakeNet
 	signingPubKey []byte
@@ -84,55 +108,73 @@ type fakeDialer struct {
 
 var _ CoordinatorDialer = (*fakeDialer)(nil)
 
-// DialCoordinator implements CoordinatorDialer.
-func (d *fakeDialer) DialCoordinator(_ context.Context, co CoordinatorInfo) (UpdateClient, error) {
+// Watch implements CoordinatorDialer.
+func (d *fakeDialer) Watch(ctx context.Context, co CoordinatorInfo, start WatchStart) (Watch, error) {
 	n := d.net
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	n.dials++
-	if n.dialErr != nil {
-		return nil, n.dialErr
-	}
-	return &fakeUpdateClient{net: n, endpoint: co.VPNAPIEndpoint, signingPubKey: d.signingPubKey}, nil
-}
-
-// fakeUpdateClient serves WatchUpdates from the coordinator's registry the
-// way vpnapi.Server does: wait for a revision after the node's, then send
-// the changes.
-type fakeUpdateClient struct {
-	net           *fakeNet
-	endpoint      string
-	signingPubKey []byte
-}
-
-// WatchUpdates implements UpdateClient.
-func (c *fakeUpdateClient) WatchUpdates(ctx context.Context, applied uint64) (Update, error) {
-	api, hold, done, err := c.net.startWatch(ctx, c.endpoint)
+	err := n.dialErr
+	n.mu.Unlock()
 	if err != nil {
-		return Update{}, err
+		return nil, err
 	}
-	defer done()
-	caller, ok := api.reg.LookupSigningKey(c.signingPubKey)
+	api, hold, done, err := n.startWatch(ctx, co.VPNAPIEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	caller, ok := api.reg.LookupSigningKey(d.signingPubKey)
 	if !ok || (caller.Role != records.RoleNode && caller.Role != records.RoleCoordinator) {
-		return Update{}, errors.New("permission denied: not an active node of this cluster")
+		done()
+		return nil, errors.New("permission denied: not an active node of this cluster")
 	}
-	api.reg.ReportApplied(caller.VPNIP, applied, time.Now().Unix())
-	_, _ = api.reg.Wait(hold, applied)
-	switch {
-	case ctx.Err() != nil:
-		return Update{}, ctx.Err()
-	case c.net.currentWatchErr() != nil:
-		return Update{}, c.net.currentWatchErr()
+	return &fakeWatch{net: n, api: api, hold: hold, done: done, ip: caller.VPNIP, sent: start.Applied}, nil
+}
+
+// fakeWatch serves a watch from the coordinator's feed the way
+// vpnapi.Server does.
+type fakeWatch struct {
+	net  *fakeNet
+	api  *fakeVPNAPI
+	hold context.Context
+	done func()
+	ip   netip.Addr
+	sent uint64
+}
+
+// Recv implements Watch.
+func (w *fakeWatch) Recv() (update.Update, error) {
+	for {
+		u, err := w.api.feed.Next(w.hold, w.ip, w.sent, fakeKeepalive)
+		switch {
+		case w.net.currentWatchErr() != nil:
+			return update.Update{}, w.net.currentWatchErr()
+		case w.api.ctx.Err() != nil:
+			return update.Update{}, errors.New("coordinator went away")
+		case err != nil:
+			return update.Update{}, err
+		}
+		if u.Kind == update.Unchanged && u.Revision != w.sent {
+			w.sent = u.Revision // nothing for this node
+			continue
+		}
+		w.sent = u.Revision
+		return u, nil
 	}
-	if api.ctx.Err() != nil {
-		return Update{}, errors.New("coordinator went away")
+}
+
+// Report implements Watch.
+func (w *fakeWatch) Report(applied uint64, _ time.Duration) error {
+	if err := w.net.currentWatchErr(); err != nil {
+		return err
 	}
-	rev, full, changed := api.reg.Changes(applied)
-	upd := Update{Revision: rev, Full: full, Peers: changed}
-	if users, ok := api.reg.SSHUsersSince(applied); ok {
-		upd.SSHUsers = &SSHUserSet{Users: users}
-	}
-	return upd, nil
+	w.net.report(w.ip, applied)
+	return nil
+}
+
+// Close implements Watch.
+func (w *fakeWatch) Close() error {
+	w.done()
+	return nil
 }
 
 // startWatch finds the vpnapi at endpoint and returns a hold context that
@@ -166,36 +208,39 @@ func (n *fakeNet) currentWatchErr() error {
 	return n.watchErr
 }
 
-// Close implements UpdateClient.
-func (c *fakeUpdateClient) Close() error { return nil }
-
 // fakeServices records the role services started and serves a
 // coordinator's registry on the fake net, like the daemon serves the vpnapi.
 type fakeServices struct {
 	net        *fakeNet
 	vpnapiPort int
+	reg        *registry.Registry
 
-	mu    sync.Mutex
-	calls []string
-	fail  error
+	mu      sync.Mutex
+	calls   []string
+	fail    error
+	removed int
 }
 
 var _ RoleServices = (*fakeServices)(nil)
 
 // StartCoordinator implements RoleServices.
-func (s *fakeServices) StartCoordinator(ctx context.Context, reg *registry.Registry) error {
-	cl, ok := reg.Cluster()
+func (s *fakeServices) StartCoordinator(ctx context.Context) (Feed, error) {
+	cl, ok := s.reg.Cluster()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail != nil {
-		return s.fail
+		return nil, s.fail
 	}
 	if !ok {
-		return errors.New("fake services: coordinator started with an empty registry")
+		return nil, errors.New("fake services: coordinator started with an empty registry")
+	}
+	f, err := feed.New(s.reg, rules.DefaultRules(), feed.Options{})
+	if err != nil {
+		return nil, err
 	}
 	s.calls = append(s.calls, "StartCoordinator "+cl.ID)
-	s.net.serve(ctx, hostPort(cl.CoordinatorVPNIP, s.vpnapiPort), reg)
-	return nil
+	s.net.serve(ctx, hostPort(cl.CoordinatorVPNIP, s.vpnapiPort), s.reg, f)
+	return f, nil
 }
 
 // StartNode implements RoleServices.
@@ -206,6 +251,14 @@ func (s *fakeServices) StartNode(_ context.Context, cfg NodeConfig) error {
 		return s.fail
 	}
 	s.calls = append(s.calls, "StartNode "+cfg.VPNIP.String())
+	return nil
+}
+
+// Removed implements RoleServices.
+func (s *fakeServices) Removed(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, "Removed")
 	return nil
 }
 
@@ -253,6 +306,9 @@ type fakeActivator struct {
 	behaviour map[string]behaviour
 	calls     []activatorCall
 	lost      map[string]bool // answers already lost
+
+	// signingKey is the coordinator's, signing requests to leave.
+	signingKey ed25519.PrivateKey
 
 	barrier     int           // 0: none
 	open        chan struct{} // closed once barrier calls were in flight
@@ -315,7 +371,20 @@ func (a *fakeActivator) GetNodeState(_ context.Context, endpoint string) (NodeSt
 	if b == behaveFailed {
 		st.State, st.Failure = StateFailed, "disk full"
 	}
-	return NodeState{State: st.State, ClusterID: st.ClusterID, Name: st.Name, Horde: st.Horde, VPNPubKey: st.VPNPubKey[:]}, nil
+	return NodeState{State: st.State, ClusterID: st.ClusterID, Name: st.Name, Horde: st.Horde, VPNPubKey: st.VPNPubKey[:], SigningPubKey: st.SigningPubKey}, nil
+}
+
+// Leave implements NodeActivator: the node checks the coordinator's
+// signature itself, so the fake signs with the key the harness gave it.
+func (a *fakeActivator) Leave(ctx context.Context, endpoint string, req LeaveRequest) error {
+	node, _, err := a.lookup("Leave", endpoint, NodeActivation{})
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	key := a.signingKey
+	a.mu.Unlock()
+	return node.LeaveCluster(ctx, req, ed25519.Sign(key, LeaveMessage(req)))
 }
 
 // ActivateAsNode implements NodeActivator.

@@ -62,6 +62,15 @@ func (w logWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// signingPrivKeys holds the test peers' signing keys, by public key.
+var signingPrivKeys sync.Map
+
+// signingPrivKey is the private key of a test peer's signing key.
+func signingPrivKey(pub []byte) ed25519.PrivateKey {
+	k, _ := signingPrivKeys.Load(string(pub))
+	return k.(ed25519.PrivateKey)
+}
+
 // newSelf makes the identity of a test peer at 192.0.2.<host>:7443.
 func newSelf(t testing.TB, name string, host byte) Self {
 	t.Helper()
@@ -69,10 +78,11 @@ func newSelf(t testing.TB, name string, host byte) Self {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signPub, _, err := ed25519.GenerateKey(rand.Reader)
+	signPub, signPriv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	signingPrivKeys.Store(string(signPub), signPriv)
 	return Self{
 		Name: name, Horde: "h1",
 		PublicEndpoint: netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, host}), 7443),
@@ -85,6 +95,7 @@ func newSelf(t testing.TB, name string, host byte) Self {
 type testPeer struct {
 	self     Self
 	store    store.Store
+	reg      *registry.Registry
 	net      *FakeNetworkManager
 	services *fakeServices
 	core     *Core
@@ -121,6 +132,7 @@ type harness struct {
 func newHarness(t *testing.T, n int, tweak func(*Config)) *harness {
 	h := &harness{t: t, net: newFakeNet(), activator: newFakeActivator(), tweak: tweak}
 	h.coord = h.start(newSelf(t, "coord", 1), store.NewMem())
+	h.activator.signingKey = signingPrivKey(h.coord.self.SigningPubKey)
 	for range n {
 		h.addNode(store.NewMem())
 	}
@@ -142,12 +154,17 @@ func (h *harness) addNode(st store.Store) *testPeer {
 func (h *harness) start(self Self, st store.Store, before ...func(*testPeer)) *testPeer {
 	t := h.t
 	t.Helper()
-	p := &testPeer{self: self, store: st, net: NewFakeNetworkManager(),
-		services: &fakeServices{net: h.net, vpnapiPort: testVPNAPIPort}}
+	reg, err := registry.Open(st)
+	if err != nil {
+		t.Fatalf("opening the registry of %s: %v", self.Name, err)
+	}
+	p := &testPeer{self: self, store: st, reg: reg, net: NewFakeNetworkManager(),
+		services: &fakeServices{net: h.net, vpnapiPort: testVPNAPIPort, reg: reg}}
 	cfg := Config{
-		Self: self, Store: st, Network: p.net, Activator: h.activator, Dialer: &fakeDialer{net: h.net, signingPubKey: self.SigningPubKey}, Services: p.services,
+		Self: self, Store: st, Registry: reg, Network: p.net, Activator: h.activator, Dialer: &fakeDialer{net: h.net, signingPubKey: self.SigningPubKey}, Services: p.services,
 		VPNAPIPort: testVPNAPIPort, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
-		Logger: testLogger(t, self.Name),
+		Applied: h.net.report,
+		Logger:  testLogger(t, self.Name),
 	}
 	if h.tweak != nil {
 		h.tweak(&cfg)
@@ -274,11 +291,10 @@ func (h *harness) mustActivate() {
 
 func (h *harness) registry() *registry.Registry {
 	h.t.Helper()
-	reg, ok := h.coord.core.Registry()
-	if !ok {
+	if _, ok := h.coord.core.Registry(); !ok {
 		h.t.Fatalf("the coordinator is %s, not the coordinator", h.coord.core.Status().State)
 	}
-	return reg
+	return h.coord.reg
 }
 
 // peerByEndpoint is the registry's record of the node at endpoint.

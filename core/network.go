@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"net/netip"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -22,4 +23,10 @@ type NetworkManager interface {
 	Up(ctx context.Context, privKey wgtypes.Key, listenPort int, address netip.Prefix) error
 	SetPeers(ctx context.Context, peers []wgtypes.PeerConfig) error
 	Down(ctx context.Context) error
+}
+
+// HandshakeReader is implemented by network managers that can tell when
+// the last WireGuard handshake with a peer was (the zero time: none yet).
+type HandshakeReader interface {
+	LastHandshake(ctx context.Context, peer wgtypes.Key) (time.Time, error)
 }

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync/atomic"
+	"time"
 
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
-	"github.com/fabricmesh/fabric/internal/view"
+	"github.com/fabricmesh/fabric/internal/update"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -42,57 +44,81 @@ type NodeConfig struct {
 	Coordinator CoordinatorInfo `json:"coordinator"`
 }
 
-// Update is a coordinator's answer to a node's watch.
-type Update struct {
-	Revision uint64
-	// Full: Peers is the complete set, replacing the node's.
-	Full    bool
-	Peers   []records.Peer
-	Removed []netip.Addr
-	// View is the change of the node's service view, if any.
-	View *ViewUpdate
-	// SSHUsers is the cluster's whole set of SSH users, when it changed
-	// since the node's revision (or with Full).
-	SSHUsers *SSHUserSet
-}
-
-// ViewUpdate is a change of a node's service view: entries to add or
-// replace and keys to remove, or with Full the whole view.
-type ViewUpdate struct {
-	Full    bool
-	Upserts view.View
-	Removed []string
-}
-
 // ViewApplier applies a node's service view (the node's reeve). It persists
 // the view itself; core persists the revision only once both the peers and
 // the view are applied.
 type ViewApplier interface {
-	ApplyView(ctx context.Context, rev uint64, v ViewUpdate) error
+	ApplyView(ctx context.Context, rev uint64, v update.ViewUpdate) error
 }
 
-// UpdateClient is a node's connection to its coordinator's vpnapi.
-type UpdateClient interface {
-	// WatchUpdates long-polls for the changes after appliedRevision.
-	WatchUpdates(ctx context.Context, appliedRevision uint64) (Update, error)
+// WatchStart opens a node's watch: the revision it applied and its
+// WireGuard endpoint as it is now.
+type WatchStart struct {
+	Applied    uint64
+	WGEndpoint string
+}
+
+// Watch is a node's open watch on its coordinator.
+type Watch interface {
+	// Recv returns the next update; it fails when the coordinator was
+	// silent for too long.
+	Recv() (update.Update, error)
+	// Report tells the coordinator the revision applied and the age of
+	// the last WireGuard handshake with it (-1: none).
+	Report(applied uint64, coordinatorHandshakeAge time.Duration) error
 	Close() error
 }
 
 // CoordinatorDialer connects a node to its coordinator.
 type CoordinatorDialer interface {
-	DialCoordinator(ctx context.Context, coordinator CoordinatorInfo) (UpdateClient, error)
+	Watch(ctx context.Context, coordinator CoordinatorInfo, start WatchStart) (Watch, error)
 }
 
+// A node persists its cluster and the peers it last applied, one key per
+// peer, so that applying an update writes what it changed:
+//
+//	core/node/config       NodeConfig
+//	core/node/revision     the revision applied
+//	core/node/peers/<ip>   a peer (records.Peer)
 const (
-	keyNodeConfig = "core/node/config"
-	keyNodePeers  = "core/node/peers"
+	keyNodeConfig   = "core/node/config"
+	keyNodeRevision = "core/node/revision"
+	prefixNodePeers = "core/node/peers/"
+	// keyNodePeersV1 held every peer in one value (before per-peer keys);
+	// a node restarted from such a store moves them.
+	keyNodePeersV1 = "core/node/peers"
 )
 
-// nodePeers is the node's last applied view, persisted so that a node that
-// restarts without its coordinator keeps its mesh.
-type nodePeers struct {
-	Revision uint64         `json:"revision"`
-	Peers    []records.Peer `json:"peers"`
+// heldPeers is what a node applied: its revision and peers by VPN IP.
+type heldPeers struct {
+	rev   uint64
+	peers map[netip.Addr]records.Peer
+}
+
+// merge returns h with the update applied (h is not modified).
+func (h heldPeers) merge(u update.Update) heldPeers {
+	next := heldPeers{rev: u.Revision, peers: map[netip.Addr]records.Peer{}}
+	if u.Kind != update.Full {
+		for ip, p := range h.peers {
+			next.peers[ip] = p
+		}
+	}
+	for _, p := range u.Peers {
+		next.peers[p.VPNIP] = p
+	}
+	for _, ip := range u.RemovedPeers {
+		delete(next.peers, ip)
+	}
+	return next
+}
+
+func (h heldPeers) sorted() []records.Peer {
+	out := make([]records.Peer, 0, len(h.peers))
+	for _, p := range h.peers {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b records.Peer) int { return a.VPNIP.Compare(b.VPNIP) })
+	return out
 }
 
 // ActivateAsNode makes this peer a node: it brings up its WireGuard
@@ -177,8 +203,8 @@ func (c *Core) becomeNode(ctx context.Context, cfg NodeConfig) error {
 		c.networkDown(ctx)
 		return fmt.Errorf("bringing up the vpn interface: %w", err)
 	}
-	initial := nodePeers{Peers: []records.Peer{coordinatorPeer(cfg.Coordinator)}}
-	if err := c.applyPeers(ctx, initial.Peers, cfg.VPNIP, false); err != nil {
+	co := coordinatorPeer(cfg.Coordinator)
+	if err := c.applyPeers(ctx, []records.Peer{co}, cfg.VPNIP, false); err != nil {
 		c.networkDown(ctx)
 		return fmt.Errorf("adding the coordinator as a wireguard peer: %w", err)
 	}
@@ -186,7 +212,13 @@ func (c *Core) becomeNode(ctx context.Context, cfg NodeConfig) error {
 		if err := store.PutJSON(tx, keyNodeConfig, cfg); err != nil {
 			return err
 		}
-		if err := store.PutJSON(tx, keyNodePeers, initial); err != nil {
+		if err := forgetPeers(tx); err != nil {
+			return err
+		}
+		if err := store.PutJSON(tx, prefixNodePeers+co.VPNIP.String(), co); err != nil {
+			return err
+		}
+		if err := store.PutJSON(tx, keyNodeRevision, uint64(0)); err != nil {
 			return err
 		}
 		return store.PutJSON(tx, keyRole, persistedRole{Role: StateNode})
@@ -206,16 +238,82 @@ func coordinatorPeer(co CoordinatorInfo) records.Peer {
 	}
 }
 
+// forgetPeers deletes the persisted peers (both layouts).
+func forgetPeers(tx store.Tx) error {
+	var keys []string
+	err := tx.Scan(prefixNodePeers, func(key string, _ []byte) error {
+		keys = append(keys, key)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range append(keys, keyNodePeersV1) {
+		if err := tx.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadPeers reads what the node applied, moving peers persisted in the
+// older one-value layout to one key each.
+func (c *Core) loadPeers() (heldPeers, error) {
+	h := heldPeers{peers: map[netip.Addr]records.Peer{}}
+	var v1 struct {
+		Revision uint64         `json:"revision"`
+		Peers    []records.Peer `json:"peers"`
+	}
+	err := c.cfg.Store.View(func(tx store.Tx) error {
+		switch err := store.GetJSON(tx, keyNodePeersV1, &v1); {
+		case err == nil:
+			return nil
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+		if err := store.GetJSON(tx, keyNodeRevision, &h.rev); err != nil {
+			return err
+		}
+		return tx.Scan(prefixNodePeers, func(key string, value []byte) error {
+			var p records.Peer
+			if err := store.DecodeJSON(key, value, &p); err != nil {
+				return err
+			}
+			h.peers[p.VPNIP] = p
+			return nil
+		})
+	})
+	if err != nil || v1.Peers == nil {
+		return h, err
+	}
+	h.rev = v1.Revision
+	for _, p := range v1.Peers {
+		h.peers[p.VPNIP] = p
+	}
+	err = c.cfg.Store.Update(func(tx store.Tx) error {
+		if err := forgetPeers(tx); err != nil {
+			return err
+		}
+		for _, p := range v1.Peers {
+			if err := store.PutJSON(tx, prefixNodePeers+p.VPNIP.String(), p); err != nil {
+				return err
+			}
+		}
+		return store.PutJSON(tx, keyNodeRevision, h.rev)
+	})
+	if err != nil {
+		return heldPeers{}, fmt.Errorf("moving the persisted peers to one key each: %w", err)
+	}
+	return h, nil
+}
+
 // restoreNode brings a restarted node back with its last applied peers.
 func (c *Core) restoreNode(ctx context.Context) error {
 	var cfg NodeConfig
-	var np nodePeers
-	err := c.cfg.Store.View(func(tx store.Tx) error {
-		if err := store.GetJSON(tx, keyNodeConfig, &cfg); err != nil {
-			return err
-		}
-		return store.GetJSON(tx, keyNodePeers, &np)
-	})
+	if err := c.cfg.Store.View(func(tx store.Tx) error { return store.GetJSON(tx, keyNodeConfig, &cfg) }); err != nil {
+		return fmt.Errorf("reading node state: %w", err)
+	}
+	held, err := c.loadPeers()
 	if err != nil {
 		return fmt.Errorf("reading node state: %w", err)
 	}
@@ -223,8 +321,8 @@ func (c *Core) restoreNode(ctx context.Context) error {
 	if err := c.cfg.Network.Up(ctx, self.VPNPrivKey, self.WGPort, vpnPrefix(cfg.VPNIP, cfg.VPNCIDR)); err != nil {
 		return fmt.Errorf("bringing up the vpn interface: %w", err)
 	}
-	if err := c.applyPeers(ctx, np.Peers, cfg.VPNIP, false); err != nil {
-		return fmt.Errorf("restoring wireguard peers of revision %d: %w", np.Revision, err)
+	if err := c.applyPeers(ctx, held.sorted(), cfg.VPNIP, false); err != nil {
+		return fmt.Errorf("restoring wireguard peers of revision %d: %w", held.rev, err)
 	}
 	c.end(StateNode, &cfg)
 	return c.startNode(cfg)
@@ -240,101 +338,221 @@ func (c *Core) startNode(cfg NodeConfig) error {
 	if err := c.cfg.Services.StartNode(ctx, cfg); err != nil {
 		return fmt.Errorf("starting node services: %w", err)
 	}
-	c.goLoop(func(ctx context.Context) { c.nodeLoop(ctx, cfg) })
+	loopCtx, cancel := context.WithCancel(ctx)
+	c.mu.Lock()
+	c.stopNode = cancel
+	c.mu.Unlock()
+	c.goLoop(func(context.Context) { c.nodeLoop(loopCtx, cfg) })
 	return nil
 }
+
+// errRemoved ends the node loop: the coordinator removed this node.
+var errRemoved = errors.New("removed from the cluster by the coordinator")
 
 // nodeLoop watches the coordinator and applies each update, retrying with
 // backoff while the coordinator is unreachable or an update does not apply.
 // The device keeps its last applied peers meanwhile.
 func (c *Core) nodeLoop(ctx context.Context, cfg NodeConfig) {
 	b := backoff{min: c.cfg.MinBackoff, max: c.cfg.MaxBackoff}
-	var np nodePeers
-	if err := c.cfg.Store.View(func(tx store.Tx) error { return store.GetJSON(tx, keyNodePeers, &np) }); err != nil {
+	held, err := c.loadPeers()
+	if err != nil {
 		c.log.Error("reading applied peers; node loop stopped", "err", err)
 		return
 	}
-	var client UpdateClient
-	defer func() {
-		if client != nil {
-			client.Close()
-		}
-	}()
 	for ctx.Err() == nil {
-		err := c.nodeStep(ctx, cfg, &client, &np)
-		if err == nil {
-			b.reset()
-			continue
+		applied, err := c.watchOnce(ctx, cfg, &held)
+		if errors.Is(err, errRemoved) {
+			c.leave(ctx, cfg, "the coordinator's watch said so")
+			return
 		}
 		if ctx.Err() != nil {
 			return
 		}
+		if applied {
+			b.reset()
+		}
 		d := b.next()
-		c.log.Warn("node update failed; retrying", "in", d, "err", err)
+		c.log.Warn("watching the coordinator failed; retrying", "in", d, "err", err)
 		if !sleep(ctx, d) {
 			return
 		}
 	}
 }
 
-// nodeStep runs one watch call and applies its answer to np.
-func (c *Core) nodeStep(ctx context.Context, cfg NodeConfig, client *UpdateClient, np *nodePeers) error {
-	if *client == nil {
-		cl, err := c.cfg.Dialer.DialCoordinator(ctx, cfg.Coordinator)
-		if err != nil {
-			return fmt.Errorf("connecting to coordinator %s: %w", cfg.Coordinator.VPNAPIEndpoint, err)
-		}
-		*client = cl
-	}
-	upd, err := (*client).WatchUpdates(ctx, np.Revision)
+// watchOnce opens a watch and applies its updates until it breaks. It
+// reports whether it applied anything.
+func (c *Core) watchOnce(ctx context.Context, cfg NodeConfig, held *heldPeers) (bool, error) {
+	w, err := c.cfg.Dialer.Watch(ctx, cfg.Coordinator, WatchStart{Applied: held.rev, WGEndpoint: c.cfg.Self.WGEndpoint().String()})
 	if err != nil {
-		return fmt.Errorf("watching coordinator %s: %w", cfg.Coordinator.VPNAPIEndpoint, err)
+		return false, fmt.Errorf("connecting to coordinator %s: %w", cfg.Coordinator.VPNAPIEndpoint, err)
 	}
-	if upd.Revision == np.Revision && !upd.Full && len(upd.Peers) == 0 && len(upd.Removed) == 0 && upd.View == nil && upd.SSHUsers == nil {
+	defer w.Close()
+	var rev atomic.Uint64
+	rev.Store(held.rev)
+	hbCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.heartbeats(hbCtx, w, cfg, &rev)
+	}()
+	applied := false
+	for {
+		u, err := w.Recv()
+		if err != nil {
+			return applied, fmt.Errorf("watching coordinator %s: %w", cfg.Coordinator.VPNAPIEndpoint, err)
+		}
+		if u.Kind == update.Removed {
+			return applied, errRemoved
+		}
+		if err := c.applyUpdate(ctx, cfg, held, u); err != nil {
+			return applied, err
+		}
+		applied = true
+		rev.Store(held.rev)
+		if u.Kind != update.Unchanged {
+			if err := w.Report(held.rev, c.coordinatorHandshakeAge(ctx, cfg)); err != nil {
+				return applied, fmt.Errorf("reporting revision %d: %w", held.rev, err)
+			}
+		}
+	}
+}
+
+// heartbeats reports on the watch that the node is alive until ctx ends.
+func (c *Core) heartbeats(ctx context.Context, w Watch, cfg NodeConfig, rev *atomic.Uint64) {
+	t := time.NewTicker(c.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := w.Report(rev.Load(), c.coordinatorHandshakeAge(ctx, cfg)); err != nil {
+				return // the watch is broken; its Recv says why
+			}
+		}
+	}
+}
+
+// coordinatorHandshakeAge is the age of the last WireGuard handshake with
+// the coordinator, -1 when unknown.
+func (c *Core) coordinatorHandshakeAge(ctx context.Context, cfg NodeConfig) time.Duration {
+	hr, ok := c.cfg.Network.(HandshakeReader)
+	if !ok {
+		return -1
+	}
+	last, err := hr.LastHandshake(ctx, cfg.Coordinator.VPNPubKey)
+	if err != nil || last.IsZero() {
+		return -1
+	}
+	return c.cfg.Now().Sub(last)
+}
+
+// applyUpdate applies one update to the device, the view and the store.
+// The revision is persisted only after the device and the view are
+// configured, so a crash replays the update.
+func (c *Core) applyUpdate(ctx context.Context, cfg NodeConfig, held *heldPeers, u update.Update) error {
+	if u.Kind == update.Unchanged {
+		if u.Revision == held.rev {
+			return nil
+		}
+		err := c.cfg.Store.Update(func(tx store.Tx) error { return store.PutJSON(tx, keyNodeRevision, u.Revision) })
+		if err != nil {
+			return fmt.Errorf("persisting revision %d: %w", u.Revision, err)
+		}
+		held.rev = u.Revision
 		return nil
 	}
-	next := nodePeers{Revision: upd.Revision, Peers: mergePeers(np.Peers, upd)}
-	if err := c.applyPeers(ctx, next.Peers, cfg.VPNIP, false); err != nil {
-		return fmt.Errorf("applying revision %d: %w", upd.Revision, err)
+	next := held.merge(u)
+	if err := c.applyPeers(ctx, next.sorted(), cfg.VPNIP, false); err != nil {
+		return fmt.Errorf("applying revision %d: %w", u.Revision, err)
 	}
-	if upd.View != nil && c.cfg.Views != nil {
-		if err := c.cfg.Views.ApplyView(ctx, upd.Revision, *upd.View); err != nil {
-			return fmt.Errorf("applying the service view of revision %d: %w", upd.Revision, err)
+	if u.View.Kind != update.ViewUnchanged && c.cfg.Views != nil {
+		if err := c.cfg.Views.ApplyView(ctx, u.Revision, u.View); err != nil {
+			return fmt.Errorf("applying the service view of revision %d: %w", u.Revision, err)
 		}
 	}
-	if upd.SSHUsers != nil && c.cfg.Users != nil {
-		if err := c.cfg.Users.ApplyUsers(ctx, upd.SSHUsers.Users); err != nil {
-			return fmt.Errorf("applying the SSH users of revision %d: %w", upd.Revision, err)
+	err := c.cfg.Store.Update(func(tx store.Tx) error {
+		if u.Kind == update.Full {
+			if err := forgetPeers(tx); err != nil {
+				return err
+			}
 		}
+		for _, p := range u.Peers {
+			if err := store.PutJSON(tx, prefixNodePeers+p.VPNIP.String(), p); err != nil {
+				return err
+			}
+		}
+		for _, ip := range u.RemovedPeers {
+			if err := tx.Delete(prefixNodePeers + ip.String()); err != nil {
+				return err
+			}
+		}
+		return store.PutJSON(tx, keyNodeRevision, u.Revision)
+	})
+	if err != nil {
+		return fmt.Errorf("persisting revision %d: %w", u.Revision, err)
 	}
-	if err := c.cfg.Store.Update(func(tx store.Tx) error { return store.PutJSON(tx, keyNodePeers, next) }); err != nil {
-		return fmt.Errorf("persisting revision %d: %w", upd.Revision, err)
-	}
-	*np = next
-	c.log.Debug("applied update", "revision", upd.Revision, "full", upd.Full, "changed", len(upd.Peers), "removed", len(upd.Removed))
+	*held = next
+	c.log.Debug("applied update", "revision", u.Revision, "kind", u.Kind, "changed", len(u.Peers), "removed", len(u.RemovedPeers))
 	return nil
 }
 
-// mergePeers applies an update to the peers a node holds.
-func mergePeers(held []records.Peer, upd Update) []records.Peer {
-	byIP := map[netip.Addr]records.Peer{}
-	if !upd.Full {
-		for _, p := range held {
-			byIP[p.VPNIP] = p
+// LeaveCluster takes this node out of its cluster at the coordinator's
+// request: req must name this node's membership and signature must be the
+// coordinator's signature of LeaveMessage(req).
+func (c *Core) LeaveCluster(ctx context.Context, req LeaveRequest, signature []byte) error {
+	cfg, ok := c.NodeConfig()
+	switch {
+	case !ok:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.wrongStateLocked()
+	case req.ClusterID != cfg.ClusterID || req.NodeVPNIP != cfg.VPNIP:
+		return fmt.Errorf("%w: this peer is node %s of cluster %s, not node %s of cluster %s",
+			ErrWrongState, cfg.VPNIP, cfg.ClusterID, req.NodeVPNIP, req.ClusterID)
+	case !ed25519.Verify(cfg.Coordinator.SigningPubKey, LeaveMessage(req), signature):
+		return fmt.Errorf("%w: the request to leave is not signed by this node's coordinator", ErrInvalidArgument)
+	}
+	c.leave(ctx, cfg, "the coordinator asked")
+	return nil
+}
+
+// leave takes a removed node out of its cluster: its watch stops, its
+// interface goes down, its cluster is forgotten (one transaction), and the
+// daemon gives it a new identity, back in accepting-init. Only the first
+// of concurrent calls does it.
+func (c *Core) leave(ctx context.Context, cfg NodeConfig, why string) {
+	c.mu.Lock()
+	if c.state != StateNode {
+		c.mu.Unlock()
+		return
+	}
+	c.state = StateActivating
+	stop := c.stopNode
+	c.mu.Unlock()
+	stop()
+	c.log.Warn("this node was removed from its cluster; leaving it", "cluster", cfg.ClusterID, "vpnIP", cfg.VPNIP, "why", why)
+	c.networkDown(ctx)
+	err := c.cfg.Store.Update(func(tx store.Tx) error {
+		if err := forgetPeers(tx); err != nil {
+			return err
 		}
+		for _, k := range []string{keyNodeConfig, keyNodeRevision, keyRole} {
+			if err := tx.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		c.fail(fmt.Errorf("forgetting the cluster after removal: %w", err))
+		return
 	}
-	for _, p := range upd.Peers {
-		byIP[p.VPNIP] = p
+	c.end(StateAcceptingInit, nil)
+	if err := c.cfg.Services.Removed(context.WithoutCancel(ctx)); err != nil {
+		c.fail(fmt.Errorf("leaving the cluster after removal: %w", err))
 	}
-	for _, ip := range upd.Removed {
-		delete(byIP, ip)
-	}
-	out := make([]records.Peer, 0, len(byIP))
-	for _, p := range byIP {
-		out = append(out, p)
-	}
-	slices.SortFunc(out, func(a, b records.Peer) int { return a.VPNIP.Compare(b.VPNIP) })
-	return out
 }
 
 // NodeConfig returns the node's cluster configuration when it is a node.
@@ -349,10 +567,10 @@ func (c *Core) NodeConfig() (NodeConfig, bool) {
 
 // AppliedRevision is the revision of the peers a node last applied.
 func (c *Core) AppliedRevision() (uint64, error) {
-	var np nodePeers
-	err := c.cfg.Store.View(func(tx store.Tx) error { return store.GetJSON(tx, keyNodePeers, &np) })
+	var rev uint64
+	err := c.cfg.Store.View(func(tx store.Tx) error { return store.GetJSON(tx, keyNodeRevision, &rev) })
 	if errors.Is(err, store.ErrNotFound) {
 		return 0, nil
 	}
-	return np.Revision, err
+	return rev, err
 }

@@ -188,11 +188,11 @@ func TestNodeLoopConverges(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if applied != rev || reg.Applied(ip).Revision != rev {
-				return fmt.Errorf("%s applied %d and reported %d; revision is %d", n.self.Name, applied, reg.Applied(ip).Revision, rev)
+			if reported := h.net.lastReport(ip); applied != rev || reported != rev {
+				return fmt.Errorf("%s applied %d and reported %d; revision is %d", n.self.Name, applied, reported, rev)
 			}
 		}
-		if got := reg.Applied(h.coord.core.Status().VPNIP).Revision; got != rev {
+		if got := h.net.lastReport(h.coord.core.Status().VPNIP); got != rev {
 			return fmt.Errorf("the coordinator applied %d; revision is %d", got, rev)
 		}
 		return nil

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -95,27 +97,37 @@ func TestMergePeers(t *testing.T) {
 	p := func(ip string, rev uint64) records.Peer {
 		return records.Peer{VPNIP: netip.MustParseAddr(ip), Revision: rev}
 	}
-	held := []records.Peer{p("203.0.113.1", 1), p("203.0.113.3", 2), p("203.0.113.4", 3)}
+	held := heldPeers{rev: 3, peers: map[netip.Addr]records.Peer{}}
+	for _, q := range []records.Peer{p("203.0.113.1", 1), p("203.0.113.3", 2), p("203.0.113.4", 3)} {
+		held.peers[q.VPNIP] = q
+	}
 	tests := []struct {
 		name string
-		upd  Update
+		upd  update.Update
 		want []records.Peer
 	}{
-		{"delta changes and adds", Update{Revision: 5, Peers: []records.Peer{p("203.0.113.5", 5), p("203.0.113.3", 4)}},
+		{"delta changes and adds", update.Update{Revision: 5, Kind: update.Delta, Peers: []records.Peer{p("203.0.113.5", 5), p("203.0.113.3", 4)}},
 			[]records.Peer{p("203.0.113.1", 1), p("203.0.113.3", 4), p("203.0.113.4", 3), p("203.0.113.5", 5)}},
-		{"delta removes", Update{Revision: 5, Removed: []netip.Addr{netip.MustParseAddr("203.0.113.3")}},
+		{"delta removes", update.Update{Revision: 5, Kind: update.Delta, RemovedPeers: []netip.Addr{netip.MustParseAddr("203.0.113.3")}},
 			[]records.Peer{p("203.0.113.1", 1), p("203.0.113.4", 3)}},
-		{"full replaces", Update{Revision: 9, Full: true, Peers: []records.Peer{p("203.0.113.7", 9), p("203.0.113.1", 8)}},
+		{"full replaces", update.Update{Revision: 9, Kind: update.Full, Peers: []records.Peer{p("203.0.113.7", 9), p("203.0.113.1", 8)}},
 			[]records.Peer{p("203.0.113.1", 8), p("203.0.113.7", 9)}},
-		{"empty delta", Update{Revision: 3}, held},
+		{"full and empty", update.Update{Revision: 9, Kind: update.Full}, nil},
+		{"unchanged", update.Update{Revision: 4, Kind: update.Unchanged}, held.sorted()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := mergePeers(held, tt.upd)
-			if diff := cmp.Diff(tt.want, got, cmpNetip); diff != "" {
-				t.Errorf("mergePeers (-want +got):\n%s", diff)
+			got := held.merge(tt.upd)
+			if diff := cmp.Diff(tt.want, got.sorted(), cmpNetip, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("merge (-want +got):\n%s", diff)
+			}
+			if got.rev != tt.upd.Revision {
+				t.Errorf("merge revision %d, want %d", got.rev, tt.upd.Revision)
 			}
 		})
+	}
+	if len(held.peers) != 3 {
+		t.Error("merge changed the peers it merged into")
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
-	"github.com/fabricmesh/fabric/internal/sshusers/sshuserstest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -42,12 +41,6 @@ func TestInvalidCoordinatorActivation(t *testing.T) {
 		{"short admin signing key", func(r *CoordinatorActivation) { r.AdminSigningPubKey = r.AdminSigningPubKey[:31] }, "admin keys"},
 		{"no admin vpn key", func(r *CoordinatorActivation) { r.AdminVPNPubKey = nil }, "admin keys"},
 		{"no admin name", func(r *CoordinatorActivation) { r.AdminName = "" }, "admin name"},
-		{"malformed ssh user key", func(r *CoordinatorActivation) {
-			r.Users, r.UsersName = "users:\n- {name: alice, keys: ['ssh-ed25519 AAAA alice@laptop']}\n", "users.yaml"
-		}, `users.yaml:2: user alice: key 1 ("alice@laptop"): not a public key`},
-		{"reserved ssh user", func(r *CoordinatorActivation) {
-			r.Users = "users:\n- {name: root, keys: ['" + sshuserstest.Key(1, "") + "']}\n"
-		}, `users:2: user: user name "root" is reserved`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,7 +148,7 @@ func TestCoordinatorServicesFail(t *testing.T) {
 func TestNewRejectsIncompleteConfig(t *testing.T) {
 	h := newHarness(t, 0, nil)
 	good := func() Config {
-		return Config{Self: newSelf(t, "x", 5), Store: newMemStore(), Network: NewFakeNetworkManager(),
+		return Config{Self: newSelf(t, "x", 5), Store: newMemStore(), Registry: h.coord.reg, Network: NewFakeNetworkManager(),
 			Activator: h.activator, Dialer: &fakeDialer{net: h.net}, Services: h.coord.services}
 	}
 	tests := []struct {
@@ -163,6 +156,7 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 		modify func(*Config)
 	}{
 		{"no store", func(c *Config) { c.Store = nil }},
+		{"no registry", func(c *Config) { c.Registry = nil }},
 		{"no network", func(c *Config) { c.Network = nil }},
 		{"no activator", func(c *Config) { c.Activator = nil }},
 		{"no dialer", func(c *Config) { c.Dialer = nil }},

@@ -217,7 +217,8 @@ func TestRestartFailed(t *testing.T) {
 		{"accepting-init role", put(keyRole, `{"role":"accepting-init"}`), nil, "unknown persisted role"},
 		{"coordinator without registry", put(keyRole, `{"role":"coordinator"}`), nil, "registry is empty"},
 		{"node without config", put(keyRole, `{"role":"node"}`), nil, "reading node state"},
-		{"node config corrupt", put(keyRole, `{"role":"node"}`, keyNodeConfig, "x", keyNodePeers, "{}"), nil, "reading node state"},
+		{"node config corrupt", put(keyRole, `{"role":"node"}`, keyNodeConfig, "x", keyNodeRevision, "1"), nil, "reading node state"},
+		{"node peer corrupt", put(keyRole, `{"role":"node"}`, keyNodeConfig, `{}`, keyNodeRevision, "1", prefixNodePeers+"203.0.113.3", "["), nil, "reading node state"},
 		{"coordinator network fails", activated(true), failUp, "no tun device"},
 		{"coordinator services fail", activated(true), failServices, "starting coordinator services: port in use"},
 		{"node network fails", activated(false), failUp, "no tun device"},
@@ -263,19 +264,5 @@ func validNodeActivation() NodeActivation {
 			Name: "elsewhere", VPNIP: netip.MustParseAddr("203.0.113.1"), WGEndpoint: "192.0.2.200:51820",
 			VPNAPIEndpoint: "203.0.113.1:7444", TLSPin: []byte("pin"), SigningPubKey: make([]byte, 32),
 		},
-	}
-}
-
-// TestNewCorruptRegistry: a registry that cannot be read stops New (the
-// daemon does not start) rather than giving a failed peer.
-func TestNewCorruptRegistry(t *testing.T) {
-	st := newMemStore()
-	if err := st.Update(func(tx store.Tx) error { return tx.Put("registry/cluster", []byte("]")) }); err != nil {
-		t.Fatal(err)
-	}
-	_, err := New(Config{Self: newSelf(t, "peer", 1), Store: st, Network: NewFakeNetworkManager(),
-		Activator: newFakeActivator(), Dialer: &fakeDialer{net: newFakeNet()}, Services: &fakeServices{}})
-	if err == nil || !strings.Contains(err.Error(), "loading registry") {
-		t.Errorf("New on a corrupt registry = %v, want an error loading the registry", err)
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fabricmesh/fabric/coordinator"
+	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/identity"
@@ -24,11 +24,9 @@ import (
 	"github.com/fabricmesh/fabric/node/netmgr"
 	"github.com/fabricmesh/fabric/node/pastiche"
 	"github.com/fabricmesh/fabric/node/reeve"
-	"github.com/fabricmesh/fabric/node/usermgr"
 	"github.com/fabricmesh/fabric/pubapi"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"github.com/fabricmesh/fabric/vpnapi"
-	"github.com/spf13/afero"
 	"google.golang.org/grpc"
 )
 
@@ -50,10 +48,7 @@ type Config struct {
 	VPNAPIPort int
 	// NoPastiche disables the pastiche demo service.
 	NoPastiche bool
-	// SSHUsersRoot is the directory whose etc/passwd and home directories
-	// hold the SSH users the peer manages ("" or "/": the machine's own).
-	SSHUsersRoot string
-	Logger       *slog.Logger
+	Logger     *slog.Logger
 
 	// The fields below let tests run many daemons in one process.
 
@@ -61,13 +56,15 @@ type Config struct {
 	PubListener net.Listener
 	// Network, if set, replaces the real WireGuard network manager.
 	Network core.NetworkManager
-	// Users, if set, replaces the real user manager.
-	Users core.UserApplier
 	// VPN, if set, replaces the real VPN network (listen on and dial VPN
 	// addresses).
 	VPN VPNNet
-	// HoldTime of the vpnapi long poll (default vpnapi.DefaultHoldTime).
-	HoldTime time.Duration
+	// Keepalive of the coordinator's watches (default
+	// vpnapi.DefaultKeepalive), Heartbeat of a node's reports on its watch
+	// (default core.DefaultHeartbeat) and OfflineAfter, how long after its
+	// last report a peer is shown offline (default
+	// liveness.DefaultOfflineAfter). Tests shorten them.
+	Keepalive, Heartbeat, OfflineAfter time.Duration
 }
 
 // Defaults.
@@ -83,6 +80,7 @@ type Daemon struct {
 	log     *slog.Logger
 	id      *identity.Identity
 	store   *boltstore.Bolt
+	reg     *registry.Registry
 	core    *core.Core
 	network core.NetworkManager
 	vpn     VPNNet
@@ -90,24 +88,52 @@ type Daemon struct {
 	// Set once the peer has a role.
 	reeve    atomic.Pointer[reeve.Reeve]
 	pastiche atomic.Pointer[pastiche.Service]
-	views    atomic.Pointer[coordinator.Views]
+	coord    atomic.Pointer[coordinatorServices]
 	relay    atomic.Pointer[pastiche.Relay]
+	// removed is closed when the coordinator removed this node and the
+	// daemon must start over with a new identity.
+	removed     chan struct{}
+	removedOnce sync.Once
 
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	servers []*grpc.Server
 }
 
-// Run starts fabricd and blocks until ctx ends, then shuts down.
+// Run starts fabricd and blocks until ctx ends, then shuts down. When the
+// coordinator removes this node, Run wipes the state directory and starts
+// over: a fresh peer in accepting-init with a new identity, which can be
+// added again.
 func Run(ctx context.Context, cfg Config) error {
-	d, err := Start(ctx, cfg)
-	if err != nil {
+	if err := finishWipe(cfg.StateDir); err != nil {
 		return err
 	}
-	<-ctx.Done()
-	d.Wait()
-	return nil
+	for {
+		dctx, cancel := context.WithCancel(ctx)
+		d, err := Start(dctx, cfg)
+		if err != nil {
+			cancel()
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			cancel()
+			d.Wait()
+			return nil
+		case <-d.Removed():
+		}
+		cancel()
+		d.Wait()
+		cfg.Logger.Warn("removed from the cluster: wiping the state directory and starting over with a new identity", "stateDir", cfg.StateDir)
+		if err := wipeState(cfg.StateDir); err != nil {
+			return err
+		}
+	}
 }
+
+// Removed is closed when the coordinator removed this node (Run then
+// starts over).
+func (d *Daemon) Removed() <-chan struct{} { return d.removed }
 
 // Start starts fabricd: it loads or creates the identity, opens the store,
 // serves the pubapi and restores the persisted role. The daemon stops when
@@ -116,7 +142,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Logger, vpn: cfg.VPN}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, vpn: cfg.VPN, removed: make(chan struct{})}
 	if d.vpn == nil {
 		d.vpn = HostVPN{}
 	}
@@ -178,7 +204,10 @@ func (d *Daemon) open() error {
 	if d.store, err = boltstore.Open(filepath.Join(cfg.StateDir, "fabric.db"), boltstore.Options{}); err != nil {
 		return err
 	}
-	d.dialer = &vpnapi.Dialer{SigningPrivKey: id.SigningPrivKey, DialContext: d.vpn.Dial, HoldTime: cfg.HoldTime}
+	if d.reg, err = registry.Open(d.store); err != nil {
+		return err
+	}
+	d.dialer = &vpnapi.Dialer{SigningPrivKey: id.SigningPrivKey, DialContext: d.vpn.Dial}
 	d.network = cfg.Network
 	if d.network == nil {
 		if d.network, err = netmgr.New(netmgr.Config{InterfaceName: cfg.InterfaceName, Logger: d.log.With("component", "netmgr")}); err != nil {
@@ -191,29 +220,22 @@ func (d *Daemon) open() error {
 			VPNPrivKey: id.VPNPrivKey, SigningPubKey: id.SigningPubKey(), TLSPin: id.TLSCertPin,
 		},
 		Store:      d.store,
+		Registry:   d.reg,
 		Network:    d.network,
-		Activator:  pubapi.NewNodeActivator(cfg.BootstrapKey),
+		Activator:  pubapi.NewNodeActivator(cfg.BootstrapKey, id.SigningPrivKey),
 		Dialer:     d.dialer,
 		Services:   services{d},
 		Views:      services{d},
-		Users:      d.userManager(),
 		VPNAPIPort: cfg.VPNAPIPort,
-		Logger:     d.log.With("component", "core"),
+		Heartbeat:  cfg.Heartbeat,
+		Applied: func(ip netip.Addr, rev uint64) {
+			if co := d.coord.Load(); co != nil {
+				co.tracker.Self(ip, rev)
+			}
+		},
+		Logger: d.log.With("component", "core"),
 	})
 	return err
-}
-
-// userManager is Config.Users or the real user manager of the machine (or
-// of Config.SSHUsersRoot).
-func (d *Daemon) userManager() core.UserApplier {
-	if d.cfg.Users != nil {
-		return d.cfg.Users
-	}
-	m := &usermgr.LinuxUserManager{Fs: afero.NewOsFs(), Creator: &usermgr.LinuxUserCreator{}, Logger: d.log.With("component", "usermgr")}
-	if root := d.cfg.SSHUsersRoot; root != "" && root != "/" {
-		m.Fs, m.Creator = afero.NewBasePathFs(afero.NewOsFs(), root), &usermgr.LinuxUserCreator{Root: root}
-	}
-	return m
 }
 
 // servePubAPI serves the pubapi on the public endpoint. Before activation it
@@ -238,9 +260,9 @@ func (d *Daemon) servePubAPI(ctx context.Context) error {
 	pubapipb.RegisterPubAPIServer(srv, pubapi.NewServer(pubapi.Config{
 		Core:           d.core,
 		PublicEndpoint: d.cfg.Listen.String(),
-		Services: func() pubapi.Services {
-			if v := d.views.Load(); v != nil {
-				return v
+		Coordinator: func() pubapi.Coordinator {
+			if co := d.coord.Load(); co != nil {
+				return co
 			}
 			return nil
 		},
@@ -257,11 +279,10 @@ func (d *Daemon) servePubAPI(ctx context.Context) error {
 }
 
 func (d *Daemon) lookupAdmin(pubKey ed25519.PublicKey) (string, error) {
-	reg, ok := d.core.Registry()
-	if !ok {
+	if _, ok := d.core.Registry(); !ok {
 		return "", errors.New("not a coordinator")
 	}
-	p, ok := reg.LookupSigningKey(pubKey)
+	p, ok := d.reg.LookupSigningKey(pubKey)
 	if !ok || p.Role != records.RoleAdmin {
 		return "", errors.New("not an admin key of this cluster")
 	}
@@ -322,3 +343,5 @@ func (d *Daemon) Identity() *identity.Identity { return d.id }
 
 // Core returns the daemon's core.
 func (d *Daemon) Core() *core.Core { return d.core }
+
+func (d *Daemon) now() time.Time { return time.Now() }

@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 
 	"github.com/fabricmesh/fabric/coordinator"
+	"github.com/fabricmesh/fabric/coordinator/events"
+	"github.com/fabricmesh/fabric/coordinator/feed"
+	"github.com/fabricmesh/fabric/coordinator/liveness"
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
@@ -16,6 +19,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
+	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/node/pastiche"
 	"github.com/fabricmesh/fabric/node/reeve"
 	"github.com/fabricmesh/fabric/pubapi"
@@ -28,55 +32,82 @@ import (
 // runs once it has a role.
 type services struct{ d *Daemon }
 
+// coordinatorServices is what an active coordinator runs beside core: the
+// feed its nodes and its own reeve follow, the liveness of its peers and
+// the events. It implements pubapi.Coordinator.
+type coordinatorServices struct {
+	reg     *registry.Registry
+	feed    *feed.Feed
+	tracker *liveness.Tracker
+	hub     *events.Hub
+	catalog coordinator.Catalog
+}
+
 // StartCoordinator serves the coordinator's APIs inside the VPN (the vpnapi
-// with the registration handshake and the views, and the steward endpoint)
-// and starts the coordinator's own reeve, which gets its view straight from
-// the steward.
-func (s services) StartCoordinator(ctx context.Context, reg *registry.Registry) error {
+// with the watch and the registration handshake, and the steward endpoint),
+// and starts the coordinator's own reeve, which follows the coordinator's
+// view through the feed like every node.
+func (s services) StartCoordinator(ctx context.Context) (core.Feed, error) {
 	d := s.d
-	cl, _ := reg.Cluster()
-	rules, err := rules.ParseOrDefault("cluster rules", cl.Rules)
+	cl, _ := d.reg.Cluster()
+	rs, err := rules.ParseOrDefault("cluster rules", cl.Rules)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	views := coordinator.NewViews(reg, rules)
-	d.views.Store(views)
+	co := &coordinatorServices{reg: d.reg, hub: events.NewHub(), catalog: coordinator.Catalog{Registry: d.reg, Rules: rs}}
+	d.reg.Observe(co.hub.Entries)
+	if co.feed, err = feed.New(d.reg, rs, feed.Options{}); err != nil {
+		return nil, err
+	}
+	co.tracker = liveness.New(liveness.Config{
+		Registry: d.reg, OfflineAfter: d.cfg.OfflineAfter,
+		Applied: func(ip netip.Addr, rev uint64) {
+			p, _ := d.reg.Peer(ip)
+			co.hub.Publish(events.Event{Revision: rev, At: d.now(), Kind: events.Applied, Node: p.Name, VPNIP: ip})
+		},
+	})
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		co.tracker.Run(ctx)
+	}()
+	d.coord.Store(co)
 	registrar := &coordinator.Registrar{
-		Registry: reg, CoordinatorName: d.cfg.Name, SigningPrivKey: d.id.SigningPrivKey,
+		Registry: d.reg, CoordinatorName: d.cfg.Name, SigningPrivKey: d.id.SigningPrivKey,
 		DialContext: d.vpn.Dial, Logger: d.log.With("component", "registrar"),
 	}
 	if err := d.serveVPNAPI(ctx, cl.CoordinatorVPNIP, vpnapi.Config{
-		Registry: reg, Registrar: registrar, Views: views, HoldTime: d.cfg.HoldTime,
+		Registry: d.reg, Registrar: registrar, Feed: co.feed, Liveness: co.tracker, Keepalive: d.cfg.Keepalive,
 	}); err != nil {
-		return err
+		return nil, err
 	}
-	if err := d.serveSteward(ctx, cl.CoordinatorVPNIP, reg); err != nil {
-		return err
+	if err := d.serveSteward(ctx, cl.CoordinatorVPNIP); err != nil {
+		return nil, err
 	}
-	co := core.CoordinatorInfo{
+	info := core.CoordinatorInfo{
 		Name: d.cfg.Name, VPNIP: cl.CoordinatorVPNIP, SigningPubKey: d.id.SigningPubKey(),
 		VPNAPIEndpoint: netip.AddrPortFrom(cl.CoordinatorVPNIP, uint16(d.cfg.VPNAPIPort)).String(), TLSPin: d.id.TLSCertPin,
 	}
-	r, err := d.startReeve(ctx, cl.ID, cl.CoordinatorVPNIP, co)
+	r, err := d.startReeve(ctx, cl.ID, cl.CoordinatorVPNIP, info)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := d.startPastiche(ctx, r); err != nil {
-		return err
+		return nil, err
 	}
 	if !d.cfg.NoPastiche {
 		admin, err := r.RegisterClient(ctx, serviceid.FabricAdmin)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		d.relay.Store(&pastiche.Relay{Reeve: r, ClientID: admin})
 	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		d.applyOwnViews(ctx, reg, views, r, cl.CoordinatorVPNIP)
+		d.followOwnView(ctx, co.feed, r, cl.CoordinatorVPNIP)
 	}()
-	return nil
+	return co.feed, nil
 }
 
 // StartNode starts the node's reeve, which registers with the coordinator,
@@ -87,6 +118,13 @@ func (s services) StartNode(ctx context.Context, cfg core.NodeConfig) error {
 		return err
 	}
 	return s.d.startPastiche(ctx, r)
+}
+
+// Removed implements core.RoleServices: the daemon stops and Run starts it
+// over with a wiped state directory.
+func (s services) Removed(context.Context) error {
+	s.d.removedOnce.Do(func() { close(s.d.removed) })
+	return nil
 }
 
 // startPastiche starts the pastiche demo service, unless disabled.
@@ -106,7 +144,7 @@ func (d *Daemon) startPastiche(ctx context.Context, r *reeve.Reeve) error {
 }
 
 // ApplyView hands a node's view to its reeve.
-func (s services) ApplyView(ctx context.Context, rev uint64, v core.ViewUpdate) error {
+func (s services) ApplyView(ctx context.Context, rev uint64, v update.ViewUpdate) error {
 	r := s.d.reeve.Load()
 	if r == nil {
 		return errors.New("reeve is not running")
@@ -128,7 +166,7 @@ func (d *Daemon) serveVPNAPI(ctx context.Context, ip netip.Addr, cfg vpnapi.Conf
 	if err != nil {
 		return fmt.Errorf("listening for the vpnapi on %s: %w", addr, err)
 	}
-	srv := grpc.NewServer(grpc.Creds(creds))
+	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(creds)}, vpnapi.ServerOptions()...)...)
 	vpnapipb.RegisterVPNAPIServer(srv, vpnapi.NewServer(cfg))
 	d.serve(srv, lis, "vpnapi")
 	d.log.Info("serving vpnapi", "endpoint", addr)
@@ -137,18 +175,18 @@ func (d *Daemon) serveVPNAPI(ctx context.Context, ip netip.Addr, cfg vpnapi.Conf
 
 // serveSteward serves the steward endpoint: signed calls from registered
 // reeves.
-func (d *Daemon) serveSteward(ctx context.Context, ip netip.Addr, reg *registry.Registry) error {
+func (d *Daemon) serveSteward(ctx context.Context, ip netip.Addr) error {
 	addr := netip.AddrPortFrom(ip, serviceid.StewardPort)
 	lis, err := d.vpn.Listen(ctx, addr)
 	if err != nil {
 		return fmt.Errorf("listening for the steward on %s: %w", addr, err)
 	}
 	srv := grpc.NewServer(signedrpc.ServerOptions(signedrpc.ServerConfig{
-		Whitelist: coordinator.StewardWhitelist{Registry: reg},
+		Whitelist: coordinator.StewardWhitelist{Registry: d.reg},
 		Replay:    httpsig.NewReplayCache(reeve.ReplayCapacity),
 		Logger:    d.log.With("component", "steward"),
 	})...)
-	vpnapipb.RegisterStewardServer(srv, &coordinator.StewardServer{Registry: reg})
+	vpnapipb.RegisterStewardServer(srv, &coordinator.StewardServer{Registry: d.reg})
 	d.serve(srv, lis, "steward")
 	d.log.Info("serving steward", "endpoint", addr)
 	return nil
@@ -178,25 +216,49 @@ func (d *Daemon) startReeve(ctx context.Context, clusterID string, vpnIP netip.A
 	return r, nil
 }
 
-// applyOwnViews keeps the coordinator's reeve on the coordinator's view.
-func (d *Daemon) applyOwnViews(ctx context.Context, reg *registry.Registry, views *coordinator.Views, r *reeve.Reeve, ip netip.Addr) {
-	var applied uint64
+// followOwnView keeps the coordinator's reeve on the coordinator's view,
+// from the feed like any node's.
+func (d *Daemon) followOwnView(ctx context.Context, f *feed.Feed, r *reeve.Reeve, ip netip.Addr) {
+	_, applied := r.View()
 	for {
-		view, rev, ok, err := views.For(ctx, ip)
+		u, err := f.Next(ctx, ip, applied, 0)
 		if err != nil {
 			return
 		}
-		if ok && rev != applied {
-			if err := r.ApplyView(ctx, rev, core.ViewUpdate{Full: true, Upserts: view}); err != nil {
-				d.log.Warn("applying the coordinator's view", "err", err)
-			} else {
-				applied = rev
+		if u.View.Kind != update.ViewUnchanged {
+			if err := r.ApplyView(ctx, u.Revision, u.View); err != nil {
+				d.log.Warn("applying the coordinator's view; starting over from a full view", "err", err)
+				applied = 0
+				continue
 			}
 		}
-		if _, err := reg.Wait(ctx, rev); err != nil {
-			return
-		}
+		applied = u.Revision
 	}
+}
+
+// Catalog implements pubapi.Coordinator.
+func (co *coordinatorServices) Catalog() (rs []string, endpoints, clients []pubapi.ServiceRecord) {
+	rs, eps, cls := co.catalog.Records()
+	for _, e := range eps {
+		endpoints = append(endpoints, pubapi.ServiceRecord{Service: e.Service, Node: e.Node, Port: e.Port})
+	}
+	for _, c := range cls {
+		clients = append(clients, pubapi.ServiceRecord{Service: c.Service, Node: c.Node})
+	}
+	return rs, endpoints, clients
+}
+
+// Liveness implements pubapi.Coordinator.
+func (co *coordinatorServices) Liveness(ip netip.Addr) pubapi.Liveness {
+	st := co.tracker.Status(ip)
+	return pubapi.Liveness{Online: st.Online, LastSeen: st.LastSeen, Applied: st.Applied, CoordinatorHandshakeAge: st.CoordinatorHandshakeAge}
+}
+
+// Events implements pubapi.Coordinator.
+func (co *coordinatorServices) Events(ctx context.Context, since uint64, follow bool, fn func(pubapi.Event) error) error {
+	return co.hub.Stream(ctx, co.reg, since, follow, func(e events.Event) error {
+		return fn(pubapi.Event(e))
+	})
 }
 
 // pasticheRelay is the coordinator's pastiche relay as the pubapi uses it.

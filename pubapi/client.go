@@ -2,6 +2,7 @@ package pubapi
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"regexp"
 	"strings"
@@ -40,16 +41,30 @@ func Dial(endpoint string, cfg authconn.ClientConfig) (*Client, error) {
 func (c *Client) Close() error { return c.conn.Close() }
 
 // NodeActivator implements core.NodeActivator over pubapi with the
-// bootstrap key.
+// bootstrap key; it signs requests to leave with the coordinator's signing
+// key.
 type NodeActivator struct {
-	bootstrapKey []byte
+	bootstrapKey   []byte
+	signingPrivKey ed25519.PrivateKey
 }
 
 var _ core.NodeActivator = (*NodeActivator)(nil)
 
-// NewNodeActivator returns an activator that proves bootstrapKey.
-func NewNodeActivator(bootstrapKey []byte) *NodeActivator {
-	return &NodeActivator{bootstrapKey: bootstrapKey}
+// NewNodeActivator returns an activator that proves bootstrapKey and signs
+// with signingPrivKey.
+func NewNodeActivator(bootstrapKey []byte, signingPrivKey ed25519.PrivateKey) *NodeActivator {
+	return &NodeActivator{bootstrapKey: bootstrapKey, signingPrivKey: signingPrivKey}
+}
+
+// Leave implements core.NodeActivator.
+func (a *NodeActivator) Leave(ctx context.Context, nodePublicEndpoint string, req core.LeaveRequest) error {
+	return a.call(nodePublicEndpoint, func(c *Client) error {
+		_, err := c.PubAPIClient.Leave(ctx, &pubapipb.LeaveRequest{
+			ClusterId: req.ClusterID, NodeVpnIp: req.NodeVPNIP.String(),
+			Signature: ed25519.Sign(a.signingPrivKey, core.LeaveMessage(req)),
+		})
+		return err
+	})
 }
 
 func (a *NodeActivator) call(nodePublicEndpoint string, fn func(*Client) error) error {
@@ -85,7 +100,7 @@ func (a *NodeActivator) GetNodeState(ctx context.Context, nodePublicEndpoint str
 		}
 		st = core.NodeState{
 			State: core.State(resp.GetState()), ClusterID: resp.GetClusterId(),
-			Name: resp.GetName(), Horde: resp.GetHorde(), VPNPubKey: resp.GetVpnPubKey(),
+			Name: resp.GetName(), Horde: resp.GetHorde(), VPNPubKey: resp.GetVpnPubKey(), SigningPubKey: resp.GetSigningPubKey(),
 		}
 		return nil
 	})

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
@@ -70,7 +71,7 @@ type registryCore struct {
 	reg *registry.Registry
 }
 
-func (c registryCore) Registry() (*registry.Registry, bool) { return c.reg, true }
+func (c registryCore) Registry() (core.Registry, bool) { return c.reg, true }
 
 func TestExplainRefusal(t *testing.T) {
 	reg, err := registry.Open(store.NewMem())
@@ -78,11 +79,11 @@ func TestExplainRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	coordinator := records.Peer{Name: "c", Horde: "sharks", PublicEndpoint: "192.0.2.1:7443", WGPubKey: bytes.Repeat([]byte{1}, 32), SigningPubKey: bytes.Repeat([]byte{2}, 32)}
-	if _, err := reg.Init(records.Cluster{ID: "c1", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coordinator, nil, nil, nil); err != nil {
+	if _, err := reg.Init(records.Cluster{ID: "c1", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coordinator, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i, n := range []struct{ name, horde string }{{"s1", "sharks"}, {"j1", "jets"}} {
-		p, err := reg.Reserve("192.0.2.1"+string(rune('0'+i))+":7443", n.name, nil, false)
+		p, err := reg.Reserve("192.0.2.1"+string(rune('0'+i))+":7443", n.name, nil, nil, false)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"time"
 
-	"github.com/fabricmesh/fabric/coordinator/registry"
-	"github.com/fabricmesh/fabric/coordinator/steward"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"google.golang.org/grpc/codes"
@@ -19,19 +19,46 @@ import (
 // Core is what the server needs of the peer.
 type Core interface {
 	Status() core.Status
-	Registry() (*registry.Registry, bool)
+	Registry() (core.Registry, bool)
 	ActivateAsCoordinator(ctx context.Context, req core.CoordinatorActivation, emit func(core.Event)) (core.ActivationResult, error)
 	ActivateAsNode(ctx context.Context, req core.NodeActivation) (records.Activated, error)
 	ActivateAdditionalNodes(ctx context.Context, nodePublicEndpoints []string, emit func(core.Event)) (core.ActivationResult, error)
-	SSHUsers() (uint64, []records.SSHUser, error)
-	AddSSHUser(name string, keys []string) (core.SSHUserChange, error)
-	RemoveSSHUser(name string, keys []string) (core.SSHUserChange, error)
+	RemoveNode(ctx context.Context, target string) (records.Peer, bool, error)
+	LeaveCluster(ctx context.Context, req core.LeaveRequest, signature []byte) error
 }
 
-// Services gives the coordinator's service records (nil before the peer is
-// a coordinator).
-type Services interface {
-	Records() (rules []string, endpoints []steward.Endpoint, clients []steward.Client)
+// Coordinator is what an active coordinator adds to the pubapi: the
+// service catalog, the peers' liveness and the events.
+type Coordinator interface {
+	Catalog() (rules []string, endpoints, clients []ServiceRecord)
+	Liveness(ip netip.Addr) Liveness
+	// Events calls fn with every event after since and, with follow,
+	// with every later one until ctx ends.
+	Events(ctx context.Context, since uint64, follow bool, fn func(Event) error) error
+}
+
+// ServiceRecord is an endpoint (with its port) or a client of a node.
+type ServiceRecord struct {
+	Service, Node string
+	Port          uint16
+}
+
+// Liveness is what the coordinator knows of a peer's liveness.
+type Liveness struct {
+	Online                  bool
+	LastSeen                time.Time
+	Applied                 uint64
+	CoordinatorHandshakeAge time.Duration
+}
+
+// Event is one event of the cluster.
+type Event struct {
+	Revision uint64
+	At       time.Time
+	Kind     string
+	Node     string
+	VPNIP    netip.Addr
+	Detail   string
 }
 
 // Config is what NewServer needs.
@@ -39,10 +66,10 @@ type Config struct {
 	Core Core
 	// PublicEndpoint is where the pubapi listens.
 	PublicEndpoint string
-	// Services gives the service records for status, Relay the relay of
-	// pastiche sends; both return nil until the peer is a coordinator.
-	Services func() Services
-	Relay    func() Relay
+	// Coordinator and Relay (the relay of pastiche sends) return nil until
+	// the peer is a coordinator.
+	Coordinator func() Coordinator
+	Relay       func() Relay
 }
 
 // Server implements the pubapi on top of core.
@@ -57,13 +84,17 @@ func NewServer(cfg Config) *Server {
 	return &Server{cfg: cfg, core: cfg.Core}
 }
 
-// clusterStatus is ClusterStatus with the service records, if any.
-func (s *Server) clusterStatus(reg *registry.Registry) *pubapipb.ClusterStatus {
-	var svcs Services
-	if s.cfg.Services != nil {
-		svcs = s.cfg.Services()
+// coordinator returns what the active coordinator adds, or nil.
+func (s *Server) coordinator() Coordinator {
+	if s.cfg.Coordinator == nil {
+		return nil
 	}
-	return ClusterStatus(reg, svcs)
+	return s.cfg.Coordinator()
+}
+
+// clusterStatus is ClusterStatus with what the coordinator adds, if any.
+func (s *Server) clusterStatus(reg core.Registry) *pubapipb.ClusterStatus {
+	return ClusterStatus(reg, s.coordinator())
 }
 
 // Credential methods of the calls.
@@ -83,6 +114,7 @@ func (s *Server) GetState(ctx context.Context, _ *pubapipb.GetStateRequest) (*pu
 	resp := &pubapipb.GetStateResponse{
 		State: string(st.State), Failure: st.Failure, Name: st.Name, Horde: st.Horde,
 		PublicEndpoint: s.cfg.PublicEndpoint, ClusterId: st.ClusterID, VpnPubKey: st.VPNPubKey[:],
+		SigningPubKey: st.SigningPubKey,
 	}
 	if st.VPNIP.IsValid() {
 		resp.VpnIp = st.VPNIP.String()
@@ -111,8 +143,6 @@ func (s *Server) ActivateAsCoordinator(req *pubapipb.ActivateAsCoordinatorReques
 		AdminVPNPubKey:      req.GetAdminVpnPubKey(),
 		Rules:               req.GetRules(),
 		RulesName:           req.GetRulesName(),
-		Users:               req.GetUsers(),
-		UsersName:           req.GetUsersName(),
 	}, streamEvents(stream))
 	if err != nil {
 		return statusOf(err)
@@ -150,7 +180,7 @@ func streamEvents(stream eventSender) func(core.Event) {
 		case e.Progress != "":
 			_ = stream.Send(&pubapipb.ActivationEvent{Event: &pubapipb.ActivationEvent_Progress{Progress: e.Progress}})
 		case e.Node != nil:
-			nr := &pubapipb.NodeResult{NodePublicEndpoint: e.Node.NodePublicEndpoint, Peer: PeerToProto(e.Node.Peer, registry.Applied{})}
+			nr := &pubapipb.NodeResult{NodePublicEndpoint: e.Node.NodePublicEndpoint, Peer: PeerToProto(e.Node.Peer, Liveness{CoordinatorHandshakeAge: -1})}
 			if e.Node.Err != nil {
 				nr.Error = e.Node.Err.Error()
 			}
@@ -236,8 +266,8 @@ func statusOf(err error) error {
 }
 
 // ClusterStatus describes the cluster from the registry (nil if reg is nil)
-// and the service records (if svcs is not nil).
-func ClusterStatus(reg *registry.Registry, svcs Services) *pubapipb.ClusterStatus {
+// and what the coordinator adds (if co is not nil): liveness and services.
+func ClusterStatus(reg core.Registry, co Coordinator) *pubapipb.ClusterStatus {
 	if reg == nil {
 		return nil
 	}
@@ -246,38 +276,49 @@ func ClusterStatus(reg *registry.Registry, svcs Services) *pubapipb.ClusterStatu
 	out := &pubapipb.ClusterStatus{ClusterId: cl.ID, Revision: rev, VpnCidr: cl.VPNCIDR.String()}
 	byName := map[string]*pubapipb.Peer{}
 	for _, p := range peers {
-		pp := PeerToProto(p, reg.Applied(p.VPNIP))
+		l := Liveness{CoordinatorHandshakeAge: -1}
+		if co != nil {
+			l = co.Liveness(p.VPNIP)
+		}
+		pp := PeerToProto(p, l)
 		out.Peers = append(out.Peers, pp)
 		if p.State == records.StateActive {
 			byName[p.Name] = pp
 		}
 	}
-	if svcs == nil {
+	if co == nil {
 		return out
 	}
-	rules, endpoints, clients := svcs.Records()
+	rules, endpoints, clients := co.Catalog()
 	out.Rules = rules
 	for _, e := range endpoints {
 		if pp := byName[e.Node]; pp != nil {
-			pp.Endpoints = append(pp.Endpoints, &pubapipb.Service{Service: e.Service, Id: e.ID(),
+			pp.Endpoints = append(pp.Endpoints, &pubapipb.Service{Service: e.Service, Id: serviceid.ID(e.Service, e.Node),
 				Address: netip.AddrPortFrom(netip.MustParseAddr(pp.VpnIp), e.Port).String()})
 		}
 	}
 	for _, c := range clients {
 		if pp := byName[c.Node]; pp != nil {
-			pp.Clients = append(pp.Clients, &pubapipb.Service{Service: c.Service, Id: c.ID()})
+			pp.Clients = append(pp.Clients, &pubapipb.Service{Service: c.Service, Id: serviceid.ID(c.Service, c.Node)})
 		}
 	}
 	return out
 }
 
-// PeerToProto converts a registry record.
-func PeerToProto(p records.Peer, applied registry.Applied) *pubapipb.Peer {
+// PeerToProto converts a registry record and its liveness.
+func PeerToProto(p records.Peer, l Liveness) *pubapipb.Peer {
 	out := &pubapipb.Peer{
 		Name: p.Name, Role: string(p.Role), PublicEndpoint: p.PublicEndpoint, WgEndpoint: p.WGEndpoint,
 		WgPubKey: p.WGPubKey, SigningPubKey: p.SigningPubKey, Horde: p.Horde, State: string(p.State),
-		LastError: p.LastError, Revision: p.Revision, AppliedRevision: applied.Revision, LastSeen: applied.At,
+		LastError: p.LastError, Revision: p.Revision, AppliedRevision: l.Applied,
 		Registered: p.Registered, RegistrationError: p.RegistrationError,
+		Online: l.Online, CoordinatorHandshakeAgeMs: -1,
+	}
+	if !l.LastSeen.IsZero() {
+		out.LastSeen = l.LastSeen.Unix()
+	}
+	if l.CoordinatorHandshakeAge >= 0 {
+		out.CoordinatorHandshakeAgeMs = l.CoordinatorHandshakeAge.Milliseconds()
 	}
 	if !p.RegisteredAt.IsZero() {
 		out.RegisteredAt = p.RegisteredAt.UnixMilli()

@@ -5,15 +5,21 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"net"
-	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/dialopts"
+	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"google.golang.org/grpc"
 )
+
+// MaxUpdateSize bounds one update a node accepts: a full snapshot of a
+// large cluster (every peer, and a view of every endpoint the node may
+// use) is bigger than gRPC's default 4 MiB.
+const MaxUpdateSize = 256 << 20
 
 // Dialer connects a node to its coordinator's vpnapi. It implements
 // core.CoordinatorDialer.
@@ -22,23 +28,27 @@ type Dialer struct {
 	SigningPrivKey ed25519.PrivateKey
 	// DialContext opens connections inside the VPN (nil: net.Dialer).
 	DialContext func(ctx context.Context, addr string) (net.Conn, error)
-	// HoldTime is the server's hold time; calls wait that long plus a margin.
-	HoldTime time.Duration
 }
 
 var _ core.CoordinatorDialer = (*Dialer)(nil)
 
-// DialCoordinator implements core.CoordinatorDialer.
-func (d *Dialer) DialCoordinator(_ context.Context, co core.CoordinatorInfo) (core.UpdateClient, error) {
+// Watch implements core.CoordinatorDialer: it opens the node's watch.
+func (d *Dialer) Watch(ctx context.Context, co core.CoordinatorInfo, start core.WatchStart) (core.Watch, error) {
 	conn, err := d.dial(co)
 	if err != nil {
 		return nil, err
 	}
-	hold := d.HoldTime
-	if hold <= 0 {
-		hold = DefaultHoldTime
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := vpnapipb.NewVPNAPIClient(conn).WatchUpdates(ctx, grpc.MaxCallRecvMsgSize(MaxUpdateSize))
+	if err == nil {
+		err = stream.Send(&vpnapipb.WatchRequest{AppliedRevision: start.Applied, WgEndpoint: start.WGEndpoint, CoordinatorHandshakeAgeMs: -1})
 	}
-	return &client{conn: conn, api: vpnapipb.NewVPNAPIClient(conn), timeout: hold + 15*time.Second}, nil
+	if err != nil {
+		cancel()
+		conn.Close()
+		return nil, fmt.Errorf("opening the watch on %s: %w", co.VPNAPIEndpoint, err)
+	}
+	return &watch{conn: conn, stream: stream, cancel: cancel, silence: DefaultKeepalive * 2}, nil
 }
 
 // Register runs the registration handshake of this node's reeve with the
@@ -69,42 +79,47 @@ func (d *Dialer) dial(co core.CoordinatorInfo) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-type client struct {
-	conn    *grpc.ClientConn
-	api     vpnapipb.VPNAPIClient
-	timeout time.Duration
+// watch is a node's open watch.
+type watch struct {
+	conn   *grpc.ClientConn
+	stream grpc.BidiStreamingClient[vpnapipb.WatchRequest, vpnapipb.WatchUpdate]
+	cancel context.CancelFunc
+	// silence is how long Recv waits for a message (twice the
+	// coordinator's keepalive) before it gives the coordinator up.
+	silence time.Duration
+
+	sendMu sync.Mutex
 }
 
-func (c *client) WatchUpdates(ctx context.Context, appliedRevision uint64) (core.Update, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	resp, err := c.api.WatchUpdates(ctx, &vpnapipb.WatchUpdatesRequest{AppliedRevision: appliedRevision})
+// Recv implements core.Watch.
+func (w *watch) Recv() (update.Update, error) {
+	t := time.AfterFunc(w.silence, w.cancel)
+	msg, err := w.stream.Recv()
+	if !t.Stop() && err != nil {
+		return update.Update{}, fmt.Errorf("no message from the coordinator for %v: %w", w.silence, err)
+	}
 	if err != nil {
-		return core.Update{}, err
+		return update.Update{}, err
 	}
-	upd := core.Update{Revision: resp.GetRevision(), Full: resp.GetFull()}
-	for _, p := range resp.GetPeers() {
-		peer, err := PeerFromProto(p)
-		if err != nil {
-			return core.Update{}, err
-		}
-		upd.Peers = append(upd.Peers, peer)
+	if k := msg.GetKeepaliveS(); k > 0 {
+		w.silence = 2*time.Duration(k)*time.Second + 5*time.Second
 	}
-	if u := resp.GetSshUsers(); u != nil {
-		upd.SSHUsers = &core.SSHUserSet{Users: SSHUsersFromProto(u)}
-	}
-	if v := resp.GetView(); v != nil {
-		upserts, removed, full := ViewFromProto(v)
-		upd.View = &core.ViewUpdate{Full: full, Upserts: upserts, Removed: removed}
-	}
-	for _, s := range resp.GetRemoved() {
-		ip, err := netip.ParseAddr(s)
-		if err != nil {
-			return core.Update{}, fmt.Errorf("removed peer %q: %w", s, err)
-		}
-		upd.Removed = append(upd.Removed, ip)
-	}
-	return upd, nil
+	return UpdateFromProto(msg)
 }
 
-func (c *client) Close() error { return c.conn.Close() }
+// Report implements core.Watch.
+func (w *watch) Report(applied uint64, handshakeAge time.Duration) error {
+	ms := int64(-1)
+	if handshakeAge >= 0 {
+		ms = handshakeAge.Milliseconds()
+	}
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	return w.stream.Send(&vpnapipb.WatchRequest{AppliedRevision: applied, CoordinatorHandshakeAgeMs: ms})
+}
+
+// Close implements core.Watch.
+func (w *watch) Close() error {
+	w.cancel()
+	return w.conn.Close()
+}

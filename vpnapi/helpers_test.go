@@ -12,14 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabricmesh/fabric/coordinator/feed"
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/grpctest"
 	"github.com/fabricmesh/fabric/internal/leakcheck"
 	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
-	"github.com/fabricmesh/fabric/internal/view"
 	"github.com/fabricmesh/fabric/vpnapi"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"github.com/google/go-cmp/cmp"
@@ -66,28 +67,61 @@ var cmpOpts = cmp.Options{
 	cmpopts.EquateEmpty(),
 }
 
-// fakeViews gives each node the view the test set, as of the registry's
-// revision (set a view before the registry change that publishes it).
-type fakeViews struct {
-	reg   *registry.Registry
-	mu    sync.Mutex
-	views map[netip.Addr]view.View
+// fakeLiveness records what the server tells it.
+type fakeLiveness struct {
+	mu       sync.Mutex
+	watching map[netip.Addr]int
+	reports  []report
+	sent     []sent
 }
 
-var _ vpnapi.Views = (*fakeViews)(nil)
-
-func (v *fakeViews) set(ip netip.Addr, view view.View) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.views[ip] = view
+type report struct {
+	IP      netip.Addr
+	Applied uint64
+	Age     time.Duration
 }
 
-func (v *fakeViews) For(_ context.Context, ip netip.Addr) (view.View, uint64, bool, error) {
-	rev := v.reg.Revision()
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	view, ok := v.views[ip]
-	return view, rev, ok, nil
+type sent struct {
+	IP      netip.Addr
+	Rev     uint64
+	Content bool
+}
+
+var _ vpnapi.Liveness = (*fakeLiveness)(nil)
+
+func newFakeLiveness() *fakeLiveness { return &fakeLiveness{watching: map[netip.Addr]int{}} }
+
+func (l *fakeLiveness) Watching(ip netip.Addr) func() {
+	l.mu.Lock()
+	l.watching[ip]++
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.watching[ip]--
+	}
+}
+
+func (l *fakeLiveness) Report(ip netip.Addr, applied uint64, age time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reports = append(l.reports, report{ip, applied, age})
+}
+
+func (l *fakeLiveness) Sent(ip netip.Addr, rev uint64, content bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sent = append(l.sent, sent{ip, rev, content})
+}
+
+func (l *fakeLiveness) state() (map[netip.Addr]int, []report, []sent) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := map[netip.Addr]int{}
+	for ip, n := range l.watching {
+		w[ip] = n
+	}
+	return w, append([]report(nil), l.reports...), append([]sent(nil), l.sent...)
 }
 
 // fakeRegistrar records the handshakes it is asked for and fails them with
@@ -142,7 +176,7 @@ func newCluster(tb testing.TB) *cluster {
 	c := &cluster{reg: reg, coordKey: newKey(), adminKey: newKey(), nodeKeys: map[string]ed25519.PrivateKey{}, nodeIPs: map[string]netip.Addr{}}
 	peers, err := reg.Init(records.Cluster{ID: "c1", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")},
 		records.Peer{Name: "coord", WGEndpoint: "192.0.2.1:51820", WGPubKey: randomBytes(32), SigningPubKey: pub(c.coordKey)},
-		[]records.Peer{{Name: "admin", WGPubKey: randomBytes(32), SigningPubKey: pub(c.adminKey)}}, nil, nil)
+		[]records.Peer{{Name: "admin", WGPubKey: randomBytes(32), SigningPubKey: pub(c.adminKey)}}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -155,7 +189,7 @@ func newCluster(tb testing.TB) *cluster {
 func (c *cluster) addNode(tb testing.TB, name, horde string) records.Peer {
 	tb.Helper()
 	i := len(c.nodeKeys) + 10
-	p, err := c.reg.Reserve(fmt.Sprintf("192.0.2.%d:7443", i), name, nil, false)
+	p, err := c.reg.Reserve(fmt.Sprintf("192.0.2.%d:7443", i), name, nil, nil, false)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -168,6 +202,18 @@ func (c *cluster) addNode(tb testing.TB, name, horde string) records.Peer {
 		tb.Fatal(err)
 	}
 	return p
+}
+
+// config is a server's configuration on the cluster's registry, with a
+// real feed under the default rules and a recording liveness.
+func (c *cluster) config(tb testing.TB) (vpnapi.Config, *fakeLiveness) {
+	tb.Helper()
+	f, err := feed.New(c.reg, rules.DefaultRules(), feed.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l := newFakeLiveness()
+	return vpnapi.Config{Registry: c.reg, Feed: f, Liveness: l}, l
 }
 
 // server is a vpnapi server on loopback, authenticated as fabricd serves
@@ -191,7 +237,7 @@ func (c *cluster) serve(tb testing.TB, cfg vpnapi.Config) server {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.Creds(creds))
+	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(creds)}, vpnapi.ServerOptions()...)...)
 	vpnapipb.RegisterVPNAPIServer(srv, vpnapi.NewServer(cfg))
 	grpctest.Serve(tb, srv, lis)
 	return server{addr: lis.Addr().String(), pin: authconn.CertPin(cert.Certificate[0])}
@@ -201,32 +247,33 @@ func (s server) info() core.CoordinatorInfo {
 	return core.CoordinatorInfo{Name: "coord", VPNAPIEndpoint: s.addr, TLSPin: s.pin}
 }
 
-// dial connects to s with key, as a node's core does.
-func (s server) dial(tb testing.TB, key ed25519.PrivateKey) core.UpdateClient {
+// watch opens a watch on s with key, as a node's core does.
+func (s server) watch(tb testing.TB, key ed25519.PrivateKey, start core.WatchStart) core.Watch {
 	tb.Helper()
-	cl, err := (&vpnapi.Dialer{SigningPrivKey: key}).DialCoordinator(context.Background(), s.info())
+	w, err := (&vpnapi.Dialer{SigningPrivKey: key}).Watch(context.Background(), s.info(), start)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { cl.Close() })
-	return cl
+	tb.Cleanup(func() { w.Close() })
+	return w
 }
 
 // onWire is a peer record as a node receives it: the other fields
-// (public endpoint, errors, registration) stay on the coordinator.
+// (public endpoint, keys but the WireGuard one, horde, registration) stay
+// on the coordinator.
 func onWire(p records.Peer) records.Peer {
-	return records.Peer{
-		Name: p.Name, Role: p.Role, VPNIP: p.VPNIP, WGEndpoint: p.WGEndpoint, WGPubKey: p.WGPubKey,
-		SigningPubKey: p.SigningPubKey, Horde: p.Horde, Revision: p.Revision, State: p.State,
-	}
+	return records.Peer{Name: p.Name, Role: p.Role, VPNIP: p.VPNIP, WGEndpoint: p.WGEndpoint, WGPubKey: p.WGPubKey, State: p.State}
 }
 
-// allPeers is every record of the registry, as a node receives them.
-func (c *cluster) allPeers() []records.Peer {
+// activePeers is every active record of the registry, as a node receives
+// them.
+func (c *cluster) activePeers() []records.Peer {
 	_, peers := c.reg.Peers()
 	var out []records.Peer
 	for _, p := range peers {
-		out = append(out, onWire(p))
+		if p.State == records.StateActive {
+			out = append(out, onWire(p))
+		}
 	}
 	return out
 }

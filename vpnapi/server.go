@@ -4,77 +4,84 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
-	"fmt"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/records"
-	"github.com/fabricmesh/fabric/internal/view"
+	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 )
 
-// Registry is what the server needs of the coordinator's registry.
-type Registry interface {
-	Changes(since uint64) (rev uint64, full bool, changed []records.Peer)
-	Wait(ctx context.Context, after uint64) (uint64, error)
-	ReportApplied(ip netip.Addr, rev uint64, unixNow int64)
-	LookupSigningKey(signingPubKey []byte) (records.Peer, bool)
-	SSHUsersSince(since uint64) ([]records.SSHUser, bool)
+// DefaultKeepalive is how often the coordinator sends a keepalive on a
+// watch where nothing else was sent.
+const DefaultKeepalive = 15 * time.Second
+
+// Feed answers a node with what it must apply after a revision.
+type Feed interface {
+	Next(ctx context.Context, ip netip.Addr, after uint64, wait time.Duration) (update.Update, error)
 }
 
-// DefaultHoldTime is how long WatchUpdates waits for a change.
-const DefaultHoldTime = 25 * time.Second
+// Liveness learns from the watches which nodes are alive and what they
+// applied.
+type Liveness interface {
+	// Watching marks the node at ip as watching until the returned
+	// function is called.
+	Watching(ip netip.Addr) (stop func())
+	// Report records a message of the node: the revision it applied and
+	// the age of its last WireGuard handshake with the coordinator (-1:
+	// none).
+	Report(ip netip.Addr, applied uint64, handshakeAge time.Duration)
+	// Sent records that the node was sent everything up to revision;
+	// content says whether that answer had anything for it to apply.
+	Sent(ip netip.Addr, revision uint64, content bool)
+}
+
+// Registry is what the server needs of the coordinator's registry.
+type Registry interface {
+	Peer(ip netip.Addr) (records.Peer, bool)
+	LookupSigningKey(signingPubKey []byte) (records.Peer, bool)
+	SetWGEndpoint(ip netip.Addr, wgEndpoint string) error
+}
 
 // Registrar runs the registration handshake of a node's reeve.
 type Registrar interface {
 	Register(ctx context.Context, nodeIP netip.Addr, reevePubKey []byte) error
 }
 
-// Views gives each node's service view as of a revision at least the
-// registry's when called.
-type Views interface {
-	For(ctx context.Context, ip netip.Addr) (view view.View, rev uint64, ok bool, err error)
-}
-
 // Config is what NewServer needs.
 type Config struct {
 	Registry  Registry
 	Registrar Registrar
-	Views     Views
-	// HoldTime of the long poll (default DefaultHoldTime).
-	HoldTime time.Duration
+	Feed      Feed
+	Liveness  Liveness
+	// Keepalive between two messages of a watch (default DefaultKeepalive).
+	Keepalive time.Duration
 }
 
-// Server implements the vpnapi.
+// Server implements the vpnapi. It keeps no state of its own: the feed
+// computes each answer from the change log.
 type Server struct {
 	vpnapipb.UnimplementedVPNAPIServer
 	cfg Config
-	now func() time.Time
-
-	mu   sync.Mutex
-	sent map[netip.Addr]sentView // the view last sent to each node
-}
-
-// sentView is a view as sent in the answer at revision rev.
-type sentView struct {
-	rev  uint64
-	view view.View
 }
 
 // NewServer returns a vpnapi server.
 func NewServer(cfg Config) *Server {
-	if cfg.HoldTime <= 0 {
-		cfg.HoldTime = DefaultHoldTime
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = DefaultKeepalive
 	}
-	return &Server{cfg: cfg, now: time.Now, sent: map[netip.Addr]sentView{}}
+	return &Server{cfg: cfg}
 }
 
 // LookupSigningKey is the authconn server hook: it accepts the keys of
-// active nodes and the coordinator, and names them by VPN IP.
+// active nodes and of the coordinator, which it names by VPN IP, and those
+// of removed nodes, whose watch is told they were removed and nothing
+// else.
 func LookupSigningKey(reg Registry) func(ed25519.PublicKey) (string, error) {
 	return func(pubKey ed25519.PublicKey) (string, error) {
 		p, ok := reg.LookupSigningKey(pubKey)
@@ -85,116 +92,126 @@ func LookupSigningKey(reg Registry) func(ed25519.PublicKey) (string, error) {
 	}
 }
 
-// caller returns the VPN IP of the calling node.
-func caller(ctx context.Context) (netip.Addr, error) {
+// caller returns the record of the calling node.
+func (s *Server) caller(ctx context.Context) (records.Peer, error) {
 	info, err := authconn.RequireMethod(ctx, authconn.MethodSignature)
 	if err != nil {
-		return netip.Addr{}, err
+		return records.Peer{}, err
 	}
 	ip, err := netip.ParseAddr(info.Identity)
 	if err != nil {
-		return netip.Addr{}, status.Errorf(codes.PermissionDenied, "connection identity %q is not a node", info.Identity)
+		return records.Peer{}, status.Errorf(codes.PermissionDenied, "connection identity %q is not a node", info.Identity)
 	}
-	return ip, nil
+	p, ok := s.cfg.Registry.Peer(ip)
+	if !ok {
+		return records.Peer{}, status.Errorf(codes.PermissionDenied, "%s is not a node of this cluster", ip)
+	}
+	return p, nil
 }
 
 // WatchUpdates implements vpnapi.
-func (s *Server) WatchUpdates(ctx context.Context, req *vpnapipb.WatchUpdatesRequest) (*vpnapipb.WatchUpdatesResponse, error) {
-	ip, err := caller(ctx)
+func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequest, vpnapipb.WatchUpdate]) error {
+	ctx := stream.Context()
+	node, err := s.caller(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	applied := req.GetAppliedRevision()
-	s.cfg.Registry.ReportApplied(ip, applied, s.now().Unix())
-	if _, full, _ := s.cfg.Registry.Changes(applied); !full {
-		// Nothing new yet: hold the call until something changes.
-		hold, cancel := context.WithTimeout(ctx, s.cfg.HoldTime)
-		defer cancel()
-		if _, err := s.cfg.Registry.Wait(hold, applied); err != nil && ctx.Err() != nil {
-			return nil, status.FromContextError(ctx.Err()).Err()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	removed := node.State == records.StateRemoved
+	if !removed {
+		defer s.cfg.Liveness.Watching(node.VPNIP)()
+		s.report(node, first)
+		go s.reports(node, stream)
+	}
+	sent := first.GetAppliedRevision()
+	keepalive := uint32(s.cfg.Keepalive / time.Second)
+	for {
+		u, err := s.cfg.Feed.Next(ctx, node.VPNIP, sent, s.cfg.Keepalive)
+		if err != nil {
+			if ctx.Err() != nil {
+				return status.FromContextError(ctx.Err()).Err()
+			}
+			return status.Error(codes.Internal, err.Error())
 		}
+		if u.Kind == update.Unchanged && u.Revision != sent {
+			// Nothing for this node: it need not be woken; the next
+			// keepalive carries the revision.
+			sent = u.Revision
+			s.cfg.Liveness.Sent(node.VPNIP, sent, false)
+			continue
+		}
+		msg, err := UpdateToProto(u, node.Name)
+		if err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+		msg.KeepaliveS = keepalive
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+		if u.Kind == update.Removed {
+			return nil
+		}
+		if !removed {
+			s.cfg.Liveness.Sent(node.VPNIP, u.Revision, u.Kind != update.Unchanged)
+		}
+		sent = u.Revision
 	}
-	// The view first: its revision is the answer's. Peer records changed
-	// since are sent too (and again next time), which is harmless.
-	viewRev, view, err := s.view(ctx, ip, applied)
-	if err != nil {
-		return nil, status.FromContextError(err).Err()
-	}
-	rev, full, changed := s.cfg.Registry.Changes(applied)
-	if s.cfg.Views != nil {
-		rev = viewRev
-	}
-	resp := &vpnapipb.WatchUpdatesResponse{Revision: rev, Full: full, View: view}
-	for _, p := range changed {
-		resp.Peers = append(resp.Peers, PeerToProto(p))
-	}
-	// Users read after rev may be newer than rev: the node applies them
-	// again next time, which changes nothing.
-	if users, changed := s.cfg.Registry.SSHUsersSince(applied); changed {
-		resp.SshUsers = SSHUsersToProto(users)
-	}
-	return resp, nil
 }
 
-// view returns the revision of ip's current view and its change since the
-// one the node applied: nothing if unchanged, the difference if the node
-// applied the view last sent to it, else the whole view (a new or restarted
-// node or coordinator).
-func (s *Server) view(ctx context.Context, ip netip.Addr, applied uint64) (uint64, *vpnapipb.View, error) {
-	if s.cfg.Views == nil {
-		return 0, nil, nil
+// reports receives the node's reports until its watch ends.
+func (s *Server) reports(node records.Peer, stream grpc.BidiStreamingServer[vpnapipb.WatchRequest, vpnapipb.WatchUpdate]) {
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			return
+		}
+		s.report(node, req)
 	}
-	cur, rev, ok, err := s.cfg.Views.For(ctx, ip)
-	if err != nil || !ok {
-		return rev, nil, err
+}
+
+func (s *Server) report(node records.Peer, req *vpnapipb.WatchRequest) {
+	age := time.Duration(req.GetCoordinatorHandshakeAgeMs()) * time.Millisecond
+	if req.GetCoordinatorHandshakeAgeMs() < 0 {
+		age = -1
 	}
-	s.mu.Lock()
-	last, known := s.sent[ip]
-	s.sent[ip] = sentView{rev: rev, view: cur}
-	s.mu.Unlock()
-	if !known || last.rev != applied {
-		return rev, ViewToProto(cur, nil, true), nil
+	s.cfg.Liveness.Report(node.VPNIP, req.GetAppliedRevision(), age)
+	if ep := req.GetWgEndpoint(); ep != "" && ep != node.WGEndpoint {
+		// Errors (a malformed endpoint) leave the record as it was; the
+		// node reports again on its next watch.
+		_ = s.cfg.Registry.SetWGEndpoint(node.VPNIP, ep)
 	}
-	upserts, removed := view.Diff(last.view, cur)
-	if len(removed) == 0 && len(upserts.Whitelist)+len(upserts.Endpoints)+len(upserts.Catalog) == 0 {
-		return rev, nil, nil
-	}
-	return rev, ViewToProto(upserts, removed, false), nil
 }
 
 // Register implements vpnapi: the calling node's reeve offers its key.
 func (s *Server) Register(ctx context.Context, req *vpnapipb.RegisterRequest) (*vpnapipb.RegisterResponse, error) {
-	ip, err := caller(ctx)
+	node, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if node.State != records.StateActive {
+		return nil, status.Errorf(codes.PermissionDenied, "%s (%s) is %s", node.Name, node.VPNIP, node.State)
 	}
 	if s.cfg.Registrar == nil {
 		return nil, status.Error(codes.Unavailable, "registration is not served here")
 	}
-	if err := s.cfg.Registrar.Register(ctx, ip, req.GetReevePubKey()); err != nil {
+	if err := s.cfg.Registrar.Register(ctx, node.VPNIP, req.GetReevePubKey()); err != nil {
 		return nil, status.Error(codes.PermissionDenied, err.Error())
 	}
 	return &vpnapipb.RegisterResponse{}, nil
 }
 
-// PeerToProto converts a registry record.
-func PeerToProto(p records.Peer) *vpnapipb.Peer {
-	return &vpnapipb.Peer{
-		Name: p.Name, Role: string(p.Role), VpnIp: p.VPNIP.String(), WgEndpoint: p.WGEndpoint,
-		WgPubKey: p.WGPubKey, SigningPubKey: p.SigningPubKey, Horde: p.Horde, Revision: p.Revision,
-		State: string(p.State),
+// ServerOptions tune the vpnapi's gRPC server for many long-lived, mostly
+// idle watches: small per-connection read buffers and write buffers shared
+// between connections (a watch sends a few hundred bytes now and then),
+// and pings of clients allowed every 10 s.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ReadBufferSize(4 << 10),
+		grpc.WriteBufferSize(16 << 10),
+		grpc.SharedWriteBuffer(true),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
-}
-
-// PeerFromProto converts back.
-func PeerFromProto(p *vpnapipb.Peer) (records.Peer, error) {
-	ip, err := netip.ParseAddr(p.GetVpnIp())
-	if err != nil {
-		return records.Peer{}, fmt.Errorf("peer %q: vpn ip: %w", p.GetName(), err)
-	}
-	return records.Peer{
-		Name: p.GetName(), Role: records.Role(p.GetRole()), VPNIP: ip, WGEndpoint: p.GetWgEndpoint(),
-		WGPubKey: p.GetWgPubKey(), SigningPubKey: p.GetSigningPubKey(), Horde: p.GetHorde(),
-		Revision: p.GetRevision(), State: records.State(p.GetState()),
-	}, nil
 }

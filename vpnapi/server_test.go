@@ -1,7 +1,6 @@
 package vpnapi_test
 
 import (
-	"context"
 	"errors"
 	"net/netip"
 	"strings"
@@ -10,332 +9,198 @@ import (
 
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/records"
-	"github.com/fabricmesh/fabric/internal/sshusers/sshuserstest"
+	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/internal/view"
 	"github.com/fabricmesh/fabric/vpnapi"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
-// n1's views: v1, then v2, in which pastiche@n2 has a new key, the
-// endpoint pastiche@n2 is gone and pastiche@n3 is new.
-var (
-	pastiche2Key, pastiche2NewKey = pub(newKey()), pub(newKey())
-	v1                            = view.View{
-		Whitelist: []view.WhitelistEntry{{Endpoint: "pastiche@n1", Client: "pastiche@n2", PubKey: pastiche2Key}},
-		Endpoints: []view.EndpointEntry{{Client: "pastiche@n1", Service: "pastiche", Endpoint: "pastiche@n2", Address: "203.0.113.4:7450"}},
-		Catalog:   []view.CatalogEntry{{Client: "pastiche@n1", Service: "pastiche"}},
-	}
-	v2 = view.View{
-		Whitelist: []view.WhitelistEntry{{Endpoint: "pastiche@n1", Client: "pastiche@n2", PubKey: pastiche2NewKey}},
-		Endpoints: []view.EndpointEntry{{Client: "pastiche@n1", Service: "pastiche", Endpoint: "pastiche@n3", Address: "203.0.113.5:7450"}},
-		Catalog:   []view.CatalogEntry{{Client: "pastiche@n1", Service: "pastiche"}},
-	}
-	// v1to2 is the change from v1 to v2, written out.
-	v1to2 = core.ViewUpdate{
-		Upserts: view.View{
-			Whitelist: []view.WhitelistEntry{{Endpoint: "pastiche@n1", Client: "pastiche@n2", PubKey: pastiche2NewKey}},
-			Endpoints: []view.EndpointEntry{{Client: "pastiche@n1", Service: "pastiche", Endpoint: "pastiche@n3", Address: "203.0.113.5:7450"}},
-		},
-		Removed: []string{"endpoint pastiche@n1 pastiche@n2"},
-	}
-)
-
-func TestViewChangeWrittenOut(t *testing.T) {
-	if diff := cmp.Diff(v2, v1.Apply(v1to2.Upserts, v1to2.Removed), cmpOpts); diff != "" {
-		t.Errorf("v1 with v1to2 applied is not v2 (-want +got):\n%s", diff)
-	}
-}
-
-// watchFixture is a cluster with the vpnapi served and n1 connected.
-type watchFixture struct {
-	*cluster
-	views *fakeViews
-	srv   server
-	n1    core.UpdateClient
-}
-
-func newWatchFixture(tb testing.TB, hold time.Duration, withViews bool) *watchFixture {
+// recv receives the next update of w, bounded by the test's time.
+func recv(tb testing.TB, w core.Watch) update.Update {
 	tb.Helper()
-	c := newCluster(tb)
-	f := &watchFixture{cluster: c, views: &fakeViews{reg: c.reg, views: map[netip.Addr]view.View{}}}
-	f.views.set(c.nodeIPs["n1"], v1)
-	cfg := vpnapi.Config{Registry: c.reg, HoldTime: hold}
-	if withViews {
-		cfg.Views = f.views
-	}
-	f.srv = c.serve(tb, cfg)
-	f.n1 = f.srv.dial(tb, c.nodeKeys["n1"])
-	return f
-}
-
-var testUsers = []records.SSHUser{
-	{Name: "alice", Keys: []string{sshuserstest.Key(1, "alice@laptop")}},
-	{Name: "bob", Keys: []string{sshuserstest.Key(2, "")}},
-	{Name: "carol", Keys: []string{sshuserstest.Key(3, "carol")}},
-}
-
-// setSSHUsers replaces the registry's SSH users.
-func (f *watchFixture) setSSHUsers(tb testing.TB, users []records.SSHUser) {
-	tb.Helper()
-	if _, _, _, err := f.reg.UpdateSSHUsers(func([]records.SSHUser) ([]records.SSHUser, error) { return users, nil }); err != nil {
-		tb.Fatal(err)
-	}
-}
-
-// watch is one call of n1's.
-func (f *watchFixture) watch(tb testing.TB, applied uint64) core.Update {
-	tb.Helper()
-	upd, err := f.n1.WatchUpdates(testContext(tb), applied)
-	if err != nil {
-		tb.Fatalf("WatchUpdates(%d): %v", applied, err)
-	}
-	return upd
-}
-
-// peersOf returns the named nodes' records as a node receives them.
-func (f *watchFixture) peersOf(tb testing.TB, names ...string) []records.Peer {
-	tb.Helper()
-	var out []records.Peer
-	for _, name := range names {
-		p, ok := f.reg.Peer(f.nodeIPs[name])
-		if !ok {
-			tb.Fatalf("no record of %s", name)
-		}
-		out = append(out, onWire(p))
-	}
-	return out
-}
-
-func (f *watchFixture) setRegistered(tb testing.TB, name string) {
-	tb.Helper()
-	if _, err := f.reg.SetRegistration(f.nodeIPs[name], pub(newKey()), ""); err != nil {
-		tb.Fatal(err)
-	}
-}
-
-// TestWatchUpdates runs n1's long poll after various histories: each case
-// makes calls and changes (prepare, which returns the revision n1 then
-// reports) and checks the answer to the next call.
-func TestWatchUpdates(t *testing.T) {
-	tests := []struct {
-		name     string
-		noViews  bool
-		prepare  func(t *testing.T, f *watchFixture) (applied uint64)
-		want     func(t *testing.T, f *watchFixture) core.Update
-		wantSame bool // the answer is "nothing new" at the applied revision
-	}{
-		{
-			name:    "first call: everything",
-			prepare: func(*testing.T, *watchFixture) uint64 { return 0 },
-			want: func(t *testing.T, f *watchFixture) core.Update {
-				return core.Update{Revision: f.reg.Revision(), Full: true, Peers: f.allPeers(), View: &core.ViewUpdate{Full: true, Upserts: v1}, SSHUsers: &core.SSHUserSet{}}
-			},
-		},
-		{
-			name: "after a change: the changed peers and the view's change",
-			prepare: func(t *testing.T, f *watchFixture) uint64 {
-				applied := f.watch(t, 0).Revision
-				f.views.set(f.nodeIPs["n1"], v2)
-				f.addNode(t, "n3", "b")
-				return applied
-			},
-			want: func(t *testing.T, f *watchFixture) core.Update {
-				return core.Update{Revision: f.reg.Revision(), Peers: f.peersOf(t, "n3"), View: &v1to2}
-			},
-		},
-		{
-			name: "peer change only",
-			prepare: func(t *testing.T, f *watchFixture) uint64 {
-				applied := f.watch(t, 0).Revision
-				f.setRegistered(t, "n2")
-				return applied
-			},
-			want: func(t *testing.T, f *watchFixture) core.Update {
-				return core.Update{Revision: f.reg.Revision(), Peers: f.peersOf(t, "n2")}
-			},
-		},
-		{
-			name: "view change only",
-			prepare: func(t *testing.T, f *watchFixture) uint64 {
-				f.setRegistered(t, "n2")
-				applied := f.watch(t, 0).Revision
-				f.views.set(f.nodeIPs["n1"], v2)
-				if _, err := f.reg.SetServices(f.nodeIPs["n2"], records.Services{Clients: []records.ServiceClient{{Service: "pastiche", PubKey: pastiche2NewKey}}}); err != nil {
-					t.Fatal(err)
-				}
-				return applied
-			},
-			want: func(t *testing.T, f *watchFixture) core.Update {
-				return core.Update{Revision: f.reg.Revision(), View: &v1to2}
-			},
-		},
-		{
-			name: "no change: the hold time passes",
-			prepare: func(t *testing.T, f *watchFixture) uint64 {
-				return f.watch(t, 0).Revision
-			},
-			wantSame: true,
-		},
-		{
-			name: "node ahead of the coordinator: everything",
-			prepare: func(t *testing.T, f *watchFixture) uint64 {
-				return f.watch(t, 0).Revision + 100
-			},
-			want: func(t *testing.T, f *watchFixture) core.Update {
-				return core.Update{Revision: f.reg.Revision(), Full: true, Peers: f.allPeers(), View: &core.ViewUpdate{Full: true, Upserts: v1}, SSHUsers: &core.SSHUserSet{}}
-			},
-		},
-		{
-			name: "node that did not apply the last answer: changes since its revision, whole view",
-			prepare: func(t *testing.T, f *watchFixture) uint64 {
-				applied := f.watch(t, 0).Revision
-				f.views.set(f.nodeIPs["n1"], v2)
-				f.addNode(t, "n3", "b")
-				f.watch(t, applied) // lost
-				f.addNode(t, "n4", "b")
-				return applied
-			},
-			want: func(t *testing.T, f *watchFixture) core.Update {
-				return core.Update{Revision: f.reg.Revision(), Peers: f.peersOf(t, "n3", "n4"), View: &core.ViewUpdate{Full: true, Upserts: v2}}
-			},
-		},
-		{
-			name: "coordinator restarted: whole view at the node's revision",
-			prepare: func(t *testing.T, f *watchFixture) uint64 {
-				return f.reg.Revision() // from before the restart; this server never answered n1
-			},
-			want: func(t *testing.T, f *watchFixture) core.Update {
-				return core.Update{Revision: f.reg.Revision(), View: &core.ViewUpdate{Full: true, Upserts: v1}}
-			},
-		},
-		{
-			name: "node without a view",
-			prepare: func(t *testing.T, f *watchFixture) uint64 {
-				f.views.mu.Lock()
-				delete(f.views.views, f.nodeIPs["n1"])
-				f.views.mu.Unlock()
-				return 0
-			},
-			want: func(t *testing.T, f *watchFixture) core.Update {
-				return core.Update{Revision: f.reg.Revision(), Full: true, Peers: f.allPeers(), SSHUsers: &core.SSHUserSet{}}
-			},
-		},
-		{
-			name: "SSH users changed: the whole set",
-			prepare: func(t *testing.T, f *watchFixture) uint64 {
-				applied := f.watch(t, 0).Revision
-				f.setSSHUsers(t, testUsers[:2])
-				applied = f.watch(t, applied).Revision
-				f.setSSHUsers(t, testUsers[1:])
-				return applied
-			},
-			want: func(t *testing.T, f *watchFixture) core.Update {
-				_, users := f.reg.SSHUsers()
-				return core.Update{Revision: f.reg.Revision(), SSHUsers: &core.SSHUserSet{Users: users}}
-			},
-		},
-		{
-			name: "every SSH user removed: the empty set",
-			prepare: func(t *testing.T, f *watchFixture) uint64 {
-				f.setSSHUsers(t, testUsers)
-				applied := f.watch(t, 0).Revision
-				f.setSSHUsers(t, nil)
-				return applied
-			},
-			want: func(t *testing.T, f *watchFixture) core.Update {
-				return core.Update{Revision: f.reg.Revision(), SSHUsers: &core.SSHUserSet{}}
-			},
-		},
-		{
-			name:    "no views served: peers only",
-			noViews: true,
-			prepare: func(t *testing.T, f *watchFixture) uint64 {
-				applied := f.watch(t, 0).Revision
-				f.addNode(t, "n3", "b")
-				return applied
-			},
-			want: func(t *testing.T, f *watchFixture) core.Update {
-				return core.Update{Revision: f.reg.Revision(), Peers: f.peersOf(t, "n3")}
-			},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newWatchFixture(t, 50*time.Millisecond, !tt.noViews)
-			applied := tt.prepare(t, f)
-			got := f.watch(t, applied)
-			want := core.Update{Revision: applied}
-			if !tt.wantSame {
-				want = tt.want(t, f)
-			}
-			if diff := cmp.Diff(want, got, cmpOpts); diff != "" {
-				t.Errorf("answer to WatchUpdates(%d) (-want +got):\n%s", applied, diff)
-			}
-			if rep := f.reg.Applied(f.nodeIPs["n1"]); rep.Revision != applied || rep.At == 0 {
-				t.Errorf("the registry has n1 at %+v, want revision %d reported", rep, applied)
-			}
-		})
-	}
-}
-
-// waitHeld waits until n1's call reporting applied has reached the server
-// (which records the report before holding the call).
-func (f *watchFixture) waitHeld(ctx context.Context, tb testing.TB, applied uint64) {
-	tb.Helper()
-	for f.reg.Applied(f.nodeIPs["n1"]).Revision != applied {
-		select {
-		case <-ctx.Done():
-			tb.Fatal("the call never reached the server")
-		case <-time.After(time.Millisecond):
-		}
-	}
-}
-
-// TestWatchUpdatesWakes: a held call returns as soon as the registry
-// changes, with the change.
-func TestWatchUpdatesWakes(t *testing.T) {
-	f := newWatchFixture(t, time.Hour, true)
-	ctx := testContext(t)
-	applied := f.watch(t, 0).Revision
-	type answer struct {
-		upd core.Update
+	type res struct {
+		u   update.Update
 		err error
 	}
-	answers := make(chan answer, 1)
+	ch := make(chan res, 1)
 	go func() {
-		upd, err := f.n1.WatchUpdates(ctx, applied)
-		answers <- answer{upd, err}
+		u, err := w.Recv()
+		ch <- res{u, err}
 	}()
-	f.waitHeld(ctx, t, applied)
-	f.setRegistered(t, "n2")
-	a := <-answers
-	if a.err != nil {
-		t.Fatal(a.err)
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			tb.Fatalf("Recv: %v", r.err)
+		}
+		return r.u
+	case <-time.After(10 * time.Second):
+		tb.Fatal("no update within 10s")
 	}
-	want := core.Update{Revision: f.reg.Revision(), Peers: f.peersOf(t, "n2")}
-	if diff := cmp.Diff(want, a.upd, cmpOpts); diff != "" {
-		t.Errorf("answer (-want +got):\n%s", diff)
+	return update.Update{}
+}
+
+// TestWatch: a node watching from nothing gets the whole cluster, then each
+// change that concerns it as it commits, resumes from its revision after a
+// reconnect, and gets a keepalive when nothing happens; its reports reach
+// the liveness.
+func TestWatch(t *testing.T) {
+	c := newCluster(t)
+	cfg, live := c.config(t)
+	cfg.Keepalive = time.Second
+	srv := c.serve(t, cfg)
+	n1 := c.nodeIPs["n1"]
+
+	w := srv.watch(t, c.nodeKeys["n1"], core.WatchStart{})
+	full := recv(t, w)
+	if full.Kind != update.Full || full.Revision != c.reg.Revision() {
+		t.Fatalf("first update: %v at %d, want a full snapshot at %d", full.Kind, full.Revision, c.reg.Revision())
+	}
+	if diff := cmp.Diff(c.activePeers(), full.Peers, cmpOpts); diff != "" {
+		t.Errorf("snapshot peers (-want +got):\n%s", diff)
+	}
+	if full.View.Kind != update.ViewFull {
+		t.Errorf("snapshot view %v, want a full (empty) view", full.View.Kind)
+	}
+
+	n3 := c.addNode(t, "n3", "a")
+	for u := recv(t, w); ; u = recv(t, w) {
+		if u.Kind == update.Unchanged {
+			continue
+		}
+		if u.Kind != update.Delta || u.Revision != c.reg.Revision() {
+			t.Fatalf("after a join: %v at %d, want a delta at %d", u.Kind, u.Revision, c.reg.Revision())
+		}
+		if diff := cmp.Diff([]records.Peer{onWire(n3)}, u.Peers, cmpOpts); diff != "" {
+			t.Errorf("delta peers (-want +got):\n%s", diff)
+		}
+		break
+	}
+	if err := w.Report(c.reg.Revision(), 1500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if u := recv(t, w); u.Kind != update.Unchanged || u.Revision != c.reg.Revision() {
+		t.Errorf("idle watch: %v at %d, want a keepalive at %d", u.Kind, u.Revision, c.reg.Revision())
+	}
+	watching, reports, _ := live.state()
+	if watching[n1] != 1 {
+		t.Errorf("liveness: n1 watching %d times, want 1", watching[n1])
+	}
+	if len(reports) < 2 || reports[0] != (report{n1, 0, -1}) || reports[len(reports)-1] != (report{n1, c.reg.Revision(), 1500 * time.Millisecond}) {
+		t.Errorf("reports = %+v, want the start at 0 then revision %d with a 1.5s handshake age", reports, c.reg.Revision())
+	}
+	w.Close()
+
+	// A reconnect resumes from the node's revision: no full snapshot.
+	at := c.reg.Revision()
+	n4 := c.addNode(t, "n4", "b")
+	w2 := srv.watch(t, c.nodeKeys["n1"], core.WatchStart{Applied: at})
+	u := recv(t, w2)
+	if u.Kind != update.Delta || len(u.Peers) != 1 || u.Peers[0].Name != n4.Name {
+		t.Errorf("resumed watch: %v with %v, want a delta with n4", u.Kind, u.Peers)
 	}
 }
 
-// TestWatchUpdatesCallerEnds: a held call whose caller gives up ends with
-// the caller's context error.
-func TestWatchUpdatesCallerEnds(t *testing.T) {
-	f := newWatchFixture(t, time.Hour, true)
-	applied := f.watch(t, 0).Revision
-	ctx, cancel := context.WithCancel(testContext(t))
-	done := make(chan error, 1)
+// TestWatchFull: a node whose revision is ahead of the coordinator's gets
+// a full snapshot.
+func TestWatchFull(t *testing.T) {
+	c := newCluster(t)
+	cfg, _ := c.config(t)
+	srv := c.serve(t, cfg)
+	w := srv.watch(t, c.nodeKeys["n2"], core.WatchStart{Applied: c.reg.Revision() + 50})
+	if u := recv(t, w); u.Kind != update.Full || len(u.Peers) != len(c.activePeers()) {
+		t.Errorf("a node ahead gets %v with %d peers, want a full snapshot of %d", u.Kind, len(u.Peers), len(c.activePeers()))
+	}
+}
+
+// TestWatchNothingForTheNode: a change that concerns no WireGuard field
+// and no view entry of the node sends it nothing; the liveness learns the
+// node is current anyway.
+func TestWatchNothingForTheNode(t *testing.T) {
+	c := newCluster(t)
+	cfg, live := c.config(t)
+	cfg.Keepalive = time.Hour
+	srv := c.serve(t, cfg)
+	w := srv.watch(t, c.nodeKeys["n1"], core.WatchStart{})
+	recv(t, w)
+	if _, err := c.reg.SetRegistration(c.nodeIPs["n2"], nil, "the reeve did not answer"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, _, sents := live.state()
+		if n := len(sents); n > 0 && sents[n-1] == (sent{c.nodeIPs["n1"], c.reg.Revision(), false}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("liveness was not told n1 is current at %d: %+v", c.reg.Revision(), sents)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := make(chan update.Update, 1)
 	go func() {
-		_, err := f.n1.WatchUpdates(ctx, applied)
-		done <- err
+		u, err := w.Recv()
+		if err == nil {
+			got <- u
+		}
 	}()
-	f.waitHeld(ctx, t, applied)
-	cancel()
-	if err := <-done; status.Code(err) != codes.Canceled {
-		t.Errorf("WatchUpdates after cancel: %v, want Canceled", err)
+	select {
+	case u := <-got:
+		t.Errorf("n1 was sent %v at %d for a change of n2's registration", u.Kind, u.Revision)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestWatchRemoved: a removed node watching is told so, and so is one that
+// watches again later; nothing else reaches it.
+func TestWatchRemoved(t *testing.T) {
+	c := newCluster(t)
+	cfg, _ := c.config(t)
+	srv := c.serve(t, cfg)
+	w := srv.watch(t, c.nodeKeys["n2"], core.WatchStart{})
+	recv(t, w)
+	if _, err := c.reg.Remove(c.nodeIPs["n2"]); err != nil {
+		t.Fatal(err)
+	}
+	if u := recv(t, w); u.Kind != update.Removed {
+		t.Errorf("after its removal the node gets %v, want Removed", u.Kind)
+	}
+	if _, err := w.Recv(); err == nil {
+		t.Error("the watch of a removed node goes on")
+	}
+	w2 := srv.watch(t, c.nodeKeys["n2"], core.WatchStart{Applied: 3})
+	if u := recv(t, w2); u.Kind != update.Removed || len(u.Peers) > 0 || u.View.Kind != update.ViewUnchanged {
+		t.Errorf("a removed node watching again gets %+v, want Removed and nothing else", u)
+	}
+	err := (&vpnapi.Dialer{SigningPrivKey: c.nodeKeys["n2"]}).Register(testContext(t), srv.info(), pub(newKey()))
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("Register by a removed node: %v, want PermissionDenied", err)
+	}
+}
+
+// TestWatchReportsWireGuardEndpoint: the endpoint a node reports when it
+// starts watching is recorded (a changed WireGuard port).
+func TestWatchReportsWireGuardEndpoint(t *testing.T) {
+	c := newCluster(t)
+	cfg, _ := c.config(t)
+	srv := c.serve(t, cfg)
+	n1, _ := c.reg.Peer(c.nodeIPs["n1"])
+	pubEP := netip.MustParseAddrPort(n1.PublicEndpoint)
+	moved := netip.AddrPortFrom(pubEP.Addr(), 51999).String()
+	w := srv.watch(t, c.nodeKeys["n1"], core.WatchStart{WGEndpoint: moved})
+	recv(t, w)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if p, _ := c.reg.Peer(n1.VPNIP); p.WGEndpoint == moved {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the reported endpoint %s was not recorded", moved)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -344,15 +209,21 @@ func TestWatchUpdatesCallerEnds(t *testing.T) {
 func TestCallersRefused(t *testing.T) {
 	c := newCluster(t)
 	reg := &fakeRegistrar{}
-	srv := c.serve(t, vpnapi.Config{Registry: c.reg, Registrar: reg, HoldTime: time.Millisecond})
+	cfg, _ := c.config(t)
+	cfg.Registrar = reg
+	srv := c.serve(t, cfg)
 	ctx := testContext(t)
 	for name, key := range map[string][]byte{"admin": c.adminKey, "unknown": newKey()} {
 		t.Run(name, func(t *testing.T) {
-			cl := srv.dial(t, key)
-			if _, err := cl.WatchUpdates(ctx, 0); status.Code(err) != codes.PermissionDenied {
+			w, err := (&vpnapi.Dialer{SigningPrivKey: key}).Watch(ctx, srv.info(), core.WatchStart{})
+			if err == nil {
+				_, err = w.Recv()
+				w.Close()
+			}
+			if status.Code(err) != codes.PermissionDenied {
 				t.Errorf("WatchUpdates: %v, want PermissionDenied", err)
 			}
-			err := (&vpnapi.Dialer{SigningPrivKey: key}).Register(ctx, srv.info(), pub(newKey()))
+			err = (&vpnapi.Dialer{SigningPrivKey: key}).Register(ctx, srv.info(), pub(newKey()))
 			if status.Code(err) != codes.PermissionDenied {
 				t.Errorf("Register: %v, want PermissionDenied", err)
 			}
@@ -364,20 +235,17 @@ func TestCallersRefused(t *testing.T) {
 	t.Run("wrong pin", func(t *testing.T) {
 		info := srv.info()
 		info.TLSPin = make([]byte, 32)
-		cl, err := (&vpnapi.Dialer{SigningPrivKey: c.nodeKeys["n1"]}).DialCoordinator(ctx, info)
-		if err != nil {
-			t.Fatal(err)
+		w, err := (&vpnapi.Dialer{SigningPrivKey: c.nodeKeys["n1"]}).Watch(ctx, info, core.WatchStart{})
+		if err == nil {
+			_, err = w.Recv()
+			w.Close()
 		}
-		defer cl.Close()
-		if _, err := cl.WatchUpdates(ctx, 0); status.Code(err) != codes.PermissionDenied {
+		if status.Code(err) != codes.PermissionDenied {
 			t.Errorf("WatchUpdates: %v, want PermissionDenied", err)
 		}
 	})
 	t.Run("no connection authentication", func(t *testing.T) {
 		s := vpnapi.NewServer(vpnapi.Config{Registry: c.reg, Registrar: reg})
-		if _, err := s.WatchUpdates(ctx, &vpnapipb.WatchUpdatesRequest{}); status.Code(err) != codes.PermissionDenied {
-			t.Errorf("WatchUpdates: %v, want PermissionDenied", err)
-		}
 		if _, err := s.Register(ctx, &vpnapipb.RegisterRequest{}); status.Code(err) != codes.PermissionDenied {
 			t.Errorf("Register: %v, want PermissionDenied", err)
 		}
@@ -409,7 +277,8 @@ func TestRegister(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			reg := &fakeRegistrar{err: tt.regErr}
-			cfg := vpnapi.Config{Registry: c.reg, Registrar: reg}
+			cfg, _ := c.config(t)
+			cfg.Registrar = reg
 			if tt.noReg {
 				cfg.Registrar = nil
 			}
@@ -435,7 +304,7 @@ func TestRegister(t *testing.T) {
 
 func TestLookupSigningKey(t *testing.T) {
 	c := newCluster(t)
-	pending, err := c.reg.Reserve("192.0.2.99:7443", "n9", randomBytes(32), false)
+	pending, err := c.reg.Reserve("192.0.2.99:7443", "n9", randomBytes(32), nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,10 +333,9 @@ func TestLookupSigningKey(t *testing.T) {
 
 func TestProtoRoundTrip(t *testing.T) {
 	c := newCluster(t)
-	if _, err := c.reg.SetRegistration(c.nodeIPs["n1"], pub(newKey()), ""); err != nil {
-		t.Fatal(err)
-	}
 	_, peers := c.reg.Peers()
+	peers = append(peers, records.Peer{Name: "v6", Role: records.RoleNode, VPNIP: netip.MustParseAddr("fd00::9"),
+		WGEndpoint: "[2001:db8::9]:51820", WGPubKey: randomBytes(32), State: records.StateActive})
 	for _, p := range peers {
 		got, err := vpnapi.PeerFromProto(vpnapi.PeerToProto(p))
 		if err != nil {
@@ -477,13 +345,98 @@ func TestProtoRoundTrip(t *testing.T) {
 			t.Errorf("peer %s through the wire (-want +got):\n%s", p.Name, diff)
 		}
 	}
-	if _, err := vpnapi.PeerFromProto(&vpnapipb.Peer{Name: "n1", VpnIp: "n1"}); err == nil || !strings.Contains(err.Error(), `peer "n1": vpn ip`) {
-		t.Errorf("PeerFromProto with a bad VPN IP: %v", err)
-	}
-	for _, u := range []core.ViewUpdate{{Full: true, Upserts: v1}, v1to2, {Full: true}} {
-		upserts, removed, full := vpnapi.ViewFromProto(vpnapi.ViewToProto(u.Upserts, u.Removed, u.Full))
-		if diff := cmp.Diff(u, core.ViewUpdate{Full: full, Upserts: upserts, Removed: removed}, cmpOpts); diff != "" {
-			t.Errorf("view through the wire (-want +got):\n%s", diff)
+	for _, bad := range []*vpnapipb.Peer{
+		{Name: "n1", VpnIp: []byte{1, 2}, Role: vpnapipb.Role_NODE},
+		{Name: "n1", VpnIp: []byte{203, 0, 113, 9}},
+		{Name: "n1", VpnIp: []byte{203, 0, 113, 9}, Role: vpnapipb.Role_NODE, WgEndpoint: []byte{1, 2, 3}},
+	} {
+		if _, err := vpnapi.PeerFromProto(bad); err == nil || !strings.Contains(err.Error(), `peer "n1"`) {
+			t.Errorf("PeerFromProto(%v) = %v, want an error naming the peer", bad, err)
 		}
 	}
+	for _, u := range []update.Update{
+		{Revision: 9, Kind: update.Full, Peers: []records.Peer{onWire(peers[0])}, View: update.ViewUpdate{Kind: update.ViewFull, Full: v1}},
+		{Revision: 10, Kind: update.Delta, RemovedPeers: []netip.Addr{netip.MustParseAddr("203.0.113.4")}, View: update.ViewUpdate{Kind: update.ViewDelta, Slices: slices12}},
+		{Revision: 11, Kind: update.Full, View: update.ViewUpdate{Kind: update.ViewFull}},
+		{Revision: 11, Kind: update.Unchanged},
+		{Revision: 12, Kind: update.Removed},
+	} {
+		msg, err := vpnapi.UpdateToProto(u, "n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := proto.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back vpnapipb.WatchUpdate
+		if err := proto.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		got, err := vpnapi.UpdateFromProto(&back)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(u, got, cmpOpts); diff != "" {
+			t.Errorf("%v update through the wire (-want +got):\n%s", u.Kind, diff)
+		}
+	}
+}
+
+// TestUpdateSize: the answer a node gets when one peer joins and its
+// pastiche becomes reachable is small: a few hundred bytes, whatever the
+// size of the cluster (the figure make bench-scale measures on the wire).
+func TestUpdateSize(t *testing.T) {
+	joined := records.Peer{Name: "n1234", Role: records.RoleNode, VPNIP: netip.MustParseAddr("198.18.4.210"),
+		WGEndpoint: "192.0.2.210:51820", WGPubKey: randomBytes(32), State: records.StateActive}
+	slice := view.Slice{Node: "n1234",
+		Whitelist: []view.WhitelistEntry{{Endpoint: "pastiche@n77", Client: "pastiche@n1234", PubKey: randomBytes(32)}},
+		Endpoints: []view.EndpointEntry{{Client: "pastiche@n77", Service: "pastiche", Endpoint: "pastiche@n1234", Address: "198.18.4.210:7450"}}}
+	for _, tt := range []struct {
+		name string
+		u    update.Update
+		max  int
+	}{
+		{"peer and slice", update.Update{Revision: 40001, Kind: update.Delta, Peers: []records.Peer{joined},
+			View: update.ViewUpdate{Kind: update.ViewDelta, Slices: []view.Slice{slice}}}, 220},
+		{"removal", update.Update{Revision: 40002, Kind: update.Delta, RemovedPeers: []netip.Addr{joined.VPNIP},
+			View: update.ViewUpdate{Kind: update.ViewDelta, Slices: []view.Slice{{Node: "n1234"}}}}, 40},
+		{"keepalive", update.Update{Revision: 40002, Kind: update.Unchanged}, 12},
+	} {
+		msg, err := vpnapi.UpdateToProto(tt.u, "n77")
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg.KeepaliveS = 15
+		if n := proto.Size(msg); n > tt.max {
+			t.Errorf("%s: %d bytes, want at most %d", tt.name, n, tt.max)
+		}
+	}
+}
+
+// v1 is a view of node n1: entries shared with n2 and n3, entries between
+// n1's own services, and a catalog.
+var v1 = func() view.View {
+	v := view.View{
+		Whitelist: []view.WhitelistEntry{
+			{Endpoint: "pastiche@n1", Client: "pastiche@n2", PubKey: []byte("k2")},
+			{Endpoint: "pastiche@n1", Client: "pastiche@n3", PubKey: []byte("k3")},
+			{Endpoint: "ledger@n1", Client: "billing@n1", PubKey: []byte("kb")},
+		},
+		Endpoints: []view.EndpointEntry{
+			{Client: "pastiche@n1", Service: "pastiche", Endpoint: "pastiche@n2", Address: "203.0.113.4:7450"},
+			{Client: "billing@n1", Service: "ledger", Endpoint: "ledger@n1", Address: "203.0.113.3:9000"},
+		},
+		Catalog: []view.CatalogEntry{{Client: "billing@n1", Service: "ledger"}, {Client: "pastiche@n1", Service: "pastiche"}},
+	}
+	v.Sort()
+	return v
+}()
+
+// slices12 replace n1's entries with n2 and drop those with n3.
+var slices12 = []view.Slice{
+	{Node: "n2",
+		Whitelist: []view.WhitelistEntry{{Endpoint: "pastiche@n1", Client: "pastiche@n2", PubKey: []byte("k2b")}},
+		Endpoints: []view.EndpointEntry{{Client: "pastiche@n1", Service: "pastiche", Endpoint: "pastiche@n2", Address: "203.0.113.4:7451"}}},
+	{Node: "n3"},
 }

@@ -1,13 +1,9 @@
 package registry
 
 import (
-	"errors"
 	"math/big"
 	"net/netip"
 )
-
-// ErrCIDRFull is returned when the VPN CIDR has no address left to give.
-var ErrCIDRFull = errors.New("vpn cidr is full")
 
 // addrAt returns the address at offset within prefix, or false when the
 // offset is outside the usable range. Offset 0 (the network address) and,

@@ -142,7 +142,7 @@ func TestCIDRFull(t *testing.T) {
 						name string
 						do   func() (records.Peer, error)
 					}{
-						{"Reserve", func() (records.Peer, error) { return r.Reserve(nodeEndpoint(next), nodeName(next), nil, false) }},
+						{"Reserve", func() (records.Peer, error) { return r.Reserve(nodeEndpoint(next), nodeName(next), nil, nil, false) }},
 						{"Fail", func() (records.Peer, error) { return r.Fail(nodeEndpoint(next), "unreachable") }},
 					}
 					for _, c := range checks {
@@ -162,7 +162,7 @@ func TestCIDRFull(t *testing.T) {
 					}
 					// The failed node still gets its own address back.
 					if tt.usable-2 > 1 {
-						p, err := r.Reserve(nodeEndpoint(1), nodeName(1), nil, false)
+						p, err := r.Reserve(nodeEndpoint(1), nodeName(1), nil, nil, false)
 						if err != nil {
 							t.Fatalf("retrying a failed node in a full CIDR: %v", err)
 						}
@@ -185,7 +185,7 @@ func TestInitCIDRTooSmallForAdmins(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/30")}, coordinatorPeer(),
-		[]records.Peer{admin(0), admin(1)}, nil, nil)
+		[]records.Peer{admin(0), admin(1)}, nil)
 	if !errors.Is(err, registry.ErrCIDRFull) {
 		t.Fatalf("Init with 2 admins in a /30 = %v, want ErrCIDRFull", err)
 	}

@@ -3,7 +3,6 @@ package registry_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -27,12 +26,12 @@ func TestInit(t *testing.T) {
 			if _, ok := r.Cluster(); ok {
 				t.Fatal("a registry on an empty store is initialized")
 			}
-			if _, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false); !errors.Is(err, registry.ErrNotInitialized) {
+			if _, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, nil, false); !errors.Is(err, registry.ErrNotInitialized) {
 				t.Errorf("Reserve before Init = %v, want ErrNotInitialized", err)
 			}
 			extraRan := false
 			got, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
-				[]records.Peer{admin(0)}, nil, func(tx store.Tx) error {
+				[]records.Peer{admin(0)}, func(tx store.Tx) error {
 					extraRan = true
 					return tx.Put("caller/key", []byte("v"))
 				})
@@ -47,7 +46,7 @@ func TestInit(t *testing.T) {
 			}
 			want := regState{
 				Cluster:     records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24"), CoordinatorVPNIP: co.VPNIP},
-				Initialized: true, Revision: 1, Peers: []records.Peer{co, ad}, SSHUsersRev: 1,
+				Initialized: true, Revision: 1, Peers: []records.Peer{co, ad},
 			}
 			if diff := cmp.Diff(want, stateOf(r), cmpNetip); diff != "" {
 				t.Errorf("registry after Init (-want +got):\n%s", diff)
@@ -55,7 +54,7 @@ func TestInit(t *testing.T) {
 			if !extraRan || storetest.Dump(t, st)["caller/key"] != "v" {
 				t.Error("Init did not commit the caller's extra write")
 			}
-			_, err = r.Init(records.Cluster{ID: "c2", VPNCIDR: mustParseCIDR(t, "198.51.100.0/24")}, coordinatorPeer(), nil, nil, nil)
+			_, err = r.Init(records.Cluster{ID: "c2", VPNCIDR: mustParseCIDR(t, "198.51.100.0/24")}, coordinatorPeer(), nil, nil)
 			if err == nil {
 				t.Fatal("a second Init succeeded")
 			}
@@ -84,7 +83,7 @@ func TestInitConcurrent(t *testing.T) {
 				<-start
 				cidr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16)
 				_, errs[i] = r.Init(records.Cluster{ID: string(rune('a' + i)), VPNCIDR: cidr}, coordinatorPeer(),
-					[]records.Peer{admin(0)}, nil, nil)
+					[]records.Peer{admin(0)}, nil)
 			})
 		}
 		close(start)
@@ -114,7 +113,7 @@ func TestIPsNeverReused(t *testing.T) {
 	for _, sk := range storeKinds() {
 		t.Run(sk.name, func(t *testing.T) {
 			r := initRegistry(t, sk.open(t), "203.0.113.0/24", 1)
-			a, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false)
+			a, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, nil, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -137,7 +136,7 @@ func TestIPsNeverReused(t *testing.T) {
 			if b.VPNIP != netip.MustParseAddr("203.0.113.4") {
 				t.Errorf("Fail of a new endpoint got %s, want 203.0.113.4", b.VPNIP)
 			}
-			c, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil, false)
+			c, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil, nil, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -148,7 +147,7 @@ func TestIPsNeverReused(t *testing.T) {
 				i    byte
 				want netip.Addr
 			}{{0, a.VPNIP}, {1, b.VPNIP}} {
-				p, err := r.Reserve(nodeEndpoint(retry.i), nodeName(retry.i), nil, false)
+				p, err := r.Reserve(nodeEndpoint(retry.i), nodeName(retry.i), nil, nil, false)
 				if err != nil {
 					t.Fatalf("retry of %s: %v", nodeEndpoint(retry.i), err)
 				}
@@ -171,7 +170,7 @@ func TestReserveActiveEndpoint(t *testing.T) {
 	r := initRegistry(t, store.NewMem(), "203.0.113.0/24", 1)
 	active := activateNode(t, r, 0)
 	rev := r.Revision()
-	got, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false)
+	got, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, nil, false)
 	if !errors.Is(err, registry.ErrAlreadyActive) {
 		t.Fatalf("Reserve of an active node = %v, want ErrAlreadyActive", err)
 	}
@@ -182,7 +181,7 @@ func TestReserveActiveEndpoint(t *testing.T) {
 		t.Errorf("Fail of an active node = %v, want ErrAlreadyActive", err)
 	}
 	// The coordinator is active at its public endpoint too.
-	if _, err := r.Reserve(coordinatorPeer().PublicEndpoint, "x", nil, false); !errors.Is(err, registry.ErrAlreadyActive) {
+	if _, err := r.Reserve(coordinatorPeer().PublicEndpoint, "x", nil, nil, false); !errors.Is(err, registry.ErrAlreadyActive) {
 		t.Errorf("Reserve of the coordinator's endpoint = %v, want ErrAlreadyActive", err)
 	}
 	if got := r.Revision(); got != rev {
@@ -202,7 +201,7 @@ func TestReserveReplacesANodeThatLostItsState(t *testing.T) {
 	}
 	newKey := make([]byte, 32)
 	newKey[0] = 0xee
-	got, err := r.Reserve(nodeEndpoint(0), nodeName(0), newKey, true)
+	got, err := r.Reserve(nodeEndpoint(0), nodeName(0), newKey, nil, true)
 	if err != nil {
 		t.Fatalf("Reserve(replaceActive) = %v", err)
 	}
@@ -210,7 +209,7 @@ func TestReserveReplacesANodeThatLostItsState(t *testing.T) {
 		t.Errorf("re-reserved record %+v, want pending, unregistered, same VPN IP %s, new key", got, active.VPNIP)
 	}
 	// The coordinator is never replaced.
-	if _, err := r.Reserve(coordinatorPeer().PublicEndpoint, "x", nil, true); !errors.Is(err, registry.ErrConflict) {
+	if _, err := r.Reserve(coordinatorPeer().PublicEndpoint, "x", nil, nil, true); !errors.Is(err, registry.ErrConflict) {
 		t.Errorf("Reserve(replaceActive) of the coordinator's endpoint = %v, want ErrConflict", err)
 	}
 }
@@ -226,12 +225,12 @@ func TestNameConflicts(t *testing.T) {
 		{"admin's name", nil, "admin0", true},
 		{"active node's name", func(t *testing.T, r *registry.Registry) { activateNode(t, r, 1) }, nodeName(1), true},
 		{"pending node's name", func(t *testing.T, r *registry.Registry) {
-			if _, err := r.Reserve(nodeEndpoint(1), "taken", nil, false); err != nil {
+			if _, err := r.Reserve(nodeEndpoint(1), "taken", nil, nil, false); err != nil {
 				t.Fatal(err)
 			}
 		}, "taken", true},
 		{"failed node's name is free", func(t *testing.T, r *registry.Registry) {
-			if _, err := r.Reserve(nodeEndpoint(1), "free", nil, false); err != nil {
+			if _, err := r.Reserve(nodeEndpoint(1), "free", nil, nil, false); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := r.Fail(nodeEndpoint(1), "x"); err != nil {
@@ -239,7 +238,7 @@ func TestNameConflicts(t *testing.T) {
 			}
 		}, "free", false},
 		{"own name on retry", func(t *testing.T, r *registry.Registry) {
-			if _, err := r.Reserve(nodeEndpoint(0), "mine", nil, false); err != nil {
+			if _, err := r.Reserve(nodeEndpoint(0), "mine", nil, nil, false); err != nil {
 				t.Fatal(err)
 			}
 		}, "mine", false},
@@ -253,7 +252,7 @@ func TestNameConflicts(t *testing.T) {
 				tt.setup(t, r)
 			}
 			before, beforeStore := stateOf(r), storetest.Dump(t, st)
-			p, err := r.Reserve(nodeEndpoint(0), tt.reserve, nil, false)
+			p, err := r.Reserve(nodeEndpoint(0), tt.reserve, nil, nil, false)
 			if !tt.conflict {
 				if err != nil {
 					t.Fatalf("Reserve(%q): %v", tt.reserve, err)
@@ -303,7 +302,7 @@ func TestActivateDuplicateKeys(t *testing.T) {
 			st := store.NewMem()
 			r := initRegistry(t, st, "203.0.113.0/24", 1)
 			activateNode(t, r, 1)
-			pending, err := r.Reserve(nodeEndpoint(5), nodeName(5), nil, false)
+			pending, err := r.Reserve(nodeEndpoint(5), nodeName(5), nil, nil, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -318,7 +317,7 @@ func TestActivateDuplicateKeys(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, registry.ErrConflict) || !strings.Contains(err.Error(), "same keys") {
+			if !errors.Is(err, registry.ErrConflict) || !strings.Contains(err.Error(), "same ") {
 				t.Fatalf("Activate with %s = %v, want ErrConflict about the same keys", tt.name, err)
 			}
 			if diff := cmp.Diff(before, stateOf(r), cmpNetip); diff != "" {
@@ -346,9 +345,9 @@ func TestRevisionStamps(t *testing.T) {
 		name string
 		do   func() (records.Peer, error)
 	}{
-		{"Reserve", func() (records.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil, false) }},
+		{"Reserve", func() (records.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil, nil, false) }},
 		{"Fail", func() (records.Peer, error) { return r.Fail(nodeEndpoint(0), "x") }},
-		{"Reserve again", func() (records.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil, false) }},
+		{"Reserve again", func() (records.Peer, error) { return r.Reserve(nodeEndpoint(0), nodeName(0), nil, nil, false) }},
 		{"Activate", func() (records.Peer, error) { return r.Activate(netip.MustParseAddr("203.0.113.3"), activated(0)) }},
 		{"Fail new", func() (records.Peer, error) { return r.Fail(nodeEndpoint(1), "y") }},
 	}
@@ -380,53 +379,164 @@ func TestRevisionStamps(t *testing.T) {
 	}
 }
 
-func TestChanges(t *testing.T) {
-	r := initRegistry(t, store.NewMem(), "203.0.113.0/24", 1) // rev 1: coordinator, admin
-	activateNode(t, r, 0)                                     // rev 2, 3: node0
-	if _, err := r.Fail(nodeEndpoint(1), "x"); err != nil {   // rev 4: node1
+// TestChangeLog: every committed change is one entry at its revision,
+// holding the records it touched as they were before it.
+func TestChangeLog(t *testing.T) {
+	r := initRegistry(t, store.NewMem(), "203.0.113.0/24", 1)         // rev 1: coordinator, admin
+	activateNode(t, r, 0)                                             // rev 2, 3: node0
+	if _, err := r.Fail(nodeEndpoint(1), "unreachable"); err != nil { // rev 4: node1
 		t.Fatal(err)
 	}
-	if _, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil, false); err != nil { // rev 5: node2
+	if _, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil, nil, false); err != nil { // rev 5: node2
 		t.Fatal(err)
 	}
-	_, all := r.Peers()
-	ips := func(ps []records.Peer) []string {
-		var out []string
-		for _, p := range ps {
-			out = append(out, p.VPNIP.String())
+	type row struct {
+		Rev    uint64
+		Kind   registry.EntryKind
+		IPs    []string
+		Before []records.State
+		Detail string
+	}
+	read := func(since uint64) []row {
+		t.Helper()
+		var out []row
+		last, err := r.ReadLog(since, func(e registry.Entry) error {
+			rw := row{Rev: e.Revision, Kind: e.Kind, Detail: e.Detail}
+			for _, p := range e.Peers {
+				rw.IPs = append(rw.IPs, p.VPNIP.String())
+				st := records.State("")
+				if p.Before != nil {
+					st = p.Before.State
+				}
+				rw.Before = append(rw.Before, st)
+			}
+			out = append(out, rw)
+			return nil
+		})
+		if err != nil || last != 5 {
+			t.Fatalf("ReadLog(%d) = %d, %v; want 5, nil", since, last, err)
 		}
 		return out
 	}
-	allIPs := ips(all)
-	tests := []struct {
-		since    uint64
-		wantFull bool
-		want     []string
-	}{
-		{0, true, allIPs},
-		{1, false, []string{"203.0.113.3", "203.0.113.4", "203.0.113.5"}},
-		{2, false, []string{"203.0.113.3", "203.0.113.4", "203.0.113.5"}},
-		{3, false, []string{"203.0.113.4", "203.0.113.5"}},
-		{4, false, []string{"203.0.113.5"}},
-		{5, false, nil},
-		{6, true, allIPs},
-		{1000, true, allIPs},
+	want := []row{
+		{1, registry.KindInit, []string{"203.0.113.1", "203.0.113.2"}, []records.State{"", ""}, "cluster c1, VPN 203.0.113.0/24"},
+		{2, registry.KindReserved, []string{"203.0.113.3"}, []records.State{""}, "at " + nodeEndpoint(0)},
+		{3, registry.KindActivated, []string{"203.0.113.3"}, []records.State{records.StatePending}, "horde " + activated(0).Horde + ", WireGuard at " + activated(0).WGEndpoint},
+		{4, registry.KindFailed, []string{"203.0.113.4"}, []records.State{""}, "unreachable"},
+		{5, registry.KindReserved, []string{"203.0.113.5"}, []records.State{""}, "at " + nodeEndpoint(2)},
 	}
-	for _, tt := range tests {
-		t.Run(fmt.Sprintf("since=%d", tt.since), func(t *testing.T) {
-			rev, full, changed := r.Changes(tt.since)
-			if rev != 5 || full != tt.wantFull {
-				t.Errorf("Changes(%d) rev, full = %d, %v; want 5, %v", tt.since, rev, full, tt.wantFull)
+	if diff := cmp.Diff(want, read(0)); diff != "" {
+		t.Errorf("ReadLog(0) (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want[3:], read(3)); diff != "" {
+		t.Errorf("ReadLog(3) (-want +got):\n%s", diff)
+	}
+	if got := read(5); len(got) != 0 {
+		t.Errorf("ReadLog(5) = %v, want nothing", got)
+	}
+}
+
+// TestLogCompaction: the store keeps the newest LogCapacity entries, a
+// read from before them fails with ErrCompacted, and a restart keeps them.
+func TestLogCompaction(t *testing.T) {
+	st := store.NewMem()
+	r, err := registry.Open(st, registry.Options{LogCapacity: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if _, err := r.Fail(nodeEndpoint(byte(i)), "x"); err != nil { // revs 2..6
+			t.Fatal(err)
+		}
+	}
+	if got := r.LogFirst(); got != 4 {
+		t.Errorf("LogFirst = %d, want 4 (revisions 4, 5, 6 kept)", got)
+	}
+	if _, err := r.ReadLog(1, func(registry.Entry) error { return nil }); !errors.Is(err, registry.ErrCompacted) {
+		t.Errorf("ReadLog(1) = %v, want ErrCompacted", err)
+	}
+	var revs []uint64
+	if _, err := r.ReadLog(3, func(e registry.Entry) error { revs = append(revs, e.Revision); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]uint64{4, 5, 6}, revs); diff != "" {
+		t.Errorf("ReadLog(3) revisions (-want +got):\n%s", diff)
+	}
+	logKeys := 0
+	for k := range storetest.Dump(t, st) {
+		if strings.HasPrefix(k, "registry/log/0") {
+			logKeys++
+		}
+	}
+	if logKeys != 3 {
+		t.Errorf("the store holds %d log entries, want 3", logKeys)
+	}
+	r2, err := registry.Open(st, registry.Options{LogCapacity: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r2.LogFirst(); got != 4 {
+		t.Errorf("after a restart LogFirst = %d, want 4", got)
+	}
+}
+
+// TestGroupCommit: changes made at once are committed together, each with
+// its own revision and entry; a refused one among them leaves nothing.
+func TestGroupCommit(t *testing.T) {
+	st := store.NewMem()
+	r := initRegistry(t, st, "203.0.113.0/24", 0)
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := nodeName(byte(i))
+			if i%10 == 9 {
+				name = nodeName(0) // taken by node 0 (or refused itself)
 			}
-			if diff := cmp.Diff(tt.want, ips(changed)); diff != "" {
-				t.Errorf("Changes(%d) (-want +got):\n%s", tt.since, diff)
-			}
-			for _, p := range changed {
-				if !full && p.Revision <= tt.since {
-					t.Errorf("Changes(%d) returned %s stamped %d", tt.since, p.VPNIP, p.Revision)
-				}
-			}
-		})
+			_, errs[i] = r.Reserve(nodeEndpoint(byte(i)), name, nil, nil, false)
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		if err == nil {
+			ok++
+		} else if !errors.Is(err, registry.ErrConflict) {
+			t.Errorf("Reserve: %v", err)
+		}
+	}
+	if got, want := r.Revision(), uint64(1+ok); got != want {
+		t.Errorf("revision %d after %d accepted changes, want %d", got, ok, want)
+	}
+	seen := map[uint64]bool{}
+	if _, err := r.ReadLog(1, func(e registry.Entry) error {
+		if seen[e.Revision] || e.Kind != registry.KindReserved || len(e.Peers) != 1 {
+			t.Errorf("entry %+v", e)
+		}
+		seen[e.Revision] = true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != ok {
+		t.Errorf("%d entries for %d accepted changes", len(seen), ok)
+	}
+	_, peers := r.Peers()
+	ips := map[netip.Addr]bool{}
+	for _, p := range peers {
+		if ips[p.VPNIP] {
+			t.Errorf("VPN IP %s given twice", p.VPNIP)
+		}
+		ips[p.VPNIP] = true
+	}
+	if len(peers) != 1+ok { // the coordinator and the accepted nodes
+		t.Errorf("%d records after %d accepted reservations, want %d", len(peers), ok, 1+ok)
 	}
 }
 
@@ -444,7 +554,7 @@ func TestWait(t *testing.T) {
 		waiting := r.Revision()
 		reserved := make(chan error, 1)
 		go func() {
-			_, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false)
+			_, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, nil, false)
 			reserved <- err
 		}()
 		rev, err := r.Wait(ctx, waiting)
@@ -469,14 +579,96 @@ func TestWait(t *testing.T) {
 	})
 }
 
-func TestApplied(t *testing.T) {
-	r := initRegistry(t, store.NewMem(), "203.0.113.0/24", 0)
-	ip := netip.MustParseAddr("203.0.113.3")
-	if got := r.Applied(ip); got != (registry.Applied{}) {
-		t.Errorf("Applied before any report = %+v", got)
+// TestRemove: a removed node leaves a tombstone in one revision; its VPN
+// IP is never given again, its keys are refused, and removing it again or
+// removing the coordinator is refused.
+func TestRemove(t *testing.T) {
+	r := initRegistry(t, store.NewMem(), "203.0.113.0/24", 1)
+	node := activateNode(t, r, 0)
+	reeveKey, clientKey := key(0x71), key(0x72)
+	if _, err := r.SetRegistration(node.VPNIP, reeveKey, ""); err != nil {
+		t.Fatal(err)
 	}
-	r.ReportApplied(ip, 7, 1000)
-	if got, want := r.Applied(ip), (registry.Applied{Revision: 7, At: 1000}); got != want {
-		t.Errorf("Applied = %+v, want %+v", got, want)
+	if _, err := r.SetServices(node.VPNIP, records.Services{Clients: []records.ServiceClient{{Service: "pastiche", PubKey: clientKey}}}); err != nil {
+		t.Fatal(err)
 	}
+	rev := r.Revision()
+	was, err := r.Remove(node.VPNIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if was.State != records.StateActive || r.Revision() != rev+1 {
+		t.Errorf("Remove returned %s at revision %d, want the active record at %d", was.State, r.Revision(), rev+1)
+	}
+	tomb, ok := r.Peer(node.VPNIP)
+	if !ok || tomb.State != records.StateRemoved || len(tomb.RevokedKeys) != 2 {
+		t.Errorf("tombstone = %+v", tomb)
+	}
+	if _, ok := r.Services()[node.VPNIP]; ok {
+		t.Error("the removed node's services are still recorded")
+	}
+	_, peers := r.Peers()
+	for _, p := range peers {
+		if p.VPNIP == node.VPNIP {
+			t.Error("Peers lists the removed node")
+		}
+	}
+	if p, ok := r.LookupSigningKey(node.SigningPubKey); !ok || p.State != records.StateRemoved {
+		t.Errorf("LookupSigningKey of the removed key = %+v, %v; want the tombstone", p, ok)
+	}
+	t.Run("its endpoint gets a new IP", func(t *testing.T) {
+		p, err := r.Reserve(nodeEndpoint(0), nodeName(0), key(0x90), nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.VPNIP == node.VPNIP {
+			t.Errorf("the removed node's VPN IP %s was given again", p.VPNIP)
+		}
+	})
+	t.Run("its keys are refused", func(t *testing.T) {
+		a := activated(0)
+		if _, err := r.Reserve(nodeEndpoint(5), "other", a.WGPubKey, nil, false); !errors.Is(err, registry.ErrConflict) {
+			t.Errorf("Reserve with the removed WireGuard key = %v, want ErrConflict", err)
+		}
+		p, err := r.Reserve(nodeEndpoint(6), "other2", key(0x91), nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Activate(p.VPNIP, records.Activated{Name: "other2", WGPubKey: key(0x91), SigningPubKey: a.SigningPubKey}); !errors.Is(err, registry.ErrConflict) {
+			t.Errorf("Activate with the removed signing key = %v, want ErrConflict", err)
+		}
+		other := activateNode(t, r, 7)
+		if _, err := r.SetRegistration(other.VPNIP, reeveKey, ""); !errors.Is(err, registry.ErrConflict) {
+			t.Errorf("registering the removed reeve key = %v, want ErrConflict", err)
+		}
+		if _, err := r.SetRegistration(other.VPNIP, key(0x92), ""); err != nil {
+			t.Fatal(err)
+		}
+		_, err = r.SetServices(other.VPNIP, records.Services{Clients: []records.ServiceClient{{Service: "pastiche", PubKey: clientKey}}})
+		if !errors.Is(err, registry.ErrConflict) {
+			t.Errorf("a service client with the removed key = %v, want ErrConflict", err)
+		}
+	})
+	t.Run("twice", func(t *testing.T) {
+		if _, err := r.Remove(node.VPNIP); !errors.Is(err, registry.ErrRemoved) {
+			t.Errorf("second Remove = %v, want ErrRemoved", err)
+		}
+	})
+	t.Run("the coordinator", func(t *testing.T) {
+		if _, err := r.Remove(netip.MustParseAddr("203.0.113.1")); !errors.Is(err, registry.ErrConflict) {
+			t.Errorf("removing the coordinator = %v, want ErrConflict", err)
+		}
+	})
+	t.Run("a failed row", func(t *testing.T) {
+		failed, err := r.Fail("192.0.2.99:7443", "typo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Remove(failed.VPNIP); err != nil {
+			t.Errorf("removing a failed row: %v", err)
+		}
+		if _, ok := r.PeerByEndpoint("192.0.2.99:7443"); ok {
+			t.Error("the removed row's endpoint is still known")
+		}
+	})
 }

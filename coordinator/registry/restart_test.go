@@ -4,11 +4,11 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/records"
-	"github.com/fabricmesh/fabric/internal/sshusers/sshuserstest"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/store/storetest"
 	"github.com/google/go-cmp/cmp"
@@ -24,7 +24,7 @@ func TestRestart(t *testing.T) {
 	if _, err := r.Fail(nodeEndpoint(1), "unreachable"); err != nil { // .4
 		t.Fatal(err)
 	}
-	if _, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil, false); err != nil { // .5, pending
+	if _, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil, nil, false); err != nil { // .5, pending
 		t.Fatal(err)
 	}
 	before := stateOf(r)
@@ -40,9 +40,15 @@ func TestRestart(t *testing.T) {
 	if diff := cmp.Diff(before, stateOf(r), cmpNetip); diff != "" {
 		t.Fatalf("reopened registry differs (-before +after):\n%s", diff)
 	}
-	rev, full, changed := r.Changes(before.Revision - 1)
-	if rev != before.Revision || full || len(changed) != 1 || changed[0].VPNIP != netip.MustParseAddr("203.0.113.5") {
-		t.Errorf("Changes(%d) after restart = %d, %v, %+v; want only the last change", before.Revision-1, rev, full, changed)
+	var changed []netip.Addr
+	rev, err := r.ReadLog(before.Revision-1, func(e registry.Entry) error {
+		for _, p := range e.Peers {
+			changed = append(changed, p.VPNIP)
+		}
+		return nil
+	})
+	if err != nil || rev != before.Revision || len(changed) != 1 || changed[0] != netip.MustParseAddr("203.0.113.5") {
+		t.Errorf("ReadLog(%d) after restart = %d, %v, %v; want only the last change", before.Revision-1, rev, changed, err)
 	}
 	tests := []struct {
 		endpoint string
@@ -57,7 +63,7 @@ func TestRestart(t *testing.T) {
 		{nodeEndpoint(4), nodeName(0), "", registry.ErrConflict},      // its name stays taken
 	}
 	for _, tt := range tests {
-		p, err := r.Reserve(tt.endpoint, tt.name, nil, false)
+		p, err := r.Reserve(tt.endpoint, tt.name, nil, nil, false)
 		if tt.wantErr != nil {
 			if !errors.Is(err, tt.wantErr) {
 				t.Errorf("Reserve(%s, %s) after restart = %v, want %v", tt.endpoint, tt.name, err, tt.wantErr)
@@ -89,25 +95,15 @@ func TestFailedTransaction(t *testing.T) {
 	ops := []op{
 		{name: "Init", do: func(r *registry.Registry) error {
 			_, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
-				[]records.Peer{admin(0), admin(1)}, testUsers(), func(tx store.Tx) error { return tx.Put("caller/key", []byte("v")) })
-			return err
-		}},
-		{name: "UpdateSSHUsers add", setup: initWithUsers, do: func(r *registry.Registry) error {
-			_, _, _, err := r.UpdateSSHUsers(func(cur []records.SSHUser) ([]records.SSHUser, error) {
-				return append(cur, records.SSHUser{Name: "carol", Keys: []string{sshuserstest.Key(9, "")}}), nil
-			})
-			return err
-		}},
-		{name: "UpdateSSHUsers remove", setup: initWithUsers, do: func(r *registry.Registry) error {
-			_, _, _, err := r.UpdateSSHUsers(func(cur []records.SSHUser) ([]records.SSHUser, error) { return cur[1:], nil })
+				[]records.Peer{admin(0), admin(1)}, func(tx store.Tx) error { return tx.Put("caller/key", []byte("v")) })
 			return err
 		}},
 		{name: "Reserve new", setup: initOnly, do: func(r *registry.Registry) error {
-			_, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false)
+			_, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, nil, false)
 			return err
 		}},
 		{name: "Reserve failed", setup: failNode0, do: func(r *registry.Registry) error {
-			_, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false)
+			_, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, nil, false)
 			return err
 		}},
 		{name: "Fail new", setup: initOnly, do: func(r *registry.Registry) error {
@@ -180,15 +176,7 @@ func TestFailedTransaction(t *testing.T) {
 func initOnly(t *testing.T, r *registry.Registry) {
 	t.Helper()
 	if _, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
-		[]records.Peer{admin(0)}, nil, nil); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func initWithUsers(t *testing.T, r *registry.Registry) {
-	t.Helper()
-	if _, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
-		[]records.Peer{admin(0)}, testUsers(), nil); err != nil {
+		[]records.Peer{admin(0)}, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -196,7 +184,7 @@ func initWithUsers(t *testing.T, r *registry.Registry) {
 func reserveNode0(t *testing.T, r *registry.Registry) {
 	t.Helper()
 	initOnly(t, r)
-	if _, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, false); err != nil {
+	if _, err := r.Reserve(nodeEndpoint(0), nodeName(0), nil, nil, false); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -206,5 +194,27 @@ func failNode0(t *testing.T, r *registry.Registry) {
 	reserveNode0(t, r)
 	if _, err := r.Fail(nodeEndpoint(0), "x"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestOpenCorrupt: records that cannot be read stop Open with the key that
+// is broken.
+func TestOpenCorrupt(t *testing.T) {
+	for _, tt := range []struct{ key, value, want string }{
+		{"registry/cluster", "]", "decoding registry/cluster"},
+		{"registry/peers/203.0.113.3", "{", "decoding registry/peers/203.0.113.3"},
+	} {
+		t.Run(tt.key, func(t *testing.T) {
+			st := store.NewMem()
+			if tt.key != "registry/cluster" {
+				initRegistry(t, st, "203.0.113.0/24", 0)
+			}
+			if err := st.Update(func(tx store.Tx) error { return tx.Put(tt.key, []byte(tt.value)) }); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := registry.Open(st); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Open = %v, want an error containing %q", err, tt.want)
+			}
+		})
 	}
 }

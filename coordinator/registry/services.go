@@ -3,6 +3,8 @@ package registry
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/records"
@@ -26,28 +28,34 @@ func scanServices(tx store.Tx, into map[netip.Addr]records.Services) error {
 
 // SetRegistration records the outcome of a node's registration handshake:
 // with an empty failure the node is registered with reevePubKey; otherwise
-// it is unregistered and failure says why.
+// it is unregistered and failure says why. The same failure again changes
+// nothing: no new revision wakes the watchers while a node keeps failing.
 func (r *Registry) SetRegistration(ip netip.Addr, reevePubKey []byte, failure string) (records.Peer, error) {
-	// The same failure again changes nothing: no new revision wakes the
-	// watchers while a node keeps failing.
-	if p, ok := r.Peer(ip); ok && failure != "" && p.State == records.StateActive && p.Role != records.RoleAdmin &&
-		!p.Registered && p.RegistrationError == failure {
-		return p, nil
+	kind := KindRegistered
+	if failure != "" {
+		kind = KindUnregistered
 	}
 	var out records.Peer
-	err := r.update(func(m *mutation) error {
-		p, ok := m.lookupIP(ip)
+	err := r.update(kind, func(m *mutation) error {
+		p, ok := m.peer(ip)
 		if !ok || p.State != records.StateActive || p.Role == records.RoleAdmin {
 			return fmt.Errorf("%w %s", ErrUnknownPeer, ip)
 		}
+		if failure != "" && !p.Registered && p.RegistrationError == failure {
+			out = p
+			return errNoChange
+		}
 		if failure == "" {
+			if _, revoked := m.s.revoked[string(reevePubKey)]; revoked {
+				return fmt.Errorf("%w: the offered reeve key belonged to a removed node", ErrConflict)
+			}
 			p.Registered, p.ReevePubKey, p.RegisteredAt, p.RegistrationError = true, reevePubKey, time.Now().UTC(), ""
 		} else {
 			p.Registered, p.ReevePubKey, p.RegisteredAt, p.RegistrationError = false, nil, time.Time{}, failure
+			m.detail = failure
 		}
-		var err error
-		out, err = m.put(p)
-		return err
+		out = m.put(p)
+		return nil
 	})
 	if err != nil {
 		return records.Peer{}, fmt.Errorf("recording registration of %s: %w", ip, err)
@@ -60,69 +68,75 @@ func (r *Registry) SetRegistration(ip netip.Addr, reevePubKey []byte, failure st
 // same, and reports whether they changed.
 func (r *Registry) SetServices(ip netip.Addr, s records.Services) (bool, error) {
 	s = s.Sorted()
-	r.mu.RLock()
-	old, had := r.services[ip]
-	r.mu.RUnlock()
-	if had && old.Equal(s) {
-		return false, nil
-	}
-	err := r.update(func(m *mutation) error {
-		p, ok := m.lookupIP(ip)
-		if !ok || !p.Registered {
+	changed := false
+	err := r.update(KindServices, func(m *mutation) error {
+		p, ok := m.peer(ip)
+		if !ok || !p.Registered || p.State != records.StateActive {
 			return fmt.Errorf("%w %s (not a registered node)", ErrUnknownPeer, ip)
 		}
-		s.Revision = m.rev
-		if err := store.PutJSON(m.tx, prefixSvcs+ip.String(), s); err != nil {
+		old := m.s.services[ip]
+		if _, had := m.s.services[ip]; had && old.Equal(s) {
+			return errNoChange
+		}
+		if err := m.s.checkRevoked(s); err != nil {
 			return err
 		}
-		m.services[ip] = s
+		m.detail = servicesChange(old, s)
+		m.setServices(ip, &s)
+		changed = true
 		return nil
 	})
 	if err != nil {
 		return false, fmt.Errorf("recording services of %s: %w", ip, err)
 	}
-	return true, nil
+	return changed, nil
 }
 
-// Services returns every node's service records, by VPN IP.
-func (r *Registry) Services() map[netip.Addr]records.Services {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	out := make(map[netip.Addr]records.Services, len(r.services))
-	for ip, s := range r.services {
-		out[ip] = s
-	}
-	return out
-}
-
-// PeerByName finds the active peer named name.
-func (r *Registry) PeerByName(name string) (records.Peer, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	for _, p := range r.peers {
-		if p.Name == name && p.State == records.StateActive {
-			return p, true
+// checkRevoked refuses service keys of removed nodes.
+func (s *state) checkRevoked(sv records.Services) error {
+	for _, c := range sv.Clients {
+		if ip, revoked := s.revoked[string(c.PubKey)]; revoked {
+			return fmt.Errorf("%w: the key of client %s belonged to removed node %s (%s)", ErrConflict, c.Service, s.peers[ip].Name, ip)
 		}
 	}
-	return records.Peer{}, false
+	return nil
 }
 
-// Peer returns the record of the peer at ip.
-func (r *Registry) Peer(ip netip.Addr) (records.Peer, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	p, ok := r.peers[ip]
-	return p, ok
-}
-
-// Snapshot returns the revision, every peer record and every node's service
-// records, all as of that revision.
-func (r *Registry) Snapshot() (uint64, []records.Peer, map[netip.Addr]records.Services) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	services := make(map[netip.Addr]records.Services, len(r.services))
-	for ip, s := range r.services {
-		services[ip] = s
+// servicesChange says which services came up and which went down.
+func servicesChange(old, now records.Services) string {
+	names := func(s records.Services) map[string]bool {
+		m := map[string]bool{}
+		for _, e := range s.Endpoints {
+			m["endpoint "+e.Service] = true
+		}
+		for _, c := range s.Clients {
+			m["client "+c.Service] = true
+		}
+		return m
 	}
-	return r.revision, r.sortedLocked(func(records.Peer) bool { return true }), services
+	before, after := names(old), names(now)
+	var up, down []string
+	for n := range after {
+		if !before[n] {
+			up = append(up, n)
+		}
+	}
+	for n := range before {
+		if !after[n] {
+			down = append(down, n)
+		}
+	}
+	slices.Sort(up)
+	slices.Sort(down)
+	var parts []string
+	if len(up) > 0 {
+		parts = append(parts, "up: "+strings.Join(up, ", "))
+	}
+	if len(down) > 0 {
+		parts = append(parts, "down: "+strings.Join(down, ", "))
+	}
+	if len(parts) == 0 {
+		return "keys or ports changed"
+	}
+	return strings.Join(parts, "; ")
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/netip"
 
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/view"
@@ -176,4 +177,48 @@ func (w *world) allowed(s rules.Scope, c Client, e Endpoint) bool {
 		return h != "" && h == w.nodes[e.Node].Horde
 	}
 	return false
+}
+
+// Member turns a peer's records into what views are computed from: the
+// node, and its endpoints and clients, the built-in ones included (every
+// registered peer has its reeve's endpoint and client; the coordinator has
+// the steward endpoint and the registry client, whose key is its signing
+// key). ok is false for a peer that has no part in views: one that is not
+// active, and admins.
+func Member(p records.Peer, s records.Services) (n Node, endpoints []Endpoint, clients []Client, ok bool) {
+	if p.State != records.StateActive || p.Role == records.RoleAdmin {
+		return Node{}, nil, nil, false
+	}
+	n = Node{Name: p.Name, Horde: p.Horde, VPNIP: p.VPNIP}
+	if p.Role == records.RoleCoordinator {
+		endpoints = append(endpoints, Endpoint{Service: serviceid.Steward, Node: p.Name, Port: serviceid.StewardPort})
+		clients = append(clients, Client{Service: serviceid.Registry, Node: p.Name, PubKey: p.SigningPubKey})
+	}
+	if !p.Registered {
+		return n, endpoints, clients, true
+	}
+	endpoints = append(endpoints, Endpoint{Service: serviceid.Reeve, Node: p.Name, Port: serviceid.ReevePort})
+	clients = append(clients, Client{Service: serviceid.Reeve, Node: p.Name, PubKey: p.ReevePubKey})
+	for _, e := range s.Endpoints {
+		endpoints = append(endpoints, Endpoint{Service: e.Service, Node: p.Name, Port: e.Port})
+	}
+	for _, c := range s.Clients {
+		clients = append(clients, Client{Service: c.Service, Node: p.Name, PubKey: c.PubKey})
+	}
+	return n, endpoints, clients, true
+}
+
+// Records turns every peer's records into the records views are computed
+// from (see Member), in the order of peers.
+func Records(peers []records.Peer, services map[netip.Addr]records.Services) (nodes []Node, endpoints []Endpoint, clients []Client) {
+	for _, p := range peers {
+		n, eps, cls, ok := Member(p, services[p.VPNIP])
+		if !ok {
+			continue
+		}
+		nodes = append(nodes, n)
+		endpoints = append(endpoints, eps...)
+		clients = append(clients, cls...)
+	}
+	return nodes, endpoints, clients
 }

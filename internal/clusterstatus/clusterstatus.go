@@ -1,5 +1,6 @@
-// Package clusterstatus holds the JSON form of the cluster's status, as
-// `fabric status -o json` prints it and as the test bed reads it.
+// Package clusterstatus holds the JSON form of the cluster's status and
+// events, as `fabric status -o json` and `fabric events -o json` print
+// them and as the test bed reads them.
 package clusterstatus
 
 // Status is the JSON of `fabric status -o json`.
@@ -31,9 +32,16 @@ type Peer struct {
 	WGPubKey        string `json:"wgPubKey"`
 	Horde           string `json:"horde"`
 	AppliedRevision uint64 `json:"appliedRevision"`
-	// LastSeen is the time of the peer's last watch call (RFC 3339), if any.
-	LastSeen  string `json:"lastSeen,omitempty"`
-	LastError string `json:"lastError,omitempty"`
+	// Online: the peer's watch is open and it reported in the last 25 s
+	// (the coordinator always is). Admins have no liveness.
+	Online bool `json:"online"`
+	// LastSeen is when the peer last reported on its watch (RFC 3339), if
+	// ever.
+	LastSeen string `json:"lastSeen,omitempty"`
+	// CoordinatorHandshakeAgeMs is how long ago the peer's last WireGuard
+	// handshake with the coordinator was, as it reported it (-1: unknown).
+	CoordinatorHandshakeAgeMs int64  `json:"coordinatorHandshakeAgeMs"`
+	LastError                 string `json:"lastError,omitempty"`
 	// Registered: the peer's reeve completed the registration handshake;
 	// RegistrationError says why the last attempt failed. The peer's view
 	// of the services is the one of its AppliedRevision.
@@ -43,4 +51,17 @@ type Peer struct {
 	RegistrationError string    `json:"registrationError,omitempty"`
 	Endpoints         []Service `json:"endpoints"`
 	Clients           []Service `json:"clients"`
+}
+
+// Event is one event of the cluster (fabric events -o json): a change of
+// the log, or (kind "applied", not in the log) a peer's report of the
+// revision it applied.
+type Event struct {
+	Revision uint64 `json:"revision"`
+	// At is RFC 3339 with milliseconds.
+	At     string `json:"at"`
+	Kind   string `json:"kind"`
+	Node   string `json:"node,omitempty"`
+	VPNIP  string `json:"vpnIP,omitempty"`
+	Detail string `json:"detail,omitempty"`
 }

@@ -3,6 +3,7 @@ package records
 import (
 	"bytes"
 	"cmp"
+	"errors"
 	"net/netip"
 	"slices"
 	"time"
@@ -26,6 +27,9 @@ const (
 	StatePending State = "pending"
 	StateActive  State = "active"
 	StateFailed  State = "failed"
+	// StateRemoved marks the tombstone of a removed peer: its VPN IP is
+	// retired and its keys are refused from then on.
+	StateRemoved State = "removed"
 )
 
 // Peer is the registry's record of one peer.
@@ -49,6 +53,9 @@ type Peer struct {
 	RegistrationError string    `json:"registrationError,omitempty"`
 	// Revision is the cluster revision of the record's last change.
 	Revision uint64 `json:"revision"`
+	// RevokedKeys, on the tombstone of a removed peer, are its reeve's and
+	// its service clients' keys, refused from then on.
+	RevokedKeys [][]byte `json:"revokedKeys,omitempty"`
 }
 
 // Cluster is the configuration fixed when the coordinator is activated.
@@ -106,13 +113,12 @@ func (s Services) Sorted() Services {
 	return s
 }
 
-// SSHUser is one of the cluster's SSH users: a Linux user name and the
-// authorized keys every peer installs for it (see internal/sshusers).
-type SSHUser struct {
-	Name string `json:"name"`
-	// Keys are authorized_keys lines in canonical form, "TYPE BASE64" or
-	// "TYPE BASE64 COMMENT", without options.
-	Keys []string `json:"keys"`
-	// Revision is the cluster revision of the record's last change.
-	Revision uint64 `json:"revision"`
-}
+// Errors of the registry that its callers act on.
+var (
+	ErrNotInitialized = errors.New("registry is not initialized")
+	ErrAlreadyActive  = errors.New("peer is already active")
+	ErrUnknownPeer    = errors.New("unknown peer")
+	ErrConflict       = errors.New("conflicts with another peer")
+	ErrRemoved        = errors.New("peer was removed from the cluster")
+	ErrCIDRFull       = errors.New("vpn cidr is full")
+)

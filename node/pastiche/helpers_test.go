@@ -14,13 +14,13 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/steward"
-	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/leakcheck"
 	"github.com/fabricmesh/fabric/internal/loopvpn"
 	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/testlog"
+	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/internal/view"
 	"github.com/fabricmesh/fabric/node/pastiche/pastichepb"
 	"github.com/fabricmesh/fabric/node/reeve"
@@ -138,7 +138,7 @@ func (tc *testCluster) records() ([]steward.Node, []steward.Endpoint, []steward.
 
 func (tc *testCluster) applyView(tb testing.TB, name string, v view.View) {
 	tb.Helper()
-	if err := tc.peers[name].reeve.ApplyView(context.Background(), 1, core.ViewUpdate{Full: true, Upserts: v}); err != nil {
+	if err := tc.peers[name].reeve.ApplyView(context.Background(), 1, update.ViewUpdate{Kind: update.ViewFull, Full: v}); err != nil {
 		tb.Fatal(err)
 	}
 }

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/serviceid"
+	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/node/reeve/reevepb"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
@@ -26,7 +26,7 @@ func TestChallenge(t *testing.T) {
 	ctx := testContext(t)
 	// The view whitelists audit@n2 on the reeve too, to show that being
 	// on the whitelist is not enough.
-	if err := r.ApplyView(ctx, 1, core.ViewUpdate{Full: true, Upserts: testView()}); err != nil {
+	if err := r.ApplyView(ctx, 1, update.ViewUpdate{Kind: update.ViewFull, Full: testView()}); err != nil {
 		t.Fatal(err)
 	}
 	start(t, r)

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/internal/view"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -125,7 +125,7 @@ func TestRestartKeepsState(t *testing.T) {
 	// The whole view at revision 7, then a change at 9 that drops
 	// pastiche@n3 and adds an endpoint.
 	full := testView()
-	if err := r1.ApplyView(ctx, 7, core.ViewUpdate{Full: true, Upserts: full}); err != nil {
+	if err := r1.ApplyView(ctx, 7, update.ViewUpdate{Kind: update.ViewFull, Full: full}); err != nil {
 		t.Fatal(err)
 	}
 	added := view.EndpointEntry{Client: testBillingID, Service: "ledger", Endpoint: serviceid.ID("ledger", "n3"), Address: "203.0.113.4:9000"}
@@ -133,11 +133,22 @@ func TestRestartKeepsState(t *testing.T) {
 		view.WhitelistEntry{Endpoint: testPasticheID, Client: testPastiche3ID}.Key(),
 		view.EndpointEntry{Client: testPasticheID, Endpoint: serviceid.ID(serviceid.Pastiche, "n3")}.Key(),
 	}
-	delta := core.ViewUpdate{Upserts: view.View{Endpoints: []view.EndpointEntry{added}}, Removed: removed}
+	wantView := full.Apply(view.View{Endpoints: []view.EndpointEntry{added}}, removed)
+	n3 := view.Slice{Node: "n3"}
+	for _, e := range wantView.Whitelist {
+		if view.NodeOf(e.Client) == "n3" {
+			n3.Whitelist = append(n3.Whitelist, e)
+		}
+	}
+	for _, e := range wantView.Endpoints {
+		if view.NodeOf(e.Endpoint) == "n3" {
+			n3.Endpoints = append(n3.Endpoints, e)
+		}
+	}
+	delta := update.ViewUpdate{Kind: update.ViewDelta, Slices: []view.Slice{n3}}
 	if err := r1.ApplyView(ctx, 9, delta); err != nil {
 		t.Fatal(err)
 	}
-	wantView := full.Apply(delta.Upserts, delta.Removed)
 
 	all := []string{serviceid.Reeve, serviceid.Pastiche, "billing"}
 	before := stateOf(t, r1, all...)
@@ -231,7 +242,12 @@ func TestLoadCheckpoint(t *testing.T) {
 		},
 		{
 			name:   "view without registration",
-			stored: []func(store.Tx) error{withReeveKey, put(keyView, storedView{Revision: 4, View: testView()})},
+			stored: []func(store.Tx) error{withReeveKey, put(keyViewRevision, 4), put(keyViewLocal, testView())},
+			want:   peerState{View: testView(), ViewRev: 4},
+		},
+		{
+			name:   "view of the first layout",
+			stored: []func(store.Tx) error{withReeveKey, put(keyViewV1, storedView{Revision: 4, View: testView()})},
 			want:   peerState{View: testView(), ViewRev: 4},
 		},
 		{
@@ -271,8 +287,19 @@ func TestLoadCheckpoint(t *testing.T) {
 		},
 		{
 			name:    "corrupt view",
-			stored:  []func(store.Tx) error{withReeveKey, raw(keyView, `{"revision":"x"}`)},
+			stored:  []func(store.Tx) error{withReeveKey, raw(keyViewV1, `{"revision":"x"}`)},
 			wantErr: "decoding reeve/view",
+		},
+		{
+			name:    "corrupt slice",
+			stored:  []func(store.Tx) error{withReeveKey, put(keyViewRevision, 4), put(keyViewLocal, view.View{}), raw(prefixSlices+"n3", "{")},
+			wantErr: "decoding reeve/view/slices/n3",
+		},
+		{
+			name: "slice under another node's key",
+			stored: []func(store.Tx) error{withReeveKey, put(keyViewRevision, 4), put(keyViewLocal, view.View{}),
+				put(prefixSlices+"n3", view.Slice{Node: "n4"})},
+			wantErr: `reeve/view/slices/n3: holds the slice of node "n4"`,
 		},
 	}
 	for _, tt := range tests {

@@ -9,24 +9,33 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/internal/view"
 )
 
 // The reeve checkpoints everything in the peer's store (a bbolt file, mode
 // 0600), each change in one transaction:
 //
-//	reeve/clients/<service>    the client's ed25519 seed
-//	reeve/endpoints/<service>  the endpoint's port
-//	reeve/registered           the cluster and key of the completed registration
-//	reeve/view                 the applied service view and its revision
+//	reeve/clients/<service>     the client's ed25519 seed
+//	reeve/endpoints/<service>   the endpoint's port
+//	reeve/registered            the cluster and key of the completed registration
+//	reeve/view/revision         the revision of the applied service view
+//	reeve/view/local            its entries between the node's own services, and its catalog
+//	reeve/view/slices/<node>    its entries shared with another node
+//
+// A view change writes only the slices it replaces.
 const (
 	prefixClients   = "reeve/clients/"
 	prefixEndpoints = "reeve/endpoints/"
 	keyRegistered   = "reeve/registered"
-	keyView         = "reeve/view"
+	keyViewRevision = "reeve/view/revision"
+	keyViewLocal    = "reeve/view/local"
+	prefixSlices    = "reeve/view/slices/"
+	// keyViewV1 held the whole view in one value; a reeve restarted from
+	// such a store moves it.
+	keyViewV1 = "reeve/view"
 )
 
 type storedClient struct {
@@ -97,13 +106,41 @@ func (r *Reeve) load() error {
 		case !errors.Is(err, store.ErrNotFound):
 			return err
 		}
-		var v storedView
-		switch err := store.GetJSON(tx, keyView, &v); {
-		case err == nil:
-			r.setView(v.Revision, v.View)
-		case !errors.Is(err, store.ErrNotFound):
+		return r.loadView(tx)
+	})
+}
+
+// loadView reads the checkpointed view (either layout).
+func (r *Reeve) loadView(tx store.Tx) error {
+	var v1 storedView
+	switch err := store.GetJSON(tx, keyViewV1, &v1); {
+	case err == nil:
+		r.setFull(v1.Revision, v1.View)
+		return nil
+	case !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	var rev uint64
+	switch err := store.GetJSON(tx, keyViewRevision, &rev); {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	var local view.View
+	if err := store.GetJSON(tx, keyViewLocal, &local); err != nil {
+		return err
+	}
+	r.setFull(rev, local)
+	return tx.Scan(prefixSlices, func(key string, value []byte) error {
+		var sl view.Slice
+		if err := store.DecodeJSON(key, value, &sl); err != nil {
 			return err
 		}
+		if sl.Node != strings.TrimPrefix(key, prefixSlices) || sl.Node == r.cfg.Node {
+			return fmt.Errorf("%s: holds the slice of node %q", key, sl.Node)
+		}
+		r.replaceSlice(sl)
 		return nil
 	})
 }
@@ -185,56 +222,138 @@ func (r *Reeve) markDirty() {
 }
 
 // ApplyView applies a change of the peer's service view at rev and
-// checkpoints it. It implements core.ViewApplier.
-func (r *Reeve) ApplyView(_ context.Context, rev uint64, u core.ViewUpdate) error {
-	r.mu.RLock()
-	next := u.Upserts
-	if !u.Full {
-		next = r.view.Apply(u.Upserts, u.Removed)
-	}
-	r.mu.RUnlock()
+// checkpoints what it changed in one transaction. It implements
+// core.ViewApplier.
+func (r *Reeve) ApplyView(_ context.Context, rev uint64, u update.ViewUpdate) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	err := r.cfg.Store.Update(func(tx store.Tx) error {
-		return store.PutJSON(tx, keyView, storedView{Revision: rev, View: next})
+		if u.Kind == update.ViewFull {
+			if err := deleteSlices(tx); err != nil {
+				return err
+			}
+			if err := tx.Delete(keyViewV1); err != nil {
+				return err
+			}
+			next := view.NewHeld(r.cfg.Node)
+			next.SetFull(u.Full)
+			if err := store.PutJSON(tx, keyViewLocal, next.Local()); err != nil {
+				return err
+			}
+			for _, node := range next.Nodes() {
+				if err := store.PutJSON(tx, prefixSlices+node, next.Slice(node)); err != nil {
+					return err
+				}
+			}
+		}
+		for _, sl := range u.Slices {
+			if sl.Node == r.cfg.Node {
+				return fmt.Errorf("a slice of the view names this node %s", sl.Node)
+			}
+			var err error
+			if sl.Empty() {
+				err = tx.Delete(prefixSlices + sl.Node)
+			} else {
+				err = store.PutJSON(tx, prefixSlices+sl.Node, sl)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return store.PutJSON(tx, keyViewRevision, rev)
 	})
 	if err != nil {
 		return fmt.Errorf("saving the service view: %w", err)
 	}
-	r.mu.Lock()
-	r.setView(rev, next)
-	r.mu.Unlock()
+	if u.Kind == update.ViewFull {
+		r.setFull(rev, u.Full)
+	}
+	for _, sl := range u.Slices {
+		r.replaceSlice(sl)
+	}
+	r.viewRev = rev
 	return nil
 }
 
-// viewIndex is the view arranged for lookups.
-type viewIndex struct {
-	whitelist map[string]map[string]ed25519.PublicKey // endpoint -> client -> key
-	known     map[string]bool                         // every client in the whitelist
-	endpoints map[string]map[string][]Endpoint        // client -> service -> endpoints
-	catalog   map[string][]string                     // client -> services
+func deleteSlices(tx store.Tx) error {
+	var keys []string
+	if err := tx.Scan(prefixSlices, func(key string, _ []byte) error {
+		keys = append(keys, key)
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := tx.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// setView replaces the view and its index. r.mu must be held (or r not yet
+// viewIndex is the view arranged for lookups, kept slice by slice.
+type viewIndex struct {
+	whitelist map[string]map[string]ed25519.PublicKey   // endpoint -> client -> key
+	known     map[string]int                            // clients in the whitelist, with their entries
+	endpoints map[string]map[string]map[string]Endpoint // client -> service -> endpoint ID
+	catalog   map[string][]string                       // client -> services
+}
+
+func newViewIndex() viewIndex {
+	return viewIndex{
+		whitelist: map[string]map[string]ed25519.PublicKey{}, known: map[string]int{},
+		endpoints: map[string]map[string]map[string]Endpoint{}, catalog: map[string][]string{},
+	}
+}
+
+// add indexes entries (remove: drops them).
+func (x viewIndex) add(wl []view.WhitelistEntry, eps []view.EndpointEntry, remove bool) {
+	for _, w := range wl {
+		if remove {
+			delete(x.whitelist[w.Endpoint], w.Client)
+			if x.known[w.Client]--; x.known[w.Client] <= 0 {
+				delete(x.known, w.Client)
+			}
+			continue
+		}
+		if x.whitelist[w.Endpoint] == nil {
+			x.whitelist[w.Endpoint] = map[string]ed25519.PublicKey{}
+		}
+		x.whitelist[w.Endpoint][w.Client] = ed25519.PublicKey(w.PubKey)
+		x.known[w.Client]++
+	}
+	for _, e := range eps {
+		if remove {
+			delete(x.endpoints[e.Client][e.Service], e.Endpoint)
+			continue
+		}
+		if x.endpoints[e.Client] == nil {
+			x.endpoints[e.Client] = map[string]map[string]Endpoint{}
+		}
+		if x.endpoints[e.Client][e.Service] == nil {
+			x.endpoints[e.Client][e.Service] = map[string]Endpoint{}
+		}
+		x.endpoints[e.Client][e.Service][e.Endpoint] = Endpoint{ID: e.Endpoint, Service: e.Service, Address: e.Address}
+	}
+}
+
+// setFull replaces the view and its index. r.mu must be held (or r not yet
 // shared).
-func (r *Reeve) setView(rev uint64, v view.View) {
-	idx := viewIndex{
-		whitelist: map[string]map[string]ed25519.PublicKey{}, known: map[string]bool{},
-		endpoints: map[string]map[string][]Endpoint{}, catalog: map[string][]string{},
-	}
-	for _, w := range v.Whitelist {
-		if idx.whitelist[w.Endpoint] == nil {
-			idx.whitelist[w.Endpoint] = map[string]ed25519.PublicKey{}
-		}
-		idx.whitelist[w.Endpoint][w.Client] = ed25519.PublicKey(w.PubKey)
-		idx.known[w.Client] = true
-	}
-	for _, e := range v.Endpoints {
-		if idx.endpoints[e.Client] == nil {
-			idx.endpoints[e.Client] = map[string][]Endpoint{}
-		}
-		idx.endpoints[e.Client][e.Service] = append(idx.endpoints[e.Client][e.Service], Endpoint{ID: e.Endpoint, Service: e.Service, Address: e.Address})
-	}
+func (r *Reeve) setFull(rev uint64, v view.View) {
+	r.view = view.NewHeld(r.cfg.Node)
+	r.view.SetFull(v)
+	r.index = newViewIndex()
+	r.index.add(v.Whitelist, v.Endpoints, false)
 	for _, c := range v.Catalog {
-		idx.catalog[c.Client] = append(idx.catalog[c.Client], c.Service)
+		r.index.catalog[c.Client] = append(r.index.catalog[c.Client], c.Service)
 	}
-	r.view, r.viewRev, r.index = v, rev, idx
+	r.viewRev = rev
+}
+
+// replaceSlice replaces one slice of the view and its entries in the
+// index. r.mu must be held (or r not yet shared).
+func (r *Reeve) replaceSlice(sl view.Slice) {
+	old := r.view.Replace(sl)
+	r.index.add(old.Whitelist, old.Endpoints, true)
+	r.index.add(sl.Whitelist, sl.Endpoints, false)
 }

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/serviceid"
+	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/node/reeve/reevepb"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
@@ -270,7 +270,7 @@ func newViewFixture(tb testing.TB) *localFixture {
 			tb.Fatal(err)
 		}
 	}
-	if err := f.r.ApplyView(ctx, 3, core.ViewUpdate{Full: true, Upserts: testView()}); err != nil {
+	if err := f.r.ApplyView(ctx, 3, update.ViewUpdate{Kind: update.ViewFull, Full: testView()}); err != nil {
 		tb.Fatal(err)
 	}
 	return f

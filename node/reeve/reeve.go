@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,7 +62,7 @@ type Reeve struct {
 	keys       map[string]ed25519.PrivateKey // local clients by service
 	endpoints  map[string]uint16             // local endpoints by service
 	registered bool
-	view       view.View
+	view       *view.Held
 	viewRev    uint64
 	index      viewIndex
 	dirty      chan struct{} // signals the service sync loop
@@ -85,7 +86,7 @@ func New(cfg Config) (*Reeve, error) {
 	r := &Reeve{
 		cfg: cfg, log: cfg.Logger, replay: httpsig.NewReplayCache(ReplayCapacity),
 		keys: map[string]ed25519.PrivateKey{}, endpoints: map[string]uint16{},
-		dirty: make(chan struct{}, 1),
+		view: view.NewHeld(cfg.Node), index: newViewIndex(), dirty: make(chan struct{}, 1),
 	}
 	if err := r.load(); err != nil {
 		return nil, fmt.Errorf("loading reeve state: %w", err)
@@ -220,7 +221,13 @@ func (r *Reeve) EndpointsUp(_ context.Context, clientID, service string) ([]Endp
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return slices.Clone(r.index.endpoints[clientID][service]), nil
+	byID := r.index.endpoints[clientID][service]
+	out := make([]Endpoint, 0, len(byID))
+	for _, e := range byID {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b Endpoint) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
 }
 
 // Lookup returns the public key of client if it may call the local endpoint
@@ -237,7 +244,7 @@ func (r *Reeve) Lookup(endpointID, client string) (ed25519.PublicKey, error) {
 		len(r.cfg.CoordinatorSigningPubKey) == ed25519.PublicKeySize {
 		return r.cfg.CoordinatorSigningPubKey, nil
 	}
-	if r.index.known[client] {
+	if r.index.known[client] > 0 {
 		return nil, fmt.Errorf("%w: %s may not call %s", httpsig.ErrNotWhitelisted, client, endpointID)
 	}
 	return nil, fmt.Errorf("%w: %s is not among the clients the rules let call %s", httpsig.ErrUnknownKey, client, endpointID)
@@ -266,7 +273,7 @@ func (w Whitelist) Lookup(keyID string) (ed25519.PublicKey, error) {
 func (r *Reeve) View() (view.View, uint64) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.view, r.viewRev
+	return r.view.View(), r.viewRev
 }
 
 // Replay is the replay cache shared by the peer's signed endpoints.

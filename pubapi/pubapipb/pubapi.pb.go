@@ -12,11 +12,12 @@
 package pubapipb
 
 import (
-	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
-	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
+
+	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
+	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 )
 
 const (
@@ -26,182 +27,204 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-type ListSSHUsersRequest struct {
+type RemoveNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's name, VPN IP or public endpoint (IP:PORT).
+	Node          string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RemoveNodeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type RemoveNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The record as it was before the removal.
+	Removed *Peer `protobuf:"bytes,1,opt,name=removed,proto3" json:"removed,omitempty"`
+	// The revision of the removal.
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Whether the machine was reached and told to leave; if not, why.
+	Told          bool   `protobuf:"varint,3,opt,name=told,proto3" json:"told,omitempty"`
+	ToldError     string `protobuf:"bytes,4,opt,name=told_error,json=toldError,proto3" json:"told_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RemoveNodeResponse) GetRemoved() *Peer {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *RemoveNodeResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RemoveNodeResponse) GetTold() bool {
+	if x != nil {
+		return x.Told
+	}
+	return false
+}
+
+func (x *RemoveNodeResponse) GetToldError() string {
+	if x != nil {
+		return x.ToldError
+	}
+	return ""
+}
+
+type LeaveRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	NodeVpnIp string                 `protobuf:"bytes,2,opt,name=node_vpn_ip,json=nodeVpnIp,proto3" json:"node_vpn_ip,omitempty"`
+	// ed25519 signature by the coordinator's signing key of
+	// "fabric-leave\0<cluster_id>\0<node_vpn_ip>".
+	Signature     []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveRequest) Reset() {
+	*x = LeaveRequest{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveRequest) ProtoMessage() {}
+
+func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
+func (*LeaveRequest) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *LeaveRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *LeaveRequest) GetNodeVpnIp() string {
+	if x != nil {
+		return x.NodeVpnIp
+	}
+	return ""
+}
+
+func (x *LeaveRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+type LeaveResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ListSSHUsersRequest) Reset() {
-	*x = ListSSHUsersRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListSSHUsersRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListSSHUsersRequest) ProtoMessage() {}
-
-func (x *ListSSHUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListSSHUsersRequest.ProtoReflect.Descriptor instead.
-func (*ListSSHUsersRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{0}
-}
-
-type ListSSHUsersResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The cluster revision of the users' last change.
-	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	// Sorted by name.
-	Users         []*SSHUser `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListSSHUsersResponse) Reset() {
-	*x = ListSSHUsersResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListSSHUsersResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListSSHUsersResponse) ProtoMessage() {}
-
-func (x *ListSSHUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListSSHUsersResponse.ProtoReflect.Descriptor instead.
-func (*ListSSHUsersResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *ListSSHUsersResponse) GetRevision() uint64 {
-	if x != nil {
-		return x.Revision
-	}
-	return 0
-}
-
-func (x *ListSSHUsersResponse) GetUsers() []*SSHUser {
-	if x != nil {
-		return x.Users
-	}
-	return nil
-}
-
-type SSHUser struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// A Linux user name.
-	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Public keys, one authorized_keys line each ("TYPE BASE64 [COMMENT]").
-	Keys []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
-	// The cluster revision of the user's last change.
-	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SSHUser) Reset() {
-	*x = SSHUser{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SSHUser) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SSHUser) ProtoMessage() {}
-
-func (x *SSHUser) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SSHUser.ProtoReflect.Descriptor instead.
-func (*SSHUser) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{2}
-}
-
-func (x *SSHUser) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *SSHUser) GetKeys() []string {
-	if x != nil {
-		return x.Keys
-	}
-	return nil
-}
-
-func (x *SSHUser) GetRevision() uint64 {
-	if x != nil {
-		return x.Revision
-	}
-	return 0
-}
-
-type AddSSHUserRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Public keys in authorized_keys format, one per entry.
-	Keys          []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *AddSSHUserRequest) Reset() {
-	*x = AddSSHUserRequest{}
+func (x *LeaveResponse) Reset() {
+	*x = LeaveResponse{}
 	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *AddSSHUserRequest) String() string {
+func (x *LeaveResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*AddSSHUserRequest) ProtoMessage() {}
+func (*LeaveResponse) ProtoMessage() {}
 
-func (x *AddSSHUserRequest) ProtoReflect() protoreflect.Message {
+func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -213,49 +236,35 @@ func (x *AddSSHUserRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use AddSSHUserRequest.ProtoReflect.Descriptor instead.
-func (*AddSSHUserRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
+func (*LeaveResponse) Descriptor() ([]byte, []int) {
 	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *AddSSHUserRequest) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *AddSSHUserRequest) GetKeys() []string {
-	if x != nil {
-		return x.Keys
-	}
-	return nil
-}
-
-type RemoveSSHUserRequest struct {
+type EventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Keys to remove, as fingerprints ("SHA256:...") or key lines; none
-	// removes the user.
-	Keys          []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Events after this revision (0: from the oldest the log holds).
+	Since uint64 `protobuf:"varint,1,opt,name=since,proto3" json:"since,omitempty"`
+	// Keep streaming new events.
+	Follow        bool `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *RemoveSSHUserRequest) Reset() {
-	*x = RemoveSSHUserRequest{}
+func (x *EventsRequest) Reset() {
+	*x = EventsRequest{}
 	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *RemoveSSHUserRequest) String() string {
+func (x *EventsRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*RemoveSSHUserRequest) ProtoMessage() {}
+func (*EventsRequest) ProtoMessage() {}
 
-func (x *RemoveSSHUserRequest) ProtoReflect() protoreflect.Message {
+func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -267,95 +276,114 @@ func (x *RemoveSSHUserRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use RemoveSSHUserRequest.ProtoReflect.Descriptor instead.
-func (*RemoveSSHUserRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
+func (*EventsRequest) Descriptor() ([]byte, []int) {
 	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *RemoveSSHUserRequest) GetName() string {
+func (x *EventsRequest) GetSince() uint64 {
 	if x != nil {
-		return x.Name
+		return x.Since
 	}
-	return ""
+	return 0
 }
 
-func (x *RemoveSSHUserRequest) GetKeys() []string {
+func (x *EventsRequest) GetFollow() bool {
 	if x != nil {
-		return x.Keys
-	}
-	return nil
-}
-
-type SSHUserChange struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// false: the users already were as asked; nothing was written.
-	Changed bool `protobuf:"varint,1,opt,name=changed,proto3" json:"changed,omitempty"`
-	// The cluster revision of the users' last change.
-	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	// The user as it is now; absent when it was removed.
-	User *SSHUser `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
-	// The keys added or removed.
-	Keys          []string `protobuf:"bytes,4,rep,name=keys,proto3" json:"keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SSHUserChange) Reset() {
-	*x = SSHUserChange{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SSHUserChange) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SSHUserChange) ProtoMessage() {}
-
-func (x *SSHUserChange) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SSHUserChange.ProtoReflect.Descriptor instead.
-func (*SSHUserChange) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *SSHUserChange) GetChanged() bool {
-	if x != nil {
-		return x.Changed
+		return x.Follow
 	}
 	return false
 }
 
-func (x *SSHUserChange) GetRevision() uint64 {
+// Event is one change of the cluster, or (kind "applied") a peer's report
+// of the revision it applied, which is not in the log: it is only
+// streamed live.
+type Event struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Unix milliseconds.
+	At int64 `protobuf:"varint,2,opt,name=at,proto3" json:"at,omitempty"`
+	// cluster-created, activating, activated, failed, registered,
+	// registration-failed, services, endpoint, removed, online, offline,
+	// applied.
+	Kind          string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Node          string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	VpnIp         string `protobuf:"bytes,5,opt,name=vpn_ip,json=vpnIp,proto3" json:"vpn_ip,omitempty"`
+	Detail        string `protobuf:"bytes,6,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Event) GetRevision() uint64 {
 	if x != nil {
 		return x.Revision
 	}
 	return 0
 }
 
-func (x *SSHUserChange) GetUser() *SSHUser {
+func (x *Event) GetAt() int64 {
 	if x != nil {
-		return x.User
+		return x.At
 	}
-	return nil
+	return 0
 }
 
-func (x *SSHUserChange) GetKeys() []string {
+func (x *Event) GetKind() string {
 	if x != nil {
-		return x.Keys
+		return x.Kind
 	}
-	return nil
+	return ""
+}
+
+func (x *Event) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Event) GetVpnIp() string {
+	if x != nil {
+		return x.VpnIp
+	}
+	return ""
+}
+
+func (x *Event) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
 }
 
 // PasticheSendRequest: first a header, then the file in chunks.
@@ -639,7 +667,11 @@ type GetStateResponse struct {
 	// The peer's WireGuard public key: a coordinator about to activate the
 	// peer adds it as a pending peer, so it can answer the peer's first
 	// packets at once.
-	VpnPubKey     []byte `protobuf:"bytes,9,opt,name=vpn_pub_key,json=vpnPubKey,proto3" json:"vpn_pub_key,omitempty"`
+	VpnPubKey []byte `protobuf:"bytes,9,opt,name=vpn_pub_key,json=vpnPubKey,proto3" json:"vpn_pub_key,omitempty"`
+	// The peer's signing public key: a coordinator refuses, before it
+	// activates the peer, a key that another peer holds or a removed peer
+	// held.
+	SigningPubKey []byte `protobuf:"bytes,10,opt,name=signing_pub_key,json=signingPubKey,proto3" json:"signing_pub_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -737,6 +769,13 @@ func (x *GetStateResponse) GetVpnPubKey() []byte {
 	return nil
 }
 
+func (x *GetStateResponse) GetSigningPubKey() []byte {
+	if x != nil {
+		return x.SigningPubKey
+	}
+	return nil
+}
+
 type ActivateAsCoordinatorRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The VPN range, e.g. 203.0.113.0/24. The coordinator takes its first address.
@@ -751,11 +790,7 @@ type ActivateAsCoordinatorRequest struct {
 	// The connectivity rules (YAML, see docs); empty for the default rules.
 	Rules string `protobuf:"bytes,6,opt,name=rules,proto3" json:"rules,omitempty"`
 	// The name of the rules file, for error messages.
-	RulesName string `protobuf:"bytes,7,opt,name=rules_name,json=rulesName,proto3" json:"rules_name,omitempty"`
-	// The SSH users file (YAML, see docs); empty for no users.
-	Users string `protobuf:"bytes,8,opt,name=users,proto3" json:"users,omitempty"`
-	// The name of the users file, for error messages.
-	UsersName     string `protobuf:"bytes,9,opt,name=users_name,json=usersName,proto3" json:"users_name,omitempty"`
+	RulesName     string `protobuf:"bytes,7,opt,name=rules_name,json=rulesName,proto3" json:"rules_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -835,20 +870,6 @@ func (x *ActivateAsCoordinatorRequest) GetRules() string {
 func (x *ActivateAsCoordinatorRequest) GetRulesName() string {
 	if x != nil {
 		return x.RulesName
-	}
-	return ""
-}
-
-func (x *ActivateAsCoordinatorRequest) GetUsers() string {
-	if x != nil {
-		return x.Users
-	}
-	return ""
-}
-
-func (x *ActivateAsCoordinatorRequest) GetUsersName() string {
-	if x != nil {
-		return x.UsersName
 	}
 	return ""
 }
@@ -1494,7 +1515,8 @@ type Peer struct {
 	LastError       string `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	Revision        uint64 `protobuf:"varint,11,opt,name=revision,proto3" json:"revision,omitempty"`
 	AppliedRevision uint64 `protobuf:"varint,12,opt,name=applied_revision,json=appliedRevision,proto3" json:"applied_revision,omitempty"`
-	// Unix seconds of the peer's last watch call (0: never).
+	// Unix seconds of the peer's last message on its watch, or of its last
+	// change between online and offline (0: never seen).
 	LastSeen int64 `protobuf:"varint,13,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	// Whether the peer's reeve completed the registration handshake, and
 	// why the last attempt failed if it did not.
@@ -1504,9 +1526,15 @@ type Peer struct {
 	Endpoints []*Service `protobuf:"bytes,16,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	Clients   []*Service `protobuf:"bytes,17,rep,name=clients,proto3" json:"clients,omitempty"`
 	// Unix milliseconds of the peer's registration (0: not registered).
-	RegisteredAt  int64 `protobuf:"varint,18,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RegisteredAt int64 `protobuf:"varint,18,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
+	// Whether the peer is online: its watch is open and it reported in the
+	// last 25 seconds (the coordinator always is).
+	Online bool `protobuf:"varint,19,opt,name=online,proto3" json:"online,omitempty"`
+	// Milliseconds since the peer's last WireGuard handshake with the
+	// coordinator, as it reported it; -1 when unknown.
+	CoordinatorHandshakeAgeMs int64 `protobuf:"varint,20,opt,name=coordinator_handshake_age_ms,json=coordinatorHandshakeAgeMs,proto3" json:"coordinator_handshake_age_ms,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *Peer) Reset() {
@@ -1665,6 +1693,20 @@ func (x *Peer) GetRegisteredAt() int64 {
 	return 0
 }
 
+func (x *Peer) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+func (x *Peer) GetCoordinatorHandshakeAgeMs() int64 {
+	if x != nil {
+		return x.CoordinatorHandshakeAgeMs
+	}
+	return 0
+}
+
 // Service is an endpoint (with its address) or a client (with its keyId).
 type Service struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1730,26 +1772,31 @@ var File_pubapi_pubapipb_pubapi_proto protoreflect.FileDescriptor
 
 const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\n" +
-	"\x1cpubapi/pubapipb/pubapi.proto\x12\x10fabric.pubapi.v1\"\x15\n" +
-	"\x13ListSSHUsersRequest\"c\n" +
-	"\x14ListSSHUsersResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\x12/\n" +
-	"\x05users\x18\x02 \x03(\v2\x19.fabric.pubapi.v1.SSHUserR\x05users\"M\n" +
-	"\aSSHUser\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\";\n" +
-	"\x11AddSSHUserRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04keys\x18\x02 \x03(\tR\x04keys\">\n" +
-	"\x14RemoveSSHUserRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04keys\x18\x02 \x03(\tR\x04keys\"\x88\x01\n" +
-	"\rSSHUserChange\x12\x18\n" +
-	"\achanged\x18\x01 \x01(\bR\achanged\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\x12-\n" +
-	"\x04user\x18\x03 \x01(\v2\x19.fabric.pubapi.v1.SSHUserR\x04user\x12\x12\n" +
-	"\x04keys\x18\x04 \x03(\tR\x04keys\"t\n" +
+	"\x1cpubapi/pubapipb/pubapi.proto\x12\x10fabric.pubapi.v1\"'\n" +
+	"\x11RemoveNodeRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"\x95\x01\n" +
+	"\x12RemoveNodeResponse\x120\n" +
+	"\aremoved\x18\x01 \x01(\v2\x16.fabric.pubapi.v1.PeerR\aremoved\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x12\n" +
+	"\x04told\x18\x03 \x01(\bR\x04told\x12\x1d\n" +
+	"\n" +
+	"told_error\x18\x04 \x01(\tR\ttoldError\"k\n" +
+	"\fLeaveRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1e\n" +
+	"\vnode_vpn_ip\x18\x02 \x01(\tR\tnodeVpnIp\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"\x0f\n" +
+	"\rLeaveResponse\"=\n" +
+	"\rEventsRequest\x12\x14\n" +
+	"\x05since\x18\x01 \x01(\x04R\x05since\x12\x16\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\"\x8a\x01\n" +
+	"\x05Event\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x0e\n" +
+	"\x02at\x18\x02 \x01(\x03R\x02at\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12\x15\n" +
+	"\x06vpn_ip\x18\x05 \x01(\tR\x05vpnIp\x12\x16\n" +
+	"\x06detail\x18\x06 \x01(\tR\x06detail\"t\n" +
 	"\x13PasticheSendRequest\x12>\n" +
 	"\x06header\x18\x01 \x01(\v2$.fabric.pubapi.v1.PasticheSendHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
@@ -1765,7 +1812,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06sha256\x18\x05 \x01(\fR\x06sha256\"\x11\n" +
-	"\x0fGetStateRequest\"\xa6\x02\n" +
+	"\x0fGetStateRequest\"\xce\x02\n" +
 	"\x10GetStateResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\afailure\x18\x02 \x01(\tR\afailure\x12\x12\n" +
@@ -1776,7 +1823,9 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\a \x01(\tR\tclusterId\x129\n" +
 	"\acluster\x18\b \x01(\v2\x1f.fabric.pubapi.v1.ClusterStatusR\acluster\x12\x1e\n" +
-	"\vvpn_pub_key\x18\t \x01(\fR\tvpnPubKey\"\xd4\x02\n" +
+	"\vvpn_pub_key\x18\t \x01(\fR\tvpnPubKey\x12&\n" +
+	"\x0fsigning_pub_key\x18\n" +
+	" \x01(\fR\rsigningPubKey\"\x9f\x02\n" +
 	"\x1cActivateAsCoordinatorRequest\x12\x19\n" +
 	"\bvpn_cidr\x18\x01 \x01(\tR\avpnCidr\x122\n" +
 	"\x15node_public_endpoints\x18\x02 \x03(\tR\x13nodePublicEndpoints\x121\n" +
@@ -1786,10 +1835,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"admin_name\x18\x05 \x01(\tR\tadminName\x12\x14\n" +
 	"\x05rules\x18\x06 \x01(\tR\x05rules\x12\x1d\n" +
 	"\n" +
-	"rules_name\x18\a \x01(\tR\trulesName\x12\x14\n" +
-	"\x05users\x18\b \x01(\tR\x05users\x12\x1d\n" +
-	"\n" +
-	"users_name\x18\t \x01(\tR\tusersName\"T\n" +
+	"rules_name\x18\a \x01(\tR\trulesName\"T\n" +
 	"\x1eActivateAdditionalNodesRequest\x122\n" +
 	"\x15node_public_endpoints\x18\x01 \x03(\tR\x13nodePublicEndpoints\"\xeb\x01\n" +
 	"\x0fActivationEvent\x12\x1c\n" +
@@ -1840,7 +1886,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x19\n" +
 	"\bvpn_cidr\x18\x03 \x01(\tR\avpnCidr\x12,\n" +
 	"\x05peers\x18\x04 \x03(\v2\x16.fabric.pubapi.v1.PeerR\x05peers\x12\x14\n" +
-	"\x05rules\x18\x05 \x03(\tR\x05rules\"\xe6\x04\n" +
+	"\x05rules\x18\x05 \x03(\tR\x05rules\"\xbf\x05\n" +
 	"\x04Peer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x15\n" +
@@ -1865,21 +1911,23 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\x12registration_error\x18\x0f \x01(\tR\x11registrationError\x127\n" +
 	"\tendpoints\x18\x10 \x03(\v2\x19.fabric.pubapi.v1.ServiceR\tendpoints\x123\n" +
 	"\aclients\x18\x11 \x03(\v2\x19.fabric.pubapi.v1.ServiceR\aclients\x12#\n" +
-	"\rregistered_at\x18\x12 \x01(\x03R\fregisteredAt\"M\n" +
+	"\rregistered_at\x18\x12 \x01(\x03R\fregisteredAt\x12\x16\n" +
+	"\x06online\x18\x13 \x01(\bR\x06online\x12?\n" +
+	"\x1ccoordinator_handshake_age_ms\x18\x14 \x01(\x03R\x19coordinatorHandshakeAgeMs\"M\n" +
 	"\aService\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x03 \x01(\tR\aaddress2\x8e\x06\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress2\xea\x05\n" +
 	"\x06PubAPI\x12Q\n" +
 	"\bGetState\x12!.fabric.pubapi.v1.GetStateRequest\x1a\".fabric.pubapi.v1.GetStateResponse\x12l\n" +
 	"\x15ActivateAsCoordinator\x12..fabric.pubapi.v1.ActivateAsCoordinatorRequest\x1a!.fabric.pubapi.v1.ActivationEvent0\x01\x12c\n" +
 	"\x0eActivateAsNode\x12'.fabric.pubapi.v1.ActivateAsNodeRequest\x1a(.fabric.pubapi.v1.ActivateAsNodeResponse\x12p\n" +
 	"\x17ActivateAdditionalNodes\x120.fabric.pubapi.v1.ActivateAdditionalNodesRequest\x1a!.fabric.pubapi.v1.ActivationEvent0\x01\x12_\n" +
-	"\fPasticheSend\x12%.fabric.pubapi.v1.PasticheSendRequest\x1a&.fabric.pubapi.v1.PasticheSendResponse(\x01\x12]\n" +
-	"\fListSSHUsers\x12%.fabric.pubapi.v1.ListSSHUsersRequest\x1a&.fabric.pubapi.v1.ListSSHUsersResponse\x12R\n" +
+	"\fPasticheSend\x12%.fabric.pubapi.v1.PasticheSendRequest\x1a&.fabric.pubapi.v1.PasticheSendResponse(\x01\x12W\n" +
 	"\n" +
-	"AddSSHUser\x12#.fabric.pubapi.v1.AddSSHUserRequest\x1a\x1f.fabric.pubapi.v1.SSHUserChange\x12X\n" +
-	"\rRemoveSSHUser\x12&.fabric.pubapi.v1.RemoveSSHUserRequest\x1a\x1f.fabric.pubapi.v1.SSHUserChangeB.Z,github.com/fabricmesh/fabric/pubapi/pubapipbb\x06proto3"
+	"RemoveNode\x12#.fabric.pubapi.v1.RemoveNodeRequest\x1a$.fabric.pubapi.v1.RemoveNodeResponse\x12H\n" +
+	"\x05Leave\x12\x1e.fabric.pubapi.v1.LeaveRequest\x1a\x1f.fabric.pubapi.v1.LeaveResponse\x12D\n" +
+	"\x06Events\x12\x1f.fabric.pubapi.v1.EventsRequest\x1a\x17.fabric.pubapi.v1.Event0\x01B.Z,github.com/fabricmesh/fabric/pubapi/pubapipbb\x06proto3"
 
 var (
 	file_pubapi_pubapipb_pubapi_proto_rawDescOnce sync.Once
@@ -1895,12 +1943,12 @@ func file_pubapi_pubapipb_pubapi_proto_rawDescGZIP() []byte {
 
 var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_pubapi_pubapipb_pubapi_proto_goTypes = []any{
-	(*ListSSHUsersRequest)(nil),            // 0: fabric.pubapi.v1.ListSSHUsersRequest
-	(*ListSSHUsersResponse)(nil),           // 1: fabric.pubapi.v1.ListSSHUsersResponse
-	(*SSHUser)(nil),                        // 2: fabric.pubapi.v1.SSHUser
-	(*AddSSHUserRequest)(nil),              // 3: fabric.pubapi.v1.AddSSHUserRequest
-	(*RemoveSSHUserRequest)(nil),           // 4: fabric.pubapi.v1.RemoveSSHUserRequest
-	(*SSHUserChange)(nil),                  // 5: fabric.pubapi.v1.SSHUserChange
+	(*RemoveNodeRequest)(nil),              // 0: fabric.pubapi.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),             // 1: fabric.pubapi.v1.RemoveNodeResponse
+	(*LeaveRequest)(nil),                   // 2: fabric.pubapi.v1.LeaveRequest
+	(*LeaveResponse)(nil),                  // 3: fabric.pubapi.v1.LeaveResponse
+	(*EventsRequest)(nil),                  // 4: fabric.pubapi.v1.EventsRequest
+	(*Event)(nil),                          // 5: fabric.pubapi.v1.Event
 	(*PasticheSendRequest)(nil),            // 6: fabric.pubapi.v1.PasticheSendRequest
 	(*PasticheSendHeader)(nil),             // 7: fabric.pubapi.v1.PasticheSendHeader
 	(*PasticheSendResponse)(nil),           // 8: fabric.pubapi.v1.PasticheSendResponse
@@ -1919,39 +1967,38 @@ var file_pubapi_pubapipb_pubapi_proto_goTypes = []any{
 	(*Service)(nil),                        // 21: fabric.pubapi.v1.Service
 }
 var file_pubapi_pubapipb_pubapi_proto_depIdxs = []int32{
-	2,  // 0: fabric.pubapi.v1.ListSSHUsersResponse.users:type_name -> fabric.pubapi.v1.SSHUser
-	2,  // 1: fabric.pubapi.v1.SSHUserChange.user:type_name -> fabric.pubapi.v1.SSHUser
-	7,  // 2: fabric.pubapi.v1.PasticheSendRequest.header:type_name -> fabric.pubapi.v1.PasticheSendHeader
-	19, // 3: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
-	15, // 4: fabric.pubapi.v1.ActivationEvent.node:type_name -> fabric.pubapi.v1.NodeResult
-	16, // 5: fabric.pubapi.v1.ActivationEvent.result:type_name -> fabric.pubapi.v1.ActivationResult
-	14, // 6: fabric.pubapi.v1.ActivationEvent.started:type_name -> fabric.pubapi.v1.ActivationStarted
-	20, // 7: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
-	19, // 8: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
-	20, // 9: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
-	21, // 10: fabric.pubapi.v1.Peer.endpoints:type_name -> fabric.pubapi.v1.Service
-	21, // 11: fabric.pubapi.v1.Peer.clients:type_name -> fabric.pubapi.v1.Service
-	9,  // 12: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
-	11, // 13: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
-	17, // 14: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
-	12, // 15: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
-	6,  // 16: fabric.pubapi.v1.PubAPI.PasticheSend:input_type -> fabric.pubapi.v1.PasticheSendRequest
-	0,  // 17: fabric.pubapi.v1.PubAPI.ListSSHUsers:input_type -> fabric.pubapi.v1.ListSSHUsersRequest
-	3,  // 18: fabric.pubapi.v1.PubAPI.AddSSHUser:input_type -> fabric.pubapi.v1.AddSSHUserRequest
-	4,  // 19: fabric.pubapi.v1.PubAPI.RemoveSSHUser:input_type -> fabric.pubapi.v1.RemoveSSHUserRequest
-	10, // 20: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
-	13, // 21: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
-	18, // 22: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
-	13, // 23: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
-	8,  // 24: fabric.pubapi.v1.PubAPI.PasticheSend:output_type -> fabric.pubapi.v1.PasticheSendResponse
-	1,  // 25: fabric.pubapi.v1.PubAPI.ListSSHUsers:output_type -> fabric.pubapi.v1.ListSSHUsersResponse
-	5,  // 26: fabric.pubapi.v1.PubAPI.AddSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
-	5,  // 27: fabric.pubapi.v1.PubAPI.RemoveSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	20, // 0: fabric.pubapi.v1.RemoveNodeResponse.removed:type_name -> fabric.pubapi.v1.Peer
+	7,  // 1: fabric.pubapi.v1.PasticheSendRequest.header:type_name -> fabric.pubapi.v1.PasticheSendHeader
+	19, // 2: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	15, // 3: fabric.pubapi.v1.ActivationEvent.node:type_name -> fabric.pubapi.v1.NodeResult
+	16, // 4: fabric.pubapi.v1.ActivationEvent.result:type_name -> fabric.pubapi.v1.ActivationResult
+	14, // 5: fabric.pubapi.v1.ActivationEvent.started:type_name -> fabric.pubapi.v1.ActivationStarted
+	20, // 6: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
+	19, // 7: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	20, // 8: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
+	21, // 9: fabric.pubapi.v1.Peer.endpoints:type_name -> fabric.pubapi.v1.Service
+	21, // 10: fabric.pubapi.v1.Peer.clients:type_name -> fabric.pubapi.v1.Service
+	9,  // 11: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
+	11, // 12: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
+	17, // 13: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
+	12, // 14: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
+	6,  // 15: fabric.pubapi.v1.PubAPI.PasticheSend:input_type -> fabric.pubapi.v1.PasticheSendRequest
+	0,  // 16: fabric.pubapi.v1.PubAPI.RemoveNode:input_type -> fabric.pubapi.v1.RemoveNodeRequest
+	2,  // 17: fabric.pubapi.v1.PubAPI.Leave:input_type -> fabric.pubapi.v1.LeaveRequest
+	4,  // 18: fabric.pubapi.v1.PubAPI.Events:input_type -> fabric.pubapi.v1.EventsRequest
+	10, // 19: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
+	13, // 20: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
+	18, // 21: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
+	13, // 22: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
+	8,  // 23: fabric.pubapi.v1.PubAPI.PasticheSend:output_type -> fabric.pubapi.v1.PasticheSendResponse
+	1,  // 24: fabric.pubapi.v1.PubAPI.RemoveNode:output_type -> fabric.pubapi.v1.RemoveNodeResponse
+	3,  // 25: fabric.pubapi.v1.PubAPI.Leave:output_type -> fabric.pubapi.v1.LeaveResponse
+	5,  // 26: fabric.pubapi.v1.PubAPI.Events:output_type -> fabric.pubapi.v1.Event
+	19, // [19:27] is the sub-list for method output_type
+	11, // [11:19] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_pubapi_pubapipb_pubapi_proto_init() }

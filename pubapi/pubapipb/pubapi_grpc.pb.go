@@ -13,6 +13,7 @@ package pubapipb
 
 import (
 	context "context"
+
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -29,9 +30,9 @@ const (
 	PubAPI_ActivateAsNode_FullMethodName          = "/fabric.pubapi.v1.PubAPI/ActivateAsNode"
 	PubAPI_ActivateAdditionalNodes_FullMethodName = "/fabric.pubapi.v1.PubAPI/ActivateAdditionalNodes"
 	PubAPI_PasticheSend_FullMethodName            = "/fabric.pubapi.v1.PubAPI/PasticheSend"
-	PubAPI_ListSSHUsers_FullMethodName            = "/fabric.pubapi.v1.PubAPI/ListSSHUsers"
-	PubAPI_AddSSHUser_FullMethodName              = "/fabric.pubapi.v1.PubAPI/AddSSHUser"
-	PubAPI_RemoveSSHUser_FullMethodName           = "/fabric.pubapi.v1.PubAPI/RemoveSSHUser"
+	PubAPI_RemoveNode_FullMethodName              = "/fabric.pubapi.v1.PubAPI/RemoveNode"
+	PubAPI_Leave_FullMethodName                   = "/fabric.pubapi.v1.PubAPI/Leave"
+	PubAPI_Events_FullMethodName                  = "/fabric.pubapi.v1.PubAPI/Events"
 )
 
 // PubAPIClient is the client API for PubAPI service.
@@ -56,14 +57,20 @@ type PubAPIClient interface {
 	// node "to". The coordinator calls "from" as its fabric-admin client.
 	// Admin key only.
 	PasticheSend(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PasticheSendRequest, PasticheSendResponse], error)
-	// ListSSHUsers returns the cluster's SSH users. Admin key only.
-	ListSSHUsers(ctx context.Context, in *ListSSHUsersRequest, opts ...grpc.CallOption) (*ListSSHUsersResponse, error)
-	// AddSSHUser adds an SSH user with its keys, or adds keys to an existing
-	// user. Every peer creates the user and installs its keys. Admin key only.
-	AddSSHUser(ctx context.Context, in *AddSSHUserRequest, opts ...grpc.CallOption) (*SSHUserChange, error)
-	// RemoveSSHUser removes an SSH user (every peer locks it, keeping its
-	// files) or some of its keys. Admin key only.
-	RemoveSSHUser(ctx context.Context, in *RemoveSSHUserRequest, opts ...grpc.CallOption) (*SSHUserChange, error)
+	// RemoveNode removes a node (active, pending or failed) from the
+	// cluster, in one revision, and tells the machine to leave if it is
+	// reachable. Admin key only.
+	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
+	// Leave tells a node that its coordinator removed it: it drops its
+	// interface and its cluster and returns to accepting-init with a new
+	// identity. Bootstrap key; the request is signed by the coordinator's
+	// signing key, which the node knows from its activation. Called by the
+	// coordinator.
+	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
+	// Events streams the cluster's change log as events, from the revision
+	// after since, and with follow every later one as it happens. Admin key
+	// only.
+	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
 }
 
 type pubAPIClient struct {
@@ -145,35 +152,44 @@ func (c *pubAPIClient) PasticheSend(ctx context.Context, opts ...grpc.CallOption
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PubAPI_PasticheSendClient = grpc.ClientStreamingClient[PasticheSendRequest, PasticheSendResponse]
 
-func (c *pubAPIClient) ListSSHUsers(ctx context.Context, in *ListSSHUsersRequest, opts ...grpc.CallOption) (*ListSSHUsersResponse, error) {
+func (c *pubAPIClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ListSSHUsersResponse)
-	err := c.cc.Invoke(ctx, PubAPI_ListSSHUsers_FullMethodName, in, out, cOpts...)
+	out := new(RemoveNodeResponse)
+	err := c.cc.Invoke(ctx, PubAPI_RemoveNode_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *pubAPIClient) AddSSHUser(ctx context.Context, in *AddSSHUserRequest, opts ...grpc.CallOption) (*SSHUserChange, error) {
+func (c *pubAPIClient) Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(SSHUserChange)
-	err := c.cc.Invoke(ctx, PubAPI_AddSSHUser_FullMethodName, in, out, cOpts...)
+	out := new(LeaveResponse)
+	err := c.cc.Invoke(ctx, PubAPI_Leave_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *pubAPIClient) RemoveSSHUser(ctx context.Context, in *RemoveSSHUserRequest, opts ...grpc.CallOption) (*SSHUserChange, error) {
+func (c *pubAPIClient) Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(SSHUserChange)
-	err := c.cc.Invoke(ctx, PubAPI_RemoveSSHUser_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &PubAPI_ServiceDesc.Streams[3], PubAPI_Events_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[EventsRequest, Event]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PubAPI_EventsClient = grpc.ServerStreamingClient[Event]
 
 // PubAPIServer is the server API for PubAPI service.
 // All implementations must embed UnimplementedPubAPIServer
@@ -197,14 +213,20 @@ type PubAPIServer interface {
 	// node "to". The coordinator calls "from" as its fabric-admin client.
 	// Admin key only.
 	PasticheSend(grpc.ClientStreamingServer[PasticheSendRequest, PasticheSendResponse]) error
-	// ListSSHUsers returns the cluster's SSH users. Admin key only.
-	ListSSHUsers(context.Context, *ListSSHUsersRequest) (*ListSSHUsersResponse, error)
-	// AddSSHUser adds an SSH user with its keys, or adds keys to an existing
-	// user. Every peer creates the user and installs its keys. Admin key only.
-	AddSSHUser(context.Context, *AddSSHUserRequest) (*SSHUserChange, error)
-	// RemoveSSHUser removes an SSH user (every peer locks it, keeping its
-	// files) or some of its keys. Admin key only.
-	RemoveSSHUser(context.Context, *RemoveSSHUserRequest) (*SSHUserChange, error)
+	// RemoveNode removes a node (active, pending or failed) from the
+	// cluster, in one revision, and tells the machine to leave if it is
+	// reachable. Admin key only.
+	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
+	// Leave tells a node that its coordinator removed it: it drops its
+	// interface and its cluster and returns to accepting-init with a new
+	// identity. Bootstrap key; the request is signed by the coordinator's
+	// signing key, which the node knows from its activation. Called by the
+	// coordinator.
+	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
+	// Events streams the cluster's change log as events, from the revision
+	// after since, and with follow every later one as it happens. Admin key
+	// only.
+	Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error
 	mustEmbedUnimplementedPubAPIServer()
 }
 
@@ -230,14 +252,14 @@ func (UnimplementedPubAPIServer) ActivateAdditionalNodes(*ActivateAdditionalNode
 func (UnimplementedPubAPIServer) PasticheSend(grpc.ClientStreamingServer[PasticheSendRequest, PasticheSendResponse]) error {
 	return status.Error(codes.Unimplemented, "method PasticheSend not implemented")
 }
-func (UnimplementedPubAPIServer) ListSSHUsers(context.Context, *ListSSHUsersRequest) (*ListSSHUsersResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method ListSSHUsers not implemented")
+func (UnimplementedPubAPIServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
 }
-func (UnimplementedPubAPIServer) AddSSHUser(context.Context, *AddSSHUserRequest) (*SSHUserChange, error) {
-	return nil, status.Error(codes.Unimplemented, "method AddSSHUser not implemented")
+func (UnimplementedPubAPIServer) Leave(context.Context, *LeaveRequest) (*LeaveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Leave not implemented")
 }
-func (UnimplementedPubAPIServer) RemoveSSHUser(context.Context, *RemoveSSHUserRequest) (*SSHUserChange, error) {
-	return nil, status.Error(codes.Unimplemented, "method RemoveSSHUser not implemented")
+func (UnimplementedPubAPIServer) Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error {
+	return status.Error(codes.Unimplemented, "method Events not implemented")
 }
 func (UnimplementedPubAPIServer) mustEmbedUnimplementedPubAPIServer() {}
 func (UnimplementedPubAPIServer) testEmbeddedByValue()                {}
@@ -325,59 +347,52 @@ func _PubAPI_PasticheSend_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PubAPI_PasticheSendServer = grpc.ClientStreamingServer[PasticheSendRequest, PasticheSendResponse]
 
-func _PubAPI_ListSSHUsers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ListSSHUsersRequest)
+func _PubAPI_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNodeRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(PubAPIServer).ListSSHUsers(ctx, in)
+		return srv.(PubAPIServer).RemoveNode(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: PubAPI_ListSSHUsers_FullMethodName,
+		FullMethod: PubAPI_RemoveNode_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(PubAPIServer).ListSSHUsers(ctx, req.(*ListSSHUsersRequest))
+		return srv.(PubAPIServer).RemoveNode(ctx, req.(*RemoveNodeRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _PubAPI_AddSSHUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(AddSSHUserRequest)
+func _PubAPI_Leave_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaveRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(PubAPIServer).AddSSHUser(ctx, in)
+		return srv.(PubAPIServer).Leave(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: PubAPI_AddSSHUser_FullMethodName,
+		FullMethod: PubAPI_Leave_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(PubAPIServer).AddSSHUser(ctx, req.(*AddSSHUserRequest))
+		return srv.(PubAPIServer).Leave(ctx, req.(*LeaveRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _PubAPI_RemoveSSHUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(RemoveSSHUserRequest)
-	if err := dec(in); err != nil {
-		return nil, err
+func _PubAPI_Events_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(EventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
 	}
-	if interceptor == nil {
-		return srv.(PubAPIServer).RemoveSSHUser(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: PubAPI_RemoveSSHUser_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(PubAPIServer).RemoveSSHUser(ctx, req.(*RemoveSSHUserRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+	return srv.(PubAPIServer).Events(m, &grpc.GenericServerStream[EventsRequest, Event]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PubAPI_EventsServer = grpc.ServerStreamingServer[Event]
 
 // PubAPI_ServiceDesc is the grpc.ServiceDesc for PubAPI service.
 // It's only intended for direct use with grpc.RegisterService,
@@ -395,16 +410,12 @@ var PubAPI_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _PubAPI_ActivateAsNode_Handler,
 		},
 		{
-			MethodName: "ListSSHUsers",
-			Handler:    _PubAPI_ListSSHUsers_Handler,
+			MethodName: "RemoveNode",
+			Handler:    _PubAPI_RemoveNode_Handler,
 		},
 		{
-			MethodName: "AddSSHUser",
-			Handler:    _PubAPI_AddSSHUser_Handler,
-		},
-		{
-			MethodName: "RemoveSSHUser",
-			Handler:    _PubAPI_RemoveSSHUser_Handler,
+			MethodName: "Leave",
+			Handler:    _PubAPI_Leave_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -422,6 +433,11 @@ var PubAPI_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "PasticheSend",
 			Handler:       _PubAPI_PasticheSend_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Events",
+			Handler:       _PubAPI_Events_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "pubapi/pubapipb/pubapi.proto",

@@ -21,7 +21,7 @@ func newCluster(t *testing.T, n int) (*inproc.Cluster, []*inproc.Peer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.HoldTime = 2 * time.Second
+	c.Keepalive = 2 * time.Second
 	t.Cleanup(func() { cancel(); c.Close() })
 	var peers []*inproc.Peer
 	for i := range n {

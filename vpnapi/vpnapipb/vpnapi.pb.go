@@ -10,11 +10,12 @@
 package vpnapipb
 
 import (
-	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
-	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
+
+	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
+	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 )
 
 const (
@@ -23,6 +24,119 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// UpdateKind says how an update relates to what the node holds.
+type UpdateKind int32
+
+const (
+	UpdateKind_UPDATE_KIND_UNSPECIFIED UpdateKind = 0
+	// Nothing that concerns the node changed; it is now at revision (also
+	// the keepalive).
+	UpdateKind_UNCHANGED UpdateKind = 1
+	// Apply peers, removed_peers and view to what the node holds.
+	UpdateKind_DELTA UpdateKind = 2
+	// peers and view replace what the node holds (a resync).
+	UpdateKind_FULL UpdateKind = 3
+	// The node was removed from the cluster: it leaves.
+	UpdateKind_REMOVED UpdateKind = 4
+)
+
+// Enum value maps for UpdateKind.
+var (
+	UpdateKind_name = map[int32]string{
+		0: "UPDATE_KIND_UNSPECIFIED",
+		1: "UNCHANGED",
+		2: "DELTA",
+		3: "FULL",
+		4: "REMOVED",
+	}
+	UpdateKind_value = map[string]int32{
+		"UPDATE_KIND_UNSPECIFIED": 0,
+		"UNCHANGED":               1,
+		"DELTA":                   2,
+		"FULL":                    3,
+		"REMOVED":                 4,
+	}
+)
+
+func (x UpdateKind) Enum() *UpdateKind {
+	p := new(UpdateKind)
+	*p = x
+	return p
+}
+
+func (x UpdateKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UpdateKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_vpnapi_vpnapipb_vpnapi_proto_enumTypes[0].Descriptor()
+}
+
+func (UpdateKind) Type() protoreflect.EnumType {
+	return &file_vpnapi_vpnapipb_vpnapi_proto_enumTypes[0]
+}
+
+func (x UpdateKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UpdateKind.Descriptor instead.
+func (UpdateKind) EnumDescriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{0}
+}
+
+type Role int32
+
+const (
+	Role_ROLE_UNSPECIFIED Role = 0
+	Role_COORDINATOR      Role = 1
+	Role_NODE             Role = 2
+	Role_ADMIN            Role = 3
+)
+
+// Enum value maps for Role.
+var (
+	Role_name = map[int32]string{
+		0: "ROLE_UNSPECIFIED",
+		1: "COORDINATOR",
+		2: "NODE",
+		3: "ADMIN",
+	}
+	Role_value = map[string]int32{
+		"ROLE_UNSPECIFIED": 0,
+		"COORDINATOR":      1,
+		"NODE":             2,
+		"ADMIN":            3,
+	}
+)
+
+func (x Role) Enum() *Role {
+	p := new(Role)
+	*p = x
+	return p
+}
+
+func (x Role) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Role) Descriptor() protoreflect.EnumDescriptor {
+	return file_vpnapi_vpnapipb_vpnapi_proto_enumTypes[1].Descriptor()
+}
+
+func (Role) Type() protoreflect.EnumType {
+	return &file_vpnapi_vpnapipb_vpnapi_proto_enumTypes[1]
+}
+
+func (x Role) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Role.Descriptor instead.
+func (Role) EnumDescriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{1}
+}
 
 type RegisterRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -105,27 +219,36 @@ func (*RegisterResponse) Descriptor() ([]byte, []int) {
 	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{1}
 }
 
-type WatchUpdatesRequest struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	AppliedRevision uint64                 `protobuf:"varint,1,opt,name=applied_revision,json=appliedRevision,proto3" json:"applied_revision,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+// WatchRequest is a node's message on its watch: the first one starts the
+// watch, the next ones report.
+type WatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the node has applied.
+	AppliedRevision uint64 `protobuf:"varint,1,opt,name=applied_revision,json=appliedRevision,proto3" json:"applied_revision,omitempty"`
+	// The node's WireGuard endpoint now (IP:port); the coordinator records
+	// it when it changed. Empty: unchanged.
+	WgEndpoint string `protobuf:"bytes,2,opt,name=wg_endpoint,json=wgEndpoint,proto3" json:"wg_endpoint,omitempty"`
+	// Milliseconds since the node's last WireGuard handshake with the
+	// coordinator; -1 when it has none.
+	CoordinatorHandshakeAgeMs int64 `protobuf:"varint,3,opt,name=coordinator_handshake_age_ms,json=coordinatorHandshakeAgeMs,proto3" json:"coordinator_handshake_age_ms,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
-func (x *WatchUpdatesRequest) Reset() {
-	*x = WatchUpdatesRequest{}
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
 	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *WatchUpdatesRequest) String() string {
+func (x *WatchRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*WatchUpdatesRequest) ProtoMessage() {}
+func (*WatchRequest) ProtoMessage() {}
 
-func (x *WatchUpdatesRequest) ProtoReflect() protoreflect.Message {
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -137,50 +260,62 @@ func (x *WatchUpdatesRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use WatchUpdatesRequest.ProtoReflect.Descriptor instead.
-func (*WatchUpdatesRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
 	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *WatchUpdatesRequest) GetAppliedRevision() uint64 {
+func (x *WatchRequest) GetAppliedRevision() uint64 {
 	if x != nil {
 		return x.AppliedRevision
 	}
 	return 0
 }
 
-type WatchUpdatesResponse struct {
+func (x *WatchRequest) GetWgEndpoint() string {
+	if x != nil {
+		return x.WgEndpoint
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetCoordinatorHandshakeAgeMs() int64 {
+	if x != nil {
+		return x.CoordinatorHandshakeAgeMs
+	}
+	return 0
+}
+
+type WatchUpdate struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	// true: peers is the complete set, replacing what the node holds.
-	Full bool `protobuf:"varint,2,opt,name=full,proto3" json:"full,omitempty"`
-	// Peers added or changed since applied_revision (all peers if full).
+	Kind     UpdateKind             `protobuf:"varint,2,opt,name=kind,proto3,enum=fabric.vpnapi.v1.UpdateKind" json:"kind,omitempty"`
+	// Peers added or changed (DELTA), or all of them (FULL).
 	Peers []*Peer `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"`
-	// VPN IPs of peers removed since applied_revision.
-	Removed []string `protobuf:"bytes,4,rep,name=removed,proto3" json:"removed,omitempty"`
-	// The node's service view, when it changed since applied_revision.
+	// VPN IPs (4 or 16 bytes) of the peers that left (DELTA).
+	RemovedPeers [][]byte `protobuf:"bytes,4,rep,name=removed_peers,json=removedPeers,proto3" json:"removed_peers,omitempty"`
+	// The change of the node's service view; absent when it is unchanged.
 	View *View `protobuf:"bytes,5,opt,name=view,proto3" json:"view,omitempty"`
-	// The cluster's SSH users, all of them, when they changed since
-	// applied_revision (always with full). Absent: unchanged.
-	SshUsers      *SSHUsers `protobuf:"bytes,6,opt,name=ssh_users,json=sshUsers,proto3" json:"ssh_users,omitempty"`
+	// Seconds between the coordinator's keepalives.
+	KeepaliveS    uint32 `protobuf:"varint,6,opt,name=keepalive_s,json=keepaliveS,proto3" json:"keepalive_s,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *WatchUpdatesResponse) Reset() {
-	*x = WatchUpdatesResponse{}
+func (x *WatchUpdate) Reset() {
+	*x = WatchUpdate{}
 	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *WatchUpdatesResponse) String() string {
+func (x *WatchUpdate) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*WatchUpdatesResponse) ProtoMessage() {}
+func (*WatchUpdate) ProtoMessage() {}
 
-func (x *WatchUpdatesResponse) ProtoReflect() protoreflect.Message {
+func (x *WatchUpdate) ProtoReflect() protoreflect.Message {
 	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -192,181 +327,77 @@ func (x *WatchUpdatesResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use WatchUpdatesResponse.ProtoReflect.Descriptor instead.
-func (*WatchUpdatesResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use WatchUpdate.ProtoReflect.Descriptor instead.
+func (*WatchUpdate) Descriptor() ([]byte, []int) {
 	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *WatchUpdatesResponse) GetRevision() uint64 {
+func (x *WatchUpdate) GetRevision() uint64 {
 	if x != nil {
 		return x.Revision
 	}
 	return 0
 }
 
-func (x *WatchUpdatesResponse) GetFull() bool {
+func (x *WatchUpdate) GetKind() UpdateKind {
 	if x != nil {
-		return x.Full
+		return x.Kind
 	}
-	return false
+	return UpdateKind_UPDATE_KIND_UNSPECIFIED
 }
 
-func (x *WatchUpdatesResponse) GetPeers() []*Peer {
+func (x *WatchUpdate) GetPeers() []*Peer {
 	if x != nil {
 		return x.Peers
 	}
 	return nil
 }
 
-func (x *WatchUpdatesResponse) GetRemoved() []string {
+func (x *WatchUpdate) GetRemovedPeers() [][]byte {
 	if x != nil {
-		return x.Removed
+		return x.RemovedPeers
 	}
 	return nil
 }
 
-func (x *WatchUpdatesResponse) GetView() *View {
+func (x *WatchUpdate) GetView() *View {
 	if x != nil {
 		return x.View
 	}
 	return nil
 }
 
-func (x *WatchUpdatesResponse) GetSshUsers() *SSHUsers {
+func (x *WatchUpdate) GetKeepaliveS() uint32 {
 	if x != nil {
-		return x.SshUsers
-	}
-	return nil
-}
-
-// SSHUsers is the whole set of the cluster's SSH users; every peer installs
-// them and locks the users it manages that are not in it.
-type SSHUsers struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Users         []*SSHUser             `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SSHUsers) Reset() {
-	*x = SSHUsers{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SSHUsers) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SSHUsers) ProtoMessage() {}
-
-func (x *SSHUsers) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SSHUsers.ProtoReflect.Descriptor instead.
-func (*SSHUsers) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{4}
-}
-
-func (x *SSHUsers) GetUsers() []*SSHUser {
-	if x != nil {
-		return x.Users
-	}
-	return nil
-}
-
-type SSHUser struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// A Linux user name.
-	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Public keys, one authorized_keys line each ("TYPE BASE64 [COMMENT]").
-	Keys []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
-	// The cluster revision of the user's last change.
-	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SSHUser) Reset() {
-	*x = SSHUser{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SSHUser) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SSHUser) ProtoMessage() {}
-
-func (x *SSHUser) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SSHUser.ProtoReflect.Descriptor instead.
-func (*SSHUser) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *SSHUser) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *SSHUser) GetKeys() []string {
-	if x != nil {
-		return x.Keys
-	}
-	return nil
-}
-
-func (x *SSHUser) GetRevision() uint64 {
-	if x != nil {
-		return x.Revision
+		return x.KeepaliveS
 	}
 	return 0
 }
 
-// View is what a node's reeve needs of the cluster's services: who may call
-// its endpoints, which endpoints its clients may use, and which services.
-// It is sent as changes since the view the node applied, or in full.
+// View is the change of a node's service view, grouped by the other node
+// of each entry: a slice holds the whitelist entries of the node's
+// endpoints whose client is on that node, and the endpoint entries of the
+// node's clients whose endpoint is on that node.
 type View struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// true: the entries replace the node's view.
-	Full      bool              `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
-	Whitelist []*WhitelistEntry `protobuf:"bytes,2,rep,name=whitelist,proto3" json:"whitelist,omitempty"`
-	Endpoints []*EndpointEntry  `protobuf:"bytes,3,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
-	Catalog   []*CatalogEntry   `protobuf:"bytes,4,rep,name=catalog,proto3" json:"catalog,omitempty"`
-	// Keys of entries removed.
-	Removed       []string `protobuf:"bytes,5,rep,name=removed,proto3" json:"removed,omitempty"`
+	// true: the view is replaced by slices, local and catalog (all empty:
+	// the view is now empty); false: each slice replaces the entries shared
+	// with its node (an empty slice drops them).
+	Full   bool     `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
+	Slices []*Slice `protobuf:"bytes,2,rep,name=slices,proto3" json:"slices,omitempty"`
+	// The name of the receiving node (full views): the IDs of its own
+	// endpoints and clients are <service>@<this name>.
+	Node string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	// Entries between the node's own endpoints and clients (full views).
+	Local         *Slice          `protobuf:"bytes,4,opt,name=local,proto3" json:"local,omitempty"`
+	Catalog       []*CatalogEntry `protobuf:"bytes,5,rep,name=catalog,proto3" json:"catalog,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *View) Reset() {
 	*x = View{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +409,7 @@ func (x *View) String() string {
 func (*View) ProtoMessage() {}
 
 func (x *View) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +422,7 @@ func (x *View) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use View.ProtoReflect.Descriptor instead.
 func (*View) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{6}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *View) GetFull() bool {
@@ -401,16 +432,23 @@ func (x *View) GetFull() bool {
 	return false
 }
 
-func (x *View) GetWhitelist() []*WhitelistEntry {
+func (x *View) GetSlices() []*Slice {
 	if x != nil {
-		return x.Whitelist
+		return x.Slices
 	}
 	return nil
 }
 
-func (x *View) GetEndpoints() []*EndpointEntry {
+func (x *View) GetNode() string {
 	if x != nil {
-		return x.Endpoints
+		return x.Node
+	}
+	return ""
+}
+
+func (x *View) GetLocal() *Slice {
+	if x != nil {
+		return x.Local
 	}
 	return nil
 }
@@ -422,15 +460,78 @@ func (x *View) GetCatalog() []*CatalogEntry {
 	return nil
 }
 
-func (x *View) GetRemoved() []string {
+type Slice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The other node's name and VPN IP (the address of its endpoints).
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	VpnIp         []byte                 `protobuf:"bytes,2,opt,name=vpn_ip,json=vpnIp,proto3" json:"vpn_ip,omitempty"`
+	Whitelist     []*SliceWhitelistEntry `protobuf:"bytes,3,rep,name=whitelist,proto3" json:"whitelist,omitempty"`
+	Endpoints     []*SliceEndpointEntry  `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Slice) Reset() {
+	*x = Slice{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Slice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Slice) ProtoMessage() {}
+
+func (x *Slice) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
 	if x != nil {
-		return x.Removed
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Slice.ProtoReflect.Descriptor instead.
+func (*Slice) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Slice) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Slice) GetVpnIp() []byte {
+	if x != nil {
+		return x.VpnIp
 	}
 	return nil
 }
 
-// WhitelistEntry: client (keyId) may call endpoint, signing with pub_key.
-type WhitelistEntry struct {
+func (x *Slice) GetWhitelist() []*SliceWhitelistEntry {
+	if x != nil {
+		return x.Whitelist
+	}
+	return nil
+}
+
+func (x *Slice) GetEndpoints() []*SliceEndpointEntry {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+// SliceWhitelistEntry: the client of service client on the slice's node may
+// call this node's endpoint of service endpoint, signing with pub_key.
+type SliceWhitelistEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Endpoint      string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
 	Client        string                 `protobuf:"bytes,2,opt,name=client,proto3" json:"client,omitempty"`
@@ -439,21 +540,21 @@ type WhitelistEntry struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *WhitelistEntry) Reset() {
-	*x = WhitelistEntry{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
+func (x *SliceWhitelistEntry) Reset() {
+	*x = SliceWhitelistEntry{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *WhitelistEntry) String() string {
+func (x *SliceWhitelistEntry) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*WhitelistEntry) ProtoMessage() {}
+func (*SliceWhitelistEntry) ProtoMessage() {}
 
-func (x *WhitelistEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
+func (x *SliceWhitelistEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,58 +565,58 @@ func (x *WhitelistEntry) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use WhitelistEntry.ProtoReflect.Descriptor instead.
-func (*WhitelistEntry) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{7}
+// Deprecated: Use SliceWhitelistEntry.ProtoReflect.Descriptor instead.
+func (*SliceWhitelistEntry) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{6}
 }
 
-func (x *WhitelistEntry) GetEndpoint() string {
+func (x *SliceWhitelistEntry) GetEndpoint() string {
 	if x != nil {
 		return x.Endpoint
 	}
 	return ""
 }
 
-func (x *WhitelistEntry) GetClient() string {
+func (x *SliceWhitelistEntry) GetClient() string {
 	if x != nil {
 		return x.Client
 	}
 	return ""
 }
 
-func (x *WhitelistEntry) GetPubKey() []byte {
+func (x *SliceWhitelistEntry) GetPubKey() []byte {
 	if x != nil {
 		return x.PubKey
 	}
 	return nil
 }
 
-// EndpointEntry: client may use endpoint, an instance of service at address.
-type EndpointEntry struct {
+// SliceEndpointEntry: this node's client of service client may call the
+// endpoint of service endpoint on the slice's node, at its VPN IP and port.
+type SliceEndpointEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Client        string                 `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
-	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
-	Endpoint      string                 `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
-	Address       string                 `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	Endpoint      string                 `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Port          uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *EndpointEntry) Reset() {
-	*x = EndpointEntry{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
+func (x *SliceEndpointEntry) Reset() {
+	*x = SliceEndpointEntry{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *EndpointEntry) String() string {
+func (x *SliceEndpointEntry) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*EndpointEntry) ProtoMessage() {}
+func (*SliceEndpointEntry) ProtoMessage() {}
 
-func (x *EndpointEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
+func (x *SliceEndpointEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,40 +627,33 @@ func (x *EndpointEntry) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use EndpointEntry.ProtoReflect.Descriptor instead.
-func (*EndpointEntry) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{8}
+// Deprecated: Use SliceEndpointEntry.ProtoReflect.Descriptor instead.
+func (*SliceEndpointEntry) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{7}
 }
 
-func (x *EndpointEntry) GetClient() string {
+func (x *SliceEndpointEntry) GetClient() string {
 	if x != nil {
 		return x.Client
 	}
 	return ""
 }
 
-func (x *EndpointEntry) GetService() string {
-	if x != nil {
-		return x.Service
-	}
-	return ""
-}
-
-func (x *EndpointEntry) GetEndpoint() string {
+func (x *SliceEndpointEntry) GetEndpoint() string {
 	if x != nil {
 		return x.Endpoint
 	}
 	return ""
 }
 
-func (x *EndpointEntry) GetAddress() string {
+func (x *SliceEndpointEntry) GetPort() uint32 {
 	if x != nil {
-		return x.Address
+		return x.Port
 	}
-	return ""
+	return 0
 }
 
-// CatalogEntry: client may use service.
+// CatalogEntry: this node's client of service client may use service.
 type CatalogEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Client        string                 `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
@@ -570,7 +664,7 @@ type CatalogEntry struct {
 
 func (x *CatalogEntry) Reset() {
 	*x = CatalogEntry{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +676,7 @@ func (x *CatalogEntry) String() string {
 func (*CatalogEntry) ProtoMessage() {}
 
 func (x *CatalogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +689,7 @@ func (x *CatalogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogEntry.ProtoReflect.Descriptor instead.
 func (*CatalogEntry) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{9}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CatalogEntry) GetClient() string {
@@ -622,7 +716,7 @@ type UpdateServicesRequest struct {
 
 func (x *UpdateServicesRequest) Reset() {
 	*x = UpdateServicesRequest{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +728,7 @@ func (x *UpdateServicesRequest) String() string {
 func (*UpdateServicesRequest) ProtoMessage() {}
 
 func (x *UpdateServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +741,7 @@ func (x *UpdateServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServicesRequest.ProtoReflect.Descriptor instead.
 func (*UpdateServicesRequest) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{10}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdateServicesRequest) GetEndpoints() []*ServiceEndpoint {
@@ -674,7 +768,7 @@ type ServiceEndpoint struct {
 
 func (x *ServiceEndpoint) Reset() {
 	*x = ServiceEndpoint{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +780,7 @@ func (x *ServiceEndpoint) String() string {
 func (*ServiceEndpoint) ProtoMessage() {}
 
 func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +793,7 @@ func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceEndpoint.ProtoReflect.Descriptor instead.
 func (*ServiceEndpoint) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{11}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ServiceEndpoint) GetService() string {
@@ -726,7 +820,7 @@ type ServiceClient struct {
 
 func (x *ServiceClient) Reset() {
 	*x = ServiceClient{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +832,7 @@ func (x *ServiceClient) String() string {
 func (*ServiceClient) ProtoMessage() {}
 
 func (x *ServiceClient) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +845,7 @@ func (x *ServiceClient) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceClient.ProtoReflect.Descriptor instead.
 func (*ServiceClient) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{12}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ServiceClient) GetService() string {
@@ -777,7 +871,7 @@ type UpdateServicesResponse struct {
 
 func (x *UpdateServicesResponse) Reset() {
 	*x = UpdateServicesResponse{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[13]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +883,7 @@ func (x *UpdateServicesResponse) String() string {
 func (*UpdateServicesResponse) ProtoMessage() {}
 
 func (x *UpdateServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[13]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +896,7 @@ func (x *UpdateServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServicesResponse.ProtoReflect.Descriptor instead.
 func (*UpdateServicesResponse) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{13}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpdateServicesResponse) GetRevision() uint64 {
@@ -812,27 +906,24 @@ func (x *UpdateServicesResponse) GetRevision() uint64 {
 	return 0
 }
 
+// Peer is what a node's WireGuard needs of a peer.
 type Peer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// coordinator | node | admin
-	Role  string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
-	VpnIp string `protobuf:"bytes,3,opt,name=vpn_ip,json=vpnIp,proto3" json:"vpn_ip,omitempty"`
-	// host:port of the peer's WireGuard; empty for a roaming admin.
-	WgEndpoint    string `protobuf:"bytes,4,opt,name=wg_endpoint,json=wgEndpoint,proto3" json:"wg_endpoint,omitempty"`
+	Role  Role                   `protobuf:"varint,2,opt,name=role,proto3,enum=fabric.vpnapi.v1.Role" json:"role,omitempty"`
+	// 4 or 16 bytes.
+	VpnIp []byte `protobuf:"bytes,3,opt,name=vpn_ip,json=vpnIp,proto3" json:"vpn_ip,omitempty"`
+	// The IP (4 or 16 bytes) then the port (2 bytes, big-endian) of the
+	// peer's WireGuard; empty for a roaming admin.
+	WgEndpoint    []byte `protobuf:"bytes,4,opt,name=wg_endpoint,json=wgEndpoint,proto3" json:"wg_endpoint,omitempty"`
 	WgPubKey      []byte `protobuf:"bytes,5,opt,name=wg_pub_key,json=wgPubKey,proto3" json:"wg_pub_key,omitempty"`
-	SigningPubKey []byte `protobuf:"bytes,6,opt,name=signing_pub_key,json=signingPubKey,proto3" json:"signing_pub_key,omitempty"`
-	Horde         string `protobuf:"bytes,7,opt,name=horde,proto3" json:"horde,omitempty"`
-	Revision      uint64 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
-	// pending | active | failed; only active peers are in the mesh.
-	State         string `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[14]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +935,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[14]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +948,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{14}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Peer) GetName() string {
@@ -867,25 +958,25 @@ func (x *Peer) GetName() string {
 	return ""
 }
 
-func (x *Peer) GetRole() string {
+func (x *Peer) GetRole() Role {
 	if x != nil {
 		return x.Role
 	}
-	return ""
+	return Role_ROLE_UNSPECIFIED
 }
 
-func (x *Peer) GetVpnIp() string {
+func (x *Peer) GetVpnIp() []byte {
 	if x != nil {
 		return x.VpnIp
 	}
-	return ""
+	return nil
 }
 
-func (x *Peer) GetWgEndpoint() string {
+func (x *Peer) GetWgEndpoint() []byte {
 	if x != nil {
 		return x.WgEndpoint
 	}
-	return ""
+	return nil
 }
 
 func (x *Peer) GetWgPubKey() []byte {
@@ -895,34 +986,6 @@ func (x *Peer) GetWgPubKey() []byte {
 	return nil
 }
 
-func (x *Peer) GetSigningPubKey() []byte {
-	if x != nil {
-		return x.SigningPubKey
-	}
-	return nil
-}
-
-func (x *Peer) GetHorde() string {
-	if x != nil {
-		return x.Horde
-	}
-	return ""
-}
-
-func (x *Peer) GetRevision() uint64 {
-	if x != nil {
-		return x.Revision
-	}
-	return 0
-}
-
-func (x *Peer) GetState() string {
-	if x != nil {
-		return x.State
-	}
-	return ""
-}
-
 var File_vpnapi_vpnapipb_vpnapi_proto protoreflect.FileDescriptor
 
 const file_vpnapi_vpnapipb_vpnapi_proto_rawDesc = "" +
@@ -930,37 +993,39 @@ const file_vpnapi_vpnapipb_vpnapi_proto_rawDesc = "" +
 	"\x1cvpnapi/vpnapipb/vpnapi.proto\x12\x10fabric.vpnapi.v1\"5\n" +
 	"\x0fRegisterRequest\x12\"\n" +
 	"\rreeve_pub_key\x18\x01 \x01(\fR\vreevePubKey\"\x12\n" +
-	"\x10RegisterResponse\"@\n" +
-	"\x13WatchUpdatesRequest\x12)\n" +
-	"\x10applied_revision\x18\x01 \x01(\x04R\x0fappliedRevision\"\xf3\x01\n" +
-	"\x14WatchUpdatesResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x12\n" +
-	"\x04full\x18\x02 \x01(\bR\x04full\x12,\n" +
-	"\x05peers\x18\x03 \x03(\v2\x16.fabric.vpnapi.v1.PeerR\x05peers\x12\x18\n" +
-	"\aremoved\x18\x04 \x03(\tR\aremoved\x12*\n" +
-	"\x04view\x18\x05 \x01(\v2\x16.fabric.vpnapi.v1.ViewR\x04view\x127\n" +
-	"\tssh_users\x18\x06 \x01(\v2\x1a.fabric.vpnapi.v1.SSHUsersR\bsshUsers\";\n" +
-	"\bSSHUsers\x12/\n" +
-	"\x05users\x18\x01 \x03(\v2\x19.fabric.vpnapi.v1.SSHUserR\x05users\"M\n" +
-	"\aSSHUser\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\"\xed\x01\n" +
+	"\x10RegisterResponse\"\x9b\x01\n" +
+	"\fWatchRequest\x12)\n" +
+	"\x10applied_revision\x18\x01 \x01(\x04R\x0fappliedRevision\x12\x1f\n" +
+	"\vwg_endpoint\x18\x02 \x01(\tR\n" +
+	"wgEndpoint\x12?\n" +
+	"\x1ccoordinator_handshake_age_ms\x18\x03 \x01(\x03R\x19coordinatorHandshakeAgeMs\"\xfb\x01\n" +
+	"\vWatchUpdate\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x120\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1c.fabric.vpnapi.v1.UpdateKindR\x04kind\x12,\n" +
+	"\x05peers\x18\x03 \x03(\v2\x16.fabric.vpnapi.v1.PeerR\x05peers\x12#\n" +
+	"\rremoved_peers\x18\x04 \x03(\fR\fremovedPeers\x12*\n" +
+	"\x04view\x18\x05 \x01(\v2\x16.fabric.vpnapi.v1.ViewR\x04view\x12\x1f\n" +
+	"\vkeepalive_s\x18\x06 \x01(\rR\n" +
+	"keepaliveS\"\xc8\x01\n" +
 	"\x04View\x12\x12\n" +
-	"\x04full\x18\x01 \x01(\bR\x04full\x12>\n" +
-	"\twhitelist\x18\x02 \x03(\v2 .fabric.vpnapi.v1.WhitelistEntryR\twhitelist\x12=\n" +
-	"\tendpoints\x18\x03 \x03(\v2\x1f.fabric.vpnapi.v1.EndpointEntryR\tendpoints\x128\n" +
-	"\acatalog\x18\x04 \x03(\v2\x1e.fabric.vpnapi.v1.CatalogEntryR\acatalog\x12\x18\n" +
-	"\aremoved\x18\x05 \x03(\tR\aremoved\"]\n" +
-	"\x0eWhitelistEntry\x12\x1a\n" +
+	"\x04full\x18\x01 \x01(\bR\x04full\x12/\n" +
+	"\x06slices\x18\x02 \x03(\v2\x17.fabric.vpnapi.v1.SliceR\x06slices\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12-\n" +
+	"\x05local\x18\x04 \x01(\v2\x17.fabric.vpnapi.v1.SliceR\x05local\x128\n" +
+	"\acatalog\x18\x05 \x03(\v2\x1e.fabric.vpnapi.v1.CatalogEntryR\acatalog\"\xbb\x01\n" +
+	"\x05Slice\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x15\n" +
+	"\x06vpn_ip\x18\x02 \x01(\fR\x05vpnIp\x12C\n" +
+	"\twhitelist\x18\x03 \x03(\v2%.fabric.vpnapi.v1.SliceWhitelistEntryR\twhitelist\x12B\n" +
+	"\tendpoints\x18\x04 \x03(\v2$.fabric.vpnapi.v1.SliceEndpointEntryR\tendpoints\"b\n" +
+	"\x13SliceWhitelistEntry\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\tR\x06client\x12\x17\n" +
-	"\apub_key\x18\x03 \x01(\fR\x06pubKey\"w\n" +
-	"\rEndpointEntry\x12\x16\n" +
-	"\x06client\x18\x01 \x01(\tR\x06client\x12\x18\n" +
-	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1a\n" +
-	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"@\n" +
+	"\apub_key\x18\x03 \x01(\fR\x06pubKey\"\\\n" +
+	"\x12SliceEndpointEntry\x12\x16\n" +
+	"\x06client\x18\x01 \x01(\tR\x06client\x12\x1a\n" +
+	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\"@\n" +
 	"\fCatalogEntry\x12\x16\n" +
 	"\x06client\x18\x01 \x01(\tR\x06client\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\"\x93\x01\n" +
@@ -974,21 +1039,29 @@ const file_vpnapi_vpnapipb_vpnapi_proto_rawDesc = "" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x17\n" +
 	"\apub_key\x18\x02 \x01(\fR\x06pubKey\"4\n" +
 	"\x16UpdateServicesResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\xf4\x01\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\x9c\x01\n" +
 	"\x04Peer\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04role\x18\x02 \x01(\tR\x04role\x12\x15\n" +
-	"\x06vpn_ip\x18\x03 \x01(\tR\x05vpnIp\x12\x1f\n" +
-	"\vwg_endpoint\x18\x04 \x01(\tR\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x16.fabric.vpnapi.v1.RoleR\x04role\x12\x15\n" +
+	"\x06vpn_ip\x18\x03 \x01(\fR\x05vpnIp\x12\x1f\n" +
+	"\vwg_endpoint\x18\x04 \x01(\fR\n" +
 	"wgEndpoint\x12\x1c\n" +
 	"\n" +
-	"wg_pub_key\x18\x05 \x01(\fR\bwgPubKey\x12&\n" +
-	"\x0fsigning_pub_key\x18\x06 \x01(\fR\rsigningPubKey\x12\x14\n" +
-	"\x05horde\x18\a \x01(\tR\x05horde\x12\x1a\n" +
-	"\brevision\x18\b \x01(\x04R\brevision\x12\x14\n" +
-	"\x05state\x18\t \x01(\tR\x05state2\xba\x01\n" +
-	"\x06VPNAPI\x12]\n" +
-	"\fWatchUpdates\x12%.fabric.vpnapi.v1.WatchUpdatesRequest\x1a&.fabric.vpnapi.v1.WatchUpdatesResponse\x12Q\n" +
+	"wg_pub_key\x18\x05 \x01(\fR\bwgPubKey*Z\n" +
+	"\n" +
+	"UpdateKind\x12\x1b\n" +
+	"\x17UPDATE_KIND_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tUNCHANGED\x10\x01\x12\t\n" +
+	"\x05DELTA\x10\x02\x12\b\n" +
+	"\x04FULL\x10\x03\x12\v\n" +
+	"\aREMOVED\x10\x04*B\n" +
+	"\x04Role\x12\x14\n" +
+	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vCOORDINATOR\x10\x01\x12\b\n" +
+	"\x04NODE\x10\x02\x12\t\n" +
+	"\x05ADMIN\x10\x032\xae\x01\n" +
+	"\x06VPNAPI\x12Q\n" +
+	"\fWatchUpdates\x12\x1e.fabric.vpnapi.v1.WatchRequest\x1a\x1d.fabric.vpnapi.v1.WatchUpdate(\x010\x01\x12Q\n" +
 	"\bRegister\x12!.fabric.vpnapi.v1.RegisterRequest\x1a\".fabric.vpnapi.v1.RegisterResponse2n\n" +
 	"\aSteward\x12c\n" +
 	"\x0eUpdateServices\x12'.fabric.vpnapi.v1.UpdateServicesRequest\x1a(.fabric.vpnapi.v1.UpdateServicesResponseB.Z,github.com/fabricmesh/fabric/vpnapi/vpnapipbb\x06proto3"
@@ -1005,45 +1078,49 @@ func file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP() []byte {
 	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescData
 }
 
-var file_vpnapi_vpnapipb_vpnapi_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_vpnapi_vpnapipb_vpnapi_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_vpnapi_vpnapipb_vpnapi_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_vpnapi_vpnapipb_vpnapi_proto_goTypes = []any{
-	(*RegisterRequest)(nil),        // 0: fabric.vpnapi.v1.RegisterRequest
-	(*RegisterResponse)(nil),       // 1: fabric.vpnapi.v1.RegisterResponse
-	(*WatchUpdatesRequest)(nil),    // 2: fabric.vpnapi.v1.WatchUpdatesRequest
-	(*WatchUpdatesResponse)(nil),   // 3: fabric.vpnapi.v1.WatchUpdatesResponse
-	(*SSHUsers)(nil),               // 4: fabric.vpnapi.v1.SSHUsers
-	(*SSHUser)(nil),                // 5: fabric.vpnapi.v1.SSHUser
+	(UpdateKind)(0),                // 0: fabric.vpnapi.v1.UpdateKind
+	(Role)(0),                      // 1: fabric.vpnapi.v1.Role
+	(*RegisterRequest)(nil),        // 2: fabric.vpnapi.v1.RegisterRequest
+	(*RegisterResponse)(nil),       // 3: fabric.vpnapi.v1.RegisterResponse
+	(*WatchRequest)(nil),           // 4: fabric.vpnapi.v1.WatchRequest
+	(*WatchUpdate)(nil),            // 5: fabric.vpnapi.v1.WatchUpdate
 	(*View)(nil),                   // 6: fabric.vpnapi.v1.View
-	(*WhitelistEntry)(nil),         // 7: fabric.vpnapi.v1.WhitelistEntry
-	(*EndpointEntry)(nil),          // 8: fabric.vpnapi.v1.EndpointEntry
-	(*CatalogEntry)(nil),           // 9: fabric.vpnapi.v1.CatalogEntry
-	(*UpdateServicesRequest)(nil),  // 10: fabric.vpnapi.v1.UpdateServicesRequest
-	(*ServiceEndpoint)(nil),        // 11: fabric.vpnapi.v1.ServiceEndpoint
-	(*ServiceClient)(nil),          // 12: fabric.vpnapi.v1.ServiceClient
-	(*UpdateServicesResponse)(nil), // 13: fabric.vpnapi.v1.UpdateServicesResponse
-	(*Peer)(nil),                   // 14: fabric.vpnapi.v1.Peer
+	(*Slice)(nil),                  // 7: fabric.vpnapi.v1.Slice
+	(*SliceWhitelistEntry)(nil),    // 8: fabric.vpnapi.v1.SliceWhitelistEntry
+	(*SliceEndpointEntry)(nil),     // 9: fabric.vpnapi.v1.SliceEndpointEntry
+	(*CatalogEntry)(nil),           // 10: fabric.vpnapi.v1.CatalogEntry
+	(*UpdateServicesRequest)(nil),  // 11: fabric.vpnapi.v1.UpdateServicesRequest
+	(*ServiceEndpoint)(nil),        // 12: fabric.vpnapi.v1.ServiceEndpoint
+	(*ServiceClient)(nil),          // 13: fabric.vpnapi.v1.ServiceClient
+	(*UpdateServicesResponse)(nil), // 14: fabric.vpnapi.v1.UpdateServicesResponse
+	(*Peer)(nil),                   // 15: fabric.vpnapi.v1.Peer
 }
 var file_vpnapi_vpnapipb_vpnapi_proto_depIdxs = []int32{
-	14, // 0: fabric.vpnapi.v1.WatchUpdatesResponse.peers:type_name -> fabric.vpnapi.v1.Peer
-	6,  // 1: fabric.vpnapi.v1.WatchUpdatesResponse.view:type_name -> fabric.vpnapi.v1.View
-	4,  // 2: fabric.vpnapi.v1.WatchUpdatesResponse.ssh_users:type_name -> fabric.vpnapi.v1.SSHUsers
-	5,  // 3: fabric.vpnapi.v1.SSHUsers.users:type_name -> fabric.vpnapi.v1.SSHUser
-	7,  // 4: fabric.vpnapi.v1.View.whitelist:type_name -> fabric.vpnapi.v1.WhitelistEntry
-	8,  // 5: fabric.vpnapi.v1.View.endpoints:type_name -> fabric.vpnapi.v1.EndpointEntry
-	9,  // 6: fabric.vpnapi.v1.View.catalog:type_name -> fabric.vpnapi.v1.CatalogEntry
-	11, // 7: fabric.vpnapi.v1.UpdateServicesRequest.endpoints:type_name -> fabric.vpnapi.v1.ServiceEndpoint
-	12, // 8: fabric.vpnapi.v1.UpdateServicesRequest.clients:type_name -> fabric.vpnapi.v1.ServiceClient
-	2,  // 9: fabric.vpnapi.v1.VPNAPI.WatchUpdates:input_type -> fabric.vpnapi.v1.WatchUpdatesRequest
-	0,  // 10: fabric.vpnapi.v1.VPNAPI.Register:input_type -> fabric.vpnapi.v1.RegisterRequest
-	10, // 11: fabric.vpnapi.v1.Steward.UpdateServices:input_type -> fabric.vpnapi.v1.UpdateServicesRequest
-	3,  // 12: fabric.vpnapi.v1.VPNAPI.WatchUpdates:output_type -> fabric.vpnapi.v1.WatchUpdatesResponse
-	1,  // 13: fabric.vpnapi.v1.VPNAPI.Register:output_type -> fabric.vpnapi.v1.RegisterResponse
-	13, // 14: fabric.vpnapi.v1.Steward.UpdateServices:output_type -> fabric.vpnapi.v1.UpdateServicesResponse
-	12, // [12:15] is the sub-list for method output_type
-	9,  // [9:12] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	0,  // 0: fabric.vpnapi.v1.WatchUpdate.kind:type_name -> fabric.vpnapi.v1.UpdateKind
+	15, // 1: fabric.vpnapi.v1.WatchUpdate.peers:type_name -> fabric.vpnapi.v1.Peer
+	6,  // 2: fabric.vpnapi.v1.WatchUpdate.view:type_name -> fabric.vpnapi.v1.View
+	7,  // 3: fabric.vpnapi.v1.View.slices:type_name -> fabric.vpnapi.v1.Slice
+	7,  // 4: fabric.vpnapi.v1.View.local:type_name -> fabric.vpnapi.v1.Slice
+	10, // 5: fabric.vpnapi.v1.View.catalog:type_name -> fabric.vpnapi.v1.CatalogEntry
+	8,  // 6: fabric.vpnapi.v1.Slice.whitelist:type_name -> fabric.vpnapi.v1.SliceWhitelistEntry
+	9,  // 7: fabric.vpnapi.v1.Slice.endpoints:type_name -> fabric.vpnapi.v1.SliceEndpointEntry
+	12, // 8: fabric.vpnapi.v1.UpdateServicesRequest.endpoints:type_name -> fabric.vpnapi.v1.ServiceEndpoint
+	13, // 9: fabric.vpnapi.v1.UpdateServicesRequest.clients:type_name -> fabric.vpnapi.v1.ServiceClient
+	1,  // 10: fabric.vpnapi.v1.Peer.role:type_name -> fabric.vpnapi.v1.Role
+	4,  // 11: fabric.vpnapi.v1.VPNAPI.WatchUpdates:input_type -> fabric.vpnapi.v1.WatchRequest
+	2,  // 12: fabric.vpnapi.v1.VPNAPI.Register:input_type -> fabric.vpnapi.v1.RegisterRequest
+	11, // 13: fabric.vpnapi.v1.Steward.UpdateServices:input_type -> fabric.vpnapi.v1.UpdateServicesRequest
+	5,  // 14: fabric.vpnapi.v1.VPNAPI.WatchUpdates:output_type -> fabric.vpnapi.v1.WatchUpdate
+	3,  // 15: fabric.vpnapi.v1.VPNAPI.Register:output_type -> fabric.vpnapi.v1.RegisterResponse
+	14, // 16: fabric.vpnapi.v1.Steward.UpdateServices:output_type -> fabric.vpnapi.v1.UpdateServicesResponse
+	14, // [14:17] is the sub-list for method output_type
+	11, // [11:14] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_vpnapi_vpnapipb_vpnapi_proto_init() }
@@ -1056,13 +1133,14 @@ func file_vpnapi_vpnapipb_vpnapi_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vpnapi_vpnapipb_vpnapi_proto_rawDesc), len(file_vpnapi_vpnapipb_vpnapi_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   15,
+			NumEnums:      2,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
 		GoTypes:           file_vpnapi_vpnapipb_vpnapi_proto_goTypes,
 		DependencyIndexes: file_vpnapi_vpnapipb_vpnapi_proto_depIdxs,
+		EnumInfos:         file_vpnapi_vpnapipb_vpnapi_proto_enumTypes,
 		MessageInfos:      file_vpnapi_vpnapipb_vpnapi_proto_msgTypes,
 	}.Build()
 	File_vpnapi_vpnapipb_vpnapi_proto = out.File

@@ -11,6 +11,7 @@ package vpnapipb
 
 import (
 	context "context"
+
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -30,11 +31,16 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type VPNAPIClient interface {
-	// WatchUpdates is a long poll. The node sends the revision it has applied;
-	// the coordinator answers as soon as the cluster revision is newer (or
-	// when its hold time elapses) with the changes since then, or with a full
-	// snapshot when the node's revision is 0 or newer than the coordinator's.
-	WatchUpdates(ctx context.Context, in *WatchUpdatesRequest, opts ...grpc.CallOption) (*WatchUpdatesResponse, error)
+	// WatchUpdates streams the cluster's changes to the calling node. The
+	// node's first message gives the revision it applied (0: none); the
+	// coordinator answers with what concerns the node since then, or with a
+	// full snapshot when that revision is 0, ahead of the coordinator's or
+	// older than its change log, and then with every later change that
+	// concerns the node, as it commits. When nothing concerned the node for
+	// keepalive_s seconds it sends an UNCHANGED update. The node reports on
+	// the same stream each revision it applied and, every heartbeat, that it
+	// is alive: the coordinator's liveness of the node comes from these.
+	WatchUpdates(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchRequest, WatchUpdate], error)
 	// Register runs the registration handshake of the calling node's reeve:
 	// the coordinator calls the reeve back on its reeve endpoint (a second
 	// connection) with a fresh nonce, which the reeve signs with the key given
@@ -51,15 +57,18 @@ func NewVPNAPIClient(cc grpc.ClientConnInterface) VPNAPIClient {
 	return &vPNAPIClient{cc}
 }
 
-func (c *vPNAPIClient) WatchUpdates(ctx context.Context, in *WatchUpdatesRequest, opts ...grpc.CallOption) (*WatchUpdatesResponse, error) {
+func (c *vPNAPIClient) WatchUpdates(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchRequest, WatchUpdate], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(WatchUpdatesResponse)
-	err := c.cc.Invoke(ctx, VPNAPI_WatchUpdates_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &VPNAPI_ServiceDesc.Streams[0], VPNAPI_WatchUpdates_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[WatchRequest, WatchUpdate]{ClientStream: stream}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type VPNAPI_WatchUpdatesClient = grpc.BidiStreamingClient[WatchRequest, WatchUpdate]
 
 func (c *vPNAPIClient) Register(ctx context.Context, in *RegisterRequest, opts ...grpc.CallOption) (*RegisterResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -75,11 +84,16 @@ func (c *vPNAPIClient) Register(ctx context.Context, in *RegisterRequest, opts .
 // All implementations must embed UnimplementedVPNAPIServer
 // for forward compatibility.
 type VPNAPIServer interface {
-	// WatchUpdates is a long poll. The node sends the revision it has applied;
-	// the coordinator answers as soon as the cluster revision is newer (or
-	// when its hold time elapses) with the changes since then, or with a full
-	// snapshot when the node's revision is 0 or newer than the coordinator's.
-	WatchUpdates(context.Context, *WatchUpdatesRequest) (*WatchUpdatesResponse, error)
+	// WatchUpdates streams the cluster's changes to the calling node. The
+	// node's first message gives the revision it applied (0: none); the
+	// coordinator answers with what concerns the node since then, or with a
+	// full snapshot when that revision is 0, ahead of the coordinator's or
+	// older than its change log, and then with every later change that
+	// concerns the node, as it commits. When nothing concerned the node for
+	// keepalive_s seconds it sends an UNCHANGED update. The node reports on
+	// the same stream each revision it applied and, every heartbeat, that it
+	// is alive: the coordinator's liveness of the node comes from these.
+	WatchUpdates(grpc.BidiStreamingServer[WatchRequest, WatchUpdate]) error
 	// Register runs the registration handshake of the calling node's reeve:
 	// the coordinator calls the reeve back on its reeve endpoint (a second
 	// connection) with a fresh nonce, which the reeve signs with the key given
@@ -96,8 +110,8 @@ type VPNAPIServer interface {
 // pointer dereference when methods are called.
 type UnimplementedVPNAPIServer struct{}
 
-func (UnimplementedVPNAPIServer) WatchUpdates(context.Context, *WatchUpdatesRequest) (*WatchUpdatesResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method WatchUpdates not implemented")
+func (UnimplementedVPNAPIServer) WatchUpdates(grpc.BidiStreamingServer[WatchRequest, WatchUpdate]) error {
+	return status.Error(codes.Unimplemented, "method WatchUpdates not implemented")
 }
 func (UnimplementedVPNAPIServer) Register(context.Context, *RegisterRequest) (*RegisterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Register not implemented")
@@ -123,23 +137,12 @@ func RegisterVPNAPIServer(s grpc.ServiceRegistrar, srv VPNAPIServer) {
 	s.RegisterService(&VPNAPI_ServiceDesc, srv)
 }
 
-func _VPNAPI_WatchUpdates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(WatchUpdatesRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(VPNAPIServer).WatchUpdates(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: VPNAPI_WatchUpdates_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(VPNAPIServer).WatchUpdates(ctx, req.(*WatchUpdatesRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+func _VPNAPI_WatchUpdates_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(VPNAPIServer).WatchUpdates(&grpc.GenericServerStream[WatchRequest, WatchUpdate]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type VPNAPI_WatchUpdatesServer = grpc.BidiStreamingServer[WatchRequest, WatchUpdate]
 
 func _VPNAPI_Register_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RegisterRequest)
@@ -167,15 +170,18 @@ var VPNAPI_ServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*VPNAPIServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
-			MethodName: "WatchUpdates",
-			Handler:    _VPNAPI_WatchUpdates_Handler,
-		},
-		{
 			MethodName: "Register",
 			Handler:    _VPNAPI_Register_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchUpdates",
+			Handler:       _VPNAPI_WatchUpdates_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "vpnapi/vpnapipb/vpnapi.proto",
 }
 

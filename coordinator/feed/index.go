@@ -1,0 +1,241 @@
+package feed
+
+import (
+	"bytes"
+	"cmp"
+	"maps"
+	"net/netip"
+	"slices"
+
+	"github.com/fabricmesh/fabric/coordinator/steward"
+	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/rules"
+	"github.com/fabricmesh/fabric/internal/view"
+)
+
+// member is a node as views see it: its name, horde and VPN IP, and its
+// endpoints and clients (built-in ones included, see steward.Member).
+type member struct {
+	node      steward.Node
+	endpoints []steward.Endpoint
+	clients   []steward.Client
+}
+
+// memberOf is p's member, or nil when p has no part in views.
+func memberOf(p records.Peer, s records.Services) *member {
+	n, eps, cls, ok := steward.Member(p, s)
+	if !ok {
+		return nil
+	}
+	return &member{node: n, endpoints: eps, clients: cls}
+}
+
+// equal compares two members (either may be nil).
+func (m *member) equal(o *member) bool {
+	if m == nil || o == nil {
+		return m == o
+	}
+	return m.node == o.node && slices.Equal(m.endpoints, o.endpoints) &&
+		slices.EqualFunc(m.clients, o.clients, func(a, b steward.Client) bool {
+			return a.Service == b.Service && a.Node == b.Node && bytes.Equal(a.PubKey, b.PubKey)
+		})
+}
+
+// index finds the members holding a service, by horde.
+type index struct {
+	members   map[string]*member                    // by name
+	clients   map[string]map[string]map[string]bool // service -> horde -> names
+	endpoints map[string]map[string]map[string]bool // service -> horde -> names
+}
+
+func newIndex() index {
+	return index{members: map[string]*member{}, clients: map[string]map[string]map[string]bool{},
+		endpoints: map[string]map[string]map[string]bool{}}
+}
+
+func (x index) put(m *member) {
+	if m == nil {
+		return
+	}
+	x.members[m.node.Name] = m
+	for _, e := range m.endpoints {
+		add(x.endpoints, e.Service, m.node.Horde, m.node.Name)
+	}
+	for _, c := range m.clients {
+		add(x.clients, c.Service, m.node.Horde, m.node.Name)
+	}
+}
+
+func (x index) remove(m *member) {
+	if m == nil || !m.equal(x.members[m.node.Name]) {
+		return // not indexed (another member holds the name)
+	}
+	delete(x.members, m.node.Name)
+	for _, e := range m.endpoints {
+		del(x.endpoints, e.Service, m.node.Horde, m.node.Name)
+	}
+	for _, c := range m.clients {
+		del(x.clients, c.Service, m.node.Horde, m.node.Name)
+	}
+}
+
+func add(m map[string]map[string]map[string]bool, service, horde, name string) {
+	byHorde := m[service]
+	if byHorde == nil {
+		byHorde = map[string]map[string]bool{}
+		m[service] = byHorde
+	}
+	names := byHorde[horde]
+	if names == nil {
+		names = map[string]bool{}
+		byHorde[horde] = names
+	}
+	names[name] = true
+}
+
+func del(m map[string]map[string]map[string]bool, service, horde, name string) {
+	names := m[service][horde]
+	delete(names, name)
+	if len(names) == 0 {
+		delete(m[service], horde)
+		if len(m[service]) == 0 {
+			delete(m, service)
+		}
+	}
+}
+
+// holders calls fn for every member that holds service in idx and that a
+// rule of scope pairs with a node of horde.
+func (x index) holders(idx map[string]map[string]map[string]bool, service string, scope rules.Scope, horde string, fn func(*member)) {
+	switch scope {
+	case rules.ScopeCluster:
+		for _, names := range idx[service] {
+			for name := range names {
+				fn(x.members[name])
+			}
+		}
+	case rules.ScopeHorde:
+		if horde == "" {
+			return
+		}
+		for name := range idx[service][horde] {
+			fn(x.members[name])
+		}
+	}
+}
+
+// allowed reports whether a rule of scope s pairs client c with endpoint e.
+func allowed(s rules.Scope, c steward.Client, cHorde string, e steward.Endpoint, eHorde string) bool {
+	if c.Service == e.Service && c.Node == e.Node {
+		return false
+	}
+	switch s {
+	case rules.ScopeCluster:
+		return true
+	case rules.ScopeHorde:
+		return cHorde != "" && cHorde == eHorde
+	}
+	return false
+}
+
+// related reports whether a rule pairs a record of a with a record of b,
+// that is whether a's view has a slice for b.
+func (f *Feed) related(a, b *member) bool {
+	for _, e := range a.endpoints {
+		for _, r := range f.byService[e.Service] {
+			for _, c := range b.clients {
+				if c.Service == r.Client && allowed(r.Scope, c, b.node.Horde, e, a.node.Horde) {
+					return true
+				}
+			}
+		}
+	}
+	for _, c := range a.clients {
+		for _, r := range f.byClient[c.Service] {
+			for _, e := range b.endpoints {
+				if e.Service == r.Service && allowed(r.Scope, c, a.node.Horde, e, b.node.Horde) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// pairs calls the functions for the entries of a's view whose other side
+// is b: whitelist entries for b's clients calling a's endpoints, endpoint
+// entries for a's clients calling b's endpoints.
+func (f *Feed) pairs(a, b *member, wl func(view.WhitelistEntry), ep func(view.EndpointEntry)) {
+	for _, e := range a.endpoints {
+		for _, r := range f.byService[e.Service] {
+			for _, c := range b.clients {
+				if c.Service == r.Client && len(c.PubKey) > 0 && allowed(r.Scope, c, b.node.Horde, e, a.node.Horde) {
+					wl(view.WhitelistEntry{Endpoint: e.ID(), Client: c.ID(), PubKey: bytes.Clone(c.PubKey)})
+				}
+			}
+		}
+	}
+	for _, c := range a.clients {
+		for _, r := range f.byClient[c.Service] {
+			for _, e := range b.endpoints {
+				if e.Service == r.Service && b.node.VPNIP.IsValid() && allowed(r.Scope, c, a.node.Horde, e, b.node.Horde) {
+					ep(view.EndpointEntry{Client: c.ID(), Service: e.Service, Endpoint: e.ID(),
+						Address: netip.AddrPortFrom(b.node.VPNIP, e.Port).String()})
+				}
+			}
+		}
+	}
+}
+
+// slice is the slice of a's view for the node named name (b, nil when it
+// is no member any more).
+func (f *Feed) slice(a, b *member, name string) view.Slice {
+	var v view.View
+	if b != nil {
+		f.pairs(a, b, func(e view.WhitelistEntry) { v.Whitelist = append(v.Whitelist, e) },
+			func(e view.EndpointEntry) { v.Endpoints = append(v.Endpoints, e) })
+	}
+	v.Sort()
+	return view.Slice{Node: name, Whitelist: v.Whitelist, Endpoints: v.Endpoints}
+}
+
+// fullView computes a's whole view from the index: the work is the size
+// of the view, not of the cluster.
+func (f *Feed) fullView(a *member) view.View {
+	var v view.View
+	seen := map[string]bool{}
+	visit := func(b *member) {
+		if b == nil || seen[b.node.Name] {
+			return
+		}
+		seen[b.node.Name] = true
+		f.pairs(a, b, func(e view.WhitelistEntry) { v.Whitelist = append(v.Whitelist, e) },
+			func(e view.EndpointEntry) { v.Endpoints = append(v.Endpoints, e) })
+	}
+	visit(a)
+	for _, e := range a.endpoints {
+		for _, r := range f.byService[e.Service] {
+			f.index.holders(f.index.clients, r.Client, r.Scope, a.node.Horde, visit)
+		}
+	}
+	for _, c := range a.clients {
+		for _, r := range f.byClient[c.Service] {
+			v.Catalog = append(v.Catalog, view.CatalogEntry{Client: c.ID(), Service: r.Service})
+			f.index.holders(f.index.endpoints, r.Service, r.Scope, a.node.Horde, visit)
+		}
+	}
+	v.Sort()
+	return v
+}
+
+func sortPeers(ps []records.Peer) {
+	slices.SortFunc(ps, func(a, b records.Peer) int { return a.VPNIP.Compare(b.VPNIP) })
+}
+
+func sortAddrs(as []netip.Addr) {
+	slices.SortFunc(as, func(a, b netip.Addr) int { return a.Compare(b) })
+}
+
+func sortedKeys(m map[string]bool) []string {
+	return slices.SortedFunc(maps.Keys(m), cmp.Compare[string])
+}

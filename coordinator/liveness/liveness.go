@@ -1,0 +1,252 @@
+// Package liveness tells which peers are online, from their watches: a
+// node is online while its watch is open and it reports at least every
+// heartbeat; it goes offline OfflineAfter its last report, or Grace after
+// its watch closed without another one opening. Only the changes between
+// online and offline are recorded in the registry (one change-log entry
+// each); the time a node was last seen and the revision it applied live in
+// memory, rebuilt from the nodes' reports after a restart.
+package liveness
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/records"
+)
+
+// Defaults.
+const (
+	// DefaultOfflineAfter is how long after its last report a peer is
+	// shown offline: a little more than one heartbeat (15s) plus a
+	// missed one's margin. It is the documented bound.
+	DefaultOfflineAfter = 25 * time.Second
+	// DefaultGrace is how long a peer whose watch closed stays online,
+	// so that a reconnect does not flap it.
+	DefaultGrace = 3 * time.Second
+)
+
+// Recorder records liveness changes (coordinator/registry).
+type Recorder interface {
+	SetLiveness(ip netip.Addr, online bool, at, lastSeen time.Time) error
+	Liveness() map[netip.Addr]registry.Liveness
+}
+
+// Config tunes a Tracker.
+type Config struct {
+	Registry     Recorder
+	OfflineAfter time.Duration
+	Grace        time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Applied, if set, learns every revision a peer reports it applied.
+	Applied func(ip netip.Addr, rev uint64)
+}
+
+// Tracker follows the peers' liveness. It is safe for concurrent use.
+type Tracker struct {
+	cfg Config
+
+	mu    sync.Mutex
+	peers map[netip.Addr]*peer
+	// recordMu orders the registry writes, each of which records the
+	// state of the peer as it is when written.
+	recordMu sync.Mutex
+}
+
+// peer is what the tracker knows of one peer.
+type peer struct {
+	watching     int
+	closedAt     time.Time
+	lastSeen     time.Time
+	online       bool // as recorded in the registry
+	applied      uint64
+	sent         uint64 // the revision the peer was sent everything up to
+	contentRev   uint64 // the revision of the last answer it had to apply
+	handshakeAge time.Duration
+	self         bool // the coordinator itself: always online
+}
+
+// New returns a tracker starting from what the registry recorded: a peer
+// recorded online that does not report goes offline OfflineAfter from now.
+func New(cfg Config) *Tracker {
+	if cfg.OfflineAfter <= 0 {
+		cfg.OfflineAfter = DefaultOfflineAfter
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = DefaultGrace
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	t := &Tracker{cfg: cfg, peers: map[netip.Addr]*peer{}}
+	now := cfg.Now()
+	for ip, l := range cfg.Registry.Liveness() {
+		p := &peer{online: l.Online, lastSeen: l.LastSeen, handshakeAge: -1}
+		if l.Online {
+			p.lastSeen, p.closedAt = now, now.Add(cfg.OfflineAfter-cfg.Grace)
+		}
+		t.peers[ip] = p
+	}
+	return t
+}
+
+func (t *Tracker) peer(ip netip.Addr) *peer {
+	p := t.peers[ip]
+	if p == nil {
+		p = &peer{handshakeAge: -1}
+		t.peers[ip] = p
+	}
+	return p
+}
+
+// Watching marks ip as watching until stop is called.
+func (t *Tracker) Watching(ip netip.Addr) (stop func()) {
+	t.mu.Lock()
+	t.peer(ip).watching++
+	t.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			p := t.peer(ip)
+			p.watching--
+			p.closedAt = t.cfg.Now()
+		})
+	}
+}
+
+// Report records a report of ip; a peer that was offline comes online.
+func (t *Tracker) Report(ip netip.Addr, applied uint64, handshakeAge time.Duration) {
+	now := t.cfg.Now()
+	t.mu.Lock()
+	p := t.peer(ip)
+	p.lastSeen, p.handshakeAge = now, handshakeAge
+	moved := applied != p.applied
+	p.applied = applied
+	comeOnline := !p.online
+	p.online = true
+	t.mu.Unlock()
+	if comeOnline {
+		t.record(ip)
+	}
+	if moved && t.cfg.Applied != nil {
+		t.cfg.Applied(ip, applied)
+	}
+}
+
+// Sent records that ip was sent everything up to rev; content says
+// whether that answer had anything to apply.
+func (t *Tracker) Sent(ip netip.Addr, rev uint64, content bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.peer(ip)
+	p.sent = rev
+	if content {
+		p.contentRev = rev
+	}
+}
+
+// Self records the revision the coordinator itself applied.
+func (t *Tracker) Self(ip netip.Addr, rev uint64) {
+	t.mu.Lock()
+	p := t.peer(ip)
+	p.self, p.applied, p.sent, p.contentRev, p.lastSeen = true, rev, rev, rev, t.cfg.Now()
+	comeOnline := !p.online
+	p.online = true
+	t.mu.Unlock()
+	if comeOnline {
+		t.record(ip)
+	}
+}
+
+// record writes the liveness of ip as it is now to the registry (which
+// ignores a state it already has). A peer removed meanwhile is unknown
+// to the registry and forgotten here.
+func (t *Tracker) record(ip netip.Addr) {
+	t.recordMu.Lock()
+	defer t.recordMu.Unlock()
+	t.mu.Lock()
+	p, ok := t.peers[ip]
+	if !ok {
+		t.mu.Unlock()
+		return
+	}
+	online, lastSeen := p.online, p.lastSeen
+	t.mu.Unlock()
+	if err := t.cfg.Registry.SetLiveness(ip, online, t.cfg.Now(), lastSeen); errors.Is(err, records.ErrUnknownPeer) {
+		t.Forget(ip)
+	}
+}
+
+// Run checks every second which peers went offline, until ctx ends.
+func (t *Tracker) Run(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			t.Check()
+		}
+	}
+}
+
+// Check marks offline the peers that stopped reporting.
+func (t *Tracker) Check() {
+	now := t.cfg.Now()
+	var offline []netip.Addr
+	t.mu.Lock()
+	for ip, p := range t.peers {
+		if !p.online || p.self {
+			continue
+		}
+		if now.Sub(p.lastSeen) > t.cfg.OfflineAfter || (p.watching == 0 && now.Sub(p.closedAt) > t.cfg.Grace) {
+			p.online = false
+			offline = append(offline, ip)
+		}
+	}
+	t.mu.Unlock()
+	for _, ip := range offline {
+		t.record(ip)
+	}
+}
+
+// Status is what the tracker knows of a peer.
+type Status struct {
+	Online   bool
+	LastSeen time.Time
+	// Applied is the revision the peer applied, counting the revisions
+	// after it that had nothing for it once it applied all it was sent.
+	Applied uint64
+	// CoordinatorHandshakeAge is the age of the peer's last WireGuard
+	// handshake with the coordinator as it reported it (-1: unknown).
+	CoordinatorHandshakeAge time.Duration
+}
+
+// Status returns what the tracker knows of ip.
+func (t *Tracker) Status(ip netip.Addr) Status {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.peers[ip]
+	if !ok {
+		return Status{CoordinatorHandshakeAge: -1}
+	}
+	applied := p.applied
+	if p.applied >= p.contentRev && p.sent > applied {
+		applied = p.sent
+	}
+	return Status{Online: p.online, LastSeen: p.lastSeen, Applied: applied, CoordinatorHandshakeAge: p.handshakeAge}
+}
+
+// Forget drops what the tracker knows of ip (a removed peer).
+func (t *Tracker) Forget(ip netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.peers, ip)
+}

@@ -1,0 +1,309 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/store"
+)
+
+// maxBatch bounds the changes committed in one store transaction.
+const maxBatch = 256
+
+// errNoChange, returned by a change function, commits nothing and is not
+// an error for the caller.
+var errNoChange = errors.New("no change")
+
+// op is one change waiting to be committed.
+type op struct {
+	kind EntryKind
+	fn   func(m *mutation) error
+	done chan error
+}
+
+// mutation collects one change. Its function reads the state before the
+// change through m's lookups and buffers its writes; they are applied only
+// if the function returns nil, so a failed change leaves nothing behind.
+type mutation struct {
+	s       *state // the state before this change; not to be modified
+	rev     uint64
+	at      time.Time
+	kind    EntryKind
+	detail  string
+	cluster *records.Cluster
+	// initCluster is set by the change that records the cluster (Init).
+	initCluster        bool
+	nextIP, prevNextIP uint64
+	peers              map[netip.Addr]records.Peer
+	order              []netip.Addr                     // peers touched, in order
+	touched            map[netip.Addr]bool              // peers touched but not put
+	services           map[netip.Addr]*records.Services // nil: deleted
+	liveness           map[netip.Addr]*Liveness         // nil: deleted
+	extras             []func(store.Tx) error
+}
+
+func newMutation(s *state, kind EntryKind) *mutation {
+	return &mutation{
+		s: s, rev: s.rev + 1, at: time.Now().UTC(), kind: kind, cluster: s.cluster, nextIP: s.nextIP, prevNextIP: s.nextIP,
+		peers: map[netip.Addr]records.Peer{}, touched: map[netip.Addr]bool{},
+		services: map[netip.Addr]*records.Services{}, liveness: map[netip.Addr]*Liveness{},
+	}
+}
+
+// peer returns the record of ip as this change leaves it so far.
+func (m *mutation) peer(ip netip.Addr) (records.Peer, bool) {
+	if p, ok := m.peers[ip]; ok {
+		return p, true
+	}
+	p, ok := m.s.peers[ip]
+	return p, ok
+}
+
+// put stamps p with the change's revision and buffers it.
+func (m *mutation) put(p records.Peer) records.Peer {
+	p.Revision = m.rev
+	if _, ok := m.peers[p.VPNIP]; !ok {
+		m.order = append(m.order, p.VPNIP)
+	}
+	m.peers[p.VPNIP] = p
+	delete(m.touched, p.VPNIP)
+	return p
+}
+
+// touch lists the known peer ip as touched by the change without changing
+// its record.
+func (m *mutation) touch(ip netip.Addr) {
+	if _, ok := m.peers[ip]; ok {
+		return
+	}
+	if p, known := m.s.peers[ip]; known {
+		m.order = append(m.order, ip)
+		m.peers[ip] = p
+		m.touched[ip] = true
+	}
+}
+
+// setServices buffers the service records of ip (nil deletes them).
+func (m *mutation) setServices(ip netip.Addr, s *records.Services) {
+	if s != nil {
+		c := *s
+		c.Revision = m.rev
+		s = &c
+	}
+	m.services[ip] = s
+	m.touch(ip)
+}
+
+// allocate hands out the next never-used VPN IP.
+func (m *mutation) allocate() (netip.Addr, error) {
+	addr, ok := addrAt(m.cluster.VPNCIDR, m.nextIP)
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("%w: %s has %d usable addresses and all have been allocated (addresses are never reused)",
+			ErrCIDRFull, m.cluster.VPNCIDR, usable(m.cluster.VPNCIDR))
+	}
+	m.nextIP++
+	return addr, nil
+}
+
+// entry is the change-log entry of the change.
+func (m *mutation) entry() Entry {
+	e := Entry{Revision: m.rev, At: m.at, Kind: m.kind, Detail: m.detail}
+	for _, ip := range m.order {
+		t := Touched{VPNIP: ip, Name: m.peers[ip].Name}
+		if before, ok := m.s.peers[ip]; ok {
+			t.Before = &before
+		}
+		if sv, ok := m.s.services[ip]; ok {
+			t.BeforeServices = &sv
+		}
+		after := m.peers[ip]
+		t.After = &after
+		if sv, ok := m.services[ip]; ok {
+			t.AfterServices = sv
+		} else if sv, ok := m.s.services[ip]; ok {
+			t.AfterServices = &sv
+		}
+		e.Peers = append(e.Peers, t)
+	}
+	return e
+}
+
+// apply makes the change in s.
+func (m *mutation) apply(s *state) {
+	if m.initCluster {
+		c := *m.cluster
+		s.cluster = &c
+	}
+	s.rev, s.nextIP = m.rev, m.nextIP
+	for _, ip := range m.order {
+		s.putPeer(m.peers[ip])
+	}
+	for ip, sv := range m.services {
+		if sv == nil {
+			delete(s.services, ip)
+		} else {
+			s.services[ip] = *sv
+		}
+	}
+	for ip, l := range m.liveness {
+		if l == nil {
+			delete(s.liveness, ip)
+		} else {
+			s.liveness[ip] = *l
+		}
+	}
+}
+
+// write stores the change and its log entry in tx.
+func (m *mutation) write(tx store.Tx, e Entry) error {
+	if m.initCluster {
+		if err := store.PutJSON(tx, keyCluster, m.cluster); err != nil {
+			return err
+		}
+	}
+	if m.nextIP != m.prevNextIP {
+		if err := store.PutJSON(tx, keyNextIP, m.nextIP); err != nil {
+			return err
+		}
+	}
+	for _, ip := range m.order {
+		if m.touched[ip] {
+			continue
+		}
+		if err := store.PutJSON(tx, prefixPeers+ip.String(), m.peers[ip]); err != nil {
+			return err
+		}
+	}
+	for ip, sv := range m.services {
+		var err error
+		if sv == nil {
+			err = tx.Delete(prefixSvcs + ip.String())
+		} else {
+			err = store.PutJSON(tx, prefixSvcs+ip.String(), sv)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for ip, l := range m.liveness {
+		var err error
+		if l == nil {
+			err = tx.Delete(prefixLive + ip.String())
+		} else {
+			err = store.PutJSON(tx, prefixLive+ip.String(), l)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for _, extra := range m.extras {
+		if err := extra(tx); err != nil {
+			return err
+		}
+	}
+	if err := putEntry(tx, e); err != nil {
+		return err
+	}
+	return store.PutJSON(tx, keyRevision, m.rev)
+}
+
+// update commits one change made by fn and returns fn's error (nil when fn
+// changed nothing). Changes arriving while another commit runs are
+// committed together by the goroutine already committing: one store
+// transaction, one revision and one log entry per change.
+func (r *Registry) update(kind EntryKind, fn func(m *mutation) error) error {
+	o := &op{kind: kind, fn: fn, done: make(chan error, 1)}
+	r.qmu.Lock()
+	r.pending = append(r.pending, o)
+	if r.committing {
+		r.qmu.Unlock()
+		return <-o.done
+	}
+	r.committing = true
+	r.qmu.Unlock()
+	for {
+		r.qmu.Lock()
+		n := min(len(r.pending), maxBatch)
+		batch := r.pending[:n:n]
+		r.pending = r.pending[n:]
+		if n == 0 {
+			r.committing = false
+			r.qmu.Unlock()
+			break
+		}
+		r.qmu.Unlock()
+		r.commit(batch)
+	}
+	return <-o.done
+}
+
+// done is a change of a batch that its function accepted.
+type done struct {
+	o     *op
+	m     *mutation
+	entry Entry
+}
+
+// commit runs a batch of changes against the writers' state and commits
+// those that succeeded in one transaction.
+func (r *Registry) commit(batch []*op) {
+	var ok []done
+	for _, o := range batch {
+		m := newMutation(r.work, o.kind)
+		if err := o.fn(m); err != nil {
+			if errors.Is(err, errNoChange) {
+				err = nil
+			}
+			o.done <- err
+			continue
+		}
+		e := m.entry()
+		m.apply(r.work)
+		ok = append(ok, done{o, m, e})
+	}
+	if len(ok) == 0 {
+		return
+	}
+	first := r.logFirst
+	err := r.store.Update(func(tx store.Tx) error {
+		for _, d := range ok {
+			if err := d.m.write(tx, d.entry); err != nil {
+				return err
+			}
+		}
+		var err error
+		first, err = compact(tx, r.logFirst, r.work.rev, r.logCapacity)
+		return err
+	})
+	if err != nil {
+		// Nothing was committed: the writers' state goes back to the
+		// committed one.
+		r.mu.RLock()
+		r.work = r.committed.clone()
+		r.mu.RUnlock()
+		for _, d := range ok {
+			d.o.done <- err
+		}
+		return
+	}
+	entries := make([]Entry, len(ok))
+	r.mu.Lock()
+	for i, d := range ok {
+		d.m.apply(r.committed)
+		entries[i] = d.entry
+	}
+	r.logFirst = first
+	close(r.changed)
+	r.changed = make(chan struct{})
+	observers := r.observers
+	r.mu.Unlock()
+	for _, fn := range observers {
+		fn(entries)
+	}
+	for _, d := range ok {
+		d.o.done <- nil
+	}
+}

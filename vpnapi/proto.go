@@ -1,0 +1,272 @@
+package vpnapi
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/serviceid"
+	"github.com/fabricmesh/fabric/internal/update"
+	"github.com/fabricmesh/fabric/internal/view"
+	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
+)
+
+// UpdateToProto encodes an update for the node named self.
+func UpdateToProto(u update.Update, self string) (*vpnapipb.WatchUpdate, error) {
+	out := &vpnapipb.WatchUpdate{Revision: u.Revision}
+	switch u.Kind {
+	case update.Unchanged:
+		out.Kind = vpnapipb.UpdateKind_UNCHANGED
+	case update.Delta:
+		out.Kind = vpnapipb.UpdateKind_DELTA
+	case update.Full:
+		out.Kind = vpnapipb.UpdateKind_FULL
+	case update.Removed:
+		out.Kind = vpnapipb.UpdateKind_REMOVED
+	default:
+		return nil, fmt.Errorf("update of kind %v", u.Kind)
+	}
+	for _, p := range u.Peers {
+		out.Peers = append(out.Peers, PeerToProto(p))
+	}
+	for _, ip := range u.RemovedPeers {
+		out.RemovedPeers = append(out.RemovedPeers, ip.AsSlice())
+	}
+	v, err := viewToProto(u.View, self)
+	if err != nil {
+		return nil, err
+	}
+	out.View = v
+	return out, nil
+}
+
+// UpdateFromProto decodes an update.
+func UpdateFromProto(p *vpnapipb.WatchUpdate) (update.Update, error) {
+	u := update.Update{Revision: p.GetRevision()}
+	switch p.GetKind() {
+	case vpnapipb.UpdateKind_UNCHANGED:
+		u.Kind = update.Unchanged
+	case vpnapipb.UpdateKind_DELTA:
+		u.Kind = update.Delta
+	case vpnapipb.UpdateKind_FULL:
+		u.Kind = update.Full
+	case vpnapipb.UpdateKind_REMOVED:
+		u.Kind = update.Removed
+	default:
+		return update.Update{}, fmt.Errorf("update of unknown kind %v", p.GetKind())
+	}
+	for _, pp := range p.GetPeers() {
+		peer, err := PeerFromProto(pp)
+		if err != nil {
+			return update.Update{}, err
+		}
+		u.Peers = append(u.Peers, peer)
+	}
+	for _, b := range p.GetRemovedPeers() {
+		ip, ok := netip.AddrFromSlice(b)
+		if !ok {
+			return update.Update{}, fmt.Errorf("removed peer: %d bytes are no IP", len(b))
+		}
+		u.RemovedPeers = append(u.RemovedPeers, ip)
+	}
+	v, err := viewFromProto(p.GetView())
+	if err != nil {
+		return update.Update{}, err
+	}
+	u.View = v
+	return u, nil
+}
+
+var roles = map[records.Role]vpnapipb.Role{
+	records.RoleCoordinator: vpnapipb.Role_COORDINATOR,
+	records.RoleNode:        vpnapipb.Role_NODE,
+	records.RoleAdmin:       vpnapipb.Role_ADMIN,
+}
+
+// PeerToProto encodes what a node's WireGuard needs of a peer record.
+func PeerToProto(p records.Peer) *vpnapipb.Peer {
+	out := &vpnapipb.Peer{Name: p.Name, Role: roles[p.Role], VpnIp: p.VPNIP.AsSlice(), WgPubKey: p.WGPubKey}
+	if ap, err := netip.ParseAddrPort(p.WGEndpoint); err == nil {
+		out.WgEndpoint = binary.BigEndian.AppendUint16(ap.Addr().AsSlice(), ap.Port())
+	}
+	return out
+}
+
+// PeerFromProto decodes it: an active peer.
+func PeerFromProto(p *vpnapipb.Peer) (records.Peer, error) {
+	ip, ok := netip.AddrFromSlice(p.GetVpnIp())
+	if !ok {
+		return records.Peer{}, fmt.Errorf("peer %q: vpn ip of %d bytes", p.GetName(), len(p.GetVpnIp()))
+	}
+	out := records.Peer{Name: p.GetName(), VPNIP: ip, WGPubKey: p.GetWgPubKey(), State: records.StateActive}
+	for r, pr := range roles {
+		if pr == p.GetRole() {
+			out.Role = r
+		}
+	}
+	if out.Role == "" {
+		return records.Peer{}, fmt.Errorf("peer %q: unknown role %v", p.GetName(), p.GetRole())
+	}
+	if ep := p.GetWgEndpoint(); len(ep) > 0 {
+		if len(ep) != 6 && len(ep) != 18 {
+			return records.Peer{}, fmt.Errorf("peer %q: wireguard endpoint of %d bytes", p.GetName(), len(ep))
+		}
+		addr, _ := netip.AddrFromSlice(ep[:len(ep)-2])
+		out.WGEndpoint = netip.AddrPortFrom(addr, binary.BigEndian.Uint16(ep[len(ep)-2:])).String()
+	}
+	return out, nil
+}
+
+// viewToProto groups a view change by the other node of each entry.
+func viewToProto(u update.ViewUpdate, self string) (*vpnapipb.View, error) {
+	switch u.Kind {
+	case update.ViewUnchanged:
+		return nil, nil
+	case update.ViewDelta:
+		out := &vpnapipb.View{Node: self}
+		for _, s := range u.Slices {
+			ps, err := sliceToProto(s)
+			if err != nil {
+				return nil, err
+			}
+			out.Slices = append(out.Slices, ps)
+		}
+		return out, nil
+	}
+	out := &vpnapipb.View{Full: true, Node: self}
+	byNode := map[string]*view.Slice{}
+	var order []string
+	slice := func(node string) *view.Slice {
+		s := byNode[node]
+		if s == nil {
+			s = &view.Slice{Node: node}
+			byNode[node] = s
+			order = append(order, node)
+		}
+		return s
+	}
+	for _, e := range u.Full.Whitelist {
+		s := slice(view.NodeOf(e.Client))
+		s.Whitelist = append(s.Whitelist, e)
+	}
+	for _, e := range u.Full.Endpoints {
+		s := slice(view.NodeOf(e.Endpoint))
+		s.Endpoints = append(s.Endpoints, e)
+	}
+	for _, node := range order {
+		ps, err := sliceToProto(*byNode[node])
+		if err != nil {
+			return nil, err
+		}
+		if node == self {
+			out.Local = ps
+		} else {
+			out.Slices = append(out.Slices, ps)
+		}
+	}
+	for _, c := range u.Full.Catalog {
+		out.Catalog = append(out.Catalog, &vpnapipb.CatalogEntry{Client: serviceOf(c.Client), Service: c.Service})
+	}
+	return out, nil
+}
+
+func sliceToProto(s view.Slice) (*vpnapipb.Slice, error) {
+	out := &vpnapipb.Slice{Node: s.Node}
+	for _, e := range s.Whitelist {
+		out.Whitelist = append(out.Whitelist, &vpnapipb.SliceWhitelistEntry{
+			Endpoint: serviceOf(e.Endpoint), Client: serviceOf(e.Client), PubKey: e.PubKey})
+	}
+	for _, e := range s.Endpoints {
+		ap, err := netip.ParseAddrPort(e.Address)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint %s: address %q: %w", e.Endpoint, e.Address, err)
+		}
+		if out.VpnIp == nil {
+			out.VpnIp = ap.Addr().AsSlice()
+		} else if ip, _ := netip.AddrFromSlice(out.VpnIp); ip != ap.Addr() {
+			return nil, fmt.Errorf("endpoints of node %s at two addresses, %s and %s", s.Node, ip, ap.Addr())
+		}
+		out.Endpoints = append(out.Endpoints, &vpnapipb.SliceEndpointEntry{
+			Client: serviceOf(e.Client), Endpoint: e.Service, Port: uint32(ap.Port())})
+	}
+	return out, nil
+}
+
+// serviceOf is the service of an ID "<service>@<node>".
+func serviceOf(id string) string {
+	service, _, err := serviceid.Parse(id)
+	if err != nil {
+		return id
+	}
+	return service
+}
+
+func viewFromProto(p *vpnapipb.View) (update.ViewUpdate, error) {
+	if p == nil {
+		return update.ViewUpdate{}, nil
+	}
+	self := p.GetNode()
+	if self == "" {
+		return update.ViewUpdate{}, fmt.Errorf("view without the node's name")
+	}
+	if !p.GetFull() {
+		u := update.ViewUpdate{Kind: update.ViewDelta}
+		for _, ps := range p.GetSlices() {
+			s, err := sliceFromProto(ps, self, ps.GetNode())
+			if err != nil {
+				return update.ViewUpdate{}, err
+			}
+			u.Slices = append(u.Slices, s)
+		}
+		return u, nil
+	}
+	u := update.ViewUpdate{Kind: update.ViewFull}
+	slices := p.GetSlices()
+	if p.GetLocal() != nil {
+		slices = append(slices, p.GetLocal())
+	}
+	for _, ps := range slices {
+		other := ps.GetNode()
+		if ps == p.GetLocal() {
+			other = self
+		}
+		s, err := sliceFromProto(ps, self, other)
+		if err != nil {
+			return update.ViewUpdate{}, err
+		}
+		u.Full.Whitelist = append(u.Full.Whitelist, s.Whitelist...)
+		u.Full.Endpoints = append(u.Full.Endpoints, s.Endpoints...)
+	}
+	for _, c := range p.GetCatalog() {
+		u.Full.Catalog = append(u.Full.Catalog, view.CatalogEntry{Client: serviceid.ID(c.GetClient(), self), Service: c.GetService()})
+	}
+	u.Full.Sort()
+	return u, nil
+}
+
+// sliceFromProto expands a slice between node self and node other.
+func sliceFromProto(p *vpnapipb.Slice, self, other string) (view.Slice, error) {
+	s := view.Slice{Node: other}
+	for _, w := range p.GetWhitelist() {
+		s.Whitelist = append(s.Whitelist, view.WhitelistEntry{
+			Endpoint: serviceid.ID(w.GetEndpoint(), self), Client: serviceid.ID(w.GetClient(), other), PubKey: w.GetPubKey()})
+	}
+	if len(p.GetEndpoints()) > 0 {
+		ip, ok := netip.AddrFromSlice(p.GetVpnIp())
+		if !ok {
+			return view.Slice{}, fmt.Errorf("slice of node %s: vpn ip of %d bytes", other, len(p.GetVpnIp()))
+		}
+		for _, e := range p.GetEndpoints() {
+			if e.GetPort() == 0 || e.GetPort() > 65535 {
+				return view.Slice{}, fmt.Errorf("slice of node %s: port %d", other, e.GetPort())
+			}
+			s.Endpoints = append(s.Endpoints, view.EndpointEntry{
+				Client: serviceid.ID(e.GetClient(), self), Service: e.GetEndpoint(),
+				Endpoint: serviceid.ID(e.GetEndpoint(), other), Address: netip.AddrPortFrom(ip, uint16(e.GetPort())).String()})
+		}
+	}
+	v := view.View{Whitelist: s.Whitelist, Endpoints: s.Endpoints}
+	v.Sort()
+	return view.Slice{Node: other, Whitelist: v.Whitelist, Endpoints: v.Endpoints}, nil
+}
