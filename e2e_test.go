@@ -6,10 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/clusterstatus"
+	"github.com/fabricmesh/fabric/internal/sshusers/sshuserstest"
 	"github.com/fabricmesh/fabric/testbed/nshost"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -236,7 +238,74 @@ func TestMesh(t *testing.T) {
 		}
 		converge(t, f, 6)
 		checkMesh(t, f, append(hosts, added...))
+		hosts = append(hosts, added...)
 	})
+
+	t.Run("SSH users reach every host and a removed one is locked", func(t *testing.T) {
+		key := sshuserstest.Key(7, "carol@laptop")
+		if out, err := f.CLI(ctx, "users", "add", "carol", "--key", key, "--admin-dir", f.AdminDir); err != nil {
+			t.Fatalf("fabric users add: %v\n%s", err, out)
+		}
+		converge(t, f, len(hosts))
+		for _, h := range hosts {
+			checkSSHUser(t, f.UsersRoot(h), "carol", "/bin/bash", key)
+		}
+		if out, err := f.CLI(ctx, "users", "remove", "carol", "--admin-dir", f.AdminDir); err != nil {
+			t.Fatalf("fabric users remove: %v\n%s", err, out)
+		}
+		converge(t, f, len(hosts))
+		for _, h := range hosts {
+			checkSSHUser(t, f.UsersRoot(h), "carol", "/usr/sbin/nologin")
+		}
+	})
+}
+
+// checkSSHUser checks the account that useradd and usermod made in root:
+// its shell, its authorized keys (owned by it, 0600), and when it has no
+// keys that it is expired.
+func checkSSHUser(t *testing.T, root, name, wantShell string, wantKeys ...string) {
+	t.Helper()
+	line := func(file string) []string {
+		data, err := os.ReadFile(filepath.Join(root, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(l, name+":") {
+				return strings.Split(l, ":")
+			}
+		}
+		t.Fatalf("%s has no %s", filepath.Join(root, file), name)
+		return nil
+	}
+	pw := line("etc/passwd")
+	if pw[6] != wantShell {
+		t.Errorf("%s: shell of %s = %q, want %q", root, name, pw[6], wantShell)
+	}
+	keysFile := filepath.Join(root, pw[5], ".ssh", "authorized_keys")
+	data, err := os.ReadFile(keysFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") {
+			keys = append(keys, l)
+		}
+	}
+	if strings.Join(keys, "\n") != strings.Join(wantKeys, "\n") {
+		t.Errorf("%s holds %q, want %q", keysFile, keys, wantKeys)
+	}
+	fi, err := os.Stat(keysFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o600 || fmt.Sprint(st.Uid) != pw[2] {
+		t.Errorf("%s: mode %v, owner %d; want 0600 and %s", keysFile, fi.Mode().Perm(), st.Uid, pw[2])
+	}
+	if expired := line("etc/shadow")[7] == "1"; expired != (len(wantKeys) == 0) {
+		t.Errorf("%s: %s expired %v with %d keys", root, name, expired, len(wantKeys))
+	}
 }
 
 func TestActivationFailures(t *testing.T) {

@@ -27,7 +27,7 @@ const defaultAdminDir = "./fabric-admin"
 
 func newActivateCmd() *cobra.Command {
 	var (
-		coordinator, nodes, keyFile, vpnCIDR, adminDir, adminName, rulesFile string
+		coordinator, nodes, keyFile, vpnCIDR, adminDir, adminName, rulesFile, usersFile string
 	)
 	cmd := &cobra.Command{
 		Use:   "activate --coordinator IP:PORT --nodes IP:PORT[,...] --bootstrap-key-file FILE",
@@ -38,6 +38,7 @@ it happens. At the end the admin bundle is written to --admin-dir: the
 coordinator's endpoint and TLS pin, the admin key that later commands use, and
 a wg-quick config (fabric-vpn.conf) that puts this machine on the VPN.
 
+The SSH users of --users (see 'fabric users') are created on every peer.
 A node that cannot be activated does not stop the others; its error is
 printed and 'fabric add-nodes' can retry it.`,
 		Args: cobra.NoArgs,
@@ -64,9 +65,14 @@ printed and 'fabric add-nodes' can retry it.`,
 			if err != nil {
 				return err
 			}
+			users, err := readUsers(usersFile)
+			if err != nil {
+				return err
+			}
 			return activate(cmd.Context(), cmd.OutOrStdout(), activation{
 				coordinatorEndpoint: endpoint, nodeEndpoints: nodeList, bootstrapKey: key,
 				vpnCIDR: vpnCIDR, adminDir: adminDir, adminName: adminName, rules: rules, rulesName: rulesFile,
+				users: users, usersName: usersFile,
 			})
 		},
 	}
@@ -78,6 +84,7 @@ printed and 'fabric add-nodes' can retry it.`,
 	f.StringVar(&adminDir, "admin-dir", defaultAdminDir, "where to write the admin bundle (must not hold one already)")
 	f.StringVar(&adminName, "admin-name", "admin", "the admin's name in the cluster")
 	f.StringVar(&rulesFile, "rules", "", "connectivity rules file (YAML); default: pastiche may call pastiche within a horde")
+	f.StringVar(&usersFile, "users", "", "SSH users file (YAML): users every peer creates with their authorized keys; default: none")
 	return cmd
 }
 
@@ -130,6 +137,7 @@ type activation struct {
 	adminDir            string
 	adminName           string
 	rules, rulesName    string
+	users, usersName    string
 }
 
 func activate(ctx context.Context, out io.Writer, a activation) error {
@@ -154,6 +162,8 @@ func activate(ctx context.Context, out io.Writer, a activation) error {
 		AdminName:           a.adminName,
 		Rules:               a.rules,
 		RulesName:           a.rulesName,
+		Users:               a.users,
+		UsersName:           a.usersName,
 	})
 	if err == nil {
 		err = receiveStarted(stream, admin, a.coordinatorEndpoint)

@@ -102,7 +102,7 @@ func newCluster(tb testing.TB, nodes ...[2]string) *cluster {
 		WGPubKey: randomBytes(32), SigningPubKey: pub(c.coordKey),
 	}
 	admin := records.Peer{Name: "admin", WGPubKey: randomBytes(32), SigningPubKey: pub(newKey())}
-	peers, err := reg.Init(records.Cluster{ID: testClusterID, VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coord, []records.Peer{admin}, nil)
+	peers, err := reg.Init(records.Cluster{ID: testClusterID, VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coord, []records.Peer{admin}, nil, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

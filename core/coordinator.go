@@ -13,6 +13,7 @@ import (
 
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/rules"
+	"github.com/fabricmesh/fabric/internal/sshusers"
 	"github.com/fabricmesh/fabric/internal/store"
 )
 
@@ -59,6 +60,9 @@ type CoordinatorActivation struct {
 	// Rules is the connectivity rules file (YAML), RulesName its name for
 	// error messages; empty for the default rules.
 	Rules, RulesName string
+	// Users is the SSH users file (YAML, see internal/sshusers), UsersName
+	// its name for error messages; empty for no users.
+	Users, UsersName string
 }
 
 // Event is one step of an activation, streamed to the admin.
@@ -99,14 +103,14 @@ type ActivationResult struct {
 // ActivateAdditionalNodes can retry it. The node activations run to
 // completion even if ctx ends (the admin disconnected).
 func (c *Core) ActivateAsCoordinator(ctx context.Context, req CoordinatorActivation, emit func(Event)) (ActivationResult, error) {
-	endpoints, err := c.checkCoordinatorActivation(req)
+	endpoints, users, err := c.checkCoordinatorActivation(req)
 	if err != nil {
 		return ActivationResult{}, err
 	}
 	if err := c.begin(); err != nil {
 		return ActivationResult{}, err
 	}
-	admin, err := c.becomeCoordinator(ctx, req)
+	admin, err := c.becomeCoordinator(ctx, req, users)
 	if err != nil {
 		c.end(StateAcceptingInit, nil)
 		return ActivationResult{}, err
@@ -121,24 +125,29 @@ func (c *Core) ActivateAsCoordinator(ctx context.Context, req CoordinatorActivat
 	return c.activateNodes(context.WithoutCancel(ctx), endpoints, emit), nil
 }
 
-func (c *Core) checkCoordinatorActivation(req CoordinatorActivation) ([]string, error) {
+func (c *Core) checkCoordinatorActivation(req CoordinatorActivation) ([]string, []records.SSHUser, error) {
 	if _, err := records.ParseVPNCIDR(req.VPNCIDR.String()); err != nil || !req.VPNCIDR.IsValid() {
-		return nil, fmt.Errorf("%w: vpn cidr: %v", ErrInvalidArgument, err)
+		return nil, nil, fmt.Errorf("%w: vpn cidr: %v", ErrInvalidArgument, err)
 	}
 	if req.VPNCIDR.Contains(c.cfg.Self.PublicEndpoint.Addr()) {
-		return nil, fmt.Errorf("%w: vpn cidr %s contains the coordinator's public IP %s; choose a range that no peer uses on its network",
+		return nil, nil, fmt.Errorf("%w: vpn cidr %s contains the coordinator's public IP %s; choose a range that no peer uses on its network",
 			ErrInvalidArgument, req.VPNCIDR, c.cfg.Self.PublicEndpoint.Addr())
 	}
 	if len(req.AdminSigningPubKey) != ed25519.PublicKeySize || len(req.AdminVPNPubKey) != 32 {
-		return nil, fmt.Errorf("%w: admin keys must be a 32-byte ed25519 and a 32-byte WireGuard public key", ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("%w: admin keys must be a 32-byte ed25519 and a 32-byte WireGuard public key", ErrInvalidArgument)
 	}
 	if req.AdminName == "" {
-		return nil, fmt.Errorf("%w: admin name is empty", ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("%w: admin name is empty", ErrInvalidArgument)
 	}
 	if _, err := rules.ParseOrDefault(req.RulesName, req.Rules); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
-	return c.checkNodeEndpoints(req.NodePublicEndpoints, req.VPNCIDR)
+	users, err := sshusers.ParseOrNone(req.UsersName, req.Users)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	endpoints, err := c.checkNodeEndpoints(req.NodePublicEndpoints, req.VPNCIDR)
+	return endpoints, users, err
 }
 
 // checkNodeEndpoints parses the endpoints and rejects duplicates, the
@@ -167,9 +176,9 @@ func (c *Core) checkNodeEndpoints(in []string, vpnCIDR netip.Prefix) ([]string, 
 }
 
 // becomeCoordinator brings up the network and commits the cluster, the
-// coordinator, the admin and the role in one transaction. On error nothing
-// is committed and the interface is removed.
-func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation) (records.Peer, error) {
+// coordinator, the admin, the SSH users and the role in one transaction. On
+// error nothing is committed and the interface is removed.
+func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation, users []records.SSHUser) (records.Peer, error) {
 	id, err := newClusterID()
 	if err != nil {
 		return records.Peer{}, err
@@ -186,7 +195,7 @@ func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation)
 		WGPubKey: pubKeyBytes(self.VPNPrivKey), SigningPubKey: self.SigningPubKey,
 	}
 	admin := records.Peer{Name: req.AdminName, SigningPubKey: req.AdminSigningPubKey, WGPubKey: req.AdminVPNPubKey}
-	peers, err := c.reg.Init(records.Cluster{ID: id, VPNCIDR: req.VPNCIDR, Rules: req.Rules}, coordinator, []records.Peer{admin},
+	peers, err := c.reg.Init(records.Cluster{ID: id, VPNCIDR: req.VPNCIDR, Rules: req.Rules}, coordinator, []records.Peer{admin}, users,
 		func(tx store.Tx) error { return store.PutJSON(tx, keyRole, persistedRole{Role: StateCoordinator}) })
 	if err != nil {
 		c.networkDown(ctx)
@@ -266,8 +275,12 @@ func (c *Core) coordinatorPeersLoop(ctx context.Context, feed Feed) {
 			continue
 		}
 		next := held.merge(u)
-		if err := c.applyPeers(ctx, next.sorted(), self, true); err != nil {
-			c.log.Warn("applying coordinator peers; will retry", "revision", u.Revision, "err", err)
+		err = c.applyPeers(ctx, next.sorted(), self, true)
+		if err == nil {
+			err = c.applyUsers(ctx, u)
+		}
+		if err != nil {
+			c.log.Warn("applying the coordinator's peers or SSH users; will retry", "revision", u.Revision, "err", err)
 			if !sleep(ctx, b.next()) {
 				return
 			}

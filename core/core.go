@@ -32,8 +32,6 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrWrongState: the peer is not in a state that allows the request.
 	ErrWrongState = errors.New("wrong state")
-	// ErrNotFound: the request names something that does not exist.
-	ErrNotFound = errors.New("not found")
 )
 
 // Self is what a peer knows about itself before activation.
@@ -82,6 +80,8 @@ type Config struct {
 	Services  RoleServices
 	// Views applies the node's service view (optional).
 	Views ViewApplier
+	// Users installs the cluster's SSH users on this peer (optional).
+	Users UserApplier
 	// VPNAPIPort is the port of the coordinator's vpnapi on its VPN IP.
 	VPNAPIPort int
 	// ActivationConcurrency bounds the nodes activated at once (default 32).

@@ -472,6 +472,9 @@ func (c *Core) applyUpdate(ctx context.Context, cfg NodeConfig, held *heldPeers,
 			return fmt.Errorf("applying the service view of revision %d: %w", u.Revision, err)
 		}
 	}
+	if err := c.applyUsers(ctx, u); err != nil {
+		return err
+	}
 	err := c.cfg.Store.Update(func(tx store.Tx) error {
 		if u.Kind == update.Full {
 			if err := forgetPeers(tx); err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/internal/sshusers/sshuserstest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -41,6 +42,12 @@ func TestInvalidCoordinatorActivation(t *testing.T) {
 		{"short admin signing key", func(r *CoordinatorActivation) { r.AdminSigningPubKey = r.AdminSigningPubKey[:31] }, "admin keys"},
 		{"no admin vpn key", func(r *CoordinatorActivation) { r.AdminVPNPubKey = nil }, "admin keys"},
 		{"no admin name", func(r *CoordinatorActivation) { r.AdminName = "" }, "admin name"},
+		{"malformed ssh user key", func(r *CoordinatorActivation) {
+			r.Users, r.UsersName = "users:\n- {name: alice, keys: ['ssh-ed25519 AAAA alice@laptop']}\n", "users.yaml"
+		}, `users.yaml:2: user alice: key 1 ("alice@laptop"): not a public key`},
+		{"reserved ssh user", func(r *CoordinatorActivation) {
+			r.Users = "users:\n- {name: root, keys: ['" + sshuserstest.Key(1, "") + "']}\n"
+		}, `users:2: user: user name "root" is reserved`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,11 +19,13 @@ type Registry interface {
 	Peer(ip netip.Addr) (records.Peer, bool)
 	PeerByName(name string) (records.Peer, bool)
 	PeerByEndpoint(publicEndpoint string) (records.Peer, bool)
-	Init(c records.Cluster, coordinator records.Peer, admins []records.Peer, extra func(store.Tx) error) ([]records.Peer, error)
+	Init(c records.Cluster, coordinator records.Peer, admins []records.Peer, users []records.SSHUser, extra func(store.Tx) error) ([]records.Peer, error)
 	Reserve(publicEndpoint, name string, vpnPubKey, signingPubKey []byte, replaceActive bool) (records.Peer, error)
 	Activate(ip netip.Addr, a records.Activated) (records.Peer, error)
 	Fail(publicEndpoint, reason string) (records.Peer, error)
 	Remove(ip netip.Addr) (records.Peer, error)
+	SSHUsers() (uint64, []records.SSHUser)
+	UpdateSSHUsers(fn func([]records.SSHUser) ([]records.SSHUser, error)) (changed bool, rev uint64, users []records.SSHUser, err error)
 }
 
 // Feed gives a peer what it must apply after a revision (coordinator/feed):

@@ -24,9 +24,11 @@ import (
 	"github.com/fabricmesh/fabric/node/netmgr"
 	"github.com/fabricmesh/fabric/node/pastiche"
 	"github.com/fabricmesh/fabric/node/reeve"
+	"github.com/fabricmesh/fabric/node/usermgr"
 	"github.com/fabricmesh/fabric/pubapi"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"github.com/fabricmesh/fabric/vpnapi"
+	"github.com/spf13/afero"
 	"google.golang.org/grpc"
 )
 
@@ -48,7 +50,10 @@ type Config struct {
 	VPNAPIPort int
 	// NoPastiche disables the pastiche demo service.
 	NoPastiche bool
-	Logger     *slog.Logger
+	// SSHUsersRoot is the directory whose etc/passwd and home directories
+	// hold the SSH users the peer manages ("" or "/": the machine's own).
+	SSHUsersRoot string
+	Logger       *slog.Logger
 
 	// The fields below let tests run many daemons in one process.
 
@@ -56,6 +61,8 @@ type Config struct {
 	PubListener net.Listener
 	// Network, if set, replaces the real WireGuard network manager.
 	Network core.NetworkManager
+	// Users, if set, replaces the real user manager.
+	Users core.UserApplier
 	// VPN, if set, replaces the real VPN network (listen on and dial VPN
 	// addresses).
 	VPN VPNNet
@@ -226,6 +233,7 @@ func (d *Daemon) open() error {
 		Dialer:     d.dialer,
 		Services:   services{d},
 		Views:      services{d},
+		Users:      d.userManager(),
 		VPNAPIPort: cfg.VPNAPIPort,
 		Heartbeat:  cfg.Heartbeat,
 		Applied: func(ip netip.Addr, rev uint64) {
@@ -236,6 +244,19 @@ func (d *Daemon) open() error {
 		Logger: d.log.With("component", "core"),
 	})
 	return err
+}
+
+// userManager is Config.Users or the real user manager of the machine (or
+// of Config.SSHUsersRoot).
+func (d *Daemon) userManager() core.UserApplier {
+	if d.cfg.Users != nil {
+		return d.cfg.Users
+	}
+	m := &usermgr.LinuxUserManager{Fs: afero.NewOsFs(), Creator: &usermgr.LinuxUserCreator{}, Logger: d.log.With("component", "usermgr")}
+	if root := d.cfg.SSHUsersRoot; root != "" && root != "/" {
+		m.Fs, m.Creator = afero.NewBasePathFs(afero.NewOsFs(), root), &usermgr.LinuxUserCreator{Root: root}
+	}
+	return m
 }
 
 // servePubAPI serves the pubapi on the public endpoint. Before activation it

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -60,6 +61,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.InterfaceName, "wg-interface", "fabric0", "WireGuard interface name")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&cfg.NoPastiche, "no-pastiche", false, "do not run the pastiche demo service")
+	fs.StringVar(&cfg.SSHUsersRoot, "ssh-users-root", "/", "root directory of the SSH users' accounts (etc/passwd, homes): / is the machine's; another is for tests and containers")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -85,6 +87,8 @@ func parseFlags(args []string, stdout, stderr io.Writer) (Config, error) {
 		return Config{}, fmt.Errorf("--horde %q: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit", cfg.Horde)
 	case cfg.WGPort < 1 || cfg.WGPort > 65535:
 		return Config{}, fmt.Errorf("--wg-port %d: must be 1-65535", cfg.WGPort)
+	case !filepath.IsAbs(cfg.SSHUsersRoot):
+		return Config{}, fmt.Errorf("--ssh-users-root %q: want an absolute path", cfg.SSHUsersRoot)
 	}
 	if cfg.Listen, err = parseListen(listen); err != nil {
 		return Config{}, err

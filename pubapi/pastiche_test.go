@@ -79,7 +79,7 @@ func TestExplainRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	coordinator := records.Peer{Name: "c", Horde: "sharks", PublicEndpoint: "192.0.2.1:7443", WGPubKey: bytes.Repeat([]byte{1}, 32), SigningPubKey: bytes.Repeat([]byte{2}, 32)}
-	if _, err := reg.Init(records.Cluster{ID: "c1", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coordinator, nil, nil); err != nil {
+	if _, err := reg.Init(records.Cluster{ID: "c1", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coordinator, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i, n := range []struct{ name, horde string }{{"s1", "sharks"}, {"j1", "jets"}} {

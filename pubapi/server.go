@@ -23,6 +23,9 @@ type Core interface {
 	ActivateAsCoordinator(ctx context.Context, req core.CoordinatorActivation, emit func(core.Event)) (core.ActivationResult, error)
 	ActivateAsNode(ctx context.Context, req core.NodeActivation) (records.Activated, error)
 	ActivateAdditionalNodes(ctx context.Context, nodePublicEndpoints []string, emit func(core.Event)) (core.ActivationResult, error)
+	SSHUsers() (uint64, []records.SSHUser, error)
+	AddSSHUser(name string, keys []string) (core.SSHUserChange, error)
+	RemoveSSHUser(name string, keys []string) (core.SSHUserChange, error)
 	RemoveNode(ctx context.Context, target string) (records.Peer, bool, error)
 	LeaveCluster(ctx context.Context, req core.LeaveRequest, signature []byte) error
 }
@@ -143,6 +146,8 @@ func (s *Server) ActivateAsCoordinator(req *pubapipb.ActivateAsCoordinatorReques
 		AdminVPNPubKey:      req.GetAdminVpnPubKey(),
 		Rules:               req.GetRules(),
 		RulesName:           req.GetRulesName(),
+		Users:               req.GetUsers(),
+		UsersName:           req.GetUsersName(),
 	}, streamEvents(stream))
 	if err != nil {
 		return statusOf(err)

@@ -176,7 +176,7 @@ func newCluster(tb testing.TB) *cluster {
 	c := &cluster{reg: reg, coordKey: newKey(), adminKey: newKey(), nodeKeys: map[string]ed25519.PrivateKey{}, nodeIPs: map[string]netip.Addr{}}
 	peers, err := reg.Init(records.Cluster{ID: "c1", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")},
 		records.Peer{Name: "coord", WGEndpoint: "192.0.2.1:51820", WGPubKey: randomBytes(32), SigningPubKey: pub(c.coordKey)},
-		[]records.Peer{{Name: "admin", WGPubKey: randomBytes(32), SigningPubKey: pub(c.adminKey)}}, nil)
+		[]records.Peer{{Name: "admin", WGPubKey: randomBytes(32), SigningPubKey: pub(c.adminKey)}}, nil, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -38,6 +38,9 @@ func UpdateToProto(u update.Update, self string) (*vpnapipb.WatchUpdate, error) 
 		return nil, err
 	}
 	out.View = v
+	if u.HasSSHUsers {
+		out.SshUsers = SSHUsersToProto(u.SSHUsers)
+	}
 	return out, nil
 }
 
@@ -75,6 +78,9 @@ func UpdateFromProto(p *vpnapipb.WatchUpdate) (update.Update, error) {
 		return update.Update{}, err
 	}
 	u.View = v
+	if users := p.GetSshUsers(); users != nil {
+		u.HasSSHUsers, u.SSHUsers = true, SSHUsersFromProto(users)
+	}
 	return u, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ type Feed struct {
 	first    uint64           // the revision of log[0], or rev+1 when empty
 	peers    map[netip.Addr]records.Peer
 	services map[netip.Addr]records.Services
+	users    []records.SSHUser
 	index    index
 	changed  chan struct{} // closed and replaced when rev moves
 }
@@ -70,6 +72,7 @@ func New(src Source, r rules.Rules, opts Options) (*Feed, error) {
 	for ip, s := range st.Services {
 		f.services[ip] = s
 	}
+	f.users = st.Users
 	for ip := range f.peers {
 		f.index.put(f.memberAt(ip))
 	}
@@ -107,6 +110,9 @@ func (f *Feed) observe(entries []registry.Entry) {
 			}
 			f.index.put(f.memberAt(t.VPNIP))
 			e.Peers[i].After, e.Peers[i].AfterServices = nil, nil // kept: the records before
+		}
+		if e.Kind == registry.KindUsers || e.Kind == registry.KindInit {
+			f.users, e.Users = e.Users, nil
 		}
 		if len(f.log) == 0 {
 			f.first = e.Revision
@@ -219,6 +225,7 @@ func (f *Feed) full(self records.Peer) update.Update {
 	if m := f.memberAt(self.VPNIP); m != nil {
 		u.View.Full = f.fullView(m)
 	}
+	u.HasSSHUsers, u.SSHUsers = true, slices.Clone(f.users)
 	return u
 }
 
@@ -235,6 +242,9 @@ func (f *Feed) delta(self records.Peer, after uint64) update.Update {
 	touched := map[netip.Addr]then{}
 	var order []netip.Addr
 	for _, e := range f.log[after+1-f.first:] {
+		if e.Kind == registry.KindUsers || e.Kind == registry.KindInit {
+			u.HasSSHUsers, u.SSHUsers = true, slices.Clone(f.users)
+		}
 		for _, t := range e.Peers {
 			if _, seen := touched[t.VPNIP]; !seen {
 				touched[t.VPNIP] = then{t.Before, t.BeforeServices}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -38,6 +39,7 @@ type simNode struct {
 	rev   uint64
 	peers map[netip.Addr]records.Peer
 	view  view.View
+	users []records.SSHUser
 	gone  bool
 }
 
@@ -62,6 +64,9 @@ func (n *simNode) apply(tb testing.TB, u update.Update) {
 			tb.Errorf("node %s at %d: removal of %s, which it does not hold", n.ip, n.rev, ip)
 		}
 		delete(n.peers, ip)
+	}
+	if u.HasSSHUsers {
+		n.users = u.SSHUsers
 	}
 	switch u.View.Kind {
 	case update.ViewFull:
@@ -97,7 +102,7 @@ func newWorld(tb testing.TB, seed uint64, st store.Store, capacity int) *world {
 		_, err = reg.Init(records.Cluster{ID: "c1", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")},
 			records.Peer{Name: "coord", Horde: "sharks", PublicEndpoint: "192.0.2.1:7443", WGEndpoint: "192.0.2.1:51820",
 				WGPubKey: w.key(), SigningPubKey: w.key()},
-			[]records.Peer{{Name: "admin", WGPubKey: w.key(), SigningPubKey: w.key()}}, nil)
+			[]records.Peer{{Name: "admin", WGPubKey: w.key(), SigningPubKey: w.key()}}, nil, nil)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -197,6 +202,13 @@ func (w *world) step() string {
 		}
 		w.reg.Remove(p.VPNIP)
 		return "removed " + p.Name
+	case k < 88: // SSH users
+		var users []records.SSHUser
+		for i := range w.r.IntN(3) {
+			users = append(users, records.SSHUser{Name: fmt.Sprintf("user%d", i), Keys: []string{fmt.Sprintf("ssh-ed25519 K%d", w.r.IntN(3))}})
+		}
+		w.reg.UpdateSSHUsers(func([]records.SSHUser) ([]records.SSHUser, error) { return users, nil })
+		return "users"
 	case k < 92: // liveness
 		p, ok := pick(active)
 		if !ok {
@@ -220,6 +232,7 @@ func (w *world) step() string {
 type expected struct {
 	peers, coordinatorPeers map[netip.Addr]records.Peer
 	views                   map[string]view.View
+	users                   []records.SSHUser
 }
 
 func (w *world) expected() expected {
@@ -235,6 +248,7 @@ func (w *world) expected() expected {
 	}
 	nodes, eps, cls := steward.Records(peers, services)
 	x.views = steward.Views(w.rules, nodes, eps, cls)
+	_, x.users = w.reg.SSHUsers()
 	return x
 }
 
@@ -299,6 +313,9 @@ func TestIncrementalEqualsFromScratch(t *testing.T) {
 					wantPeers, wantView := want.of(p)
 					if !samePeers(wantPeers, n.peers) {
 						t.Fatalf("step %d (%s): peers of %s at %d (-want +got):\n%s", i, what, p.Name, n.rev, cmp.Diff(wantPeers, n.peers, cmpView))
+					}
+					if !reflect.DeepEqual(want.users, n.users) && (len(want.users) > 0 || len(n.users) > 0) {
+						t.Fatalf("step %d (%s): users of %s at %d (-want +got):\n%s", i, what, p.Name, n.rev, cmp.Diff(want.users, n.users))
 					}
 					if !sameView(wantView, n.view) {
 						t.Fatalf("step %d (%s): view of %s at %d (-from scratch +incremental):\n%s", i, what, p.Name, n.rev, cmp.Diff(wantView, n.view, cmpView))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/records"
@@ -42,6 +43,8 @@ type mutation struct {
 	touched            map[netip.Addr]bool              // peers touched but not put
 	services           map[netip.Addr]*records.Services // nil: deleted
 	liveness           map[netip.Addr]*Liveness         // nil: deleted
+	users              *[]records.SSHUser               // nil: unchanged
+	prevUsers          []records.SSHUser                // the users before the change
 	extras             []func(store.Tx) error
 }
 
@@ -111,6 +114,9 @@ func (m *mutation) allocate() (netip.Addr, error) {
 // entry is the change-log entry of the change.
 func (m *mutation) entry() Entry {
 	e := Entry{Revision: m.rev, At: m.at, Kind: m.kind, Detail: m.detail}
+	if m.users != nil {
+		e.Users = slices.Clone(*m.users)
+	}
 	for _, ip := range m.order {
 		t := Touched{VPNIP: ip, Name: m.peers[ip].Name}
 		if before, ok := m.s.peers[ip]; ok {
@@ -155,9 +161,13 @@ func (m *mutation) apply(s *state) {
 			s.liveness[ip] = *l
 		}
 	}
+	if m.users != nil {
+		s.users, s.usersRev = slices.Clone(*m.users), m.rev
+	}
 }
 
-// write stores the change and its log entry in tx.
+// write stores the change and its log entry in tx. It runs after apply
+// made the change in m.s: it must not read m.s.
 func (m *mutation) write(tx store.Tx, e Entry) error {
 	if m.initCluster {
 		if err := store.PutJSON(tx, keyCluster, m.cluster); err != nil {
@@ -196,6 +206,11 @@ func (m *mutation) write(tx store.Tx, e Entry) error {
 			err = store.PutJSON(tx, prefixLive+ip.String(), l)
 		}
 		if err != nil {
+			return err
+		}
+	}
+	if m.users != nil {
+		if err := m.writeSSHUsers(tx); err != nil {
 			return err
 		}
 	}

@@ -92,7 +92,7 @@ func initRegistry(t testing.TB, st store.Store, cidr string, admins int) *regist
 	for i := range admins {
 		as = append(as, admin(byte(i)))
 	}
-	if _, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, cidr)}, coordinatorPeer(), as, nil); err != nil {
+	if _, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, cidr)}, coordinatorPeer(), as, nil, nil); err != nil {
 		t.Fatalf("Init: %v", err)
 	}
 	return r
@@ -118,12 +118,15 @@ type regState struct {
 	Initialized bool
 	Revision    uint64
 	Peers       []records.Peer
+	SSHUsersRev uint64
+	SSHUsers    []records.SSHUser
 }
 
 func stateOf(r *registry.Registry) regState {
 	c, ok := r.Cluster()
 	rev, peers := r.Peers()
-	return regState{Cluster: c, Initialized: ok, Revision: rev, Peers: peers}
+	usersRev, users := r.SSHUsers()
+	return regState{Cluster: c, Initialized: ok, Revision: rev, Peers: peers, SSHUsersRev: usersRev, SSHUsers: users}
 }
 
 var errInjected = errors.New("injected put failure")

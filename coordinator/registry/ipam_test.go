@@ -185,7 +185,7 @@ func TestInitCIDRTooSmallForAdmins(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/30")}, coordinatorPeer(),
-		[]records.Peer{admin(0), admin(1)}, nil)
+		[]records.Peer{admin(0), admin(1)}, nil, nil)
 	if !errors.Is(err, registry.ErrCIDRFull) {
 		t.Fatalf("Init with 2 admins in a /30 = %v, want ErrCIDRFull", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -41,6 +42,7 @@ const (
 	KindRemoved      EntryKind = "removed"      // a peer was removed
 	KindOnline       EntryKind = "online"       // a peer came online
 	KindOffline      EntryKind = "offline"      // a peer went offline
+	KindUsers        EntryKind = "users"        // the SSH users changed
 )
 
 // Entry is one committed change.
@@ -52,6 +54,9 @@ type Entry struct {
 	Peers []Touched `json:"peers,omitempty"`
 	// Detail says more for an operator (a failure's reason, say).
 	Detail string `json:"detail,omitempty"`
+	// Users, in the entries given to observers, are the SSH users after a
+	// change of them (not stored: they are in the registry's records).
+	Users []records.SSHUser `json:"-"`
 }
 
 // Touched is a peer a change touched: its records before the change (nil
@@ -160,6 +165,8 @@ type State struct {
 	Revision uint64
 	Peers    []records.Peer
 	Services map[netip.Addr]records.Services
+	// Users are the SSH users, sorted by name.
+	Users []records.SSHUser
 	// Log holds the entries from LogFirst up to Revision, in order.
 	Log      []Entry
 	LogFirst uint64
@@ -171,7 +178,8 @@ func (r *Registry) Subscribe(fn func([]Entry)) (State, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.committed
-	st := State{Revision: s.rev, LogFirst: r.logFirst, Services: make(map[netip.Addr]records.Services, len(s.services))}
+	st := State{Revision: s.rev, LogFirst: r.logFirst, Services: make(map[netip.Addr]records.Services, len(s.services)),
+		Users: slices.Clone(s.users)}
 	for _, p := range s.peers {
 		st.Peers = append(st.Peers, p)
 	}

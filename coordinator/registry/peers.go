@@ -12,11 +12,11 @@ import (
 )
 
 // Init records a new cluster, its coordinator (which gets the first address
-// of the VPN CIDR) and its first admins (the next addresses), all in one
-// transaction. extra runs in the same transaction, so the caller can persist
-// its own state atomically with the registry's. It returns the coordinator's
-// record followed by the admins'.
-func (r *Registry) Init(c records.Cluster, coordinator records.Peer, admins []records.Peer, extra func(store.Tx) error) ([]records.Peer, error) {
+// of the VPN CIDR), its first admins (the next addresses) and its SSH users
+// (checked by the caller), all in one transaction. extra runs in the same
+// transaction, so the caller can persist its own state atomically with the
+// registry's. It returns the coordinator's record followed by the admins'.
+func (r *Registry) Init(c records.Cluster, coordinator records.Peer, admins []records.Peer, users []records.SSHUser, extra func(store.Tx) error) ([]records.Peer, error) {
 	first, ok := addrAt(c.VPNCIDR, 1)
 	if !ok {
 		return nil, fmt.Errorf("vpn cidr %s has no usable address", c.VPNCIDR)
@@ -41,6 +41,7 @@ func (r *Registry) Init(c records.Cluster, coordinator records.Peer, admins []re
 			a.Role, a.State = records.RoleAdmin, records.StateActive
 			out = append(out, m.put(a))
 		}
+		m.setSSHUsers(users)
 		if extra != nil {
 			m.extras = append(m.extras, extra)
 		}

@@ -101,6 +101,9 @@ func Open(st store.Store, opts ...Options) (*Registry, error) {
 		if err := scanLiveness(tx, s.liveness); err != nil {
 			return err
 		}
+		if err := scanSSHUsers(tx, s); err != nil {
+			return err
+		}
 		first, err := loadLogFirst(tx)
 		r.logFirst = first
 		return err
@@ -256,6 +259,10 @@ type state struct {
 	peers    map[netip.Addr]records.Peer // every record, removed ones included
 	services map[netip.Addr]records.Services
 	liveness map[netip.Addr]Liveness
+	// users are the SSH users, sorted by name; usersRev the revision of
+	// their last change.
+	users    []records.SSHUser
+	usersRev uint64
 	// Indexes of the records that are not removed (bySigningKey and
 	// byVPNKey also hold removed peers, whose keys stay refused).
 	endpoints    map[string]netip.Addr
@@ -281,6 +288,7 @@ func (s *state) clone() *state {
 		c.cluster = &cl
 	}
 	c.rev, c.nextIP = s.rev, s.nextIP
+	c.users, c.usersRev = slices.Clone(s.users), s.usersRev
 	for _, p := range s.peers {
 		c.putPeer(p)
 	}

@@ -31,7 +31,7 @@ func TestInit(t *testing.T) {
 			}
 			extraRan := false
 			got, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
-				[]records.Peer{admin(0)}, func(tx store.Tx) error {
+				[]records.Peer{admin(0)}, nil, func(tx store.Tx) error {
 					extraRan = true
 					return tx.Put("caller/key", []byte("v"))
 				})
@@ -46,7 +46,7 @@ func TestInit(t *testing.T) {
 			}
 			want := regState{
 				Cluster:     records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24"), CoordinatorVPNIP: co.VPNIP},
-				Initialized: true, Revision: 1, Peers: []records.Peer{co, ad},
+				Initialized: true, Revision: 1, Peers: []records.Peer{co, ad}, SSHUsersRev: 1,
 			}
 			if diff := cmp.Diff(want, stateOf(r), cmpNetip); diff != "" {
 				t.Errorf("registry after Init (-want +got):\n%s", diff)
@@ -54,7 +54,7 @@ func TestInit(t *testing.T) {
 			if !extraRan || storetest.Dump(t, st)["caller/key"] != "v" {
 				t.Error("Init did not commit the caller's extra write")
 			}
-			_, err = r.Init(records.Cluster{ID: "c2", VPNCIDR: mustParseCIDR(t, "198.51.100.0/24")}, coordinatorPeer(), nil, nil)
+			_, err = r.Init(records.Cluster{ID: "c2", VPNCIDR: mustParseCIDR(t, "198.51.100.0/24")}, coordinatorPeer(), nil, nil, nil)
 			if err == nil {
 				t.Fatal("a second Init succeeded")
 			}
@@ -83,7 +83,7 @@ func TestInitConcurrent(t *testing.T) {
 				<-start
 				cidr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16)
 				_, errs[i] = r.Init(records.Cluster{ID: string(rune('a' + i)), VPNCIDR: cidr}, coordinatorPeer(),
-					[]records.Peer{admin(0)}, nil)
+					[]records.Peer{admin(0)}, nil, nil)
 			})
 		}
 		close(start)
@@ -444,7 +444,7 @@ func TestLogCompaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(), nil, nil); err != nil {
+	if _, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(), nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 5 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/sshusers/sshuserstest"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/store/storetest"
 	"github.com/google/go-cmp/cmp"
@@ -95,7 +96,17 @@ func TestFailedTransaction(t *testing.T) {
 	ops := []op{
 		{name: "Init", do: func(r *registry.Registry) error {
 			_, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
-				[]records.Peer{admin(0), admin(1)}, func(tx store.Tx) error { return tx.Put("caller/key", []byte("v")) })
+				[]records.Peer{admin(0), admin(1)}, testUsers(), func(tx store.Tx) error { return tx.Put("caller/key", []byte("v")) })
+			return err
+		}},
+		{name: "UpdateSSHUsers add", setup: initWithUsers, do: func(r *registry.Registry) error {
+			_, _, _, err := r.UpdateSSHUsers(func(cur []records.SSHUser) ([]records.SSHUser, error) {
+				return append(cur, records.SSHUser{Name: "carol", Keys: []string{sshuserstest.Key(9, "")}}), nil
+			})
+			return err
+		}},
+		{name: "UpdateSSHUsers remove", setup: initWithUsers, do: func(r *registry.Registry) error {
+			_, _, _, err := r.UpdateSSHUsers(func(cur []records.SSHUser) ([]records.SSHUser, error) { return cur[1:], nil })
 			return err
 		}},
 		{name: "Reserve new", setup: initOnly, do: func(r *registry.Registry) error {
@@ -176,7 +187,15 @@ func TestFailedTransaction(t *testing.T) {
 func initOnly(t *testing.T, r *registry.Registry) {
 	t.Helper()
 	if _, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
-		[]records.Peer{admin(0)}, nil); err != nil {
+		[]records.Peer{admin(0)}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func initWithUsers(t *testing.T, r *registry.Registry) {
+	t.Helper()
+	if _, err := r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(),
+		[]records.Peer{admin(0)}, testUsers(), nil); err != nil {
 		t.Fatal(err)
 	}
 }

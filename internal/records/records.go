@@ -113,6 +113,17 @@ func (s Services) Sorted() Services {
 	return s
 }
 
+// SSHUser is one of the cluster's SSH users: a Linux user name and the
+// authorized keys every peer installs for it (see internal/sshusers).
+type SSHUser struct {
+	Name string `json:"name"`
+	// Keys are authorized_keys lines in canonical form, "TYPE BASE64" or
+	// "TYPE BASE64 COMMENT", without options.
+	Keys []string `json:"keys"`
+	// Revision is the cluster revision of the record's last change.
+	Revision uint64 `json:"revision"`
+}
+
 // Errors of the registry that its callers act on.
 var (
 	ErrNotInitialized = errors.New("registry is not initialized")

@@ -52,6 +52,10 @@ type Update struct {
 	// RemovedPeers are the VPN IPs of peers that left (Delta).
 	RemovedPeers []netip.Addr
 	View         ViewUpdate
+	// HasSSHUsers says SSHUsers is the cluster's whole set of SSH users:
+	// they changed since the node's revision (always with Full).
+	HasSSHUsers bool
+	SSHUsers    []records.SSHUser
 }
 
 // ViewKind says how a ViewUpdate relates to the view the node holds.
@@ -76,5 +80,6 @@ type ViewUpdate struct {
 
 // Empty reports whether u changes nothing but the revision.
 func (u Update) Empty() bool {
-	return u.Kind == Unchanged || (u.Kind == Delta && len(u.Peers) == 0 && len(u.RemovedPeers) == 0 && u.View.Kind == ViewUnchanged)
+	return u.Kind == Unchanged || (u.Kind == Delta && len(u.Peers) == 0 && len(u.RemovedPeers) == 0 &&
+		u.View.Kind == ViewUnchanged && !u.HasSSHUsers)
 }

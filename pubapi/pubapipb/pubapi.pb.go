@@ -12,12 +12,11 @@
 package pubapipb
 
 import (
+	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
+	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
-
-	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
-	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 )
 
 const (
@@ -26,6 +25,338 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+type ListSSHUsersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSSHUsersRequest) Reset() {
+	*x = ListSSHUsersRequest{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSSHUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSSHUsersRequest) ProtoMessage() {}
+
+func (x *ListSSHUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSSHUsersRequest.ProtoReflect.Descriptor instead.
+func (*ListSSHUsersRequest) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{0}
+}
+
+type ListSSHUsersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cluster revision of the users' last change.
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Sorted by name.
+	Users         []*SSHUser `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSSHUsersResponse) Reset() {
+	*x = ListSSHUsersResponse{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSSHUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSSHUsersResponse) ProtoMessage() {}
+
+func (x *ListSSHUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSSHUsersResponse.ProtoReflect.Descriptor instead.
+func (*ListSSHUsersResponse) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListSSHUsersResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ListSSHUsersResponse) GetUsers() []*SSHUser {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type SSHUser struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A Linux user name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Public keys, one authorized_keys line each ("TYPE BASE64 [COMMENT]").
+	Keys []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// The cluster revision of the user's last change.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SSHUser) Reset() {
+	*x = SSHUser{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SSHUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SSHUser) ProtoMessage() {}
+
+func (x *SSHUser) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SSHUser.ProtoReflect.Descriptor instead.
+func (*SSHUser) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SSHUser) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SSHUser) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *SSHUser) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type AddSSHUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Public keys in authorized_keys format, one per entry.
+	Keys          []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddSSHUserRequest) Reset() {
+	*x = AddSSHUserRequest{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddSSHUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddSSHUserRequest) ProtoMessage() {}
+
+func (x *AddSSHUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddSSHUserRequest.ProtoReflect.Descriptor instead.
+func (*AddSSHUserRequest) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AddSSHUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddSSHUserRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type RemoveSSHUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Keys to remove, as fingerprints ("SHA256:...") or key lines; none
+	// removes the user.
+	Keys          []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveSSHUserRequest) Reset() {
+	*x = RemoveSSHUserRequest{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveSSHUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveSSHUserRequest) ProtoMessage() {}
+
+func (x *RemoveSSHUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveSSHUserRequest.ProtoReflect.Descriptor instead.
+func (*RemoveSSHUserRequest) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RemoveSSHUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoveSSHUserRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type SSHUserChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// false: the users already were as asked; nothing was written.
+	Changed bool `protobuf:"varint,1,opt,name=changed,proto3" json:"changed,omitempty"`
+	// The cluster revision of the users' last change.
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The user as it is now; absent when it was removed.
+	User *SSHUser `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// The keys added or removed.
+	Keys          []string `protobuf:"bytes,4,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SSHUserChange) Reset() {
+	*x = SSHUserChange{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SSHUserChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SSHUserChange) ProtoMessage() {}
+
+func (x *SSHUserChange) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SSHUserChange.ProtoReflect.Descriptor instead.
+func (*SSHUserChange) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SSHUserChange) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+func (x *SSHUserChange) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *SSHUserChange) GetUser() *SSHUser {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *SSHUserChange) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
 
 type RemoveNodeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -37,7 +368,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +380,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +393,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{0}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RemoveNodeRequest) GetNode() string {
@@ -87,7 +418,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -99,7 +430,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -112,7 +443,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{1}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RemoveNodeResponse) GetRemoved() *Peer {
@@ -156,7 +487,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -168,7 +499,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -181,7 +512,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{2}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LeaveRequest) GetClusterId() string {
@@ -213,7 +544,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +556,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +569,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{3}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{9}
 }
 
 type EventsRequest struct {
@@ -253,7 +584,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -265,7 +596,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -278,7 +609,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{4}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EventsRequest) GetSince() uint64 {
@@ -316,7 +647,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +659,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +672,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{5}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Event) GetRevision() uint64 {
@@ -400,7 +731,7 @@ type PasticheSendRequest struct {
 
 func (x *PasticheSendRequest) Reset() {
 	*x = PasticheSendRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +743,7 @@ func (x *PasticheSendRequest) String() string {
 func (*PasticheSendRequest) ProtoMessage() {}
 
 func (x *PasticheSendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +756,7 @@ func (x *PasticheSendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PasticheSendRequest.ProtoReflect.Descriptor instead.
 func (*PasticheSendRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{6}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PasticheSendRequest) GetMsg() isPasticheSendRequest_Msg {
@@ -482,7 +813,7 @@ type PasticheSendHeader struct {
 
 func (x *PasticheSendHeader) Reset() {
 	*x = PasticheSendHeader{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +825,7 @@ func (x *PasticheSendHeader) String() string {
 func (*PasticheSendHeader) ProtoMessage() {}
 
 func (x *PasticheSendHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +838,7 @@ func (x *PasticheSendHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PasticheSendHeader.ProtoReflect.Descriptor instead.
 func (*PasticheSendHeader) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{7}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PasticheSendHeader) GetFrom() string {
@@ -552,7 +883,7 @@ type PasticheSendResponse struct {
 
 func (x *PasticheSendResponse) Reset() {
 	*x = PasticheSendResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +895,7 @@ func (x *PasticheSendResponse) String() string {
 func (*PasticheSendResponse) ProtoMessage() {}
 
 func (x *PasticheSendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +908,7 @@ func (x *PasticheSendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PasticheSendResponse.ProtoReflect.Descriptor instead.
 func (*PasticheSendResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{8}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PasticheSendResponse) GetFrom() string {
@@ -623,7 +954,7 @@ type GetStateRequest struct {
 
 func (x *GetStateRequest) Reset() {
 	*x = GetStateRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +966,7 @@ func (x *GetStateRequest) String() string {
 func (*GetStateRequest) ProtoMessage() {}
 
 func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +979,7 @@ func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateRequest.ProtoReflect.Descriptor instead.
 func (*GetStateRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{9}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{15}
 }
 
 type GetStateResponse struct {
@@ -678,7 +1009,7 @@ type GetStateResponse struct {
 
 func (x *GetStateResponse) Reset() {
 	*x = GetStateResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +1021,7 @@ func (x *GetStateResponse) String() string {
 func (*GetStateResponse) ProtoMessage() {}
 
 func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +1034,7 @@ func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStateResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{10}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetStateResponse) GetState() string {
@@ -790,14 +1121,18 @@ type ActivateAsCoordinatorRequest struct {
 	// The connectivity rules (YAML, see docs); empty for the default rules.
 	Rules string `protobuf:"bytes,6,opt,name=rules,proto3" json:"rules,omitempty"`
 	// The name of the rules file, for error messages.
-	RulesName     string `protobuf:"bytes,7,opt,name=rules_name,json=rulesName,proto3" json:"rules_name,omitempty"`
+	RulesName string `protobuf:"bytes,7,opt,name=rules_name,json=rulesName,proto3" json:"rules_name,omitempty"`
+	// The SSH users file (YAML, see docs); empty for no users.
+	Users string `protobuf:"bytes,8,opt,name=users,proto3" json:"users,omitempty"`
+	// The name of the users file, for error messages.
+	UsersName     string `protobuf:"bytes,9,opt,name=users_name,json=usersName,proto3" json:"users_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ActivateAsCoordinatorRequest) Reset() {
 	*x = ActivateAsCoordinatorRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +1144,7 @@ func (x *ActivateAsCoordinatorRequest) String() string {
 func (*ActivateAsCoordinatorRequest) ProtoMessage() {}
 
 func (x *ActivateAsCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +1157,7 @@ func (x *ActivateAsCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*ActivateAsCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{11}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ActivateAsCoordinatorRequest) GetVpnCidr() string {
@@ -874,6 +1209,20 @@ func (x *ActivateAsCoordinatorRequest) GetRulesName() string {
 	return ""
 }
 
+func (x *ActivateAsCoordinatorRequest) GetUsers() string {
+	if x != nil {
+		return x.Users
+	}
+	return ""
+}
+
+func (x *ActivateAsCoordinatorRequest) GetUsersName() string {
+	if x != nil {
+		return x.UsersName
+	}
+	return ""
+}
+
 type ActivateAdditionalNodesRequest struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	NodePublicEndpoints []string               `protobuf:"bytes,1,rep,name=node_public_endpoints,json=nodePublicEndpoints,proto3" json:"node_public_endpoints,omitempty"`
@@ -883,7 +1232,7 @@ type ActivateAdditionalNodesRequest struct {
 
 func (x *ActivateAdditionalNodesRequest) Reset() {
 	*x = ActivateAdditionalNodesRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +1244,7 @@ func (x *ActivateAdditionalNodesRequest) String() string {
 func (*ActivateAdditionalNodesRequest) ProtoMessage() {}
 
 func (x *ActivateAdditionalNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1257,7 @@ func (x *ActivateAdditionalNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAdditionalNodesRequest.ProtoReflect.Descriptor instead.
 func (*ActivateAdditionalNodesRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{12}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ActivateAdditionalNodesRequest) GetNodePublicEndpoints() []string {
@@ -935,7 +1284,7 @@ type ActivationEvent struct {
 
 func (x *ActivationEvent) Reset() {
 	*x = ActivationEvent{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1296,7 @@ func (x *ActivationEvent) String() string {
 func (*ActivationEvent) ProtoMessage() {}
 
 func (x *ActivationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1309,7 @@ func (x *ActivationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivationEvent.ProtoReflect.Descriptor instead.
 func (*ActivationEvent) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{13}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ActivationEvent) GetEvent() isActivationEvent_Event {
@@ -1049,7 +1398,7 @@ type ActivationStarted struct {
 
 func (x *ActivationStarted) Reset() {
 	*x = ActivationStarted{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1410,7 @@ func (x *ActivationStarted) String() string {
 func (*ActivationStarted) ProtoMessage() {}
 
 func (x *ActivationStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1423,7 @@ func (x *ActivationStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivationStarted.ProtoReflect.Descriptor instead.
 func (*ActivationStarted) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{14}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ActivationStarted) GetClusterId() string {
@@ -1117,7 +1466,7 @@ type NodeResult struct {
 
 func (x *NodeResult) Reset() {
 	*x = NodeResult{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1478,7 @@ func (x *NodeResult) String() string {
 func (*NodeResult) ProtoMessage() {}
 
 func (x *NodeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1491,7 @@ func (x *NodeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeResult.ProtoReflect.Descriptor instead.
 func (*NodeResult) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{15}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NodeResult) GetNodePublicEndpoint() string {
@@ -1177,7 +1526,7 @@ type ActivationResult struct {
 
 func (x *ActivationResult) Reset() {
 	*x = ActivationResult{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[16]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1538,7 @@ func (x *ActivationResult) String() string {
 func (*ActivationResult) ProtoMessage() {}
 
 func (x *ActivationResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[16]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1551,7 @@ func (x *ActivationResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivationResult.ProtoReflect.Descriptor instead.
 func (*ActivationResult) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{16}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ActivationResult) GetActivated() int32 {
@@ -1247,7 +1596,7 @@ type ActivateAsNodeRequest struct {
 
 func (x *ActivateAsNodeRequest) Reset() {
 	*x = ActivateAsNodeRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[17]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1608,7 @@ func (x *ActivateAsNodeRequest) String() string {
 func (*ActivateAsNodeRequest) ProtoMessage() {}
 
 func (x *ActivateAsNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[17]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1621,7 @@ func (x *ActivateAsNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsNodeRequest.ProtoReflect.Descriptor instead.
 func (*ActivateAsNodeRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{17}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ActivateAsNodeRequest) GetClusterId() string {
@@ -1358,7 +1707,7 @@ type ActivateAsNodeResponse struct {
 
 func (x *ActivateAsNodeResponse) Reset() {
 	*x = ActivateAsNodeResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[18]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1719,7 @@ func (x *ActivateAsNodeResponse) String() string {
 func (*ActivateAsNodeResponse) ProtoMessage() {}
 
 func (x *ActivateAsNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[18]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1732,7 @@ func (x *ActivateAsNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsNodeResponse.ProtoReflect.Descriptor instead.
 func (*ActivateAsNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{18}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ActivateAsNodeResponse) GetName() string {
@@ -1436,7 +1785,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[19]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1797,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[19]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1810,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{19}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClusterStatus) GetClusterId() string {
@@ -1539,7 +1888,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[20]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1900,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[20]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1913,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{20}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Peer) GetName() string {
@@ -1719,7 +2068,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[21]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +2080,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[21]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +2093,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{21}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Service) GetService() string {
@@ -1772,7 +2121,26 @@ var File_pubapi_pubapipb_pubapi_proto protoreflect.FileDescriptor
 
 const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\n" +
-	"\x1cpubapi/pubapipb/pubapi.proto\x12\x10fabric.pubapi.v1\"'\n" +
+	"\x1cpubapi/pubapipb/pubapi.proto\x12\x10fabric.pubapi.v1\"\x15\n" +
+	"\x13ListSSHUsersRequest\"c\n" +
+	"\x14ListSSHUsersResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12/\n" +
+	"\x05users\x18\x02 \x03(\v2\x19.fabric.pubapi.v1.SSHUserR\x05users\"M\n" +
+	"\aSSHUser\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\";\n" +
+	"\x11AddSSHUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\">\n" +
+	"\x14RemoveSSHUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\"\x88\x01\n" +
+	"\rSSHUserChange\x12\x18\n" +
+	"\achanged\x18\x01 \x01(\bR\achanged\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12-\n" +
+	"\x04user\x18\x03 \x01(\v2\x19.fabric.pubapi.v1.SSHUserR\x04user\x12\x12\n" +
+	"\x04keys\x18\x04 \x03(\tR\x04keys\"'\n" +
 	"\x11RemoveNodeRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"\x95\x01\n" +
 	"\x12RemoveNodeResponse\x120\n" +
@@ -1825,7 +2193,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\acluster\x18\b \x01(\v2\x1f.fabric.pubapi.v1.ClusterStatusR\acluster\x12\x1e\n" +
 	"\vvpn_pub_key\x18\t \x01(\fR\tvpnPubKey\x12&\n" +
 	"\x0fsigning_pub_key\x18\n" +
-	" \x01(\fR\rsigningPubKey\"\x9f\x02\n" +
+	" \x01(\fR\rsigningPubKey\"\xd4\x02\n" +
 	"\x1cActivateAsCoordinatorRequest\x12\x19\n" +
 	"\bvpn_cidr\x18\x01 \x01(\tR\avpnCidr\x122\n" +
 	"\x15node_public_endpoints\x18\x02 \x03(\tR\x13nodePublicEndpoints\x121\n" +
@@ -1835,7 +2203,10 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"admin_name\x18\x05 \x01(\tR\tadminName\x12\x14\n" +
 	"\x05rules\x18\x06 \x01(\tR\x05rules\x12\x1d\n" +
 	"\n" +
-	"rules_name\x18\a \x01(\tR\trulesName\"T\n" +
+	"rules_name\x18\a \x01(\tR\trulesName\x12\x14\n" +
+	"\x05users\x18\b \x01(\tR\x05users\x12\x1d\n" +
+	"\n" +
+	"users_name\x18\t \x01(\tR\tusersName\"T\n" +
 	"\x1eActivateAdditionalNodesRequest\x122\n" +
 	"\x15node_public_endpoints\x18\x01 \x03(\tR\x13nodePublicEndpoints\"\xeb\x01\n" +
 	"\x0fActivationEvent\x12\x1c\n" +
@@ -1917,13 +2288,17 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\aService\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x03 \x01(\tR\aaddress2\xea\x05\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress2\xf7\a\n" +
 	"\x06PubAPI\x12Q\n" +
 	"\bGetState\x12!.fabric.pubapi.v1.GetStateRequest\x1a\".fabric.pubapi.v1.GetStateResponse\x12l\n" +
 	"\x15ActivateAsCoordinator\x12..fabric.pubapi.v1.ActivateAsCoordinatorRequest\x1a!.fabric.pubapi.v1.ActivationEvent0\x01\x12c\n" +
 	"\x0eActivateAsNode\x12'.fabric.pubapi.v1.ActivateAsNodeRequest\x1a(.fabric.pubapi.v1.ActivateAsNodeResponse\x12p\n" +
 	"\x17ActivateAdditionalNodes\x120.fabric.pubapi.v1.ActivateAdditionalNodesRequest\x1a!.fabric.pubapi.v1.ActivationEvent0\x01\x12_\n" +
-	"\fPasticheSend\x12%.fabric.pubapi.v1.PasticheSendRequest\x1a&.fabric.pubapi.v1.PasticheSendResponse(\x01\x12W\n" +
+	"\fPasticheSend\x12%.fabric.pubapi.v1.PasticheSendRequest\x1a&.fabric.pubapi.v1.PasticheSendResponse(\x01\x12]\n" +
+	"\fListSSHUsers\x12%.fabric.pubapi.v1.ListSSHUsersRequest\x1a&.fabric.pubapi.v1.ListSSHUsersResponse\x12R\n" +
+	"\n" +
+	"AddSSHUser\x12#.fabric.pubapi.v1.AddSSHUserRequest\x1a\x1f.fabric.pubapi.v1.SSHUserChange\x12X\n" +
+	"\rRemoveSSHUser\x12&.fabric.pubapi.v1.RemoveSSHUserRequest\x1a\x1f.fabric.pubapi.v1.SSHUserChange\x12W\n" +
 	"\n" +
 	"RemoveNode\x12#.fabric.pubapi.v1.RemoveNodeRequest\x1a$.fabric.pubapi.v1.RemoveNodeResponse\x12H\n" +
 	"\x05Leave\x12\x1e.fabric.pubapi.v1.LeaveRequest\x1a\x1f.fabric.pubapi.v1.LeaveResponse\x12D\n" +
@@ -1941,64 +2316,78 @@ func file_pubapi_pubapipb_pubapi_proto_rawDescGZIP() []byte {
 	return file_pubapi_pubapipb_pubapi_proto_rawDescData
 }
 
-var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_pubapi_pubapipb_pubapi_proto_goTypes = []any{
-	(*RemoveNodeRequest)(nil),              // 0: fabric.pubapi.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),             // 1: fabric.pubapi.v1.RemoveNodeResponse
-	(*LeaveRequest)(nil),                   // 2: fabric.pubapi.v1.LeaveRequest
-	(*LeaveResponse)(nil),                  // 3: fabric.pubapi.v1.LeaveResponse
-	(*EventsRequest)(nil),                  // 4: fabric.pubapi.v1.EventsRequest
-	(*Event)(nil),                          // 5: fabric.pubapi.v1.Event
-	(*PasticheSendRequest)(nil),            // 6: fabric.pubapi.v1.PasticheSendRequest
-	(*PasticheSendHeader)(nil),             // 7: fabric.pubapi.v1.PasticheSendHeader
-	(*PasticheSendResponse)(nil),           // 8: fabric.pubapi.v1.PasticheSendResponse
-	(*GetStateRequest)(nil),                // 9: fabric.pubapi.v1.GetStateRequest
-	(*GetStateResponse)(nil),               // 10: fabric.pubapi.v1.GetStateResponse
-	(*ActivateAsCoordinatorRequest)(nil),   // 11: fabric.pubapi.v1.ActivateAsCoordinatorRequest
-	(*ActivateAdditionalNodesRequest)(nil), // 12: fabric.pubapi.v1.ActivateAdditionalNodesRequest
-	(*ActivationEvent)(nil),                // 13: fabric.pubapi.v1.ActivationEvent
-	(*ActivationStarted)(nil),              // 14: fabric.pubapi.v1.ActivationStarted
-	(*NodeResult)(nil),                     // 15: fabric.pubapi.v1.NodeResult
-	(*ActivationResult)(nil),               // 16: fabric.pubapi.v1.ActivationResult
-	(*ActivateAsNodeRequest)(nil),          // 17: fabric.pubapi.v1.ActivateAsNodeRequest
-	(*ActivateAsNodeResponse)(nil),         // 18: fabric.pubapi.v1.ActivateAsNodeResponse
-	(*ClusterStatus)(nil),                  // 19: fabric.pubapi.v1.ClusterStatus
-	(*Peer)(nil),                           // 20: fabric.pubapi.v1.Peer
-	(*Service)(nil),                        // 21: fabric.pubapi.v1.Service
+	(*ListSSHUsersRequest)(nil),            // 0: fabric.pubapi.v1.ListSSHUsersRequest
+	(*ListSSHUsersResponse)(nil),           // 1: fabric.pubapi.v1.ListSSHUsersResponse
+	(*SSHUser)(nil),                        // 2: fabric.pubapi.v1.SSHUser
+	(*AddSSHUserRequest)(nil),              // 3: fabric.pubapi.v1.AddSSHUserRequest
+	(*RemoveSSHUserRequest)(nil),           // 4: fabric.pubapi.v1.RemoveSSHUserRequest
+	(*SSHUserChange)(nil),                  // 5: fabric.pubapi.v1.SSHUserChange
+	(*RemoveNodeRequest)(nil),              // 6: fabric.pubapi.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),             // 7: fabric.pubapi.v1.RemoveNodeResponse
+	(*LeaveRequest)(nil),                   // 8: fabric.pubapi.v1.LeaveRequest
+	(*LeaveResponse)(nil),                  // 9: fabric.pubapi.v1.LeaveResponse
+	(*EventsRequest)(nil),                  // 10: fabric.pubapi.v1.EventsRequest
+	(*Event)(nil),                          // 11: fabric.pubapi.v1.Event
+	(*PasticheSendRequest)(nil),            // 12: fabric.pubapi.v1.PasticheSendRequest
+	(*PasticheSendHeader)(nil),             // 13: fabric.pubapi.v1.PasticheSendHeader
+	(*PasticheSendResponse)(nil),           // 14: fabric.pubapi.v1.PasticheSendResponse
+	(*GetStateRequest)(nil),                // 15: fabric.pubapi.v1.GetStateRequest
+	(*GetStateResponse)(nil),               // 16: fabric.pubapi.v1.GetStateResponse
+	(*ActivateAsCoordinatorRequest)(nil),   // 17: fabric.pubapi.v1.ActivateAsCoordinatorRequest
+	(*ActivateAdditionalNodesRequest)(nil), // 18: fabric.pubapi.v1.ActivateAdditionalNodesRequest
+	(*ActivationEvent)(nil),                // 19: fabric.pubapi.v1.ActivationEvent
+	(*ActivationStarted)(nil),              // 20: fabric.pubapi.v1.ActivationStarted
+	(*NodeResult)(nil),                     // 21: fabric.pubapi.v1.NodeResult
+	(*ActivationResult)(nil),               // 22: fabric.pubapi.v1.ActivationResult
+	(*ActivateAsNodeRequest)(nil),          // 23: fabric.pubapi.v1.ActivateAsNodeRequest
+	(*ActivateAsNodeResponse)(nil),         // 24: fabric.pubapi.v1.ActivateAsNodeResponse
+	(*ClusterStatus)(nil),                  // 25: fabric.pubapi.v1.ClusterStatus
+	(*Peer)(nil),                           // 26: fabric.pubapi.v1.Peer
+	(*Service)(nil),                        // 27: fabric.pubapi.v1.Service
 }
 var file_pubapi_pubapipb_pubapi_proto_depIdxs = []int32{
-	20, // 0: fabric.pubapi.v1.RemoveNodeResponse.removed:type_name -> fabric.pubapi.v1.Peer
-	7,  // 1: fabric.pubapi.v1.PasticheSendRequest.header:type_name -> fabric.pubapi.v1.PasticheSendHeader
-	19, // 2: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
-	15, // 3: fabric.pubapi.v1.ActivationEvent.node:type_name -> fabric.pubapi.v1.NodeResult
-	16, // 4: fabric.pubapi.v1.ActivationEvent.result:type_name -> fabric.pubapi.v1.ActivationResult
-	14, // 5: fabric.pubapi.v1.ActivationEvent.started:type_name -> fabric.pubapi.v1.ActivationStarted
-	20, // 6: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
-	19, // 7: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
-	20, // 8: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
-	21, // 9: fabric.pubapi.v1.Peer.endpoints:type_name -> fabric.pubapi.v1.Service
-	21, // 10: fabric.pubapi.v1.Peer.clients:type_name -> fabric.pubapi.v1.Service
-	9,  // 11: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
-	11, // 12: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
-	17, // 13: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
-	12, // 14: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
-	6,  // 15: fabric.pubapi.v1.PubAPI.PasticheSend:input_type -> fabric.pubapi.v1.PasticheSendRequest
-	0,  // 16: fabric.pubapi.v1.PubAPI.RemoveNode:input_type -> fabric.pubapi.v1.RemoveNodeRequest
-	2,  // 17: fabric.pubapi.v1.PubAPI.Leave:input_type -> fabric.pubapi.v1.LeaveRequest
-	4,  // 18: fabric.pubapi.v1.PubAPI.Events:input_type -> fabric.pubapi.v1.EventsRequest
-	10, // 19: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
-	13, // 20: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
-	18, // 21: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
-	13, // 22: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
-	8,  // 23: fabric.pubapi.v1.PubAPI.PasticheSend:output_type -> fabric.pubapi.v1.PasticheSendResponse
-	1,  // 24: fabric.pubapi.v1.PubAPI.RemoveNode:output_type -> fabric.pubapi.v1.RemoveNodeResponse
-	3,  // 25: fabric.pubapi.v1.PubAPI.Leave:output_type -> fabric.pubapi.v1.LeaveResponse
-	5,  // 26: fabric.pubapi.v1.PubAPI.Events:output_type -> fabric.pubapi.v1.Event
-	19, // [19:27] is the sub-list for method output_type
-	11, // [11:19] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	2,  // 0: fabric.pubapi.v1.ListSSHUsersResponse.users:type_name -> fabric.pubapi.v1.SSHUser
+	2,  // 1: fabric.pubapi.v1.SSHUserChange.user:type_name -> fabric.pubapi.v1.SSHUser
+	26, // 2: fabric.pubapi.v1.RemoveNodeResponse.removed:type_name -> fabric.pubapi.v1.Peer
+	13, // 3: fabric.pubapi.v1.PasticheSendRequest.header:type_name -> fabric.pubapi.v1.PasticheSendHeader
+	25, // 4: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	21, // 5: fabric.pubapi.v1.ActivationEvent.node:type_name -> fabric.pubapi.v1.NodeResult
+	22, // 6: fabric.pubapi.v1.ActivationEvent.result:type_name -> fabric.pubapi.v1.ActivationResult
+	20, // 7: fabric.pubapi.v1.ActivationEvent.started:type_name -> fabric.pubapi.v1.ActivationStarted
+	26, // 8: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
+	25, // 9: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	26, // 10: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
+	27, // 11: fabric.pubapi.v1.Peer.endpoints:type_name -> fabric.pubapi.v1.Service
+	27, // 12: fabric.pubapi.v1.Peer.clients:type_name -> fabric.pubapi.v1.Service
+	15, // 13: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
+	17, // 14: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
+	23, // 15: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
+	18, // 16: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
+	12, // 17: fabric.pubapi.v1.PubAPI.PasticheSend:input_type -> fabric.pubapi.v1.PasticheSendRequest
+	0,  // 18: fabric.pubapi.v1.PubAPI.ListSSHUsers:input_type -> fabric.pubapi.v1.ListSSHUsersRequest
+	3,  // 19: fabric.pubapi.v1.PubAPI.AddSSHUser:input_type -> fabric.pubapi.v1.AddSSHUserRequest
+	4,  // 20: fabric.pubapi.v1.PubAPI.RemoveSSHUser:input_type -> fabric.pubapi.v1.RemoveSSHUserRequest
+	6,  // 21: fabric.pubapi.v1.PubAPI.RemoveNode:input_type -> fabric.pubapi.v1.RemoveNodeRequest
+	8,  // 22: fabric.pubapi.v1.PubAPI.Leave:input_type -> fabric.pubapi.v1.LeaveRequest
+	10, // 23: fabric.pubapi.v1.PubAPI.Events:input_type -> fabric.pubapi.v1.EventsRequest
+	16, // 24: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
+	19, // 25: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
+	24, // 26: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
+	19, // 27: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
+	14, // 28: fabric.pubapi.v1.PubAPI.PasticheSend:output_type -> fabric.pubapi.v1.PasticheSendResponse
+	1,  // 29: fabric.pubapi.v1.PubAPI.ListSSHUsers:output_type -> fabric.pubapi.v1.ListSSHUsersResponse
+	5,  // 30: fabric.pubapi.v1.PubAPI.AddSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
+	5,  // 31: fabric.pubapi.v1.PubAPI.RemoveSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
+	7,  // 32: fabric.pubapi.v1.PubAPI.RemoveNode:output_type -> fabric.pubapi.v1.RemoveNodeResponse
+	9,  // 33: fabric.pubapi.v1.PubAPI.Leave:output_type -> fabric.pubapi.v1.LeaveResponse
+	11, // 34: fabric.pubapi.v1.PubAPI.Events:output_type -> fabric.pubapi.v1.Event
+	24, // [24:35] is the sub-list for method output_type
+	13, // [13:24] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_pubapi_pubapipb_pubapi_proto_init() }
@@ -2006,11 +2395,11 @@ func file_pubapi_pubapipb_pubapi_proto_init() {
 	if File_pubapi_pubapipb_pubapi_proto != nil {
 		return
 	}
-	file_pubapi_pubapipb_pubapi_proto_msgTypes[6].OneofWrappers = []any{
+	file_pubapi_pubapipb_pubapi_proto_msgTypes[12].OneofWrappers = []any{
 		(*PasticheSendRequest_Header)(nil),
 		(*PasticheSendRequest_Chunk)(nil),
 	}
-	file_pubapi_pubapipb_pubapi_proto_msgTypes[13].OneofWrappers = []any{
+	file_pubapi_pubapipb_pubapi_proto_msgTypes[19].OneofWrappers = []any{
 		(*ActivationEvent_Progress)(nil),
 		(*ActivationEvent_Node)(nil),
 		(*ActivationEvent_Result)(nil),
@@ -2022,7 +2411,7 @@ func file_pubapi_pubapipb_pubapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pubapi_pubapipb_pubapi_proto_rawDesc), len(file_pubapi_pubapipb_pubapi_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

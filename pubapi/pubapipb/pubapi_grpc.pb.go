@@ -13,7 +13,6 @@ package pubapipb
 
 import (
 	context "context"
-
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -30,6 +29,9 @@ const (
 	PubAPI_ActivateAsNode_FullMethodName          = "/fabric.pubapi.v1.PubAPI/ActivateAsNode"
 	PubAPI_ActivateAdditionalNodes_FullMethodName = "/fabric.pubapi.v1.PubAPI/ActivateAdditionalNodes"
 	PubAPI_PasticheSend_FullMethodName            = "/fabric.pubapi.v1.PubAPI/PasticheSend"
+	PubAPI_ListSSHUsers_FullMethodName            = "/fabric.pubapi.v1.PubAPI/ListSSHUsers"
+	PubAPI_AddSSHUser_FullMethodName              = "/fabric.pubapi.v1.PubAPI/AddSSHUser"
+	PubAPI_RemoveSSHUser_FullMethodName           = "/fabric.pubapi.v1.PubAPI/RemoveSSHUser"
 	PubAPI_RemoveNode_FullMethodName              = "/fabric.pubapi.v1.PubAPI/RemoveNode"
 	PubAPI_Leave_FullMethodName                   = "/fabric.pubapi.v1.PubAPI/Leave"
 	PubAPI_Events_FullMethodName                  = "/fabric.pubapi.v1.PubAPI/Events"
@@ -57,6 +59,14 @@ type PubAPIClient interface {
 	// node "to". The coordinator calls "from" as its fabric-admin client.
 	// Admin key only.
 	PasticheSend(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PasticheSendRequest, PasticheSendResponse], error)
+	// ListSSHUsers returns the cluster's SSH users. Admin key only.
+	ListSSHUsers(ctx context.Context, in *ListSSHUsersRequest, opts ...grpc.CallOption) (*ListSSHUsersResponse, error)
+	// AddSSHUser adds an SSH user with its keys, or adds keys to an existing
+	// user. Every peer creates the user and installs its keys. Admin key only.
+	AddSSHUser(ctx context.Context, in *AddSSHUserRequest, opts ...grpc.CallOption) (*SSHUserChange, error)
+	// RemoveSSHUser removes an SSH user (every peer locks it, keeping its
+	// files) or some of its keys. Admin key only.
+	RemoveSSHUser(ctx context.Context, in *RemoveSSHUserRequest, opts ...grpc.CallOption) (*SSHUserChange, error)
 	// RemoveNode removes a node (active, pending or failed) from the
 	// cluster, in one revision, and tells the machine to leave if it is
 	// reachable. Admin key only.
@@ -152,6 +162,36 @@ func (c *pubAPIClient) PasticheSend(ctx context.Context, opts ...grpc.CallOption
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PubAPI_PasticheSendClient = grpc.ClientStreamingClient[PasticheSendRequest, PasticheSendResponse]
 
+func (c *pubAPIClient) ListSSHUsers(ctx context.Context, in *ListSSHUsersRequest, opts ...grpc.CallOption) (*ListSSHUsersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSSHUsersResponse)
+	err := c.cc.Invoke(ctx, PubAPI_ListSSHUsers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pubAPIClient) AddSSHUser(ctx context.Context, in *AddSSHUserRequest, opts ...grpc.CallOption) (*SSHUserChange, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SSHUserChange)
+	err := c.cc.Invoke(ctx, PubAPI_AddSSHUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pubAPIClient) RemoveSSHUser(ctx context.Context, in *RemoveSSHUserRequest, opts ...grpc.CallOption) (*SSHUserChange, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SSHUserChange)
+	err := c.cc.Invoke(ctx, PubAPI_RemoveSSHUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pubAPIClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RemoveNodeResponse)
@@ -213,6 +253,14 @@ type PubAPIServer interface {
 	// node "to". The coordinator calls "from" as its fabric-admin client.
 	// Admin key only.
 	PasticheSend(grpc.ClientStreamingServer[PasticheSendRequest, PasticheSendResponse]) error
+	// ListSSHUsers returns the cluster's SSH users. Admin key only.
+	ListSSHUsers(context.Context, *ListSSHUsersRequest) (*ListSSHUsersResponse, error)
+	// AddSSHUser adds an SSH user with its keys, or adds keys to an existing
+	// user. Every peer creates the user and installs its keys. Admin key only.
+	AddSSHUser(context.Context, *AddSSHUserRequest) (*SSHUserChange, error)
+	// RemoveSSHUser removes an SSH user (every peer locks it, keeping its
+	// files) or some of its keys. Admin key only.
+	RemoveSSHUser(context.Context, *RemoveSSHUserRequest) (*SSHUserChange, error)
 	// RemoveNode removes a node (active, pending or failed) from the
 	// cluster, in one revision, and tells the machine to leave if it is
 	// reachable. Admin key only.
@@ -251,6 +299,15 @@ func (UnimplementedPubAPIServer) ActivateAdditionalNodes(*ActivateAdditionalNode
 }
 func (UnimplementedPubAPIServer) PasticheSend(grpc.ClientStreamingServer[PasticheSendRequest, PasticheSendResponse]) error {
 	return status.Error(codes.Unimplemented, "method PasticheSend not implemented")
+}
+func (UnimplementedPubAPIServer) ListSSHUsers(context.Context, *ListSSHUsersRequest) (*ListSSHUsersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSSHUsers not implemented")
+}
+func (UnimplementedPubAPIServer) AddSSHUser(context.Context, *AddSSHUserRequest) (*SSHUserChange, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddSSHUser not implemented")
+}
+func (UnimplementedPubAPIServer) RemoveSSHUser(context.Context, *RemoveSSHUserRequest) (*SSHUserChange, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveSSHUser not implemented")
 }
 func (UnimplementedPubAPIServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
@@ -347,6 +404,60 @@ func _PubAPI_PasticheSend_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PubAPI_PasticheSendServer = grpc.ClientStreamingServer[PasticheSendRequest, PasticheSendResponse]
 
+func _PubAPI_ListSSHUsers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSSHUsersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PubAPIServer).ListSSHUsers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PubAPI_ListSSHUsers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PubAPIServer).ListSSHUsers(ctx, req.(*ListSSHUsersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PubAPI_AddSSHUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddSSHUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PubAPIServer).AddSSHUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PubAPI_AddSSHUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PubAPIServer).AddSSHUser(ctx, req.(*AddSSHUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PubAPI_RemoveSSHUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveSSHUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PubAPIServer).RemoveSSHUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PubAPI_RemoveSSHUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PubAPIServer).RemoveSSHUser(ctx, req.(*RemoveSSHUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PubAPI_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RemoveNodeRequest)
 	if err := dec(in); err != nil {
@@ -408,6 +519,18 @@ var PubAPI_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ActivateAsNode",
 			Handler:    _PubAPI_ActivateAsNode_Handler,
+		},
+		{
+			MethodName: "ListSSHUsers",
+			Handler:    _PubAPI_ListSSHUsers_Handler,
+		},
+		{
+			MethodName: "AddSSHUser",
+			Handler:    _PubAPI_AddSSHUser_Handler,
+		},
+		{
+			MethodName: "RemoveSSHUser",
+			Handler:    _PubAPI_RemoveSSHUser_Handler,
 		},
 		{
 			MethodName: "RemoveNode",

@@ -1,8 +1,8 @@
 // Package inproc runs a fabric cluster inside one process without root:
 // real fabricd daemons (node.Start) with real gRPC over TLS on loopback, but
-// fake network managers and a loopback VPN instead of WireGuard. The
-// in-process tests and the 200-node benchmark use it; activation goes
-// through the real CLI code (cli.Run).
+// fake network managers, a loopback VPN instead of WireGuard, and user
+// managers on memory file systems. The in-process tests and the 200-node
+// benchmark use it; activation goes through the real CLI code (cli.Run).
 package inproc
 
 import (
@@ -24,6 +24,9 @@ import (
 	"github.com/fabricmesh/fabric/internal/clusterstatus"
 	"github.com/fabricmesh/fabric/internal/loopvpn"
 	"github.com/fabricmesh/fabric/node"
+	"github.com/fabricmesh/fabric/node/usermgr"
+	"github.com/fabricmesh/fabric/node/usermgr/usermgrtest"
+	"github.com/spf13/afero"
 )
 
 // Cluster is a set of in-process peers sharing one loopback VPN.
@@ -47,6 +50,10 @@ type Peer struct {
 	Endpoint netip.AddrPort
 	Network  *core.FakeNetworkManager
 	StateDir string
+	// Users is the peer's user manager, on a memory file system of its own
+	// (UsersFs) that survives restarts.
+	Users   *usermgr.LinuxUserManager
+	UsersFs afero.Fs
 
 	cluster *Cluster
 	daemon  *node.Daemon
@@ -80,8 +87,10 @@ func (c *Cluster) AddPeer(ctx context.Context, name, horde string) (*Peer, error
 		Endpoint: netip.MustParseAddrPort(lis.Addr().String()),
 		Network:  core.NewFakeNetworkManager(),
 		StateDir: filepath.Join(c.Dir, name),
+		UsersFs:  afero.NewMemMapFs(),
 		cluster:  c,
 	}
+	p.Users = usermgrtest.NewLinuxUserManagerFake(p.UsersFs)
 	if err := p.start(ctx, lis, horde); err != nil {
 		return nil, err
 	}
@@ -97,7 +106,7 @@ func (p *Peer) start(ctx context.Context, lis net.Listener, horde string) error 
 		StateDir: p.StateDir, Listen: p.Endpoint, BootstrapKey: p.cluster.BootstrapKey,
 		Name: p.Name, Horde: horde, WGPort: int(p.Endpoint.Port()),
 		Logger:      p.cluster.Logger.With("peer", p.Name),
-		PubListener: lis, Network: p.Network, VPN: p.cluster.VPN,
+		PubListener: lis, Network: p.Network, Users: p.Users, VPN: p.cluster.VPN,
 		Keepalive: p.cluster.Keepalive, Heartbeat: p.cluster.Heartbeat, OfflineAfter: p.cluster.OfflineAfter,
 	})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/clusterstatus"
+	"github.com/fabricmesh/fabric/node/usermgr/usermgrtest"
 )
 
 // FabricConfig configures a fabric cluster on a Lab.
@@ -171,9 +172,16 @@ func (f *Fabric) StartFabricd(ctx context.Context, h *Host) error {
 	if o.KeyFile == "" {
 		o.KeyFile = f.KeyFile
 	}
+	// The hosts share the machine's file system: each manages the SSH
+	// users of its own throwaway root, never the machine's accounts.
+	usersRoot := f.UsersRoot(h)
+	if err := usermgrtest.SeedRoot(usersRoot); err != nil {
+		return fmt.Errorf("preparing the SSH users' root of %s: %w", h.Name(), err)
+	}
 	args := []string{
 		"--state-dir", filepath.Join(h.Dir(), "state"), "--listen", f.Endpoint(h),
 		"--bootstrap-key-file", o.KeyFile, "--name", o.Name, "--log-level", f.cfg.LogLevel,
+		"--ssh-users-root", usersRoot,
 	}
 	if o.Horde != "" {
 		args = append(args, "--horde", o.Horde)
@@ -187,6 +195,10 @@ func (f *Fabric) StartFabricd(ctx context.Context, h *Host) error {
 	f.mu.Unlock()
 	return f.waitListening(ctx, h, p)
 }
+
+// UsersRoot is the directory whose etc/passwd and home directories h's
+// fabricd manages the SSH users in (fabricd --ssh-users-root).
+func (f *Fabric) UsersRoot(h *Host) string { return filepath.Join(h.Dir(), "users-root") }
 
 // waitListening polls h's pubapi port from the admin host.
 func (f *Fabric) waitListening(ctx context.Context, h *Host, p *Process) error {

@@ -10,12 +10,11 @@
 package vpnapipb
 
 import (
+	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
+	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
-
-	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
-	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 )
 
 const (
@@ -297,7 +296,10 @@ type WatchUpdate struct {
 	// The change of the node's service view; absent when it is unchanged.
 	View *View `protobuf:"bytes,5,opt,name=view,proto3" json:"view,omitempty"`
 	// Seconds between the coordinator's keepalives.
-	KeepaliveS    uint32 `protobuf:"varint,6,opt,name=keepalive_s,json=keepaliveS,proto3" json:"keepalive_s,omitempty"`
+	KeepaliveS uint32 `protobuf:"varint,6,opt,name=keepalive_s,json=keepaliveS,proto3" json:"keepalive_s,omitempty"`
+	// The cluster's SSH users, all of them, when they changed since the
+	// node's revision (always with FULL). Absent: unchanged.
+	SshUsers      *SSHUsers `protobuf:"bytes,7,opt,name=ssh_users,json=sshUsers,proto3" json:"ssh_users,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -374,6 +376,122 @@ func (x *WatchUpdate) GetKeepaliveS() uint32 {
 	return 0
 }
 
+func (x *WatchUpdate) GetSshUsers() *SSHUsers {
+	if x != nil {
+		return x.SshUsers
+	}
+	return nil
+}
+
+// SSHUsers is the whole set of the cluster's SSH users; every peer installs
+// them and locks the users it manages that are not in it.
+type SSHUsers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*SSHUser             `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SSHUsers) Reset() {
+	*x = SSHUsers{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SSHUsers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SSHUsers) ProtoMessage() {}
+
+func (x *SSHUsers) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SSHUsers.ProtoReflect.Descriptor instead.
+func (*SSHUsers) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SSHUsers) GetUsers() []*SSHUser {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type SSHUser struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A Linux user name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Public keys, one authorized_keys line each ("TYPE BASE64 [COMMENT]").
+	Keys []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// The cluster revision of the user's last change.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SSHUser) Reset() {
+	*x = SSHUser{}
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SSHUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SSHUser) ProtoMessage() {}
+
+func (x *SSHUser) ProtoReflect() protoreflect.Message {
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SSHUser.ProtoReflect.Descriptor instead.
+func (*SSHUser) Descriptor() ([]byte, []int) {
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SSHUser) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SSHUser) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *SSHUser) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // View is the change of a node's service view, grouped by the other node
 // of each entry: a slice holds the whitelist entries of the node's
 // endpoints whose client is on that node, and the endpoint entries of the
@@ -397,7 +515,7 @@ type View struct {
 
 func (x *View) Reset() {
 	*x = View{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -409,7 +527,7 @@ func (x *View) String() string {
 func (*View) ProtoMessage() {}
 
 func (x *View) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[4]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -422,7 +540,7 @@ func (x *View) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use View.ProtoReflect.Descriptor instead.
 func (*View) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{4}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *View) GetFull() bool {
@@ -473,7 +591,7 @@ type Slice struct {
 
 func (x *Slice) Reset() {
 	*x = Slice{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +603,7 @@ func (x *Slice) String() string {
 func (*Slice) ProtoMessage() {}
 
 func (x *Slice) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[5]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +616,7 @@ func (x *Slice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Slice.ProtoReflect.Descriptor instead.
 func (*Slice) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{5}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Slice) GetNode() string {
@@ -542,7 +660,7 @@ type SliceWhitelistEntry struct {
 
 func (x *SliceWhitelistEntry) Reset() {
 	*x = SliceWhitelistEntry{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +672,7 @@ func (x *SliceWhitelistEntry) String() string {
 func (*SliceWhitelistEntry) ProtoMessage() {}
 
 func (x *SliceWhitelistEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[6]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +685,7 @@ func (x *SliceWhitelistEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SliceWhitelistEntry.ProtoReflect.Descriptor instead.
 func (*SliceWhitelistEntry) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{6}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SliceWhitelistEntry) GetEndpoint() string {
@@ -604,7 +722,7 @@ type SliceEndpointEntry struct {
 
 func (x *SliceEndpointEntry) Reset() {
 	*x = SliceEndpointEntry{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +734,7 @@ func (x *SliceEndpointEntry) String() string {
 func (*SliceEndpointEntry) ProtoMessage() {}
 
 func (x *SliceEndpointEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[7]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +747,7 @@ func (x *SliceEndpointEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SliceEndpointEntry.ProtoReflect.Descriptor instead.
 func (*SliceEndpointEntry) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{7}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SliceEndpointEntry) GetClient() string {
@@ -664,7 +782,7 @@ type CatalogEntry struct {
 
 func (x *CatalogEntry) Reset() {
 	*x = CatalogEntry{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +794,7 @@ func (x *CatalogEntry) String() string {
 func (*CatalogEntry) ProtoMessage() {}
 
 func (x *CatalogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[8]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +807,7 @@ func (x *CatalogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogEntry.ProtoReflect.Descriptor instead.
 func (*CatalogEntry) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{8}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CatalogEntry) GetClient() string {
@@ -716,7 +834,7 @@ type UpdateServicesRequest struct {
 
 func (x *UpdateServicesRequest) Reset() {
 	*x = UpdateServicesRequest{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +846,7 @@ func (x *UpdateServicesRequest) String() string {
 func (*UpdateServicesRequest) ProtoMessage() {}
 
 func (x *UpdateServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[9]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +859,7 @@ func (x *UpdateServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServicesRequest.ProtoReflect.Descriptor instead.
 func (*UpdateServicesRequest) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{9}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateServicesRequest) GetEndpoints() []*ServiceEndpoint {
@@ -768,7 +886,7 @@ type ServiceEndpoint struct {
 
 func (x *ServiceEndpoint) Reset() {
 	*x = ServiceEndpoint{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +898,7 @@ func (x *ServiceEndpoint) String() string {
 func (*ServiceEndpoint) ProtoMessage() {}
 
 func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[10]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +911,7 @@ func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceEndpoint.ProtoReflect.Descriptor instead.
 func (*ServiceEndpoint) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{10}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ServiceEndpoint) GetService() string {
@@ -820,7 +938,7 @@ type ServiceClient struct {
 
 func (x *ServiceClient) Reset() {
 	*x = ServiceClient{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +950,7 @@ func (x *ServiceClient) String() string {
 func (*ServiceClient) ProtoMessage() {}
 
 func (x *ServiceClient) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[11]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +963,7 @@ func (x *ServiceClient) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceClient.ProtoReflect.Descriptor instead.
 func (*ServiceClient) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{11}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ServiceClient) GetService() string {
@@ -871,7 +989,7 @@ type UpdateServicesResponse struct {
 
 func (x *UpdateServicesResponse) Reset() {
 	*x = UpdateServicesResponse{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +1001,7 @@ func (x *UpdateServicesResponse) String() string {
 func (*UpdateServicesResponse) ProtoMessage() {}
 
 func (x *UpdateServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[12]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +1014,7 @@ func (x *UpdateServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServicesResponse.ProtoReflect.Descriptor instead.
 func (*UpdateServicesResponse) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{12}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateServicesResponse) GetRevision() uint64 {
@@ -923,7 +1041,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[13]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1053,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[13]
+	mi := &file_vpnapi_vpnapipb_vpnapi_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1066,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{13}
+	return file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Peer) GetName() string {
@@ -998,7 +1116,7 @@ const file_vpnapi_vpnapipb_vpnapi_proto_rawDesc = "" +
 	"\x10applied_revision\x18\x01 \x01(\x04R\x0fappliedRevision\x12\x1f\n" +
 	"\vwg_endpoint\x18\x02 \x01(\tR\n" +
 	"wgEndpoint\x12?\n" +
-	"\x1ccoordinator_handshake_age_ms\x18\x03 \x01(\x03R\x19coordinatorHandshakeAgeMs\"\xfb\x01\n" +
+	"\x1ccoordinator_handshake_age_ms\x18\x03 \x01(\x03R\x19coordinatorHandshakeAgeMs\"\xb4\x02\n" +
 	"\vWatchUpdate\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x120\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1c.fabric.vpnapi.v1.UpdateKindR\x04kind\x12,\n" +
@@ -1006,7 +1124,14 @@ const file_vpnapi_vpnapipb_vpnapi_proto_rawDesc = "" +
 	"\rremoved_peers\x18\x04 \x03(\fR\fremovedPeers\x12*\n" +
 	"\x04view\x18\x05 \x01(\v2\x16.fabric.vpnapi.v1.ViewR\x04view\x12\x1f\n" +
 	"\vkeepalive_s\x18\x06 \x01(\rR\n" +
-	"keepaliveS\"\xc8\x01\n" +
+	"keepaliveS\x127\n" +
+	"\tssh_users\x18\a \x01(\v2\x1a.fabric.vpnapi.v1.SSHUsersR\bsshUsers\";\n" +
+	"\bSSHUsers\x12/\n" +
+	"\x05users\x18\x01 \x03(\v2\x19.fabric.vpnapi.v1.SSHUserR\x05users\"M\n" +
+	"\aSSHUser\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\xc8\x01\n" +
 	"\x04View\x12\x12\n" +
 	"\x04full\x18\x01 \x01(\bR\x04full\x12/\n" +
 	"\x06slices\x18\x02 \x03(\v2\x17.fabric.vpnapi.v1.SliceR\x06slices\x12\x12\n" +
@@ -1079,7 +1204,7 @@ func file_vpnapi_vpnapipb_vpnapi_proto_rawDescGZIP() []byte {
 }
 
 var file_vpnapi_vpnapipb_vpnapi_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_vpnapi_vpnapipb_vpnapi_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_vpnapi_vpnapipb_vpnapi_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_vpnapi_vpnapipb_vpnapi_proto_goTypes = []any{
 	(UpdateKind)(0),                // 0: fabric.vpnapi.v1.UpdateKind
 	(Role)(0),                      // 1: fabric.vpnapi.v1.Role
@@ -1087,40 +1212,44 @@ var file_vpnapi_vpnapipb_vpnapi_proto_goTypes = []any{
 	(*RegisterResponse)(nil),       // 3: fabric.vpnapi.v1.RegisterResponse
 	(*WatchRequest)(nil),           // 4: fabric.vpnapi.v1.WatchRequest
 	(*WatchUpdate)(nil),            // 5: fabric.vpnapi.v1.WatchUpdate
-	(*View)(nil),                   // 6: fabric.vpnapi.v1.View
-	(*Slice)(nil),                  // 7: fabric.vpnapi.v1.Slice
-	(*SliceWhitelistEntry)(nil),    // 8: fabric.vpnapi.v1.SliceWhitelistEntry
-	(*SliceEndpointEntry)(nil),     // 9: fabric.vpnapi.v1.SliceEndpointEntry
-	(*CatalogEntry)(nil),           // 10: fabric.vpnapi.v1.CatalogEntry
-	(*UpdateServicesRequest)(nil),  // 11: fabric.vpnapi.v1.UpdateServicesRequest
-	(*ServiceEndpoint)(nil),        // 12: fabric.vpnapi.v1.ServiceEndpoint
-	(*ServiceClient)(nil),          // 13: fabric.vpnapi.v1.ServiceClient
-	(*UpdateServicesResponse)(nil), // 14: fabric.vpnapi.v1.UpdateServicesResponse
-	(*Peer)(nil),                   // 15: fabric.vpnapi.v1.Peer
+	(*SSHUsers)(nil),               // 6: fabric.vpnapi.v1.SSHUsers
+	(*SSHUser)(nil),                // 7: fabric.vpnapi.v1.SSHUser
+	(*View)(nil),                   // 8: fabric.vpnapi.v1.View
+	(*Slice)(nil),                  // 9: fabric.vpnapi.v1.Slice
+	(*SliceWhitelistEntry)(nil),    // 10: fabric.vpnapi.v1.SliceWhitelistEntry
+	(*SliceEndpointEntry)(nil),     // 11: fabric.vpnapi.v1.SliceEndpointEntry
+	(*CatalogEntry)(nil),           // 12: fabric.vpnapi.v1.CatalogEntry
+	(*UpdateServicesRequest)(nil),  // 13: fabric.vpnapi.v1.UpdateServicesRequest
+	(*ServiceEndpoint)(nil),        // 14: fabric.vpnapi.v1.ServiceEndpoint
+	(*ServiceClient)(nil),          // 15: fabric.vpnapi.v1.ServiceClient
+	(*UpdateServicesResponse)(nil), // 16: fabric.vpnapi.v1.UpdateServicesResponse
+	(*Peer)(nil),                   // 17: fabric.vpnapi.v1.Peer
 }
 var file_vpnapi_vpnapipb_vpnapi_proto_depIdxs = []int32{
 	0,  // 0: fabric.vpnapi.v1.WatchUpdate.kind:type_name -> fabric.vpnapi.v1.UpdateKind
-	15, // 1: fabric.vpnapi.v1.WatchUpdate.peers:type_name -> fabric.vpnapi.v1.Peer
-	6,  // 2: fabric.vpnapi.v1.WatchUpdate.view:type_name -> fabric.vpnapi.v1.View
-	7,  // 3: fabric.vpnapi.v1.View.slices:type_name -> fabric.vpnapi.v1.Slice
-	7,  // 4: fabric.vpnapi.v1.View.local:type_name -> fabric.vpnapi.v1.Slice
-	10, // 5: fabric.vpnapi.v1.View.catalog:type_name -> fabric.vpnapi.v1.CatalogEntry
-	8,  // 6: fabric.vpnapi.v1.Slice.whitelist:type_name -> fabric.vpnapi.v1.SliceWhitelistEntry
-	9,  // 7: fabric.vpnapi.v1.Slice.endpoints:type_name -> fabric.vpnapi.v1.SliceEndpointEntry
-	12, // 8: fabric.vpnapi.v1.UpdateServicesRequest.endpoints:type_name -> fabric.vpnapi.v1.ServiceEndpoint
-	13, // 9: fabric.vpnapi.v1.UpdateServicesRequest.clients:type_name -> fabric.vpnapi.v1.ServiceClient
-	1,  // 10: fabric.vpnapi.v1.Peer.role:type_name -> fabric.vpnapi.v1.Role
-	4,  // 11: fabric.vpnapi.v1.VPNAPI.WatchUpdates:input_type -> fabric.vpnapi.v1.WatchRequest
-	2,  // 12: fabric.vpnapi.v1.VPNAPI.Register:input_type -> fabric.vpnapi.v1.RegisterRequest
-	11, // 13: fabric.vpnapi.v1.Steward.UpdateServices:input_type -> fabric.vpnapi.v1.UpdateServicesRequest
-	5,  // 14: fabric.vpnapi.v1.VPNAPI.WatchUpdates:output_type -> fabric.vpnapi.v1.WatchUpdate
-	3,  // 15: fabric.vpnapi.v1.VPNAPI.Register:output_type -> fabric.vpnapi.v1.RegisterResponse
-	14, // 16: fabric.vpnapi.v1.Steward.UpdateServices:output_type -> fabric.vpnapi.v1.UpdateServicesResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	17, // 1: fabric.vpnapi.v1.WatchUpdate.peers:type_name -> fabric.vpnapi.v1.Peer
+	8,  // 2: fabric.vpnapi.v1.WatchUpdate.view:type_name -> fabric.vpnapi.v1.View
+	6,  // 3: fabric.vpnapi.v1.WatchUpdate.ssh_users:type_name -> fabric.vpnapi.v1.SSHUsers
+	7,  // 4: fabric.vpnapi.v1.SSHUsers.users:type_name -> fabric.vpnapi.v1.SSHUser
+	9,  // 5: fabric.vpnapi.v1.View.slices:type_name -> fabric.vpnapi.v1.Slice
+	9,  // 6: fabric.vpnapi.v1.View.local:type_name -> fabric.vpnapi.v1.Slice
+	12, // 7: fabric.vpnapi.v1.View.catalog:type_name -> fabric.vpnapi.v1.CatalogEntry
+	10, // 8: fabric.vpnapi.v1.Slice.whitelist:type_name -> fabric.vpnapi.v1.SliceWhitelistEntry
+	11, // 9: fabric.vpnapi.v1.Slice.endpoints:type_name -> fabric.vpnapi.v1.SliceEndpointEntry
+	14, // 10: fabric.vpnapi.v1.UpdateServicesRequest.endpoints:type_name -> fabric.vpnapi.v1.ServiceEndpoint
+	15, // 11: fabric.vpnapi.v1.UpdateServicesRequest.clients:type_name -> fabric.vpnapi.v1.ServiceClient
+	1,  // 12: fabric.vpnapi.v1.Peer.role:type_name -> fabric.vpnapi.v1.Role
+	4,  // 13: fabric.vpnapi.v1.VPNAPI.WatchUpdates:input_type -> fabric.vpnapi.v1.WatchRequest
+	2,  // 14: fabric.vpnapi.v1.VPNAPI.Register:input_type -> fabric.vpnapi.v1.RegisterRequest
+	13, // 15: fabric.vpnapi.v1.Steward.UpdateServices:input_type -> fabric.vpnapi.v1.UpdateServicesRequest
+	5,  // 16: fabric.vpnapi.v1.VPNAPI.WatchUpdates:output_type -> fabric.vpnapi.v1.WatchUpdate
+	3,  // 17: fabric.vpnapi.v1.VPNAPI.Register:output_type -> fabric.vpnapi.v1.RegisterResponse
+	16, // 18: fabric.vpnapi.v1.Steward.UpdateServices:output_type -> fabric.vpnapi.v1.UpdateServicesResponse
+	16, // [16:19] is the sub-list for method output_type
+	13, // [13:16] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_vpnapi_vpnapipb_vpnapi_proto_init() }
@@ -1134,7 +1263,7 @@ func file_vpnapi_vpnapipb_vpnapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vpnapi_vpnapipb_vpnapi_proto_rawDesc), len(file_vpnapi_vpnapipb_vpnapi_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
