@@ -112,8 +112,12 @@ func (m *mutation) allocate() (netip.Addr, error) {
 }
 
 // entry is the change-log entry of the change.
-func (m *mutation) entry() Entry {
-	e := Entry{Revision: m.rev, At: m.at, Kind: m.kind, Detail: m.detail}
+func (m *mutation) entry() (Entry, error) {
+	writes, err := m.writes()
+	if err != nil {
+		return Entry{}, err
+	}
+	e := Entry{Revision: m.rev, At: m.at, Kind: m.kind, Detail: m.detail, Writes: writes}
 	if m.users != nil {
 		e.Users = slices.Clone(*m.users)
 	}
@@ -134,7 +138,7 @@ func (m *mutation) entry() Entry {
 		}
 		e.Peers = append(e.Peers, t)
 	}
-	return e
+	return e, nil
 }
 
 // apply makes the change in s.
@@ -166,51 +170,67 @@ func (m *mutation) apply(s *state) {
 	}
 }
 
-// write stores the change and its log entry in tx. It runs after apply
-// made the change in m.s: it must not read m.s.
-func (m *mutation) write(tx store.Tx, e Entry) error {
+// writes lists the keys the change writes (not the log entry nor the
+// revision). It runs before apply makes the change in m.s.
+func (m *mutation) writes() ([]Write, error) {
+	var out []Write
+	add := func(key string, v any) error {
+		w, err := put(key, v)
+		out = append(out, w)
+		return err
+	}
 	if m.initCluster {
-		if err := store.PutJSON(tx, keyCluster, m.cluster); err != nil {
-			return err
+		if err := add(keyCluster, m.cluster); err != nil {
+			return nil, err
 		}
 	}
 	if m.nextIP != m.prevNextIP {
-		if err := store.PutJSON(tx, keyNextIP, m.nextIP); err != nil {
-			return err
+		if err := add(keyNextIP, m.nextIP); err != nil {
+			return nil, err
 		}
 	}
 	for _, ip := range m.order {
 		if m.touched[ip] {
 			continue
 		}
-		if err := store.PutJSON(tx, prefixPeers+ip.String(), m.peers[ip]); err != nil {
-			return err
+		if err := add(prefixPeers+ip.String(), m.peers[ip]); err != nil {
+			return nil, err
 		}
 	}
-	for ip, sv := range m.services {
-		var err error
-		if sv == nil {
-			err = tx.Delete(prefixSvcs + ip.String())
-		} else {
-			err = store.PutJSON(tx, prefixSvcs+ip.String(), sv)
-		}
-		if err != nil {
-			return err
+	for _, ip := range sortedAddrs(m.services) {
+		if sv := m.services[ip]; sv == nil {
+			out = append(out, Write{Key: prefixSvcs + ip.String(), Deleted: true})
+		} else if err := add(prefixSvcs+ip.String(), sv); err != nil {
+			return nil, err
 		}
 	}
-	for ip, l := range m.liveness {
-		var err error
-		if l == nil {
-			err = tx.Delete(prefixLive + ip.String())
-		} else {
-			err = store.PutJSON(tx, prefixLive+ip.String(), l)
-		}
-		if err != nil {
-			return err
+	for _, ip := range sortedAddrs(m.liveness) {
+		if l := m.liveness[ip]; l == nil {
+			out = append(out, Write{Key: prefixLive + ip.String(), Deleted: true})
+		} else if err := add(prefixLive+ip.String(), l); err != nil {
+			return nil, err
 		}
 	}
 	if m.users != nil {
-		if err := m.writeSSHUsers(tx); err != nil {
+		ws, err := m.userWrites()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ws...)
+	}
+	return out, nil
+}
+
+// write stores the change and its log entry in tx.
+func (m *mutation) write(tx store.Tx, e Entry) error {
+	for _, w := range e.Writes {
+		var err error
+		if w.Deleted {
+			err = tx.Delete(w.Key)
+		} else {
+			err = tx.Put(w.Key, w.Value)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -223,6 +243,15 @@ func (m *mutation) write(tx store.Tx, e Entry) error {
 		return err
 	}
 	return store.PutJSON(tx, keyRevision, m.rev)
+}
+
+func sortedAddrs[V any](m map[netip.Addr]V) []netip.Addr {
+	out := make([]netip.Addr, 0, len(m))
+	for ip := range m {
+		out = append(out, ip)
+	}
+	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
+	return out
 }
 
 // update commits one change made by fn and returns fn's error (nil when fn
@@ -262,28 +291,81 @@ type done struct {
 	entry Entry
 }
 
+// errBehind aborts a commit whose registry is behind the store: another
+// coordinator committed since. The registry catches up and tries again.
+var errBehind = errors.New("the store holds revisions this registry has not applied")
+
+// maxAttempts bounds the retries of a batch that keeps losing to other
+// coordinators' commits.
+const maxAttempts = 20
+
 // commit runs a batch of changes against the writers' state and commits
-// those that succeeded in one transaction.
+// those that succeeded in one transaction. The transaction commits only if
+// the store's revision is still the one the changes were checked against;
+// otherwise the registry catches up with what others committed and runs
+// the batch again.
 func (r *Registry) commit(batch []*op) {
-	var ok []done
-	for _, o := range batch {
+	var err error
+	for attempt := 1; ; attempt++ {
+		var ok []done
+		var refused []error
+		ok, refused, err = r.tryCommit(batch)
+		if !errors.Is(err, errBehind) || attempt == maxAttempts {
+			for i, o := range batch {
+				if refused[i] != nil || !slices.ContainsFunc(ok, func(d done) bool { return d.o == o }) {
+					o.done <- refused[i]
+				}
+			}
+			for _, d := range ok {
+				d.o.done <- err
+			}
+			return
+		}
+		if cerr := r.CatchUp(); cerr != nil {
+			err = cerr
+		}
+	}
+}
+
+// tryCommit makes the batch's changes, each against the state the one
+// before it left, and commits the accepted ones. refused[i] is the error of
+// batch[i]'s own function (nil when accepted or when it changed nothing).
+func (r *Registry) tryCommit(batch []*op) (ok []done, refused []error, err error) {
+	r.mu.RLock()
+	if r.work.rev != r.committed.rev {
+		r.work = r.committed.clone() // changes of other coordinators were applied
+	}
+	base := r.committed.rev
+	r.mu.RUnlock()
+	refused = make([]error, len(batch))
+	for i, o := range batch {
 		m := newMutation(r.work, o.kind)
 		if err := o.fn(m); err != nil {
-			if errors.Is(err, errNoChange) {
-				err = nil
+			if !errors.Is(err, errNoChange) {
+				refused[i] = err
 			}
-			o.done <- err
 			continue
 		}
-		e := m.entry()
+		e, err := m.entry()
+		if err != nil {
+			refused[i] = err
+			continue
+		}
 		m.apply(r.work)
 		ok = append(ok, done{o, m, e})
 	}
 	if len(ok) == 0 {
-		return
+		return nil, refused, nil
 	}
 	first := r.logFirst
-	err := r.store.Update(func(tx store.Tx) error {
+	err = r.store.Update(func(tx store.Tx) error {
+		var stored uint64
+		if err := store.GetJSON(tx, keyRevision, &stored); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if stored != base {
+			return errBehind
+		}
 		for _, d := range ok {
 			if err := d.m.write(tx, d.entry); err != nil {
 				return err
@@ -299,26 +381,29 @@ func (r *Registry) commit(batch []*op) {
 		r.mu.RLock()
 		r.work = r.committed.clone()
 		r.mu.RUnlock()
-		for _, d := range ok {
-			d.o.done <- err
-		}
-		return
+		return ok, refused, err
 	}
 	entries := make([]Entry, len(ok))
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
 	r.mu.Lock()
 	for i, d := range ok {
 		d.m.apply(r.committed)
 		entries[i] = d.entry
 	}
 	r.logFirst = first
+	r.publishLocked(entries)
+	return ok, refused, nil
+}
+
+// publishLocked wakes the waiters and passes entries to the observers; it
+// unlocks r.mu.
+func (r *Registry) publishLocked(entries []Entry) {
 	close(r.changed)
 	r.changed = make(chan struct{})
 	observers := r.observers
 	r.mu.Unlock()
 	for _, fn := range observers {
 		fn(entries)
-	}
-	for _, d := range ok {
-		d.o.done <- nil
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/records"
-	"github.com/fabricmesh/fabric/internal/store"
 )
 
 // Liveness is what the registry records of a peer's liveness: whether it
@@ -17,21 +16,6 @@ type Liveness struct {
 	Online   bool      `json:"online"`
 	Since    time.Time `json:"since"`
 	LastSeen time.Time `json:"lastSeen,omitzero"`
-}
-
-func scanLiveness(tx store.Tx, into map[netip.Addr]Liveness) error {
-	return tx.Scan(prefixLive, func(key string, value []byte) error {
-		ip, err := netip.ParseAddr(key[len(prefixLive):])
-		if err != nil {
-			return fmt.Errorf("decoding %s: %w", key, err)
-		}
-		var l Liveness
-		if err := store.DecodeJSON(key, value, &l); err != nil {
-			return err
-		}
-		into[ip] = l
-		return nil
-	})
 }
 
 // SetLiveness records that the peer at ip came online or went offline at

@@ -54,8 +54,11 @@ type Entry struct {
 	Peers []Touched `json:"peers,omitempty"`
 	// Detail says more for an operator (a failure's reason, say).
 	Detail string `json:"detail,omitempty"`
+	// Writes are the keys the change wrote: another coordinator following
+	// the log makes the change in its memory from them.
+	Writes []Write `json:"writes,omitempty"`
 	// Users, in the entries given to observers, are the SSH users after a
-	// change of them (not stored: they are in the registry's records).
+	// change of them (not stored: they follow from the writes).
 	Users []records.SSHUser `json:"-"`
 }
 

@@ -51,6 +51,10 @@ type Registry struct {
 	committing bool
 	work       *state // the writers' state; only the committing goroutine uses it
 
+	// pubMu orders the publication of changes, the registry's own and
+	// those it follows, so observers see every revision once, in order.
+	pubMu sync.Mutex
+
 	mu        sync.RWMutex
 	committed *state
 	logFirst  uint64 // the oldest revision still in the change log
@@ -79,29 +83,12 @@ func Open(st store.Store, opts ...Options) (*Registry, error) {
 	}
 	s := newState()
 	err := st.View(func(tx store.Tx) error {
-		var c records.Cluster
-		if err := store.GetJSON(tx, keyCluster, &c); errors.Is(err, store.ErrNotFound) {
+		if _, err := tx.Get(keyCluster); errors.Is(err, store.ErrNotFound) {
 			return nil
 		} else if err != nil {
 			return err
 		}
-		s.cluster = &c
-		if err := store.GetJSON(tx, keyRevision, &s.rev); err != nil {
-			return err
-		}
-		if err := store.GetJSON(tx, keyNextIP, &s.nextIP); err != nil {
-			return err
-		}
-		if err := scanPeers(tx, s.putPeer); err != nil {
-			return err
-		}
-		if err := scanServices(tx, s.services); err != nil {
-			return err
-		}
-		if err := scanLiveness(tx, s.liveness); err != nil {
-			return err
-		}
-		if err := scanSSHUsers(tx, s); err != nil {
+		if err := s.loadAll(tx); err != nil {
 			return err
 		}
 		first, err := loadLogFirst(tx)
@@ -113,17 +100,6 @@ func Open(st store.Store, opts ...Options) (*Registry, error) {
 	}
 	r.committed, r.work = s, s.clone()
 	return r, nil
-}
-
-func scanPeers(tx store.Tx, fn func(records.Peer)) error {
-	return tx.Scan(prefixPeers, func(key string, value []byte) error {
-		var p records.Peer
-		if err := store.DecodeJSON(key, value, &p); err != nil {
-			return err
-		}
-		fn(p)
-		return nil
-	})
 }
 
 // Observe registers fn to be called after every commit with its entries,

@@ -8,23 +8,7 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/records"
-	"github.com/fabricmesh/fabric/internal/store"
 )
-
-func scanServices(tx store.Tx, into map[netip.Addr]records.Services) error {
-	return tx.Scan(prefixSvcs, func(key string, value []byte) error {
-		ip, err := netip.ParseAddr(key[len(prefixSvcs):])
-		if err != nil {
-			return fmt.Errorf("decoding %s: %w", key, err)
-		}
-		var s records.Services
-		if err := store.DecodeJSON(key, value, &s); err != nil {
-			return err
-		}
-		into[ip] = s
-		return nil
-	})
-}
 
 // SetRegistration records the outcome of a node's registration handshake:
 // with an empty failure the node is registered with reevePubKey; otherwise

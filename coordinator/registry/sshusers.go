@@ -1,13 +1,13 @@
 package registry
 
 import (
-	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/sshusers"
-	"github.com/fabricmesh/fabric/internal/store"
 )
 
 // The SSH users, one record per user, and the revision of their last
@@ -16,24 +16,6 @@ const (
 	prefixSSHUsers      = "registry/sshusers/"
 	keySSHUsersRevision = "registry/sshusers-revision"
 )
-
-func scanSSHUsers(tx store.Tx, s *state) error {
-	err := store.GetJSON(tx, keySSHUsersRevision, &s.usersRev)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil // a registry from before SSH users: none
-	}
-	if err != nil {
-		return err
-	}
-	return tx.Scan(prefixSSHUsers, func(key string, value []byte) error {
-		var u records.SSHUser
-		if err := store.DecodeJSON(key, value, &u); err != nil {
-			return err
-		}
-		s.users = append(s.users, u)
-		return nil
-	})
-}
 
 // setSSHUsers buffers next (sorted by name) as the SSH users: users that
 // are new or changed are stamped with the change's revision, the others
@@ -55,9 +37,10 @@ func (m *mutation) setSSHUsers(next []records.SSHUser) {
 	m.users, m.prevUsers = &stamped, m.s.users
 }
 
-// writeSSHUsers writes the buffered SSH users: the new or changed ones,
-// the deletion of the others, and the revision of their change.
-func (m *mutation) writeSSHUsers(tx store.Tx) error {
+// userWrites are the writes of the buffered SSH users: the new or changed
+// ones, the deletion of the others, and the revision of their change.
+func (m *mutation) userWrites() ([]Write, error) {
+	var out []Write
 	gone := map[string]bool{}
 	for _, u := range m.prevUsers {
 		gone[u.Name] = true
@@ -65,17 +48,34 @@ func (m *mutation) writeSSHUsers(tx store.Tx) error {
 	for _, u := range *m.users {
 		delete(gone, u.Name)
 		if u.Revision == m.rev {
-			if err := store.PutJSON(tx, prefixSSHUsers+u.Name, u); err != nil {
-				return err
+			w, err := put(prefixSSHUsers+u.Name, u)
+			if err != nil {
+				return nil, err
 			}
+			out = append(out, w)
 		}
 	}
-	for name := range gone {
-		if err := tx.Delete(prefixSSHUsers + name); err != nil {
-			return err
-		}
+	for _, name := range slices.Sorted(maps.Keys(gone)) {
+		out = append(out, Write{Key: prefixSSHUsers + name, Deleted: true})
 	}
-	return store.PutJSON(tx, keySSHUsersRevision, m.rev)
+	w, err := put(keySSHUsersRevision, m.rev)
+	return append(out, w), err
+}
+
+// putUser and deleteUser keep s.users sorted by name.
+func (s *state) putUser(u records.SSHUser) {
+	i, found := slices.BinarySearchFunc(s.users, u.Name, func(x records.SSHUser, name string) int { return strings.Compare(x.Name, name) })
+	if found {
+		s.users[i] = u
+		return
+	}
+	s.users = slices.Insert(s.users, i, u)
+}
+
+func (s *state) deleteUser(name string) {
+	if i, found := slices.BinarySearchFunc(s.users, name, func(x records.SSHUser, name string) int { return strings.Compare(x.Name, name) }); found {
+		s.users = slices.Delete(s.users, i, i+1)
+	}
 }
 
 // SSHUsers returns the revision of the SSH users' last change and the
