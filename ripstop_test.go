@@ -119,7 +119,9 @@ func TestRipstop(t *testing.T) {
 			t.Fatalf("target verified %s, want %x", sum, want)
 		}
 		req := &pastichepb.StatRequest{Name: "shared.bin"}
-		got, err := c.pastiche(t, h3).Stat(c.signed(t, h2, pastichepb.Pastiche_Stat_FullMethodName, req), req)
+		c.learnFloor(t, h2, h3)
+		p := c.signed(t, h2, h3, pastichepb.Pastiche_Stat_FullMethodName, req)
+		got, err := c.pastiche(t, h3).Stat(p.ctx, req, p.authority())
 		if err != nil {
 			t.Fatalf("Stat on h3 as pastiche@h2: %v", err)
 		}
@@ -146,33 +148,42 @@ func TestRipstop(t *testing.T) {
 	t.Run("refused calls", func(t *testing.T) {
 		stat := &pastichepb.StatRequest{Name: "shared.bin"}
 		method := pastichepb.Pastiche_Stat_FullMethodName
-		replayed := c.signed(t, h2, method, stat)
-		if _, err := c.pastiche(t, h3).Stat(replayed, stat); err != nil {
+		replayed := c.signed(t, h2, h3, method, stat)
+		if _, err := c.pastiche(t, h3).Stat(replayed.ctx, stat, replayed.authority()); err != nil {
 			t.Fatalf("first use of a signed call: %v", err)
 		}
-		tampered := c.signed(t, h2, method, &pastichepb.StatRequest{Name: "other.bin"})
+		tampered := c.signed(t, h2, h3, method, &pastichepb.StatRequest{Name: "other.bin"})
+		h3Addr := c.pasticheAddr(t, h3)
 		for _, tt := range []struct {
-			test string
-			ctx  context.Context
-			code codes.Code
-			msg  string
+			test  string
+			probe probe
+			code  codes.Code
+			msg   string
 		}{
-			{"unsigned", ctx, codes.Unauthenticated, "missing signature"},
-			{"unknown key", c.signedWith(t, "pastiche@h42", newSigner(t), method, stat), codes.Unauthenticated, `keyId "pastiche@h42"`},
-			{"known key, wrong private key", c.signedWith(t, "pastiche@h2", newSigner(t), method, stat), codes.Unauthenticated, "bad signature"},
+			{"unsigned", probe{ctx: ctx, host: h3Addr}, codes.Unauthenticated, "missing signature"},
+			{"unknown key", c.signedWith(t, "pastiche@h42", newSigner(t), h3Addr, method, stat), codes.Unauthenticated, `keyId "pastiche@h42"`},
+			{"known key, wrong private key", c.signedWith(t, "pastiche@h2", newSigner(t), h3Addr, method, stat), codes.Unauthenticated, "bad signature"},
 			{"replayed", replayed, codes.Unauthenticated, "replay"},
 			{"tampered digest", tampered, codes.Unauthenticated, "digest"},
-			{"client of the other horde", c.signed(t, h7, method, stat), codes.Unauthenticated, `keyId "pastiche@h7"`},
-			{"whitelisted client of another service", c.signedAs(t, hosts[0], "fabric-admin@h1", method, stat), codes.PermissionDenied,
+			{"client of the other horde", c.signed(t, h7, h3, method, stat), codes.Unauthenticated, `keyId "pastiche@h7"`},
+			{"signed for another endpoint", c.signed(t, h2, hosts[3], method, stat), codes.Unauthenticated,
+				"signed for another endpoint: it is addressed to " + c.pasticheAddr(t, hosts[3]) + ", this endpoint is " + h3Addr},
+			{"whitelisted client of another service", c.signedAs(t, hosts[0], "fabric-admin@h1", h3, method, stat), codes.PermissionDenied,
 				"Stat of pastiche@h3 is for pastiche clients only"},
 		} {
 			t.Run(tt.test, func(t *testing.T) {
-				_, err := c.pastiche(t, h3).Stat(tt.ctx, stat)
+				// A probe signed for another endpoint is sent as it was
+				// signed, as a replay would be.
+				_, err := c.pastiche(t, h3).Stat(tt.probe.ctx, stat, tt.probe.authority())
 				if s := grpcstatus.Convert(err); err == nil || s.Code() != tt.code || !strings.Contains(s.Message(), tt.msg) {
 					t.Errorf("Stat: %v; want %v with %q", err, tt.code, tt.msg)
 				}
 			})
 		}
+	})
+
+	t.Run("a Put replayed by its target is refused by other endpoints and after a restart", func(t *testing.T) {
+		c.testReplayedPut(t, hosts[0], h2, h3, hosts[3])
 	})
 
 	t.Run("node restart keeps reeve keys and registration", func(t *testing.T) {
@@ -207,11 +218,23 @@ type ripstop struct {
 	reeves map[*nshost.Host]*reeve.Client
 	// dates keeps the probes' signatures distinct, as signedrpc's do.
 	dates *httpsig.DateSource
+	// floors are what endpoints said of the dates they accept (by
+	// host:port): an endpoint that started less than the skew window ago
+	// refuses calls dated with the clock, and the probes date theirs
+	// after its floor, as signedrpc's clients do.
+	floors map[string]probeFloor
+}
+
+// probeFloor: an endpoint accepts dates from earliest on, up to ahead past
+// this clock.
+type probeFloor struct {
+	earliest time.Time
+	ahead    time.Duration
 }
 
 func newRipstop(t *testing.T, f *nshost.Fabric, hosts []*nshost.Host, st clusterstatus.Status) *ripstop {
 	c := &ripstop{f: f, hosts: hosts, st: st, reeves: map[*nshost.Host]*reeve.Client{},
-		dates: httpsig.NewDateSource(httpsig.DateSourceConfig{})}
+		dates: httpsig.NewDateSource(httpsig.DateSourceConfig{}), floors: map[string]probeFloor{}}
 	for _, h := range hosts {
 		r, err := reeve.DialLocal(filepath.Join(h.Dir(), "state", "reeve.sock"))
 		if err != nil {
@@ -242,48 +265,111 @@ func (c *ripstop) otherPastiches(t *testing.T, h *nshost.Host) []reeve.Endpoint 
 	return out
 }
 
+// pasticheAddr is the address of h's pastiche endpoint.
+func (c *ripstop) pasticheAddr(t *testing.T, h *nshost.Host) string {
+	t.Helper()
+	return netip.AddrPortFrom(netip.MustParseAddr(peerByName(t, c.st, h.Name()).VPNIP), serviceid.PastichePort).String()
+}
+
 // pastiche is an unsigned client of h's pastiche from the admin host: the
 // probes put the signature headers in the call's metadata themselves.
 func (c *ripstop) pastiche(t *testing.T, h *nshost.Host) pastichepb.PasticheClient {
 	t.Helper()
-	addr := netip.AddrPortFrom(netip.MustParseAddr(peerByName(t, c.st, h.Name()).VPNIP), serviceid.PastichePort)
-	conn, err := grpc.NewClient("passthrough:///"+addr.String(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(c.f.Admin.DialContext))
+	return pastichepb.NewPasticheClient(c.dial(t, h))
+}
+
+// dial connects to h's pastiche from the admin host, with opts.
+func (c *ripstop) dial(t *testing.T, h *nshost.Host, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+c.pasticheAddr(t, h), append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(c.f.Admin.DialContext)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return pastichepb.NewPasticheClient(conn)
+	return conn
 }
 
-// signed is a context whose metadata signs a call of method with req as
-// the pastiche client of h, by h's reeve.
-func (c *ripstop) signed(t *testing.T, h *nshost.Host, method string, req proto.Message) context.Context {
-	return c.signedAs(t, h, serviceid.ID(serviceid.Pastiche, h.Name()), method, req)
+// probe is a signed call made by hand: its context carries the signature
+// headers, and host is the endpoint it was signed for, which it must be
+// sent to as its :authority (the signed host header).
+type probe struct {
+	ctx  context.Context
+	host string
+}
+
+func (p probe) authority() grpc.CallOption { return grpc.CallAuthority(p.host) }
+
+// signed signs a call of method with req to the pastiche of target, as the
+// pastiche client of h, by h's reeve.
+func (c *ripstop) signed(t *testing.T, h, target *nshost.Host, method string, req proto.Message) probe {
+	return c.signedAs(t, h, serviceid.ID(serviceid.Pastiche, h.Name()), target, method, req)
 }
 
 // signedAs signs as client keyID of h's reeve.
-func (c *ripstop) signedAs(t *testing.T, h *nshost.Host, keyID, method string, req proto.Message) context.Context {
-	r := c.reeve(h)
-	return c.signedWith(t, keyID, func(data []byte) ([]byte, error) { return r.Sign(context.Background(), keyID, data) }, method, req)
+func (c *ripstop) signedAs(t *testing.T, h *nshost.Host, keyID string, target *nshost.Host, method string, req proto.Message) probe {
+	return c.signedWith(t, keyID, c.signer(h, keyID), c.pasticheAddr(t, target), method, req)
 }
 
-// signedWith signs as keyID with sign, as package signedrpc does (its
-// documented wire format), so that the probe can replay or alter it.
-func (c *ripstop) signedWith(t *testing.T, keyID string, sign httpsig.SignFunc, method string, req proto.Message) context.Context {
+// signer signs as client keyID of h's reeve.
+func (c *ripstop) signer(h *nshost.Host, keyID string) httpsig.SignFunc {
+	r := c.reeve(h)
+	return func(data []byte) ([]byte, error) { return r.Sign(context.Background(), keyID, data) }
+}
+
+// signedWith signs as keyID with sign for the endpoint at host, as package
+// signedrpc does (its documented wire format), so that the probe can
+// replay or alter it.
+func (c *ripstop) signedWith(t *testing.T, keyID string, sign httpsig.SignFunc, host, method string, req proto.Message) probe {
 	t.Helper()
 	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(body)
-	date, wait := c.dates.Next(httpsig.RequestTarget("POST", method), httpsig.DigestOfSum(sum), time.Now())
+	now := time.Now()
+	date, wait := c.dates.Next(keyID+" "+host+" "+httpsig.RequestTarget("POST", method), httpsig.DigestOfSum(sum), c.clock(host, now))
+	if f, ok := c.floors[host]; ok {
+		wait = max(wait, date.Sub(now.Add(f.ahead)))
+	}
 	time.Sleep(wait)
-	h, err := httpsig.Sign(keyID, "POST", method, date, sum, sign)
+	h, err := httpsig.Sign(keyID, "POST", method, host, date, sum, sign)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return metadata.AppendToOutgoingContext(context.Background(), "date", h.Date, "digest", h.Digest, "signature", h.Signature)
+	return probe{ctx: metadata.AppendToOutgoingContext(context.Background(), "date", h.Date, "digest", h.Digest, "signature", h.Signature), host: host}
+}
+
+// clock is the date to sign a call to host with at now: now, or the
+// endpoint's floor if it is later.
+func (c *ripstop) clock(host string, now time.Time) time.Time {
+	if f, ok := c.floors[host]; ok && f.earliest.After(now) {
+		return f.earliest
+	}
+	return now
+}
+
+// learnFloor asks target's pastiche, with a Stat signed by from's pastiche
+// client, which dates it accepts, and waits until it accepts one: an
+// endpoint refuses calls dated at or before its start plus the skew, and
+// says so in the refusal's trailer (see internal/signedrpc).
+func (c *ripstop) learnFloor(t *testing.T, from, target *nshost.Host) {
+	t.Helper()
+	req := &pastichepb.StatRequest{Name: "no such file"}
+	p := c.signed(t, from, target, pastichepb.Pastiche_Stat_FullMethodName, req)
+	var trailer metadata.MD
+	_, err := c.pastiche(t, target).Stat(p.ctx, req, p.authority(), grpc.Trailer(&trailer))
+	if grpcstatus.Code(err) == codes.NotFound {
+		return // accepted: its floor is behind
+	}
+	earliest, err1 := httpsig.ParseDate(strings.Join(trailer.Get("fabric-earliest-date"), ","))
+	latest, err2 := httpsig.ParseDate(strings.Join(trailer.Get("fabric-latest-date"), ","))
+	if err1 != nil || err2 != nil {
+		t.Fatalf("Stat signed with the clock: %v, trailer %v; want NotFound, or a refusal for the date that says which dates are accepted", err, trailer)
+	}
+	t.Logf("%s: %v; accepted dates %s to %s", p.host, err, httpsig.FormatDate(earliest), httpsig.FormatDate(latest))
+	c.floors[p.host] = probeFloor{earliest: earliest, ahead: time.Until(latest)}
+	time.Sleep(earliest.Sub(latest))
 }
 
 func newSigner(t *testing.T) httpsig.SignFunc {

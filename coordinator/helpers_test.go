@@ -205,6 +205,7 @@ func (c *cluster) serveSteward(tb testing.TB) netip.AddrPort {
 		tb.Fatal(err)
 	}
 	srv := grpc.NewServer(signedrpc.ServerOptions(signedrpc.ServerConfig{
+		Host:      addr.String(),
 		Whitelist: coordinator.StewardWhitelist{Registry: c.reg},
 		Replay:    httpsig.NewReplayCache(reeve.ReplayCapacity),
 		Logger:    testlog.New(tb).With("component", "steward"),

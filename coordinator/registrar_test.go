@@ -51,12 +51,13 @@ func (w registryWhitelist) Lookup(keyID string) (ed25519.PublicKey, error) {
 // serveFakeReeve serves a fake reeve endpoint at the named node's address.
 func (c *cluster) serveFakeReeve(tb testing.TB, name string, answer func(ctx context.Context, nonce []byte) ([]byte, error)) {
 	tb.Helper()
-	lis, err := c.vpn.Listen(context.Background(), netip.AddrPortFrom(c.nodes[name].vpnIP, serviceid.ReevePort))
+	addr := netip.AddrPortFrom(c.nodes[name].vpnIP, serviceid.ReevePort)
+	lis, err := c.vpn.Listen(context.Background(), addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	srv := grpc.NewServer(signedrpc.ServerOptions(signedrpc.ServerConfig{
-		Whitelist: registryWhitelist{pub(c.coordKey)}, Replay: httpsig.NewReplayCache(64), Logger: testlog.New(tb),
+		Host: addr.String(), Whitelist: registryWhitelist{pub(c.coordKey)}, Replay: httpsig.NewReplayCache(64), Logger: testlog.New(tb),
 	})...)
 	reevepb.RegisterReeveServer(srv, fakeReeve{answer: answer})
 	grpctest.Serve(tb, srv, lis)
@@ -166,7 +167,8 @@ func TestRegistrar(t *testing.T) {
 				c.vpn.Route(netip.AddrPortFrom(c.nodes["n1"].vpnIP, serviceid.ReevePort), netip.AddrPortFrom(c.nodes["n2"].vpnIP, serviceid.ReevePort))
 				return reeveKey(r2)
 			},
-			want: registration{Error: "did not sign the nonce with the key it offered"},
+			// n2's reeve refuses a callback signed for n1's address.
+			want: registration{Error: "signed for another endpoint: it is addressed to 203.0.113.3:7445, this endpoint is 203.0.113.4:7445"},
 		},
 		{
 			name: "callback answered by another node's reeve",
@@ -176,7 +178,8 @@ func TestRegistrar(t *testing.T) {
 				c.vpn.Route(netip.AddrPortFrom(c.nodes["n1"].vpnIP, serviceid.ReevePort), netip.AddrPortFrom(c.nodes["n2"].vpnIP, serviceid.ReevePort))
 				return reeveKey(r1)
 			},
-			want: registration{Error: "did not sign the nonce with the key it offered"},
+			// n2's reeve refuses a callback signed for n1's address.
+			want: registration{Error: "signed for another endpoint: it is addressed to 203.0.113.3:7445, this endpoint is 203.0.113.4:7445"},
 		},
 		{
 			name: "callback never answered",

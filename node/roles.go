@@ -182,6 +182,7 @@ func (d *Daemon) serveSteward(ctx context.Context, ip netip.Addr) error {
 		return fmt.Errorf("listening for the steward on %s: %w", addr, err)
 	}
 	srv := grpc.NewServer(signedrpc.ServerOptions(signedrpc.ServerConfig{
+		Host:      addr.String(),
 		Whitelist: coordinator.StewardWhitelist{Registry: d.reg},
 		Replay:    httpsig.NewReplayCache(reeve.ReplayCapacity),
 		Logger:    d.log.With("component", "steward"),

@@ -13,7 +13,7 @@ func BenchmarkSign(b *testing.B) {
 	sum := sha256.Sum256([]byte("body"))
 	sign := func(data []byte) ([]byte, error) { return ed25519.Sign(key, data), nil }
 	for b.Loop() {
-		if _, err := Sign("pastiche@h7", "POST", testPath, testNow, sum, sign); err != nil {
+		if _, err := Sign("pastiche@h7", "POST", testPath, testHost, testNow, sum, sign); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -30,6 +30,8 @@ func BenchmarkVerify(b *testing.B) {
 		reqs[i] = signedRequest(b, "pastiche@h7", key, testNow, body[:])
 	}
 	v := NewVerifier(VerifierConfig{
+		Host:   testHost,
+		Start:  testStart,
 		Lookup: newFakeKeys().Lookup,
 		Replay: NewReplayCache(b.N),
 		Now:    func() time.Time { return testNow },

@@ -1,6 +1,9 @@
 package httpsig
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 // Sentinel errors of Verifier.Verify, one per reason a request is refused.
 // Verify wraps them with details; test with errors.Is.
@@ -13,6 +16,9 @@ var (
 	ErrUnsupportedAlgorithm = errors.New("unsupported signature algorithm")
 	// ErrUnsupportedHeaders: headers is not "(request-target) date digest".
 	ErrUnsupportedHeaders = errors.New("unsupported signed headers list")
+	// ErrWrongHost: the request is signed for another endpoint (its host
+	// header names another host:port), or carries no host header.
+	ErrWrongHost = errors.New("signed for another endpoint")
 	// ErrMissingDate: the request carries no date header.
 	ErrMissingDate = errors.New("missing date")
 	// ErrMalformedDate: the date header is not an RFC 7231 IMF-fixdate.
@@ -41,7 +47,26 @@ var (
 	// replay cache's floor, so the cache can no longer tell whether it was
 	// seen (it was full and forgot older signatures). Refused: fail closed.
 	ErrTooOldForReplayCache = errors.New("signature too old for the replay cache")
+	// ErrBeforeStart: the signature is dated at or before the moment the
+	// Verifier was made plus its skew window. A signature accepted by an
+	// earlier process (before a restart) is dated so, and no cache of this
+	// process remembers it: refused. Fail closed.
+	ErrBeforeStart = errors.New("signature dated before this endpoint's start")
 )
+
+// A DateFloorError refuses a signature for its date alone: it is dated at
+// or before a floor (ErrBeforeStart, ErrTooOldForReplayCache; errors.Is
+// matches them). It holds the dates the endpoint accepted when it refused:
+// a client that signs the call again with a date in [Earliest, Latest] is
+// not refused for its date. Earliest may be after Latest for an instant
+// right after the endpoint started; the client then waits the difference.
+type DateFloorError struct {
+	Reason           error
+	Earliest, Latest time.Time
+}
+
+func (e *DateFloorError) Error() string { return e.Reason.Error() }
+func (e *DateFloorError) Unwrap() error { return e.Reason }
 
 // rejection is an error with its own message that matches (errors.Is,
 // errors.As) each of errs.

@@ -119,8 +119,9 @@ func TestParseDate(t *testing.T) {
 }
 
 func TestSigningString(t *testing.T) {
-	got := SigningString(RequestTarget("POST", "/pkg.Service/Method"), "Sat, 07 Jun 2014 20:51:35 GMT", Digest(nil))
+	got := SigningString(RequestTarget("POST", "/pkg.Service/Method"), "203.0.113.3:7450", "Sat, 07 Jun 2014 20:51:35 GMT", Digest(nil))
 	want := "(request-target): post /pkg.Service/Method\n" +
+		"host: 203.0.113.3:7450\n" +
 		"date: Sat, 07 Jun 2014 20:51:35 GMT\n" +
 		"digest: SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
 	if diff := cmp.Diff(want, got); diff != "" {

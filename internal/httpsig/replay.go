@@ -86,11 +86,15 @@ func (c *ReplayCache) Remember(sig []byte, date, now time.Time, window time.Dura
 	return nil
 }
 
-// checkFloor refuses dates at or before the floor.
+// checkFloor refuses dates at or before the floor, with a
+// *DateFloorError whose Earliest is the second after the floor.
 func (c *ReplayCache) checkFloor(d int64) error {
 	if c.hasFloor && d <= c.floor {
-		return fmt.Errorf("%w: dated %s, the cache only covers signatures dated after %s (it was full, or the clock stepped back)",
-			ErrTooOldForReplayCache, FormatDate(time.Unix(d, 0)), FormatDate(time.Unix(c.floor, 0)))
+		return &DateFloorError{
+			Reason: fmt.Errorf("%w: dated %s, the cache only covers signatures dated after %s (it was full, or the clock stepped back)",
+				ErrTooOldForReplayCache, FormatDate(time.Unix(d, 0)), FormatDate(time.Unix(c.floor, 0))),
+			Earliest: time.Unix(c.floor+1, 0),
+		}
 	}
 	return nil
 }

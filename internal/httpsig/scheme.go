@@ -14,15 +14,17 @@ const Algorithm = "ed25519"
 
 // SignedHeaders is the value of the headers parameter: the signed headers,
 // in signing order.
-const SignedHeaders = "(request-target) date digest"
+const SignedHeaders = "(request-target) host date digest"
 
 // DigestPrefix starts a digest header: "SHA-256=" then the standard base64
 // of the body's SHA-256.
 const DigestPrefix = "SHA-256="
 
-// Headers are the three headers of a signed request, as carried on the wire
-// (empty when missing).
+// Headers are the headers of a signed request, as carried on the wire
+// (empty when missing). Host is the endpoint the request is addressed to,
+// its host:port: HTTP/1.1's Host header, HTTP/2's :authority.
 type Headers struct {
+	Host      string
 	Date      string
 	Digest    string
 	Signature string
@@ -63,21 +65,25 @@ func ParseDate(s string) (time.Time, error) {
 
 // SigningString is the string an ed25519 signature covers: each signed
 // header as "name: value", joined by "\n", in SignedHeaders order.
-func SigningString(target, date, digest string) string {
-	return "(request-target): " + target + "\ndate: " + date + "\ndigest: " + digest
+func SigningString(target, host, date, digest string) string {
+	return "(request-target): " + target + "\nhost: " + host + "\ndate: " + date + "\ndigest: " + digest
 }
 
 // SignFunc signs data with the client's private key.
 type SignFunc func(data []byte) ([]byte, error)
 
-// Sign makes the headers of a request to method and path, dated date, whose
-// body has SHA-256 bodySum, signed by sign as keyID.
-func Sign(keyID, method, path string, date time.Time, bodySum [sha256.Size]byte, sign SignFunc) (Headers, error) {
+// Sign makes the headers of a request to method and path at host (the
+// endpoint's host:port), dated date, whose body has SHA-256 bodySum, signed
+// by sign as keyID.
+func Sign(keyID, method, path, host string, date time.Time, bodySum [sha256.Size]byte, sign SignFunc) (Headers, error) {
 	if err := checkKeyID(keyID); err != nil {
 		return Headers{}, fmt.Errorf("signing %s %s: %w", method, path, err)
 	}
-	h := Headers{Date: FormatDate(date), Digest: DigestOfSum(bodySum)}
-	sig, err := sign([]byte(SigningString(RequestTarget(method, path), h.Date, h.Digest)))
+	if err := checkHost(host); err != nil {
+		return Headers{}, fmt.Errorf("signing %s %s: %w", method, path, err)
+	}
+	h := Headers{Host: host, Date: FormatDate(date), Digest: DigestOfSum(bodySum)}
+	sig, err := sign([]byte(SigningString(RequestTarget(method, path), h.Host, h.Date, h.Digest)))
 	if err != nil {
 		return Headers{}, fmt.Errorf("signing %s %s as %q: %w", method, path, keyID, err)
 	}
@@ -88,4 +94,24 @@ func Sign(keyID, method, path string, date time.Time, bodySum [sha256.Size]byte,
 		Signature: sig,
 	}.String()
 	return h, nil
+}
+
+// MaxHostLen bounds a host header.
+const MaxHostLen = 255
+
+// checkHost accepts 1 to MaxHostLen printable ASCII characters without
+// spaces: a signing string has one header per line.
+func checkHost(host string) error {
+	if host == "" {
+		return fmt.Errorf("empty host")
+	}
+	if len(host) > MaxHostLen {
+		return fmt.Errorf("host is %d bytes, more than %d", len(host), MaxHostLen)
+	}
+	for _, c := range []byte(host) {
+		if c <= 0x20 || c > 0x7e {
+			return fmt.Errorf("host holds a space, control or non-ASCII character")
+		}
+	}
+	return nil
 }

@@ -23,6 +23,10 @@ type KeyLookup func(keyID string) (ed25519.PublicKey, error)
 
 // VerifierConfig configures a Verifier.
 type VerifierConfig struct {
+	// Host is this endpoint's host:port, as its clients address it (the
+	// host header they sign). Requests signed for any other host are
+	// refused (ErrWrongHost); empty refuses every request.
+	Host string
 	// Lookup finds the key of a keyId and says whether it may call this
 	// endpoint. Nil refuses every key (ErrUnknownKey).
 	Lookup KeyLookup
@@ -34,20 +38,34 @@ type VerifierConfig struct {
 	Replay *ReplayCache
 	// Now is the endpoint's clock. Nil means time.Now.
 	Now func() time.Time
+	// Start is when the endpoint started remembering signatures: dates at
+	// or before Start plus Skew are refused (ErrBeforeStart). Zero means
+	// Now() when NewVerifier runs; never set it before Replay was made.
+	Start time.Time
 }
 
 // Verifier checks signed requests for one endpoint. It is safe for
 // concurrent use.
+//
+// A Verifier refuses signatures dated at or before the moment it was made
+// plus the skew window (ErrBeforeStart): a signature an earlier process
+// accepted, before a restart, was dated at most its acceptance plus the
+// skew, and no replay cache of this process remembers it. Clients dating
+// their calls with their clock are refused so for up to the skew window
+// after the endpoint starts; the refusal (a *DateFloorError) tells them
+// the dates it accepts, and signedrpc's clients sign again with one.
 type Verifier struct {
+	host   string
 	lookup KeyLookup
 	skew   time.Duration
 	replay *ReplayCache
 	now    func() time.Time
+	start  int64 // dates <= start (unix seconds) are refused
 }
 
 // NewVerifier returns a Verifier with cfg's defaults filled in.
 func NewVerifier(cfg VerifierConfig) *Verifier {
-	v := &Verifier{lookup: cfg.Lookup, skew: cfg.Skew, replay: cfg.Replay, now: cfg.Now}
+	v := &Verifier{host: cfg.Host, lookup: cfg.Lookup, skew: cfg.Skew, replay: cfg.Replay, now: cfg.Now}
 	if v.lookup == nil {
 		v.lookup = func(string) (ed25519.PublicKey, error) { return nil, ErrUnknownKey }
 	}
@@ -60,11 +78,18 @@ func NewVerifier(cfg VerifierConfig) *Verifier {
 	if v.now == nil {
 		v.now = time.Now
 	}
+	// A date d accepted at t, before the start, has d <= t+skew <
+	// start+skew, so d <= the second of start+skew.
+	start := cfg.Start
+	if start.IsZero() {
+		start = v.now()
+	}
+	v.start = start.Add(v.skew).Unix()
 	return v
 }
 
-// Request is what an endpoint received: the method and path, the three
-// headers as received, and the SHA-256 of the body bytes as received.
+// Request is what an endpoint received: the method and path, the headers
+// as received, and the SHA-256 of the body bytes as received.
 type Request struct {
 	Method     string // e.g. "POST"
 	Path       string // e.g. "/pkg.Service/Method"
@@ -89,6 +114,9 @@ func (v *Verifier) Verify(r Request) (Verified, error) {
 	if err != nil {
 		return Verified{}, err
 	}
+	if err := v.checkHost(r.Headers.Host); err != nil {
+		return Verified{}, err
+	}
 	date, err := v.checkDate(r.Headers.Date, now)
 	if err != nil {
 		return Verified{}, err
@@ -100,14 +128,58 @@ func (v *Verifier) Verify(r Request) (Verified, error) {
 	if err != nil {
 		return Verified{}, err
 	}
-	msg := SigningString(RequestTarget(r.Method, r.Path), r.Headers.Date, r.Headers.Digest)
+	msg := SigningString(RequestTarget(r.Method, r.Path), r.Headers.Host, r.Headers.Date, r.Headers.Digest)
 	if !ed25519.Verify(pub, []byte(msg), p.Signature) {
 		return Verified{}, fmt.Errorf("%w: signature of keyId %q does not verify over %s", ErrBadSignature, p.KeyID, RequestTarget(r.Method, r.Path))
 	}
-	if err := v.replay.Remember(p.Signature, date, now, v.skew); err != nil {
+	if err := v.remember(p.Signature, date, now); err != nil {
 		return Verified{}, err
 	}
 	return Verified{KeyID: p.KeyID, PubKey: pub, Signature: p.Signature, Date: date}, nil
+}
+
+// checkHost refuses a request signed for another endpoint.
+func (v *Verifier) checkHost(host string) error {
+	switch {
+	case v.host == "":
+		return fmt.Errorf("%w: this endpoint has no host configured, so it accepts no signature", ErrWrongHost)
+	case host == "":
+		return fmt.Errorf("%w: the request names no host (want %s)", ErrWrongHost, v.host)
+	case host != v.host:
+		return fmt.Errorf("%w: it is addressed to %s, this endpoint is %s", ErrWrongHost, clip(host), v.host)
+	}
+	return nil
+}
+
+// remember refuses a date at or before the start floor or the replay
+// cache's, and a replay; a date refusal is a *DateFloorError with the dates
+// accepted at now.
+func (v *Verifier) remember(sig []byte, date, now time.Time) error {
+	var err error
+	if d := date.Unix(); d <= v.start {
+		err = &DateFloorError{
+			Reason: fmt.Errorf("%w: dated %s, this endpoint accepts only signatures dated after %s (its start plus the skew of %s: it cannot know which earlier signatures it accepted before it started)",
+				ErrBeforeStart, FormatDate(date), FormatDate(time.Unix(v.start, 0)), v.skew),
+			Earliest: time.Unix(v.start+1, 0),
+		}
+	} else {
+		err = v.replay.Remember(sig, date, now, v.skew)
+	}
+	var fe *DateFloorError
+	if errors.As(err, &fe) {
+		// The dates inside the window: [now-skew, now+skew], whole seconds.
+		earliest := now.Add(-v.skew).Add(time.Second - 1).Truncate(time.Second)
+		fe.Earliest = later(fe.Earliest, earliest)
+		fe.Latest = now.Add(v.skew).Truncate(time.Second)
+	}
+	return err
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // checkParams parses the signature header and checks algorithm, headers

@@ -12,9 +12,19 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-var testNow = time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC)
+var (
+	testNow = time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC)
+	// testStart is when the tests' verifiers started: long enough before
+	// testNow that the start floor is out of the way.
+	testStart = testNow.Add(-time.Hour)
+)
 
-const testPath = "/fabric.test.v1.Echo/Echo"
+const (
+	testPath = "/fabric.test.v1.Echo/Echo"
+	// testHost is the endpoint of the tests' verifiers, otherHost another.
+	testHost  = "203.0.113.3:7450"
+	otherHost = "203.0.113.5:7450"
+)
 
 // testKey derives a deterministic key pair from seed.
 func testKey(seed byte) ed25519.PrivateKey {
@@ -54,10 +64,17 @@ func newFakeKeys() *fakeKeys {
 	}
 }
 
-// signedRequest is a request signed by pastiche@h7 at date with body.
+// signedRequest is a request to testHost signed as keyID with key at date
+// with body.
 func signedRequest(tb testing.TB, keyID string, key ed25519.PrivateKey, date time.Time, body []byte) Request {
 	tb.Helper()
-	h, err := Sign(keyID, "POST", testPath, date, sha256.Sum256(body), func(data []byte) ([]byte, error) {
+	return signedRequestTo(tb, testHost, keyID, key, date, body)
+}
+
+// signedRequestTo is a request to host.
+func signedRequestTo(tb testing.TB, host, keyID string, key ed25519.PrivateKey, date time.Time, body []byte) Request {
+	tb.Helper()
+	h, err := Sign(keyID, "POST", testPath, host, date, sha256.Sum256(body), func(data []byte) ([]byte, error) {
 		return ed25519.Sign(key, data), nil
 	})
 	if err != nil {
@@ -85,6 +102,7 @@ func TestVerify(t *testing.T) {
 		name     string
 		req      func(testing.TB) Request
 		keys     func(*fakeKeys)
+		cfg      func(*VerifierConfig)
 		wantErr  error
 		wantText string
 	}{
@@ -113,10 +131,28 @@ func TestVerify(t *testing.T) {
 		}, wantErr: ErrUnsupportedAlgorithm, wantText: `"hs2019" (only "ed25519" is accepted)`},
 		{name: "unsupported headers", req: func(tb testing.TB) Request {
 			return withParam(tb, good(tb), func(p *Params) { p.Headers = []string{"date"} })
-		}, wantErr: ErrUnsupportedHeaders, wantText: `"date" (only "(request-target) date digest" is accepted)`},
+		}, wantErr: ErrUnsupportedHeaders, wantText: `"date" (only "(request-target) host date digest" is accepted)`},
 		{name: "headers in another order", req: func(tb testing.TB) Request {
-			return withParam(tb, good(tb), func(p *Params) { p.Headers = []string{"date", "(request-target)", "digest"} })
+			return withParam(tb, good(tb), func(p *Params) { p.Headers = []string{"date", "(request-target)", "host", "digest"} })
 		}, wantErr: ErrUnsupportedHeaders},
+		{name: "headers without host", req: func(tb testing.TB) Request {
+			return withParam(tb, good(tb), func(p *Params) { p.Headers = []string{"(request-target)", "date", "digest"} })
+		}, wantErr: ErrUnsupportedHeaders, wantText: `"(request-target) date digest" (only "(request-target) host date digest" is accepted)`},
+		{name: "signed for another endpoint", req: func(tb testing.TB) Request {
+			return signedRequestTo(tb, otherHost, "pastiche@h7", testKey(1), testNow, body)
+		}, wantErr: ErrWrongHost, wantText: "signed for another endpoint: it is addressed to 203.0.113.5:7450, this endpoint is 203.0.113.3:7450"},
+		{name: "signed for another endpoint, host rewritten", req: func(tb testing.TB) Request {
+			r := signedRequestTo(tb, otherHost, "pastiche@h7", testKey(1), testNow, body)
+			r.Headers.Host = testHost
+			return r
+		}, wantErr: ErrBadSignature},
+		{name: "no host", req: func(tb testing.TB) Request {
+			r := good(tb)
+			r.Headers.Host = ""
+			return r
+		}, wantErr: ErrWrongHost, wantText: "the request names no host (want 203.0.113.3:7450)"},
+		{name: "endpoint without a host", req: good, cfg: func(c *VerifierConfig) { c.Host = "" },
+			wantErr: ErrWrongHost, wantText: "this endpoint has no host configured"},
 		{name: "missing date", req: func(tb testing.TB) Request {
 			r := good(tb)
 			r.Headers.Date = ""
@@ -190,7 +226,11 @@ func TestVerify(t *testing.T) {
 			if tt.keys != nil {
 				tt.keys(keys)
 			}
-			v := NewVerifier(VerifierConfig{Lookup: keys.Lookup, Now: func() time.Time { return testNow }})
+			cfg := VerifierConfig{Host: testHost, Start: testStart, Lookup: keys.Lookup, Now: func() time.Time { return testNow }}
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			v := NewVerifier(cfg)
 			r := tt.req(t)
 			got, err := v.Verify(r)
 			checkErr(t, err, tt.wantErr, tt.wantText)
@@ -224,7 +264,7 @@ func checkErr(tb testing.TB, err, want error, wantText string) {
 
 func TestVerifyReplay(t *testing.T) {
 	now := testNow
-	v := NewVerifier(VerifierConfig{Lookup: newFakeKeys().Lookup, Now: func() time.Time { return now }})
+	v := NewVerifier(VerifierConfig{Host: testHost, Start: testStart, Lookup: newFakeKeys().Lookup, Now: func() time.Time { return now }})
 	r := signedRequest(t, "pastiche@h7", testKey(1), testNow, []byte("once"))
 	if _, err := v.Verify(r); err != nil {
 		t.Fatalf("first Verify: %v", err)
@@ -235,7 +275,7 @@ func TestVerifyReplay(t *testing.T) {
 
 	// A refused request is not remembered: the same signature with a
 	// mangled digest does not make the good one a replay.
-	v2 := NewVerifier(VerifierConfig{Lookup: newFakeKeys().Lookup, Now: func() time.Time { return testNow }})
+	v2 := NewVerifier(VerifierConfig{Host: testHost, Start: testStart, Lookup: newFakeKeys().Lookup, Now: func() time.Time { return testNow }})
 	bad := r
 	bad.BodySHA256[0] ^= 1
 	if _, err := v2.Verify(bad); !errors.Is(err, ErrDigestMismatch) {
@@ -247,7 +287,7 @@ func TestVerifyReplay(t *testing.T) {
 }
 
 func TestVerifyAcceptedFields(t *testing.T) {
-	v := NewVerifier(VerifierConfig{Lookup: newFakeKeys().Lookup, Now: func() time.Time { return testNow }})
+	v := NewVerifier(VerifierConfig{Host: testHost, Start: testStart, Lookup: newFakeKeys().Lookup, Now: func() time.Time { return testNow }})
 	r := signedRequest(t, "pastiche@h7", testKey(1), testNow, nil)
 	got, err := v.Verify(r)
 	if err != nil {
@@ -261,7 +301,7 @@ func TestVerifyAcceptedFields(t *testing.T) {
 }
 
 func TestSignRejectsBadKeyID(t *testing.T) {
-	_, err := Sign("a,b", "POST", testPath, testNow, sha256.Sum256(nil), func([]byte) ([]byte, error) {
+	_, err := Sign("a,b", "POST", testPath, testHost, testNow, sha256.Sum256(nil), func([]byte) ([]byte, error) {
 		t.Fatal("sign called")
 		return nil, nil
 	})
@@ -272,8 +312,83 @@ func TestSignRejectsBadKeyID(t *testing.T) {
 
 func TestSignPassesSignerError(t *testing.T) {
 	boom := errors.New("agent unreachable")
-	_, err := Sign("a", "POST", testPath, testNow, sha256.Sum256(nil), func([]byte) ([]byte, error) { return nil, boom })
+	_, err := Sign("a", "POST", testPath, testHost, testNow, sha256.Sum256(nil), func([]byte) ([]byte, error) { return nil, boom })
 	if !errors.Is(err, boom) {
 		t.Errorf("Sign = %v, want the signer's error", err)
+	}
+}
+
+func TestSignRejectsBadHost(t *testing.T) {
+	for _, host := range []string{"", "a b", "h\n", strings.Repeat("h", MaxHostLen+1)} {
+		_, err := Sign("a", "POST", testPath, host, testNow, sha256.Sum256(nil), func([]byte) ([]byte, error) {
+			t.Fatal("sign called")
+			return nil, nil
+		})
+		if err == nil || !strings.Contains(err.Error(), "host") {
+			t.Errorf("Sign(host %q) = %v, want a host error", host, err)
+		}
+	}
+}
+
+// TestVerifyStartFloor: a verifier refuses what a previous process could
+// have accepted, and says which dates it accepts instead.
+func TestVerifyStartFloor(t *testing.T) {
+	start := testNow
+	now := start
+	v := NewVerifier(VerifierConfig{Host: testHost, Lookup: newFakeKeys().Lookup, Now: func() time.Time { return now }})
+	floor := start.Add(DefaultSkew)
+	tests := []struct {
+		name                   string
+		at, date               time.Time
+		wantErr                error
+		wantEarliest, wantLate time.Time
+	}{
+		{name: "dated at the start", at: start, date: start, wantErr: ErrBeforeStart,
+			// The instant after the start: nothing is accepted yet.
+			wantEarliest: floor.Add(time.Second), wantLate: floor},
+		{name: "dated at the floor", at: start.Add(3 * time.Second), date: floor, wantErr: ErrBeforeStart,
+			wantEarliest: floor.Add(time.Second), wantLate: floor.Add(3 * time.Second)},
+		{name: "dated after the floor", at: start.Add(3 * time.Second), date: floor.Add(time.Second)},
+		{name: "later, dated with the clock", at: floor.Add(2 * time.Second), date: floor.Add(2 * time.Second)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now = tt.at
+			_, err := v.Verify(signedRequest(t, "pastiche@h7", testKey(1), tt.date, []byte(tt.name)))
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatalf("Verify: %v", err)
+				}
+				return
+			}
+			checkErr(t, err, tt.wantErr, "this endpoint accepts only signatures dated after "+FormatDate(floor))
+			var fe *DateFloorError
+			if !errors.As(err, &fe) {
+				t.Fatalf("Verify = %v, not a *DateFloorError", err)
+			}
+			if !fe.Earliest.Equal(tt.wantEarliest) || !fe.Latest.Equal(tt.wantLate) {
+				t.Errorf("accepted dates [%v, %v], want [%v, %v]", fe.Earliest, fe.Latest, tt.wantEarliest, tt.wantLate)
+			}
+		})
+	}
+}
+
+// TestVerifyCacheFloorDates: a refusal by the replay cache's floor says
+// which dates are accepted too.
+func TestVerifyCacheFloorDates(t *testing.T) {
+	c := NewReplayCache(1)
+	v := NewVerifier(VerifierConfig{Host: testHost, Start: testStart, Lookup: newFakeKeys().Lookup, Replay: c, Now: func() time.Time { return testNow }})
+	for i := range 2 { // the second evicts the first and raises the floor to its date
+		if _, err := v.Verify(signedRequest(t, "pastiche@h7", testKey(1), testNow.Add(time.Duration(i)*time.Second), []byte{byte(i)})); err != nil {
+			t.Fatalf("Verify %d: %v", i, err)
+		}
+	}
+	_, err := v.Verify(signedRequest(t, "pastiche@h7", testKey(1), testNow, []byte("late")))
+	var fe *DateFloorError
+	if !errors.Is(err, ErrTooOldForReplayCache) || !errors.As(err, &fe) {
+		t.Fatalf("Verify = %v, want a *DateFloorError of ErrTooOldForReplayCache", err)
+	}
+	if want := testNow.Add(time.Second); !fe.Earliest.Equal(want) || !fe.Latest.Equal(testNow.Add(DefaultSkew)) {
+		t.Errorf("accepted dates [%v, %v], want [%v, %v]", fe.Earliest, fe.Latest, want, testNow.Add(DefaultSkew))
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/fabricmesh/fabric/internal/grpctest"
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/signedrpc/testdata/testpb"
 )
@@ -22,12 +23,13 @@ func benchClient(b *testing.B, signed bool) testpb.EchoClient {
 		testpb.RegisterEchoServer(srv, &echoServer{discard: true})
 		return testpb.NewEchoClient(dial(b, serve(b, srv)))
 	}
+	lis := listen(b, "127.0.0.1:0")
 	// A replay cache as large as the run, so that it never evicts.
-	cfg := ServerConfig{Whitelist: newFakeWhitelist(), Replay: httpsig.NewReplayCache(1 << 22), Logger: discardLogger()}
-	srv := grpc.NewServer(ServerOptions(cfg)...)
+	cfg := ServerConfig{Replay: httpsig.NewReplayCache(1 << 22), Logger: discardLogger()}
+	srv := grpc.NewServer(ServerOptions(serverConfig(b, lis, cfg))...)
 	testpb.RegisterEchoServer(srv, &echoServer{discard: true})
-	addr := serve(b, srv)
-	return signedClient(b, addr, clientID, clientID)
+	grpctest.Serve(b, srv, lis)
+	return signedClient(b, lis.Addr().String(), clientID, clientID)
 }
 
 // Every request differs (Seq), as real calls do: identical requests from
@@ -87,20 +89,22 @@ func benchStream(b *testing.B, signed bool) {
 func BenchmarkStreamMessageUnsigned(b *testing.B) { benchStream(b, false) }
 func BenchmarkStreamMessageSigned(b *testing.B)   { benchStream(b, true) }
 
+const benchHost = "203.0.113.3:7450"
+
 // BenchmarkSignCall is the client's work for one unary call: digest,
 // date, sign.
 func BenchmarkSignCall(b *testing.B) {
-	c := &client{keyID: clientID, signer: signerFor(clientID, clientID), dates: httpsig.NewDateSource(httpsig.DateSourceConfig{}), now: nowFunc()}
+	c := &client{keyID: clientID, signer: signerFor(clientID, clientID), dates: httpsig.NewDateSource(httpsig.DateSourceConfig{}), floors: newFloors(), now: nowFunc()}
 	body := make([]byte, 64)
 	ctx := context.Background()
 	for b.Loop() {
 		binary.BigEndian.PutUint64(body, uint64(benchSeq.Add(1))) // distinct requests
 		sum := sha256.Sum256(body)
-		date, err := c.unaryDate(ctx, testpb.Echo_Echo_FullMethodName, sum)
+		date, err := c.unaryDate(ctx, benchHost, testpb.Echo_Echo_FullMethodName, sum)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, _, err := c.signCall(ctx, testpb.Echo_Echo_FullMethodName, date, sum); err != nil {
+		if _, _, err := c.signCall(ctx, testpb.Echo_Echo_FullMethodName, benchHost, date, sum); err != nil {
 			b.Fatal(err)
 		}
 	}

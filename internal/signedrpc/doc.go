@@ -23,13 +23,24 @@
 //
 //	date:      Mon, 04 May 2026 12:00:00 GMT        (RFC 7231 IMF-fixdate)
 //	digest:    SHA-256=<base64 of SHA-256(request bytes)>
-//	signature: keyId="<keyID>",algorithm="ed25519",headers="(request-target) date digest",signature="<base64>"
+//	signature: keyId="<keyID>",algorithm="ed25519",headers="(request-target) host date digest",signature="<base64>"
 //
 // where the signature is ed25519 over
 //
 //	(request-target): post /<package>.<Service>/<Method>
+//	host: <the endpoint's host:port>
 //	date: <date>
 //	digest: <digest>
+//
+// The host header is the call's HTTP/2 :authority, which stands for Host
+// in HTTP/2: the host:port of the ClientConn's target
+// ("passthrough:///203.0.113.3:7450" gives 203.0.113.3:7450), which the
+// client also sets as the call's authority (grpc.CallAuthority), so what is
+// signed is what is sent. A server is configured with its own host:port
+// (ServerConfig.Host, as its clients dial it) and refuses a call whose
+// :authority is another ("signed for another endpoint"): a call recorded by
+// one endpoint, replayed unchanged to another that whitelists the same
+// client, is refused, and one re-addressed to it fails the signature.
 //
 // The date of a unary call comes from one httpsig.DateSource per key ID in
 // the process, so two identical requests never carry the same signature:
@@ -38,10 +49,31 @@
 // clock).
 //
 // The server's codec records the SHA-256 of the raw bytes it received for
-// each decoded request; the interceptor checks the digest header against
-// those bytes (never a re-marshal), then the date (within the skew window),
-// the key ID (whitelist), the signature, and that the signature was not
-// seen before inside the window (httpsig.ReplayCache).
+// each decoded request; the interceptor checks the host, the digest header
+// against those bytes (never a re-marshal), the date (within the skew
+// window), the key ID (whitelist), the signature, that the signature is
+// dated after the server's start plus the skew, and that it was not seen
+// before inside the window (httpsig.ReplayCache).
+//
+// # Restarts
+//
+// The replay cache is in memory, so a server refuses every call dated at
+// or before its start plus the skew window: whatever an earlier process
+// accepted is dated so. Such a refusal, and one by a full replay cache's
+// floor, is for the date alone, and its trailer says which dates the
+// server accepts (inclusive, IMF-fixdates):
+//
+//	fabric-earliest-date: <date>
+//	fabric-latest-date:   <date>
+//
+// The client then signs the call again, once, dated fabric-earliest-date,
+// after waiting the difference if the earliest is after the latest (for a
+// second after the server starts). Nothing ran: the server refused before
+// its handler. The client remembers the earliest date per host:port, for
+// the whole process, and dates its later calls to that host no earlier
+// until its clock passes it, so a restarted server refuses each client
+// process once. Identical unary calls that run ahead of that date wait, as
+// the server accepts dates up to the latest only.
 //
 // # Streams
 //
@@ -54,7 +86,7 @@
 //	fabric-stream-nonce: <base64 of the 16 nonce bytes>
 //	date:                <date>
 //	digest:              SHA-256=<base64 of SHA-256(the 16 nonce bytes)>
-//	signature:           keyId="<keyID>",algorithm="ed25519",headers="(request-target) date digest",signature="<base64>"
+//	signature:           keyId="<keyID>",algorithm="ed25519",headers="(request-target) host date digest",signature="<base64>"
 //
 // The signed headers and signing string are those of a unary call; in
 // HTTP terms the request body is the 16 raw nonce bytes. As the digest
@@ -70,7 +102,16 @@
 // refused as unsigned first. It then checks the digest header against the
 // SHA-256 of the decoded nonce, exactly as a unary digest is checked
 // against the bytes received, and makes the other checks of a unary call
-// (date, whitelist, signature, replay).
+// (host, date, whitelist, signature, start, replay).
+//
+// A server that accepts a stream's signature sends its response headers at
+// once (empty), before the handler runs, and the client returns the stream
+// to its caller only when they arrive: a refused stream is the error of
+// opening it, before the caller sends anything, and one refused for its
+// date alone is opened again as a unary call is signed again. Handlers of
+// signed streams cannot set headers of their own (trailers they can), and
+// a server that is not built with ServerOptions never lets a signed
+// client-streaming call start.
 //
 // Every client-to-server message i (i = 1, 2, ...) is then sent in an
 // envelope:
@@ -100,8 +141,9 @@
 // # Errors
 //
 // Refused calls end with codes.Unauthenticated (missing, malformed or bad
-// signature, date, digest or stream nonce, replay, unknown key, bad stream
-// message) or codes.PermissionDenied (a known key that is not on this
+// signature, date, digest or stream nonce, another endpoint's host, a date
+// before the server's start, replay, unknown key, bad stream message) or
+// codes.PermissionDenied (a known key that is not on this
 // endpoint's whitelist), with a message such as
 //
 //	signature rejected: keyId "pastiche@h7" is not on the whitelist of this endpoint

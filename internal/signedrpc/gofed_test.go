@@ -29,7 +29,8 @@ type captured struct {
 }
 
 // capturingServer accepts any call without checking it and records the
-// method, the metadata and the raw bytes of the first message.
+// method, the metadata and the raw bytes of the first message. It sends
+// its headers at once, as a signed server does when it accepts a stream.
 type capturingServer struct {
 	mu    sync.Mutex
 	calls []captured
@@ -38,6 +39,9 @@ type capturingServer struct {
 func (s *capturingServer) handle(_ any, stream grpc.ServerStream) error {
 	method, _ := grpc.MethodFromServerStream(stream)
 	md, _ := metadata.FromIncomingContext(stream.Context())
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 	var m rawMsg
 	if err := stream.RecvMsg(&m); err != nil {
 		return err
@@ -48,14 +52,38 @@ func (s *capturingServer) handle(_ any, stream grpc.ServerStream) error {
 	return stream.SendMsg(&rawMsg{})
 }
 
+// httpRequest rebuilds, from what a server received, the HTTP request the
+// draft describes: the call's :authority is its Host, body its body.
+func httpRequest(tb testing.TB, call captured, body []byte) *http.Request {
+	tb.Helper()
+	host := call.md.Get(":authority")
+	if len(host) != 1 {
+		tb.Fatalf(":authority = %q, want one value", host)
+	}
+	r, err := http.NewRequest("POST", "http://"+host[0]+call.method, bytes.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, h := range []string{"Date", "Digest", "Signature"} {
+		vals := call.md.Get(h)
+		if len(vals) != 1 {
+			tb.Fatalf("metadata %s = %q, want one value", h, vals)
+		}
+		r.Header.Set(h, vals[0])
+	}
+	return r
+}
+
 // TestIndependentVerification rebuilds, from what a server received, the
 // HTTP request the draft describes and verifies it with go-fed/httpsig, an
 // independent implementation of draft-cavage-http-signatures, and checks
-// the Digest header against the body with crypto/sha256 directly.
+// the Digest header against the body with crypto/sha256 directly. The host
+// is signed: the same request at another Host does not verify.
 func TestIndependentVerification(t *testing.T) {
 	capture := &capturingServer{}
 	srv := grpc.NewServer(grpc.ForceServerCodecV2(rawCodec{}), grpc.UnknownServiceHandler(capture.handle))
-	c := signedClient(t, serve(t, srv), clientID, clientID)
+	addr := serve(t, srv)
+	c := signedClient(t, addr, clientID, clientID)
 	reqs := []*testpb.EchoRequest{
 		{},
 		{Text: "hello", Seq: 42, Labels: map[string]string{"z": "26", "a": "1"}},
@@ -68,26 +96,15 @@ func TestIndependentVerification(t *testing.T) {
 	}
 	pub := testKey(clientID).Public().(ed25519.PublicKey)
 	for i, call := range capture.calls {
-		r, err := http.NewRequest("POST", "http://endpoint"+call.method, bytes.NewReader(call.body))
-		if err != nil {
-			t.Fatal(err)
+		r := httpRequest(t, call, call.body)
+		if r.Host != addr {
+			t.Errorf("call %d: host %q, want the server's address %s", i, r.Host, addr)
 		}
-		for _, h := range []string{"Date", "Digest", "Signature"} {
-			vals := call.md.Get(h)
-			if len(vals) != 1 {
-				t.Fatalf("call %d: metadata %s = %q, want one value", i, h, vals)
-			}
-			r.Header.Set(h, vals[0])
-		}
-		v, err := gofed.NewVerifier(r)
-		if err != nil {
-			t.Fatalf("call %d: go-fed NewVerifier: %v", i, err)
-		}
-		if v.KeyId() != clientID {
-			t.Errorf("call %d: go-fed KeyId = %q, want %q", i, v.KeyId(), clientID)
-		}
-		if err := v.Verify(pub, gofed.ED25519); err != nil {
-			t.Errorf("call %d: go-fed Verify: %v", i, err)
+		verifyGoFed(t, r, pub)
+		r = httpRequest(t, call, call.body)
+		r.Host = "203.0.113.5:7450"
+		if v, err := gofed.NewVerifier(r); err != nil || v.Verify(pub, gofed.ED25519) == nil {
+			t.Errorf("call %d: go-fed verifies the call at another host (%v)", i, err)
 		}
 		sum := sha256.Sum256(call.body)
 		if want := "SHA-256=" + base64.StdEncoding.EncodeToString(sum[:]); r.Header.Get("Digest") != want {
@@ -141,22 +158,28 @@ func TestIndependentStreamVerification(t *testing.T) {
 			t.Errorf("stream %d: nonce %x used twice", i, nonce)
 		}
 		nonces[string(nonce)] = true
-		r, _ := http.NewRequest("POST", "http://endpoint"+call.method, bytes.NewReader(nonce))
-		for _, h := range []string{"Date", "Digest", "Signature"} {
-			r.Header.Set(h, call.md.Get(h)[0])
-		}
+		r := httpRequest(t, call, nonce)
 		sum := sha256.Sum256(nonce)
 		if got, want := r.Header.Get("Digest"), "SHA-256="+base64.StdEncoding.EncodeToString(sum[:]); got != want {
 			t.Errorf("stream %d: Digest = %q, the nonce's is %q", i, got, want)
 		}
-		v, err := gofed.NewVerifier(r)
-		if err != nil {
-			t.Fatalf("stream %d: go-fed NewVerifier: %v", i, err)
-		}
-		if err := v.Verify(pub, gofed.ED25519); err != nil {
-			t.Errorf("stream %d: go-fed Verify: %v", i, err)
-		}
+		verifyGoFed(t, r, pub)
 		checkFirstEnvelope(t, pub, r.Header.Get("Signature"), call.body, chunk)
+	}
+}
+
+// verifyGoFed verifies r's signature with go-fed, as keyId clientID.
+func verifyGoFed(tb testing.TB, r *http.Request, pub ed25519.PublicKey) {
+	tb.Helper()
+	v, err := gofed.NewVerifier(r)
+	if err != nil {
+		tb.Fatalf("go-fed NewVerifier: %v", err)
+	}
+	if v.KeyId() != clientID {
+		tb.Errorf("go-fed KeyId = %q, want %q", v.KeyId(), clientID)
+	}
+	if err := v.Verify(pub, gofed.ED25519); err != nil {
+		tb.Errorf("go-fed Verify: %v", err)
 	}
 }
 

@@ -155,30 +155,58 @@ func (e *echoServer) receivedData() []string {
 	return out
 }
 
-// startServer serves the echo service on loopback with cfg (its Whitelist
-// defaults to newFakeWhitelist, its Logger to t.Logf) and returns the
-// address and the service.
+// startServer serves the echo service on loopback with cfg and returns the
+// address and the service. cfg's Whitelist defaults to newFakeWhitelist,
+// its Logger to t.Logf, its Host to the listener's address, and its Start
+// to an hour ago (as if the server had been up for a while; the restart
+// tests leave it zero).
 func startServer(tb testing.TB, cfg ServerConfig) (string, *echoServer) {
 	tb.Helper()
+	return startServerOn(tb, listen(tb, "127.0.0.1:0"), cfg)
+}
+
+func startServerOn(tb testing.TB, lis net.Listener, cfg ServerConfig) (string, *echoServer) {
+	tb.Helper()
+	if cfg.Start.IsZero() {
+		cfg.Start = time.Now().Add(-time.Hour)
+	}
+	svc := &echoServer{}
+	srv := grpc.NewServer(ServerOptions(serverConfig(tb, lis, cfg))...)
+	testpb.RegisterEchoServer(srv, svc)
+	grpctest.Serve(tb, srv, lis)
+	return lis.Addr().String(), svc
+}
+
+// serverConfig fills in cfg's Whitelist, Logger and Host (lis's address)
+// when they are not set.
+func serverConfig(tb testing.TB, lis net.Listener, cfg ServerConfig) ServerConfig {
 	if cfg.Whitelist == nil {
 		cfg.Whitelist = newFakeWhitelist()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = testlog.New(tb)
 	}
-	svc := &echoServer{}
-	srv := grpc.NewServer(ServerOptions(cfg)...)
-	testpb.RegisterEchoServer(srv, svc)
-	return serve(tb, srv), svc
+	if cfg.Host == "" {
+		cfg.Host = lis.Addr().String()
+	}
+	return cfg
+}
+
+// listen listens on addr until the test ends.
+func listen(tb testing.TB, addr string) net.Listener {
+	tb.Helper()
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		tb.Fatalf("listening: %v", err)
+	}
+	tb.Cleanup(func() { _ = lis.Close() })
+	return lis
 }
 
 // serve runs srv on a loopback listener until the test ends.
 func serve(tb testing.TB, srv *grpc.Server) string {
 	tb.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("listening: %v", err)
-	}
+	lis := listen(tb, "127.0.0.1:0")
 	grpctest.Serve(tb, srv, lis)
 	return lis.Addr().String()
 }

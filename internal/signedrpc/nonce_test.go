@@ -129,7 +129,7 @@ func TestStreamDates(t *testing.T) {
 			addr, _ := startServer(t, ServerConfig{})
 			clock := time.Now().Truncate(time.Second) // stopped: every call is in the same second
 			dates := httpsig.NewDateSource(httpsig.DateSourceConfig{})
-			cl := &client{keyID: clientID, signer: signerFor(clientID, clientID), dates: dates, now: func() time.Time { return clock }}
+			cl := &client{keyID: clientID, signer: signerFor(clientID, clientID), dates: dates, floors: newFloors(), now: func() time.Time { return clock }}
 			rec := &mdRecorder{}
 			c := testpb.NewEchoClient(dial(t, addr, append(cl.dialOptions(), rec.options()...)...))
 			for i, k := range []byte(tt.calls) {

@@ -27,6 +27,10 @@ type Whitelist interface {
 
 // ServerConfig configures the verification of signed calls on a server.
 type ServerConfig struct {
+	// Host is the endpoint's host:port, as its clients dial it (its VPN IP
+	// and port): calls signed for any other are refused. Empty refuses
+	// every call.
+	Host string
 	// Whitelist gives the keys of the clients allowed to call this
 	// endpoint. Nil refuses every call.
 	Whitelist Whitelist
@@ -38,6 +42,11 @@ type ServerConfig struct {
 	Replay *httpsig.ReplayCache
 	// Now is the server's clock. Nil means time.Now.
 	Now func() time.Time
+	// Start is when the server started remembering signatures: calls
+	// dated at or before Start plus Skew are refused, and their clients
+	// sign again (see httpsig.Verifier). Zero means Now() when
+	// ServerOptions runs; never set it before Replay was made.
+	Start time.Time
 	// Logger receives one line per refused call. Nil discards.
 	Logger *slog.Logger
 }
@@ -51,7 +60,7 @@ func ServerOptions(cfg ServerConfig) []grpc.ServerOption {
 	if cfg.Whitelist != nil {
 		lookup = cfg.Whitelist.Lookup
 	}
-	s.verifier = httpsig.NewVerifier(httpsig.VerifierConfig{Lookup: lookup, Skew: cfg.Skew, Replay: cfg.Replay, Now: cfg.Now})
+	s.verifier = httpsig.NewVerifier(httpsig.VerifierConfig{Host: cfg.Host, Lookup: lookup, Skew: cfg.Skew, Replay: cfg.Replay, Now: cfg.Now, Start: cfg.Start})
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -83,16 +92,23 @@ func (s *server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 		s.log.Error("signed call: no raw request bytes recorded; is the server built with signedrpc.ServerOptions first?", "method", info.FullMethod)
 		return nil, status.Error(codes.Internal, "signature check failed: the request bytes were not recorded")
 	}
-	v, err := s.verifyCall(ctx, info.FullMethod, func(metadata.MD) ([sha256.Size]byte, error) { return sum, nil })
+	v, err := s.verifyCall(ctx, info.FullMethod, func(metadata.MD) ([sha256.Size]byte, error) { return sum, nil },
+		func(md metadata.MD) { _ = grpc.SetTrailer(ctx, md) })
 	if err != nil {
 		return nil, err
 	}
 	return handler(context.WithValue(ctx, callerKey{}, v.KeyID), req)
 }
 
+// stream verifies a stream's signature, then sends the response headers at
+// once: the client waits for them before it sends anything (handlers
+// cannot set headers of their own; trailers they can).
 func (s *server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	v, err := s.verifyCall(ss.Context(), info.FullMethod, streamNonceSum)
+	v, err := s.verifyCall(ss.Context(), info.FullMethod, streamNonceSum, ss.SetTrailer)
 	if err != nil {
+		return err
+	}
+	if err := ss.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}
 	w := &signedServerStream{
@@ -142,14 +158,22 @@ func streamNonceSum(md metadata.MD) ([sha256.Size]byte, error) {
 
 // verifyCall checks the signature of a call to fullMethod, whose digest
 // must cover the bytes bodySum digests, and returns a status error if it
-// is refused.
-func (s *server) verifyCall(ctx context.Context, fullMethod string, bodySum bodySumFunc) (httpsig.Verified, error) {
+// is refused. A call refused for its date alone gets, in its trailer, the
+// dates this endpoint accepts (set with setTrailer), and is logged at info
+// level: after a restart, every client's first call is.
+func (s *server) verifyCall(ctx context.Context, fullMethod string, bodySum bodySumFunc, setTrailer func(metadata.MD)) (httpsig.Verified, error) {
 	v, err := s.check(ctx, fullMethod, bodySum)
 	if err == nil {
 		return v, nil
 	}
 	st := refusal(err)
-	s.log.Warn("signed call refused", "method", fullMethod, "peer", peerAddr(ctx), "code", st.Code(), "err", err)
+	var fe *httpsig.DateFloorError
+	if errors.As(err, &fe) {
+		setTrailer(metadata.Pairs(mdEarliestDate, httpsig.FormatDate(fe.Earliest), mdLatestDate, httpsig.FormatDate(fe.Latest)))
+		s.log.Info("signed call refused for its date; the client may sign again", "method", fullMethod, "peer", peerAddr(ctx), "err", err)
+	} else {
+		s.log.Warn("signed call refused", "method", fullMethod, "peer", peerAddr(ctx), "code", st.Code(), "err", err)
+	}
 	return httpsig.Verified{}, st.Err()
 }
 
@@ -172,8 +196,8 @@ func (s *server) check(ctx context.Context, fullMethod string, bodySum bodySumFu
 	return s.verifier.Verify(httpsig.Request{Method: method, Path: fullMethod, Headers: h, BodySHA256: sum})
 }
 
-// headersFrom reads the three headers from the call's metadata; each may
-// appear at most once.
+// headersFrom reads the headers from the call's metadata; each may appear
+// at most once. The host is the call's :authority (HTTP/2's Host).
 func headersFrom(md metadata.MD) (httpsig.Headers, error) {
 	var h httpsig.Headers
 	for _, f := range []struct {
@@ -181,6 +205,7 @@ func headersFrom(md metadata.MD) (httpsig.Headers, error) {
 		dst *string
 		err error
 	}{
+		{mdAuthority, &h.Host, httpsig.ErrWrongHost},
 		{mdDate, &h.Date, httpsig.ErrMalformedDate},
 		{mdDigest, &h.Digest, httpsig.ErrMalformedDigest},
 		{mdSignature, &h.Signature, httpsig.ErrMalformedSignature},
@@ -212,9 +237,9 @@ func refusal(err error) *status.Status {
 func isRefusal(err error) bool {
 	for _, sentinel := range []error{
 		httpsig.ErrMissingSignature, httpsig.ErrMalformedSignature, httpsig.ErrUnsupportedAlgorithm,
-		httpsig.ErrUnsupportedHeaders, httpsig.ErrMissingDate, httpsig.ErrMalformedDate, httpsig.ErrDateSkew,
+		httpsig.ErrUnsupportedHeaders, httpsig.ErrWrongHost, httpsig.ErrMissingDate, httpsig.ErrMalformedDate, httpsig.ErrDateSkew,
 		httpsig.ErrMissingDigest, httpsig.ErrMalformedDigest, httpsig.ErrDigestMismatch, httpsig.ErrUnknownKey,
-		httpsig.ErrBadSignature, httpsig.ErrReplay, httpsig.ErrTooOldForReplayCache,
+		httpsig.ErrBadSignature, httpsig.ErrReplay, httpsig.ErrTooOldForReplayCache, httpsig.ErrBeforeStart,
 		errNonceMissing, errNonceMalformed,
 	} {
 		if errors.Is(err, sentinel) {

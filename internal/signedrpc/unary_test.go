@@ -17,9 +17,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/fabricmesh/fabric/internal/grpctest"
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/signedrpc/testdata/testpb"
-	"github.com/fabricmesh/fabric/internal/testlog"
 )
 
 // checkStatus checks that err is a status with code and a message
@@ -54,13 +54,15 @@ func TestUnarySigned(t *testing.T) {
 
 func TestUnaryKeepsCallerMetadata(t *testing.T) {
 	var got metadata.MD
-	srv := grpc.NewServer(append(ServerOptions(ServerConfig{Whitelist: newFakeWhitelist(), Logger: testlog.New(t)}),
+	lis := listen(t, "127.0.0.1:0")
+	srv := grpc.NewServer(append(ServerOptions(serverConfig(t, lis, ServerConfig{})),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			got, _ = metadata.FromIncomingContext(ctx)
 			return h(ctx, req)
 		}))...)
 	testpb.RegisterEchoServer(srv, &echoServer{})
-	c := signedClient(t, serve(t, srv), clientID, clientID)
+	grpctest.Serve(t, srv, lis)
+	c := signedClient(t, lis.Addr().String(), clientID, clientID)
 	ctx := metadata.AppendToOutgoingContext(testContext(t), "x-trace", "abc", "signature", "forged")
 	if _, err := c.Echo(ctx, &testpb.EchoRequest{}); err != nil {
 		t.Fatalf("Echo: %v", err)
@@ -253,7 +255,7 @@ func TestUnaryDigestOfRawBytes(t *testing.T) {
 	// seq=0 (a default value, which a marshaller leaves out), then text="hi".
 	body := append(protowireString(2<<3, nil), protowireString(1<<3|2, []byte("hi"))...)
 	sum := sha256.Sum256(body)
-	h, err := httpsig.Sign(clientID, "POST", testpb.Echo_Echo_FullMethodName, time.Now(), sum, func(data []byte) ([]byte, error) {
+	h, err := httpsig.Sign(clientID, "POST", testpb.Echo_Echo_FullMethodName, addr, time.Now(), sum, func(data []byte) ([]byte, error) {
 		return keySigner{clientID: testKey(clientID)}.Sign(context.Background(), clientID, data)
 	})
 	if err != nil {

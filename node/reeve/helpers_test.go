@@ -187,7 +187,7 @@ func startFakeSteward(tb testing.TB, vpn *testVPN) *fakeSteward {
 		tb.Fatal(err)
 	}
 	srv := grpc.NewServer(signedrpc.ServerOptions(signedrpc.ServerConfig{
-		Whitelist: s, Replay: httpsig.NewReplayCache(1024), Logger: testlog.New(tb),
+		Host: testStewardAddr.String(), Whitelist: s, Replay: httpsig.NewReplayCache(1024), Logger: testlog.New(tb),
 	})...)
 	vpnapipb.RegisterStewardServer(srv, s)
 	grpctest.Serve(tb, srv, lis)

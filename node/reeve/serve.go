@@ -52,13 +52,36 @@ func (r *Reeve) Start(ctx context.Context) error {
 func (r *Reeve) Wait() { r.wg.Wait() }
 
 // ServerOptions are the gRPC options of a signed endpoint of this peer:
-// calls are verified against the endpoint's whitelist.
+// calls are verified against the endpoint's whitelist, and must be signed
+// for its address (the reeve's own endpoint, or one registered with
+// RegisterEndpoint; any other endpoint refuses every call).
 func (r *Reeve) ServerOptions(endpointID string) []grpc.ServerOption {
 	return signedrpc.ServerOptions(signedrpc.ServerConfig{
+		Host:      r.endpointAddress(endpointID),
 		Whitelist: r.Whitelist(endpointID),
 		Replay:    r.replay,
 		Logger:    r.log.With("endpoint", endpointID),
 	})
+}
+
+// endpointAddress is the address of this peer's endpoint endpointID,
+// <VPN IP>:<port>, or "" if it is not one of its endpoints.
+func (r *Reeve) endpointAddress(endpointID string) string {
+	service, node, err := serviceid.Parse(endpointID)
+	if err != nil || node != r.cfg.Node {
+		return ""
+	}
+	port := uint16(serviceid.ReevePort)
+	if service != serviceid.Reeve {
+		r.mu.RLock()
+		p, ok := r.endpoints[service]
+		r.mu.RUnlock()
+		if !ok {
+			return ""
+		}
+		port = p
+	}
+	return netip.AddrPortFrom(r.cfg.VPNIP, port).String()
 }
 
 // DialOptions are the gRPC options of a signed client of this peer: calls

@@ -76,16 +76,19 @@ func (b *bench) signed(ctx context.Context, d time.Duration) {
 func signedRun(ctx context.Context, d time.Duration) (signedFigures, error) {
 	var f signedFigures
 	key := benchKey()
-	plain, err := startEcho(nil)
+	plain, err := startEcho(func(string) []grpc.ServerOption { return nil })
 	if err != nil {
 		return f, err
 	}
 	defer plain.close()
-	signed, err := startEcho(signedrpc.ServerOptions(signedrpc.ServerConfig{
-		Whitelist: oneKey{id: benchKeyID, pub: key.Public().(ed25519.PublicKey)},
-		// As large as any run, so that it never evicts.
-		Replay: httpsig.NewReplayCache(1 << 23),
-	}))
+	signed, err := startEcho(func(addr string) []grpc.ServerOption {
+		return signedrpc.ServerOptions(signedrpc.ServerConfig{
+			Host:      addr,
+			Whitelist: oneKey{id: benchKeyID, pub: key.Public().(ed25519.PublicKey)},
+			// As large as any run, so that it never evicts.
+			Replay: httpsig.NewReplayCache(1 << 23),
+		})
+	})
 	if err != nil {
 		return f, err
 	}
@@ -257,12 +260,13 @@ type echoServer struct {
 	done chan struct{}
 }
 
-func startEcho(opts []grpc.ServerOption) (*echoServer, error) {
+func startEcho(opts func(addr string) []grpc.ServerOption) (*echoServer, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("listening on loopback: %w", err)
 	}
-	s := &echoServer{addr: lis.Addr().String(), srv: grpc.NewServer(opts...), done: make(chan struct{})}
+	addr := lis.Addr().String()
+	s := &echoServer{addr: addr, srv: grpc.NewServer(opts(addr)...), done: make(chan struct{})}
 	healthpb.RegisterHealthServer(s.srv, healthEcho{})
 	go func() {
 		defer close(s.done)
