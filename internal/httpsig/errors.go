@@ -54,12 +54,15 @@ var (
 	ErrBeforeStart = errors.New("signature dated before this endpoint's start")
 )
 
-// A DateFloorError refuses a signature for its date alone: it is dated at
-// or before a floor (ErrBeforeStart, ErrTooOldForReplayCache; errors.Is
-// matches them). It holds the dates the endpoint accepted when it refused:
-// a client that signs the call again with a date in [Earliest, Latest] is
-// not refused for its date. Earliest may be after Latest for an instant
-// right after the endpoint started; the client then waits the difference.
+// A DateFloorError refuses a signature that the same call signed again
+// with another date would not be refused for: it is dated at or before a
+// floor (ErrBeforeStart, ErrTooOldForReplayCache), or it was already
+// accepted (ErrReplay: the same call signed by the same key with the same
+// date; errors.Is matches the reason). It holds the dates the endpoint
+// accepted when it refused: a client that signs the call again with a date
+// in [Earliest, Latest] is not refused for its date. Earliest may be after
+// Latest for an instant right after the endpoint started; the client then
+// waits the difference.
 type DateFloorError struct {
 	Reason           error
 	Earliest, Latest time.Time

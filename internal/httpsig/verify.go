@@ -152,8 +152,12 @@ func (v *Verifier) checkHost(host string) error {
 }
 
 // remember refuses a date at or before the start floor or the replay
-// cache's, and a replay; a date refusal is a *DateFloorError with the dates
-// accepted at now.
+// cache's, and a replay, with a *DateFloorError that holds the dates
+// accepted at now. A replay's earliest date is the second after its own:
+// an honest client refused so signed the same request with the same key
+// and date as an earlier process of its own did, and signing it again
+// with a later date makes it another signature; a replaying attacker
+// cannot sign.
 func (v *Verifier) remember(sig []byte, date, now time.Time) error {
 	var err error
 	if d := date.Unix(); d <= v.start {
@@ -164,6 +168,9 @@ func (v *Verifier) remember(sig []byte, date, now time.Time) error {
 		}
 	} else {
 		err = v.replay.Remember(sig, date, now, v.skew)
+		if errors.Is(err, ErrReplay) {
+			err = &DateFloorError{Reason: err, Earliest: date.Add(time.Second)}
+		}
 	}
 	var fe *DateFloorError
 	if errors.As(err, &fe) {

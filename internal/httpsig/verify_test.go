@@ -272,6 +272,11 @@ func TestVerifyReplay(t *testing.T) {
 	now = testNow.Add(DefaultSkew) // still inside the window
 	_, err := v.Verify(r)
 	checkErr(t, err, ErrReplay, "this signature, dated Mon, 04 May 2026 12:00:00 GMT, was already accepted")
+	// Signed again a second later, it would be another signature.
+	var fe *DateFloorError
+	if !errors.As(err, &fe) || !fe.Earliest.Equal(testNow.Add(time.Second)) || !fe.Latest.Equal(now.Add(DefaultSkew)) {
+		t.Errorf("replay refusal %#v, want a *DateFloorError from %v to %v", err, testNow.Add(time.Second), now.Add(DefaultSkew))
+	}
 
 	// A refused request is not remembered: the same signature with a
 	// mangled digest does not make the good one a replay.

@@ -46,6 +46,12 @@ const (
 // it starts.
 const maxFloorWait = 3 * time.Second
 
+// maxAttempts bounds how many times a call is signed: a refusal for its
+// date is followed by a second attempt, and a second such refusal (the
+// same call signed by an earlier process of the client, with the same
+// date, already accepted) by a third.
+const maxAttempts = 3
+
 // nonceSize is the size of a stream's nonce, in bytes.
 const nonceSize = 16
 
@@ -114,9 +120,10 @@ func (c *client) hostOf(cc *grpc.ClientConn) (string, error) {
 }
 
 // unary signs a unary call. If the endpoint refuses it for its date alone
-// (it restarted a moment ago, or its replay cache is full), the call is
-// signed again, once, with a date the endpoint said it accepts: nothing
-// ran, the endpoint refused before its handler.
+// (it restarted a moment ago, its replay cache is full, or it already
+// accepted this very signature, made by an earlier process of this client
+// with the same date), the call is signed again with a date the endpoint
+// said it accepts: nothing ran, the endpoint refused before its handler.
 func (c *client) unary(ctx context.Context, fullMethod string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	msg, ok := req.(proto.Message)
 	if !ok {
@@ -143,7 +150,7 @@ func (c *client) unary(ctx context.Context, fullMethod string, req, reply any, c
 		var trailer metadata.MD
 		callOpts := append(opts[:len(opts):len(opts)], grpc.CallAuthority(host), grpc.Trailer(&trailer))
 		err = invoker(metadata.NewOutgoingContext(ctx, md), fullMethod, &preEncoded{body}, reply, cc, callOpts...)
-		if err == nil || attempt > 0 {
+		if err == nil || attempt == maxAttempts-1 {
 			return err
 		}
 		if again, err := c.learnFloor(ctx, host, err, trailer); !again {
@@ -181,7 +188,7 @@ func (c *client) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cli
 	}
 	for attempt := 0; ; attempt++ {
 		cs, trailer, err := c.openStream(ctx, desc, cc, fullMethod, host, streamer, opts)
-		if err == nil || attempt > 0 {
+		if err == nil || attempt == maxAttempts-1 {
 			return cs, err
 		}
 		if again, err := c.learnFloor(ctx, host, err, trailer); !again {

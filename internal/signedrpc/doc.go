@@ -59,17 +59,20 @@
 //
 // The replay cache is in memory, so a server refuses every call dated at
 // or before its start plus the skew window: whatever an earlier process
-// accepted is dated so. Such a refusal, and one by a full replay cache's
-// floor, is for the date alone, and its trailer says which dates the
-// server accepts (inclusive, IMF-fixdates):
+// accepted is dated so. Such a refusal is for the date alone, as is one by
+// a full replay cache's floor and a replay (for an honest client, the same
+// call signed by an earlier process of its own with the same date: a
+// client restarted within the second, or dating its first call after a
+// server's start as its earlier process did). The refusal's trailer says
+// which dates the server accepts (inclusive, IMF-fixdates):
 //
 //	fabric-earliest-date: <date>
 //	fabric-latest-date:   <date>
 //
-// The client then signs the call again, once, dated fabric-earliest-date,
-// after waiting the difference if the earliest is after the latest (for a
-// second after the server starts). Nothing ran: the server refused before
-// its handler. The client remembers the earliest date per host:port, for
+// The client then signs the call again (at most twice) dated
+// fabric-earliest-date, after waiting the difference if the earliest is
+// after the latest (for a second after the server starts). Nothing ran:
+// the server refused before its handler. The client remembers the earliest date per host:port, for
 // the whole process, and dates its later calls to that host no earlier
 // until its clock passes it, so a restarted server refuses each client
 // process once. Identical unary calls that run ahead of that date wait, as

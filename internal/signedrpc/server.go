@@ -158,8 +158,9 @@ func streamNonceSum(md metadata.MD) ([sha256.Size]byte, error) {
 
 // verifyCall checks the signature of a call to fullMethod, whose digest
 // must cover the bytes bodySum digests, and returns a status error if it
-// is refused. A call refused for its date alone gets, in its trailer, the
-// dates this endpoint accepts (set with setTrailer), and is logged at info
+// is refused. A call that signed again with another date would not be
+// refused gets, in its trailer, the dates this endpoint accepts (set with
+// setTrailer); one dated before the server's start is logged at info
 // level: after a restart, every client's first call is.
 func (s *server) verifyCall(ctx context.Context, fullMethod string, bodySum bodySumFunc, setTrailer func(metadata.MD)) (httpsig.Verified, error) {
 	v, err := s.check(ctx, fullMethod, bodySum)
@@ -170,6 +171,8 @@ func (s *server) verifyCall(ctx context.Context, fullMethod string, bodySum body
 	var fe *httpsig.DateFloorError
 	if errors.As(err, &fe) {
 		setTrailer(metadata.Pairs(mdEarliestDate, httpsig.FormatDate(fe.Earliest), mdLatestDate, httpsig.FormatDate(fe.Latest)))
+	}
+	if errors.Is(err, httpsig.ErrBeforeStart) {
 		s.log.Info("signed call refused for its date; the client may sign again", "method", fullMethod, "peer", peerAddr(ctx), "err", err)
 	} else {
 		s.log.Warn("signed call refused", "method", fullMethod, "peer", peerAddr(ctx), "code", st.Code(), "err", err)

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/fabricmesh/fabric/internal/httpsig"
 	"github.com/fabricmesh/fabric/internal/signedrpc/testdata/testpb"
 )
@@ -241,6 +243,32 @@ func TestRestart(t *testing.T) {
 		}
 		callOnce(t, "after the restart", 1, 1)
 	})
+}
+
+// TestSameCallFromTwoProcesses: two processes of one client (a client
+// and its restarted self) sign the same call with the same key in the same
+// second, so with the same signature; the endpoint refuses the second as a
+// replay, and its client signs again a second later.
+func TestSameCallFromTwoProcesses(t *testing.T) {
+	addr, _ := startServer(t, ServerConfig{})
+	clock := time.Now().Truncate(time.Second)
+	rec := newCallRecorder()
+	for i := range 2 {
+		cl := &client{keyID: clientID, signer: signerFor(clientID, clientID), dates: httpsig.NewDateSource(httpsig.DateSourceConfig{}),
+			floors: newFloors(), now: func() time.Time { return clock }}
+		c := testpb.NewEchoClient(dial(t, addr, append(cl.dialOptions(), rec.options()...)...))
+		if _, err := c.Echo(testContext(t), &testpb.EchoRequest{Text: "same"}); err != nil {
+			t.Fatalf("process %d: Echo: %v", i, err)
+		}
+	}
+	var dates []string
+	for _, call := range rec.taken() {
+		dates = append(dates, call.md.Get(mdDate)[0])
+	}
+	first, second := httpsig.FormatDate(clock), httpsig.FormatDate(clock.Add(time.Second))
+	if diff := cmp.Diff([]string{first, first, second}, dates); diff != "" {
+		t.Errorf("dates of the attempts (-want +got):\n%s", diff)
+	}
 }
 
 func TestLearnFloor(t *testing.T) {
