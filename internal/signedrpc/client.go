@@ -34,8 +34,8 @@ const (
 	mdStreamNonce = "fabric-stream-nonce" // streams only: what the digest covers
 )
 
-// Trailer keys of a call refused for its date alone (a signature dated at
-// or before the endpoint's floor): the dates it accepted then, inclusive.
+// Trailer keys of a call refused for its date alone (dated at or before the
+// endpoint's floor, or a replay): the dates it accepted then, inclusive.
 const (
 	mdEarliestDate = "fabric-earliest-date"
 	mdLatestDate   = "fabric-latest-date"
@@ -180,7 +180,7 @@ func (c *client) unaryDate(ctx context.Context, host, fullMethod string, sum [sh
 // signature (see the package documentation), and the stream is returned
 // only then: a refusal is the error of the stream's opening, before the
 // caller sends anything. A stream refused for its date alone is opened
-// again, once, with a date the endpoint said it accepts.
+// again (see unary) with a date the endpoint said it accepts.
 func (c *client) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, fullMethod string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	host, err := c.hostOf(cc)
 	if err != nil {
