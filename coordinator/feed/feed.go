@@ -18,6 +18,7 @@ import (
 // Source is the registry as the feed follows it.
 type Source interface {
 	Subscribe(fn func([]registry.Entry)) (registry.State, error)
+	State() (registry.State, error)
 }
 
 // ErrUnknownNode is returned for a VPN IP that has no record.
@@ -25,6 +26,7 @@ var ErrUnknownNode = errors.New("unknown node")
 
 // Feed answers nodes from the change log. It is safe for concurrent use.
 type Feed struct {
+	src       Source
 	rules     rules.Rules
 	byClient  map[string][]rules.Rule
 	byService map[string][]rules.Rule
@@ -65,6 +67,15 @@ func New(src Source, r rules.Rules, opts Options) (*Feed, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.src = src
+	f.load(st)
+	return f, nil
+}
+
+// load replaces the feed's state with st. f.mu is held.
+func (f *Feed) load(st registry.State) {
+	f.peers, f.services, f.index = map[netip.Addr]records.Peer{}, map[netip.Addr]records.Services{}, newIndex()
+	f.log = nil
 	f.rev, f.first = st.Revision, st.LogFirst
 	for _, p := range st.Peers {
 		f.peers[p.VPNIP] = p
@@ -87,7 +98,6 @@ func New(src Source, r rules.Rules, opts Options) (*Feed, error) {
 		f.log, f.first = nil, f.rev+1
 	}
 	f.trim()
-	return f, nil
 }
 
 // observe applies committed entries, in order.
@@ -95,6 +105,16 @@ func (f *Feed) observe(entries []registry.Entry) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, e := range entries {
+		if e.Kind == registry.KindReset {
+			// The registry reloaded its state: so does the feed, and
+			// every node gets a full snapshot.
+			st, err := f.src.State()
+			if err == nil {
+				f.load(st)
+				f.log, f.first = nil, f.rev+1
+			}
+			continue
+		}
 		if e.Revision <= f.rev {
 			continue
 		}

@@ -274,20 +274,41 @@ func TestIncrementalEqualsFromScratch(t *testing.T) {
 		seed     uint64
 		capacity int
 		steps    int
+		// follower: the feed follows a second registry on the same
+		// store, which catches up with the first's commits (another
+		// coordinator's).
+		follower bool
 	}{
-		{"long log", 1, 10000, 400},
-		{"short log", 2, 8, 400},
-		{"other seed", 3, 10000, 400},
+		{"long log", 1, 10000, 400, false},
+		{"short log", 2, 8, 400, false},
+		{"other seed", 3, 10000, 400, false},
+		{"another coordinator's commits", 4, 10000, 300, true},
+		{"another coordinator's commits, short log", 5, 6, 300, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newWorld(t, tc.seed, store.NewMem(), tc.capacity)
-			f, err := feed.New(w.reg, w.rules, feed.Options{LogCapacity: tc.capacity})
+			st := store.NewMem()
+			w := newWorld(t, tc.seed, st, tc.capacity)
+			src := w.reg
+			if tc.follower {
+				var err error
+				if src, err = registry.Open(st, registry.Options{LogCapacity: tc.capacity}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f, err := feed.New(src, w.rules, feed.Options{LogCapacity: tc.capacity})
 			if err != nil {
 				t.Fatal(err)
 			}
 			held := map[netip.Addr]*simNode{}
 			for i := range tc.steps {
 				what := w.step()
+				if tc.follower && w.r.IntN(3) > 0 { // sometimes several steps at once
+					if err := src.CatchUp(); err != nil {
+						t.Fatal(err)
+					}
+				} else if tc.follower {
+					continue
+				}
 				want := w.expected()
 				_, peers := w.reg.Peers()
 				for _, p := range peers {
@@ -329,6 +350,11 @@ func TestIncrementalEqualsFromScratch(t *testing.T) {
 						}
 						n.gone = true
 					}
+				}
+			}
+			if tc.follower {
+				if err := src.CatchUp(); err != nil {
+					t.Fatal(err)
 				}
 			}
 			if got := f.Revision(); got != w.reg.Revision() {

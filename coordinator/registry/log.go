@@ -180,6 +180,23 @@ type State struct {
 func (r *Registry) Subscribe(fn func([]Entry)) (State, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	st, err := r.stateLocked()
+	if err != nil {
+		return State{}, err
+	}
+	r.observers = append(r.observers, fn)
+	return st, nil
+}
+
+// State returns the registry's state; an observer given a KindReset entry
+// rebuilds from it (it is the state as of that entry).
+func (r *Registry) State() (State, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.stateLocked()
+}
+
+func (r *Registry) stateLocked() (State, error) {
 	s := r.committed
 	st := State{Revision: s.rev, LogFirst: r.logFirst, Services: make(map[netip.Addr]records.Services, len(s.services)),
 		Users: slices.Clone(s.users)}
@@ -206,6 +223,5 @@ func (r *Registry) Subscribe(fn func([]Entry)) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("reading the change log: %w", err)
 	}
-	r.observers = append(r.observers, fn)
 	return st, nil
 }
