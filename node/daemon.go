@@ -252,8 +252,16 @@ func (d *Daemon) userManager() core.UserApplier {
 	if d.cfg.Users != nil {
 		return d.cfg.Users
 	}
-	m := &usermgr.LinuxUserManager{Fs: afero.NewOsFs(), Creator: &usermgr.LinuxUserCreator{}, Logger: d.log.With("component", "usermgr")}
-	if root := d.cfg.SSHUsersRoot; root != "" && root != "/" {
+	root := d.cfg.SSHUsersRoot
+	if root == "" {
+		root = "/"
+	}
+	m := &usermgr.LinuxUserManager{
+		Fs: afero.NewOsFs(), Creator: &usermgr.LinuxUserCreator{},
+		HomeFs: func(home string) (afero.Fs, error) { return usermgr.OpenHomeFs(filepath.Join(root, home)) },
+		Logger: d.log.With("component", "usermgr"),
+	}
+	if root != "/" {
 		m.Fs, m.Creator = afero.NewBasePathFs(afero.NewOsFs(), root), &usermgr.LinuxUserCreator{Root: root}
 	}
 	return m

@@ -11,6 +11,10 @@
 // name that exists otherwise (root, a system account, a local user) is left
 // alone and reported.
 //
+// The user owns ~/.ssh, so the manager writes there through the home
+// directory opened as an os.Root (OpenHomeFs): no symlink can lead its
+// writes out of the home.
+//
 // It works on an afero.Fs, so tests run it on a memory file system with
 // usermgrtest.NewLinuxUserManagerFake. Applying the same set twice changes
 // nothing: no write, no useradd.

@@ -83,7 +83,10 @@ func fileLine(t *testing.T, root, file, name string) string {
 func TestLinuxUserManager(t *testing.T) {
 	root := newRoot(t)
 	runs := &countingRun{}
-	m := &usermgr.LinuxUserManager{Fs: afero.NewBasePathFs(afero.NewOsFs(), root), Creator: &usermgr.LinuxUserCreator{Root: root, Run: runs.run}}
+	m := &usermgr.LinuxUserManager{
+		Fs: afero.NewBasePathFs(afero.NewOsFs(), root), Creator: &usermgr.LinuxUserCreator{Root: root, Run: runs.run},
+		HomeFs: func(home string) (afero.Fs, error) { return usermgr.OpenHomeFs(filepath.Join(root, home)) },
+	}
 	ctx := context.Background()
 	alice := records.SSHUser{Name: "alice", Keys: []string{sshuserstest.Key(1, "alice@laptop")}}
 	bob := records.SSHUser{Name: "bob", Keys: []string{sshuserstest.Key(2, "bob@work"), sshuserstest.RSA2048}}
@@ -169,3 +172,52 @@ func TestLinuxUserManager(t *testing.T) {
 }
 
 func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
+
+// swapFs plants a symlink in place of ~/.ssh just before the manager
+// creates its temporary file: the race a user could run against the
+// manager's checks.
+type swapFs struct {
+	afero.Fs
+	swap func()
+}
+
+func (s swapFs) OpenFile(name string, flag int, perm os.FileMode) (afero.File, error) {
+	if flag&os.O_CREATE != 0 {
+		s.swap()
+	}
+	return s.Fs.OpenFile(name, flag, perm)
+}
+
+// TestHomeFsStopsTheSymlinkRace: with OpenHomeFs, a ~/.ssh swapped for a
+// symlink out of the home after the manager looked leads nowhere.
+func TestHomeFsStopsTheSymlinkRace(t *testing.T) {
+	root := newRoot(t)
+	outside := filepath.Join(root, "root", ".ssh") // as if /root/.ssh
+	if err := os.MkdirAll(outside, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var home string
+	m := &usermgr.LinuxUserManager{
+		Fs: afero.NewBasePathFs(afero.NewOsFs(), root), Creator: &usermgr.LinuxUserCreator{Root: root},
+		HomeFs: func(h string) (afero.Fs, error) {
+			home = filepath.Join(root, h)
+			fs, err := usermgr.OpenHomeFs(home)
+			return swapFs{Fs: fs, swap: func() {
+				dir := filepath.Join(home, ".ssh")
+				if err := os.RemoveAll(dir); err != nil {
+					t.Error(err)
+				}
+				if err := os.Symlink(outside, dir); err != nil {
+					t.Error(err)
+				}
+			}}, err
+		},
+	}
+	err := m.ApplyUsers(context.Background(), []records.SSHUser{{Name: "alice", Keys: []string{sshuserstest.Key(1, "")}}})
+	if err == nil || !strings.Contains(err.Error(), "path escapes from parent") {
+		t.Fatalf("ApplyUsers through a swapped ~/.ssh = %v, want the escape refused", err)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("the symlink's target got %d entries", len(entries))
+	}
+}

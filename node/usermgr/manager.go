@@ -2,11 +2,15 @@ package usermgr
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
+	"os"
 	"path"
 	"slices"
 	"strings"
@@ -38,7 +42,12 @@ const keysHeader = "# Written by fabric: the cluster's SSH user %s (fabric users
 type LinuxUserManager struct {
 	Fs      afero.Fs
 	Creator UserCreator
-	Logger  *slog.Logger
+	// HomeFs opens a user's home directory (a path in Fs) as a file system
+	// of its own, where ~/.ssh is written. Default: Fs below the home
+	// (afero.NewBasePathFs). On a real machine, OpenHomeFs, which no
+	// symlink can lead out of.
+	HomeFs func(home string) (afero.Fs, error)
+	Logger *slog.Logger
 
 	mu sync.Mutex
 }
@@ -157,21 +166,20 @@ func (m *LinuxUserManager) log() *slog.Logger {
 
 // writeKeys makes ~/.ssh/authorized_keys of acct hold keys (with the
 // header), owned by the user, 0600 in a 0700 ~/.ssh, unless it already
-// does. With no keys and no file, there is nothing to write.
+// does. With no keys and no file, there is nothing to write. The writes go
+// through the home directory's own file system (HomeFs), which a symlink
+// the user planted cannot lead out of.
 func (m *LinuxUserManager) writeKeys(acct account, keys []string) error {
-	dir := path.Join(acct.home, ".ssh")
-	file := path.Join(dir, "authorized_keys")
 	content := fmt.Sprintf(keysHeader, acct.name)
 	if len(keys) > 0 {
 		content += strings.Join(keys, "\n") + "\n"
 	}
-	homeInfo, err := m.lstat(acct.home)
-	if errors.Is(err, fs.ErrNotExist) && len(keys) == 0 {
-		return nil
-	}
+	homeInfo, err := lstat(m.Fs, acct.home)
 	switch {
+	case errors.Is(err, fs.ErrNotExist) && len(keys) == 0:
+		return nil
 	case errors.Is(err, fs.ErrNotExist):
-		if err := m.mkdir(acct, acct.home, 0o700); err != nil {
+		if err := mkdirOwned(m.Fs, acct, acct.home, acct.home); err != nil {
 			return err
 		}
 	case err != nil:
@@ -179,76 +187,112 @@ func (m *LinuxUserManager) writeKeys(acct account, keys []string) error {
 	case !homeInfo.IsDir():
 		return fmt.Errorf("home %s is not a directory (a symlink?): not writing keys there", acct.home)
 	}
-	dirInfo, err := m.lstat(dir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist) && len(keys) == 0:
-		return nil
-	case errors.Is(err, fs.ErrNotExist):
-		if err := m.mkdir(acct, dir, 0o700); err != nil {
-			return err
-		}
-	case err != nil:
-		return err
-	case !dirInfo.IsDir():
-		return fmt.Errorf("%s is not a directory (a symlink?): not writing keys there", dir)
-	default:
-		if err := m.fixDir(acct, dir, dirInfo); err != nil {
-			return err
-		}
+	hfs, err := m.homeFs(acct.home)
+	if err != nil {
+		return fmt.Errorf("opening home %s: %w", acct.home, err)
 	}
-	fileInfo, err := m.lstat(file)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if len(keys) == 0 {
-			return nil
-		}
-	case err != nil:
-		return err
-	case !fileInfo.Mode().IsRegular():
-		return fmt.Errorf("%s is not a regular file (a symlink?): not writing keys there", file)
-	default:
-		if m.upToDate(acct, file, fileInfo, content) {
-			return nil
-		}
+	if c, ok := hfs.(io.Closer); ok {
+		defer c.Close()
 	}
-	if err := m.writeAtomic(acct, dir, file, content); err != nil {
-		return err
+	w := keysWriter{fs: hfs, acct: acct, home: acct.home}
+	written, err := w.write(content, len(keys) > 0)
+	if err == nil && written {
+		m.log().Info("wrote authorized keys", "user", acct.name, "keys", len(keys), "file", path.Join(acct.home, sshDir, keysFile))
 	}
-	m.log().Info("wrote authorized keys", "user", acct.name, "keys", len(keys), "file", file)
-	return nil
+	return err
 }
 
-func (m *LinuxUserManager) lstat(name string) (fs.FileInfo, error) {
-	if l, ok := m.Fs.(afero.Lstater); ok {
+// Paths below a home directory.
+const (
+	sshDir   = ".ssh"
+	keysFile = "authorized_keys"
+)
+
+func (m *LinuxUserManager) homeFs(home string) (afero.Fs, error) {
+	if m.HomeFs != nil {
+		return m.HomeFs(home)
+	}
+	return afero.NewBasePathFs(m.Fs, home), nil
+}
+
+// keysWriter writes one user's keys in the file system of its home.
+type keysWriter struct {
+	fs   afero.Fs
+	acct account
+	home string // for messages
+}
+
+func (w keysWriter) where(name string) string { return path.Join(w.home, name) }
+
+// write makes .ssh/authorized_keys hold content and reports whether it
+// wrote. With create false (no keys), a missing .ssh or file is left so.
+func (w keysWriter) write(content string, create bool) (bool, error) {
+	dir, file := sshDir, path.Join(sshDir, keysFile)
+	dirInfo, err := lstat(w.fs, dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !create:
+		return false, nil
+	case errors.Is(err, fs.ErrNotExist):
+		if err := mkdirOwned(w.fs, w.acct, dir, w.where(dir)); err != nil {
+			return false, err
+		}
+	case err != nil:
+		return false, fmt.Errorf("%s: %w", w.where(dir), err)
+	case !dirInfo.IsDir():
+		return false, fmt.Errorf("%s is not a directory (a symlink?): not writing keys there", w.where(dir))
+	default:
+		if err := w.fixDir(dir, dirInfo); err != nil {
+			return false, err
+		}
+	}
+	fileInfo, err := lstat(w.fs, file)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !create:
+		return false, nil
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return false, fmt.Errorf("%s: %w", w.where(file), err)
+	case !fileInfo.Mode().IsRegular():
+		return false, fmt.Errorf("%s is not a regular file (a symlink?): not writing keys there", w.where(file))
+	case w.upToDate(file, fileInfo, content):
+		return false, nil
+	}
+	return true, w.replace(dir, file, content)
+}
+
+func lstat(fsys afero.Fs, name string) (fs.FileInfo, error) {
+	if l, ok := fsys.(afero.Lstater); ok {
 		fi, _, err := l.LstatIfPossible(name)
 		return fi, err
 	}
-	return m.Fs.Stat(name)
+	return fsys.Stat(name)
 }
 
-func (m *LinuxUserManager) mkdir(acct account, dir string, mode fs.FileMode) error {
-	if err := m.Fs.Mkdir(dir, mode); err != nil {
-		return fmt.Errorf("creating %s: %w", dir, err)
+// mkdirOwned makes the directory dir (where, in messages), 0700 and owned
+// by the user.
+func mkdirOwned(fsys afero.Fs, acct account, dir, where string) error {
+	if err := fsys.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", where, err)
 	}
-	if err := m.Fs.Chmod(dir, mode); err != nil { // not narrowed by the umask
-		return fmt.Errorf("setting the mode of %s: %w", dir, err)
+	if err := fsys.Chmod(dir, 0o700); err != nil { // not narrowed by the umask
+		return fmt.Errorf("setting the mode of %s: %w", where, err)
 	}
-	if err := m.Fs.Chown(dir, acct.uid, acct.gid); err != nil {
-		return fmt.Errorf("setting the owner of %s: %w", dir, err)
+	if err := fsys.Chown(dir, acct.uid, acct.gid); err != nil {
+		return fmt.Errorf("setting the owner of %s: %w", where, err)
 	}
 	return nil
 }
 
 // fixDir gives an existing ~/.ssh mode 0700 and the user as owner.
-func (m *LinuxUserManager) fixDir(acct account, dir string, fi fs.FileInfo) error {
+func (w keysWriter) fixDir(dir string, fi fs.FileInfo) error {
 	if fi.Mode().Perm() != 0o700 {
-		if err := m.Fs.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("setting the mode of %s: %w", dir, err)
+		if err := w.fs.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("setting the mode of %s: %w", w.where(dir), err)
 		}
 	}
-	if uid, gid, ok := owner(fi); ok && (uid != acct.uid || gid != acct.gid) {
-		if err := m.Fs.Chown(dir, acct.uid, acct.gid); err != nil {
-			return fmt.Errorf("setting the owner of %s: %w", dir, err)
+	if uid, gid, ok := owner(fi); ok && (uid != w.acct.uid || gid != w.acct.gid) {
+		if err := w.fs.Chown(dir, w.acct.uid, w.acct.gid); err != nil {
+			return fmt.Errorf("setting the owner of %s: %w", w.where(dir), err)
 		}
 	}
 	return nil
@@ -256,56 +300,85 @@ func (m *LinuxUserManager) fixDir(acct account, dir string, fi fs.FileInfo) erro
 
 // upToDate reports whether file holds content with mode 0600 and the
 // user as owner (as far as the file system tells owners).
-func (m *LinuxUserManager) upToDate(acct account, file string, fi fs.FileInfo, content string) bool {
+func (w keysWriter) upToDate(file string, fi fs.FileInfo, content string) bool {
 	if fi.Mode().Perm() != 0o600 {
 		return false
 	}
-	if uid, gid, ok := owner(fi); ok && (uid != acct.uid || gid != acct.gid) {
+	if uid, gid, ok := owner(fi); ok && (uid != w.acct.uid || gid != w.acct.gid) {
 		return false
 	}
-	data, err := afero.ReadFile(m.Fs, file)
+	data, err := afero.ReadFile(w.fs, file)
 	return err == nil && string(data) == content
 }
 
-// writeAtomic writes content to a temporary file in dir, owned by the user
-// and 0600, synced, and renames it over file.
-func (m *LinuxUserManager) writeAtomic(acct account, dir, file, content string) (err error) {
-	f, err := afero.TempFile(m.Fs, dir, ".authorized_keys.fabric-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", file, err)
+// fileOwner is what an *os.File offers to set its mode and owner through
+// its descriptor, with no path to swap in between.
+type fileOwner interface {
+	Chmod(fs.FileMode) error
+	Chown(uid, gid int) error
+}
+
+// replace writes content to a new temporary file in dir, 0600, owned by
+// the user and synced, renames it over file and syncs dir.
+func (w keysWriter) replace(dir, file, content string) (err error) {
+	var nonce [8]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return err
 	}
-	tmp := f.Name()
+	tmp := path.Join(dir, ".authorized_keys.fabric-"+hex.EncodeToString(nonce[:]))
+	f, err := w.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", w.where(file), err)
+	}
 	defer func() {
 		if err != nil {
-			_ = m.Fs.Remove(tmp)
+			_ = w.fs.Remove(tmp)
 		}
 	}()
-	if _, err := f.WriteString(content); err != nil {
+	if err := w.fill(f, tmp, content); err != nil {
 		f.Close()
-		return fmt.Errorf("writing %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("syncing %s: %w", tmp, err)
+		return err
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("closing %s: %w", tmp, err)
+		return fmt.Errorf("closing %s: %w", w.where(tmp), err)
 	}
-	if err := m.Fs.Chmod(tmp, 0o600); err != nil {
-		return fmt.Errorf("setting the mode of %s: %w", tmp, err)
+	if _, ok := f.(fileOwner); !ok { // a file system without descriptors
+		if err := w.fs.Chmod(tmp, 0o600); err != nil {
+			return fmt.Errorf("setting the mode of %s: %w", w.where(tmp), err)
+		}
+		if err := w.fs.Chown(tmp, w.acct.uid, w.acct.gid); err != nil {
+			return fmt.Errorf("setting the owner of %s: %w", w.where(tmp), err)
+		}
 	}
-	if err := m.Fs.Chown(tmp, acct.uid, acct.gid); err != nil {
-		return fmt.Errorf("setting the owner of %s: %w", tmp, err)
+	if err := w.fs.Rename(tmp, file); err != nil {
+		return fmt.Errorf("replacing %s: %w", w.where(file), err)
 	}
-	if err := m.Fs.Rename(tmp, file); err != nil {
-		return fmt.Errorf("replacing %s: %w", file, err)
+	return syncDir(w.fs, dir)
+}
+
+// fill writes content to the new file f, sets its mode and owner through
+// its descriptor when it has one, and syncs it.
+func (w keysWriter) fill(f afero.File, tmp, content string) error {
+	if _, err := f.WriteString(content); err != nil {
+		return fmt.Errorf("writing %s: %w", w.where(tmp), err)
 	}
-	return m.syncDir(dir)
+	if fo, ok := f.(fileOwner); ok {
+		if err := fo.Chmod(0o600); err != nil {
+			return fmt.Errorf("setting the mode of %s: %w", w.where(tmp), err)
+		}
+		if err := fo.Chown(w.acct.uid, w.acct.gid); err != nil {
+			return fmt.Errorf("setting the owner of %s: %w", w.where(tmp), err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", w.where(tmp), err)
+	}
+	return nil
 }
 
 // syncDir makes a rename in dir durable.
-func (m *LinuxUserManager) syncDir(dir string) error {
-	d, err := m.Fs.Open(dir)
+func syncDir(fsys afero.Fs, dir string) error {
+	d, err := fsys.Open(dir)
 	if err != nil {
 		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
