@@ -522,9 +522,9 @@ func (c *Core) LeaveCluster(ctx context.Context, req LeaveRequest, signature []b
 }
 
 // leave takes a removed node out of its cluster: its watch stops, its
-// interface goes down, its cluster is forgotten (one transaction), and the
-// daemon gives it a new identity, back in accepting-init. Only the first
-// of concurrent calls does it.
+// interface goes down, its cluster is forgotten (one transaction), the SSH
+// users it manages are locked, and the daemon gives it a new identity, back
+// in accepting-init. Only the first of concurrent calls does it.
 func (c *Core) leave(ctx context.Context, cfg NodeConfig, why string) {
 	c.mu.Lock()
 	if c.state != StateNode {
@@ -551,6 +551,12 @@ func (c *Core) leave(ctx context.Context, cfg NodeConfig, why string) {
 	if err != nil {
 		c.fail(fmt.Errorf("forgetting the cluster after removal: %w", err))
 		return
+	}
+	if c.cfg.Users != nil {
+		// The cluster's users lose this machine with it: lock them all.
+		if err := c.cfg.Users.ApplyUsers(context.WithoutCancel(ctx), nil); err != nil {
+			c.log.Warn("locking the cluster's SSH users after removal", "err", err)
+		}
 	}
 	c.end(StateAcceptingInit, nil)
 	if err := c.cfg.Services.Removed(context.WithoutCancel(ctx)); err != nil {

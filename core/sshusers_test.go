@@ -204,3 +204,30 @@ func TestSSHUserRefusals(t *testing.T) {
 		t.Error("a refused change moved the revision")
 	}
 }
+
+// TestSSHUsersLockedOnRemoval: a node removed from the cluster locks the
+// users it manages (it applies the empty set) as it leaves; the others keep
+// them.
+func TestSSHUsersLockedOnRemoval(t *testing.T) {
+	h, users := usersHarness(t, 2)
+	h.mustActivate()
+	if _, err := h.coord.core.AddSSHUser("alice", []string{aliceKey}); err != nil {
+		t.Fatal(err)
+	}
+	waitUsers(t, users, "alice")
+	gone := h.nodes[0]
+	// The node leaves when the coordinator tells it or when its watch
+	// says so, whichever comes first.
+	if _, _, err := h.coord.core.RemoveNode(t.Context(), gone.self.Name); err != nil {
+		t.Fatalf("RemoveNode: %v", err)
+	}
+	eventually(t, "the removed node to lock its users", func() error {
+		if got := users[gone.self.Name].names(); len(got) != 0 {
+			return fmt.Errorf("it holds %v", got)
+		}
+		return nil
+	})
+	if got := users[h.nodes[1].self.Name].names(); !slices.Equal(got, []string{"alice"}) {
+		t.Errorf("a node still in the cluster holds %v", got)
+	}
+}

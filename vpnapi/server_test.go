@@ -9,6 +9,7 @@ import (
 
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/sshusers/sshuserstest"
 	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/internal/view"
 	"github.com/fabricmesh/fabric/vpnapi"
@@ -101,6 +102,40 @@ func TestWatch(t *testing.T) {
 	u := recv(t, w2)
 	if u.Kind != update.Delta || len(u.Peers) != 1 || u.Peers[0].Name != n4.Name {
 		t.Errorf("resumed watch: %v with %v, want a delta with n4", u.Kind, u.Peers)
+	}
+}
+
+var testUsers = []records.SSHUser{
+	{Name: "alice", Keys: []string{sshuserstest.Key(1, "alice@laptop"), sshuserstest.Key(2, "")}, Revision: 3},
+	{Name: "bob", Keys: []string{sshuserstest.Key(3, "bob")}, Revision: 5},
+}
+
+// TestWatchSSHUsers: a change of the SSH users reaches a watching node as
+// the whole set, an empty one when the last user goes; the first answer
+// has them too.
+func TestWatchSSHUsers(t *testing.T) {
+	c := newCluster(t)
+	cfg, _ := c.config(t)
+	srv := c.serve(t, cfg)
+	w := srv.watch(t, c.nodeKeys["n1"], core.WatchStart{})
+	if u := recv(t, w); u.Kind != update.Full || !u.HasSSHUsers || len(u.SSHUsers) != 0 {
+		t.Fatalf("first update: %v with SSH users %v (%v), want a full snapshot with none", u.Kind, u.SSHUsers, u.HasSSHUsers)
+	}
+	for _, set := range [][]records.SSHUser{testUsers, testUsers[1:], nil} {
+		if _, _, _, err := c.reg.UpdateSSHUsers(func([]records.SSHUser) ([]records.SSHUser, error) { return set, nil }); err != nil {
+			t.Fatal(err)
+		}
+		_, want := c.reg.SSHUsers()
+		u := recv(t, w)
+		for u.Kind == update.Unchanged {
+			u = recv(t, w)
+		}
+		if u.Kind != update.Delta || !u.HasSSHUsers || u.Revision != c.reg.Revision() {
+			t.Fatalf("after a change of the users: %v at %d with users %v, want a delta at %d with them", u.Kind, u.Revision, u.HasSSHUsers, c.reg.Revision())
+		}
+		if diff := cmp.Diff(want, u.SSHUsers, cmpOpts); diff != "" {
+			t.Errorf("SSH users on the wire (-registry +node):\n%s", diff)
+		}
 	}
 }
 
@@ -360,6 +395,8 @@ func TestProtoRoundTrip(t *testing.T) {
 		{Revision: 11, Kind: update.Full, View: update.ViewUpdate{Kind: update.ViewFull}},
 		{Revision: 11, Kind: update.Unchanged},
 		{Revision: 12, Kind: update.Removed},
+		{Revision: 13, Kind: update.Full, View: update.ViewUpdate{Kind: update.ViewFull}, HasSSHUsers: true, SSHUsers: testUsers},
+		{Revision: 14, Kind: update.Delta, HasSSHUsers: true}, // every user removed
 	} {
 		msg, err := vpnapi.UpdateToProto(u, "n1")
 		if err != nil {
