@@ -118,7 +118,7 @@ func (c *Core) ActivateAsCoordinator(ctx context.Context, req CoordinatorActivat
 	c.end(StateCoordinator, nil)
 	emit(Event{Started: &Started{Cluster: c.mustCluster(), Admin: admin}})
 	emit(Event{Progress: fmt.Sprintf("coordinator %s is up at VPN IP %s; admin %s has VPN IP %s",
-		c.cfg.Self.Name, c.mustCluster().CoordinatorVPNIP, admin.Name, admin.VPNIP)})
+		c.cfg.Self.Name, c.coordinatorVPNIP(), admin.Name, admin.VPNIP)})
 	if err := c.startCoordinator(); err != nil {
 		return ActivationResult{}, c.fail(err)
 	}
@@ -192,7 +192,7 @@ func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation,
 	coordinator := records.Peer{
 		Name: self.Name, Horde: self.Horde,
 		PublicEndpoint: self.PublicEndpoint.String(), WGEndpoint: self.WGEndpoint().String(),
-		WGPubKey: pubKeyBytes(self.VPNPrivKey), SigningPubKey: self.SigningPubKey,
+		WGPubKey: pubKeyBytes(self.VPNPrivKey), SigningPubKey: self.SigningPubKey, TLSPin: self.TLSPin,
 	}
 	admin := records.Peer{Name: req.AdminName, SigningPubKey: req.AdminSigningPubKey, WGPubKey: req.AdminVPNPubKey}
 	peers, err := c.reg.Init(records.Cluster{ID: id, VPNCIDR: req.VPNCIDR, Rules: req.Rules}, coordinator, []records.Peer{admin}, users,
@@ -230,12 +230,36 @@ func (c *Core) restoreCoordinator(ctx context.Context) error {
 	if !ok {
 		return errors.New("role is coordinator but the registry is empty")
 	}
+	me, err := c.coordinatorRecord()
+	if err != nil {
+		return err
+	}
 	self := c.cfg.Self
-	if err := c.cfg.Network.Up(ctx, self.VPNPrivKey, self.WGPort, vpnPrefix(cl.CoordinatorVPNIP, cl.VPNCIDR)); err != nil {
+	if err := c.cfg.Network.Up(ctx, self.VPNPrivKey, self.WGPort, vpnPrefix(me.VPNIP, cl.VPNCIDR)); err != nil {
 		return fmt.Errorf("bringing up the vpn interface: %w", err)
 	}
 	c.end(StateCoordinator, nil)
 	return c.startCoordinator()
+}
+
+// coordinatorRecord is this coordinator's own record: every coordinator of
+// a cluster shares the registry and finds itself by its signing key.
+func (c *Core) coordinatorRecord() (records.Peer, error) {
+	me, ok := c.reg.LookupSigningKey(c.cfg.Self.SigningPubKey)
+	switch {
+	case !ok:
+		return records.Peer{}, errors.New("the registry has no record of this coordinator's signing key")
+	case me.Role != records.RoleCoordinator || me.State != records.StateActive:
+		return records.Peer{}, fmt.Errorf("the registry's record of this peer is %s %s (%s), not an active coordinator", me.State, me.Role, me.VPNIP)
+	}
+	return me, nil
+}
+
+// coordinatorVPNIP is this coordinator's VPN IP (a zero address if the
+// registry does not know it).
+func (c *Core) coordinatorVPNIP() netip.Addr {
+	me, _ := c.coordinatorRecord()
+	return me.VPNIP
 }
 
 // startCoordinator starts the services and the loop that keeps the
@@ -247,19 +271,22 @@ func (c *Core) startCoordinator() error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	feed, err := c.cfg.Services.StartCoordinator(ctx)
+	me, err := c.coordinatorRecord()
+	if err != nil {
+		return err
+	}
+	feed, err := c.cfg.Services.StartCoordinator(ctx, me)
 	if err != nil {
 		return fmt.Errorf("starting coordinator services: %w", err)
 	}
-	c.goLoop(func(ctx context.Context) { c.coordinatorPeersLoop(ctx, feed) })
+	c.goLoop(func(ctx context.Context) { c.coordinatorPeersLoop(ctx, feed, me.VPNIP) })
 	return nil
 }
 
 // coordinatorPeersLoop keeps the coordinator's WireGuard peers in step
 // with its records, through its feed like a node: every active peer, and
 // the nodes being activated.
-func (c *Core) coordinatorPeersLoop(ctx context.Context, feed Feed) {
-	self := c.mustCluster().CoordinatorVPNIP
+func (c *Core) coordinatorPeersLoop(ctx context.Context, feed Feed, self netip.Addr) {
 	b := backoff{min: c.cfg.MinBackoff, max: c.cfg.MaxBackoff}
 	held := heldPeers{peers: map[netip.Addr]records.Peer{}}
 	for {
@@ -396,17 +423,17 @@ func (c *Core) tryActivateNode(ctx context.Context, endpoint string) (records.Pe
 	if err != nil {
 		return reserved, err
 	}
-	self := c.cfg.Self
+	self, selfVPNIP := c.cfg.Self, c.coordinatorVPNIP()
 	activated, err := c.cfg.Activator.ActivateAsNode(ctx, endpoint, NodeActivation{
 		ClusterID: cl.ID,
 		VPNCIDR:   cl.VPNCIDR,
 		NodeVPNIP: reserved.VPNIP,
 		Coordinator: CoordinatorInfo{
 			Name:           self.Name,
-			VPNIP:          cl.CoordinatorVPNIP,
+			VPNIP:          selfVPNIP,
 			VPNPubKey:      self.VPNPrivKey.PublicKey(),
 			WGEndpoint:     self.WGEndpoint().String(),
-			VPNAPIEndpoint: hostPort(cl.CoordinatorVPNIP, c.cfg.VPNAPIPort),
+			VPNAPIEndpoint: hostPort(selfVPNIP, c.cfg.VPNAPIPort),
 			TLSPin:         self.TLSPin,
 			SigningPubKey:  self.SigningPubKey,
 		},

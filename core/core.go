@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -63,7 +64,7 @@ func (s Self) WGEndpoint() netip.AddrPort {
 // the role's services keep and returns the peer to accepting-init with a
 // new identity.
 type RoleServices interface {
-	StartCoordinator(ctx context.Context) (Feed, error)
+	StartCoordinator(ctx context.Context, self records.Peer) (Feed, error)
 	StartNode(ctx context.Context, node NodeConfig) error
 	Removed(ctx context.Context) error
 }
@@ -278,7 +279,7 @@ func (c *Core) Status() Status {
 	switch c.state {
 	case StateCoordinator:
 		cl, _ := c.reg.Cluster()
-		st.ClusterID, st.VPNIP = cl.ID, cl.CoordinatorVPNIP
+		st.ClusterID, st.VPNIP = cl.ID, c.coordinatorVPNIP()
 	case StateNode:
 		st.ClusterID, st.VPNIP = c.node.ClusterID, c.node.VPNIP
 	}

@@ -224,7 +224,7 @@ type fakeServices struct {
 var _ RoleServices = (*fakeServices)(nil)
 
 // StartCoordinator implements RoleServices.
-func (s *fakeServices) StartCoordinator(ctx context.Context) (Feed, error) {
+func (s *fakeServices) StartCoordinator(ctx context.Context, self records.Peer) (Feed, error) {
 	cl, ok := s.reg.Cluster()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -239,7 +239,7 @@ func (s *fakeServices) StartCoordinator(ctx context.Context) (Feed, error) {
 		return nil, err
 	}
 	s.calls = append(s.calls, "StartCoordinator "+cl.ID)
-	s.net.serve(ctx, hostPort(cl.CoordinatorVPNIP, s.vpnapiPort), s.reg, f)
+	s.net.serve(ctx, hostPort(self.VPNIP, s.vpnapiPort), s.reg, f)
 	return f, nil
 }
 

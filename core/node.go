@@ -359,8 +359,9 @@ func (c *Core) nodeLoop(ctx context.Context, cfg NodeConfig) {
 		c.log.Error("reading applied peers; node loop stopped", "err", err)
 		return
 	}
+	co := cfg.Coordinator
 	for ctx.Err() == nil {
-		applied, err := c.watchOnce(ctx, cfg, &held)
+		applied, err := c.watchOnce(ctx, cfg, co, &held)
 		if errors.Is(err, errRemoved) {
 			c.leave(ctx, cfg, "the coordinator's watch said so")
 			return
@@ -371,20 +372,68 @@ func (c *Core) nodeLoop(ctx context.Context, cfg NodeConfig) {
 		if applied {
 			b.reset()
 		}
+		next := nextCoordinator(c.coordinators(cfg, held), co)
 		d := b.next()
-		c.log.Warn("watching the coordinator failed; retrying", "in", d, "err", err)
+		c.log.Warn("watching the coordinator failed; retrying", "in", d, "coordinator", next.Name, "err", err)
+		co = next
 		if !sleep(ctx, d) {
 			return
 		}
 	}
 }
 
-// watchOnce opens a watch and applies its updates until it breaks. It
-// reports whether it applied anything.
-func (c *Core) watchOnce(ctx context.Context, cfg NodeConfig, held *heldPeers) (bool, error) {
-	w, err := c.cfg.Dialer.Watch(ctx, cfg.Coordinator, WatchStart{Applied: held.rev, WGEndpoint: c.cfg.Self.WGEndpoint().String()})
+// coordinators lists the coordinators a node can watch: the one that
+// activated it, then every other coordinator among its peers (coordinator
+// peers carry their TLS pin and signing key), in VPN IP order.
+func (c *Core) coordinators(cfg NodeConfig, held heldPeers) []CoordinatorInfo {
+	out := []CoordinatorInfo{cfg.Coordinator}
+	for _, p := range held.sorted() {
+		if p.Role != records.RoleCoordinator || p.VPNIP == cfg.Coordinator.VPNIP || len(p.TLSPin) == 0 {
+			continue
+		}
+		key, err := wgtypes.NewKey(p.WGPubKey)
+		if err != nil {
+			continue
+		}
+		out = append(out, CoordinatorInfo{
+			Name: p.Name, VPNIP: p.VPNIP, VPNPubKey: key, WGEndpoint: p.WGEndpoint,
+			VPNAPIEndpoint: hostPort(p.VPNIP, c.cfg.VPNAPIPort), TLSPin: p.TLSPin, SigningPubKey: p.SigningPubKey,
+		})
+	}
+	return out
+}
+
+// nextCoordinator is the coordinator after cur in list (the first when cur
+// is not in it): a node that cannot watch one coordinator tries the next.
+func nextCoordinator(list []CoordinatorInfo, cur CoordinatorInfo) CoordinatorInfo {
+	for i, co := range list {
+		if co.VPNIP == cur.VPNIP {
+			return list[(i+1)%len(list)]
+		}
+	}
+	return list[0]
+}
+
+// Coordinators returns the coordinators this node knows, the one that
+// activated it first (nil when the peer is no node).
+func (c *Core) Coordinators() []CoordinatorInfo {
+	cfg, ok := c.NodeConfig()
+	if !ok {
+		return nil
+	}
+	held, err := c.loadPeers()
 	if err != nil {
-		return false, fmt.Errorf("connecting to coordinator %s: %w", cfg.Coordinator.VPNAPIEndpoint, err)
+		return []CoordinatorInfo{cfg.Coordinator}
+	}
+	return c.coordinators(cfg, held)
+}
+
+// watchOnce opens a watch on coordinator co and applies its updates until
+// it breaks. It reports whether it applied anything.
+func (c *Core) watchOnce(ctx context.Context, cfg NodeConfig, co CoordinatorInfo, held *heldPeers) (bool, error) {
+	w, err := c.cfg.Dialer.Watch(ctx, co, WatchStart{Applied: held.rev, WGEndpoint: c.cfg.Self.WGEndpoint().String()})
+	if err != nil {
+		return false, fmt.Errorf("connecting to coordinator %s: %w", co.VPNAPIEndpoint, err)
 	}
 	defer w.Close()
 	var rev atomic.Uint64
@@ -394,13 +443,13 @@ func (c *Core) watchOnce(ctx context.Context, cfg NodeConfig, held *heldPeers) (
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		c.heartbeats(hbCtx, w, cfg, &rev)
+		c.heartbeats(hbCtx, w, co, &rev)
 	}()
 	applied := false
 	for {
 		u, err := w.Recv()
 		if err != nil {
-			return applied, fmt.Errorf("watching coordinator %s: %w", cfg.Coordinator.VPNAPIEndpoint, err)
+			return applied, fmt.Errorf("watching coordinator %s: %w", co.VPNAPIEndpoint, err)
 		}
 		if u.Kind == update.Removed {
 			return applied, errRemoved
@@ -411,7 +460,7 @@ func (c *Core) watchOnce(ctx context.Context, cfg NodeConfig, held *heldPeers) (
 		applied = true
 		rev.Store(held.rev)
 		if u.Kind != update.Unchanged {
-			if err := w.Report(held.rev, c.coordinatorHandshakeAge(ctx, cfg)); err != nil {
+			if err := w.Report(held.rev, c.coordinatorHandshakeAge(ctx, co)); err != nil {
 				return applied, fmt.Errorf("reporting revision %d: %w", held.rev, err)
 			}
 		}
@@ -419,7 +468,7 @@ func (c *Core) watchOnce(ctx context.Context, cfg NodeConfig, held *heldPeers) (
 }
 
 // heartbeats reports on the watch that the node is alive until ctx ends.
-func (c *Core) heartbeats(ctx context.Context, w Watch, cfg NodeConfig, rev *atomic.Uint64) {
+func (c *Core) heartbeats(ctx context.Context, w Watch, co CoordinatorInfo, rev *atomic.Uint64) {
 	t := time.NewTicker(c.cfg.Heartbeat)
 	defer t.Stop()
 	for {
@@ -427,7 +476,7 @@ func (c *Core) heartbeats(ctx context.Context, w Watch, cfg NodeConfig, rev *ato
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := w.Report(rev.Load(), c.coordinatorHandshakeAge(ctx, cfg)); err != nil {
+			if err := w.Report(rev.Load(), c.coordinatorHandshakeAge(ctx, co)); err != nil {
 				return // the watch is broken; its Recv says why
 			}
 		}
@@ -436,12 +485,12 @@ func (c *Core) heartbeats(ctx context.Context, w Watch, cfg NodeConfig, rev *ato
 
 // coordinatorHandshakeAge is the age of the last WireGuard handshake with
 // the coordinator, -1 when unknown.
-func (c *Core) coordinatorHandshakeAge(ctx context.Context, cfg NodeConfig) time.Duration {
+func (c *Core) coordinatorHandshakeAge(ctx context.Context, co CoordinatorInfo) time.Duration {
 	hr, ok := c.cfg.Network.(HandshakeReader)
 	if !ok {
 		return -1
 	}
-	last, err := hr.LastHandshake(ctx, cfg.Coordinator.VPNPubKey)
+	last, err := hr.LastHandshake(ctx, co.VPNPubKey)
 	if err != nil || last.IsZero() {
 		return -1
 	}
@@ -514,8 +563,10 @@ func (c *Core) LeaveCluster(ctx context.Context, req LeaveRequest, signature []b
 	case req.ClusterID != cfg.ClusterID || req.NodeVPNIP != cfg.VPNIP:
 		return fmt.Errorf("%w: this peer is node %s of cluster %s, not node %s of cluster %s",
 			ErrWrongState, cfg.VPNIP, cfg.ClusterID, req.NodeVPNIP, req.ClusterID)
-	case !ed25519.Verify(cfg.Coordinator.SigningPubKey, LeaveMessage(req), signature):
-		return fmt.Errorf("%w: the request to leave is not signed by this node's coordinator", ErrInvalidArgument)
+	case !slices.ContainsFunc(c.Coordinators(), func(co CoordinatorInfo) bool {
+		return len(co.SigningPubKey) == ed25519.PublicKeySize && ed25519.Verify(co.SigningPubKey, LeaveMessage(req), signature)
+	}):
+		return fmt.Errorf("%w: the request to leave is not signed by a coordinator of this node's cluster", ErrInvalidArgument)
 	}
 	c.leave(ctx, cfg, "the coordinator asked")
 	return nil

@@ -19,6 +19,7 @@ type Registry interface {
 	Peer(ip netip.Addr) (records.Peer, bool)
 	PeerByName(name string) (records.Peer, bool)
 	PeerByEndpoint(publicEndpoint string) (records.Peer, bool)
+	LookupSigningKey(signingPubKey []byte) (records.Peer, bool)
 	Init(c records.Cluster, coordinator records.Peer, admins []records.Peer, users []records.SSHUser, extra func(store.Tx) error) ([]records.Peer, error)
 	Reserve(publicEndpoint, name string, vpnPubKey, signingPubKey []byte, replaceActive bool) (records.Peer, error)
 	Activate(ip netip.Addr, a records.Activated) (records.Peer, error)

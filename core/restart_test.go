@@ -190,7 +190,8 @@ func TestRestartFailed(t *testing.T) {
 		}
 	}
 	// activated returns the store of the coordinator or of a node of an
-	// activated cluster.
+	// activated cluster, and makes its identity the restarted peer's.
+	var self Self
 	activated := func(coordinator bool) func(t *testing.T) store.Store {
 		return func(t *testing.T) store.Store {
 			h := newHarness(t, 1, nil)
@@ -200,6 +201,7 @@ func TestRestartFailed(t *testing.T) {
 				p = h.coord
 			}
 			p.stop()
+			self = p.self
 			return p.store
 		}
 	}
@@ -219,6 +221,11 @@ func TestRestartFailed(t *testing.T) {
 		{"node without config", put(keyRole, `{"role":"node"}`), nil, "reading node state"},
 		{"node config corrupt", put(keyRole, `{"role":"node"}`, keyNodeConfig, "x", keyNodeRevision, "1"), nil, "reading node state"},
 		{"node peer corrupt", put(keyRole, `{"role":"node"}`, keyNodeConfig, `{}`, keyNodeRevision, "1", prefixNodePeers+"203.0.113.3", "["), nil, "reading node state"},
+		{"coordinator with another identity", func(t *testing.T) store.Store {
+			st := activated(true)(t)
+			self = newSelf(t, "peer", 1)
+			return st
+		}, nil, "the registry has no record of this coordinator's signing key"},
 		{"coordinator network fails", activated(true), failUp, "no tun device"},
 		{"coordinator services fail", activated(true), failServices, "starting coordinator services: port in use"},
 		{"node network fails", activated(false), failUp, "no tun device"},
@@ -232,7 +239,9 @@ func TestRestartFailed(t *testing.T) {
 			if tt.before != nil {
 				before = append(before, tt.before)
 			}
-			p := h.start(newSelf(t, "peer", 1), tt.store(t), before...)
+			self = newSelf(t, "peer", 1)
+			peerStore := tt.store(t)
+			p := h.start(self, peerStore, before...)
 			if p.startErr == nil || !strings.Contains(p.startErr.Error(), tt.want) {
 				t.Fatalf("Start = %v, want an error containing %q", p.startErr, tt.want)
 			}

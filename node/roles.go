@@ -16,6 +16,7 @@ import (
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/httpsig"
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
@@ -26,6 +27,8 @@ import (
 	"github.com/fabricmesh/fabric/vpnapi"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // services implements core.RoleServices and core.ViewApplier: what a peer
@@ -47,7 +50,7 @@ type coordinatorServices struct {
 // with the watch and the registration handshake, and the steward endpoint),
 // and starts the coordinator's own reeve, which follows the coordinator's
 // view through the feed like every node.
-func (s services) StartCoordinator(ctx context.Context) (core.Feed, error) {
+func (s services) StartCoordinator(ctx context.Context, self records.Peer) (core.Feed, error) {
 	d := s.d
 	cl, _ := d.reg.Cluster()
 	rs, err := rules.ParseOrDefault("cluster rules", cl.Rules)
@@ -76,19 +79,19 @@ func (s services) StartCoordinator(ctx context.Context) (core.Feed, error) {
 		Registry: d.reg, CoordinatorName: d.cfg.Name, SigningPrivKey: d.id.SigningPrivKey,
 		DialContext: d.vpn.Dial, Logger: d.log.With("component", "registrar"),
 	}
-	if err := d.serveVPNAPI(ctx, cl.CoordinatorVPNIP, vpnapi.Config{
+	if err := d.serveVPNAPI(ctx, self.VPNIP, vpnapi.Config{
 		Registry: d.reg, Registrar: registrar, Feed: co.feed, Liveness: co.tracker, Keepalive: d.cfg.Keepalive,
 	}); err != nil {
 		return nil, err
 	}
-	if err := d.serveSteward(ctx, cl.CoordinatorVPNIP); err != nil {
+	if err := d.serveSteward(ctx, self.VPNIP); err != nil {
 		return nil, err
 	}
 	info := core.CoordinatorInfo{
-		Name: d.cfg.Name, VPNIP: cl.CoordinatorVPNIP, SigningPubKey: d.id.SigningPubKey(),
-		VPNAPIEndpoint: netip.AddrPortFrom(cl.CoordinatorVPNIP, uint16(d.cfg.VPNAPIPort)).String(), TLSPin: d.id.TLSCertPin,
+		Name: d.cfg.Name, VPNIP: self.VPNIP, SigningPubKey: d.id.SigningPubKey(),
+		VPNAPIEndpoint: netip.AddrPortFrom(self.VPNIP, uint16(d.cfg.VPNAPIPort)).String(), TLSPin: d.id.TLSCertPin,
 	}
-	r, err := d.startReeve(ctx, cl.ID, cl.CoordinatorVPNIP, info)
+	r, err := d.startReeve(ctx, cl.ID, self.VPNIP, info)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +108,7 @@ func (s services) StartCoordinator(ctx context.Context) (core.Feed, error) {
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		d.followOwnView(ctx, co.feed, r, cl.CoordinatorVPNIP)
+		d.followOwnView(ctx, co.feed, r, self.VPNIP)
 	}()
 	return co.feed, nil
 }
@@ -202,7 +205,7 @@ func (d *Daemon) startReeve(ctx context.Context, clusterID string, vpnIP netip.A
 		StewardAddress: netip.AddrPortFrom(co.VPNIP, serviceid.StewardPort).String(),
 		VPN:            d.vpn,
 		Register: func(ctx context.Context, pub []byte) error {
-			return d.dialer.Register(ctx, co, pub)
+			return d.register(ctx, co, pub)
 		},
 		SocketPath: filepath.Join(d.cfg.StateDir, "reeve.sock"),
 		Logger:     d.log.With("component", "reeve"),
@@ -215,6 +218,26 @@ func (d *Daemon) startReeve(ctx context.Context, clusterID string, vpnIP netip.A
 	}
 	d.reeve.Store(r)
 	return r, nil
+}
+
+// register runs the registration handshake with the coordinator co or,
+// when it cannot be reached, with the other coordinators this node knows.
+func (d *Daemon) register(ctx context.Context, co core.CoordinatorInfo, reevePubKey []byte) error {
+	coordinators := d.core.Coordinators()
+	if len(coordinators) == 0 {
+		coordinators = []core.CoordinatorInfo{co}
+	}
+	var first error
+	for _, c := range coordinators {
+		err := d.dialer.Register(ctx, c, reevePubKey)
+		if err == nil || status.Code(err) == codes.PermissionDenied {
+			return err // done, or refused by the cluster: another coordinator says the same
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // followOwnView keeps the coordinator's reeve on the coordinator's view,

@@ -262,7 +262,11 @@ func (s server) watch(tb testing.TB, key ed25519.PrivateKey, start core.WatchSta
 // (public endpoint, keys but the WireGuard one, horde, registration) stay
 // on the coordinator.
 func onWire(p records.Peer) records.Peer {
-	return records.Peer{Name: p.Name, Role: p.Role, VPNIP: p.VPNIP, WGEndpoint: p.WGEndpoint, WGPubKey: p.WGPubKey, State: p.State}
+	out := records.Peer{Name: p.Name, Role: p.Role, VPNIP: p.VPNIP, WGEndpoint: p.WGEndpoint, WGPubKey: p.WGPubKey, State: p.State}
+	if p.Role == records.RoleCoordinator {
+		out.TLSPin, out.SigningPubKey = p.TLSPin, p.SigningPubKey
+	}
+	return out
 }
 
 // activePeers is every active record of the registry, as a node receives

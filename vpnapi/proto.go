@@ -93,6 +93,9 @@ var roles = map[records.Role]vpnapipb.Role{
 // PeerToProto encodes what a node's WireGuard needs of a peer record.
 func PeerToProto(p records.Peer) *vpnapipb.Peer {
 	out := &vpnapipb.Peer{Name: p.Name, Role: roles[p.Role], VpnIp: p.VPNIP.AsSlice(), WgPubKey: p.WGPubKey}
+	if p.Role == records.RoleCoordinator {
+		out.TlsPin, out.SigningPubKey = p.TLSPin, p.SigningPubKey
+	}
 	if ap, err := netip.ParseAddrPort(p.WGEndpoint); err == nil {
 		out.WgEndpoint = binary.BigEndian.AppendUint16(ap.Addr().AsSlice(), ap.Port())
 	}
@@ -105,7 +108,8 @@ func PeerFromProto(p *vpnapipb.Peer) (records.Peer, error) {
 	if !ok {
 		return records.Peer{}, fmt.Errorf("peer %q: vpn ip of %d bytes", p.GetName(), len(p.GetVpnIp()))
 	}
-	out := records.Peer{Name: p.GetName(), VPNIP: ip, WGPubKey: p.GetWgPubKey(), State: records.StateActive}
+	out := records.Peer{Name: p.GetName(), VPNIP: ip, WGPubKey: p.GetWgPubKey(), State: records.StateActive,
+		TLSPin: p.GetTlsPin(), SigningPubKey: p.GetSigningPubKey()}
 	for r, pr := range roles {
 		if pr == p.GetRole() {
 			out.Role = r

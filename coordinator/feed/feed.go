@@ -118,6 +118,10 @@ func (f *Feed) observe(entries []registry.Entry) {
 		if e.Revision <= f.rev {
 			continue
 		}
+		// The feed keeps the entry without the records after the change
+		// (they are its current records); the entries are shared with
+		// the other observers, so it copies what it changes.
+		e.Peers = slices.Clone(e.Peers)
 		for i, t := range e.Peers {
 			f.index.remove(f.memberAt(t.VPNIP))
 			if t.After != nil {
@@ -129,11 +133,12 @@ func (f *Feed) observe(entries []registry.Entry) {
 				delete(f.services, t.VPNIP)
 			}
 			f.index.put(f.memberAt(t.VPNIP))
-			e.Peers[i].After, e.Peers[i].AfterServices = nil, nil // kept: the records before
+			e.Peers[i].After, e.Peers[i].AfterServices = nil, nil
 		}
 		if e.Kind == registry.KindUsers || e.Kind == registry.KindInit {
 			f.users, e.Users = e.Users, nil
 		}
+		e.Writes = nil // followers read them from the store
 		if len(f.log) == 0 {
 			f.first = e.Revision
 		}
@@ -332,8 +337,10 @@ func facing(p records.Peer, coordinator bool) bool {
 		(coordinator && p.State == records.StatePending && len(p.WGPubKey) > 0)
 }
 
-// sameFacing reports whether the fields a node's WireGuard uses are equal.
+// sameFacing reports whether the fields nodes receive are equal: what
+// their WireGuard uses, and what they need to watch a coordinator.
 func sameFacing(a, b records.Peer) bool {
 	return a.Name == b.Name && a.Role == b.Role && a.State == b.State && a.WGEndpoint == b.WGEndpoint &&
-		string(a.WGPubKey) == string(b.WGPubKey)
+		string(a.WGPubKey) == string(b.WGPubKey) &&
+		(a.Role != records.RoleCoordinator || string(a.TLSPin) == string(b.TLSPin) && string(a.SigningPubKey) == string(b.SigningPubKey))
 }

@@ -119,7 +119,11 @@ func (w *world) key() []byte {
 // facingFields is what a node's WireGuard needs of a peer record, all that
 // the vpnapi carries: the feed promises them current, not the rest.
 func facingFields(p records.Peer) records.Peer {
-	return records.Peer{Name: p.Name, Role: p.Role, VPNIP: p.VPNIP, WGEndpoint: p.WGEndpoint, WGPubKey: p.WGPubKey, State: p.State}
+	out := records.Peer{Name: p.Name, Role: p.Role, VPNIP: p.VPNIP, WGEndpoint: p.WGEndpoint, WGPubKey: p.WGPubKey, State: p.State}
+	if p.Role == records.RoleCoordinator {
+		out.TLSPin, out.SigningPubKey = p.TLSPin, p.SigningPubKey
+	}
+	return out
 }
 
 var hordes = []string{"sharks", "jets", ""}

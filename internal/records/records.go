@@ -41,9 +41,12 @@ type Peer struct {
 	WGEndpoint     string     `json:"wgEndpoint,omitempty"`
 	WGPubKey       []byte     `json:"wgPubKey,omitempty"`
 	SigningPubKey  []byte     `json:"signingPubKey,omitempty"`
-	Horde          string     `json:"horde,omitempty"`
-	State          State      `json:"state"`
-	LastError      string     `json:"lastError,omitempty"`
+	// TLSPin is the SHA-256 of a coordinator's TLS certificate, which
+	// nodes pin when they watch it.
+	TLSPin    []byte `json:"tlsPin,omitempty"`
+	Horde     string `json:"horde,omitempty"`
+	State     State  `json:"state"`
+	LastError string `json:"lastError,omitempty"`
 	// Registered is set once the node's reeve completed the registration
 	// handshake; ReevePubKey is then the key it proved and RegisteredAt
 	// when. RegistrationError says why the last attempt failed.

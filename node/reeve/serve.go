@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -231,7 +232,25 @@ func (r *Reeve) updateServices(ctx context.Context) error {
 		}
 	}
 	r.mu.RUnlock()
-	conn, err := grpc.NewClient("passthrough:///"+r.cfg.StewardAddress, r.DialOptions(r.ID(serviceid.Reeve))...)
+	var first error
+	for _, addr := range r.stewards() {
+		err := r.sendServices(ctx, addr, req)
+		if err == nil {
+			r.log.Debug("services sent to the steward", "steward", addr, "endpoints", len(req.Endpoints), "clients", len(req.Clients))
+			return nil
+		}
+		if status.Code(err) == codes.Unauthenticated {
+			return err // this steward's coordinator does not know the reeve's key: register again
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (r *Reeve) sendServices(ctx context.Context, addr string, req *vpnapipb.UpdateServicesRequest) error {
+	conn, err := grpc.NewClient("passthrough:///"+addr, r.DialOptions(r.ID(serviceid.Reeve))...)
 	if err != nil {
 		return err
 	}
@@ -239,8 +258,23 @@ func (r *Reeve) updateServices(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := vpnapipb.NewStewardClient(conn).UpdateServices(ctx, req); err != nil {
-		return fmt.Errorf("steward %s: %w", r.cfg.StewardAddress, err)
+		return fmt.Errorf("steward %s: %w", addr, err)
 	}
-	r.log.Debug("services sent to the steward", "endpoints", len(req.Endpoints), "clients", len(req.Clients))
 	return nil
+}
+
+// stewards are the steward endpoints to try, in order: the configured one
+// (the activating coordinator's), then those of the other coordinators
+// that the view lets the reeve use.
+func (r *Reeve) stewards() []string {
+	out := []string{r.cfg.StewardAddress}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, e := range r.index.endpoints[r.ID(serviceid.Reeve)][serviceid.Steward] {
+		if e.Address != r.cfg.StewardAddress {
+			out = append(out, e.Address)
+		}
+	}
+	slices.Sort(out[1:])
+	return out
 }

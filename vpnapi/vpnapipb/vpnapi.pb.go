@@ -1033,8 +1033,12 @@ type Peer struct {
 	VpnIp []byte `protobuf:"bytes,3,opt,name=vpn_ip,json=vpnIp,proto3" json:"vpn_ip,omitempty"`
 	// The IP (4 or 16 bytes) then the port (2 bytes, big-endian) of the
 	// peer's WireGuard; empty for a roaming admin.
-	WgEndpoint    []byte `protobuf:"bytes,4,opt,name=wg_endpoint,json=wgEndpoint,proto3" json:"wg_endpoint,omitempty"`
-	WgPubKey      []byte `protobuf:"bytes,5,opt,name=wg_pub_key,json=wgPubKey,proto3" json:"wg_pub_key,omitempty"`
+	WgEndpoint []byte `protobuf:"bytes,4,opt,name=wg_endpoint,json=wgEndpoint,proto3" json:"wg_endpoint,omitempty"`
+	WgPubKey   []byte `protobuf:"bytes,5,opt,name=wg_pub_key,json=wgPubKey,proto3" json:"wg_pub_key,omitempty"`
+	// For a coordinator: the pin of its TLS certificate and its signing key,
+	// so that a node can watch any coordinator of the cluster.
+	TlsPin        []byte `protobuf:"bytes,6,opt,name=tls_pin,json=tlsPin,proto3" json:"tls_pin,omitempty"`
+	SigningPubKey []byte `protobuf:"bytes,7,opt,name=signing_pub_key,json=signingPubKey,proto3" json:"signing_pub_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1104,6 +1108,20 @@ func (x *Peer) GetWgPubKey() []byte {
 	return nil
 }
 
+func (x *Peer) GetTlsPin() []byte {
+	if x != nil {
+		return x.TlsPin
+	}
+	return nil
+}
+
+func (x *Peer) GetSigningPubKey() []byte {
+	if x != nil {
+		return x.SigningPubKey
+	}
+	return nil
+}
+
 var File_vpnapi_vpnapipb_vpnapi_proto protoreflect.FileDescriptor
 
 const file_vpnapi_vpnapipb_vpnapi_proto_rawDesc = "" +
@@ -1164,7 +1182,7 @@ const file_vpnapi_vpnapipb_vpnapi_proto_rawDesc = "" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x17\n" +
 	"\apub_key\x18\x02 \x01(\fR\x06pubKey\"4\n" +
 	"\x16UpdateServicesResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\x9c\x01\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xdd\x01\n" +
 	"\x04Peer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x16.fabric.vpnapi.v1.RoleR\x04role\x12\x15\n" +
@@ -1172,7 +1190,9 @@ const file_vpnapi_vpnapipb_vpnapi_proto_rawDesc = "" +
 	"\vwg_endpoint\x18\x04 \x01(\fR\n" +
 	"wgEndpoint\x12\x1c\n" +
 	"\n" +
-	"wg_pub_key\x18\x05 \x01(\fR\bwgPubKey*Z\n" +
+	"wg_pub_key\x18\x05 \x01(\fR\bwgPubKey\x12\x17\n" +
+	"\atls_pin\x18\x06 \x01(\fR\x06tlsPin\x12&\n" +
+	"\x0fsigning_pub_key\x18\a \x01(\fR\rsigningPubKey*Z\n" +
 	"\n" +
 	"UpdateKind\x12\x1b\n" +
 	"\x17UPDATE_KIND_UNSPECIFIED\x10\x00\x12\r\n" +
