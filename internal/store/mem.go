@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,12 +13,13 @@ import (
 // semantics: a View sees the snapshot committed when it started, Updates are
 // serialized, and an Update's writes become visible only when it commits.
 type Mem struct {
-	writer sync.Mutex                        // serializes Updates
-	data   atomic.Pointer[map[string][]byte] // committed snapshot, never modified
-	closed atomic.Bool
+	writer  sync.Mutex                        // serializes Updates
+	data    atomic.Pointer[map[string][]byte] // committed snapshot, never modified
+	closed  atomic.Bool
+	watches LocalWatches
 }
 
-var _ Store = (*Mem)(nil)
+var _ WatchStore = (*Mem)(nil)
 
 // NewMem returns an empty in-memory store.
 func NewMem() *Mem {
@@ -49,12 +51,40 @@ func (m *Mem) Update(fn func(Tx) error) error {
 		return err
 	}
 	m.data.Store(tx.commit())
+	if m.watches.Any() {
+		puts := map[string][]byte{}
+		for k, w := range tx.pending {
+			if !w.deleted {
+				puts[k] = w.value
+			}
+		}
+		m.watches.Publish(puts)
+	}
 	return nil
 }
 
-// Close implements Store. Later transactions fail.
+// WatchPrefix implements Watcher.
+func (m *Mem) WatchPrefix(ctx context.Context, prefix, fromKey string) (*Watch, error) {
+	m.writer.Lock()
+	defer m.writer.Unlock()
+	if m.closed.Load() {
+		return nil, ErrStoreClosed
+	}
+	data := *m.data.Load()
+	var initial []KV
+	for k, v := range data {
+		if InWatch(prefix, fromKey, k) {
+			initial = append(initial, KV{Key: k, Value: Clone(v)})
+		}
+	}
+	slices.SortFunc(initial, func(a, b KV) int { return strings.Compare(a.Key, b.Key) })
+	return m.watches.Add(ctx, prefix, fromKey, initial)
+}
+
+// Close implements Store. Later transactions fail and watches end.
 func (m *Mem) Close() error {
 	m.closed.Store(true)
+	m.watches.Close()
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,11 @@ var (
 
 	ErrTxClosed    = errors.New("transaction used after its function returned")
 	ErrStoreClosed = errors.New("store is closed")
+
+	// ErrWatchBehind ends a Watch whose reader fell more than
+	// WatchQueueLimit keys behind the commits it follows. The reader
+	// starts a new watch from the key after the last one it received.
+	ErrWatchBehind = errors.New("watcher fell behind the store's commits")
 )
 
 // Tx is a transaction. It is valid only while the function given to View or
@@ -43,13 +49,51 @@ type Store interface {
 	// snapshot. Views may run concurrently with each other and with an
 	// Update.
 	View(fn func(Tx) error) error
-	// Update runs fn in a read-write transaction. Updates are serialized.
+	// Update runs fn in a read-write transaction. Updates are
+	// serializable: their outcome is that of running them one at a time.
 	// The writes are committed only if fn returns nil; if fn returns an
 	// error or panics, every write of the transaction is discarded (a
-	// panic is then re-raised). Update returns fn's error unchanged.
+	// panic is then re-raised). Update returns fn's error unchanged, or
+	// the store's error if the store failed (the transaction is then not
+	// committed, or, for a commit whose answer was lost, its outcome is
+	// unknown; the error says which).
+	//
+	// fn may run more than once. A store whose transactions are
+	// optimistic (etcdstore) runs it again in a fresh transaction when
+	// another writer committed a change to what it read, so fn must
+	// compute its writes only from what it reads in tx (and from values
+	// that do not change between its runs) and do nothing else that must
+	// happen once. boltstore and Mem serialize Updates and run fn
+	// exactly once.
 	Update(fn func(Tx) error) error
 	// Close releases the store. Transactions must not be running.
 	Close() error
+}
+
+// KV is a committed key and its value.
+type KV struct {
+	Key   string
+	Value []byte
+}
+
+// Watcher is a store whose commits can be followed. Every Store of this
+// module implements it; a consumer that needs it declares so (WatchStore).
+type Watcher interface {
+	// WatchPrefix follows the keys under prefix at or after fromKey:
+	// first those already committed, in key order, then every key put by
+	// a later commit as it commits (the keys of one commit in key order,
+	// commits in commit order), with no gap and none twice between the
+	// two. A key put again is sent again; deletions are not sent. The
+	// watch ends when ctx ends, when its reader falls WatchQueueLimit
+	// keys behind (ErrWatchBehind), or when the store fails or closes:
+	// Watch.C is then closed and Watch.Err says why.
+	WatchPrefix(ctx context.Context, prefix, fromKey string) (*Watch, error)
+}
+
+// WatchStore is a Store whose commits can be followed.
+type WatchStore interface {
+	Store
+	Watcher
 }
 
 // GetJSON reads key and decodes its JSON value into v.

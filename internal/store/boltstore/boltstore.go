@@ -2,8 +2,10 @@ package boltstore
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/store"
@@ -34,9 +36,13 @@ type Options struct {
 // Bolt is a Store in a bbolt file.
 type Bolt struct {
 	db *bolt.DB
+	// writer serializes Updates with the start of watches, so that a
+	// watch's first keys and the commits it is fed follow each other.
+	writer  sync.Mutex
+	watches store.LocalWatches
 }
 
-var _ store.Store = (*Bolt)(nil)
+var _ store.WatchStore = (*Bolt)(nil)
 
 // Open opens or creates the bbolt file at path (mode 0600 when created).
 // Its directory must exist. If another process has the file open, Open
@@ -76,13 +82,45 @@ func (b *Bolt) View(fn func(store.Tx) error) error {
 
 // Update implements Store.
 func (b *Bolt) Update(fn func(store.Tx) error) error {
-	return b.db.Update(func(btx *bolt.Tx) error {
-		return runTx(&boltTx{bucket: btx.Bucket(bucketName), writable: true}, fn)
+	b.writer.Lock()
+	defer b.writer.Unlock()
+	var puts map[string][]byte
+	if b.watches.Any() {
+		puts = map[string][]byte{}
+	}
+	err := b.db.Update(func(btx *bolt.Tx) error {
+		return runTx(&boltTx{bucket: btx.Bucket(bucketName), writable: true, puts: puts}, fn)
 	})
+	if err == nil {
+		b.watches.Publish(puts)
+	}
+	return err
 }
 
-// Close implements Store.
+// WatchPrefix implements store.Watcher.
+func (b *Bolt) WatchPrefix(ctx context.Context, prefix, fromKey string) (*store.Watch, error) {
+	b.writer.Lock()
+	defer b.writer.Unlock()
+	var initial []store.KV
+	err := b.db.View(func(btx *bolt.Tx) error {
+		c := btx.Bucket(bucketName).Cursor()
+		for k, v := c.Seek([]byte(max(prefix, fromKey))); k != nil && bytes.HasPrefix(k, []byte(prefix)); k, v = c.Next() {
+			initial = append(initial, store.KV{Key: string(k), Value: store.Clone(v)})
+		}
+		return nil
+	})
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return nil, store.ErrStoreClosed
+	}
+	if err != nil {
+		return nil, fmt.Errorf("watching %s in %s: %w", prefix, b.db.Path(), err)
+	}
+	return b.watches.Add(ctx, prefix, fromKey, initial)
+}
+
+// Close implements Store. Watches end with store.ErrStoreClosed.
 func (b *Bolt) Close() error {
+	b.watches.Close()
 	if err := b.db.Close(); err != nil {
 		return fmt.Errorf("closing state store %s: %w", b.db.Path(), err)
 	}
@@ -113,6 +151,7 @@ type boltTx struct {
 	bucket   *bolt.Bucket
 	writable bool
 	closed   bool
+	puts     map[string][]byte // if not nil, collects the keys put, for watches
 }
 
 func (tx *boltTx) check(key string, write bool) error {
@@ -143,8 +182,12 @@ func (tx *boltTx) Put(key string, value []byte) error {
 		return err
 	}
 	// bbolt keeps a reference to value until commit; the caller may reuse it.
-	if err := tx.bucket.Put([]byte(key), store.Clone(value)); err != nil {
+	value = store.Clone(value)
+	if err := tx.bucket.Put([]byte(key), value); err != nil {
 		return fmt.Errorf("putting %s: %w", key, err)
+	}
+	if tx.puts != nil {
+		tx.puts[key] = value
 	}
 	return nil
 }
@@ -156,6 +199,7 @@ func (tx *boltTx) Delete(key string) error {
 	if err := tx.bucket.Delete([]byte(key)); err != nil {
 		return fmt.Errorf("deleting %s: %w", key, err)
 	}
+	delete(tx.puts, key)
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 type Opener func(tb testing.TB) store.Store
 
 // Run runs the conformance suite against the stores that open returns.
+// The stores must implement store.Watcher.
 func Run(t *testing.T, open Opener) {
 	t.Run("GetPutDelete", func(t *testing.T) { testGetPutDelete(t, open) })
 	t.Run("EmptyKey", func(t *testing.T) { testEmptyKey(t, open) })
@@ -26,12 +27,18 @@ func Run(t *testing.T, open Opener) {
 	t.Run("ReadOwnWrites", func(t *testing.T) { testReadOwnWrites(t, open) })
 	t.Run("RollbackOnError", func(t *testing.T) { testRollbackOnError(t, open) })
 	t.Run("RollbackOnPanic", func(t *testing.T) { testRollbackOnPanic(t, open) })
+	t.Run("RollbackHalfway", func(t *testing.T) { testRollbackHalfway(t, open) })
 	t.Run("ViewRefusesWrites", func(t *testing.T) { testViewRefusesWrites(t, open) })
 	t.Run("ViewIsolation", func(t *testing.T) { testViewIsolation(t, open) })
 	t.Run("ConcurrentUpdates", func(t *testing.T) { testConcurrentUpdates(t, open) })
 	t.Run("TxUnusableAfterReturn", func(t *testing.T) { testTxUnusableAfterReturn(t, open) })
 	t.Run("JSON", func(t *testing.T) { testJSON(t, open) })
 	t.Run("Closed", func(t *testing.T) { testClosed(t, open) })
+	t.Run("WatchFromKey", func(t *testing.T) { testWatchFromKey(t, open) })
+	t.Run("WatchEmptyStore", func(t *testing.T) { testWatchEmptyStore(t, open) })
+	t.Run("WatchManyWrites", func(t *testing.T) { testWatchManyWrites(t, open) })
+	t.Run("WatchBehind", func(t *testing.T) { testWatchBehind(t, open) })
+	t.Run("WatchStoreClosed", func(t *testing.T) { testWatchStoreClosed(t, open) })
 }
 
 var errBoom = errors.New("boom")

@@ -248,3 +248,68 @@ func testTxUnusableAfterReturn(t *testing.T, open Opener) {
 		t.Errorf("store content (-want +got):\n%s", diff)
 	}
 }
+
+// testRollbackHalfway fails a transaction after it rewrote much of the
+// store (a scan that deletes, new keys, reads of its own writes): nothing
+// of it is committed or seen by a watch.
+func testRollbackHalfway(t *testing.T, open Opener) {
+	for _, tt := range []struct {
+		name string
+		fail func() error
+	}{
+		{"error", func() error { return errBoom }},
+		{"panic", func() error { panic(errBoom) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t)
+			initial := map[string]string{}
+			for i := range 20 {
+				initial[fmt.Sprintf("h/%02d", i)] = fmt.Sprint(i)
+			}
+			put(t, s, initial)
+			w, _ := startWatch(t, s, "h/", "h/19")
+			if diff := cmp.Diff([]string{"h/19=19"}, nextKVs(t, w, 1)); diff != "" {
+				t.Errorf("watched keys (-want +got):\n%s", diff)
+			}
+			func() {
+				defer func() {
+					if r := recover(); r != nil && r != errBoom {
+						t.Errorf("recovered %v, want the panic value %v", r, errBoom)
+					}
+				}()
+				err := s.Update(func(tx store.Tx) error {
+					n := 0
+					err := tx.Scan("h/", func(k string, _ []byte) error {
+						n++
+						if n%2 == 0 {
+							return tx.Delete(k)
+						}
+						return tx.Put(k, []byte("rewritten"))
+					})
+					if err != nil {
+						return err
+					}
+					for i := 20; i < 50; i++ {
+						if err := tx.Put(fmt.Sprintf("h/%02d", i), []byte("new")); err != nil {
+							return err
+						}
+					}
+					if got := len(scanKeys(t, tx, "h/")); got != 40 {
+						t.Errorf("the transaction sees %d keys of its own, want 40", got)
+					}
+					return tt.fail()
+				})
+				if !errors.Is(err, errBoom) {
+					t.Errorf("Update error %v, want %v", err, errBoom)
+				}
+			}()
+			if diff := cmp.Diff(initial, Dump(t, s)); diff != "" {
+				t.Errorf("store content after rollback (-want +got):\n%s", diff)
+			}
+			put(t, s, map[string]string{"h/zz": "after"})
+			if diff := cmp.Diff([]string{"h/zz=after"}, nextKVs(t, w, 1)); diff != "" {
+				t.Errorf("watched keys after the rollback (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
