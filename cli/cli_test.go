@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/internal/bootstrapkey"
+	"github.com/fabricmesh/fabric/internal/version"
 )
 
 func run(args ...string) (int, string) {
@@ -97,5 +98,17 @@ func TestKeyPrintsAndWrites(t *testing.T) {
 	info, err := os.Stat(path2)
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("key file mode: %v %v", info, err)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	want := "fabric " + version.Get().String() + "\n"
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			code, out := run(args...)
+			if code != 0 || out != want {
+				t.Errorf("fabric %s: exit %d, output %q; want 0, %q", strings.Join(args, " "), code, out, want)
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/fabricmesh/fabric/internal/version"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -24,7 +25,7 @@ func (e *exitError) Error() string { return e.msg }
 // Run runs the fabric CLI with args (without the program name) and returns
 // the exit code: 0 success, 1 failure, 2 bad usage.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRoot(stdout, stderr)
+	root := NewRootCommand(stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -44,7 +45,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
-func newRoot(stdout, stderr io.Writer) *cobra.Command {
+// NewRootCommand returns the fabric command tree, writing to stdout and
+// stderr. Run runs it; the Debian package build generates the man pages and
+// the shell completion from it.
+func NewRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "fabric",
 		Short: "fabric activates and inspects a WireGuard-meshed fabric cluster",
@@ -53,13 +57,15 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 Every machine runs fabricd with the same bootstrap key. 'fabric activate'
 makes one of them the coordinator and the others nodes of a WireGuard mesh,
 and writes an admin bundle; later commands read that bundle.`,
+		Version:       version.Get().String(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
+	root.SetVersionTemplate("fabric {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newKeyCmd(), newActivateCmd(), newAddNodesCmd(), newStatusCmd(), newWatchCmd(), newServicesCmd(), newPasticheCmd(), newUsersCmd())
+	root.AddCommand(newKeyCmd(), newActivateCmd(), newAddNodesCmd(), newStatusCmd(), newWatchCmd(), newServicesCmd(), newPasticheCmd(), newUsersCmd(), newVersionCmd())
 	return root
 }
 

@@ -6,114 +6,202 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
-	"path/filepath"
-	"regexp"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/fabricmesh/fabric/internal/bootstrapkey"
+	"github.com/fabricmesh/fabric/internal/fabricdconfig"
+	"github.com/fabricmesh/fabric/internal/version"
 	"github.com/spf13/pflag"
 )
 
+// Description is what fabricd is, for its help and its man page.
+const Description = `fabricd is the fabric appliance daemon; every machine of a cluster runs it.
+
+It reads its settings from /etc/fabric/fabricd.yaml (or --config FILE); a
+flag of the same name as a key overrides the file. Only listen has no
+default. An unknown key, a value of the wrong type or an invalid value is an
+error naming the file, the line and the key; --check-config checks the file
+and the flags and exits.
+
+fabricd runs in the foreground and logs to stderr. SIGINT and SIGTERM stop
+it. SIGHUP re-reads the config file: the log level applies at once, a change
+of any other key is logged and needs a restart; an invalid file is logged and
+changes nothing.`
+
 // Main is fabricd: it parses args (without the program name), runs the
-// daemon until ctx ends and returns the exit code.
+// daemon until ctx ends and returns the exit code: 0 after a clean stop,
+// 1 if the daemon failed, 2 for bad flags or config.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cfg, err := parseFlags(args, stdout, stderr)
-	if errors.Is(err, pflag.ErrHelp) {
+	inv, err := parseArgs(args, stdout, stderr)
+	switch {
+	case errors.Is(err, pflag.ErrHelp):
+		return 0
+	case err != nil:
+		printError(stderr, err)
+		return 2
+	case inv.showVersion:
+		fmt.Fprintf(stdout, "fabricd %s\n", version.Get())
 		return 0
 	}
+	settings, err := inv.load()
+	if err == nil {
+		err = checkKeyFile(settings.BootstrapKeyFile)
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "fabricd: %v\n", err)
+		printError(stderr, err)
 		return 2
 	}
+	if inv.checkConfig {
+		fmt.Fprintf(stdout, "# %s: valid; the settings fabricd would run with:\n%s", inv.configPath, fabricdconfig.Render(settings, inv.file, inv.fs))
+		return 0
+	}
+	level := new(slog.LevelVar)
+	level.Set(settings.LogLevel)
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg, err := newConfig(settings, logger)
+	if err != nil {
+		printError(stderr, err)
+		return 2
+	}
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
+	go inv.reloadOnHUP(ctx, hups, settings, level, logger)
 	if err := Run(ctx, cfg); err != nil {
-		fmt.Fprintf(stderr, "fabricd: %v\n", err)
+		printError(stderr, err)
 		return 1
 	}
 	return 0
 }
 
-var namePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+// printError prints each line of err (a join of several) as its own
+// "fabricd: " line.
+func printError(w io.Writer, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintf(w, "fabricd: %s\n", line)
+	}
+}
 
-func parseFlags(args []string, stdout, stderr io.Writer) (Config, error) {
+// invocation is fabricd's command line.
+type invocation struct {
+	fs          *pflag.FlagSet
+	configPath  string
+	configGiven bool
+	checkConfig bool
+	showVersion bool
+	// file is the config file as last read.
+	file fabricdconfig.File
+}
+
+// Flags returns fabricd's flags (every config key, and the flags that are
+// not keys), for its man page.
+func Flags() *pflag.FlagSet {
+	fs, _ := newFlagSet()
+	return fs
+}
+
+func newFlagSet() (*pflag.FlagSet, *invocation) {
 	fs := pflag.NewFlagSet("fabricd", pflag.ContinueOnError)
+	fs.SortFlags = false
+	inv := &invocation{fs: fs}
+	fs.StringVar(&inv.configPath, "config", fabricdconfig.DefaultPath, "config file; the default one may be missing, one given here must exist")
+	fs.BoolVar(&inv.checkConfig, "check-config", false, "check the config file and the flags, print the settings and exit (0 valid, 2 invalid)")
+	fs.BoolVar(&inv.showVersion, "version", false, "print the version, the commit and the Go version, and exit")
+	fabricdconfig.AddFlags(fs)
+	return fs, inv
+}
+
+func parseArgs(args []string, stdout, stderr io.Writer) (*invocation, error) {
+	fs, inv := newFlagSet()
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stdout, "fabricd is the fabric appliance daemon; every machine of a cluster runs it.\n\nUsage:\n  fabricd --state-dir DIR --listen IP:PORT --bootstrap-key-file FILE [flags]\n\nFlags:\n%s", fs.FlagUsages())
+		fmt.Fprintf(stdout, "%s\n\nUsage:\n  fabricd [--config FILE] [flags]\n\nFlags:\n%s", Description, fs.FlagUsages())
 	}
-	var (
-		cfg       Config
-		listen    string
-		keyFile   string
-		logLevel  string
-		hostname  string
-		errHostnm error
-	)
-	hostname, errHostnm = os.Hostname()
-	hostname, _, _ = strings.Cut(strings.ToLower(hostname), ".")
-	fs.StringVar(&cfg.StateDir, "state-dir", "", "directory of the peer's identity and state (created 0700)")
-	fs.StringVar(&listen, "listen", "", "pubapi endpoint IP:PORT; its IP is the peer's public IP")
-	fs.StringVar(&keyFile, "bootstrap-key-file", "", "file holding the cluster bootstrap key (from 'fabric key')")
-	fs.StringVar(&cfg.Name, "name", hostname, "peer name, unique in the cluster")
-	fs.StringVar(&cfg.Horde, "horde", DefaultHorde, "horde (group of services) the peer belongs to")
-	fs.IntVar(&cfg.WGPort, "wg-port", DefaultWGPort, "WireGuard UDP port")
-	fs.StringVar(&cfg.InterfaceName, "wg-interface", "fabric0", "WireGuard interface name")
-	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.BoolVar(&cfg.NoPastiche, "no-pastiche", false, "do not run the pastiche demo service")
-	fs.StringVar(&cfg.SSHUsersRoot, "ssh-users-root", "/", "root directory of the SSH users' accounts (etc/passwd, homes): / is the machine's; another is for tests and containers")
 	if err := fs.Parse(args); err != nil {
-		return Config{}, err
+		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q (fabricd takes only flags)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (fabricd takes only flags)", fs.Arg(0))
 	}
-	var err error
-	if cfg.Logger, err = newLogger(logLevel, stderr); err != nil {
-		return Config{}, err
-	}
-	switch {
-	case cfg.StateDir == "":
-		return Config{}, errors.New("--state-dir is required")
-	case listen == "":
-		return Config{}, errors.New("--listen is required (IP:PORT, the peer's public pubapi endpoint)")
-	case keyFile == "":
-		return Config{}, errors.New("--bootstrap-key-file is required")
-	case cfg.Name == "" && errHostnm != nil:
-		return Config{}, fmt.Errorf("--name is required: the hostname is unknown: %w", errHostnm)
-	case !namePattern.MatchString(cfg.Name):
-		return Config{}, fmt.Errorf("--name %q: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit", cfg.Name)
-	case !namePattern.MatchString(cfg.Horde):
-		return Config{}, fmt.Errorf("--horde %q: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit", cfg.Horde)
-	case cfg.WGPort < 1 || cfg.WGPort > 65535:
-		return Config{}, fmt.Errorf("--wg-port %d: must be 1-65535", cfg.WGPort)
-	case !filepath.IsAbs(cfg.SSHUsersRoot):
-		return Config{}, fmt.Errorf("--ssh-users-root %q: want an absolute path", cfg.SSHUsersRoot)
-	}
-	if cfg.Listen, err = parseListen(listen); err != nil {
-		return Config{}, err
-	}
-	if cfg.BootstrapKey, err = bootstrapkey.ReadFile(keyFile); err != nil {
-		return Config{}, fmt.Errorf("--bootstrap-key-file: %w", err)
-	}
-	return cfg, nil
+	inv.configGiven = fs.Changed("config")
+	return inv, nil
 }
 
-func parseListen(s string) (netip.AddrPort, error) {
-	ap, err := netip.ParseAddrPort(s)
+// load reads the config file and resolves the settings with the flags.
+func (inv *invocation) load() (fabricdconfig.Settings, error) {
+	file, err := fabricdconfig.ReadFile(inv.configPath, !inv.configGiven)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("--listen %q: want IP:PORT, e.g. 198.51.100.10:7443", s)
+		return fabricdconfig.Settings{}, err
 	}
-	if ap.Addr().IsUnspecified() || ap.Port() == 0 {
-		return netip.AddrPort{}, fmt.Errorf("--listen %q: needs a specific IP and port; the IP is the peer's public endpoint", s)
+	s, err := fabricdconfig.Resolve(file, inv.fs)
+	if err != nil {
+		return fabricdconfig.Settings{}, err
 	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	inv.file = file
+	return s, nil
 }
 
-func newLogger(level string, w io.Writer) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+// checkKeyFile reads the bootstrap key file only to check it.
+func checkKeyFile(path string) error {
+	if _, err := bootstrapkey.ReadFile(path); err != nil {
+		return fmt.Errorf("bootstrap-key-file: %w", err)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	return nil
+}
+
+// newConfig makes the daemon's Config from the settings.
+func newConfig(s fabricdconfig.Settings, logger *slog.Logger) (Config, error) {
+	key, err := bootstrapkey.ReadFile(s.BootstrapKeyFile)
+	if err != nil {
+		return Config{}, fmt.Errorf("bootstrap-key-file: %w", err)
+	}
+	return Config{
+		StateDir: s.StateDir, Listen: s.Listen, BootstrapKey: key, Name: s.Name, Horde: s.Horde,
+		WGPort: s.WGPort, InterfaceName: s.WGInterface, NoPastiche: s.NoPastiche, SSHUsersRoot: s.SSHUsersRoot, Logger: logger,
+	}, nil
+}
+
+// reloadOnHUP re-reads the config file on every signal from hups until ctx
+// ends (see reload).
+func (inv *invocation) reloadOnHUP(ctx context.Context, hups <-chan os.Signal, running fabricdconfig.Settings, level *slog.LevelVar, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hups:
+			running = inv.reload(running, level, log)
+		}
+	}
+}
+
+// reload re-reads the config file (the flags still override it). An
+// invalid file is logged and changes nothing. Otherwise the live keys
+// (the log level) are applied and every other change is logged as needing
+// a restart. It returns the settings now in force.
+func (inv *invocation) reload(running fabricdconfig.Settings, level *slog.LevelVar, log *slog.Logger) fabricdconfig.Settings {
+	log.Info("SIGHUP: re-reading the config file", "file", inv.configPath)
+	next, err := inv.load()
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			log.Error("config file invalid; nothing changed", "err", line)
+		}
+		return running
+	}
+	changes := fabricdconfig.Changes(running, next)
+	for _, c := range changes {
+		if !c.Live {
+			log.Warn("config key changed; restart fabricd to apply it", "key", c.Key, "running", c.Old, "file", c.New)
+			continue
+		}
+		running = c.Apply(running)
+		level.Set(running.LogLevel)
+		log.Info("config key applied", "key", c.Key, "old", c.Old, "new", c.New)
+	}
+	if len(changes) == 0 {
+		log.Info("config unchanged")
+	}
+	return running
 }

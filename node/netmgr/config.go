@@ -1,11 +1,10 @@
 package netmgr
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
-	"unicode"
+
+	"github.com/fabricmesh/fabric/internal/ifname"
 )
 
 // Mode selects the WireGuard implementation.
@@ -29,8 +28,6 @@ const (
 const (
 	minMTU = 576
 	maxMTU = 65535
-	// maxIfNameLen is IFNAMSIZ-1: Linux interface names are at most 15 bytes.
-	maxIfNameLen = 15
 )
 
 // Config configures a Manager. Zero fields take defaults.
@@ -65,7 +62,7 @@ func (cfg Config) withDefaults() Config {
 
 // validate checks a Config that already has its defaults.
 func (cfg Config) validate() error {
-	if err := validateIfName(cfg.InterfaceName); err != nil {
+	if err := ifname.Validate(cfg.InterfaceName); err != nil {
 		return err
 	}
 	if cfg.MTU < minMTU || cfg.MTU > maxMTU {
@@ -75,27 +72,6 @@ func (cfg Config) validate() error {
 	case ModeAuto, ModeKernel, ModeUserspace:
 	default:
 		return fmt.Errorf("unknown mode %q (want %q, %q or %q)", cfg.Mode, ModeAuto, ModeKernel, ModeUserspace)
-	}
-	return nil
-}
-
-// validateIfName applies the kernel's dev_valid_name rules; the name also
-// names the UAPI socket file, which these rules keep safe.
-func validateIfName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("interface name is empty")
-	case len(name) > maxIfNameLen:
-		return fmt.Errorf("interface name %q longer than %d bytes", name, maxIfNameLen)
-	case name == "." || name == "..":
-		return fmt.Errorf("interface name %q is not allowed", name)
-	case strings.ContainsAny(name, "/:"):
-		return fmt.Errorf("interface name %q contains '/' or ':'", name)
-	}
-	for _, r := range name {
-		if unicode.IsSpace(r) || !unicode.IsPrint(r) || r > unicode.MaxASCII {
-			return fmt.Errorf("interface name %q contains a space, control or non-ASCII character", name)
-		}
 	}
 	return nil
 }
