@@ -1,10 +1,15 @@
 # fabric: a WireGuard-meshed coordinator/node appliance.
 #
 #   make build   bin/fabric (admin CLI) and bin/fabricd (daemon)
-#   make test    every test; the multi-host ones need root
+#   make deb     bin/fabric_<version>_amd64.deb: fabric, fabricd, the systemd
+#                unit, the default config, man pages, bash completion
+#   make test    every test; the multi-host and package ones need root
 #   make demo    a local cluster of network-namespace hosts (root)
 #   make bench   benchmarks; ends with one JSON line of figures (root)
 #   make proto   regenerate the committed protobuf code
+#
+# test, demo, bench, deb and proto first install the Debian packages they
+# need when run as root (scripts/deps.sh).
 
 GO        ?= go
 BIN       := $(CURDIR)/bin
@@ -13,27 +18,61 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GOBIN_TOOLS := $(CURDIR)/.tools
 
-.PHONY: all build test demo bench proto tools lint clean
+# The build's version, commit and time, from git (scripts/version.sh); give
+# VERSION=... outside a git checkout. The binaries report the first two
+# (fabric version, fabricd --version); the .deb takes its version from
+# VERSION and every file time from SOURCE_DATE_EPOCH, so the same commit
+# gives the same package.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell scripts/version.sh)
+endif
+ifeq ($(origin COMMIT),undefined)
+COMMIT := $(shell git rev-parse HEAD 2>/dev/null)$(if $(findstring -dirty,$(VERSION)),-dirty)
+endif
+ifeq ($(origin SOURCE_DATE_EPOCH),undefined)
+SOURCE_DATE_EPOCH := $(shell git log -1 --format=%ct 2>/dev/null)
+endif
+export SOURCE_DATE_EPOCH
+VERSION_PKG := github.com/fabricmesh/fabric/internal/version
+LDFLAGS     := -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(COMMIT)
+# -trimpath and -buildvcs=false: the binaries depend on the sources and the
+# flags above only, not on where the checkout is or on git's state.
+BUILDFLAGS  := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
+DEB_BIN     := $(BIN)/deb
+
+.PHONY: all build deb test demo bench proto tools lint clean
 
 all: build
 
 build:
-	$(GO) build $(GOFLAGS) -o $(BIN)/ ./cmd/fabric ./cmd/fabricd ./cmd/fabric-demo ./cmd/fabric-bench
+	$(GO) build $(GOFLAGS) $(BUILDFLAGS) -o $(BIN)/ ./cmd/fabric ./cmd/fabricd ./cmd/fabric-demo ./cmd/fabric-bench
 	@# wireguard-go lets the demo and the tests put their admin host on the
 	@# VPN with wg-quick, as an operator's machine would join.
 	$(GO) build $(GOFLAGS) -o $(BIN)/wireguard-go golang.zx2c4.com/wireguard
 
+# The package's binaries are stripped (-s -w), as Debian ships binaries, and
+# linked against libc like every Debian binary; the package depends on the
+# libc6 version their symbols need.
+deb: deps-deb
+	$(GO) build $(GOFLAGS) -trimpath -buildvcs=false -buildmode=pie -ldflags '$(LDFLAGS) -s -w' -o $(DEB_BIN)/ ./cmd/fabric ./cmd/fabricd
+	$(GO) run ./packaging/deb --bin-dir $(DEB_BIN) --version $(VERSION) --out-dir $(BIN) >$(DEB_BIN)/last-package
+	@cat $(DEB_BIN)/last-package
+
+deps-%:
+	@scripts/deps.sh $*
+
 # -p 2: the multi-host packages each build many namespace hosts; running them
 # two at a time keeps a small CI machine responsive.
-test: build lint
-	FABRIC_BIN_DIR=$(BIN) $(GO) test $(GOFLAGS) -race -count=1 -p 2 -timeout 40m ./...
+# The package test (packaging/deb) installs the .deb make deb built.
+test: deps-test build lint deb
+	FABRIC_BIN_DIR=$(BIN) FABRIC_DEB=$$(cat $(DEB_BIN)/last-package) $(GO) test $(GOFLAGS) -race -count=1 -p 2 -timeout 40m ./...
 
-demo: build
+demo: deps-demo build
 	$(BIN)/fabric-demo --bin-dir $(BIN)
 
 # BENCH_FLAGS picks a part, e.g. make bench BENCH_FLAGS="--only signed,pastiche --runs 1"
 # (scenarios: mesh, inproc, signed, pastiche; see bin/fabric-bench --help).
-bench: build
+bench: deps-bench build
 	$(BIN)/fabric-bench --bin-dir $(BIN) $(BENCH_FLAGS)
 
 lint:
@@ -45,7 +84,7 @@ tools:
 	GOBIN=$(GOBIN_TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(GOBIN_TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
-proto: tools
+proto: deps-proto tools
 	PATH=$(GOBIN_TOOLS):$$PATH protoc -I . \
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
