@@ -23,8 +23,6 @@ import (
 // DefaultVPNCIDR is the VPN range of `fabric activate` without --vpn-cidr.
 const DefaultVPNCIDR = "10.77.0.0/16"
 
-const defaultAdminDir = "./fabric-admin"
-
 func newActivateCmd() *cobra.Command {
 	var (
 		coordinator, nodes, keyFile, vpnCIDR, adminDir, adminName, rulesFile, usersFile string
@@ -34,7 +32,8 @@ func newActivateCmd() *cobra.Command {
 		Short: "Create a cluster: make one peer the coordinator and activate the others as nodes",
 		Long: `activate makes the peer at --coordinator the coordinator of a new cluster,
 which then activates every peer of --nodes concurrently. Progress is printed as
-it happens. At the end the admin bundle is written to --admin-dir: the
+it happens. At the end the admin bundle is written to --admin-dir (default:
+$FABRIC_ADMIN_DIR, else ./fabric-admin), and activate says where: the
 coordinator's endpoint and TLS pin, the admin key that later commands use, and
 a wg-quick config (fabric-vpn.conf) that puts this machine on the VPN.
 
@@ -71,7 +70,7 @@ printed and 'fabric add-nodes' can retry it.`,
 			}
 			return activate(cmd.Context(), cmd.OutOrStdout(), activation{
 				coordinatorEndpoint: endpoint, nodeEndpoints: nodeList, bootstrapKey: key,
-				vpnCIDR: vpnCIDR, adminDir: adminDir, adminName: adminName, rules: rules, rulesName: rulesFile,
+				vpnCIDR: vpnCIDR, adminDir: osEnvironment.newAdminDir(adminDir), adminName: adminName, rules: rules, rulesName: rulesFile,
 				users: users, usersName: usersFile,
 			})
 		},
@@ -81,7 +80,7 @@ printed and 'fabric add-nodes' can retry it.`,
 	f.StringVar(&nodes, "nodes", "", "comma-separated pubapi endpoints IP:PORT of the peers to make nodes")
 	f.StringVar(&keyFile, "bootstrap-key-file", "", "the cluster's bootstrap key, as written by 'fabric key' (required)")
 	f.StringVar(&vpnCIDR, "vpn-cidr", DefaultVPNCIDR, "VPN address range; the coordinator takes its first address")
-	f.StringVar(&adminDir, "admin-dir", defaultAdminDir, "where to write the admin bundle (must not hold one already)")
+	f.StringVar(&adminDir, "admin-dir", "", "where to write the admin bundle, which must not hold one already (default: $"+adminDirEnv+", else ./"+localAdminDir+")")
 	f.StringVar(&adminName, "admin-name", "admin", "the admin's name in the cluster")
 	f.StringVar(&rulesFile, "rules", "", "connectivity rules file (YAML); default: pastiche may call pastiche within a horde")
 	f.StringVar(&usersFile, "users", "", "SSH users file (YAML): users every peer creates with their authorized keys; default: none")
@@ -173,7 +172,7 @@ func activate(ctx context.Context, out io.Writer, a activation) error {
 		admin.removeKeys()
 		return rpcError("activating coordinator "+a.coordinatorEndpoint, err)
 	}
-	fmt.Fprintf(out, "cluster %s created; admin bundle in %s\n", admin.bundle.ClusterID, a.adminDir)
+	fmt.Fprintf(out, "cluster %s created; admin bundle in %s\n", admin.bundle.ClusterID, osEnvironment.describeAdminDir(a.adminDir))
 	return followActivation(out, stream, admin)
 }
 
@@ -259,7 +258,7 @@ reported as such. The admin's wg-quick config is rewritten with the new peers.`,
 			if len(nodeList) == 0 {
 				return usagef("--nodes is required")
 			}
-			admin, err := loadAdminDir(adminDir)
+			admin, err := openAdminDir(adminDir)
 			if err != nil {
 				return err
 			}
@@ -278,7 +277,7 @@ reported as such. The admin's wg-quick config is rewritten with the new peers.`,
 		},
 	}
 	cmd.Flags().StringVar(&nodes, "nodes", "", "comma-separated pubapi endpoints IP:PORT of the peers to activate (required)")
-	cmd.Flags().StringVar(&adminDir, "admin-dir", defaultAdminDir, "admin bundle written by 'fabric activate'")
+	addAdminDirFlag(cmd, &adminDir)
 	return cmd
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/internal/bootstrapkey"
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
 	"github.com/fabricmesh/fabric/internal/version"
 )
 
@@ -108,6 +109,24 @@ func TestVersion(t *testing.T) {
 			code, out := run(args...)
 			if code != 0 || out != want {
 				t.Errorf("fabric %s: exit %d, output %q; want 0, %q", strings.Join(args, " "), code, out, want)
+			}
+		})
+	}
+}
+
+func TestPrintStatusShowsCoordinatorVersion(t *testing.T) {
+	tests := []struct {
+		version, want string
+	}{
+		{"v0.1.0 (commit 1a2b3c4, go1.26.8)", "cluster c1  revision 3  vpn 203.0.113.0/24\ncoordinator fabricd v0.1.0 (commit 1a2b3c4, go1.26.8)\n\n"},
+		{"", "cluster c1  revision 3  vpn 203.0.113.0/24\ncoordinator fabricd (version not reported)\n\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.version, func(t *testing.T) {
+			var out bytes.Buffer
+			printStatus(&out, clusterstatus.Status{ClusterID: "c1", Revision: 3, VPNCIDR: "203.0.113.0/24", CoordinatorVersion: tt.version})
+			if !strings.HasPrefix(out.String(), tt.want) {
+				t.Errorf("status:\n%s\nwant it to start with:\n%s", out.String(), tt.want)
 			}
 		})
 	}

@@ -42,7 +42,7 @@ send within its horde, and a refused send writes nothing.`,
 			if name == "" {
 				name = filepath.Base(args[0])
 			}
-			admin, err := loadAdminDir(adminDir)
+			admin, err := openAdminDir(adminDir)
 			if err != nil {
 				return err
 			}
@@ -52,7 +52,7 @@ send within its horde, and a refused send writes nothing.`,
 	cmd.Flags().StringVar(&from, "from", "", "node whose pastiche sends (required)")
 	cmd.Flags().StringVar(&to, "to", "", "node whose pastiche receives (required)")
 	cmd.Flags().StringVar(&name, "name", "", "name of the file on the target (default: FILE's base name)")
-	cmd.Flags().StringVar(&adminDir, "admin-dir", defaultAdminDir, "admin bundle written by 'fabric activate'")
+	addAdminDirFlag(cmd, &adminDir)
 	return cmd
 }
 

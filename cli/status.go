@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -66,7 +67,9 @@ func fetchStatus(ctx context.Context, admin *adminDir) (clusterstatus.Status, er
 		return clusterstatus.Status{}, fmt.Errorf("coordinator %s is %s and reports no cluster: %s",
 			admin.bundle.CoordinatorPublicEndpoint, resp.GetState(), resp.GetFailure())
 	}
-	return statusFromProto(resp.GetCluster()), nil
+	st := statusFromProto(resp.GetCluster())
+	st.CoordinatorVersion = resp.GetVersion()
+	return st, nil
 }
 
 func newStatusCmd() *cobra.Command {
@@ -88,7 +91,7 @@ func newReportCmd[R any](name, short string, report func(clusterstatus.Status) R
 			if output != "table" && output != "json" {
 				return usagef("-o %q: want table or json", output)
 			}
-			admin, err := loadAdminDir(adminDir)
+			admin, err := openAdminDir(adminDir)
 			if err != nil {
 				return err
 			}
@@ -106,13 +109,13 @@ func newReportCmd[R any](name, short string, report func(clusterstatus.Status) R
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&adminDir, "admin-dir", defaultAdminDir, "admin bundle written by 'fabric activate'")
+	addAdminDirFlag(cmd, &adminDir)
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	return cmd
 }
 
 func printStatus(out io.Writer, st clusterstatus.Status) {
-	fmt.Fprintf(out, "cluster %s  revision %d  vpn %s\n\n", st.ClusterID, st.Revision, st.VPNCIDR)
+	fmt.Fprintf(out, "cluster %s  revision %d  vpn %s\ncoordinator fabricd %s\n\n", st.ClusterID, st.Revision, st.VPNCIDR, cmp.Or(st.CoordinatorVersion, "(version not reported)"))
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tROLE\tSTATE\tVPN IP\tPUBLIC ENDPOINT\tHORDE\tREGISTERED\tSERVICES\tAPPLIED\tNOTE")
 	for _, p := range st.Peers {

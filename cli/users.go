@@ -100,7 +100,7 @@ func newUsersListCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&adminDir, "admin-dir", defaultAdminDir, "admin bundle written by 'fabric activate'")
+	addAdminDirFlag(cmd, &adminDir)
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	return cmd
 }
@@ -197,7 +197,7 @@ left as they are.`,
 	}
 	cmd.Flags().StringArrayVar(&keys, "key", nil, `a public key, "TYPE BASE64 [COMMENT]" (repeatable)`)
 	cmd.Flags().StringArrayVar(&keyFiles, "key-file", nil, "a file of public keys, one per line (repeatable)")
-	cmd.Flags().StringVar(&adminDir, "admin-dir", defaultAdminDir, "admin bundle written by 'fabric activate'")
+	addAdminDirFlag(cmd, &adminDir)
 	return cmd
 }
 
@@ -271,13 +271,13 @@ lines); a user keeps at least one key.`,
 		},
 	}
 	cmd.Flags().StringArrayVar(&keys, "key", nil, `a key to remove: its fingerprint "SHA256:..." or its line (repeatable)`)
-	cmd.Flags().StringVar(&adminDir, "admin-dir", defaultAdminDir, "admin bundle written by 'fabric activate'")
+	addAdminDirFlag(cmd, &adminDir)
 	return cmd
 }
 
 // dialAdmin connects to the coordinator of the admin bundle in dir.
 func dialAdmin(dir string) (*pubapi.Client, error) {
-	admin, err := loadAdminDir(dir)
+	admin, err := openAdminDir(dir)
 	if err != nil {
 		return nil, err
 	}

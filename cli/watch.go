@@ -33,7 +33,7 @@ saying which peers are missing or behind.`,
 			if timeout <= 0 {
 				return usagef("--timeout must be positive")
 			}
-			admin, err := loadAdminDir(adminDir)
+			admin, err := openAdminDir(adminDir)
 			if err != nil {
 				return err
 			}
@@ -47,7 +47,7 @@ saying which peers are missing or behind.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&adminDir, "admin-dir", defaultAdminDir, "admin bundle written by 'fabric activate'")
+	addAdminDirFlag(cmd, &adminDir)
 	cmd.Flags().IntVar(&n, "n", 0, "number of peers (coordinator included) to wait for (required)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
 	cmd.Flags().StringSliceVar(&services, "services", nil, "services every active peer must serve (e.g. pastiche)")

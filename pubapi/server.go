@@ -9,6 +9,7 @@ import (
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/version"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -117,7 +118,7 @@ func (s *Server) GetState(ctx context.Context, _ *pubapipb.GetStateRequest) (*pu
 	resp := &pubapipb.GetStateResponse{
 		State: string(st.State), Failure: st.Failure, Name: st.Name, Horde: st.Horde,
 		PublicEndpoint: s.cfg.PublicEndpoint, ClusterId: st.ClusterID, VpnPubKey: st.VPNPubKey[:],
-		SigningPubKey: st.SigningPubKey,
+		SigningPubKey: st.SigningPubKey, Version: version.Get().String(),
 	}
 	if st.VPNIP.IsValid() {
 		resp.VpnIp = st.VPNIP.String()

@@ -12,6 +12,9 @@ type Status struct {
 	Admins    []Peer `json:"admins"`
 	// Rules are the connectivity rules in force, "client -> service (scope)".
 	Rules []string `json:"rules"`
+	// CoordinatorVersion is the coordinator's fabricd build, as fabricd
+	// --version prints it after the name.
+	CoordinatorVersion string `json:"coordinatorVersion"`
 }
 
 // Service is an endpoint (with its address) or a client of a peer.

@@ -1003,6 +1003,9 @@ type GetStateResponse struct {
 	// activates the peer, a key that another peer holds or a removed peer
 	// held.
 	SigningPubKey []byte `protobuf:"bytes,10,opt,name=signing_pub_key,json=signingPubKey,proto3" json:"signing_pub_key,omitempty"`
+	// The peer's fabricd build, as fabricd --version prints it after the
+	// name: "v0.1.0-3-g1a2b3c4 (commit 1a2b3c4..., go1.26.8)".
+	Version       string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1105,6 +1108,13 @@ func (x *GetStateResponse) GetSigningPubKey() []byte {
 		return x.SigningPubKey
 	}
 	return nil
+}
+
+func (x *GetStateResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
 }
 
 type ActivateAsCoordinatorRequest struct {
@@ -2180,7 +2190,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06sha256\x18\x05 \x01(\fR\x06sha256\"\x11\n" +
-	"\x0fGetStateRequest\"\xce\x02\n" +
+	"\x0fGetStateRequest\"\xe8\x02\n" +
 	"\x10GetStateResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\afailure\x18\x02 \x01(\tR\afailure\x12\x12\n" +
@@ -2193,7 +2203,8 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\acluster\x18\b \x01(\v2\x1f.fabric.pubapi.v1.ClusterStatusR\acluster\x12\x1e\n" +
 	"\vvpn_pub_key\x18\t \x01(\fR\tvpnPubKey\x12&\n" +
 	"\x0fsigning_pub_key\x18\n" +
-	" \x01(\fR\rsigningPubKey\"\xd4\x02\n" +
+	" \x01(\fR\rsigningPubKey\x12\x18\n" +
+	"\aversion\x18\v \x01(\tR\aversion\"\xd4\x02\n" +
 	"\x1cActivateAsCoordinatorRequest\x12\x19\n" +
 	"\bvpn_cidr\x18\x01 \x01(\tR\avpnCidr\x122\n" +
 	"\x15node_public_endpoints\x18\x02 \x03(\tR\x13nodePublicEndpoints\x121\n" +

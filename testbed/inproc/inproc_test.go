@@ -11,6 +11,7 @@ import (
 
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/clusterstatus"
+	"github.com/fabricmesh/fabric/internal/version"
 	"github.com/fabricmesh/fabric/testbed/inproc"
 	"github.com/google/go-cmp/cmp"
 )
@@ -86,6 +87,9 @@ func TestInProcessCluster(t *testing.T) {
 	checkDevices(t, c, peers[:5])
 	if got := coordinator.Core().Status(); got.State != core.StateCoordinator || got.VPNIP != netip.MustParseAddr("203.0.113.1") {
 		t.Errorf("coordinator status %+v", got)
+	}
+	if st, err := c.Status(ctx); err != nil || st.CoordinatorVersion != version.Get().String() {
+		t.Errorf("fabric status: coordinator version %q, %v; want %q", st.CoordinatorVersion, err, version.Get())
 	}
 
 	t.Run("add-nodes", func(t *testing.T) {
