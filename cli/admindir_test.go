@@ -89,7 +89,7 @@ func TestNewAdminDir(t *testing.T) {
 	t.Chdir(work)
 	home := filepath.Join(work, "home")
 	tests := []struct {
-		name, flag, envDir string
+		name, flag, envDir  string
 		want, wantDescribed string
 	}{
 		{"flag", "elsewhere", "", "elsewhere", filepath.Join(work, "elsewhere") + " (later commands need --admin-dir elsewhere or FABRIC_ADMIN_DIR=" + filepath.Join(work, "elsewhere") + ")"},
