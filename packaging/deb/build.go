@@ -131,8 +131,9 @@ func build(o options) (string, error) {
 		Section: "net", Priority: "optional", Maintainer: maintainer, Description: description,
 		MTime: o.mtime,
 		Overridables: nfpm.Overridables{
-			// procps: /bin/kill of the unit's ExecReload.
-			Depends:    append(libc, "procps"),
+			// procps: /bin/kill of the unit's ExecReload; passwd: useradd
+			// and usermod for the SSH users.
+			Depends:    append(libc, "passwd", "procps"),
 			Recommends: []string{"wireguard-tools"},
 			Contents:   contents,
 			Scripts:    scripts,

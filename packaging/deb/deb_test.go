@@ -150,8 +150,8 @@ func TestBuild(t *testing.T) {
 	if diff := cmp.Diff(want, fields); diff != "" {
 		t.Errorf("control fields (-want +got):\n%s", diff)
 	}
-	if !strings.HasPrefix(fields["Depends"], "libc6 (>= 2.") || !strings.HasSuffix(fields["Depends"], ", procps") {
-		t.Errorf("Depends %q; want libc6 (>= 2.x) for the dynamically linked binaries and procps for kill", fields["Depends"])
+	if !strings.HasPrefix(fields["Depends"], "libc6 (>= 2.") || !strings.HasSuffix(fields["Depends"], ", passwd, procps") {
+		t.Errorf("Depends %q; want libc6 (>= 2.x) for the dynamically linked binaries passwd for useradd and procps for kill", fields["Depends"])
 	}
 	conffiles, err := exec.Command("sh", "-c", "dpkg-deb --ctrl-tarfile '"+path+"' | tar -xO ./conffiles").Output()
 	if err != nil || strings.TrimSpace(string(conffiles)) != "/etc/fabric/fabricd.yaml" {
