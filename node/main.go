@@ -46,9 +46,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "fabricd %s\n", version.Get())
 		return 0
 	}
+	level := new(slog.LevelVar)
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	settings, err := inv.load()
+	var cfg Config
 	if err == nil {
-		err = checkKeyFile(settings.BootstrapKeyFile)
+		level.Set(settings.LogLevel)
+		cfg, err = newConfig(settings, logger) // reads and checks the key file
 	}
 	if err != nil {
 		printError(stderr, err)
@@ -58,18 +62,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "# %s: valid; the settings fabricd would run with:\n%s", inv.configPath, fabricdconfig.Render(settings, inv.file, inv.fs))
 		return 0
 	}
-	level := new(slog.LevelVar)
-	level.Set(settings.LogLevel)
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	cfg, err := newConfig(settings, logger)
-	if err != nil {
-		printError(stderr, err)
-		return 2
-	}
 	hups := make(chan os.Signal, 1)
 	signal.Notify(hups, syscall.SIGHUP)
 	defer signal.Stop(hups)
-	go inv.reloadOnHUP(ctx, hups, settings, level, logger)
+	reloadCtx, stopReloads := context.WithCancel(ctx)
+	defer stopReloads()
+	go inv.reloadOnHUP(reloadCtx, hups, settings, level, logger)
 	if err := Run(ctx, cfg); err != nil {
 		printError(stderr, err)
 		return 1
@@ -142,14 +140,6 @@ func (inv *invocation) load() (fabricdconfig.Settings, error) {
 	}
 	inv.file = file
 	return s, nil
-}
-
-// checkKeyFile reads the bootstrap key file only to check it.
-func checkKeyFile(path string) error {
-	if _, err := bootstrapkey.ReadFile(path); err != nil {
-		return fmt.Errorf("bootstrap-key-file: %w", err)
-	}
-	return nil
 }
 
 // newConfig makes the daemon's Config from the settings.
