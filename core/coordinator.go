@@ -15,6 +15,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/sshusers"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/update"
 )
 
 // NodeActivator reaches a node's pubapi, proving the bootstrap key.
@@ -48,6 +49,9 @@ type NodeState struct {
 	Horde         string
 	VPNPubKey     []byte
 	SigningPubKey []byte
+	// StoreID names the shared store the peer runs with ("" for its own
+	// bbolt file).
+	StoreID string
 }
 
 // CoordinatorActivation is the admin's request to create a cluster.
@@ -195,8 +199,18 @@ func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation,
 		WGPubKey: pubKeyBytes(self.VPNPrivKey), SigningPubKey: self.SigningPubKey, TLSPin: self.TLSPin,
 	}
 	admin := records.Peer{Name: req.AdminName, SigningPubKey: req.AdminSigningPubKey, WGPubKey: req.AdminVPNPubKey}
-	peers, err := c.reg.Init(records.Cluster{ID: id, VPNCIDR: req.VPNCIDR, Rules: req.Rules}, coordinator, []records.Peer{admin}, users,
-		func(tx store.Tx) error { return store.PutJSON(tx, keyRole, persistedRole{Role: StateCoordinator}) })
+	persistRole := func(tx store.Tx) error { return store.PutJSON(tx, keyRole, persistedRole{Role: StateCoordinator}) }
+	extra := persistRole
+	if c.cfg.SharedRegistry {
+		// The registry is in the cluster's store, the role in this
+		// peer's: a crash between the two leaves a registry whose
+		// coordinator record has this peer's key, which Start adopts.
+		extra = nil
+	}
+	peers, err := c.reg.Init(records.Cluster{ID: id, VPNCIDR: req.VPNCIDR, Rules: req.Rules}, coordinator, []records.Peer{admin}, users, extra)
+	if err == nil && c.cfg.SharedRegistry {
+		err = c.cfg.Store.Update(persistRole)
+	}
 	if err != nil {
 		c.networkDown(ctx)
 		return records.Peer{}, err
@@ -291,6 +305,10 @@ func (c *Core) coordinatorPeersLoop(ctx context.Context, feed Feed, self netip.A
 	held := heldPeers{peers: map[netip.Addr]records.Peer{}}
 	for {
 		u, err := feed.Next(ctx, self, held.rev, 0)
+		if err == nil && u.Kind == update.Removed {
+			c.leaveAsCoordinator(ctx)
+			return
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -525,4 +543,27 @@ func (c *Core) findNode(target string) (records.Peer, error) {
 		return found[0], nil
 	}
 	return records.Peer{}, fmt.Errorf("%w: %d rows are named %q; give the VPN IP or the public endpoint of the one to remove", ErrInvalidArgument, len(found), target)
+}
+
+// leaveAsCoordinator takes a coordinator that another coordinator removed
+// out of the cluster: its interface goes down, its role is forgotten, and
+// the daemon starts over with a new identity.
+func (c *Core) leaveAsCoordinator(ctx context.Context) {
+	c.mu.Lock()
+	if c.state != StateCoordinator {
+		c.mu.Unlock()
+		return
+	}
+	c.state = StateActivating
+	c.mu.Unlock()
+	c.log.Warn("this coordinator was removed from its cluster; leaving it")
+	c.networkDown(ctx)
+	if err := c.cfg.Store.Update(func(tx store.Tx) error { return tx.Delete(keyRole) }); err != nil {
+		c.fail(fmt.Errorf("forgetting the coordinator role after removal: %w", err))
+		return
+	}
+	c.end(StateAcceptingInit, nil)
+	if err := c.cfg.Services.Removed(context.WithoutCancel(ctx)); err != nil {
+		c.fail(fmt.Errorf("leaving the cluster after removal: %w", err))
+	}
 }

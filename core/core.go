@@ -74,11 +74,17 @@ type Config struct {
 	Self  Self
 	Store store.Store
 	// Registry holds the cluster's records (filled on a coordinator).
-	Registry  Registry
-	Network   NetworkManager
-	Activator NodeActivator
-	Dialer    CoordinatorDialer
-	Services  RoleServices
+	Registry Registry
+	// SharedRegistry is set when Registry is in a store of its own that
+	// several coordinators share (etcd), not in Store; StoreID then names
+	// that store, so that coordinators joining a cluster can tell they
+	// share it.
+	SharedRegistry bool
+	StoreID        string
+	Network        NetworkManager
+	Activator      NodeActivator
+	Dialer         CoordinatorDialer
+	Services       RoleServices
 	// Views applies the node's service view (optional).
 	Views ViewApplier
 	// Users installs the cluster's SSH users on this peer (optional).
@@ -178,6 +184,15 @@ func (c *Core) Start(ctx context.Context) error {
 	var role persistedRole
 	err := c.cfg.Store.View(func(tx store.Tx) error { return store.GetJSON(tx, keyRole, &role) })
 	switch {
+	case errors.Is(err, store.ErrNotFound) && c.sharedCoordinator():
+		// The shared registry made this peer a coordinator, and it
+		// crashed before it persisted the role: it adopts it.
+		if err := c.cfg.Store.Update(func(tx store.Tx) error {
+			return store.PutJSON(tx, keyRole, persistedRole{Role: StateCoordinator})
+		}); err != nil {
+			return c.fail(fmt.Errorf("persisting the coordinator role: %w", err))
+		}
+		role.Role = StateCoordinator
 	case errors.Is(err, store.ErrNotFound):
 		return nil
 	case err != nil:
@@ -196,6 +211,16 @@ func (c *Core) Start(ctx context.Context) error {
 	}
 	c.log.Info("restored role", "role", role.Role)
 	return nil
+}
+
+// sharedCoordinator reports whether a shared registry has this peer as an
+// active coordinator.
+func (c *Core) sharedCoordinator() bool {
+	if !c.cfg.SharedRegistry {
+		return false
+	}
+	_, err := c.coordinatorRecord()
+	return err == nil
 }
 
 func (c *Core) fail(err error) error {
@@ -268,6 +293,8 @@ type Status struct {
 	VPNPubKey wgtypes.Key
 	// SigningPubKey is the peer's signing key.
 	SigningPubKey []byte
+	// StoreID names the shared store the peer runs with ("": its own).
+	StoreID string
 }
 
 // Status reports the peer's state.
@@ -275,7 +302,7 @@ func (c *Core) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := Status{State: c.state, Failure: c.failure, Name: c.cfg.Self.Name, Horde: c.cfg.Self.Horde,
-		VPNPubKey: c.cfg.Self.VPNPrivKey.PublicKey(), SigningPubKey: c.cfg.Self.SigningPubKey}
+		VPNPubKey: c.cfg.Self.VPNPrivKey.PublicKey(), SigningPubKey: c.cfg.Self.SigningPubKey, StoreID: c.cfg.StoreID}
 	switch c.state {
 	case StateCoordinator:
 		cl, _ := c.reg.Cluster()

@@ -371,8 +371,19 @@ func (a *fakeActivator) GetNodeState(_ context.Context, endpoint string) (NodeSt
 	if b == behaveFailed {
 		st.State, st.Failure = StateFailed, "disk full"
 	}
-	return NodeState{State: st.State, ClusterID: st.ClusterID, Name: st.Name, Horde: st.Horde, VPNPubKey: st.VPNPubKey[:], SigningPubKey: st.SigningPubKey}, nil
+	return NodeState{State: st.State, ClusterID: st.ClusterID, Name: st.Name, Horde: st.Horde, VPNPubKey: st.VPNPubKey[:], SigningPubKey: st.SigningPubKey, StoreID: st.StoreID}, nil
 }
+
+// JoinAsCoordinator implements CoordinatorJoiner.
+func (a *fakeActivator) JoinAsCoordinator(ctx context.Context, endpoint string, req JoinRequest) (records.Activated, error) {
+	node, _, err := a.lookup("JoinAsCoordinator", endpoint, NodeActivation{})
+	if err != nil {
+		return records.Activated{}, err
+	}
+	return node.JoinAsCoordinator(ctx, req)
+}
+
+var _ CoordinatorJoiner = (*fakeActivator)(nil)
 
 // Leave implements NodeActivator: the node checks the coordinator's
 // signature itself, so the fake signs with the key the harness gave it.

@@ -122,6 +122,9 @@ type harness struct {
 	activator *fakeActivator
 	// tweak adjusts every peer's Config.
 	tweak func(*Config)
+	// shared, if set, holds every peer's registry (coordinators sharing a
+	// store, like etcd); each peer keeps its own state in its own store.
+	shared store.Store
 
 	coord *testPeer
 	nodes []*testPeer
@@ -154,7 +157,11 @@ func (h *harness) addNode(st store.Store) *testPeer {
 func (h *harness) start(self Self, st store.Store, before ...func(*testPeer)) *testPeer {
 	t := h.t
 	t.Helper()
-	reg, err := registry.Open(st)
+	regStore := st
+	if h.shared != nil {
+		regStore = h.shared
+	}
+	reg, err := registry.Open(regStore)
 	if err != nil {
 		t.Fatalf("opening the registry of %s: %v", self.Name, err)
 	}
@@ -163,8 +170,12 @@ func (h *harness) start(self Self, st store.Store, before ...func(*testPeer)) *t
 	cfg := Config{
 		Self: self, Store: st, Registry: reg, Network: p.net, Activator: h.activator, Dialer: &fakeDialer{net: h.net, signingPubKey: self.SigningPubKey}, Services: p.services,
 		VPNAPIPort: testVPNAPIPort, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
-		Applied: h.net.report,
+		Applied:        h.net.report,
+		SharedRegistry: h.shared != nil,
 		Logger:  testLogger(t, self.Name),
+	}
+	if h.shared != nil {
+		cfg.StoreID = "shared mem store"
 	}
 	if h.tweak != nil {
 		h.tweak(&cfg)

@@ -22,6 +22,7 @@ type Registry interface {
 	LookupSigningKey(signingPubKey []byte) (records.Peer, bool)
 	Init(c records.Cluster, coordinator records.Peer, admins []records.Peer, users []records.SSHUser, extra func(store.Tx) error) ([]records.Peer, error)
 	Reserve(publicEndpoint, name string, vpnPubKey, signingPubKey []byte, replaceActive bool) (records.Peer, error)
+	ReserveCoordinator(publicEndpoint, name string, vpnPubKey, signingPubKey []byte) (records.Peer, error)
 	Activate(ip netip.Addr, a records.Activated) (records.Peer, error)
 	Fail(publicEndpoint, reason string) (records.Peer, error)
 	Remove(ip netip.Addr) (records.Peer, error)

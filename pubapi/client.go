@@ -101,6 +101,7 @@ func (a *NodeActivator) GetNodeState(ctx context.Context, nodePublicEndpoint str
 		st = core.NodeState{
 			State: core.State(resp.GetState()), ClusterID: resp.GetClusterId(),
 			Name: resp.GetName(), Horde: resp.GetHorde(), VPNPubKey: resp.GetVpnPubKey(), SigningPubKey: resp.GetSigningPubKey(),
+			StoreID: resp.GetStoreId(),
 		}
 		return nil
 	})

@@ -118,7 +118,7 @@ func (s *Server) GetState(ctx context.Context, _ *pubapipb.GetStateRequest) (*pu
 	resp := &pubapipb.GetStateResponse{
 		State: string(st.State), Failure: st.Failure, Name: st.Name, Horde: st.Horde,
 		PublicEndpoint: s.cfg.PublicEndpoint, ClusterId: st.ClusterID, VpnPubKey: st.VPNPubKey[:],
-		SigningPubKey: st.SigningPubKey, Version: version.Get().String(),
+		SigningPubKey: st.SigningPubKey, Version: version.Get().String(), StoreId: st.StoreID,
 	}
 	if st.VPNIP.IsValid() {
 		resp.VpnIp = st.VPNIP.String()

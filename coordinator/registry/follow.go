@@ -1,9 +1,11 @@
 package registry
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/fabricmesh/fabric/internal/store"
 )
@@ -89,4 +91,22 @@ func (r *Registry) reloadLocked() error {
 	r.committed, r.logFirst = s, first
 	r.publishLocked([]Entry{{Revision: s.rev, Kind: KindReset}})
 	return nil
+}
+
+// Follow keeps the registry caught up with the changes other coordinators
+// commit to a shared store, until ctx ends: it catches up every interval
+// (a store that can watch its keys will wake it at once; see CatchUp).
+func (r *Registry) Follow(ctx context.Context, interval time.Duration, onErr func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := r.CatchUp(); err != nil && onErr != nil {
+			onErr(err)
+		}
+	}
 }

@@ -142,17 +142,18 @@ func (r *Registry) ReadLog(since uint64, fn func(Entry) error) (uint64, error) {
 		if since+1 < first && since < last {
 			return fmt.Errorf("%w: the log starts at revision %d", ErrCompacted, first)
 		}
-		return tx.Scan(prefixLog, func(key string, value []byte) error {
-			rev, err := strconv.ParseUint(key[len(prefixLog):], 10, 64)
-			if err != nil || rev <= since {
-				return nil // registry/log/first, or too old
-			}
+		// One read per entry after since: the cost is what is new, not
+		// the length of the log.
+		for rev := max(since+1, first); rev <= last; rev++ {
 			var e Entry
-			if err := store.DecodeJSON(key, value, &e); err != nil {
+			if err := store.GetJSON(tx, logKey(rev), &e); err != nil {
+				return fmt.Errorf("reading revision %d of the change log: %w", rev, err)
+			}
+			if err := fn(e); err != nil {
 				return err
 			}
-			return fn(e)
-		})
+		}
+		return nil
 	})
 	return last, err
 }

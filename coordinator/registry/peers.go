@@ -66,6 +66,16 @@ func (r *Registry) Init(c records.Cluster, coordinator records.Peer, admins []re
 // registration cleared): the node at that endpoint lost its state and asks
 // to be activated afresh.
 func (r *Registry) Reserve(publicEndpoint, name string, vpnPubKey, signingPubKey []byte, replaceActive bool) (records.Peer, error) {
+	return r.reserve(records.RoleNode, publicEndpoint, name, vpnPubKey, signingPubKey, replaceActive)
+}
+
+// ReserveCoordinator is Reserve for another coordinator of the cluster
+// (which shares the registry's store).
+func (r *Registry) ReserveCoordinator(publicEndpoint, name string, vpnPubKey, signingPubKey []byte) (records.Peer, error) {
+	return r.reserve(records.RoleCoordinator, publicEndpoint, name, vpnPubKey, signingPubKey, false)
+}
+
+func (r *Registry) reserve(role records.Role, publicEndpoint, name string, vpnPubKey, signingPubKey []byte, replaceActive bool) (records.Peer, error) {
 	var out records.Peer
 	err := r.update(KindReserved, func(m *mutation) error {
 		if m.cluster == nil {
@@ -76,8 +86,8 @@ func (r *Registry) Reserve(publicEndpoint, name string, vpnPubKey, signingPubKey
 			out = p
 			return ErrAlreadyActive
 		}
-		if known && p.Role != records.RoleNode {
-			return fmt.Errorf("%w: %s is the %s", ErrConflict, publicEndpoint, p.Role)
+		if known && p.Role != role {
+			return fmt.Errorf("%w: %s is a %s", ErrConflict, publicEndpoint, p.Role)
 		}
 		if other, taken := m.s.byName(name); taken && name != "" && other.VPNIP != p.VPNIP {
 			return fmt.Errorf("%w: name %q is already used by %s (%s)", ErrConflict, name, other.VPNIP, other.PublicEndpoint)
@@ -90,7 +100,7 @@ func (r *Registry) Reserve(publicEndpoint, name string, vpnPubKey, signingPubKey
 			if err != nil {
 				return err
 			}
-			p = records.Peer{Role: records.RoleNode, VPNIP: ip, PublicEndpoint: publicEndpoint}
+			p = records.Peer{Role: role, VPNIP: ip, PublicEndpoint: publicEndpoint}
 		}
 		p.Registered, p.ReevePubKey, p.RegisteredAt, p.RegistrationError = false, nil, time.Time{}, ""
 		p.Name, p.WGPubKey, p.State, p.LastError = name, vpnPubKey, records.StatePending, ""
@@ -129,14 +139,19 @@ func (s *state) checkKeys(self netip.Addr, vpnPubKey, signingPubKey []byte) erro
 	return nil
 }
 
-// Activate marks the pending node at ip active with its keys. Keys already
-// held by another active peer, or by a removed one, give ErrConflict.
+// Activate marks the pending node (or coordinator) at ip active with its
+// keys. Keys already held by another active peer, or by a removed one,
+// give ErrConflict.
 func (r *Registry) Activate(ip netip.Addr, a records.Activated) (records.Peer, error) {
 	var out records.Peer
 	err := r.update(KindActivated, func(m *mutation) error {
 		p, ok := m.peer(ip)
-		if !ok || p.Role != records.RoleNode || p.State == records.StateRemoved {
+		if !ok || p.Role == records.RoleAdmin || p.State == records.StateRemoved ||
+			(p.Role == records.RoleCoordinator && p.State != records.StatePending) {
 			return fmt.Errorf("%w %s", ErrUnknownPeer, ip)
+		}
+		if p.Role == records.RoleCoordinator && len(a.TLSPin) == 0 {
+			return fmt.Errorf("coordinator %s reported no TLS certificate pin", a.Name)
 		}
 		if len(a.WGPubKey) != 32 || len(a.SigningPubKey) != ed25519.PublicKeySize {
 			return fmt.Errorf("node reported keys of %d and %d bytes, want 32 and %d", len(a.WGPubKey), len(a.SigningPubKey), ed25519.PublicKeySize)
@@ -146,6 +161,9 @@ func (r *Registry) Activate(ip netip.Addr, a records.Activated) (records.Peer, e
 		}
 		p.Name, p.Horde, p.WGEndpoint = a.Name, a.Horde, a.WGEndpoint
 		p.WGPubKey, p.SigningPubKey = a.WGPubKey, a.SigningPubKey
+		if p.Role == records.RoleCoordinator {
+			p.TLSPin = a.TLSPin
+		}
 		p.State, p.LastError = records.StateActive, ""
 		m.detail = fmt.Sprintf("horde %s, WireGuard at %s", a.Horde, a.WGEndpoint)
 		out = m.put(p)
@@ -200,8 +218,10 @@ func (r *Registry) Remove(ip netip.Addr) (records.Peer, error) {
 			return fmt.Errorf("%w %s", ErrUnknownPeer, ip)
 		case p.State == records.StateRemoved:
 			return fmt.Errorf("%w: %s (%s) was already removed", ErrRemoved, p.Name, ip)
-		case p.Role != records.RoleNode:
-			return fmt.Errorf("%w: %s (%s) is the %s, which cannot be removed", ErrConflict, p.Name, ip, p.Role)
+		case p.Role == records.RoleAdmin:
+			return fmt.Errorf("%w: %s (%s) is an admin, which cannot be removed", ErrConflict, p.Name, ip)
+		case p.Role == records.RoleCoordinator && p.State == records.StateActive && m.s.activeCoordinators() == 1:
+			return fmt.Errorf("%w: %s (%s) is the cluster's only coordinator, which cannot be removed", ErrConflict, p.Name, ip)
 		}
 		out = p
 		m.detail = fmt.Sprintf("was %s", p.State)
@@ -265,4 +285,15 @@ func revokedKeys(p records.Peer, s records.Services) [][]byte {
 		out = append(out, c.PubKey)
 	}
 	return out
+}
+
+// activeCoordinators counts the active coordinators.
+func (s *state) activeCoordinators() int {
+	n := 0
+	for _, p := range s.peers {
+		if p.Role == records.RoleCoordinator && p.State == records.StateActive {
+			n++
+		}
+	}
+	return n
 }

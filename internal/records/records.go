@@ -78,6 +78,8 @@ type Activated struct {
 	WGEndpoint    string
 	WGPubKey      []byte
 	SigningPubKey []byte
+	// TLSPin is a coordinator's certificate pin (coordinators only).
+	TLSPin []byte
 }
 
 // Services are the service endpoints and clients a node's reeve registered.

@@ -26,6 +26,147 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type AddCoordinatorRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new coordinator's pubapi endpoint, IP:PORT.
+	PublicEndpoint string `protobuf:"bytes,1,opt,name=public_endpoint,json=publicEndpoint,proto3" json:"public_endpoint,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AddCoordinatorRequest) Reset() {
+	*x = AddCoordinatorRequest{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddCoordinatorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddCoordinatorRequest) ProtoMessage() {}
+
+func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddCoordinatorRequest.ProtoReflect.Descriptor instead.
+func (*AddCoordinatorRequest) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AddCoordinatorRequest) GetPublicEndpoint() string {
+	if x != nil {
+		return x.PublicEndpoint
+	}
+	return ""
+}
+
+type AddCoordinatorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Coordinator   *Peer                  `protobuf:"bytes,1,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddCoordinatorResponse) Reset() {
+	*x = AddCoordinatorResponse{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddCoordinatorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddCoordinatorResponse) ProtoMessage() {}
+
+func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddCoordinatorResponse.ProtoReflect.Descriptor instead.
+func (*AddCoordinatorResponse) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AddCoordinatorResponse) GetCoordinator() *Peer {
+	if x != nil {
+		return x.Coordinator
+	}
+	return nil
+}
+
+type JoinAsCoordinatorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	VpnIp         string                 `protobuf:"bytes,2,opt,name=vpn_ip,json=vpnIp,proto3" json:"vpn_ip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinAsCoordinatorRequest) Reset() {
+	*x = JoinAsCoordinatorRequest{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinAsCoordinatorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinAsCoordinatorRequest) ProtoMessage() {}
+
+func (x *JoinAsCoordinatorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinAsCoordinatorRequest.ProtoReflect.Descriptor instead.
+func (*JoinAsCoordinatorRequest) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *JoinAsCoordinatorRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *JoinAsCoordinatorRequest) GetVpnIp() string {
+	if x != nil {
+		return x.VpnIp
+	}
+	return ""
+}
+
 type ListSSHUsersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -34,7 +175,7 @@ type ListSSHUsersRequest struct {
 
 func (x *ListSSHUsersRequest) Reset() {
 	*x = ListSSHUsersRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +187,7 @@ func (x *ListSSHUsersRequest) String() string {
 func (*ListSSHUsersRequest) ProtoMessage() {}
 
 func (x *ListSSHUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[0]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +200,7 @@ func (x *ListSSHUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSSHUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListSSHUsersRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{0}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{3}
 }
 
 type ListSSHUsersResponse struct {
@@ -74,7 +215,7 @@ type ListSSHUsersResponse struct {
 
 func (x *ListSSHUsersResponse) Reset() {
 	*x = ListSSHUsersResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -86,7 +227,7 @@ func (x *ListSSHUsersResponse) String() string {
 func (*ListSSHUsersResponse) ProtoMessage() {}
 
 func (x *ListSSHUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[1]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -99,7 +240,7 @@ func (x *ListSSHUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSSHUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListSSHUsersResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{1}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListSSHUsersResponse) GetRevision() uint64 {
@@ -130,7 +271,7 @@ type SSHUser struct {
 
 func (x *SSHUser) Reset() {
 	*x = SSHUser{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -142,7 +283,7 @@ func (x *SSHUser) String() string {
 func (*SSHUser) ProtoMessage() {}
 
 func (x *SSHUser) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[2]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -155,7 +296,7 @@ func (x *SSHUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SSHUser.ProtoReflect.Descriptor instead.
 func (*SSHUser) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{2}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SSHUser) GetName() string {
@@ -190,7 +331,7 @@ type AddSSHUserRequest struct {
 
 func (x *AddSSHUserRequest) Reset() {
 	*x = AddSSHUserRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -202,7 +343,7 @@ func (x *AddSSHUserRequest) String() string {
 func (*AddSSHUserRequest) ProtoMessage() {}
 
 func (x *AddSSHUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[3]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -215,7 +356,7 @@ func (x *AddSSHUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSSHUserRequest.ProtoReflect.Descriptor instead.
 func (*AddSSHUserRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{3}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AddSSHUserRequest) GetName() string {
@@ -244,7 +385,7 @@ type RemoveSSHUserRequest struct {
 
 func (x *RemoveSSHUserRequest) Reset() {
 	*x = RemoveSSHUserRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -256,7 +397,7 @@ func (x *RemoveSSHUserRequest) String() string {
 func (*RemoveSSHUserRequest) ProtoMessage() {}
 
 func (x *RemoveSSHUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[4]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -269,7 +410,7 @@ func (x *RemoveSSHUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSSHUserRequest.ProtoReflect.Descriptor instead.
 func (*RemoveSSHUserRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{4}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RemoveSSHUserRequest) GetName() string {
@@ -302,7 +443,7 @@ type SSHUserChange struct {
 
 func (x *SSHUserChange) Reset() {
 	*x = SSHUserChange{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +455,7 @@ func (x *SSHUserChange) String() string {
 func (*SSHUserChange) ProtoMessage() {}
 
 func (x *SSHUserChange) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[5]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +468,7 @@ func (x *SSHUserChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SSHUserChange.ProtoReflect.Descriptor instead.
 func (*SSHUserChange) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{5}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SSHUserChange) GetChanged() bool {
@@ -368,7 +509,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -380,7 +521,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[6]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -393,7 +534,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{6}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemoveNodeRequest) GetNode() string {
@@ -418,7 +559,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +571,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[7]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +584,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{7}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveNodeResponse) GetRemoved() *Peer {
@@ -487,7 +628,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +640,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[8]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +653,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{8}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LeaveRequest) GetClusterId() string {
@@ -544,7 +685,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +697,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[9]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +710,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{9}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{12}
 }
 
 type EventsRequest struct {
@@ -584,7 +725,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +737,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[10]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +750,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{10}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EventsRequest) GetSince() uint64 {
@@ -647,7 +788,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +800,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[11]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +813,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{11}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Event) GetRevision() uint64 {
@@ -731,7 +872,7 @@ type PasticheSendRequest struct {
 
 func (x *PasticheSendRequest) Reset() {
 	*x = PasticheSendRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +884,7 @@ func (x *PasticheSendRequest) String() string {
 func (*PasticheSendRequest) ProtoMessage() {}
 
 func (x *PasticheSendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[12]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +897,7 @@ func (x *PasticheSendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PasticheSendRequest.ProtoReflect.Descriptor instead.
 func (*PasticheSendRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{12}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PasticheSendRequest) GetMsg() isPasticheSendRequest_Msg {
@@ -813,7 +954,7 @@ type PasticheSendHeader struct {
 
 func (x *PasticheSendHeader) Reset() {
 	*x = PasticheSendHeader{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +966,7 @@ func (x *PasticheSendHeader) String() string {
 func (*PasticheSendHeader) ProtoMessage() {}
 
 func (x *PasticheSendHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[13]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +979,7 @@ func (x *PasticheSendHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PasticheSendHeader.ProtoReflect.Descriptor instead.
 func (*PasticheSendHeader) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{13}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PasticheSendHeader) GetFrom() string {
@@ -883,7 +1024,7 @@ type PasticheSendResponse struct {
 
 func (x *PasticheSendResponse) Reset() {
 	*x = PasticheSendResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +1036,7 @@ func (x *PasticheSendResponse) String() string {
 func (*PasticheSendResponse) ProtoMessage() {}
 
 func (x *PasticheSendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[14]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1049,7 @@ func (x *PasticheSendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PasticheSendResponse.ProtoReflect.Descriptor instead.
 func (*PasticheSendResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{14}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PasticheSendResponse) GetFrom() string {
@@ -954,7 +1095,7 @@ type GetStateRequest struct {
 
 func (x *GetStateRequest) Reset() {
 	*x = GetStateRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1107,7 @@ func (x *GetStateRequest) String() string {
 func (*GetStateRequest) ProtoMessage() {}
 
 func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[15]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1120,7 @@ func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateRequest.ProtoReflect.Descriptor instead.
 func (*GetStateRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{15}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{18}
 }
 
 type GetStateResponse struct {
@@ -1005,14 +1146,17 @@ type GetStateResponse struct {
 	SigningPubKey []byte `protobuf:"bytes,10,opt,name=signing_pub_key,json=signingPubKey,proto3" json:"signing_pub_key,omitempty"`
 	// The peer's fabricd build, as fabricd --version prints it after the
 	// name: "v0.1.0-3-g1a2b3c4 (commit 1a2b3c4..., go1.26.8)".
-	Version       string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
+	// The shared store the peer runs with (etcd: its cluster and prefix);
+	// empty for the peer's own bbolt file.
+	StoreId       string `protobuf:"bytes,12,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStateResponse) Reset() {
 	*x = GetStateResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[16]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1168,7 @@ func (x *GetStateResponse) String() string {
 func (*GetStateResponse) ProtoMessage() {}
 
 func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[16]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1181,7 @@ func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStateResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{16}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetStateResponse) GetState() string {
@@ -1117,6 +1261,13 @@ func (x *GetStateResponse) GetVersion() string {
 	return ""
 }
 
+func (x *GetStateResponse) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
 type ActivateAsCoordinatorRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The VPN range, e.g. 203.0.113.0/24. The coordinator takes its first address.
@@ -1142,7 +1293,7 @@ type ActivateAsCoordinatorRequest struct {
 
 func (x *ActivateAsCoordinatorRequest) Reset() {
 	*x = ActivateAsCoordinatorRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[17]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1305,7 @@ func (x *ActivateAsCoordinatorRequest) String() string {
 func (*ActivateAsCoordinatorRequest) ProtoMessage() {}
 
 func (x *ActivateAsCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[17]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1318,7 @@ func (x *ActivateAsCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*ActivateAsCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{17}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ActivateAsCoordinatorRequest) GetVpnCidr() string {
@@ -1242,7 +1393,7 @@ type ActivateAdditionalNodesRequest struct {
 
 func (x *ActivateAdditionalNodesRequest) Reset() {
 	*x = ActivateAdditionalNodesRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[18]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1405,7 @@ func (x *ActivateAdditionalNodesRequest) String() string {
 func (*ActivateAdditionalNodesRequest) ProtoMessage() {}
 
 func (x *ActivateAdditionalNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[18]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1418,7 @@ func (x *ActivateAdditionalNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAdditionalNodesRequest.ProtoReflect.Descriptor instead.
 func (*ActivateAdditionalNodesRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{18}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ActivateAdditionalNodesRequest) GetNodePublicEndpoints() []string {
@@ -1294,7 +1445,7 @@ type ActivationEvent struct {
 
 func (x *ActivationEvent) Reset() {
 	*x = ActivationEvent{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[19]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1457,7 @@ func (x *ActivationEvent) String() string {
 func (*ActivationEvent) ProtoMessage() {}
 
 func (x *ActivationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[19]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1470,7 @@ func (x *ActivationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivationEvent.ProtoReflect.Descriptor instead.
 func (*ActivationEvent) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{19}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ActivationEvent) GetEvent() isActivationEvent_Event {
@@ -1408,7 +1559,7 @@ type ActivationStarted struct {
 
 func (x *ActivationStarted) Reset() {
 	*x = ActivationStarted{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[20]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1571,7 @@ func (x *ActivationStarted) String() string {
 func (*ActivationStarted) ProtoMessage() {}
 
 func (x *ActivationStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[20]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1584,7 @@ func (x *ActivationStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivationStarted.ProtoReflect.Descriptor instead.
 func (*ActivationStarted) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{20}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ActivationStarted) GetClusterId() string {
@@ -1476,7 +1627,7 @@ type NodeResult struct {
 
 func (x *NodeResult) Reset() {
 	*x = NodeResult{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[21]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1639,7 @@ func (x *NodeResult) String() string {
 func (*NodeResult) ProtoMessage() {}
 
 func (x *NodeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[21]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1652,7 @@ func (x *NodeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeResult.ProtoReflect.Descriptor instead.
 func (*NodeResult) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{21}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NodeResult) GetNodePublicEndpoint() string {
@@ -1536,7 +1687,7 @@ type ActivationResult struct {
 
 func (x *ActivationResult) Reset() {
 	*x = ActivationResult{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[22]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1699,7 @@ func (x *ActivationResult) String() string {
 func (*ActivationResult) ProtoMessage() {}
 
 func (x *ActivationResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[22]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1712,7 @@ func (x *ActivationResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivationResult.ProtoReflect.Descriptor instead.
 func (*ActivationResult) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{22}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ActivationResult) GetActivated() int32 {
@@ -1606,7 +1757,7 @@ type ActivateAsNodeRequest struct {
 
 func (x *ActivateAsNodeRequest) Reset() {
 	*x = ActivateAsNodeRequest{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[23]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1769,7 @@ func (x *ActivateAsNodeRequest) String() string {
 func (*ActivateAsNodeRequest) ProtoMessage() {}
 
 func (x *ActivateAsNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[23]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1782,7 @@ func (x *ActivateAsNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsNodeRequest.ProtoReflect.Descriptor instead.
 func (*ActivateAsNodeRequest) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{23}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ActivateAsNodeRequest) GetClusterId() string {
@@ -1711,13 +1862,15 @@ type ActivateAsNodeResponse struct {
 	VpnPubKey     []byte                 `protobuf:"bytes,3,opt,name=vpn_pub_key,json=vpnPubKey,proto3" json:"vpn_pub_key,omitempty"`
 	SigningPubKey []byte                 `protobuf:"bytes,4,opt,name=signing_pub_key,json=signingPubKey,proto3" json:"signing_pub_key,omitempty"`
 	WgEndpoint    string                 `protobuf:"bytes,5,opt,name=wg_endpoint,json=wgEndpoint,proto3" json:"wg_endpoint,omitempty"`
+	// The pin of the peer's TLS certificate (JoinAsCoordinator).
+	TlsPin        []byte `protobuf:"bytes,6,opt,name=tls_pin,json=tlsPin,proto3" json:"tls_pin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ActivateAsNodeResponse) Reset() {
 	*x = ActivateAsNodeResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[24]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1882,7 @@ func (x *ActivateAsNodeResponse) String() string {
 func (*ActivateAsNodeResponse) ProtoMessage() {}
 
 func (x *ActivateAsNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[24]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1895,7 @@ func (x *ActivateAsNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsNodeResponse.ProtoReflect.Descriptor instead.
 func (*ActivateAsNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{24}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ActivateAsNodeResponse) GetName() string {
@@ -1780,6 +1933,13 @@ func (x *ActivateAsNodeResponse) GetWgEndpoint() string {
 	return ""
 }
 
+func (x *ActivateAsNodeResponse) GetTlsPin() []byte {
+	if x != nil {
+		return x.TlsPin
+	}
+	return nil
+}
+
 type ClusterStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
@@ -1795,7 +1955,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[25]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +1967,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[25]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +1980,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{25}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ClusterStatus) GetClusterId() string {
@@ -1898,7 +2058,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[26]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1910,7 +2070,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[26]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1923,7 +2083,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{26}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Peer) GetName() string {
@@ -2078,7 +2238,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[27]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2250,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[27]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2263,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{27}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Service) GetService() string {
@@ -2131,7 +2291,15 @@ var File_pubapi_pubapipb_pubapi_proto protoreflect.FileDescriptor
 
 const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\n" +
-	"\x1cpubapi/pubapipb/pubapi.proto\x12\x10fabric.pubapi.v1\"\x15\n" +
+	"\x1cpubapi/pubapipb/pubapi.proto\x12\x10fabric.pubapi.v1\"@\n" +
+	"\x15AddCoordinatorRequest\x12'\n" +
+	"\x0fpublic_endpoint\x18\x01 \x01(\tR\x0epublicEndpoint\"R\n" +
+	"\x16AddCoordinatorResponse\x128\n" +
+	"\vcoordinator\x18\x01 \x01(\v2\x16.fabric.pubapi.v1.PeerR\vcoordinator\"P\n" +
+	"\x18JoinAsCoordinatorRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x15\n" +
+	"\x06vpn_ip\x18\x02 \x01(\tR\x05vpnIp\"\x15\n" +
 	"\x13ListSSHUsersRequest\"c\n" +
 	"\x14ListSSHUsersResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12/\n" +
@@ -2190,7 +2358,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06sha256\x18\x05 \x01(\fR\x06sha256\"\x11\n" +
-	"\x0fGetStateRequest\"\xe8\x02\n" +
+	"\x0fGetStateRequest\"\x83\x03\n" +
 	"\x10GetStateResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\afailure\x18\x02 \x01(\tR\afailure\x12\x12\n" +
@@ -2204,7 +2372,8 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\vvpn_pub_key\x18\t \x01(\fR\tvpnPubKey\x12&\n" +
 	"\x0fsigning_pub_key\x18\n" +
 	" \x01(\fR\rsigningPubKey\x12\x18\n" +
-	"\aversion\x18\v \x01(\tR\aversion\"\xd4\x02\n" +
+	"\aversion\x18\v \x01(\tR\aversion\x12\x19\n" +
+	"\bstore_id\x18\f \x01(\tR\astoreId\"\xd4\x02\n" +
 	"\x1cActivateAsCoordinatorRequest\x12\x19\n" +
 	"\bvpn_cidr\x18\x01 \x01(\tR\avpnCidr\x122\n" +
 	"\x15node_public_endpoints\x18\x02 \x03(\tR\x13nodePublicEndpoints\x121\n" +
@@ -2254,14 +2423,15 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\x13coordinator_tls_pin\x18\b \x01(\fR\x11coordinatorTlsPin\x12)\n" +
 	"\x10coordinator_name\x18\t \x01(\tR\x0fcoordinatorName\x12=\n" +
 	"\x1bcoordinator_signing_pub_key\x18\n" +
-	" \x01(\fR\x18coordinatorSigningPubKey\"\xab\x01\n" +
+	" \x01(\fR\x18coordinatorSigningPubKey\"\xc4\x01\n" +
 	"\x16ActivateAsNodeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05horde\x18\x02 \x01(\tR\x05horde\x12\x1e\n" +
 	"\vvpn_pub_key\x18\x03 \x01(\fR\tvpnPubKey\x12&\n" +
 	"\x0fsigning_pub_key\x18\x04 \x01(\fR\rsigningPubKey\x12\x1f\n" +
 	"\vwg_endpoint\x18\x05 \x01(\tR\n" +
-	"wgEndpoint\"\xa9\x01\n" +
+	"wgEndpoint\x12\x17\n" +
+	"\atls_pin\x18\x06 \x01(\fR\x06tlsPin\"\xa9\x01\n" +
 	"\rClusterStatus\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1a\n" +
@@ -2299,7 +2469,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\aService\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x03 \x01(\tR\aaddress2\xf7\a\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress2\xc7\t\n" +
 	"\x06PubAPI\x12Q\n" +
 	"\bGetState\x12!.fabric.pubapi.v1.GetStateRequest\x1a\".fabric.pubapi.v1.GetStateResponse\x12l\n" +
 	"\x15ActivateAsCoordinator\x12..fabric.pubapi.v1.ActivateAsCoordinatorRequest\x1a!.fabric.pubapi.v1.ActivationEvent0\x01\x12c\n" +
@@ -2313,7 +2483,9 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\n" +
 	"RemoveNode\x12#.fabric.pubapi.v1.RemoveNodeRequest\x1a$.fabric.pubapi.v1.RemoveNodeResponse\x12H\n" +
 	"\x05Leave\x12\x1e.fabric.pubapi.v1.LeaveRequest\x1a\x1f.fabric.pubapi.v1.LeaveResponse\x12D\n" +
-	"\x06Events\x12\x1f.fabric.pubapi.v1.EventsRequest\x1a\x17.fabric.pubapi.v1.Event0\x01B.Z,github.com/fabricmesh/fabric/pubapi/pubapipbb\x06proto3"
+	"\x06Events\x12\x1f.fabric.pubapi.v1.EventsRequest\x1a\x17.fabric.pubapi.v1.Event0\x01\x12c\n" +
+	"\x0eAddCoordinator\x12'.fabric.pubapi.v1.AddCoordinatorRequest\x1a(.fabric.pubapi.v1.AddCoordinatorResponse\x12i\n" +
+	"\x11JoinAsCoordinator\x12*.fabric.pubapi.v1.JoinAsCoordinatorRequest\x1a(.fabric.pubapi.v1.ActivateAsNodeResponseB.Z,github.com/fabricmesh/fabric/pubapi/pubapipbb\x06proto3"
 
 var (
 	file_pubapi_pubapipb_pubapi_proto_rawDescOnce sync.Once
@@ -2327,78 +2499,86 @@ func file_pubapi_pubapipb_pubapi_proto_rawDescGZIP() []byte {
 	return file_pubapi_pubapipb_pubapi_proto_rawDescData
 }
 
-var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_pubapi_pubapipb_pubapi_proto_goTypes = []any{
-	(*ListSSHUsersRequest)(nil),            // 0: fabric.pubapi.v1.ListSSHUsersRequest
-	(*ListSSHUsersResponse)(nil),           // 1: fabric.pubapi.v1.ListSSHUsersResponse
-	(*SSHUser)(nil),                        // 2: fabric.pubapi.v1.SSHUser
-	(*AddSSHUserRequest)(nil),              // 3: fabric.pubapi.v1.AddSSHUserRequest
-	(*RemoveSSHUserRequest)(nil),           // 4: fabric.pubapi.v1.RemoveSSHUserRequest
-	(*SSHUserChange)(nil),                  // 5: fabric.pubapi.v1.SSHUserChange
-	(*RemoveNodeRequest)(nil),              // 6: fabric.pubapi.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),             // 7: fabric.pubapi.v1.RemoveNodeResponse
-	(*LeaveRequest)(nil),                   // 8: fabric.pubapi.v1.LeaveRequest
-	(*LeaveResponse)(nil),                  // 9: fabric.pubapi.v1.LeaveResponse
-	(*EventsRequest)(nil),                  // 10: fabric.pubapi.v1.EventsRequest
-	(*Event)(nil),                          // 11: fabric.pubapi.v1.Event
-	(*PasticheSendRequest)(nil),            // 12: fabric.pubapi.v1.PasticheSendRequest
-	(*PasticheSendHeader)(nil),             // 13: fabric.pubapi.v1.PasticheSendHeader
-	(*PasticheSendResponse)(nil),           // 14: fabric.pubapi.v1.PasticheSendResponse
-	(*GetStateRequest)(nil),                // 15: fabric.pubapi.v1.GetStateRequest
-	(*GetStateResponse)(nil),               // 16: fabric.pubapi.v1.GetStateResponse
-	(*ActivateAsCoordinatorRequest)(nil),   // 17: fabric.pubapi.v1.ActivateAsCoordinatorRequest
-	(*ActivateAdditionalNodesRequest)(nil), // 18: fabric.pubapi.v1.ActivateAdditionalNodesRequest
-	(*ActivationEvent)(nil),                // 19: fabric.pubapi.v1.ActivationEvent
-	(*ActivationStarted)(nil),              // 20: fabric.pubapi.v1.ActivationStarted
-	(*NodeResult)(nil),                     // 21: fabric.pubapi.v1.NodeResult
-	(*ActivationResult)(nil),               // 22: fabric.pubapi.v1.ActivationResult
-	(*ActivateAsNodeRequest)(nil),          // 23: fabric.pubapi.v1.ActivateAsNodeRequest
-	(*ActivateAsNodeResponse)(nil),         // 24: fabric.pubapi.v1.ActivateAsNodeResponse
-	(*ClusterStatus)(nil),                  // 25: fabric.pubapi.v1.ClusterStatus
-	(*Peer)(nil),                           // 26: fabric.pubapi.v1.Peer
-	(*Service)(nil),                        // 27: fabric.pubapi.v1.Service
+	(*AddCoordinatorRequest)(nil),          // 0: fabric.pubapi.v1.AddCoordinatorRequest
+	(*AddCoordinatorResponse)(nil),         // 1: fabric.pubapi.v1.AddCoordinatorResponse
+	(*JoinAsCoordinatorRequest)(nil),       // 2: fabric.pubapi.v1.JoinAsCoordinatorRequest
+	(*ListSSHUsersRequest)(nil),            // 3: fabric.pubapi.v1.ListSSHUsersRequest
+	(*ListSSHUsersResponse)(nil),           // 4: fabric.pubapi.v1.ListSSHUsersResponse
+	(*SSHUser)(nil),                        // 5: fabric.pubapi.v1.SSHUser
+	(*AddSSHUserRequest)(nil),              // 6: fabric.pubapi.v1.AddSSHUserRequest
+	(*RemoveSSHUserRequest)(nil),           // 7: fabric.pubapi.v1.RemoveSSHUserRequest
+	(*SSHUserChange)(nil),                  // 8: fabric.pubapi.v1.SSHUserChange
+	(*RemoveNodeRequest)(nil),              // 9: fabric.pubapi.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),             // 10: fabric.pubapi.v1.RemoveNodeResponse
+	(*LeaveRequest)(nil),                   // 11: fabric.pubapi.v1.LeaveRequest
+	(*LeaveResponse)(nil),                  // 12: fabric.pubapi.v1.LeaveResponse
+	(*EventsRequest)(nil),                  // 13: fabric.pubapi.v1.EventsRequest
+	(*Event)(nil),                          // 14: fabric.pubapi.v1.Event
+	(*PasticheSendRequest)(nil),            // 15: fabric.pubapi.v1.PasticheSendRequest
+	(*PasticheSendHeader)(nil),             // 16: fabric.pubapi.v1.PasticheSendHeader
+	(*PasticheSendResponse)(nil),           // 17: fabric.pubapi.v1.PasticheSendResponse
+	(*GetStateRequest)(nil),                // 18: fabric.pubapi.v1.GetStateRequest
+	(*GetStateResponse)(nil),               // 19: fabric.pubapi.v1.GetStateResponse
+	(*ActivateAsCoordinatorRequest)(nil),   // 20: fabric.pubapi.v1.ActivateAsCoordinatorRequest
+	(*ActivateAdditionalNodesRequest)(nil), // 21: fabric.pubapi.v1.ActivateAdditionalNodesRequest
+	(*ActivationEvent)(nil),                // 22: fabric.pubapi.v1.ActivationEvent
+	(*ActivationStarted)(nil),              // 23: fabric.pubapi.v1.ActivationStarted
+	(*NodeResult)(nil),                     // 24: fabric.pubapi.v1.NodeResult
+	(*ActivationResult)(nil),               // 25: fabric.pubapi.v1.ActivationResult
+	(*ActivateAsNodeRequest)(nil),          // 26: fabric.pubapi.v1.ActivateAsNodeRequest
+	(*ActivateAsNodeResponse)(nil),         // 27: fabric.pubapi.v1.ActivateAsNodeResponse
+	(*ClusterStatus)(nil),                  // 28: fabric.pubapi.v1.ClusterStatus
+	(*Peer)(nil),                           // 29: fabric.pubapi.v1.Peer
+	(*Service)(nil),                        // 30: fabric.pubapi.v1.Service
 }
 var file_pubapi_pubapipb_pubapi_proto_depIdxs = []int32{
-	2,  // 0: fabric.pubapi.v1.ListSSHUsersResponse.users:type_name -> fabric.pubapi.v1.SSHUser
-	2,  // 1: fabric.pubapi.v1.SSHUserChange.user:type_name -> fabric.pubapi.v1.SSHUser
-	26, // 2: fabric.pubapi.v1.RemoveNodeResponse.removed:type_name -> fabric.pubapi.v1.Peer
-	13, // 3: fabric.pubapi.v1.PasticheSendRequest.header:type_name -> fabric.pubapi.v1.PasticheSendHeader
-	25, // 4: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
-	21, // 5: fabric.pubapi.v1.ActivationEvent.node:type_name -> fabric.pubapi.v1.NodeResult
-	22, // 6: fabric.pubapi.v1.ActivationEvent.result:type_name -> fabric.pubapi.v1.ActivationResult
-	20, // 7: fabric.pubapi.v1.ActivationEvent.started:type_name -> fabric.pubapi.v1.ActivationStarted
-	26, // 8: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
-	25, // 9: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
-	26, // 10: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
-	27, // 11: fabric.pubapi.v1.Peer.endpoints:type_name -> fabric.pubapi.v1.Service
-	27, // 12: fabric.pubapi.v1.Peer.clients:type_name -> fabric.pubapi.v1.Service
-	15, // 13: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
-	17, // 14: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
-	23, // 15: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
-	18, // 16: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
-	12, // 17: fabric.pubapi.v1.PubAPI.PasticheSend:input_type -> fabric.pubapi.v1.PasticheSendRequest
-	0,  // 18: fabric.pubapi.v1.PubAPI.ListSSHUsers:input_type -> fabric.pubapi.v1.ListSSHUsersRequest
-	3,  // 19: fabric.pubapi.v1.PubAPI.AddSSHUser:input_type -> fabric.pubapi.v1.AddSSHUserRequest
-	4,  // 20: fabric.pubapi.v1.PubAPI.RemoveSSHUser:input_type -> fabric.pubapi.v1.RemoveSSHUserRequest
-	6,  // 21: fabric.pubapi.v1.PubAPI.RemoveNode:input_type -> fabric.pubapi.v1.RemoveNodeRequest
-	8,  // 22: fabric.pubapi.v1.PubAPI.Leave:input_type -> fabric.pubapi.v1.LeaveRequest
-	10, // 23: fabric.pubapi.v1.PubAPI.Events:input_type -> fabric.pubapi.v1.EventsRequest
-	16, // 24: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
-	19, // 25: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
-	24, // 26: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
-	19, // 27: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
-	14, // 28: fabric.pubapi.v1.PubAPI.PasticheSend:output_type -> fabric.pubapi.v1.PasticheSendResponse
-	1,  // 29: fabric.pubapi.v1.PubAPI.ListSSHUsers:output_type -> fabric.pubapi.v1.ListSSHUsersResponse
-	5,  // 30: fabric.pubapi.v1.PubAPI.AddSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
-	5,  // 31: fabric.pubapi.v1.PubAPI.RemoveSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
-	7,  // 32: fabric.pubapi.v1.PubAPI.RemoveNode:output_type -> fabric.pubapi.v1.RemoveNodeResponse
-	9,  // 33: fabric.pubapi.v1.PubAPI.Leave:output_type -> fabric.pubapi.v1.LeaveResponse
-	11, // 34: fabric.pubapi.v1.PubAPI.Events:output_type -> fabric.pubapi.v1.Event
-	24, // [24:35] is the sub-list for method output_type
-	13, // [13:24] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	29, // 0: fabric.pubapi.v1.AddCoordinatorResponse.coordinator:type_name -> fabric.pubapi.v1.Peer
+	5,  // 1: fabric.pubapi.v1.ListSSHUsersResponse.users:type_name -> fabric.pubapi.v1.SSHUser
+	5,  // 2: fabric.pubapi.v1.SSHUserChange.user:type_name -> fabric.pubapi.v1.SSHUser
+	29, // 3: fabric.pubapi.v1.RemoveNodeResponse.removed:type_name -> fabric.pubapi.v1.Peer
+	16, // 4: fabric.pubapi.v1.PasticheSendRequest.header:type_name -> fabric.pubapi.v1.PasticheSendHeader
+	28, // 5: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	24, // 6: fabric.pubapi.v1.ActivationEvent.node:type_name -> fabric.pubapi.v1.NodeResult
+	25, // 7: fabric.pubapi.v1.ActivationEvent.result:type_name -> fabric.pubapi.v1.ActivationResult
+	23, // 8: fabric.pubapi.v1.ActivationEvent.started:type_name -> fabric.pubapi.v1.ActivationStarted
+	29, // 9: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
+	28, // 10: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	29, // 11: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
+	30, // 12: fabric.pubapi.v1.Peer.endpoints:type_name -> fabric.pubapi.v1.Service
+	30, // 13: fabric.pubapi.v1.Peer.clients:type_name -> fabric.pubapi.v1.Service
+	18, // 14: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
+	20, // 15: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
+	26, // 16: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
+	21, // 17: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
+	15, // 18: fabric.pubapi.v1.PubAPI.PasticheSend:input_type -> fabric.pubapi.v1.PasticheSendRequest
+	3,  // 19: fabric.pubapi.v1.PubAPI.ListSSHUsers:input_type -> fabric.pubapi.v1.ListSSHUsersRequest
+	6,  // 20: fabric.pubapi.v1.PubAPI.AddSSHUser:input_type -> fabric.pubapi.v1.AddSSHUserRequest
+	7,  // 21: fabric.pubapi.v1.PubAPI.RemoveSSHUser:input_type -> fabric.pubapi.v1.RemoveSSHUserRequest
+	9,  // 22: fabric.pubapi.v1.PubAPI.RemoveNode:input_type -> fabric.pubapi.v1.RemoveNodeRequest
+	11, // 23: fabric.pubapi.v1.PubAPI.Leave:input_type -> fabric.pubapi.v1.LeaveRequest
+	13, // 24: fabric.pubapi.v1.PubAPI.Events:input_type -> fabric.pubapi.v1.EventsRequest
+	0,  // 25: fabric.pubapi.v1.PubAPI.AddCoordinator:input_type -> fabric.pubapi.v1.AddCoordinatorRequest
+	2,  // 26: fabric.pubapi.v1.PubAPI.JoinAsCoordinator:input_type -> fabric.pubapi.v1.JoinAsCoordinatorRequest
+	19, // 27: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
+	22, // 28: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
+	27, // 29: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
+	22, // 30: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
+	17, // 31: fabric.pubapi.v1.PubAPI.PasticheSend:output_type -> fabric.pubapi.v1.PasticheSendResponse
+	4,  // 32: fabric.pubapi.v1.PubAPI.ListSSHUsers:output_type -> fabric.pubapi.v1.ListSSHUsersResponse
+	8,  // 33: fabric.pubapi.v1.PubAPI.AddSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
+	8,  // 34: fabric.pubapi.v1.PubAPI.RemoveSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
+	10, // 35: fabric.pubapi.v1.PubAPI.RemoveNode:output_type -> fabric.pubapi.v1.RemoveNodeResponse
+	12, // 36: fabric.pubapi.v1.PubAPI.Leave:output_type -> fabric.pubapi.v1.LeaveResponse
+	14, // 37: fabric.pubapi.v1.PubAPI.Events:output_type -> fabric.pubapi.v1.Event
+	1,  // 38: fabric.pubapi.v1.PubAPI.AddCoordinator:output_type -> fabric.pubapi.v1.AddCoordinatorResponse
+	27, // 39: fabric.pubapi.v1.PubAPI.JoinAsCoordinator:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
+	27, // [27:40] is the sub-list for method output_type
+	14, // [14:27] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_pubapi_pubapipb_pubapi_proto_init() }
@@ -2406,11 +2586,11 @@ func file_pubapi_pubapipb_pubapi_proto_init() {
 	if File_pubapi_pubapipb_pubapi_proto != nil {
 		return
 	}
-	file_pubapi_pubapipb_pubapi_proto_msgTypes[12].OneofWrappers = []any{
+	file_pubapi_pubapipb_pubapi_proto_msgTypes[15].OneofWrappers = []any{
 		(*PasticheSendRequest_Header)(nil),
 		(*PasticheSendRequest_Chunk)(nil),
 	}
-	file_pubapi_pubapipb_pubapi_proto_msgTypes[19].OneofWrappers = []any{
+	file_pubapi_pubapipb_pubapi_proto_msgTypes[22].OneofWrappers = []any{
 		(*ActivationEvent_Progress)(nil),
 		(*ActivationEvent_Node)(nil),
 		(*ActivationEvent_Result)(nil),
@@ -2422,7 +2602,7 @@ func file_pubapi_pubapipb_pubapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pubapi_pubapipb_pubapi_proto_rawDesc), len(file_pubapi_pubapipb_pubapi_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

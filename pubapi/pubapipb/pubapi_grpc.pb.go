@@ -35,6 +35,8 @@ const (
 	PubAPI_RemoveNode_FullMethodName              = "/fabric.pubapi.v1.PubAPI/RemoveNode"
 	PubAPI_Leave_FullMethodName                   = "/fabric.pubapi.v1.PubAPI/Leave"
 	PubAPI_Events_FullMethodName                  = "/fabric.pubapi.v1.PubAPI/Events"
+	PubAPI_AddCoordinator_FullMethodName          = "/fabric.pubapi.v1.PubAPI/AddCoordinator"
+	PubAPI_JoinAsCoordinator_FullMethodName       = "/fabric.pubapi.v1.PubAPI/JoinAsCoordinator"
 )
 
 // PubAPIClient is the client API for PubAPI service.
@@ -81,6 +83,14 @@ type PubAPIClient interface {
 	// after since, and with follow every later one as it happens. Admin key
 	// only.
 	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
+	// AddCoordinator makes the peer at the given endpoint another
+	// coordinator of this cluster; it must run with the same shared store
+	// (etcd). Admin key only.
+	AddCoordinator(ctx context.Context, in *AddCoordinatorRequest, opts ...grpc.CallOption) (*AddCoordinatorResponse, error)
+	// JoinAsCoordinator makes this accepting-init peer a coordinator of the
+	// cluster its shared store holds, at the VPN IP reserved for it there.
+	// Bootstrap key; called by a coordinator of that cluster.
+	JoinAsCoordinator(ctx context.Context, in *JoinAsCoordinatorRequest, opts ...grpc.CallOption) (*ActivateAsNodeResponse, error)
 }
 
 type pubAPIClient struct {
@@ -231,6 +241,26 @@ func (c *pubAPIClient) Events(ctx context.Context, in *EventsRequest, opts ...gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PubAPI_EventsClient = grpc.ServerStreamingClient[Event]
 
+func (c *pubAPIClient) AddCoordinator(ctx context.Context, in *AddCoordinatorRequest, opts ...grpc.CallOption) (*AddCoordinatorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddCoordinatorResponse)
+	err := c.cc.Invoke(ctx, PubAPI_AddCoordinator_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pubAPIClient) JoinAsCoordinator(ctx context.Context, in *JoinAsCoordinatorRequest, opts ...grpc.CallOption) (*ActivateAsNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ActivateAsNodeResponse)
+	err := c.cc.Invoke(ctx, PubAPI_JoinAsCoordinator_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PubAPIServer is the server API for PubAPI service.
 // All implementations must embed UnimplementedPubAPIServer
 // for forward compatibility.
@@ -275,6 +305,14 @@ type PubAPIServer interface {
 	// after since, and with follow every later one as it happens. Admin key
 	// only.
 	Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error
+	// AddCoordinator makes the peer at the given endpoint another
+	// coordinator of this cluster; it must run with the same shared store
+	// (etcd). Admin key only.
+	AddCoordinator(context.Context, *AddCoordinatorRequest) (*AddCoordinatorResponse, error)
+	// JoinAsCoordinator makes this accepting-init peer a coordinator of the
+	// cluster its shared store holds, at the VPN IP reserved for it there.
+	// Bootstrap key; called by a coordinator of that cluster.
+	JoinAsCoordinator(context.Context, *JoinAsCoordinatorRequest) (*ActivateAsNodeResponse, error)
 	mustEmbedUnimplementedPubAPIServer()
 }
 
@@ -317,6 +355,12 @@ func (UnimplementedPubAPIServer) Leave(context.Context, *LeaveRequest) (*LeaveRe
 }
 func (UnimplementedPubAPIServer) Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error {
 	return status.Error(codes.Unimplemented, "method Events not implemented")
+}
+func (UnimplementedPubAPIServer) AddCoordinator(context.Context, *AddCoordinatorRequest) (*AddCoordinatorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddCoordinator not implemented")
+}
+func (UnimplementedPubAPIServer) JoinAsCoordinator(context.Context, *JoinAsCoordinatorRequest) (*ActivateAsNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinAsCoordinator not implemented")
 }
 func (UnimplementedPubAPIServer) mustEmbedUnimplementedPubAPIServer() {}
 func (UnimplementedPubAPIServer) testEmbeddedByValue()                {}
@@ -505,6 +549,42 @@ func _PubAPI_Events_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PubAPI_EventsServer = grpc.ServerStreamingServer[Event]
 
+func _PubAPI_AddCoordinator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddCoordinatorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PubAPIServer).AddCoordinator(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PubAPI_AddCoordinator_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PubAPIServer).AddCoordinator(ctx, req.(*AddCoordinatorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PubAPI_JoinAsCoordinator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinAsCoordinatorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PubAPIServer).JoinAsCoordinator(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PubAPI_JoinAsCoordinator_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PubAPIServer).JoinAsCoordinator(ctx, req.(*JoinAsCoordinatorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PubAPI_ServiceDesc is the grpc.ServiceDesc for PubAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -539,6 +619,14 @@ var PubAPI_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Leave",
 			Handler:    _PubAPI_Leave_Handler,
+		},
+		{
+			MethodName: "AddCoordinator",
+			Handler:    _PubAPI_AddCoordinator_Handler,
+		},
+		{
+			MethodName: "JoinAsCoordinator",
+			Handler:    _PubAPI_JoinAsCoordinator_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
