@@ -178,7 +178,10 @@ func (f *Fabric) StartFabricd(ctx context.Context, h *Host) error {
 	if err := usermgrtest.SeedRoot(usersRoot); err != nil {
 		return fmt.Errorf("preparing the SSH users' root of %s: %w", h.Name(), err)
 	}
+	// --config /dev/null: the hosts share the machine's file system, and
+	// the machine's /etc/fabric/fabricd.yaml is not theirs.
 	args := []string{
+		"--config", "/dev/null",
 		"--state-dir", filepath.Join(h.Dir(), "state"), "--listen", f.Endpoint(h),
 		"--bootstrap-key-file", o.KeyFile, "--name", o.Name, "--log-level", f.cfg.LogLevel,
 		"--ssh-users-root", usersRoot,
