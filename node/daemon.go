@@ -20,6 +20,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/identity"
 	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
 	"github.com/fabricmesh/fabric/node/netmgr"
 	"github.com/fabricmesh/fabric/node/pastiche"
@@ -86,7 +87,7 @@ type Daemon struct {
 	cfg     Config
 	log     *slog.Logger
 	id      *identity.Identity
-	store   *boltstore.Bolt
+	store   store.Store
 	reg     *registry.Registry
 	core    *core.Core
 	network core.NetworkManager
@@ -200,18 +201,20 @@ func (cfg *Config) check() error {
 // open loads the identity and the store and builds core.
 func (d *Daemon) open() error {
 	cfg := d.cfg
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("creating state dir: %w", err)
+	if err := openStateDir(cfg.StateDir); err != nil {
+		return err
 	}
-	id, err := identity.LoadOrCreate(filepath.Join(cfg.StateDir, "identity"), d.log)
+	idDir := filepath.Join(cfg.StateDir, "identity")
+	hadIdentity, err := identity.Exists(idDir)
+	if err != nil {
+		return err
+	}
+	id, err := identity.LoadOrCreate(idDir, d.log)
 	if err != nil {
 		return err
 	}
 	d.id = id
-	if d.store, err = boltstore.Open(filepath.Join(cfg.StateDir, "fabric.db"), boltstore.Options{}); err != nil {
-		return err
-	}
-	if d.reg, err = registry.Open(d.store); err != nil {
+	if err := d.openStore(hadIdentity); err != nil {
 		return err
 	}
 	d.dialer = &vpnapi.Dialer{SigningPrivKey: id.SigningPrivKey, DialContext: d.vpn.Dial}
@@ -245,6 +248,76 @@ func (d *Daemon) open() error {
 	})
 	return err
 }
+
+// openStateDir makes the state directory (mode 0700) and refuses one that
+// group or others may access: it holds the peer's private keys and its
+// store.
+func openStateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating state dir: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("checking state dir: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("state directory %s has mode %04o: it holds the peer's private keys and must not be accessible by group or others (chmod 700 %s)",
+			dir, perm, dir)
+	}
+	return nil
+}
+
+// openStore opens the store and loads the registry from it. A store that
+// is missing or empty next to an identity that existed is refused: the peer
+// may have had a role, and a fresh store would make it a fresh peer that
+// another cluster could activate. A damaged store, or one whose records do
+// not load, leaves the daemon serving the pubapi in state failed, with the
+// reason (core reads its role from an unusable store).
+func (d *Daemon) openStore(hadIdentity bool) error {
+	path := filepath.Join(d.cfg.StateDir, "fabric.db")
+	startOver := fmt.Sprintf("this peer may have had a role in a cluster, and it does not start as a fresh peer on its own. "+
+		"To start this machine over on purpose, stop fabricd and delete %s (it gets a new identity; fabric add-nodes activates it again)", d.cfg.StateDir)
+	if _, err := os.Lstat(path); hadIdentity && errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("state store %s is missing, but the identity next to it exists: %s", path, startOver)
+	}
+	st, err := boltstore.Open(path, boltstore.Options{})
+	switch {
+	case errors.Is(err, boltstore.ErrEmpty):
+		return fmt.Errorf("%w: %s", err, startOver)
+	case errors.Is(err, boltstore.ErrDamaged):
+		d.unusableStore(err)
+		return nil
+	case err != nil:
+		return err
+	}
+	d.store = st
+	if d.reg, err = registry.Open(st); err != nil {
+		d.unusableStore(err)
+	}
+	return nil
+}
+
+// unusableStore replaces the store that could not be used by one whose
+// every transaction fails with err, and the registry by an empty one
+// nothing writes to: core then restores no role and reports the peer
+// failed, and the pubapi answers GetState with the reason.
+func (d *Daemon) unusableStore(err error) {
+	d.log.Error("the state store cannot be used; the peer is failed and serves GetState only", "err", err)
+	if d.store != nil {
+		if cerr := d.store.Close(); cerr != nil {
+			d.log.Warn("closing the store", "err", cerr)
+		}
+	}
+	d.store = unusable{err: err}
+	d.reg, _ = registry.Open(store.NewMem()) // an empty store loads
+}
+
+// unusable is a store that could not be opened or loaded.
+type unusable struct{ err error }
+
+func (u unusable) View(func(store.Tx) error) error   { return u.err }
+func (u unusable) Update(func(store.Tx) error) error { return u.err }
+func (u unusable) Close() error                      { return nil }
 
 // userManager is Config.Users or the real user manager of the machine (or
 // of Config.SSHUsersRoot).

@@ -8,6 +8,8 @@
 // written atomically with mode 0600: wg.key (base64, as `wg genkey` prints
 // it), signing.key and tls.key (PEM PKCS#8), tls.crt (PEM). A missing part is
 // made anew, so a crash between the writes of the first start heals on the
-// next. Malformed files and private-key files that group or others may
-// access are refused; errors and logs never contain private key material.
+// next. Malformed files, private-key files and an identity directory that
+// group or others may access are refused; errors and logs never contain
+// private key material. Exists tells whether a directory holds an identity
+// (a peer that started before).
 package identity

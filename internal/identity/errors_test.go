@@ -156,7 +156,7 @@ func TestRefusedIdentities(t *testing.T) {
 			writeRaw(tb, dir, TLSCertFile, readRaw(tb, dir, TLSKeyFile), 0o600)
 		}, wantIn: []string{TLSCertFile, `PEM block type is "PRIVATE KEY", want "CERTIFICATE"`}},
 		{name: "tls.crt for another key", setup: func(tb testing.TB, dir string) {
-			other := tb.TempDir()
+			other := privateDir(tb)
 			mustLoad(tb, other)
 			writeRaw(tb, dir, TLSCertFile, readRaw(tb, other, TLSCertFile), 0o600)
 		}, wantIn: []string{TLSCertFile, "does not match tls.key"}},
@@ -165,6 +165,11 @@ func TestRefusedIdentities(t *testing.T) {
 				tb.Fatal(err)
 			}
 		}, wantIn: []string{"tls.crt exists but", "tls.key is missing"}},
+		{name: "directory open to others", setup: func(tb testing.TB, dir string) {
+			if err := os.Chmod(dir, 0o755); err != nil {
+				tb.Fatal(err)
+			}
+		}, wantIn: []string{"identity directory", "has mode 0755", "(chmod 700 "}},
 		{name: "wg.key readable by group", setup: chmod(WGKeyFile, 0o640),
 			wantIn: []string{WGKeyFile, "has mode 0640", "must not be accessible by group or others"}},
 		{name: "signing.key readable by others", setup: chmod(SigningKeyFile, 0o604),
@@ -174,7 +179,7 @@ func TestRefusedIdentities(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := privateDir(t)
 			valid := mustLoad(t, dir)
 			secret := secrets(t, dir, valid)
 			tt.setup(t, dir)

@@ -54,6 +54,9 @@ func LoadOrCreate(dir string, logger *slog.Logger) (*Identity, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating identity directory: %w", err)
 	}
+	if err := checkDir(dir); err != nil {
+		return nil, err
+	}
 	id, created, err := load(dir)
 	if err != nil {
 		return nil, fmt.Errorf("loading identity: %w", err)
@@ -70,6 +73,31 @@ func LoadOrCreate(dir string, logger *slog.Logger) (*Identity, error) {
 		logger.Info("loaded identity", attrs...)
 	}
 	return id, nil
+}
+
+// Exists reports whether dir holds any part of an identity: a peer that
+// has started once has one.
+func Exists(dir string) (bool, error) {
+	for _, name := range []string{WGKeyFile, SigningKeyFile, TLSKeyFile, TLSCertFile} {
+		ok, err := exists(filepath.Join(dir, name))
+		if ok || err != nil {
+			return ok, err
+		}
+	}
+	return false, nil
+}
+
+// checkDir refuses an identity directory that group or others may access.
+func checkDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("checking identity directory: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("identity directory %s has mode %04o: it holds private keys and must not be accessible by group or others (chmod 700 %s)",
+			dir, perm, dir)
+	}
+	return nil
 }
 
 // load reads every part of the identity in dir, creating missing ones, and

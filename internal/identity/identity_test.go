@@ -43,6 +43,17 @@ func (w tbWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// privateDir is a new directory of mode 0700, as a state directory's
+// identity is (t.TempDir's mode depends on the umask).
+func privateDir(tb testing.TB) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
+
 func mustLoad(tb testing.TB, dir string) *Identity {
 	tb.Helper()
 	id, err := LoadOrCreate(dir, testLogger(tb, nil))
@@ -166,7 +177,7 @@ func TestFilesAndModes(t *testing.T) {
 }
 
 func TestKeysAndCertificate(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	id := mustLoad(t, dir)
 	leaf := id.TLSCert.Leaf
 	if leaf.Subject.CommonName != CertCommonName {
@@ -204,7 +215,7 @@ func TestWGKeyMatchesWGTool(t *testing.T) {
 	if err != nil {
 		t.Skip("the wg tool is not installed")
 	}
-	dir := t.TempDir()
+	dir := privateDir(t)
 	id := mustLoad(t, dir)
 	key, err := os.Open(filepath.Join(dir, WGKeyFile))
 	if err != nil {
@@ -223,8 +234,8 @@ func TestWGKeyMatchesWGTool(t *testing.T) {
 }
 
 func TestTLSHandshakeWithPin(t *testing.T) {
-	server := mustLoad(t, t.TempDir())
-	client := mustLoad(t, t.TempDir())
+	server := mustLoad(t, privateDir(t))
+	client := mustLoad(t, privateDir(t))
 	pinCheck := func(want []byte) func([][]byte, [][]*x509.Certificate) error {
 		return func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
 			got := sha256.Sum256(rawCerts[0])

@@ -55,7 +55,7 @@ func TestMissingFilesAreCreated(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := privateDir(t)
 			before := mustLoad(t, dir)
 			for _, name := range tt.remove {
 				if err := os.Remove(filepath.Join(dir, name)); err != nil {
@@ -101,7 +101,7 @@ func TestAcceptedModes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := privateDir(t)
 			before := mustLoad(t, dir)
 			if err := os.Chmod(filepath.Join(dir, tt.file), tt.perm); err != nil {
 				t.Fatal(err)

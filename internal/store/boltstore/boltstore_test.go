@@ -1,7 +1,9 @@
 package boltstore_test
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,5 +131,162 @@ func TestBoltOpenErrors(t *testing.T) {
 				t.Errorf("error %v matches ErrLocked", err)
 			}
 		})
+	}
+}
+
+// filledStore writes 2000 keys of 100 bytes to a store at path (some 60
+// pages of leaves) and closes it.
+func filledStore(tb testing.TB, path string) {
+	tb.Helper()
+	s, err := boltstore.Open(path, boltstore.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	err = s.Update(func(tx store.Tx) error {
+		for i := range 2000 {
+			if err := tx.Put(fmt.Sprintf("registry/peers/%05d", i), bytes.Repeat([]byte{'x'}, 100)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// damagePage overwrites page n of the file at path (4 KiB pages).
+func damagePage(tb testing.TB, path string, n int64) {
+	tb.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xa5}, 4096), n*4096); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// TestBoltRefusesBadFiles: the regression tests of defects 4 and 5 of
+// issue 9 at the store: a damaged file is an error (bbolt panicked), an
+// empty one is not a new store, a loose mode is refused.
+func TestBoltRefusesBadFiles(t *testing.T) {
+	if os.Getpagesize() != 4096 {
+		t.Skipf("the damage is placed for 4 KiB pages, not %d", os.Getpagesize())
+	}
+	tests := []struct {
+		name    string
+		prepare func(tb testing.TB, path string)
+		want    error
+		text    string
+	}{
+		{"damaged data page", func(tb testing.TB, path string) {
+			filledStore(tb, path)
+			damagePage(tb, path, 10)
+		}, boltstore.ErrDamaged, "Page expected to be: 10"},
+		{"damaged freelist page", func(tb testing.TB, path string) {
+			filledStore(tb, path)
+			damagePage(tb, path, 2) // the freelist of a file that was written once
+			damagePage(tb, path, 3)
+		}, boltstore.ErrDamaged, "state store is damaged"},
+		{"empty file", func(tb testing.TB, path string) {
+			if err := os.WriteFile(path, nil, 0o600); err != nil {
+				tb.Fatal(err)
+			}
+		}, boltstore.ErrEmpty, "has 0 bytes: whatever it held is lost"},
+		{"readable by others", func(tb testing.TB, path string) {
+			filledStore(tb, path)
+			if err := os.Chmod(path, 0o644); err != nil {
+				tb.Fatal(err)
+			}
+		}, boltstore.ErrLooseMode, "has mode 0644; it holds private keys and must not be accessible by group or others (chmod 600 "},
+		{"readable by group", func(tb testing.TB, path string) {
+			filledStore(tb, path)
+			if err := os.Chmod(path, 0o640); err != nil {
+				tb.Fatal(err)
+			}
+		}, boltstore.ErrLooseMode, "has mode 0640"},
+		{"a directory", func(tb testing.TB, path string) {
+			if err := os.Mkdir(path, 0o700); err != nil {
+				tb.Fatal(err)
+			}
+		}, boltstore.ErrLooseMode, "is not a regular file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "fabric.db")
+			tt.prepare(t, path)
+			before, _ := os.ReadFile(path)
+			s, err := boltstore.Open(path, boltstore.Options{})
+			if err == nil {
+				_ = s.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.text) || !strings.Contains(err.Error(), path) {
+				t.Errorf("Open: %v; want %v naming the file and containing %q", err, tt.want, tt.text)
+			}
+			if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+				t.Error("Open changed the file")
+			}
+		})
+	}
+}
+
+// TestBoltDamagedWhileOpen: damage that a transaction meets (bbolt
+// panics) fails that transaction and every later one, and the process goes
+// on.
+func TestBoltDamagedWhileOpen(t *testing.T) {
+	if os.Getpagesize() != 4096 {
+		t.Skipf("the damage is placed for 4 KiB pages, not %d", os.Getpagesize())
+	}
+	path := filepath.Join(t.TempDir(), "fabric.db")
+	filledStore(t, path)
+	s := openBolt(t, path)
+	damagePage(t, path, 10) // under the open store's memory map
+	scan := func(tx store.Tx) error { return tx.Scan("registry/", func(string, []byte) error { return nil }) }
+	for _, tx := range []struct {
+		name string
+		run  func() error
+	}{
+		{"view", func() error { return s.View(scan) }},
+		{"update", func() error {
+			return s.Update(func(tx store.Tx) error { return tx.Put("registry/peers/00001", []byte("y")) })
+		}},
+		{"view again", func() error { return s.View(func(tx store.Tx) error { _, err := tx.Get("core/role"); return err }) }},
+	} {
+		err := tx.run()
+		if !errors.Is(err, boltstore.ErrDamaged) || !strings.Contains(err.Error(), "state store "+path) {
+			t.Errorf("%s: %v, want ErrDamaged naming the file", tx.name, err)
+		}
+	}
+}
+
+// TestBoltCallerPanic: a panic of a transaction's function is not damage:
+// it goes on, the transaction rolled back, and the store keeps working.
+func TestBoltCallerPanic(t *testing.T) {
+	s := openBolt(t, filepath.Join(t.TempDir(), "fabric.db"))
+	func() {
+		defer func() {
+			if r := recover(); r != "boom" {
+				t.Errorf("recovered %v, want the function's panic", r)
+			}
+		}()
+		_ = s.Update(func(tx store.Tx) error {
+			if err := tx.Put("k", []byte("v")); err != nil {
+				return err
+			}
+			panic("boom")
+		})
+	}()
+	err := s.View(func(tx store.Tx) error {
+		_, err := tx.Get("k")
+		return err
+	})
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get after the panicked Update: %v, want not found (rolled back)", err)
 	}
 }
