@@ -280,11 +280,3 @@ reported as such. The admin's wg-quick config is rewritten with the new peers.`,
 	addAdminDirFlag(cmd, &adminDir)
 	return cmd
 }
-
-// dial connects to the coordinator with the admin key, pinning its
-// certificate.
-func (a *adminDir) dial() (*pubapi.Client, error) {
-	return pubapi.Dial(a.bundle.CoordinatorPublicEndpoint, authconn.ClientConfig{
-		SigningPrivKey: a.adminSigningKey, ServerCertPin: a.bundle.CoordinatorTLSPin,
-	})
-}

@@ -37,6 +37,10 @@ type bundle struct {
 	AdminName         string `json:"adminName"`
 	AdminVPNIP        string `json:"adminVPNIP"`
 	VPNCIDR           string `json:"vpnCIDR"`
+	// Coordinators are every active coordinator of the cluster (several
+	// share its records in etcd); the CLI fails over between them.
+	// Empty: only the one above.
+	Coordinators []bundleCoordinator `json:"coordinators,omitempty"`
 }
 
 // adminDir is an admin directory with its keys loaded.

@@ -54,7 +54,13 @@ type Config struct {
 	// SSHUsersRoot is the directory whose etc/passwd and home directories
 	// hold the SSH users the peer manages ("" or "/": the machine's own).
 	SSHUsersRoot string
-	Logger       *slog.Logger
+	// ClusterStore, if set, holds the cluster's records instead of this
+	// peer's fabric.db: a store several coordinators share (etcd, or in
+	// tests one in-memory store). ClusterStoreID names it, the same for
+	// every peer that shares it. The peer's own state stays in fabric.db.
+	ClusterStore   store.Store
+	ClusterStoreID string
+	Logger         *slog.Logger
 
 	// The fields below let tests run many daemons in one process.
 
@@ -74,6 +80,10 @@ type Config struct {
 	// liveness.DefaultOfflineAfter). Tests shorten them.
 	Keepalive, Heartbeat, OfflineAfter time.Duration
 }
+
+// followInterval is how often a coordinator sharing its cluster's store
+// reads what the others committed.
+const followInterval = 200 * time.Millisecond
 
 // Defaults.
 const (
@@ -229,16 +239,18 @@ func (d *Daemon) open() error {
 			Name: cfg.Name, Horde: cfg.Horde, PublicEndpoint: cfg.Listen, WGPort: cfg.WGPort,
 			VPNPrivKey: id.VPNPrivKey, SigningPubKey: id.SigningPubKey(), TLSPin: id.TLSCertPin,
 		},
-		Store:      d.store,
-		Registry:   d.reg,
-		Network:    d.network,
-		Activator:  pubapi.NewNodeActivator(cfg.BootstrapKey, id.SigningPrivKey),
-		Dialer:     d.dialer,
-		Services:   services{d},
-		Views:      services{d},
-		Users:      d.userManager(),
-		VPNAPIPort: cfg.VPNAPIPort,
-		Heartbeat:  cfg.Heartbeat,
+		Store:          d.store,
+		Registry:       d.reg,
+		SharedRegistry: cfg.ClusterStore != nil,
+		StoreID:        cfg.ClusterStoreID,
+		Network:        d.network,
+		Activator:      pubapi.NewNodeActivator(cfg.BootstrapKey, id.SigningPrivKey),
+		Dialer:         d.dialer,
+		Services:       services{d},
+		Views:          services{d},
+		Users:          d.userManager(),
+		VPNAPIPort:     cfg.VPNAPIPort,
+		Heartbeat:      cfg.Heartbeat,
 		Applied: func(ip netip.Addr, rev uint64) {
 			if co := d.coord.Load(); co != nil {
 				co.tracker.Self(ip, rev)
@@ -291,7 +303,11 @@ func (d *Daemon) openStore(hadIdentity bool) error {
 		return err
 	}
 	d.store = st
-	if d.reg, err = registry.Open(st); err != nil {
+	regStore := store.Store(st)
+	if d.cfg.ClusterStore != nil {
+		regStore = d.cfg.ClusterStore // the cluster's records are shared
+	}
+	if d.reg, err = registry.Open(regStore); err != nil {
 		d.unusableStore(err)
 	}
 	return nil

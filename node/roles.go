@@ -57,13 +57,22 @@ func (s services) StartCoordinator(ctx context.Context, self records.Peer) (core
 	if err != nil {
 		return nil, err
 	}
+	if d.cfg.ClusterStore != nil {
+		// Other coordinators commit to the shared store too.
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.reg.Follow(ctx, followInterval, func(err error) { d.log.Warn("following the cluster's store", "err", err) })
+		}()
+	}
 	co := &coordinatorServices{reg: d.reg, hub: events.NewHub(), catalog: coordinator.Catalog{Registry: d.reg, Rules: rs}}
 	d.reg.Observe(co.hub.Entries)
 	if co.feed, err = feed.New(d.reg, rs, feed.Options{}); err != nil {
 		return nil, err
 	}
 	co.tracker = liveness.New(liveness.Config{
-		Registry: d.reg, OfflineAfter: d.cfg.OfflineAfter,
+		Registry: d.reg, Self: self.VPNIP, SelfName: self.Name, Shared: d.cfg.ClusterStore != nil,
+		OfflineAfter: d.cfg.OfflineAfter,
 		Applied: func(ip netip.Addr, rev uint64) {
 			p, _ := d.reg.Peer(ip)
 			co.hub.Publish(events.Event{Revision: rev, At: d.now(), Kind: events.Applied, Node: p.Name, VPNIP: ip})

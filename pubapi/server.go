@@ -320,6 +320,9 @@ func PeerToProto(p records.Peer, l Liveness) *pubapipb.Peer {
 		Registered: p.Registered, RegistrationError: p.RegistrationError,
 		Online: l.Online, CoordinatorHandshakeAgeMs: -1,
 	}
+	if p.Role == records.RoleCoordinator {
+		out.TlsPin = p.TLSPin
+	}
 	if !l.LastSeen.IsZero() {
 		out.LastSeen = l.LastSeen.Unix()
 	}

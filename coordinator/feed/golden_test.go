@@ -220,7 +220,7 @@ func TestDeltasGolden(t *testing.T) {
 				_, err := s.reg.SetRegistration(s.ips["n3"], nil, "the reeve did not answer")
 				s.must(err)
 			})
-			s.step("n1 comes online", func() { s.must(s.reg.SetLiveness(s.ips["n1"], true, testTime(), testTime())) })
+			s.step("n1 comes online", func() { s.must(s.reg.SetLiveness(s.ips["n1"], true, testTime(), testTime(), "co")) })
 		}},
 		{"users", 1000, func(s *scene) {
 			s.join("n1", "sharks")

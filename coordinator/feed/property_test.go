@@ -219,7 +219,7 @@ func (w *world) step() string {
 			return "none"
 		}
 		now := testTime()
-		w.reg.SetLiveness(p.VPNIP, w.r.IntN(2) == 0, now, now)
+		w.reg.SetLiveness(p.VPNIP, w.r.IntN(2) == 0, now, now, "co")
 		return "liveness of " + p.Name
 	default: // the coordinator's own services
 		_, peers := w.reg.Peers()

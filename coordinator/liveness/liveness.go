@@ -3,8 +3,15 @@
 // heartbeat; it goes offline OfflineAfter its last report, or Grace after
 // its watch closed without another one opening. Only the changes between
 // online and offline are recorded in the registry (one change-log entry
-// each); the time a node was last seen and the revision it applied live in
-// memory, rebuilt from the nodes' reports after a restart.
+// each), by the coordinator that saw them; the time a node was last seen
+// and the revision it applied live in memory, rebuilt from the nodes'
+// reports after a restart.
+//
+// Several coordinators: each beats into the shared store every few
+// seconds (the revision it applied and its watchers', outside the change
+// log), and reads the others' beats for the peers it does not see itself.
+// A coordinator that stops beating is shown offline, and so are the peers
+// it had seen online, unless they came online through another.
 package liveness
 
 import (
@@ -27,19 +34,33 @@ const (
 	// DefaultGrace is how long a peer whose watch closed stays online,
 	// so that a reconnect does not flap it.
 	DefaultGrace = 3 * time.Second
+	// DefaultBeat is how often a coordinator sharing its store beats.
+	DefaultBeat = 5 * time.Second
 )
 
-// Recorder records liveness changes (coordinator/registry).
+// Recorder records liveness changes and beats (coordinator/registry).
 type Recorder interface {
-	SetLiveness(ip netip.Addr, online bool, at, lastSeen time.Time) error
+	SetLiveness(ip netip.Addr, online bool, at, lastSeen time.Time, by string) error
+	ExpireLiveness(ip netip.Addr, gone string, at time.Time) error
 	Liveness() map[netip.Addr]registry.Liveness
+	Peer(ip netip.Addr) (records.Peer, bool)
+	Peers() (uint64, []records.Peer)
+	WriteBeat(ip netip.Addr, b registry.Beat) error
+	Beats() (map[netip.Addr]registry.Beat, error)
 }
 
 // Config tunes a Tracker.
 type Config struct {
-	Registry     Recorder
+	Registry Recorder
+	// Self and SelfName are this coordinator's VPN IP and name.
+	Self     netip.Addr
+	SelfName string
+	// Shared is set when other coordinators share the registry's store:
+	// the tracker then beats and reads their beats.
+	Shared       bool
 	OfflineAfter time.Duration
 	Grace        time.Duration
+	Beat         time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Applied, if set, learns every revision a peer reports it applied.
@@ -52,6 +73,7 @@ type Tracker struct {
 
 	mu    sync.Mutex
 	peers map[netip.Addr]*peer
+	beats map[netip.Addr]registry.Beat // the other coordinators', last read
 	// recordMu orders the registry writes, each of which records the
 	// state of the peer as it is when written.
 	recordMu sync.Mutex
@@ -62,7 +84,7 @@ type peer struct {
 	watching     int
 	closedAt     time.Time
 	lastSeen     time.Time
-	online       bool // as recorded in the registry
+	online       bool // as recorded in the registry by this coordinator
 	applied      uint64
 	sent         uint64 // the revision the peer was sent everything up to
 	contentRev   uint64 // the revision of the last answer it had to apply
@@ -71,7 +93,8 @@ type peer struct {
 }
 
 // New returns a tracker starting from what the registry recorded: a peer
-// recorded online that does not report goes offline OfflineAfter from now.
+// this coordinator recorded online that does not report goes offline
+// OfflineAfter from now.
 func New(cfg Config) *Tracker {
 	if cfg.OfflineAfter <= 0 {
 		cfg.OfflineAfter = DefaultOfflineAfter
@@ -79,12 +102,18 @@ func New(cfg Config) *Tracker {
 	if cfg.Grace <= 0 {
 		cfg.Grace = DefaultGrace
 	}
+	if cfg.Beat <= 0 {
+		cfg.Beat = DefaultBeat
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	t := &Tracker{cfg: cfg, peers: map[netip.Addr]*peer{}}
+	t := &Tracker{cfg: cfg, peers: map[netip.Addr]*peer{}, beats: map[netip.Addr]registry.Beat{}}
 	now := cfg.Now()
 	for ip, l := range cfg.Registry.Liveness() {
+		if l.By != cfg.SelfName && l.By != "" {
+			continue // another coordinator's to follow
+		}
 		p := &peer{online: l.Online, lastSeen: l.LastSeen, handshakeAge: -1}
 		if l.Online {
 			p.lastSeen, p.closedAt = now, now.Add(cfg.OfflineAfter-cfg.Grace)
@@ -178,21 +207,27 @@ func (t *Tracker) record(ip netip.Addr) {
 	}
 	online, lastSeen := p.online, p.lastSeen
 	t.mu.Unlock()
-	if err := t.cfg.Registry.SetLiveness(ip, online, t.cfg.Now(), lastSeen); errors.Is(err, records.ErrUnknownPeer) {
+	if err := t.cfg.Registry.SetLiveness(ip, online, t.cfg.Now(), lastSeen, t.cfg.SelfName); errors.Is(err, records.ErrUnknownPeer) {
 		t.Forget(ip)
 	}
 }
 
-// Run checks every second which peers went offline, until ctx ends.
+// Run checks every second which peers went offline and, with a shared
+// store, beats and reads the other coordinators' beats, until ctx ends.
 func (t *Tracker) Run(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var lastBeat time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 			t.Check()
+			if t.cfg.Shared && t.cfg.Now().Sub(lastBeat) >= t.cfg.Beat {
+				lastBeat = t.cfg.Now()
+				t.beat()
+			}
 		}
 	}
 }
@@ -217,6 +252,43 @@ func (t *Tracker) Check() {
 	}
 }
 
+// beat writes this coordinator's beat, reads the others', and marks
+// offline what a coordinator that stopped beating had seen online.
+func (t *Tracker) beat() {
+	now := t.cfg.Now()
+	b := registry.Beat{At: now, Watchers: map[netip.Addr]uint64{}}
+	t.mu.Lock()
+	for ip, p := range t.peers {
+		switch {
+		case p.self:
+			b.Applied = p.applied
+		case p.online:
+			b.Watchers[ip] = t.statusLocked(p).Applied
+		}
+	}
+	t.mu.Unlock()
+	_ = t.cfg.Registry.WriteBeat(t.cfg.Self, b) // retried at the next beat
+	beats, err := t.cfg.Registry.Beats()
+	if err != nil {
+		return
+	}
+	t.mu.Lock()
+	t.beats = beats
+	t.mu.Unlock()
+	alive := map[string]bool{t.cfg.SelfName: true}
+	_, peers := t.cfg.Registry.Peers()
+	for _, p := range peers {
+		if b, ok := beats[p.VPNIP]; ok && p.Role == records.RoleCoordinator && now.Sub(b.At) <= t.cfg.OfflineAfter {
+			alive[p.Name] = true
+		}
+	}
+	for ip, l := range t.cfg.Registry.Liveness() {
+		if l.Online && l.By != "" && !alive[l.By] {
+			_ = t.cfg.Registry.ExpireLiveness(ip, l.By, now)
+		}
+	}
+}
+
 // Status is what the tracker knows of a peer.
 type Status struct {
 	Online   bool
@@ -229,14 +301,31 @@ type Status struct {
 	CoordinatorHandshakeAge time.Duration
 }
 
-// Status returns what the tracker knows of ip.
+// Status returns what the tracker knows of ip, or, for a peer another
+// coordinator sees, what that coordinator's beat and records say.
 func (t *Tracker) Status(ip netip.Addr) Status {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	p, ok := t.peers[ip]
-	if !ok {
-		return Status{CoordinatorHandshakeAge: -1}
+	if p, ok := t.peers[ip]; ok && (p.self || p.online || p.watching > 0) {
+		return t.statusLocked(p)
 	}
+	if b, ok := t.beats[ip]; ok { // another coordinator
+		return Status{Online: t.cfg.Now().Sub(b.At) <= t.cfg.OfflineAfter, LastSeen: b.At, Applied: b.Applied, CoordinatorHandshakeAge: -1}
+	}
+	l := t.cfg.Registry.Liveness()[ip]
+	st := Status{Online: l.Online, LastSeen: l.LastSeen, CoordinatorHandshakeAge: -1}
+	for _, b := range t.beats {
+		if applied, ok := b.Watchers[ip]; ok {
+			st.Applied = applied
+		}
+	}
+	if p, ok := t.peers[ip]; ok && !st.Online {
+		st.LastSeen, st.Applied = p.lastSeen, t.statusLocked(p).Applied
+	}
+	return st
+}
+
+func (t *Tracker) statusLocked(p *peer) Status {
 	applied := p.applied
 	if p.applied >= p.contentRev && p.sent > applied {
 		applied = p.sent

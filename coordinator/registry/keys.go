@@ -97,7 +97,7 @@ func (s *state) load(key string, value []byte, deleted bool) error {
 // loadAll reads the whole registry from tx into s.
 func (s *state) loadAll(tx store.Tx) error {
 	err := tx.Scan("registry/", func(key string, value []byte) error {
-		if strings.HasPrefix(key, prefixLog) {
+		if strings.HasPrefix(key, prefixLog) || strings.HasPrefix(key, prefixBeats) {
 			return nil
 		}
 		return s.load(key, value, false)

@@ -2052,8 +2052,10 @@ type Peer struct {
 	// Milliseconds since the peer's last WireGuard handshake with the
 	// coordinator, as it reported it; -1 when unknown.
 	CoordinatorHandshakeAgeMs int64 `protobuf:"varint,20,opt,name=coordinator_handshake_age_ms,json=coordinatorHandshakeAgeMs,proto3" json:"coordinator_handshake_age_ms,omitempty"`
-	unknownFields             protoimpl.UnknownFields
-	sizeCache                 protoimpl.SizeCache
+	// For a coordinator: the pin of its TLS certificate, which admins pin.
+	TlsPin        []byte `protobuf:"bytes,21,opt,name=tls_pin,json=tlsPin,proto3" json:"tls_pin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Peer) Reset() {
@@ -2224,6 +2226,13 @@ func (x *Peer) GetCoordinatorHandshakeAgeMs() int64 {
 		return x.CoordinatorHandshakeAgeMs
 	}
 	return 0
+}
+
+func (x *Peer) GetTlsPin() []byte {
+	if x != nil {
+		return x.TlsPin
+	}
+	return nil
 }
 
 // Service is an endpoint (with its address) or a client (with its keyId).
@@ -2438,7 +2447,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x19\n" +
 	"\bvpn_cidr\x18\x03 \x01(\tR\avpnCidr\x12,\n" +
 	"\x05peers\x18\x04 \x03(\v2\x16.fabric.pubapi.v1.PeerR\x05peers\x12\x14\n" +
-	"\x05rules\x18\x05 \x03(\tR\x05rules\"\xbf\x05\n" +
+	"\x05rules\x18\x05 \x03(\tR\x05rules\"\xd8\x05\n" +
 	"\x04Peer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x15\n" +
@@ -2465,7 +2474,8 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\aclients\x18\x11 \x03(\v2\x19.fabric.pubapi.v1.ServiceR\aclients\x12#\n" +
 	"\rregistered_at\x18\x12 \x01(\x03R\fregisteredAt\x12\x16\n" +
 	"\x06online\x18\x13 \x01(\bR\x06online\x12?\n" +
-	"\x1ccoordinator_handshake_age_ms\x18\x14 \x01(\x03R\x19coordinatorHandshakeAgeMs\"M\n" +
+	"\x1ccoordinator_handshake_age_ms\x18\x14 \x01(\x03R\x19coordinatorHandshakeAgeMs\x12\x17\n" +
+	"\atls_pin\x18\x15 \x01(\fR\x06tlsPin\"M\n" +
 	"\aService\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +

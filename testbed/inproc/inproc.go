@@ -23,6 +23,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/bootstrapkey"
 	"github.com/fabricmesh/fabric/internal/clusterstatus"
 	"github.com/fabricmesh/fabric/internal/loopvpn"
+	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/node"
 	"github.com/fabricmesh/fabric/node/usermgr"
 	"github.com/fabricmesh/fabric/node/usermgr/usermgrtest"
@@ -39,6 +40,10 @@ type Cluster struct {
 	// Keepalive, Heartbeat and OfflineAfter of the watches (0: defaults;
 	// see node.Config).
 	Keepalive, Heartbeat, OfflineAfter time.Duration
+	// ClusterStore, if set, is the store the peers added with
+	// AddCoordinatorPeer share for the cluster's records (several
+	// coordinators, like etcd in production).
+	ClusterStore store.Store
 
 	mu    sync.Mutex
 	peers []*Peer
@@ -55,6 +60,7 @@ type Peer struct {
 	Users   *usermgr.LinuxUserManager
 	UsersFs afero.Fs
 
+	shared  bool // keeps the cluster's records in the cluster's store
 	cluster *Cluster
 	daemon  *node.Daemon
 	cancel  context.CancelFunc
@@ -78,6 +84,19 @@ func New(dir string, logger *slog.Logger) (*Cluster, error) {
 
 // AddPeer starts a new fabricd named name on a free loopback port.
 func (c *Cluster) AddPeer(ctx context.Context, name, horde string) (*Peer, error) {
+	return c.addPeer(ctx, name, horde, false)
+}
+
+// AddCoordinatorPeer is AddPeer for a peer that may become one of several
+// coordinators: it keeps the cluster's records in c.ClusterStore.
+func (c *Cluster) AddCoordinatorPeer(ctx context.Context, name, horde string) (*Peer, error) {
+	if c.ClusterStore == nil {
+		c.ClusterStore = store.NewMem()
+	}
+	return c.addPeer(ctx, name, horde, true)
+}
+
+func (c *Cluster) addPeer(ctx context.Context, name, horde string, shared bool) (*Peer, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -88,6 +107,7 @@ func (c *Cluster) AddPeer(ctx context.Context, name, horde string) (*Peer, error
 		Network:  core.NewFakeNetworkManager(),
 		StateDir: filepath.Join(c.Dir, name),
 		UsersFs:  afero.NewMemMapFs(),
+		shared:   shared,
 		cluster:  c,
 	}
 	p.Users = usermgrtest.NewLinuxUserManagerFake(p.UsersFs)
@@ -102,7 +122,12 @@ func (c *Cluster) AddPeer(ctx context.Context, name, horde string) (*Peer, error
 
 func (p *Peer) start(ctx context.Context, lis net.Listener, horde string) error {
 	ctx, cancel := context.WithCancel(ctx)
+	var clusterStore store.Store
+	if p.shared {
+		clusterStore = p.cluster.ClusterStore
+	}
 	d, err := node.Start(ctx, node.Config{
+		ClusterStore: clusterStore, ClusterStoreID: "in-process cluster store",
 		StateDir: p.StateDir, Listen: p.Endpoint, BootstrapKey: p.cluster.BootstrapKey,
 		Name: p.Name, Horde: horde, WGPort: int(p.Endpoint.Port()),
 		Logger:      p.cluster.Logger.With("peer", p.Name),
