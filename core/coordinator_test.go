@@ -449,3 +449,40 @@ func TestActivateFullCIDR(t *testing.T) {
 	}
 	h.waitSettled()
 }
+
+// TestRefusedActivationChangesNothing: a machine whose state directory was
+// copied from an active node (same keys) is refused before it is asked to
+// activate: it stays accepting-init with its interface down, and the
+// original node keeps its place in the mesh.
+func TestRefusedActivationChangesNothing(t *testing.T) {
+	h := newHarness(t, 1, nil)
+	h.mustActivate()
+	original := h.nodes[0]
+	clone := original.self
+	clone.Name, clone.PublicEndpoint = "copy", netip.MustParseAddrPort("192.0.2.77:7443")
+	copied := h.start(clone, newMemStore())
+	h.activator.setNode(copied.endpoint(), copied.core)
+	res, err := h.coord.core.ActivateAdditionalNodes(t.Context(), []string{copied.endpoint()}, func(Event) {})
+	if err != nil || res.Failed != 1 {
+		t.Fatalf("activating the copy = %+v, %v; want it refused", res, err)
+	}
+	if st := copied.core.Status(); st.State != StateAcceptingInit {
+		t.Errorf("the refused copy is %s, want accepting-init", st.State)
+	}
+	if dev := copied.net.Device(); dev.Up {
+		t.Errorf("the refused copy brought its interface up: %+v", dev)
+	}
+	for _, c := range h.activator.recorded() {
+		if c.Endpoint == copied.endpoint() && c.Method == "ActivateAsNode" {
+			t.Error("the coordinator asked the copy to activate")
+		}
+	}
+	rec, _ := h.peerByEndpoint(copied.endpoint())
+	if rec.State != records.StateFailed || !strings.Contains(rec.LastError, "same WireGuard key") {
+		t.Errorf("the copy's record = %s %q, want failed for the same keys", rec.State, rec.LastError)
+	}
+	h.waitMesh()
+	if got := original.core.Status(); got.State != StateNode {
+		t.Errorf("the original node is %s", got.State)
+	}
+}
