@@ -7,9 +7,13 @@
 #   make demo    a local cluster of network-namespace hosts (root)
 #   make bench   benchmarks; ends with one JSON line of figures (root)
 #   make proto   regenerate the committed protobuf code
+#   make image   image/out/fabric.img: the bootable VM disk image, from Debian 12
+#                packages and make deb's package (root)
+#   make vm-test the VM tests: the image booted with qemu (root)
+#   make vm-demo a cluster of VMs from the image, activated and checked (root)
 #
-# test, demo, bench, deb and proto first install the Debian packages they
-# need when run as root (scripts/deps.sh).
+# test, demo, bench, deb, proto, image, vm-test and vm-demo first install the
+# Debian packages they need when run as root (scripts/deps.sh).
 
 GO        ?= go
 BIN       := $(CURDIR)/bin
@@ -40,7 +44,7 @@ LDFLAGS     := -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(C
 BUILDFLAGS  := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 DEB_BIN     := $(BIN)/deb
 
-.PHONY: all build deb test demo bench proto tools lint clean
+.PHONY: all build deb test demo bench proto tools lint clean image image-lock vm-test vm-demo
 
 all: build
 
@@ -74,6 +78,28 @@ demo: deps-demo build
 # (scenarios: mesh, inproc, signed, pastiche; see bin/fabric-bench --help).
 bench: deps-bench build
 	$(BIN)/fabric-bench --bin-dir $(BIN) $(BENCH_FLAGS)
+
+# The VM image: Debian 12 packages plus make deb's package, built with
+# mmdebstrap, reproducibly (docs/image.md). image-lock pins the Debian
+# package versions of image/packages.lock anew.
+IMAGE_OUT := $(CURDIR)/image/out
+IMAGE     := $(IMAGE_OUT)/fabric.img
+VM_ARGS   ?=
+
+image: deps-image deb
+	image/build.sh --deb $$(cat $(DEB_BIN)/last-package) --out $(IMAGE_OUT)
+
+image-lock: deps-image deb
+	image/build.sh --deb $$(cat $(DEB_BIN)/last-package) --out $(IMAGE_OUT) --update-lock
+
+# The VM tests boot the image with KVM where a Debian kernel runs under it,
+# else with TCG (software emulation).
+vm-test: deps-vm build image
+	FABRIC_BIN_DIR=$(BIN) FABRIC_VM_IMAGE=$(IMAGE) $(GO) test $(GOFLAGS) -count=1 -run '^TestVM' -v -timeout 80m .
+
+# VM_ARGS adds fabric-demo flags, e.g. make vm-demo VM_ARGS="--vms 5".
+vm-demo: deps-vm build image
+	$(BIN)/fabric-demo --bin-dir $(BIN) --image $(IMAGE) $(VM_ARGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \

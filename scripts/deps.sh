@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the Debian packages a make target needs: scripts/deps.sh TARGET...
-# (test, demo, bench, deb, proto). As root it runs apt-get for the missing
+# (test, demo, bench, deb, proto, image, vm). As root it runs apt-get for the missing
 # ones; otherwise it names them and goes on, so that what can run without
 # them still runs (the tests that need root skip anyway). Go itself is not
 # a Debian package here: it must be at /usr/local/go (see go.mod for the
@@ -16,8 +16,12 @@ for target in "$@"; do
 	test) pkgs="$pkgs make gcc libc6-dev wireguard-tools iproute2 iputils-ping iperf3 bash procps mmdebstrap lintian systemd" ;;
 	deb) pkgs="$pkgs gcc libc6-dev" ;;
 	proto) pkgs="$pkgs protobuf-compiler" ;;
+	# make image: mmdebstrap, the root file system, the GPT disk, GRUB
+	image) pkgs="$pkgs mmdebstrap debian-archive-keyring e2fsprogs fdisk grub-pc-bin" ;;
+	# make vm-test and vm-demo: qemu, the config disks, ssh into the VMs
+	vm) pkgs="$pkgs make wireguard-tools iproute2 iputils-ping iperf3 bash procps qemu-system-x86 qemu-utils dosfstools mtools openssh-client" ;;
 	*)
-		echo "deps.sh: unknown target $target (want test, demo, bench, deb or proto)" >&2
+		echo "deps.sh: unknown target $target (want test, demo, bench, deb, proto, image or vm)" >&2
 		exit 2
 		;;
 	esac

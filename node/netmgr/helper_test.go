@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 
 // request is one operation on the child's Manager.
 type request struct {
-	Op      string     `json:"op"` // new, up, setpeers, device, hammer, down, close
+	Op      string     `json:"op"` // new, up, setpeers (answers as device), device, hammer, down, close
 	Name    string     `json:"name,omitempty"`
 	Mode    Mode       `json:"mode,omitempty"`
 	PrivKey string     `json:"priv_key,omitempty"`
@@ -173,7 +173,14 @@ func (h *helper) dispatch(req request) (response, error) {
 		if err != nil {
 			return response{}, err
 		}
-		return response{}, h.m.SetPeers(ctx, peers)
+		if err := h.m.SetPeers(ctx, peers); err != nil {
+			return response{}, err
+		}
+		// The device as SetPeers left it, before any held keepalive is
+		// released (handshake.go): read here at once, not after a round
+		// trip to the test, which a slow machine can make longer than
+		// releaseAfter.
+		return h.device()
 	case "device":
 		return h.device()
 	case "hammer":

@@ -186,10 +186,17 @@ func testChangePeers(t *testing.T, a, b *side) {
 
 	bWide := b.spec(b.vpnIP+"/32", "203.0.113.100/32")
 	bWide.Keepalive = 25
-	a.setPeers(t, bWide, c)
 	held := bWide
 	held.Keepalive = 0
-	a.checkPeers(t, held, c) // turning a known peer's keepalive on is held back (handshake.go)
+	// Turning a known peer's keepalive on is held back (handshake.go) for
+	// releaseAfter, so the held state is read in the helper right after
+	// SetPeers; checkPeers would race the release on a slow machine.
+	got := a.proc.do(request{Op: "setpeers", Peers: []peerSpec{bWide, c}}).Peers
+	want := []peerSpec{held, c}
+	slices.SortFunc(want, func(x, y peerSpec) int { return strings.Compare(x.PublicKey, y.PublicKey) })
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("%s: peers right after SetPeers (-want +got):\n%s", a.ns.name, diff)
+	}
 	a.waitPeers(t, 5*time.Second, bWide, c)
 	a.checkPeers(t, bWide, c)
 

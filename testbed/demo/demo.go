@@ -2,7 +2,8 @@
 // namespace hosts (testbed/nshost) in the ripstop shape (two hordes),
 // activated with the real CLI, its status shown, its mesh proven with wg and
 // ping, pastiche transfers within and across hordes with a summary of what
-// was allowed and refused, and everything torn down.
+// was allowed and refused, and everything torn down. With --image it is
+// `make vm-demo` instead (vmdemo.go): VMs booted from the fabric image.
 package demo
 
 import (
@@ -24,8 +25,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	binDir := fs.String("bin-dir", "bin", "directory holding fabric and fabricd")
 	hosts := fs.Int("hosts", 10, "number of fabricd hosts (the first half in horde sharks, the others in jets)")
+	image := fs.String("image", "", "boot VMs from this disk image (make image) instead of namespace hosts: make vm-demo")
+	vms := fs.Int("vms", 3, "with --image: number of VMs to activate (one more is added later)")
+	accel := fs.String("accel", "", "with --image: qemu accelerator, kvm or tcg (default: KVM if it works here)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *image != "" {
+		return vmMain(ctx, stdout, stderr, *binDir, *image, *vms, *accel)
 	}
 	if *hosts < 4 || *hosts > 200 {
 		fmt.Fprintln(stderr, "fabric-demo: --hosts must be 4-200 (two hordes of at least two)")
@@ -36,6 +43,25 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if err := run(ctx, stdout, *binDir, *hosts); err != nil {
+		fmt.Fprintf(stderr, "fabric-demo: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// vmMain checks the machine and runs the VM demo.
+func vmMain(ctx context.Context, stdout, stderr io.Writer, binDir, image string, n int, accel string) int {
+	if n < 2 || n > 20 {
+		fmt.Fprintln(stderr, "fabric-demo: --vms must be 2-20")
+		return 2
+	}
+	for _, check := range []func() error{nshost.Check, nshost.CheckVMTools} {
+		if err := check(); err != nil {
+			fmt.Fprintf(stderr, "fabric-demo: %v\nThe VM demo boots qemu VMs on a bridge in a network namespace, as root: sudo make vm-demo\n", err)
+			return 1
+		}
+	}
+	if err := vmDemo(ctx, stdout, binDir, image, n, accel); err != nil {
 		fmt.Fprintf(stderr, "fabric-demo: %v\n", err)
 		return 1
 	}

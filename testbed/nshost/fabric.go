@@ -153,8 +153,15 @@ func (f *Fabric) SetPeerOptions(h *Host, o PeerOptions) {
 }
 
 // StartFabricd starts (or restarts) fabricd on h with its state in
-// h.Dir()/state and waits until its pubapi accepts connections.
+// h.Dir()/state and waits until its pubapi accepts connections. On a VM it
+// starts the fabricd service (systemctl start fabricd).
 func (f *Fabric) StartFabricd(ctx context.Context, h *Host) error {
+	if h.vm != nil {
+		if _, err := h.Run(ctx, "systemctl", "start", "fabricd"); err != nil {
+			return err
+		}
+		return f.waitListening(ctx, h, h.QemuProcess())
+	}
 	f.mu.Lock()
 	o := f.peers[h]
 	running := f.daemons[h]
@@ -203,9 +210,14 @@ func (f *Fabric) StartFabricd(ctx context.Context, h *Host) error {
 // fabricd manages the SSH users in (fabricd --ssh-users-root).
 func (f *Fabric) UsersRoot(h *Host) string { return filepath.Join(h.Dir(), "users-root") }
 
-// waitListening polls h's pubapi port from the admin host.
+// waitListening polls h's pubapi port from the admin host while p (fabricd,
+// or a VM's qemu) runs.
 func (f *Fabric) waitListening(ctx context.Context, h *Host, p *Process) error {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	timeout, interval, what, logs := 20*time.Second, 50*time.Millisecond, "fabricd", "log "+p.LogPath()
+	if h.vm != nil {
+		timeout, interval, what, logs = vmBootTimeout, 500*time.Millisecond, "the VM", "console "+h.vm.console
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	probe := fmt.Sprintf(": > /dev/tcp/%s/%d", h.IP(), f.cfg.PubPort)
 	for {
@@ -214,10 +226,10 @@ func (f *Fabric) waitListening(ctx context.Context, h *Host, p *Process) error {
 		}
 		select {
 		case <-p.Exited():
-			return fmt.Errorf("fabricd on %s exited: %v (log %s)", h.Name(), p.Err(), p.LogPath())
+			return fmt.Errorf("%s on %s exited: %v (%s)", what, h.Name(), p.Err(), logs)
 		case <-ctx.Done():
-			return fmt.Errorf("fabricd on %s does not listen on %s: %w (log %s)", h.Name(), f.Endpoint(h), ctx.Err(), p.LogPath())
-		case <-time.After(50 * time.Millisecond):
+			return fmt.Errorf("fabricd on %s does not listen on %s: %w (%s)", h.Name(), f.Endpoint(h), ctx.Err(), logs)
+		case <-time.After(interval):
 		}
 	}
 }
@@ -229,8 +241,13 @@ func (f *Fabric) Daemon(h *Host) *Process {
 	return f.daemons[h]
 }
 
-// StopFabricd stops h's fabricd gracefully.
+// StopFabricd stops h's fabricd gracefully (on a VM: systemctl stop
+// fabricd).
 func (f *Fabric) StopFabricd(ctx context.Context, h *Host) error {
+	if h.vm != nil {
+		_, err := h.Run(ctx, "systemctl", "stop", "fabricd")
+		return err
+	}
 	p := f.Daemon(h)
 	if p == nil {
 		return fmt.Errorf("no fabricd on %s", h.Name())

@@ -29,8 +29,9 @@ type Host struct {
 	ip         netip.Addr
 	dir        string
 	wgDir      string
-	bridgePort string // the veth end on the bridge, in the switch namespace
-	ready      bool   // guarded by lab.mu
+	bridgePort string   // the veth end on the bridge, in the switch namespace
+	vm         *vmState // non-nil for a virtual machine (AddVMs)
+	ready      bool     // guarded by lab.mu
 }
 
 // Name returns the host's name as given to AddHost.
@@ -43,7 +44,7 @@ func (h *Host) IP() netip.Addr { return h.ip }
 // started processes and run-wireguard, mounted on /run/wireguard.
 func (h *Host) Dir() string { return h.dir }
 
-// Namespace returns the name of the host's network namespace.
+// Namespace returns the name of the host's network namespace ("" for a VM).
 func (h *Host) Namespace() string { return h.ns }
 
 func (h *Host) String() string { return "host " + h.name }
@@ -171,7 +172,9 @@ func (l *Lab) createHost(ctx context.Context, h *Host) error {
 
 // Command returns a command that runs name inside the host: in its network
 // namespace, with the host's private /run/wireguard. ctx kills it as
-// exec.CommandContext does; the PID is that of the command itself.
+// exec.CommandContext does; the PID is that of the command itself. On a VM
+// the command runs as root over ssh from VMConfig.SSHFrom, and the PID is
+// that of ssh.
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", h.wrap(name, args)...)
 }
@@ -179,6 +182,9 @@ func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.C
 // wrap returns the ip(8) arguments that run name with args inside the host.
 // Both ip netns exec and sh exec in place, so the PID stays the same.
 func (h *Host) wrap(name string, args []string) []string {
+	if h.vm != nil {
+		return h.sshArgs(name, args)
+	}
 	return append([]string{"netns", "exec", h.ns, "sh", "-c", mountScript, "nshost", h.wgDir, name}, args...)
 }
 

@@ -109,6 +109,9 @@ type Lab struct {
 	procs      []*Process
 	onClose    []func() error
 	closeErr   error
+
+	sshOnce sync.Once // makes the SSH key of the lab's VMs
+	sshErr  error
 }
 
 // New checks the machine (see Check) and creates a lab: a switch namespace

@@ -39,6 +39,12 @@ func (h *Host) Start(name string, args ...string) (*Process, error) {
 
 // start is Start with extra environment variables (nil: inherit ours).
 func (h *Host) start(env []string, name string, args []string) (*Process, error) {
+	return h.startArgv(env, filepath.Base(name), h.wrap(name, args), commandLine(name, args))
+}
+
+// startArgv starts ip(8) with argv as a process of h, logging to
+// Dir()/<logName>.log; desc names it in messages.
+func (h *Host) startArgv(env []string, logName string, argv []string, desc string) (*Process, error) {
 	l := h.lab
 	l.life.RLock()
 	defer l.life.RUnlock()
@@ -47,8 +53,8 @@ func (h *Host) start(env []string, name string, args []string) (*Process, error)
 	}
 	p := &Process{
 		host:    h,
-		desc:    commandLine(name, args),
-		logPath: filepath.Join(h.dir, filepath.Base(name)+".log"),
+		desc:    desc,
+		logPath: filepath.Join(h.dir, logName+".log"),
 		grace:   l.cfg.Grace,
 		exited:  make(chan struct{}),
 	}
@@ -58,7 +64,7 @@ func (h *Host) start(env []string, name string, args []string) (*Process, error)
 	}
 	defer log.Close() // the child has its own copy
 	fmt.Fprintf(log, "--- nshost %s: starting %s\n", time.Now().Format(time.RFC3339Nano), p.desc)
-	p.cmd = exec.Command("ip", h.wrap(name, args)...)
+	p.cmd = exec.Command("ip", argv...)
 	if env != nil {
 		p.cmd.Env = append(os.Environ(), env...)
 	}

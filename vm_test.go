@@ -1,0 +1,202 @@
+package fabric_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
+	"github.com/fabricmesh/fabric/testbed/nshost"
+)
+
+// The VM tests boot the image of make image with qemu, one VM per peer, on
+// the bridge of a namespace lab, and drive them from the lab's admin host
+// with the real CLI. make vm-test builds the image and runs them.
+
+// vmConverge bounds fabric watch in VM tests: under software emulation a
+// VM is many times slower than a namespace host.
+const vmConverge = 5 * time.Minute
+
+// requireVMs skips the test unless VMs can be booted here; it returns the
+// image to boot.
+func requireVMs(t *testing.T) string {
+	t.Helper()
+	if err := nshost.Check(); err != nil {
+		t.Skipf("VM test: %v", err)
+	}
+	image := os.Getenv("FABRIC_VM_IMAGE")
+	if image == "" {
+		t.Skip("VM test: FABRIC_VM_IMAGE is not set (make vm-test builds the image and sets it)")
+	}
+	if err := nshost.CheckVMTools(); err != nil {
+		t.Skipf("VM test: %v", err)
+	}
+	return image
+}
+
+// newVMFabric makes a lab with an admin host for a cluster of VMs.
+func newVMFabric(t *testing.T) *nshost.Fabric {
+	t.Helper()
+	ctx := context.Background()
+	lab, err := nshost.New(ctx, nshost.Config{WorkDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpConsoles(t, lab)
+		}
+		if err := lab.Close(); err != nil {
+			t.Errorf("closing lab: %v", err)
+		}
+	})
+	f, err := nshost.NewFabric(ctx, lab, nshost.FabricConfig{BinDir: binDir, LogLevel: os.Getenv("FABRIC_LOG_LEVEL")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func dumpConsoles(t *testing.T, lab *nshost.Lab) {
+	for _, h := range lab.Hosts() {
+		if !h.IsVM() {
+			continue
+		}
+		if out, err := h.Run(context.Background(), "journalctl", "-b", "-u", "fabricd", "-u", "fabric-config-disk", "-o", "short-monotonic", "--no-pager", "-n", "80"); err == nil {
+			t.Logf("--- %s journal:\n%s", h.Name(), out)
+			continue
+		}
+		if data, err := os.ReadFile(h.ConsoleLog()); err == nil {
+			s := string(data)
+			if len(s) > 6000 {
+				s = "..." + s[len(s)-6000:]
+			}
+			t.Logf("--- %s console:\n%s", h.Name(), s)
+		}
+	}
+}
+
+func addVMs(t *testing.T, f *nshost.Fabric, image string, names ...string) []*nshost.Host {
+	t.Helper()
+	start := time.Now()
+	vms, err := f.AddVMPeers(context.Background(), len(names), func(i int) string { return names[i] }, nil,
+		nshost.VMConfig{Image: image, Accel: os.Getenv("FABRIC_VM_ACCEL")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d VM(s) booted from disk (accel %s) to fabricd listening in %.1fs", len(vms), vms[0].Accel(), time.Since(start).Seconds())
+	return vms
+}
+
+// TestVMCluster is the vm-demo flow with assertions: three VMs from the
+// image are activated into a mesh over kernel WireGuard, the admin host
+// joins the VPN, a fourth VM is added, and a rebooted VM comes back with its
+// VPN IP. The node/netmgr namespace tests run inside a VM, where the kernel
+// has WireGuard.
+func TestVMCluster(t *testing.T) {
+	image := requireVMs(t)
+	ctx := context.Background()
+	f := newVMFabric(t)
+	vms := addVMs(t, f, image, "vm1", "vm2", "vm3")
+	activate(t, f, vms[0], vms[1:])
+	if out, err := f.Watch(ctx, 3, vmConverge); err != nil {
+		t.Fatalf("fabric watch --n 3: %v\n%s", err, out)
+	}
+	checkMesh(t, f, vms)
+	if err := f.CheckKernelWireGuard(ctx, vms); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.AdminVPNUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := status(t, f)
+	if err := nshost.PingAll(ctx, f.Admin, vpnIPs(st)); err != nil {
+		t.Fatalf("admin host over the VPN: %v", err)
+	}
+
+	t.Run("netmgr kernel tests in a VM", func(t *testing.T) { runNetmgrTests(t, vms[2]) })
+
+	t.Run("add a fourth VM", func(t *testing.T) {
+		vm4 := addVMs(t, f, image, "vm4")
+		if out, err := f.AddNodes(ctx, vm4); err != nil {
+			t.Fatalf("fabric add-nodes: %v\n%s", err, out)
+		}
+		if out, err := f.Watch(ctx, 4, vmConverge); err != nil {
+			t.Fatalf("fabric watch --n 4: %v\n%s", err, out)
+		}
+		vms = append(vms, vm4...)
+		checkMesh(t, f, vms)
+		if err := f.CheckKernelWireGuard(ctx, vm4); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("reboot a node", func(t *testing.T) {
+		node := vms[1]
+		before := peerByName(t, status(t, f), node.Name())
+		if err := node.Reboot(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := f.Watch(ctx, len(vms), vmConverge); err != nil {
+			t.Fatalf("fabric watch after the reboot: %v\n%s", err, out)
+		}
+		after := peerByName(t, status(t, f), node.Name())
+		if after.VPNIP != before.VPNIP || after.WGPubKey != before.WGPubKey {
+			t.Fatalf("after its reboot %s has VPN IP %s and key %s, want %s and %s", node.Name(), after.VPNIP, after.WGPubKey, before.VPNIP, before.WGPubKey)
+		}
+		checkMesh(t, f, vms)
+		if err := f.CheckKernelWireGuard(ctx, []*nshost.Host{node}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func vpnIPs(st clusterstatus.Status) []string {
+	var ips []string
+	for _, p := range st.Peers {
+		ips = append(ips, p.VPNIP)
+	}
+	return ips
+}
+
+// runNetmgrTests runs node/netmgr's namespace tests inside vm, whose kernel
+// has WireGuard, and requires the kernel-mode subtests to pass, not skip.
+func runNetmgrTests(t *testing.T, vm *nshost.Host) {
+	ctx := context.Background()
+	bin := filepath.Join(t.TempDir(), "netmgr.test")
+	build := exec.CommandContext(ctx, "go", "test", "-c", "-o", bin, "./node/netmgr")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the netmgr tests: %v\n%s", err, out)
+	}
+	data, err := os.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	copyIn := vm.Command(ctx, "sh", "-c", "cat >/root/netmgr.test && chmod 755 /root/netmgr.test")
+	copyIn.Stdin = data
+	if out, err := copyIn.CombinedOutput(); err != nil {
+		t.Fatalf("copying the netmgr tests into %s: %v\n%s", vm.Name(), err, out)
+	}
+	out, err := vm.Run(ctx, "/root/netmgr.test", "-test.run", "TestManagerInNamespaces", "-test.v", "-test.count=1", "-test.timeout=10m")
+	t.Logf("netmgr tests in %s:\n%s", vm.Name(), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"kernel", "auto"} {
+		if !strings.Contains(out, "--- PASS: TestManagerInNamespaces/"+mode) {
+			t.Errorf("TestManagerInNamespaces/%s did not pass in the VM", mode)
+		}
+	}
+	if strings.Contains(out, "SKIP") {
+		t.Error("a netmgr test skipped in the VM")
+	}
+	if _, err := vm.Run(ctx, "rm", "-f", "/root/netmgr.test"); err != nil {
+		t.Error(err)
+	}
+}
