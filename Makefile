@@ -75,9 +75,11 @@ demo: deps-demo build
 	$(BIN)/fabric-demo --bin-dir $(BIN)
 
 # BENCH_FLAGS picks a part, e.g. make bench BENCH_FLAGS="--only signed,pastiche --runs 1"
-# (scenarios: mesh, inproc, signed, pastiche; see bin/fabric-bench --help).
+# (scenarios: mesh, inproc, signed, pastiche, vm; see bin/fabric-bench --help).
+# vm boots image/out/fabric.img (make image) if it exists, and is skipped
+# otherwise.
 bench: deps-bench build
-	$(BIN)/fabric-bench --bin-dir $(BIN) $(BENCH_FLAGS)
+	$(BIN)/fabric-bench --bin-dir $(BIN) $(if $(wildcard $(IMAGE)),--image $(IMAGE)) $(BENCH_FLAGS)
 
 # The VM image: Debian 12 packages plus make deb's package, built with
 # mmdebstrap, reproducibly (docs/image.md). image-lock pins the Debian

@@ -81,7 +81,7 @@ packages=(
 	linux-image-cloud-amd64 initramfs-tools
 	systemd systemd-sysv udev dbus systemd-timesyncd
 	openssh-server
-	iproute2 iputils-ping wireguard-tools kmod e2fsprogs procps
+	iproute2 iputils-ping wireguard-tools kmod e2fsprogs procps zstd
 	iperf3
 )
 
@@ -162,16 +162,17 @@ mkdir -p "$rootfs/boot/grub"
 install -m 0644 "$work/grub.cfg" "$rootfs/boot/grub/grub.cfg"
 touch --no-dereference --date="@$SOURCE_DATE_EPOCH" "$rootfs/boot/grub/grub.cfg" "$rootfs/boot/grub" "$rootfs/boot"
 # E2FSPROGS_FAKE_TIME fixes the superblock's and the inodes' creation times;
-# mke2fs takes the other inode times from the files, whose ctime the kernel
-# set when they were written, so debugfs sets every ctime afterwards.
+# mke2fs takes the other inode times from the files: the mtimes are clamped
+# above, but the kernel set each ctime when the file was written and each
+# atime when it was last read, so debugfs sets both afterwards.
 MKE2FS_CONFIG=$here/mke2fs.conf E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -t ext4 \
 	-L fabric-root -U "$root_fs_uuid" -E "hash_seed=$root_fs_uuid,lazy_itable_init=0" \
 	-d "$rootfs" "$work/root.ext4" "$((root_sectors / 2))k"
 inodes=$(dumpe2fs -h "$work/root.ext4" 2>/dev/null | awk -F: '/^Inode count/ { print $2 + 0 }')
 seq 1 "$inodes" | sed 's/.*/testi <&>/' >"$work/testi"
 debugfs -f "$work/testi" "$work/root.ext4" 2>/dev/null |
-	sed -n 's/^Inode \([0-9]*\) is marked in use$/sif <\1> ctime @'"$SOURCE_DATE_EPOCH"'/p' >"$work/ctimes"
-E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$work/ctimes" "$work/root.ext4" >/dev/null 2>"$work/debugfs.err" ||
+	sed -n 's/^Inode \([0-9]*\) is marked in use$/sif <\1> ctime @'"$SOURCE_DATE_EPOCH"'\nsif <\1> atime @'"$SOURCE_DATE_EPOCH"'/p' >"$work/times"
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$work/times" "$work/root.ext4" >/dev/null 2>"$work/debugfs.err" ||
 	die "debugfs: $(cat "$work/debugfs.err")"
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH e2fsck -fn "$work/root.ext4" >"$work/fsck" 2>&1 ||
 	die "the root file system does not check clean: $(cat "$work/fsck")"

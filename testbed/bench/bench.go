@@ -15,7 +15,7 @@ import (
 )
 
 // Scenarios, in the order they run.
-var scenarios = []string{"mesh", "inproc", "signed", "pastiche"}
+var scenarios = []string{"mesh", "inproc", "signed", "pastiche", "vm"}
 
 // options are fabric-bench's flags.
 type options struct {
@@ -26,6 +26,8 @@ type options struct {
 	signedTime  time.Duration
 	iperfTime   time.Duration
 	pasticheMiB int
+	image       string
+	vmAccel     string
 }
 
 // Main runs the benchmarks and returns the exit code.
@@ -50,6 +52,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if o.only["pastiche"] {
 		b.pastiche(ctx, o, nsErr)
 	}
+	if o.only["vm"] {
+		b.vm(ctx, o, nsErr)
+	}
 	line, _ := json.Marshal(b.figures)
 	fmt.Fprintln(stdout, string(line))
 	if b.failed {
@@ -69,6 +74,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.signedTime, "signed-time", time.Second, "duration of each signed/unsigned gRPC measurement")
 	fs.DurationVar(&o.iperfTime, "iperf-time", 10*time.Second, "duration of each iperf3 run of the pastiche scenario")
 	fs.IntVar(&o.pasticheMiB, "pastiche-mib", 1024, "size in MiB of the file the pastiche scenario sends")
+	fs.StringVar(&o.image, "image", "", "disk image of the vm scenario (make image: image/out/fabric.img); without it the scenario is skipped")
+	fs.StringVar(&o.vmAccel, "vm-accel", "", "qemu accelerator of the vm scenario, kvm or tcg (default: KVM if it works here)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -10,7 +10,12 @@
 //     ed25519 sign and verify times;
 //   - pastiche: the throughput of `fabric pastiche send` of a 1 GiB file
 //     between two namespace hosts, against iperf3 over the same WireGuard
-//     tunnel.
+//     tunnel;
+//   - vm: the fabric image (--image) booted with qemu: boot to a serving
+//     fabricd, from the disk and by direct kernel boot, activation to a full
+//     mesh of 3 VMs over kernel WireGuard next to 3 namespace hosts over
+//     wireguard-go, and iperf3 between two VMs through the tunnel against
+//     their underlay.
 //
 // Scenarios on namespace hosts need root; without it they are skipped with
 // a line saying why.

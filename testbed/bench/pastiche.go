@@ -219,30 +219,17 @@ const iperf3Port = 5201
 // iperf3 runs a one-shot iperf3 server on the target's VPN IP and a client
 // on the source for d, and returns the MB/s the server received.
 func (c *pasticheCluster) iperf3(ctx context.Context, d time.Duration) (float64, error) {
-	srv, err := c.target.Start("iperf3", "-s", "-1", "-B", c.targetVPNIP, "-p", fmt.Sprint(iperf3Port))
-	if err != nil {
-		return 0, err
-	}
-	defer srv.Stop(context.Background())
-	if err := waitTCPListen(ctx, c.target, srv, iperf3Port); err != nil {
-		return 0, err
-	}
-	secs := fmt.Sprint(max(1, int(d.Round(time.Second).Seconds())))
-	out, err := c.source.Run(ctx, "iperf3", "-c", c.targetVPNIP, "-p", fmt.Sprint(iperf3Port), "-t", secs, "-J")
-	if err != nil {
-		return 0, err
-	}
-	bps, err := parseIperf3(out)
-	if err != nil {
-		return 0, err
-	}
-	return bps / 8 / 1e6, nil
+	return iperf3Between(ctx, c.source, c.target, c.targetVPNIP, d)
 }
 
 // waitTCPListen polls ss on h until p listens on port (a probe connection
 // would use up a one-shot iperf3 server).
 func waitTCPListen(ctx context.Context, h *nshost.Host, p *nshost.Process, port int) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	timeout, interval := 10*time.Second, 50*time.Millisecond
+	if h.IsVM() { // each probe is an ssh login
+		timeout, interval = 2*time.Minute, time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
 		out, err := h.Run(ctx, "ss", "-Hltn", fmt.Sprintf("sport = :%d", port))
@@ -254,7 +241,7 @@ func waitTCPListen(ctx context.Context, h *nshost.Host, p *nshost.Process, port 
 			return fmt.Errorf("%s exited: %v (log %s)", p, p.Err(), p.LogPath())
 		case <-ctx.Done():
 			return fmt.Errorf("%s does not listen on port %d: %w (log %s)", p, port, ctx.Err(), p.LogPath())
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(interval):
 		}
 	}
 }

@@ -13,7 +13,7 @@ import (
 
 // kvmProbeTimeout is how long a kernel gets to print its first line under
 // KVM; it takes well under a second where KVM works.
-const kvmProbeTimeout = 10 * time.Second
+const kvmProbeTimeout = 5 * time.Second
 
 var kvmProbes sync.Map // kernel path -> *kvmProbe
 
@@ -24,7 +24,7 @@ type kvmProbe struct {
 
 // Accel picks the qemu accelerator for VMs that boot kernel: want if it is
 // "kvm" or "tcg", else ("") KVM if /dev/kvm opens and kernel, booted under
-// it, prints its banner within 10 s, and TCG (software emulation)
+// it, prints its banner within 5 s, and TCG (software emulation)
 // otherwise. A /dev/kvm that opens is not enough: some machines offer a KVM
 // that runs only specially built guests. why says how it was decided. The
 // probe runs once per kernel and process.

@@ -36,8 +36,7 @@ func MakeConfigDisk(ctx context.Context, imagePath string, files map[string][]by
 		}
 	})
 	for _, name := range names {
-		clean := path.Clean(name)
-		if clean != name || path.IsAbs(name) || strings.HasPrefix(name, "../") || name == ".." {
+		if path.Clean(name) != name || name == "." || path.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
 			return fmt.Errorf("making config disk %s: file name %q must be a clean relative path", imagePath, name)
 		}
 		p := filepath.Join(stage, filepath.FromSlash(name))
