@@ -86,9 +86,9 @@ func dumpLogs(t *testing.T, lab *nshost.Lab) {
 	}
 }
 
-func activate(t *testing.T, f *nshost.Fabric, coordinator *nshost.Host, nodes []*nshost.Host) string {
+func activate(t *testing.T, f *nshost.Fabric, coordinator *nshost.Host, nodes []*nshost.Host, extra ...string) string {
 	t.Helper()
-	out, err := f.Activate(context.Background(), coordinator, nodes)
+	out, err := f.Activate(context.Background(), coordinator, nodes, extra...)
 	t.Logf("fabric activate:\n%s", out)
 	if err != nil {
 		t.Fatal(err)

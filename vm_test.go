@@ -93,16 +93,25 @@ func addVMs(t *testing.T, f *nshost.Fabric, image string, names ...string) []*ns
 }
 
 // TestVMCluster is the vm-demo flow with assertions: three VMs from the
-// image are activated into a mesh over kernel WireGuard, the admin host
-// joins the VPN, a fourth VM is added, and a rebooted VM comes back with its
-// VPN IP. The node/netmgr namespace tests run inside a VM, where the kernel
-// has WireGuard.
+// image are activated with an SSH user into a mesh over kernel WireGuard,
+// the admin host joins the VPN and logs in to every VM over it as that user
+// (and as a user added, then removed: refused), a fourth VM is added, and a
+// rebooted VM comes back with its VPN IP. The node/netmgr namespace tests
+// run inside a VM, where the kernel has WireGuard.
 func TestVMCluster(t *testing.T) {
 	image := requireVMs(t)
 	ctx := context.Background()
 	f := newVMFabric(t)
 	vms := addVMs(t, f, image, "vm1", "vm2", "vm3")
-	activate(t, f, vms[0], vms[1:])
+	aliceKey, err := f.NewSSHUserKey(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	users, err := f.WriteUsersFile(map[string]string{"alice": aliceKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	activate(t, f, vms[0], vms[1:], "--users", users)
 	if out, err := f.Watch(ctx, 3, vmConverge); err != nil {
 		t.Fatalf("fabric watch --n 3: %v\n%s", err, out)
 	}
@@ -118,6 +127,7 @@ func TestVMCluster(t *testing.T) {
 		t.Fatalf("admin host over the VPN: %v", err)
 	}
 
+	t.Run("SSH users over the VPN", func(t *testing.T) { testVMUsers(t, f, st) })
 	t.Run("netmgr kernel tests in a VM", func(t *testing.T) { runNetmgrTests(t, vms[2]) })
 
 	t.Run("add a fourth VM", func(t *testing.T) {
@@ -153,6 +163,53 @@ func TestVMCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// testVMUsers logs in over the VPN to every peer of st as alice, the user
+// of the activation's users file, and as bob once fabric users add has
+// added him, and is refused as bob once fabric users remove has removed
+// him.
+func testVMUsers(t *testing.T, f *nshost.Fabric, st clusterstatus.Status) {
+	ctx := context.Background()
+	n := len(st.Peers)
+	for _, p := range st.Peers {
+		out, err := f.SSHAs(ctx, "alice", p.VPNIP, "id")
+		if err != nil {
+			t.Fatalf("ssh alice@%s (%s): %v", p.VPNIP, p.Name, err)
+		}
+		if !strings.Contains(out, "(alice)") {
+			t.Errorf("id as alice on %s: %q", p.Name, out)
+		}
+	}
+	bobKey, err := f.NewSSHUserKey(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := f.CLI(ctx, "users", "add", "bob", "--key", bobKey, "--admin-dir", f.AdminDir); err != nil {
+		t.Fatalf("fabric users add bob: %v\n%s", err, out)
+	}
+	if out, err := f.Watch(ctx, n, vmConverge); err != nil {
+		t.Fatalf("fabric watch after users add: %v\n%s", err, out)
+	}
+	for _, p := range st.Peers {
+		if out, err := f.SSHAs(ctx, "bob", p.VPNIP, "id"); err != nil || !strings.Contains(out, "(bob)") {
+			t.Fatalf("ssh bob@%s (%s) after fabric users add: %q, %v", p.VPNIP, p.Name, out, err)
+		}
+	}
+	if out, err := f.CLI(ctx, "users", "remove", "bob", "--admin-dir", f.AdminDir); err != nil {
+		t.Fatalf("fabric users remove bob: %v\n%s", err, out)
+	}
+	if out, err := f.Watch(ctx, n, vmConverge); err != nil {
+		t.Fatalf("fabric watch after users remove: %v\n%s", err, out)
+	}
+	for _, p := range st.Peers {
+		out, err := f.SSHAs(ctx, "bob", p.VPNIP, "id")
+		if err == nil {
+			t.Errorf("ssh bob@%s (%s) after fabric users remove logged in: %q", p.VPNIP, p.Name, out)
+		} else if !strings.Contains(err.Error(), "Permission denied") {
+			t.Errorf("ssh bob@%s (%s) after fabric users remove: %v, want Permission denied", p.VPNIP, p.Name, err)
+		}
+	}
 }
 
 func vpnIPs(st clusterstatus.Status) []string {

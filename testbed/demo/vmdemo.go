@@ -75,11 +75,23 @@ func vmDemo(ctx context.Context, out io.Writer, binDir, image string, n int, acc
 	return d.vmReboot(ctx, f, vms, vms[1])
 }
 
-// vmCluster activates the VMs, waits for the mesh and proves it.
+// sshUser is the SSH user the demo activates the cluster with.
+const sshUser = "alice"
+
+// vmCluster activates the VMs with an SSH user, waits for the mesh and
+// proves it.
 func (d *demo) vmCluster(ctx context.Context, f *nshost.Fabric, vms []*nshost.Host) error {
-	d.step("fabric activate --coordinator %s --nodes <%d others>", f.Endpoint(vms[0]), len(vms)-1)
+	key, err := f.NewSSHUserKey(ctx, sshUser)
+	if err != nil {
+		return err
+	}
+	users, err := f.WriteUsersFile(map[string]string{sshUser: key})
+	if err != nil {
+		return err
+	}
+	d.step("fabric activate --coordinator %s --nodes <%d others> --users users.yaml (SSH user %s)", f.Endpoint(vms[0]), len(vms)-1, sshUser)
 	t0 := time.Now()
-	out, err := f.Activate(ctx, vms[0], vms[1:])
+	out, err := f.Activate(ctx, vms[0], vms[1:], "--users", users)
 	d.show(out)
 	if err != nil {
 		return err
@@ -118,7 +130,8 @@ func (d *demo) converge(ctx context.Context, f *nshost.Fabric, vms []*nshost.Hos
 	return nil
 }
 
-// vmAdmin puts the admin host on the VPN and logs in to every VM over it.
+// vmAdmin puts the admin host on the VPN and logs in to every VM over it as
+// the cluster's SSH user.
 func (d *demo) vmAdmin(ctx context.Context, f *nshost.Fabric) error {
 	d.step("the admin host joins the VPN")
 	d.note("`fabric vpn up` is not on main yet: using the bundle's wg-quick config (wg-quick up fabric-vpn.conf)")
@@ -129,15 +142,13 @@ func (d *demo) vmAdmin(ctx context.Context, f *nshost.Fabric) error {
 	if err != nil {
 		return err
 	}
-	d.step("SSH over the VPN from the admin host to every VM, running id")
-	d.note("SSH users (fabric activate with users, fabric users) are not on main yet: logging in as root with the key of the lab's config disks")
+	d.step("SSH over the VPN from the admin host to every VM as %s, running id", sshUser)
 	for _, p := range st.Peers {
-		cmd := f.Admin.Command(ctx, "ssh", append(f.Lab.SSHOptions(), "root@"+p.VPNIP, "--", "hostname; id")...)
-		out, err := cmd.CombinedOutput()
+		out, err := f.SSHAs(ctx, sshUser, p.VPNIP, "hostname; id")
 		if err != nil {
-			return fmt.Errorf("ssh root@%s: %w: %s", p.VPNIP, err, out)
+			return err
 		}
-		fmt.Fprintf(d.out, "  ssh root@%s: %s\n", p.VPNIP, strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", ": "))
+		fmt.Fprintf(d.out, "  ssh %s@%s: %s\n", sshUser, p.VPNIP, strings.ReplaceAll(strings.TrimSpace(out), "\n", ": "))
 	}
 	return nil
 }

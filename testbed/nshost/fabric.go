@@ -260,10 +260,11 @@ func (f *Fabric) CLI(ctx context.Context, args ...string) (string, error) {
 	return f.Admin.Run(ctx, filepath.Join(f.cfg.BinDir, "fabric"), args...)
 }
 
-// Activate runs `fabric activate` with coordinator and nodes.
-func (f *Fabric) Activate(ctx context.Context, coordinator *Host, nodes []*Host) (string, error) {
-	return f.CLI(ctx, "activate", "--coordinator", f.Endpoint(coordinator), "--nodes", f.Endpoints(nodes),
-		"--bootstrap-key-file", f.KeyFile, "--vpn-cidr", f.cfg.VPNCIDR, "--admin-dir", f.AdminDir)
+// Activate runs `fabric activate` with coordinator and nodes, and extra
+// flags (e.g. --users FILE).
+func (f *Fabric) Activate(ctx context.Context, coordinator *Host, nodes []*Host, extra ...string) (string, error) {
+	return f.CLI(ctx, append([]string{"activate", "--coordinator", f.Endpoint(coordinator), "--nodes", f.Endpoints(nodes),
+		"--bootstrap-key-file", f.KeyFile, "--vpn-cidr", f.cfg.VPNCIDR, "--admin-dir", f.AdminDir}, extra...)...)
 }
 
 // AddNodes runs `fabric add-nodes`.

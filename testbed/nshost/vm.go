@@ -42,8 +42,9 @@ type VMConfig struct {
 const (
 	qemuBin         = "qemu-system-x86_64"
 	defaultVMMemory = 512
-	// vmBootTimeout bounds a boot under TCG on a loaded 2-core machine.
-	vmBootTimeout = 10 * time.Minute
+	// vmBootTimeout bounds a boot under TCG on a 2-core machine that other
+	// work keeps busy too (an idle one boots in a few minutes).
+	vmBootTimeout = 15 * time.Minute
 )
 
 // vmState is what a Host that is a VM has beyond a namespace host.
@@ -303,17 +304,25 @@ func (h *Host) sshArgs(name string, args []string) []string {
 	return append(argv, "root@"+h.ip.String(), "--", strings.Join(remote, " "))
 }
 
-// SSHOptions are the ssh(1) options that log in to the lab's VMs with the
-// key their config disks authorize, for logins by hand or over the VPN:
-// ssh <SSHOptions()...> root@IP. Host keys are learnt on first use.
-func (l *Lab) SSHOptions() []string {
-	return l.sshOptions(filepath.Join(l.cfg.WorkDir, "ssh", "known_hosts"))
+// SSHOptions are the ssh(1) options that log in with the private key in
+// keyFile ("": the lab's key, which the VMs' config disks authorize for
+// root), for logins by hand or over the VPN: ssh <SSHOptions(...)...>
+// USER@IP. Host keys are learnt on first use.
+func (l *Lab) SSHOptions(keyFile string) []string {
+	if keyFile == "" {
+		keyFile = l.sshKeyPath()
+	}
+	return sshOptions(keyFile, filepath.Join(l.cfg.WorkDir, "ssh", "known_hosts"))
 }
 
 // sshOptions are ssh options with the lab's key for unattended use: the
 // host key is learnt on first use into knownHosts and checked afterwards.
 func (l *Lab) sshOptions(knownHosts string) []string {
-	return []string{"-F", "/dev/null", "-i", l.sshKeyPath(),
+	return sshOptions(l.sshKeyPath(), knownHosts)
+}
+
+func sshOptions(keyFile, knownHosts string) []string {
+	return []string{"-F", "/dev/null", "-i", keyFile,
 		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
 		"-o", "StrictHostKeyChecking=accept-new", "-o", "UserKnownHostsFile=" + knownHosts,
 		"-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6"}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -108,4 +111,43 @@ func checkKernelWireGuard(ctx context.Context, h *Host) error {
 		return errors.New("fabricd logged that it uses wireguard-go")
 	}
 	return nil
+}
+
+// NewSSHUserKey makes an ed25519 key pair for the SSH user name in the admin
+// host's directory and returns its public key line, for a users file or
+// `fabric users add --key`.
+func (f *Fabric) NewSSHUserKey(ctx context.Context, name string) (string, error) {
+	path := f.sshUserKeyPath(name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	if err := run(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name+"@nshost", "-f", path); err != nil {
+		return "", fmt.Errorf("making the SSH key of %s: %w", name, err)
+	}
+	pub, err := os.ReadFile(path + ".pub")
+	return strings.TrimSpace(string(pub)), err
+}
+
+func (f *Fabric) sshUserKeyPath(name string) string {
+	return filepath.Join(f.Admin.Dir(), "ssh-users", name)
+}
+
+// WriteUsersFile writes a users file (docs/ssh-users.md) giving each user
+// of keys its key line, in the admin host's directory, and returns its path.
+func (f *Fabric) WriteUsersFile(keys map[string]string) (string, error) {
+	var b strings.Builder
+	b.WriteString("users:\n")
+	for _, name := range slices.Sorted(maps.Keys(keys)) {
+		fmt.Fprintf(&b, "  - name: %s\n    keys: [%q]\n", name, keys[name])
+	}
+	path := filepath.Join(f.Admin.Dir(), "users.yaml")
+	return path, os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// SSHAs logs in from the admin host to ip as the SSH user name, with the
+// key NewSSHUserKey made, and runs args there. Its error says how ssh
+// failed (Permission denied for a refused login).
+func (f *Fabric) SSHAs(ctx context.Context, name, ip string, args ...string) (string, error) {
+	argv := append(f.Lab.SSHOptions(f.sshUserKeyPath(name)), name+"@"+ip, "--")
+	return f.Admin.Run(ctx, "ssh", append(argv, args...)...)
 }
