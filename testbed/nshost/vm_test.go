@@ -10,6 +10,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/pflag"
+
+	"github.com/fabricmesh/fabric/internal/fabricdconfig"
 )
 
 func TestShellQuote(t *testing.T) {
@@ -50,9 +53,7 @@ func TestConfigDiskContent(t *testing.T) {
 		t.Errorf("underlayNetwork (-want +got):\n%s", diff)
 	}
 	wantConfig := `# fabricd.yaml of a VM peer, written by testbed/nshost
-state-dir: /var/lib/fabric
 listen: 198.51.100.11:7443
-bootstrap-key-file: /etc/fabric/bootstrap.key
 name: vm1
 horde: jets
 log-level: info
@@ -62,6 +63,21 @@ log-level: info
 	}
 	if got := vmFabricdConfig("vm1", "", "198.51.100.11:7443", "info"); strings.Contains(got, "horde") {
 		t.Errorf("vmFabricdConfig without a horde names one:\n%s", got)
+	}
+	// fabricd reads it as the VM's /etc/fabric/fabricd.yaml.
+	file, err := fabricdconfig.Parse("fabricd.yaml", []byte(wantConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("fabricd", pflag.ContinueOnError)
+	fabricdconfig.AddFlags(fs)
+	got, err := fabricdconfig.Resolve(file, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Listen != netip.MustParseAddrPort("198.51.100.11:7443") || got.Name != "vm1" || got.Horde != "jets" ||
+		got.BootstrapKeyFile != "/etc/fabric/bootstrap.key" || got.StateDir != "/var/lib/fabric" {
+		t.Errorf("fabricd reads the VM's config as %+v", got)
 	}
 }
 

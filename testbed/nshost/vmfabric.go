@@ -68,9 +68,7 @@ func (f *Fabric) vmPeerFiles(h *Host, o PeerOptions) (map[string][]byte, error) 
 func vmFabricdConfig(name, horde, listen, logLevel string) string {
 	var b strings.Builder
 	b.WriteString("# fabricd.yaml of a VM peer, written by testbed/nshost\n")
-	fmt.Fprintf(&b, "state-dir: /var/lib/fabric\n")
 	fmt.Fprintf(&b, "listen: %s\n", listen)
-	fmt.Fprintf(&b, "bootstrap-key-file: /etc/fabric/bootstrap.key\n")
 	fmt.Fprintf(&b, "name: %s\n", name)
 	if horde != "" {
 		fmt.Fprintf(&b, "horde: %s\n", horde)
