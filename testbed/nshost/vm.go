@@ -87,8 +87,9 @@ func (h *Host) Accel() string {
 // (nil: vm0, vm1, ...), with the next underlay addresses, and boots them
 // with qemu. Each has a TAP device on the bridge and a config disk labelled
 // FABRIC (docs/image.md) giving its address, name and the lab's SSH key. It
-// returns once qemu runs; WaitSSH waits for the boot. Lab.Close stops the
-// VMs (their qemu processes) and removes their TAP devices.
+// returns once qemu runs (Fabric.AddVMPeers waits for fabricd). Lab.Close
+// stops the VMs (their qemu processes) and deletes their TAP devices with
+// the switch namespace.
 func (l *Lab) AddVMs(ctx context.Context, n int, namef func(i int) string, cfg VMConfig) ([]*Host, error) {
 	if namef == nil {
 		namef = func(i int) string { return "vm" + strconv.Itoa(i) }
@@ -352,12 +353,6 @@ func (l *Lab) sshKey(ctx context.Context) (string, error) {
 	return l.sshKeyPath(), l.sshErr
 }
 
-// WaitSSH waits until the VM answers over ssh (it has booted far enough
-// to run sshd), or its qemu exits, or ctx ends (at most vmBootTimeout).
-func (h *Host) WaitSSH(ctx context.Context) error {
-	return h.waitBoot(ctx, "")
-}
-
 // BootID returns the VM's boot ID, which changes at every boot.
 func (h *Host) BootID(ctx context.Context) (string, error) {
 	out, err := h.Run(ctx, "cat", "/proc/sys/kernel/random/boot_id")
@@ -382,7 +377,8 @@ func (h *Host) Reboot(ctx context.Context) error {
 	return nil
 }
 
-// waitBoot polls ssh until the VM answers with a boot ID other than old.
+// waitBoot polls ssh until the VM answers with a boot ID other than old,
+// or its qemu exits, or ctx ends (at most vmBootTimeout).
 func (h *Host) waitBoot(ctx context.Context, old string) error {
 	if h.vm == nil {
 		return fmt.Errorf("%s is not a VM", h.name)
