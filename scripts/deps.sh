@@ -11,9 +11,11 @@ pkgs=
 for target in "$@"; do
 	case "$target" in
 	# the namespace hosts of the demo, the bench and the multi-host tests
-	demo | bench) pkgs="$pkgs make wireguard-tools iproute2 iputils-ping iperf3 bash procps" ;;
-	# -race needs cgo; the package test makes a Debian root and runs lintian
-	test) pkgs="$pkgs make gcc libc6-dev wireguard-tools iproute2 iputils-ping iperf3 bash procps mmdebstrap lintian systemd" ;;
+	demo | bench) pkgs="$pkgs make wireguard-tools iproute2 iputils-ping iperf3 bash procps etcd-server" ;;
+	# -race needs cgo; the package test makes a Debian root and runs lintian;
+	# etcd-server: the etcd store's tests, the demos and benches on etcd run
+	# real etcd members (testbed/etcdlab)
+	test) pkgs="$pkgs make gcc libc6-dev wireguard-tools iproute2 iputils-ping iperf3 bash procps mmdebstrap lintian systemd etcd-server" ;;
 	deb) pkgs="$pkgs gcc libc6-dev" ;;
 	proto) pkgs="$pkgs protobuf-compiler" ;;
 	# make image: mmdebstrap, the root file system, the GPT disk, GRUB
