@@ -172,7 +172,7 @@ func (h *harness) start(self Self, st store.Store, before ...func(*testPeer)) *t
 		VPNAPIPort: testVPNAPIPort, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
 		Applied:        h.net.report,
 		SharedRegistry: h.shared != nil,
-		Logger:  testLogger(t, self.Name),
+		Logger:         testLogger(t, self.Name),
 	}
 	if h.shared != nil {
 		cfg.StoreID = "shared mem store"
