@@ -6,10 +6,12 @@ set -euo pipefail
 
 root=$1
 here=$(cd "$(dirname "$0")" && pwd)
-: "${ROOT_FS_UUID:?}"
+: "${ROOT_FS_UUID:?}" "${SOURCE_DATE_EPOCH:?}"
 
-# The image's own files (units, the config disk reader, sshd settings).
-tar -C "$here/rootfs" --owner=0 --group=0 -cf - . | tar -C "$root" --no-same-owner -xf -
+# The image's own files (units, the config disk reader, sshd settings),
+# dated SOURCE_DATE_EPOCH: their times in the checkout depend on when git
+# wrote them.
+tar -C "$here/rootfs" --owner=0 --group=0 --mtime="@$SOURCE_DATE_EPOCH" -cf - . | tar -C "$root" --no-same-owner -xf -
 chmod 0755 "$root/usr/lib/fabric-image/config-disk"
 
 cat >"$root/etc/fstab" <<EOF
