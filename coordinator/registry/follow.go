@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/store"
@@ -94,19 +95,57 @@ func (r *Registry) reloadLocked() error {
 }
 
 // Follow keeps the registry caught up with the changes other coordinators
-// commit to a shared store, until ctx ends: it catches up every interval
-// (a store that can watch its keys will wake it at once; see CatchUp).
+// commit to a shared store, until ctx ends: it watches the change log from
+// its revision (the store's WatchPrefix) and applies each entry as it
+// commits; on a store that cannot watch it catches up every interval.
+// Errors (the store unreachable, a watch that fell behind) go to onErr
+// and the registry catches up again after interval.
 func (r *Registry) Follow(ctx context.Context, interval time.Duration, onErr func(error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
+	if onErr == nil {
+		onErr = func(error) {}
+	}
+	w, watches := r.store.(store.Watcher)
+	for ctx.Err() == nil {
+		if err := r.CatchUp(); err != nil {
+			onErr(err)
+		} else if watches {
+			if err := r.followWatch(ctx, w); err != nil && ctx.Err() == nil {
+				onErr(err)
+			}
+		}
+		t := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
-			return
 		case <-t.C:
 		}
-		if err := r.CatchUp(); err != nil && onErr != nil {
-			onErr(err)
+		t.Stop()
+	}
+}
+
+// followWatch applies the log entries the store's watch sends until it
+// ends.
+func (r *Registry) followWatch(ctx context.Context, w store.Watcher) error {
+	watch, err := w.WatchPrefix(ctx, prefixLog, logKey(r.Revision()+1))
+	if err != nil {
+		return fmt.Errorf("watching the change log: %w", err)
+	}
+	for kv := range watch.C() {
+		if _, err := strconv.ParseUint(kv.Key[len(prefixLog):], 10, 64); err != nil {
+			continue // registry/log/first
+		}
+		var e Entry
+		if err := store.DecodeJSON(kv.Key, kv.Value, &e); err != nil {
+			return err
+		}
+		r.pubMu.Lock()
+		err := r.applyLocked([]Entry{e})
+		r.pubMu.Unlock()
+		if err != nil {
+			return err // a gap: catch up from the store
 		}
 	}
+	if err := watch.Err(); err != nil {
+		return fmt.Errorf("watching the change log: %w", err)
+	}
+	return nil
 }

@@ -1,10 +1,12 @@
 package registry_test
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/records"
@@ -87,5 +89,41 @@ func TestTwoWritersOneStore(t *testing.T) {
 	}
 	if len(seenB) != n {
 		t.Errorf("b's observer saw %d revisions, want %d", len(seenB), n)
+	}
+}
+
+// TestFollow: a registry following a shared store applies the other's
+// commits as they land, without being asked to catch up.
+func TestFollow(t *testing.T) {
+	st := store.NewMem()
+	a := initRegistry(t, st, "203.0.113.0/24", 1)
+	b, err := registry.Open(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.Follow(ctx, 10*time.Millisecond, func(err error) { t.Errorf("Follow: %v", err) })
+	}()
+	defer func() { cancel(); <-done }()
+	for i := range 20 {
+		if _, err := a.Reserve(fmt.Sprintf("192.0.2.%d:7443", 10+i), fmt.Sprintf("node%d", i), nil, nil, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if _, err := b.Wait(wctx, a.Revision()-1); err != nil {
+		t.Fatalf("b did not follow to revision %d: at %d", a.Revision(), b.Revision())
+	}
+	for b.Revision() < a.Revision() {
+		if _, err := b.Wait(wctx, b.Revision()); err != nil {
+			t.Fatalf("b did not follow to revision %d: at %d", a.Revision(), b.Revision())
+		}
+	}
+	if diff := cmp.Diff(stateOf(a), stateOf(b), cmpNetip); diff != "" {
+		t.Errorf("the follower differs (-a +b):\n%s", diff)
 	}
 }
