@@ -75,7 +75,7 @@ demo: deps-demo build
 	$(BIN)/fabric-demo --bin-dir $(BIN)
 
 # BENCH_FLAGS picks a part, e.g. make bench BENCH_FLAGS="--only signed,pastiche --runs 1"
-# (scenarios: mesh, inproc, signed, pastiche, vm; see bin/fabric-bench --help).
+# (scenarios: mesh, inproc, signed, pastiche, vm, flood; see bin/fabric-bench --help).
 # vm boots image/out/fabric.img (make image) if it exists, and is skipped
 # otherwise.
 bench: deps-bench build

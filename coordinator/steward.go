@@ -64,6 +64,9 @@ func (s *StewardServer) UpdateServices(ctx context.Context, req *vpnapipb.Update
 // reach pastiche on every node.
 func servicesFromProto(req *vpnapipb.UpdateServicesRequest, coordinator bool) (records.Services, error) {
 	var out records.Services
+	if n, m := len(req.GetEndpoints()), len(req.GetClients()); n > serviceid.MaxPerPeer || m > serviceid.MaxPerPeer {
+		return out, fmt.Errorf("%d endpoints and %d clients: a peer may have at most %d of each", n, m, serviceid.MaxPerPeer)
+	}
 	seen := map[string]bool{}
 	for _, e := range req.GetEndpoints() {
 		if err := checkService(e.GetService(), "endpoint", seen); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -152,6 +153,8 @@ func TestStewardRefuses(t *testing.T) {
 			req: &vpnapipb.UpdateServicesRequest{Endpoints: []*vpnapipb.ServiceEndpoint{endpoint("ledger", 0)}}},
 		{name: "port too high", keyID: "reeve@n1", key: f.n1Reeve, wantCode: codes.InvalidArgument, wantMsg: "port 65536 out of range",
 			req: &vpnapipb.UpdateServicesRequest{Endpoints: []*vpnapipb.ServiceEndpoint{endpoint("ledger", 65536)}}},
+		{name: "too many endpoints", keyID: "reeve@n1", key: f.n1Reeve, wantCode: codes.InvalidArgument, wantMsg: "65 endpoints and 0 clients: a peer may have at most 64 of each",
+			req: &vpnapipb.UpdateServicesRequest{Endpoints: manyEndpoints(65)}},
 		{name: "endpoint twice", keyID: "reeve@n1", key: f.n1Reeve, wantCode: codes.InvalidArgument, wantMsg: "endpoint ledger is listed twice",
 			req: &vpnapipb.UpdateServicesRequest{Endpoints: []*vpnapipb.ServiceEndpoint{endpoint("ledger", 1), endpoint("ledger", 2)}}},
 		{name: "reserved endpoint", keyID: "reeve@n1", key: f.n1Reeve, wantCode: codes.InvalidArgument, wantMsg: "endpoint steward: the name is reserved",
@@ -228,4 +231,13 @@ func TestStewardWhitelist(t *testing.T) {
 			}
 		})
 	}
+}
+
+// manyEndpoints is n distinct endpoints.
+func manyEndpoints(n int) []*vpnapipb.ServiceEndpoint {
+	var out []*vpnapipb.ServiceEndpoint
+	for i := range n {
+		out = append(out, endpoint(fmt.Sprintf("svc%d", i), uint32(9000+i)))
+	}
+	return out
 }

@@ -154,9 +154,16 @@ func (c *Core) checkCoordinatorActivation(req CoordinatorActivation) ([]string, 
 	return endpoints, users, err
 }
 
-// checkNodeEndpoints parses the endpoints and rejects duplicates, the
-// coordinator itself and addresses inside the VPN.
+// MaxNodesPerActivation is the number of node endpoints one activation or
+// add-nodes request may list.
+const MaxNodesPerActivation = 1024
+
+// checkNodeEndpoints parses the endpoints and rejects too many, duplicates,
+// the coordinator itself and addresses inside the VPN.
 func (c *Core) checkNodeEndpoints(in []string, vpnCIDR netip.Prefix) ([]string, error) {
+	if len(in) > MaxNodesPerActivation {
+		return nil, fmt.Errorf("%w: %d node endpoints: at most %d per request (add the others with more fabric add-nodes)", ErrInvalidArgument, len(in), MaxNodesPerActivation)
+	}
 	seen := map[netip.AddrPort]bool{}
 	var out []string
 	for _, s := range in {

@@ -28,6 +28,12 @@ func TestInvalidCoordinatorActivation(t *testing.T) {
 		{"duplicate endpoint", func(r *CoordinatorActivation) {
 			r.NodePublicEndpoints = []string{"192.0.2.10:7443", "192.0.2.11:7443", "192.0.2.10:7443"}
 		}, "192.0.2.10:7443 is listed twice"},
+		{"too many endpoints", func(r *CoordinatorActivation) {
+			r.NodePublicEndpoints = nil
+			for i := range MaxNodesPerActivation + 1 {
+				r.NodePublicEndpoints = append(r.NodePublicEndpoints, netip.AddrPortFrom(netip.MustParseAddr("198.51.100.1"), uint16(1000+i)).String())
+			}
+		}, "1025 node endpoints: at most 1024 per request (add the others with more fabric add-nodes)"},
 		{"duplicate endpoint, mapped", func(r *CoordinatorActivation) {
 			r.NodePublicEndpoints = []string{"192.0.2.10:7443", "[::ffff:192.0.2.10]:7443"}
 		}, "listed twice"},

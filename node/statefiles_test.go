@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -32,6 +33,7 @@ type testDaemon struct {
 	dir      string
 	key      []byte
 	endpoint string
+	log      *slog.Logger // default: the test's log
 }
 
 func newTestDaemon(t *testing.T) *testDaemon {
@@ -50,9 +52,13 @@ func (td *testDaemon) start() (stop func(), err error) {
 	}
 	td.endpoint = lis.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
+	log := td.log
+	if log == nil {
+		log = testlog.New(td.t)
+	}
 	d, err := Start(ctx, Config{
 		StateDir: td.dir, Listen: netip.MustParseAddrPort(td.endpoint), BootstrapKey: td.key, Name: "n1",
-		Logger: testlog.New(td.t), PubListener: lis, Network: core.NewFakeNetworkManager(),
+		Logger: log, PubListener: lis, Network: core.NewFakeNetworkManager(),
 		Users: usermgrtest.NewLinuxUserManagerFake(afero.NewMemMapFs()), VPN: loopvpn.New(),
 	})
 	if err != nil {

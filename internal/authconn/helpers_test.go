@@ -118,6 +118,7 @@ type testServer struct {
 	cert   tls.Certificate
 	health *recordingHealth
 	logs   *lockedBuffer
+	creds  *serverCredentials
 }
 
 // startServer serves the health service with cfg; a missing certificate
@@ -134,6 +135,7 @@ func startServer(t testing.TB, cfg ServerConfig) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ts.creds = creds.(*serverCredentials)
 	srv := grpc.NewServer(grpc.Creds(creds))
 	healthpb.RegisterHealthServer(srv, ts.health)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

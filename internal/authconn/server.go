@@ -34,8 +34,16 @@ type ServerConfig struct {
 	// HandshakeTimeout bounds TLS and proof exchange; zero means
 	// DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
-	// Logger receives a Warn record (remote address and reason) for every
-	// rejected handshake. Nil discards.
+	// MaxPendingHandshakes caps the handshakes in progress, and
+	// MaxPendingHandshakesPerIP those from one source address; zero means
+	// DefaultMaxPendingHandshakes and DefaultMaxPendingHandshakesPerIP. A
+	// connection over its address's cap is closed before its TLS
+	// handshake; one over the total cap makes room by dropping the oldest
+	// handshake in progress.
+	MaxPendingHandshakes, MaxPendingHandshakesPerIP int
+	// Logger receives a Warn record (remote address and reason) for a
+	// rejected handshake: per reason, the first few of every 10 seconds,
+	// then one record with the count of the others. Nil discards.
 	Logger *slog.Logger
 }
 
@@ -50,14 +58,19 @@ func (cfg ServerConfig) validate() error {
 		return fmt.Errorf("bootstrap key must be %d bytes, not %d", bootstrapKeyLen, len(cfg.BootstrapKey))
 	case cfg.HandshakeTimeout < 0:
 		return fmt.Errorf("handshake timeout %v is negative", cfg.HandshakeTimeout)
+	case cfg.MaxPendingHandshakes < 0 || cfg.MaxPendingHandshakesPerIP < 0:
+		return fmt.Errorf("caps on pending handshakes %d and %d per address: negative", cfg.MaxPendingHandshakes, cfg.MaxPendingHandshakesPerIP)
 	}
 	return nil
 }
 
 // serverCredentials are the gRPC transport credentials of a fabric server.
+// Clones share the caps and the rejection log.
 type serverCredentials struct {
-	cfg ServerConfig
-	tls *tls.Config
+	cfg      ServerConfig
+	tls      *tls.Config
+	pending  *pendingHandshakes
+	rejected *rejectionLog
 }
 
 var _ credentials.TransportCredentials = (*serverCredentials)(nil)
@@ -75,11 +88,22 @@ func NewServerCredentials(cfg ServerConfig) (credentials.TransportCredentials, e
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &serverCredentials{cfg: cfg, tls: &tls.Config{
-		Certificates: []tls.Certificate{cfg.Certificate},
-		MinVersion:   tls.VersionTLS13,
-		NextProtos:   []string{"h2"},
-	}}, nil
+	if cfg.MaxPendingHandshakes == 0 {
+		cfg.MaxPendingHandshakes = DefaultMaxPendingHandshakes
+	}
+	if cfg.MaxPendingHandshakesPerIP == 0 {
+		cfg.MaxPendingHandshakesPerIP = DefaultMaxPendingHandshakesPerIP
+	}
+	return &serverCredentials{
+		cfg: cfg,
+		tls: &tls.Config{
+			Certificates: []tls.Certificate{cfg.Certificate},
+			MinVersion:   tls.VersionTLS13,
+			NextProtos:   []string{"h2"},
+		},
+		pending:  newPendingHandshakes(cfg.MaxPendingHandshakes, cfg.MaxPendingHandshakesPerIP),
+		rejected: newRejectionLog(cfg.Logger),
+	}, nil
 }
 
 // ClientHandshake is not supported: these are server credentials.
@@ -88,14 +112,23 @@ func (s *serverCredentials) ClientHandshake(context.Context, string, net.Conn) (
 }
 
 // ServerHandshake runs TLS and the fabric proof exchange on rawConn within
-// the handshake timeout, and logs a rejection.
+// the handshake timeout, and logs a rejection. A connection over the caps
+// on handshakes in progress is closed at once.
 func (s *serverCredentials) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	remote := rawConn.RemoteAddr().String()
+	pc, err := s.pending.admit(rawConn)
+	if err != nil {
+		rawConn.Close()
+		s.rejected.rejected(remote, reasonTooManyFromIP, nil)
+		return nil, nil, fmt.Errorf("authenticating %s: %w", remote, err)
+	}
 	if err := rawConn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout)); err != nil {
+		s.pending.release(pc)
+		rawConn.Close()
 		return nil, nil, fmt.Errorf("setting handshake deadline for %s: %w", remote, err)
 	}
 	conn := tls.Server(rawConn, s.tls)
-	info, err := s.handshake(conn)
+	info, err := s.handshake(conn, pc)
 	if err == nil {
 		err = rawConn.SetDeadline(time.Time{})
 	}
@@ -129,10 +162,24 @@ type rejection struct {
 
 func (r *rejection) Error() string { return "refused hello: " + r.reason }
 
-// handshake runs TLS, reads the hello and answers it.
-func (s *serverCredentials) handshake(conn *tls.Conn) (*AuthInfo, error) {
+// handshake runs TLS, reads the hello and answers it. Its count in the
+// caps (pc) ends with the exchange of proofs.
+func (s *serverCredentials) handshake(conn *tls.Conn, pc *pendingConn) (*AuthInfo, error) {
 	remote := conn.RemoteAddr().String()
+	released := false
+	release := func() (evicted bool) {
+		if released {
+			return false
+		}
+		released = true
+		return s.pending.release(pc)
+	}
+	defer release()
 	if err := conn.Handshake(); err != nil {
+		if release() {
+			s.logRejected(remote, reasonEvicted, nil)
+			return nil, errors.New(reasonEvicted)
+		}
 		s.logRejected(remote, "tls handshake failed", err)
 		return nil, fmt.Errorf("tls handshake: %w", err)
 	}
@@ -146,6 +193,10 @@ func (s *serverCredentials) handshake(conn *tls.Conn) (*AuthInfo, error) {
 	if err := readMessage(conn, &h); err != nil {
 		if errors.Is(err, errMalformed) {
 			return nil, s.refuse(conn, &rejection{reason: reasonMalformedHello})
+		}
+		if release() {
+			s.logRejected(remote, reasonEvicted, nil)
+			return nil, errors.New(reasonEvicted)
 		}
 		s.logRejected(remote, "no hello", err)
 		return nil, fmt.Errorf("reading hello: %w", err)
@@ -171,17 +222,14 @@ func (s *serverCredentials) refuse(conn *tls.Conn, rej *rejection) error {
 	return rej
 }
 
-// logRejected logs a rejected handshake. Nothing passed here contains a
-// secret: reasons are constants and causes are network or lookup errors.
+// logRejected logs a rejected handshake (sampled, see rejectionLog).
+// Nothing passed here contains a secret: reasons are constants and causes
+// are network or lookup errors.
 func (s *serverCredentials) logRejected(remote, reason string, cause error) {
 	if errors.Is(cause, os.ErrDeadlineExceeded) {
 		reason = "handshake timed out"
 	}
-	attrs := []any{"remote", remote, "reason", reason}
-	if cause != nil {
-		attrs = append(attrs, "err", cause.Error())
-	}
-	s.cfg.Logger.Warn("authconn: rejected connection", attrs...)
+	s.rejected.rejected(remote, reason, cause)
 }
 
 // verify checks a hello's proof over ekm and returns who the client is.

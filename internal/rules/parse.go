@@ -9,11 +9,25 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
+// Limits of a rules file. They keep what the coordinator stores, sends to
+// every peer and evaluates on every change small.
+const (
+	// MaxFileSize is the size of a rules file in bytes.
+	MaxFileSize = 128 << 10
+	// MaxServices is the number of custom services a file may declare.
+	MaxServices = 256
+	// MaxRules is the number of rules of a file, built-in ones aside.
+	MaxRules = 1024
+)
+
 // Parse parses a rules file (format in the package documentation).
 // name is the file name used in error messages. Every problem is reported
 // as "<name>:<line>: <what>"; when there are several, the error joins them
 // all, in file order.
 func Parse(name string, data []byte) (Rules, error) {
+	if len(data) > MaxFileSize {
+		return Rules{}, fmt.Errorf("%s: %d bytes: a rules file may have at most %d", name, len(data), MaxFileSize)
+	}
 	root, err := yamlfile.Decode(name, data)
 	if err != nil {
 		return Rules{}, err
@@ -41,6 +55,9 @@ func (p *parser) file(root *yaml.Node) Rules {
 	if top == nil {
 		return Rules{}
 	}
+	if p.tooMany(top["services"], "services", MaxServices) || p.tooMany(top["rules"], "rules", MaxRules) {
+		return Rules{} // nothing else is checked
+	}
 	var r Rules
 	if n := top["services"]; n != nil {
 		r.declared = p.services(n)
@@ -56,6 +73,15 @@ func (p *parser) file(root *yaml.Node) Rules {
 		r.scopes[pair{rule.Client, rule.Service}] = rule.Scope
 	}
 	return r
+}
+
+// tooMany reports (and records) a list of more than limit items under key.
+func (p *parser) tooMany(n *yaml.Node, key string, limit int) bool {
+	if n == nil || n.Kind != yaml.SequenceNode || len(n.Content) <= limit {
+		return false
+	}
+	p.Errorf(n.Content[limit], "%s: more than %d (the limit of a rules file)", key, limit)
+	return true
 }
 
 func (p *parser) services(n *yaml.Node) []string {

@@ -1,6 +1,7 @@
 package rules_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -199,5 +200,52 @@ func TestZeroRulesHoldBuiltins(t *testing.T) {
 	}
 	if _, ok := r.Allows("pastiche", "pastiche"); ok {
 		t.Errorf("Allows(pastiche, pastiche) allowed without rules")
+	}
+}
+
+// TestParseRulesLimits: the regression test of the rules part of defect 6
+// of issue 9 (a 3 MB rules file declaring 400,000 services was accepted),
+// and the limits at their edge.
+func TestParseRulesLimits(t *testing.T) {
+	services := func(n int) string {
+		var b strings.Builder
+		b.WriteString("services:\n")
+		for i := range n {
+			fmt.Fprintf(&b, "- s%d\n", i)
+		}
+		return b.String()
+	}
+	ruleList := func(n int) string {
+		var b strings.Builder
+		b.WriteString("services: [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, s, t, u, v, w, x, y, z, aa, ab, ac, ad, ae, af]\nrules:\n")
+		names := strings.Split("a b c d e f g h i j k l m n o p q r s t u v w x y z aa ab ac ad ae af", " ")
+		for i := range n {
+			fmt.Fprintf(&b, "- {client: %s, service: %s, scope: cluster}\n", names[i/32], names[i%32])
+		}
+		return b.String()
+	}
+	tests := []struct {
+		name string
+		file string
+		want string // "" = accepted
+	}{
+		{"400,000 services in 3 MB", services(400000) + "rules: []\n",
+			fmt.Sprintf("rules.yaml: %d bytes: a rules file may have at most 131072", len(services(400000)+"rules: []\n"))},
+		{"256 services", services(rules.MaxServices) + "rules: []\n", ""},
+		{"257 services", services(rules.MaxServices+1) + "rules: []\n", "rules.yaml:258: services: more than 256 (the limit of a rules file)"},
+		{"1024 rules", ruleList(rules.MaxRules), ""},
+		{"1025 rules", ruleList(rules.MaxRules) + "- {client: pastiche, service: pastiche, scope: horde}\n",
+			"rules.yaml:1027: rules: more than 1024 (the limit of a rules file)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := rules.Parse("rules.yaml", []byte(tt.file))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Parse: %v", err)
+			case tt.want != "" && (err == nil || err.Error() != tt.want):
+				t.Fatalf("Parse: %v, want %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -27,6 +27,10 @@ const (
 	PastichePort = 7450
 )
 
+// MaxPerPeer is the number of endpoints, and of clients, a peer may have:
+// its reeve refuses more, and so does the steward.
+const MaxPerPeer = 64
+
 // Pattern is the syntax of a service name.
 const Pattern = `[a-z][a-z0-9-]{0,31}`
 

@@ -47,9 +47,16 @@ type ServerConfig struct {
 	// sign again (see httpsig.Verifier). Zero means Now() when
 	// ServerOptions runs; never set it before Replay was made.
 	Start time.Time
+	// MaxRequestBytes bounds a message the server receives (a unary
+	// request, or one enveloped message of a stream). Zero means
+	// DefaultMaxRequestBytes.
+	MaxRequestBytes int
 	// Logger receives one line per refused call. Nil discards.
 	Logger *slog.Logger
 }
+
+// DefaultMaxRequestBytes is the default of ServerConfig.MaxRequestBytes.
+const DefaultMaxRequestBytes = 256 << 10
 
 // ServerOptions makes a server accept only signed calls from whitelisted
 // clients: the server codec (scoped to this server) and the unary and
@@ -64,7 +71,12 @@ func ServerOptions(cfg ServerConfig) []grpc.ServerOption {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	maxRequest := cfg.MaxRequestBytes
+	if maxRequest <= 0 {
+		maxRequest = DefaultMaxRequestBytes
+	}
 	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxRequest),
 		grpc.ForceServerCodecV2(s.codec),
 		grpc.ChainUnaryInterceptor(s.unary),
 		grpc.ChainStreamInterceptor(s.stream),

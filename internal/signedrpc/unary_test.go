@@ -274,3 +274,20 @@ func protowireString(tag byte, v []byte) []byte {
 	}
 	return append([]byte{tag, byte(len(v))}, v...)
 }
+
+// TestRequestSizeBounded: a request above the server's MaxRequestBytes is
+// refused before anything else, unary calls and stream messages alike.
+func TestRequestSizeBounded(t *testing.T) {
+	addr, svc := startServer(t, ServerConfig{MaxRequestBytes: 1000})
+	c := signedClient(t, addr, clientID, clientID)
+	if _, err := c.Echo(testContext(t), &testpb.EchoRequest{Payload: make([]byte, 900)}); err != nil {
+		t.Fatalf("a request under the bound: %v", err)
+	}
+	_, err := c.Echo(testContext(t), &testpb.EchoRequest{Payload: make([]byte, 1000)})
+	checkStatus(t, err, codes.ResourceExhausted, "larger than max")
+	_, err = upload(t, c, []*testpb.Chunk{{Data: make([]byte, 1000)}})
+	checkStatus(t, err, codes.ResourceExhausted, "larger than max")
+	if got := svc.receivedData(); len(got) != 0 {
+		t.Errorf("handler received %d messages", len(got))
+	}
+}

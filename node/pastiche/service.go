@@ -78,7 +78,7 @@ func Start(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening for %s on %s: %w", s.id, addr, err)
 	}
-	opts := append(cfg.Reeve.ServerOptions(s.id), grpc.WaitForHandlers(true))
+	opts := append(cfg.Reeve.ServerOptions(s.id), grpc.WaitForHandlers(true), grpc.MaxRecvMsgSize(MaxMessageSize))
 	srv := grpc.NewServer(opts...)
 	pastichepb.RegisterPasticheServer(srv, handler{s: s})
 	s.serve(ctx, srv, lis)

@@ -18,6 +18,10 @@ import (
 // ChunkSize is the size of the data messages pastiche sends.
 const ChunkSize = 1 << 20
 
+// MaxMessageSize bounds a message a pastiche endpoint receives: a chunk in
+// its signed envelope, with room to spare.
+const MaxMessageSize = ChunkSize + 64<<10
+
 // chunks returns the next piece of a file's data, or io.EOF after the last.
 type chunks func() ([]byte, error)
 

@@ -156,6 +156,9 @@ func (r *Reeve) newClientKey(service string) error {
 	if _, ok := r.keys[service]; ok {
 		return nil // made concurrently
 	}
+	if len(r.keys) >= serviceid.MaxPerPeer {
+		return fmt.Errorf("client %s: this peer has %d clients, the most a peer may have", service, len(r.keys))
+	}
 	err := r.cfg.Store.Update(func(tx store.Tx) error {
 		return store.PutJSON(tx, prefixClients+service, storedClient{Seed: seed})
 	})
@@ -173,6 +176,10 @@ func (r *Reeve) saveEndpoint(service string, port uint16) error {
 	defer r.mu.Unlock()
 	if r.endpoints[service] == port {
 		return nil
+	}
+	// The reeve's own endpoint counts too.
+	if _, ok := r.endpoints[service]; !ok && len(r.endpoints)+1 >= serviceid.MaxPerPeer {
+		return fmt.Errorf("endpoint %s: this peer has %d endpoints, the most a peer may have", service, len(r.endpoints)+1)
 	}
 	err := r.cfg.Store.Update(func(tx store.Tx) error {
 		return store.PutJSON(tx, prefixEndpoints+service, storedEndpoint{Port: port})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -455,5 +456,39 @@ func TestLookupBeforeView(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestServicesPerPeerBounded: a peer has at most serviceid.MaxPerPeer
+// endpoints (its reeve's own among them) and as many clients; registering
+// one already there is still fine.
+func TestServicesPerPeerBounded(t *testing.T) {
+	f := newLocalFixture(t)
+	conn, err := grpc.NewClient("unix:"+f.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	api := reevepb.NewLocalReeveClient(conn)
+	ctx := testContext(t)
+	for i := range serviceid.MaxPerPeer - 1 {
+		if _, err := api.RegisterEndpoint(ctx, &reevepb.RegisterEndpointRequest{Service: fmt.Sprintf("svc%d", i), Port: uint32(8000 + i)}); err != nil {
+			t.Fatalf("endpoint %d: %v", i, err)
+		}
+	}
+	_, err = api.RegisterEndpoint(ctx, &reevepb.RegisterEndpointRequest{Service: "onemore", Port: 9000})
+	checkLocalErr(t, "socket", err, codes.InvalidArgument, "endpoint onemore: this peer has 64 endpoints, the most a peer may have")
+	if _, err := api.RegisterEndpoint(ctx, &reevepb.RegisterEndpointRequest{Service: "svc3", Port: 8003}); err != nil {
+		t.Errorf("an endpoint registered again: %v", err)
+	}
+	for i := 0; ; i++ {
+		_, err := api.RegisterClient(ctx, &reevepb.RegisterClientRequest{Service: fmt.Sprintf("svc%d", i)})
+		if err != nil {
+			checkLocalErr(t, "socket", err, codes.InvalidArgument, "this peer has 64 clients, the most a peer may have")
+			break
+		}
+		if i > serviceid.MaxPerPeer {
+			t.Fatalf("%d clients registered", i)
+		}
 	}
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // Scenarios, in the order they run.
-var scenarios = []string{"mesh", "inproc", "signed", "pastiche", "vm"}
+var scenarios = []string{"mesh", "inproc", "signed", "pastiche", "vm", "flood"}
 
 // options are fabric-bench's flags.
 type options struct {
@@ -54,6 +54,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if o.only["vm"] {
 		b.vm(ctx, o, nsErr)
+	}
+	if o.only["flood"] {
+		b.flood(ctx, o, nsErr)
 	}
 	line, _ := json.Marshal(b.figures)
 	fmt.Fprintln(stdout, string(line))

@@ -15,7 +15,10 @@
 //     fabricd, from the disk and by direct kernel boot, activation to a full
 //     mesh of 3 VMs over kernel WireGuard next to 3 namespace hosts over
 //     wireguard-go, and iperf3 between two VMs through the tunnel against
-//     their underlay.
+//     their underlay;
+//   - flood: a coordinator's pubapi under 5,000 half-open connections from
+//     one source and from 50: `fabric status` latency meanwhile, the
+//     connections it keeps, its resident memory.
 //
 // Scenarios on namespace hosts need root; without it they are skipped with
 // a line saying why.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 
@@ -65,4 +66,27 @@ func runIn(nsPath string, fn func() error) error {
 	}
 	runtime.UnlockOSThread()
 	return fnErr
+}
+
+// DialManyFrom opens n TCP connections to addr from source, in h's
+// namespace, one after the other, and returns those that connected. It
+// stops at the first failure to connect, and returns the connections made
+// with that error.
+func (h *Host) DialManyFrom(ctx context.Context, source netip.Addr, addr string, n int) ([]net.Conn, error) {
+	var conns []net.Conn
+	err := h.inNamespace(func() error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: source.AsSlice()}}
+		for range n {
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return err
+			}
+			conns = append(conns, c)
+		}
+		return nil
+	})
+	if err != nil {
+		err = fmt.Errorf("dialing %s from %s on %s (%d connected): %w", addr, source, h.Name(), len(conns), err)
+	}
+	return conns, err
 }

@@ -197,3 +197,18 @@ func (h *Host) Run(ctx context.Context, name string, args ...string) (string, er
 	}
 	return string(out), nil
 }
+
+// AddAddress gives h another address of the lab's underlay, beside its
+// own, for programs that must connect from several sources. The address
+// must not be another host's.
+func (h *Host) AddAddress(ctx context.Context, ip netip.Addr) error {
+	if !h.lab.cfg.Underlay.Contains(ip) {
+		return fmt.Errorf("adding %s to %s: not in the underlay %s", ip, h.name, h.lab.cfg.Underlay)
+	}
+	for _, other := range h.lab.Hosts() {
+		if other.ip == ip {
+			return fmt.Errorf("adding %s to %s: it is %s's address", ip, h.name, other.name)
+		}
+	}
+	return runIPBatch(ctx, h.ns, "addr add "+ip.String()+"/"+strconv.Itoa(h.lab.cfg.Underlay.Bits())+" dev "+hostLinkName)
+}
