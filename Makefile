@@ -4,6 +4,7 @@
 #   make deb     bin/fabric_<version>_amd64.deb: fabric, fabricd, the systemd
 #                unit, the default config, man pages, bash completion
 #   make test    every test; the multi-host and package ones need root
+#   make test-crash  fabricd killed at every crash point (root)
 #   make demo    a local cluster of network-namespace hosts (root)
 #   make bench   benchmarks; ends with one JSON line of figures (root)
 #   make proto   regenerate the committed protobuf code
@@ -44,7 +45,7 @@ LDFLAGS     := -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(C
 BUILDFLAGS  := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 DEB_BIN     := $(BIN)/deb
 
-.PHONY: all build deb test demo bench proto tools lint clean image image-lock vm-test vm-demo
+.PHONY: all build deb test test-crash demo bench proto tools lint clean image image-lock vm-test vm-demo
 
 all: build
 
@@ -70,6 +71,15 @@ deps-%:
 # The package test (packaging/deb) installs the .deb make deb built.
 test: deps-test build lint deb
 	FABRIC_BIN_DIR=$(BIN) FABRIC_DEB=$$(cat $(DEB_BIN)/last-package) $(GO) test $(GOFLAGS) -race -count=1 -p 2 -timeout 40m ./...
+
+# The whole crash-point matrix (TestCrashPoints; make test runs a subset):
+# fabricd killed at every crash point, on the coordinator and on a node,
+# during activate and add-nodes. CRASH_RUNS repeats every scenario.
+CRASH_RUNS ?= 1
+test-crash: deps-test build
+	@FABRIC_BIN_DIR=$(BIN) FABRIC_CRASH_MATRIX=full FABRIC_CRASH_RUNS=$(CRASH_RUNS) \
+		$(GO) test $(GOFLAGS) -race -count=1 -v -run '^TestCrashPoints$$' -timeout 60m . >$(BIN)/test-crash.log 2>&1; \
+	status=$$?; grep -v '^=== ' $(BIN)/test-crash.log; exit $$status
 
 demo: deps-demo build
 	$(BIN)/fabric-demo --bin-dir $(BIN)

@@ -7,9 +7,10 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
+	"time"
 
+	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/bootstrapkey"
 	"github.com/fabricmesh/fabric/internal/records"
@@ -18,14 +19,19 @@ import (
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 )
 
 // DefaultVPNCIDR is the VPN range of `fabric activate` without --vpn-cidr.
 const DefaultVPNCIDR = "10.77.0.0/16"
 
+const defaultAdminName = "admin"
+
 func newActivateCmd() *cobra.Command {
 	var (
-		coordinator, nodes, keyFile, vpnCIDR, adminDir, adminName, rulesFile, usersFile string
+		a                   activation
+		nodes, adminDirFlag string
+		timeout             time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "activate --coordinator IP:PORT --nodes IP:PORT[,...] --bootstrap-key-file FILE",
@@ -39,51 +45,60 @@ a wg-quick config (fabric-vpn.conf) that puts this machine on the VPN.
 
 The SSH users of --users (see 'fabric users') are created on every peer.
 A node that cannot be activated does not stop the others; its error is
-printed and 'fabric add-nodes' can retry it.`,
+printed and 'fabric add-nodes' can retry it (one that could not be reached
+is retried by the coordinator on its own).
+
+An activation cannot be lost halfway: the admin keys are kept once the
+request may have reached the coordinator, and if the answer breaks off
+(the coordinator restarted, the network failed) the command asks again
+until --timeout, and the coordinator, which recognizes its admin, resumes.
+Running the same command again with the same --admin-dir resumes it too.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			endpoint, err := parseEndpoint("--coordinator", coordinator)
-			if err != nil {
+			var err error
+			if a.coordinatorEndpoint, err = parseEndpoint("--coordinator", a.coordinatorEndpoint); err != nil {
 				return err
 			}
-			nodeList, err := parseEndpoints("--nodes", nodes)
-			if err != nil {
+			if a.nodeEndpoints, err = parseEndpoints("--nodes", nodes); err != nil {
 				return err
 			}
-			if keyFile == "" {
+			if a.keyFile == "" {
 				return usagef("--bootstrap-key-file is required")
 			}
-			if _, err := records.ParseVPNCIDR(vpnCIDR); err != nil {
+			if _, err := records.ParseVPNCIDR(a.vpnCIDR); err != nil {
 				return usagef("--vpn-cidr: %v", err)
 			}
-			key, err := bootstrapkey.ReadFile(keyFile)
+			if !cmd.Flags().Changed("timeout") {
+				timeout = activationTimeout(len(a.nodeEndpoints))
+			}
+			ctx, cancel, err := withTimeout(cmd, timeout)
 			if err != nil {
+				return err
+			}
+			defer cancel()
+			if a.bootstrapKey, err = bootstrapkey.ReadFile(a.keyFile); err != nil {
 				return fmt.Errorf("--bootstrap-key-file: %w", err)
 			}
-			rules, err := readRules(rulesFile)
-			if err != nil {
+			if a.rules, err = readRules(a.rulesName); err != nil {
 				return err
 			}
-			users, err := readUsers(usersFile)
-			if err != nil {
+			if a.users, err = readUsers(a.usersName); err != nil {
 				return err
 			}
-			return activate(cmd.Context(), cmd.OutOrStdout(), activation{
-				coordinatorEndpoint: endpoint, nodeEndpoints: nodeList, bootstrapKey: key,
-				vpnCIDR: vpnCIDR, adminDir: osEnvironment.newAdminDir(adminDir), adminName: adminName, rules: rules, rulesName: rulesFile,
-				users: users, usersName: usersFile,
-			})
+			a.adminDir = osEnvironment.newAdminDir(adminDirFlag)
+			return activate(ctx, cmd.OutOrStdout(), a)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&coordinator, "coordinator", "", "pubapi endpoint IP:PORT of the peer to make the coordinator (required)")
+	f.StringVar(&a.coordinatorEndpoint, "coordinator", "", "pubapi endpoint IP:PORT of the peer to make the coordinator (required)")
 	f.StringVar(&nodes, "nodes", "", "comma-separated pubapi endpoints IP:PORT of the peers to make nodes")
-	f.StringVar(&keyFile, "bootstrap-key-file", "", "the cluster's bootstrap key, as written by 'fabric key' (required)")
-	f.StringVar(&vpnCIDR, "vpn-cidr", DefaultVPNCIDR, "VPN address range; the coordinator takes its first address")
-	f.StringVar(&adminDir, "admin-dir", "", "where to write the admin bundle, which must not hold one already (default: $"+adminDirEnv+", else ./"+localAdminDir+")")
-	f.StringVar(&adminName, "admin-name", "admin", "the admin's name in the cluster")
-	f.StringVar(&rulesFile, "rules", "", "connectivity rules file (YAML); default: pastiche may call pastiche within a horde")
-	f.StringVar(&usersFile, "users", "", "SSH users file (YAML): users every peer creates with their authorized keys; default: none")
+	f.StringVar(&a.keyFile, "bootstrap-key-file", "", "the cluster's bootstrap key, as written by 'fabric key' (required)")
+	f.StringVar(&a.vpnCIDR, "vpn-cidr", DefaultVPNCIDR, "VPN address range; the coordinator takes its first address")
+	f.StringVar(&adminDirFlag, "admin-dir", "", "where to write the admin bundle, which must not hold a complete one; the keys of an unfinished activation resume it (default: $"+adminDirEnv+", else ./"+localAdminDir+")")
+	f.StringVar(&a.adminName, "admin-name", defaultAdminName, "the admin's name in the cluster")
+	f.StringVar(&a.rulesName, "rules", "", "connectivity rules file (YAML); default: pastiche may call pastiche within a horde")
+	f.StringVar(&a.usersName, "users", "", "SSH users file (YAML): users every peer creates with their authorized keys; default: none")
+	addTimeoutFlag(cmd, &timeout, 0, "give up after this long (default 2m plus 1m per 32 nodes)")
 	return cmd
 }
 
@@ -128,9 +143,11 @@ func parseEndpoints(flag, s string) ([]string, error) {
 	return out, nil
 }
 
+// activation is what `fabric activate` was asked.
 type activation struct {
 	coordinatorEndpoint string
 	nodeEndpoints       []string
+	keyFile             string
 	bootstrapKey        []byte
 	vpnCIDR             string
 	adminDir            string
@@ -139,21 +156,95 @@ type activation struct {
 	users, usersName    string
 }
 
+// command is the `fabric activate` that repeats a, which resumes it.
+func (a activation) command() string {
+	args := []string{"activate", "--coordinator", a.coordinatorEndpoint}
+	if len(a.nodeEndpoints) > 0 {
+		args = append(args, "--nodes", strings.Join(a.nodeEndpoints, ","))
+	}
+	args = append(args, "--bootstrap-key-file", a.keyFile, "--vpn-cidr", a.vpnCIDR, "--admin-dir", a.adminDir)
+	if a.adminName != defaultAdminName {
+		args = append(args, "--admin-name", a.adminName)
+	}
+	if a.rulesName != "" {
+		args = append(args, "--rules", a.rulesName)
+	}
+	if a.usersName != "" {
+		args = append(args, "--users", a.usersName)
+	}
+	return commandLine(args...)
+}
+
 func activate(ctx context.Context, out io.Writer, a activation) error {
-	admin, err := newAdminKeys(a.adminDir)
+	admin, created, err := openAdminKeys(a.adminDir, a.coordinatorEndpoint)
 	if err != nil {
 		return err
 	}
 	admin.bundle.AdminName = a.adminName
-	client, err := pubapi.Dial(a.coordinatorEndpoint, authconn.ClientConfig{BootstrapKey: a.bootstrapKey})
-	if err != nil {
+	if created {
+		fmt.Fprintf(out, "activating %s as coordinator of a new cluster (VPN %s)\n", a.coordinatorEndpoint, a.vpnCIDR)
+	} else {
+		fmt.Fprintf(out, "resuming with the admin keys of an unfinished activation in %s: activating %s as coordinator (VPN %s)\n",
+			a.adminDir, a.coordinatorEndpoint, a.vpnCIDR)
+	}
+	s := &activationStream{
+		out: out, admin: admin, nodes: a.nodeEndpoints, what: "activating coordinator " + a.coordinatorEndpoint,
+		again:          a.command(),
+		mayBeCommitted: !created, // the keys of an earlier run's request
+		onStarted: func(stream grpc.ClientStream, started *pubapipb.ActivationStarted) error {
+			return admin.started(stream, a, started, out)
+		},
+		dial: func() (*pubapi.Client, error) {
+			return pubapi.Dial(a.coordinatorEndpoint, authconn.ClientConfig{BootstrapKey: a.bootstrapKey, ServerCertPin: admin.bundle.CoordinatorTLSPin})
+		},
+		open: func(ctx context.Context, c *pubapi.Client) (grpc.ServerStreamingClient[pubapipb.ActivationEvent], error) {
+			return openActivation(ctx, c, a, admin)
+		},
+	}
+	err = s.run(ctx)
+	if err != nil && created && !s.mayBeCommitted {
+		// The coordinator cannot have committed them: take them back.
 		admin.removeKeys()
+	}
+	return err
+}
+
+// started writes admin.json as soon as the cluster exists, so that the
+// admin keeps access whatever happens next.
+func (admin *adminDir) started(stream grpc.ClientStream, a activation, started *pubapipb.ActivationStarted, out io.Writer) error {
+	info, ok := authconn.FromContext(stream.Context())
+	if !ok {
+		return fmt.Errorf("connection to %s is not authenticated", a.coordinatorEndpoint)
+	}
+	admin.bundle = bundle{
+		ClusterID: started.GetClusterId(), CoordinatorPublicEndpoint: a.coordinatorEndpoint, CoordinatorTLSPin: info.ServerCertPin,
+		AdminName: a.adminName, AdminVPNIP: started.GetAdminVpnIp(), VPNCIDR: started.GetVpnCidr(),
+	}
+	if err := admin.writeBundle(); err != nil {
 		return err
 	}
-	defer client.Close()
+	if started.GetResumed() {
+		fmt.Fprintf(out, "cluster %s exists: its activation resumes; admin bundle in %s\n", admin.bundle.ClusterID, osEnvironment.describeAdminDir(admin.path))
+	} else {
+		fmt.Fprintf(out, "cluster %s created; admin bundle in %s\n", admin.bundle.ClusterID, osEnvironment.describeAdminDir(admin.path))
+	}
+	return nil
+}
+
+// openActivation asks the coordinator for its state first, which tells
+// the pin of its certificate, then sends the activation with the admin's
+// proof for that pin.
+func openActivation(ctx context.Context, c *pubapi.Client, a activation, admin *adminDir) (grpc.ServerStreamingClient[pubapipb.ActivationEvent], error) {
+	var p peer.Peer
+	if _, err := c.GetState(ctx, &pubapipb.GetStateRequest{}, grpc.Peer(&p)); err != nil {
+		return nil, errNotSent{err}
+	}
+	info, ok := p.AuthInfo.(*authconn.AuthInfo)
+	if !ok {
+		return nil, errNotSent{fmt.Errorf("connection to %s is not authenticated", a.coordinatorEndpoint)}
+	}
 	vpnPubKey := admin.adminVPNPrivKey.PublicKey()
-	fmt.Fprintf(out, "activating %s as coordinator of a new cluster (VPN %s)\n", a.coordinatorEndpoint, a.vpnCIDR)
-	stream, err := client.ActivateAsCoordinator(ctx, &pubapipb.ActivateAsCoordinatorRequest{
+	return c.ActivateAsCoordinator(ctx, &pubapipb.ActivateAsCoordinatorRequest{
 		VpnCidr:             a.vpnCIDR,
 		NodePublicEndpoints: a.nodeEndpoints,
 		AdminSigningPubKey:  admin.adminSigningKey.Public().(ed25519.PublicKey),
@@ -163,92 +254,23 @@ func activate(ctx context.Context, out io.Writer, a activation) error {
 		RulesName:           a.rulesName,
 		Users:               a.users,
 		UsersName:           a.usersName,
+		AdminProof:          ed25519.Sign(admin.adminSigningKey, core.ActivationProofMessage(info.ServerCertPin, vpnPubKey[:])),
 	})
-	if err == nil {
-		err = receiveStarted(stream, admin, a.coordinatorEndpoint)
-	}
-	if err != nil {
-		// Nothing was created on the coordinator: take the keys back.
-		admin.removeKeys()
-		return rpcError("activating coordinator "+a.coordinatorEndpoint, err)
-	}
-	fmt.Fprintf(out, "cluster %s created; admin bundle in %s\n", admin.bundle.ClusterID, osEnvironment.describeAdminDir(a.adminDir))
-	return followActivation(out, stream, admin)
-}
-
-// receiveStarted waits for the coordinator's first event and writes the
-// admin bundle, so that the admin keeps access even if the stream breaks
-// later.
-func receiveStarted(stream grpc.ServerStreamingClient[pubapipb.ActivationEvent], admin *adminDir, endpoint string) error {
-	ev, err := stream.Recv()
-	if err != nil {
-		return err
-	}
-	started := ev.GetStarted()
-	if started == nil {
-		return fmt.Errorf("coordinator sent %T before the cluster was created", ev.GetEvent())
-	}
-	info, ok := authconn.FromContext(stream.Context())
-	if !ok {
-		return fmt.Errorf("connection to %s is not authenticated", endpoint)
-	}
-	admin.bundle = bundle{
-		ClusterID: started.GetClusterId(), CoordinatorPublicEndpoint: endpoint, CoordinatorTLSPin: info.ServerCertPin,
-		AdminName: admin.bundle.AdminName, AdminVPNIP: started.GetAdminVpnIp(), VPNCIDR: started.GetVpnCidr(),
-	}
-	return admin.writeBundle()
-}
-
-// followActivation prints the events of an activation stream, writes the
-// admin's wg-quick config from the final cluster status, and fails (exit 1)
-// if a node failed, saying how to retry.
-func followActivation(out io.Writer, stream grpc.ServerStreamingClient[pubapipb.ActivationEvent], admin *adminDir) error {
-	var failed []string
-	for {
-		ev, err := stream.Recv()
-		if err != nil {
-			return rpcError("activation stream broke (it goes on at the coordinator; see 'fabric status')", err)
-		}
-		switch e := ev.GetEvent().(type) {
-		case *pubapipb.ActivationEvent_Progress:
-			fmt.Fprintf(out, "  %s\n", e.Progress)
-		case *pubapipb.ActivationEvent_Node:
-			n := e.Node
-			if n.GetError() != "" {
-				failed = append(failed, n.GetNodePublicEndpoint())
-				fmt.Fprintf(out, "  FAILED node %s: %s\n", n.GetNodePublicEndpoint(), n.GetError())
-				continue
-			}
-			fmt.Fprintf(out, "  ok     node %s: %s, VPN IP %s, horde %s\n",
-				n.GetNodePublicEndpoint(), n.GetPeer().GetName(), n.GetPeer().GetVpnIp(), n.GetPeer().GetHorde())
-		case *pubapipb.ActivationEvent_Result:
-			return finishActivation(out, admin, e.Result, failed)
-		}
-	}
-}
-
-func finishActivation(out io.Writer, admin *adminDir, res *pubapipb.ActivationResult, failed []string) error {
-	if err := admin.writeWGQuick(res.GetCluster()); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "%d node(s) activated, %d failed; cluster revision %d\n", res.GetActivated(), res.GetFailed(), res.GetCluster().GetRevision())
-	fmt.Fprintf(out, "this machine joins the VPN with: wg-quick up %s\n", admin.file(wgQuickFile))
-	if len(failed) > 0 {
-		slices.Sort(failed)
-		return &exitError{code: 1, msg: fmt.Sprintf("%d node(s) failed: %s\nfix them, then retry: fabric add-nodes --admin-dir %s --nodes %s",
-			len(failed), strings.Join(failed, ", "), admin.path, strings.Join(failed, ","))}
-	}
-	return nil
 }
 
 func newAddNodesCmd() *cobra.Command {
-	var nodes, adminDir string
+	var (
+		nodes, adminDir string
+		timeout         time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "add-nodes --nodes IP:PORT[,...]",
 		Short: "Activate more nodes (or retry failed ones) in an active cluster",
 		Long: `add-nodes asks the coordinator of the admin bundle to activate the given peers
 as nodes, concurrently, and prints each outcome. Peers already active are
-reported as such. The admin's wg-quick config is rewritten with the new peers.`,
+reported as such. The admin's wg-quick config is rewritten with the new peers.
+If the answer breaks off, the command asks again until --timeout; the
+coordinator finishes the nodes it accepted on its own.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nodeList, err := parseEndpoints("--nodes", nodes)
@@ -258,25 +280,33 @@ reported as such. The admin's wg-quick config is rewritten with the new peers.`,
 			if len(nodeList) == 0 {
 				return usagef("--nodes is required")
 			}
+			if !cmd.Flags().Changed("timeout") {
+				timeout = activationTimeout(len(nodeList))
+			}
+			ctx, cancel, err := withTimeout(cmd, timeout)
+			if err != nil {
+				return err
+			}
+			defer cancel()
 			admin, err := openAdminDir(adminDir)
 			if err != nil {
 				return err
 			}
-			client, err := admin.dial()
-			if err != nil {
-				return err
-			}
-			defer client.Close()
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "asking coordinator %s to activate %d node(s)\n", admin.bundle.CoordinatorPublicEndpoint, len(nodeList))
-			stream, err := client.ActivateAdditionalNodes(cmd.Context(), &pubapipb.ActivateAdditionalNodesRequest{NodePublicEndpoints: nodeList})
-			if err != nil {
-				return rpcError("adding nodes", err)
+			s := &activationStream{
+				out: out, admin: admin, nodes: nodeList, what: "adding nodes",
+				again: commandLine("add-nodes", "--admin-dir", admin.path, "--nodes", strings.Join(nodeList, ",")),
+				dial:  admin.dial,
+				open: func(ctx context.Context, c *pubapi.Client) (grpc.ServerStreamingClient[pubapipb.ActivationEvent], error) {
+					return c.ActivateAdditionalNodes(ctx, &pubapipb.ActivateAdditionalNodesRequest{NodePublicEndpoints: nodeList})
+				},
 			}
-			return followActivation(out, stream, admin)
+			return s.run(ctx)
 		},
 	}
 	cmd.Flags().StringVar(&nodes, "nodes", "", "comma-separated pubapi endpoints IP:PORT of the peers to activate (required)")
 	addAdminDirFlag(cmd, &adminDir)
+	addTimeoutFlag(cmd, &timeout, 0, "give up after this long (default 2m plus 1m per 32 nodes)")
 	return cmd
 }

@@ -51,15 +51,44 @@ type adminDir struct {
 	adminVPNPrivKey wgtypes.Key
 }
 
-// newAdminKeys creates the admin's keys in a new or empty admin directory.
-// It refuses a directory that already holds a bundle or keys: they belong to
-// a cluster, and overwriting them would lock its admin out.
-func newAdminKeys(dir string) (*adminDir, error) {
-	for _, name := range []string{bundleFile, signingKeyFile, vpnKeyFile, wgQuickFile} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
-			return nil, fmt.Errorf("admin dir %s already holds %s (an admin bundle of a cluster); choose another --admin-dir", dir, name)
-		}
+// openAdminKeys makes the admin's keys in a new or empty admin directory
+// (created), or loads the keys of an activation that did not finish there
+// (keys, perhaps admin.json, but no fabric-vpn.conf): once a request may
+// have reached the coordinator its keys are kept, and running the
+// activation again with them resumes it. A directory with a complete
+// bundle is refused: overwriting it would lock its cluster's admin out.
+func openAdminKeys(dir, coordinatorEndpoint string) (a *adminDir, created bool, err error) {
+	has := func(name string) bool {
+		_, err := os.Stat(filepath.Join(dir, name))
+		return err == nil
 	}
+	switch {
+	case has(wgQuickFile):
+		return nil, false, fmt.Errorf("admin dir %s already holds the admin bundle of a cluster whose activation finished; choose another --admin-dir, or add nodes with 'fabric add-nodes --admin-dir %s'", dir, dir)
+	case has(signingKeyFile) || has(vpnKeyFile):
+		a = &adminDir{path: dir}
+		if err := a.readKeys(); err != nil {
+			return nil, false, err
+		}
+		if has(bundleFile) {
+			if err := a.readBundle(); err != nil {
+				return nil, false, err
+			}
+			if a.bundle.CoordinatorPublicEndpoint != coordinatorEndpoint {
+				return nil, false, fmt.Errorf("admin dir %s holds the keys of an unfinished activation of coordinator %s, not %s; activate %s again, or choose another --admin-dir",
+					dir, a.bundle.CoordinatorPublicEndpoint, coordinatorEndpoint, a.bundle.CoordinatorPublicEndpoint)
+			}
+		}
+		return a, false, nil
+	case has(bundleFile):
+		return nil, false, fmt.Errorf("admin dir %s holds %s but not the admin keys; choose another --admin-dir", dir, bundleFile)
+	}
+	a, err = newAdminKeys(dir)
+	return a, err == nil, err
+}
+
+// newAdminKeys creates the admin's keys in dir.
+func newAdminKeys(dir string) (*adminDir, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating admin dir: %w", err)
 	}
@@ -80,12 +109,14 @@ func newAdminKeys(dir string) (*adminDir, error) {
 		return nil, fmt.Errorf("writing admin key: %w", err)
 	}
 	if err := atomicfile.WriteFileNew(a.file(vpnKeyFile), []byte(vpnKey.String()+"\n"), privateFileMode); err != nil {
+		os.Remove(a.file(signingKeyFile))
 		return nil, fmt.Errorf("writing admin wireguard key: %w", err)
 	}
 	return a, nil
 }
 
-// removeKeys undoes newAdminKeys when activation did not happen.
+// removeKeys undoes newAdminKeys when no request with the keys can have
+// been committed by the coordinator.
 func (a *adminDir) removeKeys() {
 	os.Remove(a.file(signingKeyFile))
 	os.Remove(a.file(vpnKeyFile))
@@ -96,26 +127,40 @@ func (a *adminDir) file(name string) string { return filepath.Join(a.path, name)
 // loadAdminDir reads an admin directory written by `fabric activate`.
 func loadAdminDir(dir string) (*adminDir, error) {
 	a := &adminDir{path: dir}
-	data, err := os.ReadFile(a.file(bundleFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("admin dir %s has no %s: run 'fabric activate' first, or pass the --admin-dir it wrote", dir, bundleFile)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading admin bundle: %w", err)
-	}
-	if err := json.Unmarshal(data, &a.bundle); err != nil {
-		return nil, fmt.Errorf("admin bundle %s is not valid JSON: %w", a.file(bundleFile), err)
-	}
-	if a.bundle.Version != bundleVersion || a.bundle.CoordinatorPublicEndpoint == "" || len(a.bundle.CoordinatorTLSPin) == 0 {
-		return nil, fmt.Errorf("admin bundle %s is incomplete or of an unknown version", a.file(bundleFile))
-	}
-	if a.adminSigningKey, err = readSigningKey(a.file(signingKeyFile)); err != nil {
+	if err := a.readBundle(); err != nil {
 		return nil, err
 	}
-	if a.adminVPNPrivKey, err = readVPNKey(a.file(vpnKeyFile)); err != nil {
+	if err := a.readKeys(); err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// readBundle reads admin.json.
+func (a *adminDir) readBundle() error {
+	data, err := os.ReadFile(a.file(bundleFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("admin dir %s has no %s: run 'fabric activate' first, or pass the --admin-dir it wrote", a.path, bundleFile)
+	}
+	if err != nil {
+		return fmt.Errorf("reading admin bundle: %w", err)
+	}
+	if err := json.Unmarshal(data, &a.bundle); err != nil {
+		return fmt.Errorf("admin bundle %s is not valid JSON: %w", a.file(bundleFile), err)
+	}
+	if a.bundle.Version != bundleVersion || a.bundle.CoordinatorPublicEndpoint == "" || len(a.bundle.CoordinatorTLSPin) == 0 {
+		return fmt.Errorf("admin bundle %s is incomplete or of an unknown version", a.file(bundleFile))
+	}
+	return nil
+}
+
+// readKeys reads the admin's two private keys.
+func (a *adminDir) readKeys() (err error) {
+	if a.adminSigningKey, err = readSigningKey(a.file(signingKeyFile)); err != nil {
+		return err
+	}
+	a.adminVPNPrivKey, err = readVPNKey(a.file(vpnKeyFile))
+	return err
 }
 
 func readPrivate(path string) ([]byte, error) {

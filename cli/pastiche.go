@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"github.com/spf13/cobra"
@@ -24,7 +25,10 @@ func newPasticheCmd() *cobra.Command {
 }
 
 func newPasticheSendCmd() *cobra.Command {
-	var from, to, name, adminDir string
+	var (
+		from, to, name, adminDir string
+		timeout                  time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "send --from NODE --to NODE FILE",
 		Short: "Send FILE from this machine through node --from's pastiche to node --to's",
@@ -46,17 +50,18 @@ send within its horde, and a refused send writes nothing.`,
 			if err != nil {
 				return err
 			}
-			return pasticheSend(cmd, admin, from, to, name, args[0])
+			return pasticheSend(cmd, admin, timeout, from, to, name, args[0])
 		},
 	}
 	cmd.Flags().StringVar(&from, "from", "", "node whose pastiche sends (required)")
 	cmd.Flags().StringVar(&to, "to", "", "node whose pastiche receives (required)")
 	cmd.Flags().StringVar(&name, "name", "", "name of the file on the target (default: FILE's base name)")
 	addAdminDirFlag(cmd, &adminDir)
+	addTimeoutFlag(cmd, &timeout, 0, "give up after this long (default 1m plus 1s per MiB of FILE)")
 	return cmd
 }
 
-func pasticheSend(cmd *cobra.Command, admin *adminDir, from, to, name, path string) error {
+func pasticheSend(cmd *cobra.Command, admin *adminDir, timeout time.Duration, from, to, name, path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -69,12 +74,20 @@ func pasticheSend(cmd *cobra.Command, admin *adminDir, from, to, name, path stri
 	if !info.Mode().IsRegular() {
 		return fmt.Errorf("%s is not a regular file", path)
 	}
+	if !cmd.Flags().Changed("timeout") {
+		timeout = time.Minute + time.Duration(info.Size()>>20)*time.Second
+	}
+	ctx, cancel, err := withTimeout(cmd, timeout)
+	if err != nil {
+		return err
+	}
+	defer cancel()
 	client, err := admin.dial()
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	stream, err := client.PasticheSend(cmd.Context())
+	stream, err := client.PasticheSend(ctx)
 	if err != nil {
 		return rpcError("sending "+path, err)
 	}

@@ -82,7 +82,10 @@ func newStatusCmd() *cobra.Command {
 // coordinator of the admin bundle and prints what report makes of it, as
 // JSON (-o json) or with printTable.
 func newReportCmd[R any](name, short string, report func(clusterstatus.Status) R, printTable func(io.Writer, R)) *cobra.Command {
-	var adminDir, output string
+	var (
+		adminDir, output string
+		timeout          time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   name + " [-o table|json]",
 		Short: short,
@@ -91,11 +94,16 @@ func newReportCmd[R any](name, short string, report func(clusterstatus.Status) R
 			if output != "table" && output != "json" {
 				return usagef("-o %q: want table or json", output)
 			}
+			ctx, cancel, err := withTimeout(cmd, timeout)
+			if err != nil {
+				return err
+			}
+			defer cancel()
 			admin, err := openAdminDir(adminDir)
 			if err != nil {
 				return err
 			}
-			st, err := fetchStatus(cmd.Context(), admin)
+			st, err := fetchStatus(ctx, admin)
 			if err != nil {
 				return err
 			}
@@ -111,6 +119,7 @@ func newReportCmd[R any](name, short string, report func(clusterstatus.Status) R
 	}
 	addAdminDirFlag(cmd, &adminDir)
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	addTimeoutFlag(cmd, &timeout, defaultCallTimeout, "give up after this long")
 	return cmd
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/fabricmesh/fabric/internal/sshusers"
 	"github.com/fabricmesh/fabric/pubapi"
@@ -72,7 +73,10 @@ file is lost; adding it again unlocks it.`,
 }
 
 func newUsersListCmd() *cobra.Command {
-	var adminDir, output string
+	var (
+		adminDir, output string
+		timeout          time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "list [-o table|json]",
 		Short: "List the cluster's SSH users and their keys",
@@ -81,12 +85,17 @@ func newUsersListCmd() *cobra.Command {
 			if output != "table" && output != "json" {
 				return usagef("-o %q: want table or json", output)
 			}
+			ctx, cancel, err := withTimeout(cmd, timeout)
+			if err != nil {
+				return err
+			}
+			defer cancel()
 			client, err := dialAdmin(adminDir)
 			if err != nil {
 				return err
 			}
 			defer client.Close()
-			resp, err := client.ListSSHUsers(cmd.Context(), &pubapipb.ListSSHUsersRequest{})
+			resp, err := client.ListSSHUsers(ctx, &pubapipb.ListSSHUsersRequest{})
 			if err != nil {
 				return rpcError("listing SSH users", err)
 			}
@@ -102,6 +111,7 @@ func newUsersListCmd() *cobra.Command {
 	}
 	addAdminDirFlag(cmd, &adminDir)
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	addTimeoutFlag(cmd, &timeout, defaultCallTimeout, "give up after this long")
 	return cmd
 }
 
@@ -150,6 +160,7 @@ func newUsersAddCmd() *cobra.Command {
 	var (
 		adminDir       string
 		keys, keyFiles []string
+		timeout        time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "add NAME (--key KEY | --key-file FILE)...",
@@ -173,12 +184,17 @@ left as they are.`,
 			if len(all) == 0 {
 				return usagef("give the user's keys with --key or --key-file")
 			}
+			ctx, cancel, err := withTimeout(cmd, timeout)
+			if err != nil {
+				return err
+			}
+			defer cancel()
 			client, err := dialAdmin(adminDir)
 			if err != nil {
 				return err
 			}
 			defer client.Close()
-			ch, err := client.AddSSHUser(cmd.Context(), &pubapipb.AddSSHUserRequest{Name: name, Keys: all})
+			ch, err := client.AddSSHUser(ctx, &pubapipb.AddSSHUserRequest{Name: name, Keys: all})
 			if err != nil {
 				return rpcError("adding SSH user "+name, err)
 			}
@@ -198,6 +214,7 @@ left as they are.`,
 	cmd.Flags().StringArrayVar(&keys, "key", nil, `a public key, "TYPE BASE64 [COMMENT]" (repeatable)`)
 	cmd.Flags().StringArrayVar(&keyFiles, "key-file", nil, "a file of public keys, one per line (repeatable)")
 	addAdminDirFlag(cmd, &adminDir)
+	addTimeoutFlag(cmd, &timeout, defaultCallTimeout, "give up after this long")
 	return cmd
 }
 
@@ -239,6 +256,7 @@ func newUsersRemoveCmd() *cobra.Command {
 	var (
 		adminDir string
 		keys     []string
+		timeout  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "remove NAME [--key FINGERPRINT|KEY]...",
@@ -251,12 +269,17 @@ lines); a user keeps at least one key.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
+			ctx, cancel, err := withTimeout(cmd, timeout)
+			if err != nil {
+				return err
+			}
+			defer cancel()
 			client, err := dialAdmin(adminDir)
 			if err != nil {
 				return err
 			}
 			defer client.Close()
-			ch, err := client.RemoveSSHUser(cmd.Context(), &pubapipb.RemoveSSHUserRequest{Name: name, Keys: keys})
+			ch, err := client.RemoveSSHUser(ctx, &pubapipb.RemoveSSHUserRequest{Name: name, Keys: keys})
 			if err != nil {
 				return rpcError("removing SSH user "+name, err)
 			}
@@ -272,6 +295,7 @@ lines); a user keeps at least one key.`,
 	}
 	cmd.Flags().StringArrayVar(&keys, "key", nil, `a key to remove: its fingerprint "SHA256:..." or its line (repeatable)`)
 	addAdminDirFlag(cmd, &adminDir)
+	addTimeoutFlag(cmd, &timeout, defaultCallTimeout, "give up after this long")
 	return cmd
 }
 

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
+	"github.com/fabricmesh/fabric/internal/crashpoint"
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
@@ -38,6 +40,9 @@ type Registrar struct {
 	Timeout time.Duration
 	// Logger receives the outcome of every handshake (nil discards).
 	Logger *slog.Logger
+
+	mu      sync.Mutex
+	perNode map[netip.Addr]*sync.Mutex
 }
 
 // RegistrationRecords is what the registrar needs of the registry.
@@ -47,12 +52,27 @@ type RegistrationRecords interface {
 	SetRegistration(ip netip.Addr, reevePubKey []byte, failure string) (records.Peer, error)
 }
 
+// The crash points of the registration handshake (see internal/crashpoint).
+var (
+	crashRegistrarVerified = crashpoint.New("coordinator/registrar/verified",
+		"the reeve signed the nonce with the key it offered; the registration is not recorded")
+	crashRegistrarRecorded = crashpoint.New("coordinator/registrar/recorded",
+		"the registration is recorded; the node's reeve has no answer yet")
+)
+
 // ErrRegistration wraps every reason a handshake failed.
 var ErrRegistration = errors.New("registration failed")
 
 // Register runs the handshake for the node at nodeIP offering reevePubKey
 // and records the outcome: registered, or unregistered with the reason.
+//
+// The handshakes of one node run one at a time, so that the outcome
+// recorded last is that of the last attempt: a callback to a node that
+// crashed fails late, and must not overwrite the registration its restart
+// completed meanwhile.
 func (r *Registrar) Register(ctx context.Context, nodeIP netip.Addr, reevePubKey []byte) error {
+	unlock := r.lock(nodeIP)
+	defer unlock()
 	node, ok := r.Registry.Peer(nodeIP)
 	if !ok || node.State != records.StateActive || node.Role == records.RoleAdmin {
 		return fmt.Errorf("%w: %s is not an active peer", ErrRegistration, nodeIP)
@@ -68,14 +88,34 @@ func (r *Registrar) Register(ctx context.Context, nodeIP netip.Addr, reevePubKey
 		log.Warn("registration failed", "node", node.Name, "err", err)
 	} else {
 		log.Info("node registered", "node", node.Name, "vpnIP", node.VPNIP)
+		crashRegistrarVerified.Hit()
 	}
 	if _, rerr := r.Registry.SetRegistration(nodeIP, reevePubKey, failure); rerr != nil {
 		return errors.Join(err, rerr)
+	}
+	if err == nil {
+		crashRegistrarRecorded.Hit()
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrRegistration, err)
 	}
 	return nil
+}
+
+// lock takes the node's handshake lock.
+func (r *Registrar) lock(ip netip.Addr) (unlock func()) {
+	r.mu.Lock()
+	if r.perNode == nil {
+		r.perNode = map[netip.Addr]*sync.Mutex{}
+	}
+	m := r.perNode[ip]
+	if m == nil {
+		m = &sync.Mutex{}
+		r.perNode[ip] = m
+	}
+	r.mu.Unlock()
+	m.Lock()
+	return m.Unlock
 }
 
 func (r *Registrar) handshake(ctx context.Context, node records.Peer, reevePubKey []byte) error {

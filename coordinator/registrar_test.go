@@ -334,3 +334,39 @@ func TestRegistrationEndToEnd(t *testing.T) {
 		t.Errorf("n1 registered %v with key %x (reeve says %v), want registered with %x", p.Registered, p.ReevePubKey, r.Registered(), reeveKey(r))
 	}
 }
+
+// TestRegistrarLateFailure: the callback of a first attempt fails only
+// after the node (restarted) registered again; the registration recorded is
+// the later attempt's, not the late failure.
+func TestRegistrarLateFailure(t *testing.T) {
+	c := newCluster(t, [2]string{"n1", "sharks"})
+	key := newKey()
+	first, release := make(chan struct{}), make(chan struct{})
+	calls := 0
+	c.serveFakeReeve(t, "n1", func(ctx context.Context, nonce []byte) ([]byte, error) {
+		calls++ // the handshakes run one at a time
+		if calls == 1 {
+			close(first)
+			<-release // the node crashed: its answer never comes
+			return nil, errors.New("connection reset")
+		}
+		return ed25519.Sign(key, serviceid.ChallengeMessage(testClusterID, "n1", nonce)), nil
+	})
+	r := c.registrar(t)
+	lost := make(chan error)
+	go func() { lost <- r.Register(t.Context(), c.nodes["n1"].vpnIP, pub(key)) }()
+	<-first
+	again := make(chan error)
+	go func() { again <- r.Register(t.Context(), c.nodes["n1"].vpnIP, pub(key)) }()
+	time.Sleep(50 * time.Millisecond) // the second attempt waits for the first
+	close(release)
+	if err := <-lost; err == nil {
+		t.Error("the lost attempt succeeded")
+	}
+	if err := <-again; err != nil {
+		t.Fatalf("the later attempt: %v", err)
+	}
+	if p := c.peer(t, "n1"); !p.Registered || !bytes.Equal(p.ReevePubKey, pub(key)) {
+		t.Errorf("n1 after a late failure and a later registration: %+v, want registered", p)
+	}
+}

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,8 +45,10 @@ func LeaveMessage(req LeaveRequest) []byte {
 
 // NodeState is what a peer says about itself before it is activated.
 type NodeState struct {
-	State         State
-	ClusterID     string
+	State     State
+	ClusterID string
+	// VPNIP is set once the peer is a node or a coordinator.
+	VPNIP         netip.Addr
 	Name          string
 	Horde         string
 	VPNPubKey     []byte
@@ -67,6 +71,17 @@ type CoordinatorActivation struct {
 	// Users is the SSH users file (YAML, see internal/sshusers), UsersName
 	// its name for error messages; empty for no users.
 	Users, UsersName string
+	// AdminProof is the admin's signature of ActivationProofMessage with
+	// this coordinator's TLS pin. A coordinator already active answers a
+	// repeated activation (its first answer was lost) only with it.
+	AdminProof []byte
+}
+
+// ActivationProofMessage is what an admin signs to show a coordinator that
+// it holds the admin key of a request: it names the coordinator by the pin
+// of its TLS certificate, so no other coordinator can use the signature.
+func ActivationProofMessage(coordinatorTLSPin, adminVPNPubKey []byte) []byte {
+	return []byte("fabric-activate\x00" + string(coordinatorTLSPin) + "\x00" + string(adminVPNPubKey))
 }
 
 // Event is one step of an activation, streamed to the admin.
@@ -84,6 +99,9 @@ type Event struct {
 type Started struct {
 	Cluster records.Cluster
 	Admin   records.Peer
+	// Resumed is set when the cluster already existed: the same admin
+	// repeated its activation.
+	Resumed bool
 }
 
 // NodeResult is the outcome of one node's activation.
@@ -92,6 +110,10 @@ type NodeResult struct {
 	Peer               records.Peer
 	// Err is nil when the node is active.
 	Err error
+	// Retrying is set with Err when the failure may pass (the node did
+	// not answer, the store could not write): the coordinator retries the
+	// node on its own, with backoff, also after a restart.
+	Retrying bool
 }
 
 // ActivationResult sums up an activation.
@@ -101,31 +123,102 @@ type ActivationResult struct {
 
 // ActivateAsCoordinator makes this peer the coordinator of a new cluster:
 // it takes the first VPN IP, brings up its WireGuard interface, records the
-// cluster and the admin, starts the coordinator services and then activates
-// every node concurrently. A node that fails does not stop the others; its
-// error is reported in an Event and recorded so that
-// ActivateAdditionalNodes can retry it. The node activations run to
-// completion even if ctx ends (the admin disconnected).
+// cluster, the admin and the nodes to activate, starts the coordinator
+// services and then activates every node concurrently. A node that fails
+// does not stop the others; its error is reported in an Event and recorded
+// so that ActivateAdditionalNodes can retry it (a failure that may pass is
+// retried by the coordinator itself). The node activations run to
+// completion even if ctx ends (the admin disconnected), and after a crash
+// the restarted coordinator finishes them.
+//
+// On a coordinator already active, the same request by the admin it
+// committed (same admin keys, proven by AdminProof, same VPN CIDR, name and
+// rules) resumes the activation whose answer was lost: the coordinator
+// answers with the cluster again and activates the nodes of the request
+// (those already active are reported as such). Anyone else is refused.
 func (c *Core) ActivateAsCoordinator(ctx context.Context, req CoordinatorActivation, emit func(Event)) (ActivationResult, error) {
 	endpoints, users, err := c.checkCoordinatorActivation(req)
 	if err != nil {
 		return ActivationResult{}, err
 	}
 	if err := c.begin(); err != nil {
+		if admin, ok, rerr := c.resumable(req); ok || rerr != nil {
+			return c.resumeActivation(ctx, admin, endpoints, emit, rerr)
+		}
 		return ActivationResult{}, err
 	}
-	admin, err := c.becomeCoordinator(ctx, req, users)
+	admin, err := c.becomeCoordinator(ctx, req, users, endpoints)
 	if err != nil {
 		c.end(StateAcceptingInit, nil)
 		return ActivationResult{}, err
 	}
 	c.end(StateCoordinator, nil)
+	crashCoordinatorCommitted.Hit()
 	emit(Event{Started: &Started{Cluster: c.mustCluster(), Admin: admin}})
 	emit(Event{Progress: fmt.Sprintf("coordinator %s is up at VPN IP %s; admin %s has VPN IP %s",
 		c.cfg.Self.Name, c.coordinatorVPNIP(), admin.Name, admin.VPNIP)})
+	crashCoordinatorStartedSent.Hit()
 	if err := c.startCoordinator(); err != nil {
 		return ActivationResult{}, c.fail(err)
 	}
+	crashCoordinatorServicesUp.Hit()
+	return c.activateNodes(context.WithoutCancel(ctx), endpoints, emit), nil
+}
+
+// resumable reports whether req repeats the activation of this active
+// coordinator by the admin it committed. A request with that admin's keys
+// that differs otherwise, or lacks a valid proof, gives an error.
+func (c *Core) resumable(req CoordinatorActivation) (records.Peer, bool, error) {
+	if _, ok := c.Registry(); !ok {
+		return records.Peer{}, false, nil
+	}
+	var admin records.Peer
+	_, peers := c.reg.Peers()
+	for _, p := range peers {
+		if p.Role == records.RoleAdmin && p.State == records.StateActive && bytes.Equal(p.SigningPubKey, req.AdminSigningPubKey) {
+			admin = p
+		}
+	}
+	if !admin.VPNIP.IsValid() {
+		return records.Peer{}, false, nil
+	}
+	cl := c.mustCluster()
+	var differs string
+	switch {
+	case !ed25519.Verify(req.AdminSigningPubKey, ActivationProofMessage(c.cfg.Self.TLSPin, req.AdminVPNPubKey), req.AdminProof):
+		return records.Peer{}, false, fmt.Errorf("%w: the request names the admin key of cluster %s but does not prove it (no valid admin proof for this coordinator)",
+			ErrWrongState, cl.ID)
+	case !bytes.Equal(admin.WGPubKey, req.AdminVPNPubKey):
+		differs = "the admin's WireGuard key"
+	case admin.Name != req.AdminName:
+		differs = fmt.Sprintf("the admin name (%q, not %q)", admin.Name, req.AdminName)
+	case cl.VPNCIDR != req.VPNCIDR:
+		differs = fmt.Sprintf("the VPN CIDR (%s, not %s)", cl.VPNCIDR, req.VPNCIDR)
+	case cl.Rules != req.Rules:
+		differs = "the rules file"
+	}
+	if differs != "" {
+		return records.Peer{}, false, fmt.Errorf("%w: this admin activated cluster %s with another %s; repeat the activation as it was, or use 'fabric add-nodes'",
+			ErrWrongState, cl.ID, strings.TrimPrefix(differs, "the "))
+	}
+	return admin, true, nil
+}
+
+// resumeActivation answers a repeated activation: the cluster as it is,
+// then the outcome of every node of the request.
+func (c *Core) resumeActivation(ctx context.Context, admin records.Peer, endpoints []string, emit func(Event), err error) (ActivationResult, error) {
+	if err != nil {
+		return ActivationResult{}, err
+	}
+	if err := c.recordIntents(endpoints); err != nil {
+		return ActivationResult{}, err
+	}
+	cl := c.mustCluster()
+	c.log.Info("resuming an activation whose answer was lost", "cluster", cl.ID, "admin", admin.Name, "nodes", len(endpoints))
+	emit(Event{Started: &Started{Cluster: cl, Admin: admin, Resumed: true}})
+	emit(Event{Progress: fmt.Sprintf("cluster %s already exists with admin %s at VPN IP %s; resuming its activation",
+		cl.ID, admin.Name, admin.VPNIP)})
+	crashCoordinatorResumed.Hit()
 	return c.activateNodes(context.WithoutCancel(ctx), endpoints, emit), nil
 }
 
@@ -187,9 +280,10 @@ func (c *Core) checkNodeEndpoints(in []string, vpnCIDR netip.Prefix) ([]string, 
 }
 
 // becomeCoordinator brings up the network and commits the cluster, the
-// coordinator, the admin, the SSH users and the role in one transaction. On
-// error nothing is committed and the interface is removed.
-func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation, users []records.SSHUser) (records.Peer, error) {
+// coordinator, the admin, the SSH users, the intents to activate the nodes
+// and the role in one transaction. On error nothing is committed and the
+// interface is removed.
+func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation, users []records.SSHUser, endpoints []string) (records.Peer, error) {
 	id, err := newClusterID()
 	if err != nil {
 		return records.Peer{}, err
@@ -200,18 +294,27 @@ func (c *Core) becomeCoordinator(ctx context.Context, req CoordinatorActivation,
 		c.networkDown(ctx)
 		return records.Peer{}, fmt.Errorf("bringing up the vpn interface: %w", err)
 	}
+	crashCoordinatorNetworkUp.Hit()
 	coordinator := records.Peer{
 		Name: self.Name, Horde: self.Horde,
 		PublicEndpoint: self.PublicEndpoint.String(), WGEndpoint: self.WGEndpoint().String(),
 		WGPubKey: pubKeyBytes(self.VPNPrivKey), SigningPubKey: self.SigningPubKey, TLSPin: self.TLSPin,
 	}
 	admin := records.Peer{Name: req.AdminName, SigningPubKey: req.AdminSigningPubKey, WGPubKey: req.AdminVPNPubKey}
-	persistRole := func(tx store.Tx) error { return store.PutJSON(tx, keyRole, persistedRole{Role: StateCoordinator}) }
+	recordIntents := intentsTx(endpoints, c.cfg.Now())
+	persistRole := func(tx store.Tx) error {
+		if err := recordIntents(tx); err != nil {
+			return err
+		}
+		return store.PutJSON(tx, keyRole, persistedRole{Role: StateCoordinator})
+	}
 	extra := persistRole
 	if c.cfg.SharedRegistry {
-		// The registry is in the cluster's store, the role in this
-		// peer's: a crash between the two leaves a registry whose
-		// coordinator record has this peer's key, which Start adopts.
+		// The registry is in the cluster's store, the role and the
+		// intents in this peer's: a crash between the two leaves a
+		// registry whose coordinator record has this peer's key, which
+		// Start adopts (the admin's repeated activation records the
+		// intents again).
 		extra = nil
 	}
 	peers, err := c.reg.Init(records.Cluster{ID: id, VPNCIDR: req.VPNCIDR, Rules: req.Rules}, coordinator, []records.Peer{admin}, users, extra)
@@ -260,7 +363,19 @@ func (c *Core) restoreCoordinator(ctx context.Context) error {
 		return fmt.Errorf("bringing up the vpn interface: %w", err)
 	}
 	c.end(StateCoordinator, nil)
-	return c.startCoordinator()
+	if err := c.startCoordinator(); err != nil {
+		return err
+	}
+	intents, err := c.loadIntents()
+	if err != nil {
+		return err
+	}
+	crashRecoveryLoaded.Hit()
+	if len(intents) > 0 {
+		c.log.Info("finishing the activation of nodes the coordinator had not brought to an outcome", "nodes", len(intents))
+		c.acts.schedule(intents, c.cfg.RecoveryMinBackoff, c.cfg.Now())
+	}
+	return nil
 }
 
 // coordinatorRecord is this coordinator's own record: every coordinator of
@@ -301,6 +416,7 @@ func (c *Core) startCoordinator() error {
 		return fmt.Errorf("starting coordinator services: %w", err)
 	}
 	c.goLoop(func(ctx context.Context) { c.coordinatorPeersLoop(ctx, feed, me.VPNIP) })
+	c.goLoop(c.recoveryLoop)
 	return nil
 }
 
@@ -369,10 +485,16 @@ func (c *Core) ActivateAdditionalNodes(ctx context.Context, nodePublicEndpoints 
 	if len(endpoints) == 0 {
 		return ActivationResult{}, fmt.Errorf("%w: no node endpoints given", ErrInvalidArgument)
 	}
+	if err := c.recordIntents(endpoints); err != nil {
+		return ActivationResult{}, err
+	}
+	crashAddNodesAccepted.Hit()
 	return c.activateNodes(context.WithoutCancel(ctx), endpoints, emit), nil
 }
 
 // activateNodes activates the nodes concurrently and reports each outcome.
+// Their intents are recorded; it deletes those whose outcome is final and
+// leaves the others to the recovery loop.
 func (c *Core) activateNodes(ctx context.Context, endpoints []string, emit func(Event)) ActivationResult {
 	if len(endpoints) > 0 {
 		emit(Event{Progress: fmt.Sprintf("activating %d node(s), up to %d at a time", len(endpoints), c.cfg.ActivationConcurrency)})
@@ -381,14 +503,13 @@ func (c *Core) activateNodes(ctx context.Context, endpoints []string, emit func(
 		mu  sync.Mutex
 		res ActivationResult
 		wg  sync.WaitGroup
-		sem = make(chan struct{}, c.cfg.ActivationConcurrency)
 	)
 	for _, ep := range endpoints {
 		wg.Add(1)
-		sem <- struct{}{}
+		c.acts.sem <- struct{}{}
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			r := c.activateNode(ctx, ep)
+			defer func() { <-c.acts.sem; wg.Done() }()
+			r := c.activateNodeOnce(ctx, ep)
 			mu.Lock()
 			defer mu.Unlock()
 			if r.Err != nil {
@@ -400,39 +521,83 @@ func (c *Core) activateNodes(ctx context.Context, endpoints []string, emit func(
 		}()
 	}
 	wg.Wait()
+	crashNodesDone.Hit()
+	c.flushSettled()
 	return res
 }
 
-// activateNode runs one node's activation and records its outcome.
+// activateNode runs one node's activation and records its outcome. Once
+// the node has answered, a failure that may pass (the node restarted, its
+// answer was lost, the store could not write) is retried within
+// NodeActivationTimeout, with the same VPN IP; a node that never answered
+// fails at once and is left to the recovery loop.
 func (c *Core) activateNode(ctx context.Context, endpoint string) NodeResult {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.NodeActivationTimeout)
 	defer cancel()
-	peer, err := c.tryActivateNode(ctx, endpoint)
+	b := backoff{min: c.cfg.MinBackoff, max: c.cfg.MaxBackoff}
+	var (
+		peer      records.Peer
+		err       error
+		contacted bool
+	)
+	for {
+		peer, err = c.tryActivateNode(ctx, endpoint, &contacted)
+		if err == nil || !isRetryable(err) || !contacted || ctx.Err() != nil {
+			break
+		}
+		c.log.Info("node activation interrupted; trying again", "node", endpoint, "err", err)
+		if !sleep(ctx, b.next()) {
+			break
+		}
+	}
 	if errors.Is(err, records.ErrAlreadyActive) {
 		c.log.Info("node already active", "node", endpoint, "name", peer.Name)
 		return NodeResult{NodePublicEndpoint: endpoint, Peer: peer}
 	}
 	if err != nil {
-		c.log.Warn("node activation failed", "node", endpoint, "err", err)
-		failed, ferr := c.reg.Fail(endpoint, err.Error())
-		if ferr != nil {
-			c.log.Error("recording node failure", "node", endpoint, "err", ferr)
-		}
-		return NodeResult{NodePublicEndpoint: endpoint, Peer: failed, Err: err}
+		return c.recordFailure(endpoint, err)
 	}
 	c.log.Info("node activated", "node", endpoint, "name", peer.Name, "vpnIP", peer.VPNIP)
 	return NodeResult{NodePublicEndpoint: endpoint, Peer: peer}
 }
 
-func (c *Core) tryActivateNode(ctx context.Context, endpoint string) (records.Peer, error) {
+// recordFailure marks the node failed with the reason (unless it already
+// is, with the same reason: an unreachable node retried writes nothing).
+func (c *Core) recordFailure(endpoint string, err error) NodeResult {
+	retrying := isRetryable(err)
+	reason := err.Error()
+	if retrying {
+		reason += " (the coordinator retries)"
+	}
+	c.log.Warn("node activation failed", "node", endpoint, "retrying", retrying, "err", err)
+	r := NodeResult{NodePublicEndpoint: endpoint, Err: err, Retrying: retrying}
+	if p, ok := c.reg.PeerByEndpoint(endpoint); ok && p.State == records.StateFailed && p.LastError == reason {
+		r.Peer = p
+		return r
+	}
+	failed, ferr := c.reg.Fail(endpoint, reason)
+	if ferr != nil {
+		c.log.Error("recording node failure", "node", endpoint, "err", ferr)
+	}
+	r.Peer = failed
+	return r
+}
+
+// tryActivateNode makes one attempt; contacted is set once the node has
+// answered. Errors that may pass are retryable.
+func (c *Core) tryActivateNode(ctx context.Context, endpoint string, contacted *bool) (records.Peer, error) {
 	cl := c.mustCluster()
 	st, err := c.cfg.Activator.GetNodeState(ctx, endpoint)
 	if err != nil {
-		return records.Peer{}, fmt.Errorf("contacting node: %w", err)
+		return records.Peer{}, mayPass(fmt.Errorf("contacting node: %w", err))
 	}
+	*contacted = true
+	crashNodeStateRead.Hit()
 	switch {
 	case st.State == StateNode && st.ClusterID == cl.ID:
 		// A retry after a lost answer: the node activates idempotently.
+	case st.State == StateActivating:
+		return records.Peer{}, retryable{fmt.Errorf("node %s is being activated", st.Name)}
 	case st.State != StateAcceptingInit:
 		return records.Peer{}, fmt.Errorf("node %s is %s (cluster %q), not waiting for activation", st.Name, st.State, st.ClusterID)
 	}
@@ -446,7 +611,11 @@ func (c *Core) tryActivateNode(ctx context.Context, endpoint string) (records.Pe
 	// here, before the node changes anything.
 	reserved, err := c.reg.Reserve(endpoint, st.Name, st.VPNPubKey, st.SigningPubKey, st.State == StateAcceptingInit)
 	if err != nil {
-		return reserved, err
+		return reserved, storeOrRefusal(err)
+	}
+	crashNodeReserved.Hit()
+	if st.State == StateNode && st.VPNIP.IsValid() && st.VPNIP != reserved.VPNIP {
+		return records.Peer{}, fmt.Errorf("node %s says it is node %s of this cluster, but the registry holds %s for it", st.Name, st.VPNIP, reserved.VPNIP)
 	}
 	self, selfVPNIP := c.cfg.Self, c.coordinatorVPNIP()
 	activated, err := c.cfg.Activator.ActivateAsNode(ctx, endpoint, NodeActivation{
@@ -464,14 +633,24 @@ func (c *Core) tryActivateNode(ctx context.Context, endpoint string) (records.Pe
 		},
 	})
 	if err != nil {
-		return records.Peer{}, fmt.Errorf("activating node: %w", err)
+		return records.Peer{}, mayPass(fmt.Errorf("activating node: %w", err))
 	}
-	if activated.Name != st.Name {
+	crashNodeAnswered.Hit()
+	switch {
+	case activated.Name != st.Name:
 		err = fmt.Errorf("node changed its name from %q to %q during activation", st.Name, activated.Name)
-	} else {
+	case len(activated.WGPubKey) != 32 || len(activated.SigningPubKey) != ed25519.PublicKeySize:
+		err = fmt.Errorf("node reported keys of %d and %d bytes, want 32 and %d", len(activated.WGPubKey), len(activated.SigningPubKey), ed25519.PublicKeySize)
+	default:
 		var peer records.Peer
 		if peer, err = c.reg.Activate(reserved.VPNIP, activated); err == nil {
+			crashNodeRecorded.Hit()
 			return peer, nil
+		}
+		if !registryRefused(err) {
+			// The store could not write: the node keeps its role and the
+			// next attempt records it.
+			return records.Peer{}, retryable{err}
 		}
 	}
 	// The node activated itself but the registry refused it: it must not
@@ -506,6 +685,9 @@ func (c *Core) RemoveNode(ctx context.Context, target string) (removed records.P
 		return records.Peer{}, false, err
 	}
 	c.log.Info("node removed", "name", removed.Name, "vpnIP", removed.VPNIP, "endpoint", removed.PublicEndpoint, "was", removed.State)
+	if removed.PublicEndpoint != "" {
+		c.forgetIntent(removed.PublicEndpoint)
+	}
 	if removed.State == records.StateActive && removed.PublicEndpoint != "" {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()

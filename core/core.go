@@ -93,8 +93,13 @@ type Config struct {
 	VPNAPIPort int
 	// ActivationConcurrency bounds the nodes activated at once (default 32).
 	ActivationConcurrency int
-	// NodeActivationTimeout bounds one node's activation (default 30s).
+	// NodeActivationTimeout bounds one node's activation, its retries
+	// after an interruption included (default 30s).
 	NodeActivationTimeout time.Duration
+	// RecoveryMinBackoff and RecoveryMaxBackoff space the coordinator's
+	// own retries of nodes whose activation failed for a reason that may
+	// pass (defaults DefaultRecoveryMinBackoff, DefaultRecoveryMaxBackoff).
+	RecoveryMinBackoff, RecoveryMaxBackoff time.Duration
 	// Backoff bounds the retry delay of the update loops (defaults 100ms, 5s).
 	MinBackoff, MaxBackoff time.Duration
 	// Heartbeat is how often a node reports on its watch that it is
@@ -120,6 +125,8 @@ type Core struct {
 	node    *NodeConfig // set when StateNode
 	// stopNode ends the node loop (set when StateNode).
 	stopNode context.CancelFunc
+	// acts are a coordinator's node activations.
+	acts *activations
 
 	ctx context.Context // lifetime of background loops, set by Start
 	wg  sync.WaitGroup
@@ -143,7 +150,7 @@ func New(cfg Config) (*Core, error) {
 		return nil, errors.New("core: Self.PublicEndpoint and Self.WGPort are required")
 	}
 	setDefaults(&cfg)
-	return &Core{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, state: StateAcceptingInit}, nil
+	return &Core{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, state: StateAcceptingInit, acts: newActivations(cfg.ActivationConcurrency)}, nil
 }
 
 func setDefaults(cfg *Config) {
@@ -155,6 +162,12 @@ func setDefaults(cfg *Config) {
 	}
 	if cfg.NodeActivationTimeout <= 0 {
 		cfg.NodeActivationTimeout = 30 * time.Second
+	}
+	if cfg.RecoveryMinBackoff <= 0 {
+		cfg.RecoveryMinBackoff = DefaultRecoveryMinBackoff
+	}
+	if cfg.RecoveryMaxBackoff < cfg.RecoveryMinBackoff {
+		cfg.RecoveryMaxBackoff = max(DefaultRecoveryMaxBackoff, cfg.RecoveryMinBackoff)
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 100 * time.Millisecond
@@ -175,8 +188,9 @@ func setDefaults(cfg *Config) {
 
 // Start restores the role persisted in the store: a coordinator or node
 // brings its network back up with the same VPN IP and keys and resumes its
-// loops, which run until ctx ends. A peer that cannot restore its role goes
-// to StateFailed with the reason (see Status); Start returns that error too.
+// loops, which run until ctx ends. While it does, the peer is activating
+// (calls get ErrBusy). A peer that cannot restore its role goes to
+// StateFailed with the reason (see Status); Start returns that error too.
 func (c *Core) Start(ctx context.Context) error {
 	c.mu.Lock()
 	c.ctx = ctx
@@ -198,6 +212,9 @@ func (c *Core) Start(ctx context.Context) error {
 	case err != nil:
 		return c.fail(fmt.Errorf("reading persisted role: %w", err))
 	}
+	c.mu.Lock()
+	c.state = StateActivating
+	c.mu.Unlock()
 	switch role.Role {
 	case StateCoordinator:
 		err = c.restoreCoordinator(ctx)
@@ -270,6 +287,8 @@ func (c *Core) wrongStateLocked() error {
 		return fmt.Errorf("%w: peer is already active as a node of cluster %s", ErrWrongState, c.node.ClusterID)
 	case StateFailed:
 		return fmt.Errorf("%w: peer has failed: %s", ErrWrongState, c.failure)
+	case StateActivating:
+		return fmt.Errorf("%w: peer is activating; try again", ErrBusy)
 	default:
 		return fmt.Errorf("%w: peer is %s", ErrWrongState, c.state)
 	}

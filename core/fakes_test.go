@@ -42,7 +42,8 @@ type fakeVPNAPI struct {
 	ctx  context.Context
 }
 
-var errConnRefused = errors.New("connection refused")
+// errConnRefused is what an unreachable peer gives: no answer.
+var errConnRefused = fmt.Errorf("connection refused: %w", ErrUnanswered)
 
 // fakeKeepalive is the fake vpnapi's keepalive.
 const fakeKeepalive = 200 * time.Millisecond
@@ -288,7 +289,11 @@ const (
 	behaveSlow
 	// behaveFailed says the node has failed.
 	behaveFailed
+	// behaveDelayed answers ActivateAsNode after fakeDelay.
+	behaveDelayed
 )
+
+const fakeDelay = 200 * time.Millisecond
 
 // activatorCall is one call the coordinator made.
 type activatorCall struct {
@@ -371,7 +376,7 @@ func (a *fakeActivator) GetNodeState(_ context.Context, endpoint string) (NodeSt
 	if b == behaveFailed {
 		st.State, st.Failure = StateFailed, "disk full"
 	}
-	return NodeState{State: st.State, ClusterID: st.ClusterID, Name: st.Name, Horde: st.Horde, VPNPubKey: st.VPNPubKey[:], SigningPubKey: st.SigningPubKey, StoreID: st.StoreID}, nil
+	return NodeState{State: st.State, ClusterID: st.ClusterID, VPNIP: st.VPNIP, Name: st.Name, Horde: st.Horde, VPNPubKey: st.VPNPubKey[:], SigningPubKey: st.SigningPubKey, StoreID: st.StoreID}, nil
 }
 
 // JoinAsCoordinator implements CoordinatorJoiner.
@@ -410,13 +415,15 @@ func (a *fakeActivator) ActivateAsNode(ctx context.Context, endpoint string, req
 		return records.Activated{}, err
 	}
 	switch b {
+	case behaveDelayed:
+		time.Sleep(fakeDelay)
 	case behaveSlow:
 		<-ctx.Done()
 		return records.Activated{}, ctx.Err()
 	case behaveLoseAnswer:
 		act, err := node.ActivateAsNode(ctx, req)
 		if err == nil && a.loseOnce(endpoint) {
-			return records.Activated{}, errors.New("connection reset by peer")
+			return records.Activated{}, fmt.Errorf("connection reset by peer: %w", ErrUnanswered)
 		}
 		return act, err
 	}

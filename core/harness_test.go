@@ -267,15 +267,23 @@ func activationRequest(t testing.TB, nodes []string) CoordinatorActivation {
 	if err != nil {
 		t.Fatal(err)
 	}
-	adminSign, _, err := ed25519.GenerateKey(rand.Reader)
+	adminSign, adminSignPriv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	signingPrivKeys.Store(string(adminSign), adminSignPriv)
 	pub := adminVPN.PublicKey()
 	return CoordinatorActivation{
 		VPNCIDR: testVPNCIDR, NodePublicEndpoints: nodes,
 		AdminName: "alice", AdminSigningPubKey: adminSign, AdminVPNPubKey: pub[:],
 	}
+}
+
+// withProof is req with the admin's proof for the coordinator whose TLS
+// pin is pin.
+func withProof(req CoordinatorActivation, pin []byte) CoordinatorActivation {
+	req.AdminProof = ed25519.Sign(signingPrivKey(req.AdminSigningPubKey), ActivationProofMessage(pin, req.AdminVPNPubKey))
+	return req
 }
 
 // activate activates the coordinator with the given nodes.
@@ -402,4 +410,28 @@ func openBolt(t testing.TB, path string) *boltstore.Bolt {
 
 func boltPath(t testing.TB, name string) string {
 	return filepath.Join(t.TempDir(), name+".db")
+}
+
+// storedIntents lists the endpoints of the intents p's store holds.
+func storedIntents(t testing.TB, p *testPeer) []string {
+	t.Helper()
+	var out []string
+	err := p.store.View(func(tx store.Tx) error {
+		return tx.Scan(prefixIntents, func(key string, _ []byte) error {
+			out = append(out, strings.TrimPrefix(key, prefixIntents))
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// intentsIf is endpoints when cond holds, else none.
+func intentsIf(cond bool, endpoints ...string) []string {
+	if !cond {
+		return nil
+	}
+	return endpoints
 }

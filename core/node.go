@@ -130,6 +130,7 @@ func (c *Core) ActivateAsNode(ctx context.Context, req NodeActivation) (records.
 	if err := checkNodeActivation(req); err != nil {
 		return records.Activated{}, err
 	}
+	crashNodeActivationReceived.Hit()
 	if c.sameActivation(req) {
 		return c.activated(), nil
 	}
@@ -142,9 +143,11 @@ func (c *Core) ActivateAsNode(ctx context.Context, req NodeActivation) (records.
 		return records.Activated{}, err
 	}
 	c.end(StateNode, &cfg)
+	crashNodeCommitted.Hit()
 	if err := c.startNode(cfg); err != nil {
 		return records.Activated{}, c.fail(err)
 	}
+	crashNodeServicesUp.Hit()
 	return c.activated(), nil
 }
 
@@ -208,6 +211,7 @@ func (c *Core) becomeNode(ctx context.Context, cfg NodeConfig) error {
 		c.networkDown(ctx)
 		return fmt.Errorf("adding the coordinator as a wireguard peer: %w", err)
 	}
+	crashNodeNetworkUp.Hit()
 	err := c.cfg.Store.Update(func(tx store.Tx) error {
 		if err := store.PutJSON(tx, keyNodeConfig, cfg); err != nil {
 			return err

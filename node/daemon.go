@@ -396,8 +396,12 @@ func (d *Daemon) servePubAPI(ctx context.Context) error {
 	return nil
 }
 
+// lookupAdmin accepts the admin keys of the cluster in the registry, which
+// only a coordinator has: also while its role is being restored or after
+// it failed, so that an admin's call gets the peer's state (busy, failed)
+// rather than a refusal of its key.
 func (d *Daemon) lookupAdmin(pubKey ed25519.PublicKey) (string, error) {
-	if _, ok := d.core.Registry(); !ok {
+	if _, ok := d.reg.Cluster(); !ok {
 		return "", errors.New("not a coordinator")
 	}
 	p, ok := d.reg.LookupSigningKey(pubKey)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/fabricmesh/fabric/internal/bootstrapkey"
+	"github.com/fabricmesh/fabric/internal/crashpoint"
 	"github.com/fabricmesh/fabric/internal/fabricdconfig"
 	"github.com/fabricmesh/fabric/internal/version"
 	"github.com/spf13/pflag"
@@ -53,6 +54,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		level.Set(settings.LogLevel)
 		cfg, err = newConfig(settings, logger) // reads and checks the key file
+	}
+	if err == nil {
+		err = crashpoint.CheckArmed()
 	}
 	if err != nil {
 		printError(stderr, err)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strings"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/fabricmesh/fabric/core"
@@ -78,15 +80,39 @@ func (a *NodeActivator) call(nodePublicEndpoint string, fn func(*Client) error) 
 
 // plain turns a gRPC status error into a sentence ("permission denied: peer
 // ... refused our credentials"), for errors that end up in a node's record
-// and in the activation's output.
+// and in the activation's output. An error that is not the node's answer
+// (it could not be reached, the call timed out or broke) is marked
+// core.ErrUnanswered.
 func plain(err error) error {
 	st, ok := status.FromError(err)
 	if !ok || err == nil {
 		return err
 	}
 	code := strings.ToLower(strings.Join(camelWords.FindAllString(st.Code().String(), -1), " "))
-	return fmt.Errorf("%s: %s", code, st.Message())
+	out := fmt.Errorf("%s: %s", code, st.Message())
+	if unanswered(st.Code()) {
+		return unansweredError{out}
+	}
+	return out
 }
+
+// unanswered reports whether a call that failed with code may have had no
+// answer from the peer: the transport's codes, not a handler's.
+func unanswered(code codes.Code) bool {
+	switch code {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Unknown, codes.Aborted, codes.ResourceExhausted:
+		return true
+	}
+	return false
+}
+
+// unansweredError is a call's error marked core.ErrUnanswered, with the
+// call's own message.
+type unansweredError struct{ error }
+
+func (e unansweredError) Is(target error) bool { return target == core.ErrUnanswered }
+
+func (e unansweredError) Unwrap() error { return e.error }
 
 var camelWords = regexp.MustCompile(`[A-Z][a-z]*`)
 
@@ -99,13 +125,19 @@ func (a *NodeActivator) GetNodeState(ctx context.Context, nodePublicEndpoint str
 			return err
 		}
 		st = core.NodeState{
-			State: core.State(resp.GetState()), ClusterID: resp.GetClusterId(),
+			State: core.State(resp.GetState()), ClusterID: resp.GetClusterId(), VPNIP: parseAddrOrZero(resp.GetVpnIp()),
 			Name: resp.GetName(), Horde: resp.GetHorde(), VPNPubKey: resp.GetVpnPubKey(), SigningPubKey: resp.GetSigningPubKey(),
 			StoreID: resp.GetStoreId(),
 		}
 		return nil
 	})
 	return st, err
+}
+
+// parseAddrOrZero parses s, or returns the zero address.
+func parseAddrOrZero(s string) netip.Addr {
+	a, _ := netip.ParseAddr(s)
+	return a
 }
 
 // ActivateAsNode implements core.NodeActivator.

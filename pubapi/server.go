@@ -149,6 +149,7 @@ func (s *Server) ActivateAsCoordinator(req *pubapipb.ActivateAsCoordinatorReques
 		RulesName:           req.GetRulesName(),
 		Users:               req.GetUsers(),
 		UsersName:           req.GetUsersName(),
+		AdminProof:          req.GetAdminProof(),
 	}, streamEvents(stream))
 	if err != nil {
 		return statusOf(err)
@@ -182,11 +183,13 @@ func streamEvents(stream eventSender) func(core.Event) {
 			_ = stream.Send(&pubapipb.ActivationEvent{Event: &pubapipb.ActivationEvent_Started{Started: &pubapipb.ActivationStarted{
 				ClusterId: e.Started.Cluster.ID, VpnCidr: e.Started.Cluster.VPNCIDR.String(),
 				AdminVpnIp: e.Started.Admin.VPNIP.String(), CoordinatorVpnIp: e.Started.Cluster.CoordinatorVPNIP.String(),
+				Resumed: e.Started.Resumed,
 			}}})
 		case e.Progress != "":
 			_ = stream.Send(&pubapipb.ActivationEvent{Event: &pubapipb.ActivationEvent_Progress{Progress: e.Progress}})
 		case e.Node != nil:
-			nr := &pubapipb.NodeResult{NodePublicEndpoint: e.Node.NodePublicEndpoint, Peer: PeerToProto(e.Node.Peer, Liveness{CoordinatorHandshakeAge: -1})}
+			nr := &pubapipb.NodeResult{NodePublicEndpoint: e.Node.NodePublicEndpoint, Peer: PeerToProto(e.Node.Peer, Liveness{CoordinatorHandshakeAge: -1}),
+				Retrying: e.Node.Retrying}
 			if e.Node.Err != nil {
 				nr.Error = e.Node.Err.Error()
 			}
@@ -262,6 +265,8 @@ func statusOf(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, core.ErrWrongState):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, core.ErrBusy):
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, core.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

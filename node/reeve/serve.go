@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fabricmesh/fabric/internal/crashpoint"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
 	"github.com/fabricmesh/fabric/node/reeve/reevepb"
@@ -108,6 +109,15 @@ func serve(ctx context.Context, wg *sync.WaitGroup, srv *grpc.Server, lis net.Li
 	}()
 }
 
+// The crash points of the registration on the reeve's side (see
+// internal/crashpoint).
+var (
+	crashChallengeSigned = crashpoint.New("node/reeve/challenge-signed",
+		"the reeve signed the registry's nonce; the registry has not seen the signature")
+	crashRegistered = crashpoint.New("node/reeve/registered",
+		"the coordinator answered that the reeve is registered; the reeve has not checkpointed it")
+)
+
 // challengeServer answers the registry's callback.
 type challengeServer struct {
 	reevepb.UnimplementedReeveServer
@@ -126,6 +136,7 @@ func (s challengeServer) Challenge(ctx context.Context, req *reevepb.ChallengeRe
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	crashChallengeSigned.Hit()
 	return &reevepb.ChallengeResponse{Signature: sig}, nil
 }
 
@@ -213,6 +224,7 @@ func (r *Reeve) register(ctx context.Context) error {
 	if err := r.cfg.Register(ctx, pub); err != nil {
 		return fmt.Errorf("registering with the coordinator: %w", err)
 	}
+	crashRegistered.Hit()
 	r.log.Info("registered with the coordinator")
 	return r.saveRegistered()
 }

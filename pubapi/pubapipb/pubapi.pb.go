@@ -1286,7 +1286,13 @@ type ActivateAsCoordinatorRequest struct {
 	// The SSH users file (YAML, see docs); empty for no users.
 	Users string `protobuf:"bytes,8,opt,name=users,proto3" json:"users,omitempty"`
 	// The name of the users file, for error messages.
-	UsersName     string `protobuf:"bytes,9,opt,name=users_name,json=usersName,proto3" json:"users_name,omitempty"`
+	UsersName string `protobuf:"bytes,9,opt,name=users_name,json=usersName,proto3" json:"users_name,omitempty"`
+	// The admin's ed25519 signature of
+	// "fabric-activate\0<coordinator TLS pin>\0<admin_vpn_pub_key>", the pin
+	// being the SHA-256 of this coordinator's certificate. A coordinator
+	// already active with this admin answers a repeated activation (its
+	// first answer was lost) only with it: it resumes the activation.
+	AdminProof    []byte `protobuf:"bytes,10,opt,name=admin_proof,json=adminProof,proto3" json:"admin_proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1382,6 +1388,13 @@ func (x *ActivateAsCoordinatorRequest) GetUsersName() string {
 		return x.UsersName
 	}
 	return ""
+}
+
+func (x *ActivateAsCoordinatorRequest) GetAdminProof() []byte {
+	if x != nil {
+		return x.AdminProof
+	}
+	return nil
 }
 
 type ActivateAdditionalNodesRequest struct {
@@ -1545,7 +1558,8 @@ func (*ActivationEvent_Result) isActivationEvent_Event() {}
 func (*ActivationEvent_Started) isActivationEvent_Event() {}
 
 // ActivationStarted is the first event of ActivateAsCoordinator, sent once
-// the cluster exists: the admin can write its bundle before any node is
+// the cluster exists (or, for a repeated activation, once the coordinator
+// recognized its admin): the admin can write its bundle before any node is
 // activated.
 type ActivationStarted struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -1553,8 +1567,10 @@ type ActivationStarted struct {
 	VpnCidr          string                 `protobuf:"bytes,2,opt,name=vpn_cidr,json=vpnCidr,proto3" json:"vpn_cidr,omitempty"`
 	AdminVpnIp       string                 `protobuf:"bytes,3,opt,name=admin_vpn_ip,json=adminVpnIp,proto3" json:"admin_vpn_ip,omitempty"`
 	CoordinatorVpnIp string                 `protobuf:"bytes,4,opt,name=coordinator_vpn_ip,json=coordinatorVpnIp,proto3" json:"coordinator_vpn_ip,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The cluster already existed: the same admin repeated its activation.
+	Resumed       bool `protobuf:"varint,5,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ActivationStarted) Reset() {
@@ -1615,12 +1631,23 @@ func (x *ActivationStarted) GetCoordinatorVpnIp() string {
 	return ""
 }
 
+func (x *ActivationStarted) GetResumed() bool {
+	if x != nil {
+		return x.Resumed
+	}
+	return false
+}
+
 type NodeResult struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	NodePublicEndpoint string                 `protobuf:"bytes,1,opt,name=node_public_endpoint,json=nodePublicEndpoint,proto3" json:"node_public_endpoint,omitempty"`
 	// Empty when the node was activated.
-	Error         string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
-	Peer          *Peer  `protobuf:"bytes,3,opt,name=peer,proto3" json:"peer,omitempty"`
+	Error string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Peer  *Peer  `protobuf:"bytes,3,opt,name=peer,proto3" json:"peer,omitempty"`
+	// Set with error when the failure may pass (the node did not answer,
+	// the coordinator's store could not write): the coordinator retries the
+	// node on its own, with backoff, also after a restart.
+	Retrying      bool `protobuf:"varint,4,opt,name=retrying,proto3" json:"retrying,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1674,6 +1701,13 @@ func (x *NodeResult) GetPeer() *Peer {
 		return x.Peer
 	}
 	return nil
+}
+
+func (x *NodeResult) GetRetrying() bool {
+	if x != nil {
+		return x.Retrying
+	}
+	return false
 }
 
 type ActivationResult struct {
@@ -2382,7 +2416,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\x0fsigning_pub_key\x18\n" +
 	" \x01(\fR\rsigningPubKey\x12\x18\n" +
 	"\aversion\x18\v \x01(\tR\aversion\x12\x19\n" +
-	"\bstore_id\x18\f \x01(\tR\astoreId\"\xd4\x02\n" +
+	"\bstore_id\x18\f \x01(\tR\astoreId\"\xf5\x02\n" +
 	"\x1cActivateAsCoordinatorRequest\x12\x19\n" +
 	"\bvpn_cidr\x18\x01 \x01(\tR\avpnCidr\x122\n" +
 	"\x15node_public_endpoints\x18\x02 \x03(\tR\x13nodePublicEndpoints\x121\n" +
@@ -2395,7 +2429,10 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"rules_name\x18\a \x01(\tR\trulesName\x12\x14\n" +
 	"\x05users\x18\b \x01(\tR\x05users\x12\x1d\n" +
 	"\n" +
-	"users_name\x18\t \x01(\tR\tusersName\"T\n" +
+	"users_name\x18\t \x01(\tR\tusersName\x12\x1f\n" +
+	"\vadmin_proof\x18\n" +
+	" \x01(\fR\n" +
+	"adminProof\"T\n" +
 	"\x1eActivateAdditionalNodesRequest\x122\n" +
 	"\x15node_public_endpoints\x18\x01 \x03(\tR\x13nodePublicEndpoints\"\xeb\x01\n" +
 	"\x0fActivationEvent\x12\x1c\n" +
@@ -2403,19 +2440,21 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\x04node\x18\x02 \x01(\v2\x1c.fabric.pubapi.v1.NodeResultH\x00R\x04node\x12<\n" +
 	"\x06result\x18\x03 \x01(\v2\".fabric.pubapi.v1.ActivationResultH\x00R\x06result\x12?\n" +
 	"\astarted\x18\x04 \x01(\v2#.fabric.pubapi.v1.ActivationStartedH\x00R\astartedB\a\n" +
-	"\x05event\"\x9d\x01\n" +
+	"\x05event\"\xb7\x01\n" +
 	"\x11ActivationStarted\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x19\n" +
 	"\bvpn_cidr\x18\x02 \x01(\tR\avpnCidr\x12 \n" +
 	"\fadmin_vpn_ip\x18\x03 \x01(\tR\n" +
 	"adminVpnIp\x12,\n" +
-	"\x12coordinator_vpn_ip\x18\x04 \x01(\tR\x10coordinatorVpnIp\"\x80\x01\n" +
+	"\x12coordinator_vpn_ip\x18\x04 \x01(\tR\x10coordinatorVpnIp\x12\x18\n" +
+	"\aresumed\x18\x05 \x01(\bR\aresumed\"\x9c\x01\n" +
 	"\n" +
 	"NodeResult\x120\n" +
 	"\x14node_public_endpoint\x18\x01 \x01(\tR\x12nodePublicEndpoint\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12*\n" +
-	"\x04peer\x18\x03 \x01(\v2\x16.fabric.pubapi.v1.PeerR\x04peer\"\x83\x01\n" +
+	"\x04peer\x18\x03 \x01(\v2\x16.fabric.pubapi.v1.PeerR\x04peer\x12\x1a\n" +
+	"\bretrying\x18\x04 \x01(\bR\bretrying\"\x83\x01\n" +
 	"\x10ActivationResult\x12\x1c\n" +
 	"\tactivated\x18\x01 \x01(\x05R\tactivated\x12\x16\n" +
 	"\x06failed\x18\x02 \x01(\x05R\x06failed\x129\n" +

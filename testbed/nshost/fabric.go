@@ -56,6 +56,10 @@ type PeerOptions struct {
 	// KeyFile replaces the cluster's bootstrap key file (a peer started
 	// with another cluster's key).
 	KeyFile string
+	// Env is added to fabricd's environment (e.g. FABRIC_CRASH_AT).
+	Env []string
+	// StateDir replaces <host dir>/state (e.g. a small file system).
+	StateDir string
 }
 
 // NewFabric adds the admin host to lab and makes the bootstrap key there.
@@ -189,14 +193,14 @@ func (f *Fabric) StartFabricd(ctx context.Context, h *Host) error {
 	// the machine's /etc/fabric/fabricd.yaml is not theirs.
 	args := []string{
 		"--config", "/dev/null",
-		"--state-dir", filepath.Join(h.Dir(), "state"), "--listen", f.Endpoint(h),
+		"--state-dir", f.StateDir(h), "--listen", f.Endpoint(h),
 		"--bootstrap-key-file", o.KeyFile, "--name", o.Name, "--log-level", f.cfg.LogLevel,
 		"--ssh-users-root", usersRoot,
 	}
 	if o.Horde != "" {
 		args = append(args, "--horde", o.Horde)
 	}
-	p, err := h.Start(filepath.Join(f.cfg.BinDir, "fabricd"), args...)
+	p, err := h.StartEnv(o.Env, filepath.Join(f.cfg.BinDir, "fabricd"), args...)
 	if err != nil {
 		return err
 	}
@@ -204,6 +208,55 @@ func (f *Fabric) StartFabricd(ctx context.Context, h *Host) error {
 	f.daemons[h] = p
 	f.mu.Unlock()
 	return f.waitListening(ctx, h, p)
+}
+
+// StateDir is h's fabricd state directory.
+func (f *Fabric) StateDir(h *Host) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if d := f.peers[h].StateDir; d != "" {
+		return d
+	}
+	return filepath.Join(h.Dir(), "state")
+}
+
+// PeerOptions returns h's fabricd options.
+func (f *Fabric) PeerOptions(h *Host) PeerOptions {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.peers[h]
+}
+
+// StartCLI starts the fabric CLI on the admin host in the background, so
+// that a test can interrupt or kill it; its output is in the admin host's
+// fabric.log.
+func (f *Fabric) StartCLI(args ...string) (*Process, error) {
+	return f.Admin.Start(filepath.Join(f.cfg.BinDir, "fabric"), args...)
+}
+
+// ActivateArgs are the arguments of `fabric activate` with coordinator and
+// nodes (see Activate).
+func (f *Fabric) ActivateArgs(coordinator *Host, nodes []*Host) []string {
+	return []string{"activate", "--coordinator", f.Endpoint(coordinator), "--nodes", f.Endpoints(nodes),
+		"--bootstrap-key-file", f.KeyFile, "--vpn-cidr", f.cfg.VPNCIDR, "--admin-dir", f.AdminDir}
+}
+
+// VPNAddr is the address of h's fabric0 (the VPN IP h holds itself), or
+// the zero address if it has none.
+func (f *Fabric) VPNAddr(ctx context.Context, h *Host) (netip.Addr, error) {
+	out, err := h.Run(ctx, "ip", "-o", "addr", "show", "dev", "fabric0")
+	if err != nil {
+		if strings.Contains(out, "does not exist") {
+			return netip.Addr{}, nil
+		}
+		return netip.Addr{}, err
+	}
+	for _, field := range strings.Fields(out) {
+		if p, err := netip.ParsePrefix(field); err == nil {
+			return p.Addr(), nil
+		}
+	}
+	return netip.Addr{}, nil
 }
 
 // UsersRoot is the directory whose etc/passwd and home directories h's
@@ -263,8 +316,7 @@ func (f *Fabric) CLI(ctx context.Context, args ...string) (string, error) {
 // Activate runs `fabric activate` with coordinator and nodes, and extra
 // flags (e.g. --users FILE).
 func (f *Fabric) Activate(ctx context.Context, coordinator *Host, nodes []*Host, extra ...string) (string, error) {
-	return f.CLI(ctx, append([]string{"activate", "--coordinator", f.Endpoint(coordinator), "--nodes", f.Endpoints(nodes),
-		"--bootstrap-key-file", f.KeyFile, "--vpn-cidr", f.cfg.VPNCIDR, "--admin-dir", f.AdminDir}, extra...)...)
+	return f.CLI(ctx, append(f.ActivateArgs(coordinator, nodes), extra...)...)
 }
 
 // AddNodes runs `fabric add-nodes`.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -19,10 +20,25 @@ type Process struct {
 	cmd     *exec.Cmd
 	desc    string // command line, for messages
 	logPath string
-	grace   time.Duration
-	sent    atomic.Uint64 // bit n set: we sent signal n
-	exited  chan struct{}
-	err     error // result of Wait; written before exited is closed
+	// startLine is the line that marks this start in the log.
+	startLine string
+	grace     time.Duration
+	sent      atomic.Uint64 // bit n set: we sent signal n
+	exited    chan struct{}
+	err       error // result of Wait; written before exited is closed
+}
+
+// StartEnv is Start with extra environment variables (KEY=VALUE) on top
+// of the test's own.
+func (h *Host) StartEnv(env []string, name string, args ...string) (*Process, error) {
+	if env == nil {
+		env = []string{}
+	}
+	p, err := h.start(env, name, args)
+	if err != nil {
+		return nil, fmt.Errorf("host %s: starting %s: %w", h.name, commandLine(name, args), err)
+	}
+	return p, nil
 }
 
 // Start starts name with args in the background inside the host. Its stdout
@@ -63,7 +79,8 @@ func (h *Host) startArgv(env []string, logName string, argv []string, desc strin
 		return nil, err
 	}
 	defer log.Close() // the child has its own copy
-	fmt.Fprintf(log, "--- nshost %s: starting %s\n", time.Now().Format(time.RFC3339Nano), p.desc)
+	p.startLine = fmt.Sprintf("--- nshost %s: starting %s\n", time.Now().Format(time.RFC3339Nano), p.desc)
+	fmt.Fprint(log, p.startLine)
 	p.cmd = exec.Command("ip", argv...)
 	if env != nil {
 		p.cmd.Env = append(os.Environ(), env...)
@@ -155,6 +172,83 @@ func (p *Process) halt(ctx context.Context) (forced string, err error) {
 	}
 	<-p.exited
 	return forced, nil
+}
+
+// Continue sends SIGCONT: a process that stopped itself (SIGSTOP) goes on.
+func (p *Process) Continue() error { return p.signal(syscall.SIGCONT) }
+
+// Interrupt sends SIGINT, as Ctrl-C in a terminal would.
+func (p *Process) Interrupt() error { return p.signal(syscall.SIGINT) }
+
+// Stopped reports whether the process is stopped by a signal (SIGSTOP).
+func (p *Process) Stopped() bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID()))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses.
+	i := strings.LastIndexByte(string(data), ')')
+	fields := strings.Fields(string(data[i+1:]))
+	return len(fields) > 0 && fields[0] == "T"
+}
+
+// Signaled returns the signal that ended the process, if one did.
+func (p *Process) Signaled() (syscall.Signal, bool) {
+	var ee *exec.ExitError
+	if err := p.Err(); !errors.As(err, &ee) {
+		return 0, false
+	} else if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return ws.Signal(), true
+	}
+	return 0, false
+}
+
+// ExitCode is the process's exit status, -1 while it runs or if a signal
+// ended it.
+func (p *Process) ExitCode() int {
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.ExitCode()
+	default:
+		return -1
+	}
+}
+
+// WaitLog waits until the process's log holds a line containing s after
+// its start, and returns that line.
+func (p *Process) WaitLog(ctx context.Context, s string) (string, error) {
+	for {
+		if line, ok := p.logLine(s); ok {
+			return line, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%s: no %q in %s: %w", p, s, p.logPath, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Log returns what the process wrote since its start.
+func (p *Process) Log() string {
+	data, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return ""
+	}
+	s := string(data)
+	if i := strings.LastIndex(s, p.startLine); i >= 0 {
+		s = s[i+len(p.startLine):]
+	}
+	return s
+}
+
+func (p *Process) logLine(s string) (string, bool) {
+	for _, line := range strings.Split(p.Log(), "\n") {
+		if strings.Contains(line, s) {
+			return line, true
+		}
+	}
+	return "", false
 }
 
 // Kill sends SIGKILL, as a crash would, and waits until the process is
