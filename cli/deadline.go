@@ -17,9 +17,9 @@ const (
 	// activationBaseTimeout plus activationBatchTimeout per
 	// activationBatch nodes: the coordinator activates 32 nodes at a time
 	// and gives each at most 30 s (retries included), so every batch of 32
-	// is given twice that. 10,000 nodes: 2 minutes + 313 minutes, a bound
-	// that only a cluster of dead nodes comes near; a healthy one takes
-	// about a second per batch.
+	// is given twice that. The 1024 nodes one request may name: 2 minutes
+	// + 32 minutes, a bound that only dead nodes come near; healthy ones
+	// take about a second per batch.
 	activationBaseTimeout  = 2 * time.Minute
 	activationBatchTimeout = time.Minute
 	activationBatch        = 32
