@@ -38,6 +38,12 @@ func (s *Store) WatchPrefix(ctx context.Context, prefix, fromKey string) (*store
 				return
 			case resp, ok := <-events:
 				if err := resp.Err(); !ok || err != nil || resp.Canceled {
+					if ctx.Err() != nil {
+						// The caller ended the watch: etcd's channel may
+						// close before w sees ctx end; Err is ctx's.
+						w.Fail(ctx.Err())
+						return
+					}
 					if err == nil {
 						err = errors.New("the etcd watch ended")
 					}
