@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/core/coretest"
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store/storetest"
 	"github.com/google/go-cmp/cmp"
@@ -49,7 +50,7 @@ func TestActivateAsCoordinator(t *testing.T) {
 			if st.State != StateCoordinator || st.VPNIP != coordIP || st.ClusterID == "" {
 				t.Errorf("Status = %+v, want coordinator at %s with a cluster id", st, coordIP)
 			}
-			wantDev := FakeDevice{Up: true, PubKey: h.coord.self.VPNPrivKey.PublicKey(), ListenPort: testWGPort,
+			wantDev := coretest.FakeDevice{Up: true, PubKey: h.coord.self.VPNPrivKey.PublicKey(), ListenPort: testWGPort,
 				Address: netip.PrefixFrom(coordIP, req.VPNCIDR.Bits())}
 			gotDev := h.coord.net.Device()
 			gotDev.Peers = nil // checked by waitMesh
@@ -354,7 +355,7 @@ func TestActivateCoordinatorTwice(t *testing.T) {
 // services it started.
 type peerSnapshot struct {
 	Status   Status
-	Device   FakeDevice
+	Device   coretest.FakeDevice
 	Store    map[string]string
 	Services []string
 }

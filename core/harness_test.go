@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/core/coretest"
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
@@ -29,6 +30,8 @@ const (
 )
 
 var testVPNCIDR = netip.MustParsePrefix("203.0.113.0/24")
+
+var _ NetworkManager = (*coretest.FakeNetworkManager)(nil)
 
 // eventually polls cond until it returns nil and fails the test with the
 // last error if that takes unreasonably long.
@@ -96,7 +99,7 @@ type testPeer struct {
 	self     Self
 	store    store.Store
 	reg      *registry.Registry
-	net      *FakeNetworkManager
+	net      *coretest.FakeNetworkManager
 	services *fakeServices
 	core     *Core
 	startErr error
@@ -165,7 +168,7 @@ func (h *harness) start(self Self, st store.Store, before ...func(*testPeer)) *t
 	if err != nil {
 		t.Fatalf("opening the registry of %s: %v", self.Name, err)
 	}
-	p := &testPeer{self: self, store: st, reg: reg, net: NewFakeNetworkManager(),
+	p := &testPeer{self: self, store: st, reg: reg, net: coretest.NewFakeNetworkManager(),
 		services: &fakeServices{net: h.net, vpnapiPort: testVPNAPIPort, reg: reg}}
 	cfg := Config{
 		Self: self, Store: st, Registry: reg, Network: p.net, Activator: h.activator, Dialer: &fakeDialer{net: h.net, signingPubKey: self.SigningPubKey}, Services: p.services,

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fabricmesh/fabric/core/coretest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -233,7 +234,7 @@ func TestNodeKeepsPeersWhileCoordinatorUnreachable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, 2, nil)
 			h.mustActivate()
-			old := map[string]FakeDevice{}
+			old := map[string]coretest.FakeDevice{}
 			applied := map[string]uint64{}
 			for _, n := range h.nodes {
 				old[n.self.Name] = n.net.Device()

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/core/coretest"
 	"github.com/fabricmesh/fabric/internal/sshusers/sshuserstest"
 	"github.com/google/go-cmp/cmp"
 )
@@ -161,7 +162,7 @@ func TestCoordinatorServicesFail(t *testing.T) {
 func TestNewRejectsIncompleteConfig(t *testing.T) {
 	h := newHarness(t, 0, nil)
 	good := func() Config {
-		return Config{Self: newSelf(t, "x", 5), Store: newMemStore(), Registry: h.coord.reg, Network: NewFakeNetworkManager(),
+		return Config{Self: newSelf(t, "x", 5), Store: newMemStore(), Registry: h.coord.reg, Network: coretest.NewFakeNetworkManager(),
 			Activator: h.activator, Dialer: &fakeDialer{net: h.net}, Services: h.coord.services}
 	}
 	tests := []struct {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
+	"github.com/fabricmesh/fabric/core/coretest"
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/google/go-cmp/cmp"
@@ -46,7 +47,7 @@ func TestRestartCoordinator(t *testing.T) {
 	h.waitSettled()
 	before := stateOf(h.registry())
 	beforeStatus, beforeDevice := h.coord.core.Status(), h.coord.net.Device()
-	nodeDevices := map[string]FakeDevice{}
+	nodeDevices := map[string]coretest.FakeDevice{}
 	for _, n := range h.nodes[:2] {
 		nodeDevices[n.self.Name] = n.net.Device()
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fabricmesh/fabric/core"
+	"github.com/fabricmesh/fabric/core/coretest"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/bootstrapkey"
 	"github.com/fabricmesh/fabric/internal/loopvpn"
@@ -58,7 +58,7 @@ func (td *testDaemon) start() (stop func(), err error) {
 	}
 	d, err := Start(ctx, Config{
 		StateDir: td.dir, Listen: netip.MustParseAddrPort(td.endpoint), BootstrapKey: td.key, Name: "n1",
-		Logger: log, PubListener: lis, Network: core.NewFakeNetworkManager(),
+		Logger: log, PubListener: lis, Network: coretest.NewFakeNetworkManager(),
 		Users: usermgrtest.NewLinuxUserManagerFake(afero.NewMemMapFs()), VPN: loopvpn.New(),
 	})
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fabricmesh/fabric/cli"
 	"github.com/fabricmesh/fabric/core"
+	"github.com/fabricmesh/fabric/core/coretest"
 	"github.com/fabricmesh/fabric/internal/bootstrapkey"
 	"github.com/fabricmesh/fabric/internal/clusterstatus"
 	"github.com/fabricmesh/fabric/internal/loopvpn"
@@ -53,7 +54,7 @@ type Cluster struct {
 type Peer struct {
 	Name     string
 	Endpoint netip.AddrPort
-	Network  *core.FakeNetworkManager
+	Network  *coretest.FakeNetworkManager
 	StateDir string
 	// Users is the peer's user manager, on a memory file system of its own
 	// (UsersFs) that survives restarts.
@@ -104,7 +105,7 @@ func (c *Cluster) addPeer(ctx context.Context, name, horde string, shared bool) 
 	p := &Peer{
 		Name:     name,
 		Endpoint: netip.MustParseAddrPort(lis.Addr().String()),
-		Network:  core.NewFakeNetworkManager(),
+		Network:  coretest.NewFakeNetworkManager(),
 		StateDir: filepath.Join(c.Dir, name),
 		UsersFs:  afero.NewMemMapFs(),
 		shared:   shared,

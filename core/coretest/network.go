@@ -1,4 +1,6 @@
-package core
+// Package coretest holds fakes of core's interfaces for tests and the
+// in-process cluster. It imports nothing of core, so core's own tests use it.
+package coretest
 
 import (
 	"context"
@@ -10,7 +12,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// FakeNetworkManager is an in-memory NetworkManager for tests and the
+// FakeNetworkManager is an in-memory core.NetworkManager for tests and the
 // in-process cluster: it keeps the device it would have configured and can
 // fail on demand.
 type FakeNetworkManager struct {
@@ -23,8 +25,6 @@ type FakeNetworkManager struct {
 	failUp     error
 	failPeers  error
 }
-
-var _ NetworkManager = (*FakeNetworkManager)(nil)
 
 // NewFakeNetworkManager returns a fake with no device.
 func NewFakeNetworkManager() *FakeNetworkManager {
@@ -45,7 +45,7 @@ func (f *FakeNetworkManager) FailSetPeers(err error) {
 	f.failPeers = err
 }
 
-// Up implements NetworkManager.
+// Up implements core.NetworkManager.
 func (f *FakeNetworkManager) Up(_ context.Context, privKey wgtypes.Key, listenPort int, address netip.Prefix) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -59,7 +59,7 @@ func (f *FakeNetworkManager) Up(_ context.Context, privKey wgtypes.Key, listenPo
 	return nil
 }
 
-// SetPeers implements NetworkManager.
+// SetPeers implements core.NetworkManager.
 func (f *FakeNetworkManager) SetPeers(_ context.Context, peers []wgtypes.PeerConfig) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -80,7 +80,7 @@ func (f *FakeNetworkManager) SetPeers(_ context.Context, peers []wgtypes.PeerCon
 	return nil
 }
 
-// Down implements NetworkManager.
+// Down implements core.NetworkManager.
 func (f *FakeNetworkManager) Down(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
