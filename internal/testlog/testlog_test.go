@@ -12,3 +12,11 @@ func TestNew(t *testing.T) {
 	}
 	log.Debug("a debug record", "key", "value")
 }
+
+func TestLogAfterTheTestEnded(t *testing.T) {
+	var log *slog.Logger
+	t.Run("inner", func(t *testing.T) { log = New(t) })
+	// Without the drop, the testing package panics: "Log in goroutine
+	// after inner has completed".
+	log.Warn("logged after the end")
+}

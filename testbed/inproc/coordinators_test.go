@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fabricmesh/fabric/core"
+	"github.com/fabricmesh/fabric/internal/testlog"
 	"github.com/fabricmesh/fabric/testbed/inproc"
 )
 
@@ -20,7 +21,7 @@ import (
 // node that every remaining peer meshes with.
 func TestSeveralCoordinators(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	c, err := inproc.New(t.TempDir(), slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	c, err := inproc.New(t.TempDir(), testlog.NewLevel(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/clusterstatus"
+	"github.com/fabricmesh/fabric/internal/testlog"
 	"github.com/fabricmesh/fabric/internal/version"
 	"github.com/fabricmesh/fabric/testbed/inproc"
 	"github.com/google/go-cmp/cmp"
@@ -19,7 +20,7 @@ import (
 func newCluster(t *testing.T, n int) (*inproc.Cluster, []*inproc.Peer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	c, err := inproc.New(t.TempDir(), slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	c, err := inproc.New(t.TempDir(), testlog.NewLevel(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,10 +36,6 @@ func newCluster(t *testing.T, n int) (*inproc.Cluster, []*inproc.Peer) {
 	}
 	return c, peers
 }
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) { w.t.Logf("%s", b); return len(b), nil }
 
 func cliOK(t *testing.T, c *inproc.Cluster, args ...string) string {
 	t.Helper()
