@@ -96,7 +96,7 @@ func addVMs(t *testing.T, f *nshost.Fabric, image string, names ...string) []*ns
 // image are activated with an SSH user into a mesh over kernel WireGuard,
 // the admin host joins the VPN and logs in to every VM over it as that user
 // (and as a user added, then removed: refused), a fourth VM is added, and a
-// rebooted VM comes back with its VPN IP. The node/netmgr namespace tests
+// rebooted VM comes back with its VPN IP. The internal/netmgr namespace tests
 // run inside a VM, where the kernel has WireGuard.
 func TestVMCluster(t *testing.T) {
 	image := requireVMs(t)
@@ -220,12 +220,12 @@ func vpnIPs(st clusterstatus.Status) []string {
 	return ips
 }
 
-// runNetmgrTests runs node/netmgr's namespace tests inside vm, whose kernel
+// runNetmgrTests runs internal/netmgr's namespace tests inside vm, whose kernel
 // has WireGuard, and requires the kernel-mode subtests to pass, not skip.
 func runNetmgrTests(t *testing.T, vm *nshost.Host) {
 	ctx := context.Background()
 	bin := filepath.Join(t.TempDir(), "netmgr.test")
-	build := exec.CommandContext(ctx, "go", "test", "-c", "-o", bin, "./node/netmgr")
+	build := exec.CommandContext(ctx, "go", "test", "-c", "-o", bin, "./internal/netmgr")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the netmgr tests: %v\n%s", err, out)

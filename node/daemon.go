@@ -19,10 +19,10 @@ import (
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/identity"
+	"github.com/fabricmesh/fabric/internal/netmgr"
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
-	"github.com/fabricmesh/fabric/node/netmgr"
 	"github.com/fabricmesh/fabric/node/pastiche"
 	"github.com/fabricmesh/fabric/node/reeve"
 	"github.com/fabricmesh/fabric/node/usermgr"
@@ -31,6 +31,13 @@ import (
 	"github.com/fabricmesh/fabric/vpnapi"
 	"github.com/spf13/afero"
 	"google.golang.org/grpc"
+)
+
+// The network manager is the one core drives, and it tells the age of the
+// handshake with the coordinator that a node reports on its watch.
+var (
+	_ core.NetworkManager  = (*netmgr.Manager)(nil)
+	_ core.HandshakeReader = (*netmgr.Manager)(nil)
 )
 
 // Config configures a fabricd daemon.

@@ -9,13 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fabricmesh/fabric/core"
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
-
-var _ core.NetworkManager = (*Manager)(nil)
 
 // errClosed is returned by every method called after Close.
 var errClosed = errors.New("network manager closed")
@@ -263,6 +260,21 @@ func (m *Manager) Device() (*wgtypes.Device, error) {
 		return nil, fmt.Errorf("inspecting %s: %w", m.cfg.InterfaceName, err)
 	}
 	return dev, nil
+}
+
+// LastHandshake returns the time of the last handshake with peer (the zero
+// time if there was none, or the peer is unknown).
+func (m *Manager) LastHandshake(_ context.Context, peer wgtypes.Key) (time.Time, error) {
+	dev, err := m.Device()
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, p := range dev.Peers {
+		if p.PublicKey == peer {
+			return p.LastHandshakeTime, nil
+		}
+	}
+	return time.Time{}, nil
 }
 
 // usable reports why the Manager cannot act now, if it cannot.

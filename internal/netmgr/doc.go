@@ -1,5 +1,6 @@
 // Package netmgr is fabric's network manager: it creates and owns a peer's
-// WireGuard interface.
+// WireGuard interface: fabricd's (driven by core) and the admin's (`fabric
+// vpn up`).
 //
 // A Manager uses kernel WireGuard when the kernel supports it and otherwise
 // runs wireguard-go in-process on a TUN device, exposing the standard UAPI

@@ -155,6 +155,13 @@ func testManagerInNamespaces(t *testing.T, mode Mode) {
 		b.setPeers(t, a.spec(a.vpnIP+"/32"))
 		ping(t, a.ns, b.vpnIP)
 		ping(t, b.ns, a.vpnIP)
+		last := a.proc.do(request{Op: "handshake", Peers: []peerSpec{b.spec()}}).LastHandshake
+		if age := time.Since(last); last.IsZero() || age < 0 || age > time.Minute {
+			t.Errorf("LastHandshake with %s after a ping = %v (age %v), want within the last minute", b.ns.name, last, age)
+		}
+		if none := a.proc.do(request{Op: "handshake", Peers: []peerSpec{{PublicKey: b.privKey.String()}}}).LastHandshake; !none.IsZero() {
+			t.Errorf("LastHandshake of a key that is no peer = %v, want the zero time", none)
+		}
 		a.checkPeers(t, b.spec(b.vpnIP+"/32"))
 		b.checkPeers(t, a.spec(a.vpnIP+"/32"))
 		a.proc.do(request{Op: "hammer", Peers: []peerSpec{b.spec(b.vpnIP + "/32")}})

@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 
 // request is one operation on the child's Manager.
 type request struct {
-	Op      string     `json:"op"` // new, up, setpeers (answers as device), device, hammer, down, close
+	Op      string     `json:"op"` // new, up, setpeers (answers as device), device, handshake (of Peers[0]), hammer, down, close
 	Name    string     `json:"name,omitempty"`
 	Mode    Mode       `json:"mode,omitempty"`
 	PrivKey string     `json:"priv_key,omitempty"`
@@ -54,6 +54,7 @@ type response struct {
 	PublicKey         string     `json:"public_key,omitempty"`
 	ListenPort        int        `json:"listen_port,omitempty"`
 	Peers             []peerSpec `json:"peers,omitempty"`
+	LastHandshake     time.Time  `json:"last_handshake,omitzero"`
 }
 
 // peerSpec is a peer in a form both sides can write and compare.
@@ -183,6 +184,16 @@ func (h *helper) dispatch(req request) (response, error) {
 		return h.device()
 	case "device":
 		return h.device()
+	case "handshake":
+		if len(req.Peers) != 1 {
+			return response{}, errors.New("handshake: name one peer")
+		}
+		key, err := wgtypes.ParseKey(req.Peers[0].PublicKey)
+		if err != nil {
+			return response{}, err
+		}
+		last, err := h.m.LastHandshake(ctx, key)
+		return response{LastHandshake: last}, err
 	case "hammer":
 		return response{}, h.hammer(ctx, req)
 	case "down":
