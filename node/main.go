@@ -14,6 +14,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/bootstrapkey"
 	"github.com/fabricmesh/fabric/internal/crashpoint"
 	"github.com/fabricmesh/fabric/internal/fabricdconfig"
+	"github.com/fabricmesh/fabric/internal/store/etcdstore"
 	"github.com/fabricmesh/fabric/internal/version"
 	"github.com/spf13/pflag"
 )
@@ -51,9 +52,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	settings, err := inv.load()
 	var cfg Config
+	var etcdOpts *etcdstore.Options
 	if err == nil {
 		level.Set(settings.LogLevel)
 		cfg, err = newConfig(settings, logger) // reads and checks the key file
+	}
+	if err == nil {
+		etcdOpts, err = etcdStoreOptions(settings) // reads and checks the TLS files
 	}
 	if err == nil {
 		err = crashpoint.CheckArmed()
@@ -65,6 +70,19 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if inv.checkConfig {
 		fmt.Fprintf(stdout, "# %s: valid; the settings fabricd would run with:\n%s", inv.configPath, fabricdconfig.Render(settings, inv.file, inv.fs))
 		return 0
+	}
+	if etcdOpts != nil {
+		st, err := openEtcdStore(*etcdOpts, settings.Store, logger)
+		if err != nil {
+			printError(stderr, err)
+			return 1
+		}
+		defer func() {
+			if err := st.Close(); err != nil {
+				logger.Warn("closing the etcd store", "err", err)
+			}
+		}()
+		cfg.ClusterStore, cfg.ClusterStoreID = st, st.ID()
 	}
 	hups := make(chan os.Signal, 1)
 	signal.Notify(hups, syscall.SIGHUP)
@@ -156,6 +174,28 @@ func newConfig(s fabricdconfig.Settings, logger *slog.Logger) (Config, error) {
 		StateDir: s.StateDir, Listen: s.Listen, BootstrapKey: key, Name: s.Name, Horde: s.Horde,
 		WGPort: s.WGPort, InterfaceName: s.WGInterface, NoPastiche: s.NoPastiche, SSHUsersRoot: s.SSHUsersRoot, Logger: logger,
 	}, nil
+}
+
+// etcdStoreOptions returns the options of the etcd store the settings
+// name, or nil for the bolt store.
+func etcdStoreOptions(s fabricdconfig.Settings) (*etcdstore.Options, error) {
+	opts, etcd, err := s.EtcdStore()
+	if err != nil || !etcd {
+		return nil, err
+	}
+	return &opts, nil
+}
+
+// openEtcdStore connects to the etcd store at address (the store key) that
+// holds the cluster's records.
+func openEtcdStore(opts etcdstore.Options, address string, logger *slog.Logger) (*etcdstore.Store, error) {
+	opts.Logger = logger.With("component", "etcdstore")
+	st, err := etcdstore.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", address, err)
+	}
+	logger.Info("the cluster's records are in etcd", "store", address, "id", st.ID())
+	return st, nil
 }
 
 // reloadOnHUP re-reads the config file on every signal from hups until ctx

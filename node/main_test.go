@@ -18,7 +18,9 @@ import (
 
 type fixture struct {
 	dir, key, badKey string
+	looseKey         string
 	keyText          string
+	keyBytes         []byte
 	configs          int
 }
 
@@ -30,11 +32,15 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.keyText = bootstrapkey.Encode(k)
+	f.keyText, f.keyBytes = bootstrapkey.Encode(k), k
 	if err := bootstrapkey.WriteFile(f.key, k); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(f.badKey, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.looseKey = filepath.Join(dir, "loose-key.pem")
+	if err := os.WriteFile(f.looseKey, []byte("not a key\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -68,7 +74,12 @@ func configure(args []string) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	return newConfig(s, slog.New(slog.DiscardHandler))
+	cfg, err := newConfig(s, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return Config{}, err
+	}
+	_, err = etcdStoreOptions(s)
+	return cfg, err
 }
 
 func TestConfigure(t *testing.T) {
@@ -101,6 +112,11 @@ func TestConfigure(t *testing.T) {
 		{"not a number", base("--wg-port", "many")[2:], "wg-port"},
 		{"bad log level", base("--log-level", "loud")[2:], `"loud": want debug, info, warn or error`},
 		{"stray argument", base("extra")[2:], `unexpected argument "extra"`},
+		{"etcd store", base("--store", "etcd://127.0.0.1:2379/fabric/test")[2:], ""},
+		{"bad store", base("--store", "etcd:/127.0.0.1:2379")[2:], `invalid argument "etcd:/127.0.0.1:2379" for "--store" flag: want bolt or an etcd store`},
+		{"etcd TLS files with the bolt store", base("--etcd-cacert", f.key)[2:], "set but store is bolt"},
+		{"etcd TLS key readable by others", base("--store", "etcds://127.0.0.1:2379", "--etcd-cert", f.looseKey, "--etcd-key", f.looseKey)[2:],
+			"--etcd-key " + f.looseKey + " has mode 0644"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,10 +161,14 @@ func TestMainWithoutDaemon(t *testing.T) {
 			`wg-interface: "fabric0"  # default` + "\n" +
 			`log-level: "info"  # default` + "\n" +
 			"no-pastiche: false  # default\n" +
-			`ssh-users-root: "/"  # default` + "\n"},
+			`ssh-users-root: "/"  # default` + "\n" +
+			`store: "bolt"  # default` + "\n" +
+			`etcd-cacert: ""  # default` + "\n" +
+			`etcd-cert: ""  # default` + "\n" +
+			`etcd-key: ""  # default` + "\n"},
 		{"check-config invalid", []string{"--config", bad, "--check-config"}, 2,
 			"fabricd: " + bad + `:2: horde: "X": use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit` + "\n" +
-				"fabricd: " + bad + `:3: unknown key "foo" (keys: listen, bootstrap-key-file, state-dir, name, horde, wg-port, wg-interface, log-level, no-pastiche, ssh-users-root)` + "\n"},
+				"fabricd: " + bad + `:3: unknown key "foo" (keys: listen, bootstrap-key-file, state-dir, name, horde, wg-port, wg-interface, log-level, no-pastiche, ssh-users-root, store, etcd-cacert, etcd-cert, etcd-key)` + "\n"},
 		{"check-config with a bad key file", []string{"--config", f.writeConfig(t, "listen: 198.51.100.10:7443\nbootstrap-key-file: "+f.badKey+"\n"), "--check-config"}, 2,
 			"fabricd: bootstrap-key-file: "},
 	}

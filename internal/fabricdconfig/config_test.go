@@ -1,14 +1,23 @@
 package fabricdconfig
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"flag"
 	"log/slog"
+	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/fabricmesh/fabric/internal/store/etcdstore"
 	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/pflag"
 )
@@ -57,6 +66,10 @@ func TestParseErrors(t *testing.T) {
 			[]string{path + `:1: wg-interface: interface name "fabric-interface0" longer than 15 bytes`}},
 		{"relative users root", "ssh-users-root: accounts\n",
 			[]string{path + `:1: ssh-users-root: "accounts": want an absolute path`}},
+		{"store neither bolt nor etcd", "store: bolt:/var/lib/fabric/fabric.db\n",
+			[]string{path + `:1: store: want bolt or an etcd store: "bolt:/var/lib/fabric/fabric.db": want etcd://HOST:PORT[,HOST:PORT...][/PREFIX], or etcds://... for TLS`}},
+		{"etcd store without a port", "store: etcd://192.0.2.11\n",
+			[]string{path + `:1: store: want bolt or an etcd store: "etcd://192.0.2.11": endpoint "192.0.2.11": want HOST:PORT`}},
 		{"empty path", "state-dir: \"\"\n",
 			[]string{path + `:1: state-dir: empty path`}},
 		{"not a mapping", "- listen\n",
@@ -107,7 +120,7 @@ func TestResolve(t *testing.T) {
 	defaults := Settings{
 		Listen: netip.MustParseAddrPort("198.51.100.10:7443"), BootstrapKeyFile: "/etc/fabric/bootstrap.key",
 		StateDir: "/var/lib/fabric", Name: host, Horde: "sharks", WGPort: 51820, WGInterface: "fabric0",
-		LogLevel: slog.LevelInfo, SSHUsersRoot: "/",
+		LogLevel: slog.LevelInfo, SSHUsersRoot: "/", Store: "bolt",
 	}
 	with := func(change func(*Settings)) Settings {
 		s := defaults
@@ -124,11 +137,17 @@ wg-interface: wg7
 log-level: debug
 no-pastiche: true
 ssh-users-root: /srv/accounts
+store: etcds://192.0.2.11:2379,192.0.2.12:2379/fabric/prod
+etcd-cacert: /etc/fabric/ca.pem
+etcd-cert: /etc/fabric/client.pem
+etcd-key: /etc/fabric/client-key.pem
 `
 	fromFile := Settings{
 		Listen: netip.MustParseAddrPort("198.51.100.20:7443"), BootstrapKeyFile: "/run/fabric/key",
 		StateDir: "/srv/fabric", Name: "node2", Horde: "jets", WGPort: 51999, WGInterface: "wg7",
 		LogLevel: slog.LevelDebug, NoPastiche: true, SSHUsersRoot: "/srv/accounts",
+		Store: "etcds://192.0.2.11:2379,192.0.2.12:2379/fabric/prod", EtcdCACert: "/etc/fabric/ca.pem",
+		EtcdCert: "/etc/fabric/client.pem", EtcdKey: "/etc/fabric/client-key.pem",
 	}
 	tests := []struct {
 		name string
@@ -150,6 +169,7 @@ ssh-users-root: /srv/accounts
 			})},
 		{"boolean flag without value", "listen: 198.51.100.10:7443\n", []string{"--no-pastiche"}, with(func(s *Settings) { s.NoPastiche = true })},
 		{"IPv6 listen, quoted", "listen: \"[2001:db8::10]:7443\"\n", nil, with(func(s *Settings) { s.Listen = netip.MustParseAddrPort("[2001:db8::10]:7443") })},
+		{"etcd store as a flag", "listen: 198.51.100.10:7443\n", []string{"--store", "etcd://127.0.0.1:2379"}, with(func(s *Settings) { s.Store = "etcd://127.0.0.1:2379" })},
 		{"log level in capitals", "listen: 198.51.100.10:7443\nlog-level: WARN\n", nil, with(func(s *Settings) { s.LogLevel = slog.LevelWarn })},
 	}
 	for _, tt := range tests {
@@ -185,6 +205,87 @@ func TestResolveErrors(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestEtcdStore(t *testing.T) {
+	dir := t.TempDir()
+	ca, cert, key := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	writeTestTLS(t, ca, cert, key)
+	tests := []struct {
+		name     string
+		settings Settings
+		want     etcdstore.Options // Endpoints and Prefix
+		wantTLS  bool
+		wantErr  string
+	}{
+		{name: "bolt", settings: Settings{Store: "bolt"}},
+		{name: "bolt with etcd keys", settings: Settings{Store: "bolt", EtcdCACert: ca},
+			wantErr: "the etcd TLS keys (etcd-cacert, etcd-cert, etcd-key) are set but store is bolt"},
+		{name: "plaintext", settings: Settings{Store: "etcd://192.0.2.11:2379,192.0.2.12:2379"},
+			want: etcdstore.Options{Endpoints: []string{"192.0.2.11:2379", "192.0.2.12:2379"}, Prefix: "/fabric/"}},
+		{name: "plaintext with TLS files", settings: Settings{Store: "etcd://192.0.2.11:2379", EtcdCACert: ca},
+			wantErr: "is plaintext but TLS files are given: use etcds:// for TLS"},
+		{name: "TLS", settings: Settings{Store: "etcds://192.0.2.11:2379/fabric/prod", EtcdCACert: ca, EtcdCert: cert, EtcdKey: key},
+			want: etcdstore.Options{Endpoints: []string{"192.0.2.11:2379"}, Prefix: "/fabric/prod/"}, wantTLS: true},
+		{name: "TLS with a missing CA", settings: Settings{Store: "etcds://192.0.2.11:2379", EtcdCACert: filepath.Join(dir, "none.pem")},
+			wantErr: "--etcd-cacert: open " + filepath.Join(dir, "none.pem")},
+		{name: "TLS with a cert and no key", settings: Settings{Store: "etcds://192.0.2.11:2379", EtcdCert: cert},
+			wantErr: "--etcd-cert and --etcd-key go together"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts, etcd, err := tt.settings.EtcdStore()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("EtcdStore error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("EtcdStore: %v", err)
+			}
+			if etcd != (tt.want.Endpoints != nil) {
+				t.Errorf("EtcdStore says etcd %v for store %q", etcd, tt.settings.Store)
+			}
+			got := etcdstore.Options{Endpoints: opts.Endpoints, Prefix: opts.Prefix}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("options (-want +got):\n%s", diff)
+			}
+			if (opts.TLS != nil) != tt.wantTLS || tt.wantTLS && len(opts.TLS.Certificates) != 1 {
+				t.Errorf("TLS config %+v, want TLS %v with the client certificate", opts.TLS, tt.wantTLS)
+			}
+		})
+	}
+}
+
+// writeTestTLS writes a self-signed certificate as the CA and as the
+// client certificate, and its key (mode 0600).
+func writeTestTLS(t *testing.T, ca, cert, key string) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{ca, certPEM, 0o644}, {cert, certPEM, 0o644}, {key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600}} {
+		if err := os.WriteFile(f.path, f.data, f.mode); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

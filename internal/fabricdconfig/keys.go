@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/fabricmesh/fabric/internal/ifname"
+	"github.com/fabricmesh/fabric/internal/store/etcdstore"
 )
 
 // Settings are fabricd's settings, resolved from the defaults, the config
@@ -27,6 +28,9 @@ type Settings struct {
 	LogLevel         slog.Level
 	NoPastiche       bool
 	SSHUsersRoot     string
+	// Store is "bolt" or an etcd store's address (etcdstore.ParseURL).
+	Store                         string
+	EtcdCACert, EtcdCert, EtcdKey string
 }
 
 // Type is the YAML type a key's value must have.
@@ -251,6 +255,80 @@ and containers.`,
 		},
 		get: func(s *Settings) string { return s.SSHUsersRoot },
 	},
+	{
+		Name: "store", Type: String, Default: BoltStore, Example: "etcds://192.0.2.11:2379,192.0.2.12:2379,192.0.2.13:2379",
+		Usage: "where a coordinator keeps the cluster's records: bolt (its own file), or etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (etcds:// for TLS) that several coordinators share",
+		Doc: `Where a coordinator keeps the cluster's records. bolt: in the peer's own
+file, <state-dir>/fabric.db; the cluster then has this one coordinator.
+etcd://HOST:PORT[,HOST:PORT...][/PREFIX]: in an existing etcd v3 cluster
+(its members' client endpoints), which several coordinators share ('fabric
+coordinators add'); etcds://... reaches it over TLS (etcd-cacert,
+etcd-cert, etcd-key). PREFIX (default fabric) is the etcd key prefix of
+the cluster's keys, so one etcd can hold several clusters. The peer's own
+state (its role, its reeve's) stays in fabric.db either way. Every
+coordinator of a cluster has the same store; a node needs none. See
+docs/etcd.md.`,
+		parse: func(s *Settings, text string) error {
+			if text != BoltStore {
+				if _, err := etcdstore.ParseURL(text); err != nil {
+					return fmt.Errorf("want %s or an etcd store: %w", BoltStore, err)
+				}
+			}
+			s.Store = text
+			return nil
+		},
+		get: func(s *Settings) string { return s.Store },
+	},
+	etcdFileKey("etcd-cacert", "/etc/fabric/etcd-ca.pem", "CA certificate (PEM) that verifies the etcd members; none: the system's roots",
+		`With an etcds:// store: the PEM file of the CA that signed the etcd
+members' certificates. Empty: the system's roots.`,
+		func(s *Settings) *string { return &s.EtcdCACert }),
+	etcdFileKey("etcd-cert", "/etc/fabric/etcd-client.pem", "client certificate (PEM) for etcd members that require one; with etcd-key",
+		`With an etcds:// store: the PEM file of fabricd's client certificate,
+for etcd members that require one (etcd --client-cert-auth). Set with
+etcd-key.`,
+		func(s *Settings) *string { return &s.EtcdCert }),
+	etcdFileKey("etcd-key", "/etc/fabric/etcd-client-key.pem", "private key (PEM) of etcd-cert, mode 0600 or 0400",
+		`With an etcds:// store: the PEM file of etcd-cert's private key. It must
+not be readable by group or others (mode 0600 or 0400).`,
+		func(s *Settings) *string { return &s.EtcdKey }),
+}
+
+// BoltStore is the store key's value for the peer's own bbolt file.
+const BoltStore = "bolt"
+
+// etcdFileKey is a key naming one of the etcd store's TLS files.
+func etcdFileKey(name, example, usage, doc string, field func(*Settings) *string) *Key {
+	return &Key{
+		Name: name, Type: String, Example: example, Usage: usage, Doc: doc,
+		parse: func(s *Settings, text string) error {
+			*field(s) = text
+			return nil
+		},
+		get: func(s *Settings) string { return *field(s) },
+	}
+}
+
+// EtcdStore returns the options of the etcd store the settings name, with
+// its TLS files read, or false for the bolt store. The etcd TLS keys go
+// only with an etcds:// store.
+func (s Settings) EtcdStore() (etcdstore.Options, bool, error) {
+	files := etcdstore.TLSFiles{CACert: s.EtcdCACert, Cert: s.EtcdCert, Key: s.EtcdKey}
+	if s.Store == BoltStore || s.Store == "" {
+		if !files.IsZero() {
+			return etcdstore.Options{}, false, fmt.Errorf("the etcd TLS keys (etcd-cacert, etcd-cert, etcd-key) are set but store is %s: they go with an etcds:// store", BoltStore)
+		}
+		return etcdstore.Options{}, false, nil
+	}
+	u, err := etcdstore.ParseURL(s.Store)
+	if err != nil {
+		return etcdstore.Options{}, false, fmt.Errorf("store: %w", err)
+	}
+	opts, err := u.Options(files)
+	if err != nil {
+		return etcdstore.Options{}, false, fmt.Errorf("store %s: %w", u, err)
+	}
+	return opts, true, nil
 }
 
 // hostLabel is the host name's first label, lowercased.

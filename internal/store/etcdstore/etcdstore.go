@@ -66,6 +66,7 @@ type Store struct {
 	maxAttempts int
 	log         *slog.Logger
 	clientLog   *clientLog
+	clusterID   uint64 // the etcd cluster's, from the answer to Open's read
 
 	writer sync.Mutex // serializes this client's Updates
 	ctx    context.Context
@@ -124,12 +125,20 @@ func Open(opts Options) (*Store, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	ctx, cancel := s.opContext()
 	defer cancel()
-	if _, err := client.Get(ctx, s.prefix+"\x00open"); err != nil {
+	resp, err := client.Get(ctx, s.prefix+"\x00open")
+	if err != nil {
 		err = s.failure("opening the etcd store", err)
 		_ = s.Close()
 		return nil, err
 	}
+	s.clusterID = resp.Header.GetClusterId()
 	return s, nil
+}
+
+// ID names the store: the etcd cluster's ID and the prefix. Every client
+// of the same keys has the same ID, whichever members it was given.
+func (s *Store) ID() string {
+	return fmt.Sprintf("etcd cluster %016x, prefix %s", s.clusterID, s.prefix)
 }
 
 // Prefix returns the prefix of every key in etcd.

@@ -127,6 +127,26 @@ func TestPrefixIsolation(t *testing.T) {
 	}
 }
 
+// TestID: clients of the same prefix given different members have the same
+// ID; another prefix or another etcd cluster has another.
+func TestID(t *testing.T) {
+	c := sharedCluster(t)
+	eps := c.Endpoints()
+	first := open(t, etcdstore.Options{Endpoints: eps[:1], Prefix: "/id/a/"})
+	others := open(t, etcdstore.Options{Endpoints: eps[1:], Prefix: "/id/a/"})
+	otherPrefix := open(t, etcdstore.Options{Endpoints: eps, Prefix: "/id/b/"})
+	if first.ID() != others.ID() {
+		t.Errorf("IDs %q and %q of one prefix through different members differ", first.ID(), others.ID())
+	}
+	if first.ID() == otherPrefix.ID() {
+		t.Errorf("ID %q of two prefixes is the same", first.ID())
+	}
+	if !strings.Contains(first.ID(), "/id/a/") {
+		t.Errorf("ID %q does not name the prefix", first.ID())
+	}
+	t.Logf("ID: %s", first.ID())
+}
+
 func TestParseURL(t *testing.T) {
 	tests := []struct {
 		in      string
@@ -177,6 +197,10 @@ func TestOptionsTLSFiles(t *testing.T) {
 	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	looseKey := dir + "/loose-key.pem"
+	if err := os.WriteFile(looseKey, []byte("not a key"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		url     etcdstore.URL
@@ -190,6 +214,8 @@ func TestOptionsTLSFiles(t *testing.T) {
 		{"CA not PEM", secure, etcdstore.TLSFiles{CACert: notPEM}, "no PEM certificate"},
 		{"cert without key", secure, etcdstore.TLSFiles{Cert: notPEM}, "--etcd-cert and --etcd-key go together"},
 		{"bad key pair", secure, etcdstore.TLSFiles{Cert: notPEM, Key: notPEM}, "--etcd-cert"},
+		{"missing key", secure, etcdstore.TLSFiles{Cert: notPEM, Key: dir + "/nope-key.pem"}, "--etcd-key: stat " + dir + "/nope-key.pem"},
+		{"key readable by others", secure, etcdstore.TLSFiles{Cert: notPEM, Key: looseKey}, "has mode 0644: the client's private key must not be readable by group or others (chmod 600"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

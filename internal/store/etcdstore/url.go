@@ -30,21 +30,21 @@ func ParseURL(s string) (URL, error) {
 	rest, ok := strings.CutPrefix(s, "etcd://")
 	if !ok {
 		if rest, ok = strings.CutPrefix(s, "etcds://"); !ok {
-			return URL{}, fmt.Errorf("store %q: want etcd://HOST:PORT[,HOST:PORT...][/PREFIX] or etcds://... for TLS", s)
+			return URL{}, fmt.Errorf("%q: want etcd://HOST:PORT[,HOST:PORT...][/PREFIX], or etcds://... for TLS", s)
 		}
 		u.TLS = true
 	}
 	hosts, prefix, _ := strings.Cut(rest, "/")
 	if hosts == "" {
-		return URL{}, fmt.Errorf("store %q: no etcd endpoint (HOST:PORT)", s)
+		return URL{}, fmt.Errorf("%q: no etcd endpoint (HOST:PORT)", s)
 	}
 	for _, ep := range strings.Split(hosts, ",") {
 		host, port, err := net.SplitHostPort(ep)
 		if err != nil || host == "" {
-			return URL{}, fmt.Errorf("store %q: endpoint %q: want HOST:PORT", s, ep)
+			return URL{}, fmt.Errorf("%q: endpoint %q: want HOST:PORT", s, ep)
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return URL{}, fmt.Errorf("store %q: endpoint %q: port must be 1-65535", s, ep)
+			return URL{}, fmt.Errorf("%q: endpoint %q: port must be 1-65535", s, ep)
 		}
 		u.Endpoints = append(u.Endpoints, ep)
 	}
@@ -53,7 +53,7 @@ func ParseURL(s string) (URL, error) {
 		prefix = strings.Trim(DefaultPrefix, "/")
 	}
 	if strings.Contains(prefix, "//") || strings.ContainsAny(prefix, " \t\n?#") {
-		return URL{}, fmt.Errorf("store %q: prefix %q: want path segments like fabric/prod", s, prefix)
+		return URL{}, fmt.Errorf("%q: prefix %q: want path segments like fabric/prod", s, prefix)
 	}
 	u.Prefix = "/" + prefix + "/"
 	return u, nil
@@ -94,6 +94,9 @@ func (f TLSFiles) Config() (*tls.Config, error) {
 	}
 	switch {
 	case f.Cert != "" && f.Key != "":
+		if err := checkKeyMode(f.Key); err != nil {
+			return nil, err
+		}
 		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 		if err != nil {
 			return nil, fmt.Errorf("--etcd-cert %s, --etcd-key %s: %w", f.Cert, f.Key, err)
@@ -103,6 +106,18 @@ func (f TLSFiles) Config() (*tls.Config, error) {
 		return nil, errors.New("--etcd-cert and --etcd-key go together: give both or neither")
 	}
 	return cfg, nil
+}
+
+// checkKeyMode refuses a client key file that group or others may read.
+func checkKeyMode(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("--etcd-key: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("--etcd-key %s has mode %04o: the client's private key must not be readable by group or others (chmod 600 %s)", path, perm, path)
+	}
+	return nil
 }
 
 // Options returns the options of a store at u, with the TLS files (which
