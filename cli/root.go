@@ -25,7 +25,12 @@ func (e *exitError) Error() string { return e.msg }
 // Run runs the fabric CLI with args (without the program name) and returns
 // the exit code: 0 success, 1 failure, 2 bad usage.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := NewRootCommand(stdout, stderr)
+	return runWith(ctx, args, stdout, stderr, stdinConsole())
+}
+
+// runWith is Run answering questions from con.
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, con console) int {
+	root := newRootCommand(stdout, stderr, con)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -49,6 +54,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // stderr. Run runs it; the Debian package build generates the man pages and
 // the shell completion from it.
 func NewRootCommand(stdout, stderr io.Writer) *cobra.Command {
+	return newRootCommand(stdout, stderr, stdinConsole())
+}
+
+func newRootCommand(stdout, stderr io.Writer, con console) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "fabric",
 		Short: "fabric activates and inspects a WireGuard-meshed fabric cluster",
@@ -65,7 +74,7 @@ and writes an admin bundle; later commands read that bundle.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newKeyCmd(), newActivateCmd(), newAddNodesCmd(), newStatusCmd(), newWatchCmd(), newServicesCmd(), newPasticheCmd(), newUsersCmd(), newVersionCmd(), newCoordinatorsCmd())
+	root.AddCommand(newKeyCmd(), newActivateCmd(), newAddNodesCmd(), newStatusCmd(), newWatchCmd(), newServicesCmd(), newPasticheCmd(), newUsersCmd(), newVersionCmd(), newCoordinatorsCmd(), newNodesCmd(con))
 	return root
 }
 

@@ -661,43 +661,71 @@ func (c *Core) tryActivateNode(ctx context.Context, endpoint string, contacted *
 	return records.Peer{}, err
 }
 
+// Removal is what RemoveNode did.
+type Removal struct {
+	// Removed is the node's record as it was before the removal.
+	Removed records.Peer
+	// Told: the machine was reached and told to leave. Only an active
+	// node is told; TellErr says why telling it failed.
+	Told    bool
+	TellErr error
+}
+
 // RemoveNode removes a node, whatever its state (a failed or pending row,
 // such as a mistyped endpoint, included), named by its name, VPN IP or
 // public endpoint: in one revision it leaves every peer's WireGuard
 // configuration, every whitelist, endpoint list and catalog; its VPN IP is
 // retired and its keys are refused from then on. If the machine is
 // reachable it is told to leave (and returns to accepting-init with a new
-// identity); told reports whether it was.
-func (c *Core) RemoveNode(ctx context.Context, target string) (removed records.Peer, told bool, err error) {
+// identity).
+func (c *Core) RemoveNode(ctx context.Context, target string) (Removal, error) {
 	if _, ok := c.Registry(); !ok {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return records.Peer{}, false, c.wrongStateLocked()
+		return Removal{}, c.wrongStateLocked()
 	}
 	p, err := c.findNode(target)
 	if err != nil {
-		return records.Peer{}, false, err
+		return Removal{}, err
 	}
-	if removed, err = c.reg.Remove(p.VPNIP); err != nil {
+	removed, err := c.reg.Remove(p.VPNIP)
+	if err != nil {
 		if errors.Is(err, records.ErrConflict) || errors.Is(err, records.ErrRemoved) {
-			return records.Peer{}, false, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+			return Removal{}, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 		}
-		return records.Peer{}, false, err
+		return Removal{}, err
 	}
 	c.log.Info("node removed", "name", removed.Name, "vpnIP", removed.VPNIP, "endpoint", removed.PublicEndpoint, "was", removed.State)
 	if removed.PublicEndpoint != "" {
 		c.forgetIntent(removed.PublicEndpoint)
 	}
+	out := Removal{Removed: removed}
 	if removed.State == records.StateActive && removed.PublicEndpoint != "" {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		err := c.cfg.Activator.Leave(ctx, removed.PublicEndpoint, LeaveRequest{ClusterID: c.mustCluster().ID, NodeVPNIP: removed.VPNIP})
-		if err != nil {
-			c.log.Warn("telling the removed node to leave", "node", removed.PublicEndpoint, "err", err)
+		out.TellErr = c.cfg.Activator.Leave(ctx, removed.PublicEndpoint, LeaveRequest{ClusterID: c.mustCluster().ID, NodeVPNIP: removed.VPNIP})
+		if out.TellErr != nil && c.leftAlready(ctx, removed) {
+			// Its watch told it first (the removal committed before this
+			// call): it is waiting for activation again.
+			out.TellErr = nil
 		}
-		told = err == nil
+		if out.TellErr != nil {
+			c.log.Warn("telling the removed node to leave", "node", removed.PublicEndpoint, "err", out.TellErr)
+		}
+		out.Told = out.TellErr == nil
 	}
-	return removed, told, nil
+	return out, nil
+}
+
+// leftAlready reports whether the removed node's machine answers that it
+// no longer is that node: it left (or is leaving), or it is another
+// cluster's.
+func (c *Core) leftAlready(ctx context.Context, removed records.Peer) bool {
+	st, err := c.cfg.Activator.GetNodeState(ctx, removed.PublicEndpoint)
+	if err != nil {
+		return false
+	}
+	return st.State != StateNode || st.ClusterID != c.mustCluster().ID || st.VPNIP != removed.VPNIP
 }
 
 // findNode finds the record a removal names: a name (active or pending

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -225,7 +226,7 @@ func TestRemovedNodeIsNotRetried(t *testing.T) {
 	if res, _, err := h.activate(h.nodes...); err != nil || res.Failed != 1 {
 		t.Fatalf("ActivateAsCoordinator = %+v, %v", res, err)
 	}
-	if _, _, err := h.coord.core.RemoveNode(t.Context(), away.endpoint()); err != nil {
+	if _, err := h.coord.core.RemoveNode(t.Context(), away.endpoint()); err != nil {
 		t.Fatal(err)
 	}
 	if got := storedIntents(t, h.coord); len(got) != 0 {
@@ -381,4 +382,63 @@ func TestIntentsCommittedWithTheCluster(t *testing.T) {
 		t.Errorf("a failed add-nodes called the node: %+v", got[len(got)-1])
 	}
 	st.failUpdates(nil)
+}
+
+// TestRemoveNodeTellsTheMachine: RemoveNode tells an active node's machine
+// to leave and says whether it was reached; a machine that left already
+// (its watch told it first) counts as told; a failed row has no machine
+// to tell.
+func TestRemoveNodeTellsTheMachine(t *testing.T) {
+	h := newHarness(t, 4, nil)
+	reachable, unreachable, left, failed := h.nodes[0], h.nodes[1], h.nodes[2], h.nodes[3]
+	h.activator.setBehaviour(failed.endpoint(), behaveUnreachable)
+	if res, _, err := h.activate(h.nodes...); err != nil || res.Failed != 1 {
+		t.Fatalf("ActivateAsCoordinator = %+v, %v", res, err)
+	}
+	h.activator.setBehaviour(unreachable.endpoint(), behaveUnreachable)
+	cfg, ok := left.core.NodeConfig()
+	if !ok {
+		t.Fatalf("%s is %s, not a node", left.self.Name, left.core.Status().State)
+	}
+	req := LeaveRequest{ClusterID: cfg.ClusterID, NodeVPNIP: cfg.VPNIP}
+	if err := left.core.LeaveCluster(t.Context(), req, ed25519.Sign(h.activator.signingKey, LeaveMessage(req))); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		node      *testPeer
+		wantTold  bool
+		wantError string // in TellErr
+		wasState  records.State
+	}{
+		{"reachable", reachable, true, "", records.StateActive},
+		{"unreachable", unreachable, false, "connection refused", records.StateActive},
+		{"left already", left, true, "", records.StateActive},
+		{"failed row", failed, false, "", records.StateFailed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := h.coord.core.RemoveNode(t.Context(), tt.node.endpoint())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Told != tt.wantTold || (r.TellErr == nil) != (tt.wantError == "") || (r.TellErr != nil && !strings.Contains(r.TellErr.Error(), tt.wantError)) {
+				t.Errorf("RemoveNode = told %v, %v; want told %v, error %q", r.Told, r.TellErr, tt.wantTold, tt.wantError)
+			}
+			if r.Removed.State != tt.wasState || r.Removed.PublicEndpoint != tt.node.endpoint() {
+				t.Errorf("removed record %+v, want the %s row of %s", r.Removed, tt.wasState, tt.node.endpoint())
+			}
+			if tt.wantTold {
+				eventually(t, tt.name+" to wait for activation", func() error {
+					if st := tt.node.core.Status().State; st != StateAcceptingInit {
+						return fmt.Errorf("it is %s", st)
+					}
+					return nil
+				})
+			}
+			if _, err := h.coord.core.RemoveNode(t.Context(), tt.node.endpoint()); err == nil {
+				t.Error("a second removal of the same row succeeded")
+			}
+		})
+	}
 }

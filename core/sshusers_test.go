@@ -218,7 +218,7 @@ func TestSSHUsersLockedOnRemoval(t *testing.T) {
 	gone := h.nodes[0]
 	// The node leaves when the coordinator tells it or when its watch
 	// says so, whichever comes first.
-	if _, _, err := h.coord.core.RemoveNode(t.Context(), gone.self.Name); err != nil {
+	if _, err := h.coord.core.RemoveNode(t.Context(), gone.self.Name); err != nil {
 		t.Fatalf("RemoveNode: %v", err)
 	}
 	eventually(t, "the removed node to lock its users", func() error {

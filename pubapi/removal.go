@@ -20,13 +20,16 @@ func (s *Server) RemoveNode(ctx context.Context, req *pubapipb.RemoveNodeRequest
 	if req.GetNode() == "" {
 		return nil, status.Error(codes.InvalidArgument, "node: give a name, a VPN IP or a public endpoint IP:PORT")
 	}
-	removed, told, err := s.core.RemoveNode(ctx, req.GetNode())
+	r, err := s.core.RemoveNode(ctx, req.GetNode())
 	if err != nil {
 		return nil, statusOf(err)
 	}
 	reg, _ := s.core.Registry()
-	resp := &pubapipb.RemoveNodeResponse{Removed: PeerToProto(removed, Liveness{CoordinatorHandshakeAge: -1}), Told: told}
-	if p, ok := reg.Peer(removed.VPNIP); ok {
+	resp := &pubapipb.RemoveNodeResponse{Removed: PeerToProto(r.Removed, Liveness{CoordinatorHandshakeAge: -1}), Told: r.Told}
+	if r.TellErr != nil {
+		resp.ToldError = r.TellErr.Error()
+	}
+	if p, ok := reg.Peer(r.Removed.VPNIP); ok {
 		resp.Revision = p.Revision
 	}
 	return resp, nil

@@ -27,7 +27,7 @@ type Core interface {
 	SSHUsers() (uint64, []records.SSHUser, error)
 	AddSSHUser(name string, keys []string) (core.SSHUserChange, error)
 	RemoveSSHUser(name string, keys []string) (core.SSHUserChange, error)
-	RemoveNode(ctx context.Context, target string) (records.Peer, bool, error)
+	RemoveNode(ctx context.Context, target string) (core.Removal, error)
 	LeaveCluster(ctx context.Context, req core.LeaveRequest, signature []byte) error
 }
 

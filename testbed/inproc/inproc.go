@@ -176,6 +176,11 @@ func (p *Peer) Restart(ctx context.Context) error {
 // Core returns the peer's core.
 func (p *Peer) Core() *core.Core { return p.daemon.Core() }
 
+// Removed is closed when the coordinator removed the peer and it left
+// its cluster (fabricd would then wipe its state and start over; the
+// in-process peer stays in accepting-init with its old identity).
+func (p *Peer) Removed() <-chan struct{} { return p.daemon.Removed() }
+
 // Close stops every peer.
 func (c *Cluster) Close() {
 	c.mu.Lock()
