@@ -3,14 +3,19 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fabricmesh/fabric/internal/bootstrapkey"
 	"github.com/fabricmesh/fabric/internal/clusterstatus"
 	"github.com/fabricmesh/fabric/internal/version"
+	"github.com/fabricmesh/fabric/pubapi/pubapipb"
+	"github.com/google/go-cmp/cmp"
 )
 
 func run(args ...string) (int, string) {
@@ -124,10 +129,95 @@ func TestPrintStatusShowsCoordinatorVersion(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.version, func(t *testing.T) {
 			var out bytes.Buffer
-			printStatus(&out, clusterstatus.Status{ClusterID: "c1", Revision: 3, VPNCIDR: "203.0.113.0/24", CoordinatorVersion: tt.version})
+			printStatus(&out, clusterstatus.Status{ClusterID: "c1", Revision: 3, VPNCIDR: "203.0.113.0/24", CoordinatorVersion: tt.version}, time.Now())
 			if !strings.HasPrefix(out.String(), tt.want) {
 				t.Errorf("status:\n%s\nwant it to start with:\n%s", out.String(), tt.want)
 			}
 		})
+	}
+}
+
+func TestStatusLiveness(t *testing.T) {
+	now := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	proto := &pubapipb.ClusterStatus{ClusterId: "c1", Revision: 9, VpnCidr: "203.0.113.0/24", Peers: []*pubapipb.Peer{
+		{Name: "h1", Role: "coordinator", State: "active", VpnIp: "203.0.113.1", AppliedRevision: 9, Online: true, LastSeen: now.Unix(), CoordinatorHandshakeAgeMs: -1},
+		{Name: "h2", Role: "node", State: "active", VpnIp: "203.0.113.3", AppliedRevision: 9, Online: true, LastSeen: now.Add(-4 * time.Second).Unix(), CoordinatorHandshakeAgeMs: 1200},
+		{Name: "h3", Role: "node", State: "active", VpnIp: "203.0.113.4", AppliedRevision: 8, LastSeen: now.Add(-190 * time.Second).Unix(), CoordinatorHandshakeAgeMs: -1},
+		{Role: "node", State: "failed", VpnIp: "203.0.113.5", PublicEndpoint: "198.51.100.99:7443", CoordinatorHandshakeAgeMs: -1},
+		{Name: "admin", Role: "admin", State: "active", VpnIp: "203.0.113.2", CoordinatorHandshakeAgeMs: -1},
+	}}
+	st := statusFromProto(proto)
+	type live struct {
+		Name        string
+		Online      bool
+		LastSeen    string
+		HandshakeMs int64
+	}
+	var got []live
+	for _, p := range append(st.Peers, st.Admins...) {
+		got = append(got, live{p.Name, p.Online, p.LastSeen, p.CoordinatorHandshakeAgeMs})
+	}
+	want := []live{
+		{"h1", true, "2026-05-01T10:00:00Z", -1},
+		{"h2", true, "2026-05-01T09:59:56Z", 1200},
+		{"h3", false, "2026-05-01T09:56:50Z", -1},
+		{"", false, "", -1},
+		{"admin", false, "", -1},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("status liveness (-want +got):\n%s", diff)
+	}
+	data, err := json.Marshal(st.Peers[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{`"online":false`, `"lastSeen":"2026-05-01T09:56:50Z"`, `"coordinatorHandshakeAgeMs":-1`} {
+		if !strings.Contains(string(data), field) {
+			t.Errorf("status JSON of h3 lacks %s: %s", field, data)
+		}
+	}
+
+	var out bytes.Buffer
+	printStatus(&out, st, now)
+	rows := map[string][]string{}
+	lines := strings.Split(out.String(), "\n")
+	header := lines[3]
+	for _, line := range lines[4:] {
+		if f := strings.Fields(line); len(f) > 0 && f[0] != "admin" {
+			rows[f[0]] = f
+		}
+	}
+	if got := strings.Join(strings.Fields(header), " "); got != "NAME ROLE STATE ONLINE LAST SEEN VPN IP PUBLIC ENDPOINT HORDE REGISTERED SERVICES APPLIED NOTE" {
+		t.Errorf("status header %q", header)
+	}
+	for name, want := range map[string]string{
+		"h1": "h1 coordinator active online 0s ago 203.0.113.1",
+		"h2": "h2 node active online 4s ago 203.0.113.3",
+		"h3": "h3 node active offline 3m10s ago 203.0.113.4",
+	} {
+		if got := strings.Join(rows[name], " "); !strings.HasPrefix(got, want) {
+			t.Errorf("status row of %s = %q, want it to start with %q", name, got, want)
+		}
+	}
+	if !regexp.MustCompile(`\n\s+node\s+failed\s+offline\s+never\s+203\.0\.113\.5\s`).MatchString(out.String()) {
+		t.Errorf("the failed row is not offline and never seen:\n%s", out.String())
+	}
+}
+
+func TestLastSeen(t *testing.T) {
+	now := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	tests := []struct{ at, want string }{
+		{"", "never"},
+		{"2026-05-01T10:00:00Z", "0s ago"},
+		{"2026-05-01T09:59:30Z", "30s ago"},
+		{"2026-05-01T08:59:00Z", "1h1m0s ago"},
+		{"2026-05-01T10:00:01Z", "0s ago"},               // within a second of clock skew
+		{"2026-05-01T10:05:00Z", "2026-05-01T10:05:00Z"}, // ahead: shown as it is
+		{"yesterday", "yesterday"},                       // does not parse
+	}
+	for _, tt := range tests {
+		if got := lastSeen(tt.at, now); got != tt.want {
+			t.Errorf("lastSeen(%q) = %q, want %q", tt.at, got, tt.want)
+		}
 	}
 }

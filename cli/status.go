@@ -23,6 +23,7 @@ func statusFromProto(c *pubapipb.ClusterStatus) clusterstatus.Status {
 			Name: p.GetName(), Role: p.GetRole(), State: p.GetState(), VPNIP: p.GetVpnIp(),
 			PublicEndpoint: p.GetPublicEndpoint(), WGEndpoint: p.GetWgEndpoint(), Horde: p.GetHorde(),
 			AppliedRevision: p.GetAppliedRevision(), LastError: p.GetLastError(),
+			Online: p.GetOnline(), CoordinatorHandshakeAgeMs: p.GetCoordinatorHandshakeAgeMs(),
 			Registered: p.GetRegistered(), RegistrationError: p.GetRegistrationError(),
 			Endpoints: servicesFromProto(p.GetEndpoints()), Clients: servicesFromProto(p.GetClients()),
 		}
@@ -75,7 +76,7 @@ func fetchStatus(ctx context.Context, admin *adminDir) (clusterstatus.Status, er
 func newStatusCmd() *cobra.Command {
 	return newReportCmd("status", "Show the cluster's peers as the coordinator sees them",
 		func(st clusterstatus.Status) clusterstatus.Status { return st },
-		printStatus)
+		func(out io.Writer, st clusterstatus.Status) { printStatus(out, st, time.Now()) })
 }
 
 // newReportCmd is a command that fetches the cluster status from the
@@ -123,10 +124,11 @@ func newReportCmd[R any](name, short string, report func(clusterstatus.Status) R
 	return cmd
 }
 
-func printStatus(out io.Writer, st clusterstatus.Status) {
+// printStatus prints st as a table, LAST SEEN relative to now.
+func printStatus(out io.Writer, st clusterstatus.Status, now time.Time) {
 	fmt.Fprintf(out, "cluster %s  revision %d  vpn %s\ncoordinator fabricd %s\n\n", st.ClusterID, st.Revision, st.VPNCIDR, cmp.Or(st.CoordinatorVersion, "(version not reported)"))
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tSTATE\tVPN IP\tPUBLIC ENDPOINT\tHORDE\tREGISTERED\tSERVICES\tAPPLIED\tNOTE")
+	fmt.Fprintln(tw, "NAME\tROLE\tSTATE\tONLINE\tLAST SEEN\tVPN IP\tPUBLIC ENDPOINT\tHORDE\tREGISTERED\tSERVICES\tAPPLIED\tNOTE")
 	for _, p := range st.Peers {
 		note := p.LastError
 		if note == "" {
@@ -135,8 +137,8 @@ func printStatus(out io.Writer, st clusterstatus.Status) {
 		if note == "" && p.State == "active" && p.AppliedRevision != st.Revision {
 			note = "catching up"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d+%d\t%d\t%s\n", p.Name, p.Role, p.State, p.VPNIP, p.PublicEndpoint,
-			p.Horde, yesNo(p.Registered), len(p.Endpoints), len(p.Clients), p.AppliedRevision, note)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d+%d\t%d\t%s\n", p.Name, p.Role, p.State, onlineWord(p.Online), lastSeen(p.LastSeen, now),
+			p.VPNIP, p.PublicEndpoint, p.Horde, yesNo(p.Registered), len(p.Endpoints), len(p.Clients), p.AppliedRevision, note)
 	}
 	tw.Flush()
 	for _, a := range st.Admins {
@@ -149,4 +151,25 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+func onlineWord(online bool) string {
+	if online {
+		return "online"
+	}
+	return "offline"
+}
+
+// lastSeen renders an RFC 3339 time as how long before now it was ("4s
+// ago", "3m10s ago"), "never" when empty, and the time itself when it
+// does not parse or lies ahead of now (another machine's clock).
+func lastSeen(at string, now time.Time) string {
+	if at == "" {
+		return "never"
+	}
+	t, err := time.Parse(time.RFC3339, at)
+	if err != nil || t.After(now.Add(time.Second)) {
+		return at
+	}
+	return max(now.Sub(t), 0).Truncate(time.Second).String() + " ago"
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -19,11 +20,12 @@ func newWatchCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "watch --n N [--timeout D]",
-		Short: "Wait until N peers are active and have applied the latest revision",
+		Short: "Wait until N peers are active, online and have applied the latest revision",
 		Long: `watch polls the coordinator until at least N peers (coordinator and nodes) are
 active and registered, every active peer has applied the cluster's current
-revision (its WireGuard peers and its service view), and, with --services,
-every active peer serves those services. It exits 0 then, or 1 at --timeout
+revision (its WireGuard peers and its service view) and is online (its
+watch of the coordinator is open and it reported within the last 25 s),
+and, with --services, every active peer serves those services. It exits 0 then, or 1 at --timeout
 saying which peers are missing or behind.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -103,11 +105,13 @@ func countActive(st clusterstatus.Status) int {
 
 // notConverged says what keeps st from w ("" if nothing).
 func notConverged(st clusterstatus.Status, w want) string {
-	var behind, inactive, unregistered, missing []string
+	var behind, inactive, offline, unregistered, missing []string
 	for _, p := range st.Peers {
 		switch {
 		case p.State != "active":
 			inactive = append(inactive, fmt.Sprintf("%s %s (%s)", p.State, name(p), p.LastError))
+		case !p.Online:
+			offline = append(offline, fmt.Sprintf("%s (last seen %s)", name(p), cmp.Or(p.LastSeen, "never")))
 		case !p.Registered:
 			u := name(p)
 			if p.RegistrationError != "" {
@@ -126,14 +130,14 @@ func notConverged(st clusterstatus.Status, w want) string {
 		}
 	}
 	active := countActive(st)
-	if active >= w.n && len(behind)+len(unregistered)+len(missing) == 0 {
+	if active >= w.n && len(behind)+len(offline)+len(unregistered)+len(missing) == 0 {
 		return ""
 	}
 	msg := fmt.Sprintf("%d of %d peers active, revision %d", active, w.n, st.Revision)
 	for _, part := range []struct {
 		what  string
 		names []string
-	}{{"behind", behind}, {"not registered", unregistered}, {"services missing", missing}, {"not active", inactive}} {
+	}{{"offline", offline}, {"behind", behind}, {"not registered", unregistered}, {"services missing", missing}, {"not active", inactive}} {
 		if len(part.names) > 0 {
 			msg += "; " + part.what + ": " + strings.Join(part.names, ", ")
 		}

@@ -9,9 +9,13 @@ import (
 
 func TestNotConverged(t *testing.T) {
 	peer := func(name, state string, applied uint64) clusterstatus.Peer {
-		return clusterstatus.Peer{Name: name, State: state, AppliedRevision: applied, Registered: true,
+		return clusterstatus.Peer{Name: name, State: state, AppliedRevision: applied, Registered: true, Online: state == "active",
 			Endpoints: []clusterstatus.Service{{Service: "pastiche"}}}
 	}
+	offline := peer("b", "active", 7)
+	offline.Online, offline.LastSeen = false, "2026-05-01T10:00:00Z"
+	neverSeen := peer("b", "active", 7)
+	neverSeen.Online = false
 	unregistered := peer("b", "active", 7)
 	unregistered.Registered, unregistered.RegistrationError = false, "callback refused"
 	bare := peer("b", "active", 7)
@@ -31,6 +35,9 @@ func TestNotConverged(t *testing.T) {
 		{"unregistered peer", []clusterstatus.Peer{peer("a", "active", 7), unregistered}, 2, nil, []string{"not registered: b (callback refused)"}},
 		{"service missing", []clusterstatus.Peer{peer("a", "active", 7), bare}, 2, []string{"pastiche"}, []string{"services missing: pastiche@b"}},
 		{"service present", []clusterstatus.Peer{peer("a", "active", 7)}, 1, []string{"pastiche"}, nil},
+		{"offline peer", []clusterstatus.Peer{peer("a", "active", 7), offline}, 2, nil, []string{"2 of 2 peers active", "offline: b (last seen 2026-05-01T10:00:00Z)"}},
+		{"offline peer beyond n", []clusterstatus.Peer{peer("a", "active", 7), offline}, 1, nil, []string{"offline: b"}},
+		{"never seen", []clusterstatus.Peer{peer("a", "active", 7), neverSeen}, 2, nil, []string{"offline: b (last seen never)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
