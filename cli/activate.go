@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,7 +60,7 @@ Running the same command again with the same --admin-dir resumes it too.`,
 			if a.coordinatorEndpoint, err = parseEndpoint("--coordinator", a.coordinatorEndpoint); err != nil {
 				return err
 			}
-			if a.nodeEndpoints, err = parseEndpoints("--nodes", nodes); err != nil {
+			if a.nodeEndpoints, err = parseEndpoints("--nodes", nodes, a.coordinatorEndpoint); err != nil {
 				return err
 			}
 			if a.keyFile == "" {
@@ -125,11 +126,14 @@ func parseEndpoint(flag, s string) (string, error) {
 	if err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() {
 		return "", usagef("%s: %q is not an endpoint IP:PORT", flag, s)
 	}
-	return ap.String(), nil
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String(), nil
 }
 
-func parseEndpoints(flag, s string) ([]string, error) {
+// parseEndpoints parses a comma-separated list of node endpoints, none
+// listed twice and none a coordinator's.
+func parseEndpoints(flag, s string, coordinatorEndpoints ...string) ([]string, error) {
 	var out []string
+	seen := map[string]bool{}
 	for _, part := range strings.Split(s, ",") {
 		if strings.TrimSpace(part) == "" {
 			continue
@@ -138,6 +142,13 @@ func parseEndpoints(flag, s string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		switch {
+		case seen[ep]:
+			return nil, usagef("%s: %s is listed twice", flag, ep)
+		case slices.Contains(coordinatorEndpoints, ep):
+			return nil, usagef("%s: %s is the coordinator's own endpoint, not a node's", flag, ep)
+		}
+		seen[ep] = true
 		out = append(out, ep)
 	}
 	return out, nil
@@ -290,6 +301,13 @@ coordinator finishes the nodes it accepted on its own.`,
 			defer cancel()
 			admin, err := openAdminDir(adminDir)
 			if err != nil {
+				return err
+			}
+			var coordinatorEndpoints []string
+			for _, co := range admin.bundle.coordinators() {
+				coordinatorEndpoints = append(coordinatorEndpoints, co.PublicEndpoint)
+			}
+			if _, err := parseEndpoints("--nodes", nodes, coordinatorEndpoints...); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()

@@ -47,6 +47,15 @@ func TestBadInput(t *testing.T) {
 		want     []string
 	}{
 		{"unknown command", []string{"frobnicate"}, 2, []string{"unknown command"}},
+		{"unknown subcommand", []string{"pastiche", "sned"}, 2, []string{`unknown command "sned" for "fabric pastiche"`, "Did you mean this?\n\tsend"}},
+		{"unknown subcommand, no suggestion", []string{"users", "frob"}, 2, []string{`unknown command "frob" for "fabric users"`, "fabric users --help"}},
+		{"unknown completion shell", []string{"completion", "bashh"}, 2, []string{`unknown command "bashh" for "fabric completion"`, "\tbash"}},
+		{"unknown help topic", []string{"help", "stauts"}, 2, []string{`unknown command "stauts" for "fabric"`, "\tstatus"}},
+		{"unknown nested help topic", []string{"help", "users", "ad"}, 2, []string{`unknown command "ad" for "fabric users"`, "\tadd"}},
+		{"cidr without room for a node", activate("--vpn-cidr", "203.0.113.0/30"), 2, []string{"--vpn-cidr", "too small to hold a node", "/29"}},
+		{"node listed twice", activate("--nodes", "198.51.100.11:7443,198.51.100.12:7443,198.51.100.11:7443"), 2, []string{"--nodes: 198.51.100.11:7443 is listed twice"}},
+		{"node listed twice, mapped", activate("--nodes", "198.51.100.11:7443,[::ffff:198.51.100.11]:7443"), 2, []string{"--nodes: 198.51.100.11:7443 is listed twice"}},
+		{"coordinator as a node", activate("--nodes", "198.51.100.10:7443"), 2, []string{"--nodes: 198.51.100.10:7443 is the coordinator's own endpoint"}},
 		{"unknown flag", []string{"status", "--colour"}, 2, []string{"unknown flag", "--colour"}},
 		{"coordinator not an endpoint", activate("--coordinator", "198.51.100.10"), 2, []string{"--coordinator", "not an endpoint IP:PORT"}},
 		{"coordinator missing", []string{"activate", "--bootstrap-key-file", key}, 2, []string{"--coordinator is required"}},
@@ -82,6 +91,19 @@ func TestBadInput(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "admin", "admin.key")); err == nil {
 		t.Error("a failed activation left an admin key behind")
+	}
+}
+
+// TestHelpExitsZero: help asked for, or a command group given no
+// subcommand, is not a mistake.
+func TestHelpExitsZero(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"--help"}, {"help", "users", "add"}, {"users"}, {"pastiche"}, {"completion"}, {"users", "add", "--help"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			code, out := run(args...)
+			if code != 0 || !strings.Contains(out, "Usage:") {
+				t.Errorf("fabric %s: exit %d, want 0 and the help; output:\n%s", strings.Join(args, " "), code, out)
+			}
+		})
 	}
 }
 

@@ -75,7 +75,82 @@ and writes an admin bundle; later commands read that bundle.`,
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newKeyCmd(), newActivateCmd(), newAddNodesCmd(), newStatusCmd(), newWatchCmd(), newServicesCmd(), newPasticheCmd(), newUsersCmd(), newVersionCmd(), newCoordinatorsCmd(), newNodesCmd(con))
+	root.SetHelpCommand(newHelpCmd())
+	root.InitDefaultCompletionCmd()
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command with subcommands (the
+// completion command's too) refuse an argument that names none of them,
+// with cobra's suggestion: cobra itself checks only the root's, and shows
+// the help of the parent with exit 0 for `fabric pastiche sned`. Given no
+// argument, such a command still shows its help (exit 0).
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if !cmd.HasSubCommands() || !cmd.HasParent() || cmd.Run != nil || cmd.RunE != nil {
+		return
+	}
+	cmd.SuggestionsMinimumDistance = 2 // cobra's default, set only on the root
+	cmd.DisableFlagsInUseLine = true
+	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return unknownCommand(cmd, args[0])
+		}
+		return nil
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+}
+
+// unknownCommand is the usage error of a name that is no subcommand of
+// cmd, with the names it may have meant.
+func unknownCommand(cmd *cobra.Command, name string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", name, cmd.CommandPath())
+	if s := cmd.SuggestionsFor(name); len(s) > 0 {
+		msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+	}
+	if cmd.HasAvailableSubCommands() {
+		msg += fmt.Sprintf("\n\nRun '%s --help' for its commands.", cmd.CommandPath())
+	}
+	return usageError{errors.New(msg)}
+}
+
+// newHelpCmd is cobra's help command, but an unknown topic is a usage
+// error (exit 2) with a suggestion, where cobra's prints the usage and
+// exits 0.
+func newHelpCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Long:  "help shows the help of any command: fabric help [path to command].",
+		ValidArgsFunction: func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			cmd, _, err := c.Root().Find(args)
+			if err != nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			var out []cobra.Completion
+			for _, sub := range cmd.Commands() {
+				if sub.IsAvailableCommand() && strings.HasPrefix(sub.Name(), toComplete) {
+					out = append(out, cobra.CompletionWithDesc(sub.Name(), sub.Short))
+				}
+			}
+			return out, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			switch {
+			case err != nil:
+				return usageError{err}
+			case len(rest) > 0:
+				return unknownCommand(cmd, rest[0])
+			}
+			cmd.InitDefaultHelpFlag()
+			cmd.InitDefaultVersionFlag()
+			return cmd.Help()
+		},
+	}
 }
 
 // usageError marks a command-line mistake (exit code 2).
@@ -108,7 +183,8 @@ func describe(err error) string {
 	case codes.Unavailable:
 		return "unreachable: " + st.Message()
 	case codes.InvalidArgument:
-		return "invalid request: " + st.Message()
+		// core's sentinel says it once already.
+		return "invalid request: " + strings.TrimPrefix(st.Message(), "invalid argument: ")
 	case codes.FailedPrecondition:
 		return "refused: " + st.Message()
 	case codes.DeadlineExceeded:

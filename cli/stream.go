@@ -210,9 +210,17 @@ func (s *activationStream) finish(res *pubapipb.ActivationResult) error {
 }
 
 // refused reports an answer of the coordinator that asking again would not
-// change.
+// change. An invalid request is bad usage (exit 2): the coordinator names
+// what is wrong, and did nothing with it.
 func (s *activationStream) refused(err error) error {
 	msg := fmt.Sprintf("%s: %s", s.what, sentence(err))
+	if status.Code(err) == codes.InvalidArgument {
+		msg += "; the coordinator did nothing with this request"
+		if s.onStarted != nil && s.mayBeCommitted {
+			msg += fmt.Sprintf("\nthe admin keys of the earlier request stay in %s", s.admin.path)
+		}
+		return &exitError{code: 2, msg: msg}
+	}
 	switch {
 	case s.onStarted != nil && s.mayBeCommitted:
 		msg += fmt.Sprintf("\nthe admin keys stay in %s; once the cause is fixed, this completes the work:\n  %s", s.admin.path, s.again)

@@ -24,6 +24,7 @@ func TestInvalidCoordinatorActivation(t *testing.T) {
 		{"no cidr", func(r *CoordinatorActivation) { r.VPNCIDR = netip.Prefix{} }, "vpn cidr"},
 		{"host bits set", func(r *CoordinatorActivation) { r.VPNCIDR = netip.MustParsePrefix("203.0.113.9/24") }, "did you mean 203.0.113.0/24"},
 		{"too small", func(r *CoordinatorActivation) { r.VPNCIDR = netip.MustParsePrefix("203.0.113.0/31") }, "too small"},
+		{"no room for a node", func(r *CoordinatorActivation) { r.VPNCIDR = netip.MustParsePrefix("203.0.113.0/30") }, "too small to hold a node"},
 		{"cidr holds the coordinator", func(r *CoordinatorActivation) { r.VPNCIDR = netip.MustParsePrefix("192.0.2.0/24") },
 			"contains the coordinator's public IP 192.0.2.1"},
 		{"duplicate endpoint", func(r *CoordinatorActivation) {

@@ -21,14 +21,15 @@ func TestParseVPNCIDR(t *testing.T) {
 	}{
 		{in: "203.0.113.0/24", want: netip.MustParsePrefix("203.0.113.0/24")},
 		{in: "10.0.0.0/8", want: netip.MustParsePrefix("10.0.0.0/8")},
-		{in: "203.0.113.0/30", want: netip.MustParsePrefix("203.0.113.0/30")},
+		{in: "203.0.113.0/29", want: netip.MustParsePrefix("203.0.113.0/29")},
 		{in: "fd00:fab::/64", want: netip.MustParsePrefix("fd00:fab::/64")},
 		{in: "fd00:fab::/126", want: netip.MustParsePrefix("fd00:fab::/126")},
 		{in: "203.0.113.7/24", wantErr: "host bits set); did you mean 203.0.113.0/24?"},
 		{in: "fd00:fab::1/64", wantErr: "did you mean fd00:fab::/64?"},
-		{in: "203.0.113.0/31", wantErr: "too small, the prefix length must be at most /30"},
+		{in: "203.0.113.0/30", wantErr: "too small to hold a node beside the coordinator and the admin; the prefix length must be at most /29"},
+		{in: "203.0.113.0/31", wantErr: "too small"},
 		{in: "203.0.113.1/32", wantErr: "too small"},
-		{in: "fd00:fab::/127", wantErr: "too small, the prefix length must be at most /126"},
+		{in: "fd00:fab::/127", wantErr: "the prefix length must be at most /126"},
 		{in: "", wantErr: "not a CIDR like 203.0.113.0/24"},
 		{in: "203.0.113.0", wantErr: "not a CIDR"},
 		{in: "203.0.113.0/33", wantErr: "not a CIDR"},
@@ -118,7 +119,6 @@ func TestCIDRFull(t *testing.T) {
 		wantMsg string
 	}{
 		{"203.0.113.0/29", 6, "203.0.113.0/29 has 6 usable addresses and all have been allocated"},
-		{"203.0.113.0/30", 2, "203.0.113.0/30 has 2 usable addresses"},
 		{"fd00:fab::/126", 3, "fd00:fab::/126 has 3 usable addresses"},
 	}
 	for _, tt := range tests {
@@ -184,10 +184,11 @@ func TestInitCIDRTooSmallForAdmins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/30")}, coordinatorPeer(),
-		[]records.Peer{admin(0), admin(1)}, nil, nil)
+	// A /29 gives 6 addresses: the coordinator and 5 admins.
+	_, err = r.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/29")}, coordinatorPeer(),
+		[]records.Peer{admin(0), admin(1), admin(2), admin(3), admin(4), admin(5)}, nil, nil)
 	if !errors.Is(err, registry.ErrCIDRFull) {
-		t.Fatalf("Init with 2 admins in a /30 = %v, want ErrCIDRFull", err)
+		t.Fatalf("Init with 6 admins in a /29 = %v, want ErrCIDRFull", err)
 	}
 	if diff := cmp.Diff(regState{}, stateOf(r), cmpNetip); diff != "" {
 		t.Errorf("failed Init changed the registry (-want +got):\n%s", diff)
