@@ -225,11 +225,17 @@ func adminCluster(ctx context.Context, dir string) (*adminDir, *pubapipb.Cluster
 }
 
 func printCoordinators(out io.Writer, cluster *pubapipb.ClusterStatus) error {
+	watchers := map[string]int{}
+	for _, p := range cluster.GetPeers() {
+		if w := p.GetWatching(); w != "" && p.GetRole() != "coordinator" {
+			watchers[w]++
+		}
+	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVPN IP\tPUBLIC ENDPOINT\tSTATE\tONLINE")
+	fmt.Fprintln(tw, "NAME\tVPN IP\tPUBLIC ENDPOINT\tSTATE\tONLINE\tWATCHERS")
 	for _, p := range cluster.GetPeers() {
 		if p.GetRole() == "coordinator" {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.GetName(), p.GetVpnIp(), p.GetPublicEndpoint(), p.GetState(), yesNo(p.GetOnline()))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", p.GetName(), p.GetVpnIp(), p.GetPublicEndpoint(), p.GetState(), yesNo(p.GetOnline()), watchers[p.GetName()])
 		}
 	}
 	return tw.Flush()

@@ -23,7 +23,7 @@ func statusFromProto(c *pubapipb.ClusterStatus) clusterstatus.Status {
 			Name: p.GetName(), Role: p.GetRole(), State: p.GetState(), VPNIP: p.GetVpnIp(),
 			PublicEndpoint: p.GetPublicEndpoint(), WGEndpoint: p.GetWgEndpoint(), Horde: p.GetHorde(),
 			AppliedRevision: p.GetAppliedRevision(), LastError: p.GetLastError(),
-			Online: p.GetOnline(), CoordinatorHandshakeAgeMs: p.GetCoordinatorHandshakeAgeMs(),
+			Online: p.GetOnline(), CoordinatorHandshakeAgeMs: p.GetCoordinatorHandshakeAgeMs(), Watching: p.GetWatching(),
 			Registered: p.GetRegistered(), RegistrationError: p.GetRegistrationError(),
 			Endpoints: servicesFromProto(p.GetEndpoints()), Clients: servicesFromProto(p.GetClients()),
 		}

@@ -631,6 +631,7 @@ func (c *Core) tryActivateNode(ctx context.Context, endpoint string, contacted *
 			TLSPin:         self.TLSPin,
 			SigningPubKey:  self.SigningPubKey,
 		},
+		OtherCoordinators: c.otherCoordinators(selfVPNIP),
 	})
 	if err != nil {
 		return records.Peer{}, mayPass(fmt.Errorf("activating node: %w", err))

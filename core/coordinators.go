@@ -56,6 +56,11 @@ func (c *Core) AddCoordinator(ctx context.Context, publicEndpoint string) (recor
 		return records.Peer{}, fmt.Errorf("%w: coordinator endpoint %q: want IP:PORT", ErrInvalidArgument, publicEndpoint)
 	}
 	endpoint := ap.String()
+	if cos, _ := c.ClusterCoordinators(); len(cos) >= MaxCoordinators {
+		if _, known := c.reg.PeerByEndpoint(endpoint); !known {
+			return records.Peer{}, fmt.Errorf("%w: the cluster has %d coordinators, the most it may have", ErrInvalidArgument, len(cos))
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.NodeActivationTimeout+joinWait)
 	defer cancel()
 	st, err := c.cfg.Activator.GetNodeState(ctx, endpoint)
@@ -202,4 +207,16 @@ func (c *Core) ClusterCoordinators() ([]records.Peer, error) {
 		}
 	}
 	return out, nil
+}
+
+// otherCoordinators are the cluster's active coordinators but self, for a
+// node being activated (NodeActivation.OtherCoordinators).
+func (c *Core) otherCoordinators(self netip.Addr) []CoordinatorInfo {
+	var out []CoordinatorInfo
+	for _, p := range c.reg.Coordinators() {
+		if co, ok := c.coordinatorInfo(p); ok && p.VPNIP != self && len(out) < MaxCoordinators-1 {
+			out = append(out, co)
+		}
+	}
+	return out
 }

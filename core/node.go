@@ -34,7 +34,16 @@ type NodeActivation struct {
 	VPNCIDR     netip.Prefix
 	NodeVPNIP   netip.Addr
 	Coordinator CoordinatorInfo
+	// OtherCoordinators are the cluster's other active coordinators (at
+	// most MaxCoordinators-1): the node has them as peers from the start,
+	// so that it fails over to them even before its first update, and it
+	// takes a repeated activation from any of them (its first answer was
+	// lost with the coordinator that asked).
+	OtherCoordinators []CoordinatorInfo
 }
+
+// MaxCoordinators bounds the coordinators of a cluster.
+const MaxCoordinators = 16
 
 // NodeConfig is what a node persists about its cluster.
 type NodeConfig struct {
@@ -131,14 +140,14 @@ func (c *Core) ActivateAsNode(ctx context.Context, req NodeActivation) (records.
 		return records.Activated{}, err
 	}
 	crashNodeActivationReceived.Hit()
-	if c.sameActivation(req) {
-		return c.activated(), nil
+	if same, err := c.sameActivation(req); err != nil || same {
+		return c.activated(), err
 	}
 	if err := c.begin(); err != nil {
 		return records.Activated{}, err
 	}
 	cfg := NodeConfig{ClusterID: req.ClusterID, VPNCIDR: req.VPNCIDR, VPNIP: req.NodeVPNIP, Coordinator: req.Coordinator}
-	if err := c.becomeNode(ctx, cfg); err != nil {
+	if err := c.becomeNode(ctx, cfg, req.OtherCoordinators); err != nil {
 		c.end(StateAcceptingInit, nil)
 		return records.Activated{}, err
 	}
@@ -152,23 +161,25 @@ func (c *Core) ActivateAsNode(ctx context.Context, req NodeActivation) (records.
 }
 
 func checkNodeActivation(req NodeActivation) error {
-	co := req.Coordinator
-	var problem string
+	problem := ""
 	switch {
 	case req.ClusterID == "":
 		problem = "empty cluster id"
 	case !req.VPNCIDR.IsValid() || !req.VPNCIDR.Contains(req.NodeVPNIP):
 		problem = fmt.Sprintf("node vpn ip %s is not inside vpn cidr %s", req.NodeVPNIP, req.VPNCIDR)
-	case !req.VPNCIDR.Contains(co.VPNIP) || co.VPNIP == req.NodeVPNIP:
-		problem = fmt.Sprintf("bad coordinator vpn ip %s", co.VPNIP)
-	case len(co.TLSPin) == 0 || len(co.SigningPubKey) != ed25519.PublicKeySize:
-		problem = "coordinator tls pin or signing key missing"
-	}
-	if problem == "" {
-		if _, err := netip.ParseAddrPort(co.WGEndpoint); err != nil {
-			problem = fmt.Sprintf("coordinator wireguard endpoint %q: %v", co.WGEndpoint, err)
-		} else if _, err := netip.ParseAddrPort(co.VPNAPIEndpoint); err != nil {
-			problem = fmt.Sprintf("coordinator vpnapi endpoint %q: %v", co.VPNAPIEndpoint, err)
+	case len(req.OtherCoordinators) >= MaxCoordinators:
+		problem = fmt.Sprintf("%d other coordinators, at most %d", len(req.OtherCoordinators), MaxCoordinators-1)
+	default:
+		taken := map[netip.Addr]bool{req.NodeVPNIP: true}
+		for i, co := range append([]CoordinatorInfo{req.Coordinator}, req.OtherCoordinators...) {
+			problem = checkCoordinatorInfo(co, req.VPNCIDR, taken)
+			if problem != "" && i > 0 {
+				problem = fmt.Sprintf("other coordinator %d: %s", i, problem)
+			}
+			if problem != "" {
+				break
+			}
+			taken[co.VPNIP] = true
 		}
 	}
 	if problem != "" {
@@ -177,12 +188,46 @@ func checkNodeActivation(req NodeActivation) error {
 	return nil
 }
 
-func (c *Core) sameActivation(req NodeActivation) bool {
+// checkCoordinatorInfo says what is wrong with co ("": nothing); taken
+// are the VPN IPs of the request's other peers.
+func checkCoordinatorInfo(co CoordinatorInfo, cidr netip.Prefix, taken map[netip.Addr]bool) string {
+	switch {
+	case !cidr.Contains(co.VPNIP) || taken[co.VPNIP]:
+		return fmt.Sprintf("bad coordinator vpn ip %s", co.VPNIP)
+	case len(co.TLSPin) == 0 || len(co.SigningPubKey) != ed25519.PublicKeySize:
+		return "coordinator tls pin or signing key missing"
+	}
+	if _, err := netip.ParseAddrPort(co.WGEndpoint); err != nil {
+		return fmt.Sprintf("coordinator wireguard endpoint %q: %v", co.WGEndpoint, err)
+	}
+	if _, err := netip.ParseAddrPort(co.VPNAPIEndpoint); err != nil {
+		return fmt.Sprintf("coordinator vpnapi endpoint %q: %v", co.VPNAPIEndpoint, err)
+	}
+	return ""
+}
+
+// sameActivation reports whether this peer already is the node req would
+// make it, activated by req's coordinator or by another coordinator of the
+// cluster it knows: the answer to an earlier activation was lost,
+// perhaps with the coordinator that asked, and another one asks again.
+func (c *Core) sameActivation(req NodeActivation) (bool, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	n := c.node
-	return c.state == StateNode && n.ClusterID == req.ClusterID && n.VPNIP == req.NodeVPNIP &&
-		n.Coordinator.VPNPubKey == req.Coordinator.VPNPubKey && bytes.Equal(n.Coordinator.TLSPin, req.Coordinator.TLSPin)
+	same := c.state == StateNode && n.ClusterID == req.ClusterID && n.VPNIP == req.NodeVPNIP
+	c.mu.Unlock()
+	if !same {
+		return false, nil
+	}
+	held, err := c.loadPeers()
+	if err != nil {
+		return false, fmt.Errorf("reading the node's peers: %w", err)
+	}
+	for _, co := range c.coordinators(*n, held) {
+		if co.VPNPubKey == req.Coordinator.VPNPubKey && bytes.Equal(co.TLSPin, req.Coordinator.TLSPin) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (c *Core) activated() records.Activated {
@@ -198,18 +243,21 @@ func pubKeyBytes(privKey wgtypes.Key) []byte {
 	return pub[:]
 }
 
-// becomeNode brings up the network with the coordinator as the only peer
-// and commits the node's configuration and role in one transaction.
-func (c *Core) becomeNode(ctx context.Context, cfg NodeConfig) error {
+// becomeNode brings up the network with the coordinators as the only
+// peers and commits the node's configuration and role in one transaction.
+func (c *Core) becomeNode(ctx context.Context, cfg NodeConfig, others []CoordinatorInfo) error {
 	self := c.cfg.Self
 	if err := c.cfg.Network.Up(ctx, self.VPNPrivKey, self.WGPort, vpnPrefix(cfg.VPNIP, cfg.VPNCIDR)); err != nil {
 		c.networkDown(ctx)
 		return fmt.Errorf("bringing up the vpn interface: %w", err)
 	}
-	co := coordinatorPeer(cfg.Coordinator)
-	if err := c.applyPeers(ctx, []records.Peer{co}, cfg.VPNIP, false); err != nil {
+	cos := []records.Peer{coordinatorPeer(cfg.Coordinator)}
+	for _, o := range others {
+		cos = append(cos, coordinatorPeer(o))
+	}
+	if err := c.applyPeers(ctx, cos, cfg.VPNIP, false); err != nil {
 		c.networkDown(ctx)
-		return fmt.Errorf("adding the coordinator as a wireguard peer: %w", err)
+		return fmt.Errorf("adding the coordinators as wireguard peers: %w", err)
 	}
 	crashNodeNetworkUp.Hit()
 	err := c.cfg.Store.Update(func(tx store.Tx) error {
@@ -219,8 +267,10 @@ func (c *Core) becomeNode(ctx context.Context, cfg NodeConfig) error {
 		if err := forgetPeers(tx); err != nil {
 			return err
 		}
-		if err := store.PutJSON(tx, prefixNodePeers+co.VPNIP.String(), co); err != nil {
-			return err
+		for _, co := range cos {
+			if err := store.PutJSON(tx, prefixNodePeers+co.VPNIP.String(), co); err != nil {
+				return err
+			}
 		}
 		if err := store.PutJSON(tx, keyNodeRevision, uint64(0)); err != nil {
 			return err
@@ -238,7 +288,7 @@ func (c *Core) becomeNode(ctx context.Context, cfg NodeConfig) error {
 func coordinatorPeer(co CoordinatorInfo) records.Peer {
 	return records.Peer{
 		Name: co.Name, Role: records.RoleCoordinator, VPNIP: co.VPNIP, WGEndpoint: co.WGEndpoint,
-		WGPubKey: co.VPNPubKey[:], SigningPubKey: co.SigningPubKey, State: records.StateActive,
+		WGPubKey: co.VPNPubKey[:], SigningPubKey: co.SigningPubKey, TLSPin: co.TLSPin, State: records.StateActive,
 	}
 }
 
@@ -392,19 +442,30 @@ func (c *Core) nodeLoop(ctx context.Context, cfg NodeConfig) {
 func (c *Core) coordinators(cfg NodeConfig, held heldPeers) []CoordinatorInfo {
 	out := []CoordinatorInfo{cfg.Coordinator}
 	for _, p := range held.sorted() {
-		if p.Role != records.RoleCoordinator || p.VPNIP == cfg.Coordinator.VPNIP || len(p.TLSPin) == 0 {
+		if p.VPNIP == cfg.Coordinator.VPNIP {
 			continue
 		}
-		key, err := wgtypes.NewKey(p.WGPubKey)
-		if err != nil {
-			continue
+		if co, ok := c.coordinatorInfo(p); ok {
+			out = append(out, co)
 		}
-		out = append(out, CoordinatorInfo{
-			Name: p.Name, VPNIP: p.VPNIP, VPNPubKey: key, WGEndpoint: p.WGEndpoint,
-			VPNAPIEndpoint: hostPort(p.VPNIP, c.cfg.VPNAPIPort), TLSPin: p.TLSPin, SigningPubKey: p.SigningPubKey,
-		})
 	}
 	return out
+}
+
+// coordinatorInfo is how a node reaches the coordinator of record p; false
+// if p is no coordinator or lacks its TLS pin or a valid VPN key.
+func (c *Core) coordinatorInfo(p records.Peer) (CoordinatorInfo, bool) {
+	if p.Role != records.RoleCoordinator || len(p.TLSPin) == 0 {
+		return CoordinatorInfo{}, false
+	}
+	key, err := wgtypes.NewKey(p.WGPubKey)
+	if err != nil {
+		return CoordinatorInfo{}, false
+	}
+	return CoordinatorInfo{
+		Name: p.Name, VPNIP: p.VPNIP, VPNPubKey: key, WGEndpoint: p.WGEndpoint,
+		VPNAPIEndpoint: hostPort(p.VPNIP, c.cfg.VPNAPIPort), TLSPin: p.TLSPin, SigningPubKey: p.SigningPubKey,
+	}, true
 }
 
 // nextCoordinator is the coordinator after cur in list (the first when cur

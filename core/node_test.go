@@ -96,6 +96,21 @@ func TestInvalidNodeActivation(t *testing.T) {
 		{"short signing key", func(r *NodeActivation) { r.Coordinator.SigningPubKey = r.Coordinator.SigningPubKey[:16] }, "tls pin or signing key"},
 		{"bad wireguard endpoint", func(r *NodeActivation) { r.Coordinator.WGEndpoint = "coord:51820" }, "coordinator wireguard endpoint"},
 		{"bad vpnapi endpoint", func(r *NodeActivation) { r.Coordinator.VPNAPIEndpoint = "" }, "coordinator vpnapi endpoint"},
+		{"other coordinator without a pin", func(r *NodeActivation) {
+			o := r.Coordinator
+			o.VPNIP, o.TLSPin = netip.MustParseAddr("203.0.113.60"), nil
+			r.OtherCoordinators = []CoordinatorInfo{o}
+		}, "other coordinator 1: coordinator tls pin"},
+		{"other coordinator at the coordinator's ip", func(r *NodeActivation) {
+			r.OtherCoordinators = []CoordinatorInfo{r.Coordinator}
+		}, "other coordinator 1: bad coordinator vpn ip"},
+		{"too many other coordinators", func(r *NodeActivation) {
+			for i := range MaxCoordinators {
+				o := r.Coordinator
+				o.VPNIP = netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + i)})
+				r.OtherCoordinators = append(r.OtherCoordinators, o)
+			}
+		}, "other coordinators, at most"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,6 +16,8 @@ type Registry interface {
 	Cluster() (records.Cluster, bool)
 	Revision() uint64
 	Peers() (uint64, []records.Peer)
+	// Coordinators are the active coordinators' records.
+	Coordinators() []records.Peer
 	Peer(ip netip.Addr) (records.Peer, bool)
 	PeerByName(name string) (records.Peer, bool)
 	PeerByEndpoint(publicEndpoint string) (records.Peer, bool)

@@ -284,7 +284,7 @@ func (co *coordinatorServices) Catalog() (rs []string, endpoints, clients []puba
 // Liveness implements pubapi.Coordinator.
 func (co *coordinatorServices) Liveness(ip netip.Addr) pubapi.Liveness {
 	st := co.tracker.Status(ip)
-	return pubapi.Liveness{Online: st.Online, LastSeen: st.LastSeen, Applied: st.Applied, CoordinatorHandshakeAge: st.CoordinatorHandshakeAge}
+	return pubapi.Liveness{Online: st.Online, LastSeen: st.LastSeen, Applied: st.Applied, CoordinatorHandshakeAge: st.CoordinatorHandshakeAge, Watching: st.Watching}
 }
 
 // Events implements pubapi.Coordinator.

@@ -143,6 +143,13 @@ func parseAddrOrZero(s string) netip.Addr {
 // ActivateAsNode implements core.NodeActivator.
 func (a *NodeActivator) ActivateAsNode(ctx context.Context, nodePublicEndpoint string, req core.NodeActivation) (records.Activated, error) {
 	co := req.Coordinator
+	var others []*pubapipb.CoordinatorInfo
+	for _, o := range req.OtherCoordinators {
+		others = append(others, &pubapipb.CoordinatorInfo{
+			Name: o.Name, VpnIp: o.VPNIP.String(), VpnPubKey: o.VPNPubKey[:], WgEndpoint: o.WGEndpoint,
+			VpnapiEndpoint: o.VPNAPIEndpoint, TlsPin: o.TLSPin, SigningPubKey: o.SigningPubKey,
+		})
+	}
 	var out records.Activated
 	err := a.call(nodePublicEndpoint, func(c *Client) error {
 		resp, err := c.PubAPIClient.ActivateAsNode(ctx, &pubapipb.ActivateAsNodeRequest{
@@ -156,6 +163,7 @@ func (a *NodeActivator) ActivateAsNode(ctx context.Context, nodePublicEndpoint s
 			CoordinatorTlsPin:         co.TLSPin,
 			CoordinatorName:           co.Name,
 			CoordinatorSigningPubKey:  co.SigningPubKey,
+			OtherCoordinators:         others,
 		})
 		if err != nil {
 			return err

@@ -3,6 +3,7 @@ package pubapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -53,6 +54,8 @@ type Liveness struct {
 	LastSeen                time.Time
 	Applied                 uint64
 	CoordinatorHandshakeAge time.Duration
+	// Watching names the coordinator whose watch the peer has open.
+	Watching string
 }
 
 // Event is one event of the cluster.
@@ -234,27 +237,40 @@ func nodeActivationFromProto(req *pubapipb.ActivateAsNodeRequest) (core.NodeActi
 	if err != nil {
 		return core.NodeActivation{}, errors.New("node vpn ip: " + err.Error())
 	}
-	coIP, err := netip.ParseAddr(req.GetCoordinatorVpnIp())
+	co, err := coordinatorInfoFromProto(&pubapipb.CoordinatorInfo{
+		Name: req.GetCoordinatorName(), VpnIp: req.GetCoordinatorVpnIp(), VpnPubKey: req.GetCoordinatorVpnPubKey(),
+		WgEndpoint: req.GetCoordinatorWgEndpoint(), VpnapiEndpoint: req.GetCoordinatorVpnapiEndpoint(),
+		TlsPin: req.GetCoordinatorTlsPin(), SigningPubKey: req.GetCoordinatorSigningPubKey(),
+	})
 	if err != nil {
-		return core.NodeActivation{}, errors.New("coordinator vpn ip: " + err.Error())
+		return core.NodeActivation{}, err
 	}
-	coKey, err := wgtypes.NewKey(req.GetCoordinatorVpnPubKey())
+	act := core.NodeActivation{ClusterID: req.GetClusterId(), VPNCIDR: cidr, NodeVPNIP: nodeIP, Coordinator: co}
+	if n := len(req.GetOtherCoordinators()); n >= core.MaxCoordinators {
+		return core.NodeActivation{}, fmt.Errorf("%d other coordinators, at most %d", n, core.MaxCoordinators-1)
+	}
+	for i, o := range req.GetOtherCoordinators() {
+		co, err := coordinatorInfoFromProto(o)
+		if err != nil {
+			return core.NodeActivation{}, fmt.Errorf("other coordinator %d: %w", i+1, err)
+		}
+		act.OtherCoordinators = append(act.OtherCoordinators, co)
+	}
+	return act, nil
+}
+
+func coordinatorInfoFromProto(co *pubapipb.CoordinatorInfo) (core.CoordinatorInfo, error) {
+	ip, err := netip.ParseAddr(co.GetVpnIp())
 	if err != nil {
-		return core.NodeActivation{}, errors.New("coordinator vpn public key: " + err.Error())
+		return core.CoordinatorInfo{}, errors.New("coordinator vpn ip: " + err.Error())
 	}
-	return core.NodeActivation{
-		ClusterID: req.GetClusterId(),
-		VPNCIDR:   cidr,
-		NodeVPNIP: nodeIP,
-		Coordinator: core.CoordinatorInfo{
-			Name:           req.GetCoordinatorName(),
-			VPNIP:          coIP,
-			VPNPubKey:      coKey,
-			WGEndpoint:     req.GetCoordinatorWgEndpoint(),
-			VPNAPIEndpoint: req.GetCoordinatorVpnapiEndpoint(),
-			TLSPin:         req.GetCoordinatorTlsPin(),
-			SigningPubKey:  req.GetCoordinatorSigningPubKey(),
-		},
+	key, err := wgtypes.NewKey(co.GetVpnPubKey())
+	if err != nil {
+		return core.CoordinatorInfo{}, errors.New("coordinator vpn public key: " + err.Error())
+	}
+	return core.CoordinatorInfo{
+		Name: co.GetName(), VPNIP: ip, VPNPubKey: key, WGEndpoint: co.GetWgEndpoint(),
+		VPNAPIEndpoint: co.GetVpnapiEndpoint(), TLSPin: co.GetTlsPin(), SigningPubKey: co.GetSigningPubKey(),
 	}, nil
 }
 
@@ -323,7 +339,7 @@ func PeerToProto(p records.Peer, l Liveness) *pubapipb.Peer {
 		WgPubKey: p.WGPubKey, SigningPubKey: p.SigningPubKey, Horde: p.Horde, State: string(p.State),
 		LastError: p.LastError, Revision: p.Revision, AppliedRevision: l.Applied,
 		Registered: p.Registered, RegistrationError: p.RegistrationError,
-		Online: l.Online, CoordinatorHandshakeAgeMs: -1,
+		Online: l.Online, CoordinatorHandshakeAgeMs: -1, Watching: l.Watching,
 	}
 	if p.Role == records.RoleCoordinator {
 		out.TlsPin = p.TLSPin

@@ -299,6 +299,9 @@ type Status struct {
 	// CoordinatorHandshakeAge is the age of the peer's last WireGuard
 	// handshake with the coordinator as it reported it (-1: unknown).
 	CoordinatorHandshakeAge time.Duration
+	// Watching names the coordinator whose watch the peer has open: this
+	// one, or another whose last beat lists the peer ("": none known).
+	Watching string
 }
 
 // Status returns what the tracker knows of ip, or, for a peer another
@@ -307,16 +310,23 @@ func (t *Tracker) Status(ip netip.Addr) Status {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if p, ok := t.peers[ip]; ok && (p.self || p.online || p.watching > 0) {
-		return t.statusLocked(p)
+		st := t.statusLocked(p)
+		if p.watching > 0 {
+			st.Watching = t.cfg.SelfName
+		}
+		return st
 	}
 	if b, ok := t.beats[ip]; ok { // another coordinator
 		return Status{Online: t.cfg.Now().Sub(b.At) <= t.cfg.OfflineAfter, LastSeen: b.At, Applied: b.Applied, CoordinatorHandshakeAge: -1}
 	}
 	l := t.cfg.Registry.Liveness()[ip]
 	st := Status{Online: l.Online, LastSeen: l.LastSeen, CoordinatorHandshakeAge: -1}
-	for _, b := range t.beats {
+	for co, b := range t.beats {
 		if applied, ok := b.Watchers[ip]; ok {
 			st.Applied = applied
+			if rec, known := t.cfg.Registry.Peer(co); known && t.cfg.Now().Sub(b.At) <= t.cfg.OfflineAfter {
+				st.Watching = rec.Name
+			}
 		}
 	}
 	if p, ok := t.peers[ip]; ok && !st.Online {

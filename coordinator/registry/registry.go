@@ -174,6 +174,18 @@ func (r *Registry) Peers() (uint64, []records.Peer) {
 	return r.committed.rev, r.committed.sortedPeers()
 }
 
+// Coordinators returns the active coordinators' records, by VPN IP.
+func (r *Registry) Coordinators() []records.Peer {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]records.Peer, 0, len(r.committed.coordinators))
+	for ip := range r.committed.coordinators {
+		out = append(out, r.committed.peers[ip])
+	}
+	slices.SortFunc(out, func(a, b records.Peer) int { return a.VPNIP.Compare(b.VPNIP) })
+	return out
+}
+
 // Services returns every node's service records, by VPN IP.
 func (r *Registry) Services() map[netip.Addr]records.Services {
 	r.mu.RLock()
@@ -246,6 +258,7 @@ type state struct {
 	bySigningKey map[string]netip.Addr // active and removed peers
 	byVPNKey     map[string]netip.Addr // active and removed peers
 	revoked      map[string]netip.Addr // reeve and service keys of removed peers
+	coordinators map[netip.Addr]bool   // active coordinators
 }
 
 func newState() *state {
@@ -254,6 +267,7 @@ func newState() *state {
 		liveness:  map[netip.Addr]Liveness{},
 		endpoints: map[string]netip.Addr{}, names: map[string]netip.Addr{},
 		bySigningKey: map[string]netip.Addr{}, byVPNKey: map[string]netip.Addr{}, revoked: map[string]netip.Addr{},
+		coordinators: map[netip.Addr]bool{},
 	}
 }
 
@@ -287,6 +301,9 @@ func (s *state) putPeer(p records.Peer) {
 }
 
 func (s *state) index(p records.Peer) {
+	if p.Role == records.RoleCoordinator && p.State == records.StateActive {
+		s.coordinators[p.VPNIP] = true
+	}
 	if p.State == records.StateRemoved || p.State == records.StateActive {
 		if len(p.SigningPubKey) > 0 {
 			s.bySigningKey[string(p.SigningPubKey)] = p.VPNIP
@@ -315,6 +332,7 @@ func (s *state) unindex(p records.Peer) {
 			delete(m, k)
 		}
 	}
+	delete(s.coordinators, p.VPNIP)
 	deleteIf(s.endpoints, p.PublicEndpoint)
 	deleteIf(s.names, p.Name)
 	deleteIf(s.bySigningKey, string(p.SigningPubKey))

@@ -43,8 +43,13 @@ type Peer struct {
 	LastSeen string `json:"lastSeen,omitempty"`
 	// CoordinatorHandshakeAgeMs is how long ago the peer's last WireGuard
 	// handshake with the coordinator was, as it reported it (-1: unknown).
-	CoordinatorHandshakeAgeMs int64  `json:"coordinatorHandshakeAgeMs"`
-	LastError                 string `json:"lastError,omitempty"`
+	CoordinatorHandshakeAgeMs int64 `json:"coordinatorHandshakeAgeMs"`
+	// Watching names the coordinator whose watch the peer has open, as
+	// the coordinator that answered knows it: its own watches at once,
+	// the other coordinators' from their last beat (every 5 s). Empty:
+	// none known.
+	Watching  string `json:"watching,omitempty"`
+	LastError string `json:"lastError,omitempty"`
 	// Registered: the peer's reeve completed the registration handshake;
 	// RegistrationError says why the last attempt failed. The peer's view
 	// of the services is the one of its AppliedRevision.

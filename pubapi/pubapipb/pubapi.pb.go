@@ -1785,8 +1785,12 @@ type ActivateAsNodeRequest struct {
 	CoordinatorTlsPin        []byte `protobuf:"bytes,8,opt,name=coordinator_tls_pin,json=coordinatorTlsPin,proto3" json:"coordinator_tls_pin,omitempty"`
 	CoordinatorName          string `protobuf:"bytes,9,opt,name=coordinator_name,json=coordinatorName,proto3" json:"coordinator_name,omitempty"`
 	CoordinatorSigningPubKey []byte `protobuf:"bytes,10,opt,name=coordinator_signing_pub_key,json=coordinatorSigningPubKey,proto3" json:"coordinator_signing_pub_key,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// The cluster's other active coordinators (at most 15): the node has
+	// them as peers from the start, fails over to them before its first
+	// update, and takes a repeated activation from any of them.
+	OtherCoordinators []*CoordinatorInfo `protobuf:"bytes,11,rep,name=other_coordinators,json=otherCoordinators,proto3" json:"other_coordinators,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ActivateAsNodeRequest) Reset() {
@@ -1889,6 +1893,107 @@ func (x *ActivateAsNodeRequest) GetCoordinatorSigningPubKey() []byte {
 	return nil
 }
 
+func (x *ActivateAsNodeRequest) GetOtherCoordinators() []*CoordinatorInfo {
+	if x != nil {
+		return x.OtherCoordinators
+	}
+	return nil
+}
+
+// CoordinatorInfo is how a node reaches and trusts a coordinator (the
+// fields of ActivateAsNodeRequest's coordinator_*).
+type CoordinatorInfo struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Name           string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	VpnIp          string                 `protobuf:"bytes,2,opt,name=vpn_ip,json=vpnIp,proto3" json:"vpn_ip,omitempty"`
+	VpnPubKey      []byte                 `protobuf:"bytes,3,opt,name=vpn_pub_key,json=vpnPubKey,proto3" json:"vpn_pub_key,omitempty"`
+	WgEndpoint     string                 `protobuf:"bytes,4,opt,name=wg_endpoint,json=wgEndpoint,proto3" json:"wg_endpoint,omitempty"`
+	VpnapiEndpoint string                 `protobuf:"bytes,5,opt,name=vpnapi_endpoint,json=vpnapiEndpoint,proto3" json:"vpnapi_endpoint,omitempty"`
+	TlsPin         []byte                 `protobuf:"bytes,6,opt,name=tls_pin,json=tlsPin,proto3" json:"tls_pin,omitempty"`
+	SigningPubKey  []byte                 `protobuf:"bytes,7,opt,name=signing_pub_key,json=signingPubKey,proto3" json:"signing_pub_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CoordinatorInfo) Reset() {
+	*x = CoordinatorInfo{}
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CoordinatorInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CoordinatorInfo) ProtoMessage() {}
+
+func (x *CoordinatorInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CoordinatorInfo.ProtoReflect.Descriptor instead.
+func (*CoordinatorInfo) Descriptor() ([]byte, []int) {
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CoordinatorInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CoordinatorInfo) GetVpnIp() string {
+	if x != nil {
+		return x.VpnIp
+	}
+	return ""
+}
+
+func (x *CoordinatorInfo) GetVpnPubKey() []byte {
+	if x != nil {
+		return x.VpnPubKey
+	}
+	return nil
+}
+
+func (x *CoordinatorInfo) GetWgEndpoint() string {
+	if x != nil {
+		return x.WgEndpoint
+	}
+	return ""
+}
+
+func (x *CoordinatorInfo) GetVpnapiEndpoint() string {
+	if x != nil {
+		return x.VpnapiEndpoint
+	}
+	return ""
+}
+
+func (x *CoordinatorInfo) GetTlsPin() []byte {
+	if x != nil {
+		return x.TlsPin
+	}
+	return nil
+}
+
+func (x *CoordinatorInfo) GetSigningPubKey() []byte {
+	if x != nil {
+		return x.SigningPubKey
+	}
+	return nil
+}
+
 type ActivateAsNodeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1904,7 +2009,7 @@ type ActivateAsNodeResponse struct {
 
 func (x *ActivateAsNodeResponse) Reset() {
 	*x = ActivateAsNodeResponse{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[27]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +2021,7 @@ func (x *ActivateAsNodeResponse) String() string {
 func (*ActivateAsNodeResponse) ProtoMessage() {}
 
 func (x *ActivateAsNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[27]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2034,7 @@ func (x *ActivateAsNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateAsNodeResponse.ProtoReflect.Descriptor instead.
 func (*ActivateAsNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{27}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ActivateAsNodeResponse) GetName() string {
@@ -1989,7 +2094,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[28]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2106,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[28]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2119,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{28}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ClusterStatus) GetClusterId() string {
@@ -2087,14 +2192,18 @@ type Peer struct {
 	// coordinator, as it reported it; -1 when unknown.
 	CoordinatorHandshakeAgeMs int64 `protobuf:"varint,20,opt,name=coordinator_handshake_age_ms,json=coordinatorHandshakeAgeMs,proto3" json:"coordinator_handshake_age_ms,omitempty"`
 	// For a coordinator: the pin of its TLS certificate, which admins pin.
-	TlsPin        []byte `protobuf:"bytes,21,opt,name=tls_pin,json=tlsPin,proto3" json:"tls_pin,omitempty"`
+	TlsPin []byte `protobuf:"bytes,21,opt,name=tls_pin,json=tlsPin,proto3" json:"tls_pin,omitempty"`
+	// The name of the coordinator whose watch the peer has open, as the
+	// answering coordinator knows it: its own watches at once, the other
+	// coordinators' from their last beat (every 5 s). Empty: none known.
+	Watching      string `protobuf:"bytes,22,opt,name=watching,proto3" json:"watching,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[29]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2215,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[29]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2228,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{29}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Peer) GetName() string {
@@ -2269,6 +2378,13 @@ func (x *Peer) GetTlsPin() []byte {
 	return nil
 }
 
+func (x *Peer) GetWatching() string {
+	if x != nil {
+		return x.Watching
+	}
+	return ""
+}
+
 // Service is an endpoint (with its address) or a client (with its keyId).
 type Service struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2281,7 +2397,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[30]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2293,7 +2409,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[30]
+	mi := &file_pubapi_pubapipb_pubapi_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2306,7 +2422,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{30}
+	return file_pubapi_pubapipb_pubapi_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Service) GetService() string {
@@ -2458,7 +2574,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\x10ActivationResult\x12\x1c\n" +
 	"\tactivated\x18\x01 \x01(\x05R\tactivated\x12\x16\n" +
 	"\x06failed\x18\x02 \x01(\x05R\x06failed\x129\n" +
-	"\acluster\x18\x03 \x01(\v2\x1f.fabric.pubapi.v1.ClusterStatusR\acluster\"\xe8\x03\n" +
+	"\acluster\x18\x03 \x01(\v2\x1f.fabric.pubapi.v1.ClusterStatusR\acluster\"\xba\x04\n" +
 	"\x15ActivateAsNodeRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x19\n" +
@@ -2471,7 +2587,17 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\x13coordinator_tls_pin\x18\b \x01(\fR\x11coordinatorTlsPin\x12)\n" +
 	"\x10coordinator_name\x18\t \x01(\tR\x0fcoordinatorName\x12=\n" +
 	"\x1bcoordinator_signing_pub_key\x18\n" +
-	" \x01(\fR\x18coordinatorSigningPubKey\"\xc4\x01\n" +
+	" \x01(\fR\x18coordinatorSigningPubKey\x12P\n" +
+	"\x12other_coordinators\x18\v \x03(\v2!.fabric.pubapi.v1.CoordinatorInfoR\x11otherCoordinators\"\xe7\x01\n" +
+	"\x0fCoordinatorInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x15\n" +
+	"\x06vpn_ip\x18\x02 \x01(\tR\x05vpnIp\x12\x1e\n" +
+	"\vvpn_pub_key\x18\x03 \x01(\fR\tvpnPubKey\x12\x1f\n" +
+	"\vwg_endpoint\x18\x04 \x01(\tR\n" +
+	"wgEndpoint\x12'\n" +
+	"\x0fvpnapi_endpoint\x18\x05 \x01(\tR\x0evpnapiEndpoint\x12\x17\n" +
+	"\atls_pin\x18\x06 \x01(\fR\x06tlsPin\x12&\n" +
+	"\x0fsigning_pub_key\x18\a \x01(\fR\rsigningPubKey\"\xc4\x01\n" +
 	"\x16ActivateAsNodeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05horde\x18\x02 \x01(\tR\x05horde\x12\x1e\n" +
@@ -2486,7 +2612,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x19\n" +
 	"\bvpn_cidr\x18\x03 \x01(\tR\avpnCidr\x12,\n" +
 	"\x05peers\x18\x04 \x03(\v2\x16.fabric.pubapi.v1.PeerR\x05peers\x12\x14\n" +
-	"\x05rules\x18\x05 \x03(\tR\x05rules\"\xd8\x05\n" +
+	"\x05rules\x18\x05 \x03(\tR\x05rules\"\xf4\x05\n" +
 	"\x04Peer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x15\n" +
@@ -2514,7 +2640,8 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\rregistered_at\x18\x12 \x01(\x03R\fregisteredAt\x12\x16\n" +
 	"\x06online\x18\x13 \x01(\bR\x06online\x12?\n" +
 	"\x1ccoordinator_handshake_age_ms\x18\x14 \x01(\x03R\x19coordinatorHandshakeAgeMs\x12\x17\n" +
-	"\atls_pin\x18\x15 \x01(\fR\x06tlsPin\"M\n" +
+	"\atls_pin\x18\x15 \x01(\fR\x06tlsPin\x12\x1a\n" +
+	"\bwatching\x18\x16 \x01(\tR\bwatching\"M\n" +
 	"\aService\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
@@ -2548,7 +2675,7 @@ func file_pubapi_pubapipb_pubapi_proto_rawDescGZIP() []byte {
 	return file_pubapi_pubapipb_pubapi_proto_rawDescData
 }
 
-var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_pubapi_pubapipb_pubapi_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_pubapi_pubapipb_pubapi_proto_goTypes = []any{
 	(*AddCoordinatorRequest)(nil),          // 0: fabric.pubapi.v1.AddCoordinatorRequest
 	(*AddCoordinatorResponse)(nil),         // 1: fabric.pubapi.v1.AddCoordinatorResponse
@@ -2577,57 +2704,59 @@ var file_pubapi_pubapipb_pubapi_proto_goTypes = []any{
 	(*NodeResult)(nil),                     // 24: fabric.pubapi.v1.NodeResult
 	(*ActivationResult)(nil),               // 25: fabric.pubapi.v1.ActivationResult
 	(*ActivateAsNodeRequest)(nil),          // 26: fabric.pubapi.v1.ActivateAsNodeRequest
-	(*ActivateAsNodeResponse)(nil),         // 27: fabric.pubapi.v1.ActivateAsNodeResponse
-	(*ClusterStatus)(nil),                  // 28: fabric.pubapi.v1.ClusterStatus
-	(*Peer)(nil),                           // 29: fabric.pubapi.v1.Peer
-	(*Service)(nil),                        // 30: fabric.pubapi.v1.Service
+	(*CoordinatorInfo)(nil),                // 27: fabric.pubapi.v1.CoordinatorInfo
+	(*ActivateAsNodeResponse)(nil),         // 28: fabric.pubapi.v1.ActivateAsNodeResponse
+	(*ClusterStatus)(nil),                  // 29: fabric.pubapi.v1.ClusterStatus
+	(*Peer)(nil),                           // 30: fabric.pubapi.v1.Peer
+	(*Service)(nil),                        // 31: fabric.pubapi.v1.Service
 }
 var file_pubapi_pubapipb_pubapi_proto_depIdxs = []int32{
-	29, // 0: fabric.pubapi.v1.AddCoordinatorResponse.coordinator:type_name -> fabric.pubapi.v1.Peer
+	30, // 0: fabric.pubapi.v1.AddCoordinatorResponse.coordinator:type_name -> fabric.pubapi.v1.Peer
 	5,  // 1: fabric.pubapi.v1.ListSSHUsersResponse.users:type_name -> fabric.pubapi.v1.SSHUser
 	5,  // 2: fabric.pubapi.v1.SSHUserChange.user:type_name -> fabric.pubapi.v1.SSHUser
-	29, // 3: fabric.pubapi.v1.RemoveNodeResponse.removed:type_name -> fabric.pubapi.v1.Peer
+	30, // 3: fabric.pubapi.v1.RemoveNodeResponse.removed:type_name -> fabric.pubapi.v1.Peer
 	16, // 4: fabric.pubapi.v1.PasticheSendRequest.header:type_name -> fabric.pubapi.v1.PasticheSendHeader
-	28, // 5: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	29, // 5: fabric.pubapi.v1.GetStateResponse.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
 	24, // 6: fabric.pubapi.v1.ActivationEvent.node:type_name -> fabric.pubapi.v1.NodeResult
 	25, // 7: fabric.pubapi.v1.ActivationEvent.result:type_name -> fabric.pubapi.v1.ActivationResult
 	23, // 8: fabric.pubapi.v1.ActivationEvent.started:type_name -> fabric.pubapi.v1.ActivationStarted
-	29, // 9: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
-	28, // 10: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
-	29, // 11: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
-	30, // 12: fabric.pubapi.v1.Peer.endpoints:type_name -> fabric.pubapi.v1.Service
-	30, // 13: fabric.pubapi.v1.Peer.clients:type_name -> fabric.pubapi.v1.Service
-	18, // 14: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
-	20, // 15: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
-	26, // 16: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
-	21, // 17: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
-	15, // 18: fabric.pubapi.v1.PubAPI.PasticheSend:input_type -> fabric.pubapi.v1.PasticheSendRequest
-	3,  // 19: fabric.pubapi.v1.PubAPI.ListSSHUsers:input_type -> fabric.pubapi.v1.ListSSHUsersRequest
-	6,  // 20: fabric.pubapi.v1.PubAPI.AddSSHUser:input_type -> fabric.pubapi.v1.AddSSHUserRequest
-	7,  // 21: fabric.pubapi.v1.PubAPI.RemoveSSHUser:input_type -> fabric.pubapi.v1.RemoveSSHUserRequest
-	9,  // 22: fabric.pubapi.v1.PubAPI.RemoveNode:input_type -> fabric.pubapi.v1.RemoveNodeRequest
-	11, // 23: fabric.pubapi.v1.PubAPI.Leave:input_type -> fabric.pubapi.v1.LeaveRequest
-	13, // 24: fabric.pubapi.v1.PubAPI.Events:input_type -> fabric.pubapi.v1.EventsRequest
-	0,  // 25: fabric.pubapi.v1.PubAPI.AddCoordinator:input_type -> fabric.pubapi.v1.AddCoordinatorRequest
-	2,  // 26: fabric.pubapi.v1.PubAPI.JoinAsCoordinator:input_type -> fabric.pubapi.v1.JoinAsCoordinatorRequest
-	19, // 27: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
-	22, // 28: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
-	27, // 29: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
-	22, // 30: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
-	17, // 31: fabric.pubapi.v1.PubAPI.PasticheSend:output_type -> fabric.pubapi.v1.PasticheSendResponse
-	4,  // 32: fabric.pubapi.v1.PubAPI.ListSSHUsers:output_type -> fabric.pubapi.v1.ListSSHUsersResponse
-	8,  // 33: fabric.pubapi.v1.PubAPI.AddSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
-	8,  // 34: fabric.pubapi.v1.PubAPI.RemoveSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
-	10, // 35: fabric.pubapi.v1.PubAPI.RemoveNode:output_type -> fabric.pubapi.v1.RemoveNodeResponse
-	12, // 36: fabric.pubapi.v1.PubAPI.Leave:output_type -> fabric.pubapi.v1.LeaveResponse
-	14, // 37: fabric.pubapi.v1.PubAPI.Events:output_type -> fabric.pubapi.v1.Event
-	1,  // 38: fabric.pubapi.v1.PubAPI.AddCoordinator:output_type -> fabric.pubapi.v1.AddCoordinatorResponse
-	27, // 39: fabric.pubapi.v1.PubAPI.JoinAsCoordinator:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
-	27, // [27:40] is the sub-list for method output_type
-	14, // [14:27] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	30, // 9: fabric.pubapi.v1.NodeResult.peer:type_name -> fabric.pubapi.v1.Peer
+	29, // 10: fabric.pubapi.v1.ActivationResult.cluster:type_name -> fabric.pubapi.v1.ClusterStatus
+	27, // 11: fabric.pubapi.v1.ActivateAsNodeRequest.other_coordinators:type_name -> fabric.pubapi.v1.CoordinatorInfo
+	30, // 12: fabric.pubapi.v1.ClusterStatus.peers:type_name -> fabric.pubapi.v1.Peer
+	31, // 13: fabric.pubapi.v1.Peer.endpoints:type_name -> fabric.pubapi.v1.Service
+	31, // 14: fabric.pubapi.v1.Peer.clients:type_name -> fabric.pubapi.v1.Service
+	18, // 15: fabric.pubapi.v1.PubAPI.GetState:input_type -> fabric.pubapi.v1.GetStateRequest
+	20, // 16: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:input_type -> fabric.pubapi.v1.ActivateAsCoordinatorRequest
+	26, // 17: fabric.pubapi.v1.PubAPI.ActivateAsNode:input_type -> fabric.pubapi.v1.ActivateAsNodeRequest
+	21, // 18: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:input_type -> fabric.pubapi.v1.ActivateAdditionalNodesRequest
+	15, // 19: fabric.pubapi.v1.PubAPI.PasticheSend:input_type -> fabric.pubapi.v1.PasticheSendRequest
+	3,  // 20: fabric.pubapi.v1.PubAPI.ListSSHUsers:input_type -> fabric.pubapi.v1.ListSSHUsersRequest
+	6,  // 21: fabric.pubapi.v1.PubAPI.AddSSHUser:input_type -> fabric.pubapi.v1.AddSSHUserRequest
+	7,  // 22: fabric.pubapi.v1.PubAPI.RemoveSSHUser:input_type -> fabric.pubapi.v1.RemoveSSHUserRequest
+	9,  // 23: fabric.pubapi.v1.PubAPI.RemoveNode:input_type -> fabric.pubapi.v1.RemoveNodeRequest
+	11, // 24: fabric.pubapi.v1.PubAPI.Leave:input_type -> fabric.pubapi.v1.LeaveRequest
+	13, // 25: fabric.pubapi.v1.PubAPI.Events:input_type -> fabric.pubapi.v1.EventsRequest
+	0,  // 26: fabric.pubapi.v1.PubAPI.AddCoordinator:input_type -> fabric.pubapi.v1.AddCoordinatorRequest
+	2,  // 27: fabric.pubapi.v1.PubAPI.JoinAsCoordinator:input_type -> fabric.pubapi.v1.JoinAsCoordinatorRequest
+	19, // 28: fabric.pubapi.v1.PubAPI.GetState:output_type -> fabric.pubapi.v1.GetStateResponse
+	22, // 29: fabric.pubapi.v1.PubAPI.ActivateAsCoordinator:output_type -> fabric.pubapi.v1.ActivationEvent
+	28, // 30: fabric.pubapi.v1.PubAPI.ActivateAsNode:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
+	22, // 31: fabric.pubapi.v1.PubAPI.ActivateAdditionalNodes:output_type -> fabric.pubapi.v1.ActivationEvent
+	17, // 32: fabric.pubapi.v1.PubAPI.PasticheSend:output_type -> fabric.pubapi.v1.PasticheSendResponse
+	4,  // 33: fabric.pubapi.v1.PubAPI.ListSSHUsers:output_type -> fabric.pubapi.v1.ListSSHUsersResponse
+	8,  // 34: fabric.pubapi.v1.PubAPI.AddSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
+	8,  // 35: fabric.pubapi.v1.PubAPI.RemoveSSHUser:output_type -> fabric.pubapi.v1.SSHUserChange
+	10, // 36: fabric.pubapi.v1.PubAPI.RemoveNode:output_type -> fabric.pubapi.v1.RemoveNodeResponse
+	12, // 37: fabric.pubapi.v1.PubAPI.Leave:output_type -> fabric.pubapi.v1.LeaveResponse
+	14, // 38: fabric.pubapi.v1.PubAPI.Events:output_type -> fabric.pubapi.v1.Event
+	1,  // 39: fabric.pubapi.v1.PubAPI.AddCoordinator:output_type -> fabric.pubapi.v1.AddCoordinatorResponse
+	28, // 40: fabric.pubapi.v1.PubAPI.JoinAsCoordinator:output_type -> fabric.pubapi.v1.ActivateAsNodeResponse
+	28, // [28:41] is the sub-list for method output_type
+	15, // [15:28] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_pubapi_pubapipb_pubapi_proto_init() }
@@ -2651,7 +2780,7 @@ func file_pubapi_pubapipb_pubapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pubapi_pubapipb_pubapi_proto_rawDesc), len(file_pubapi_pubapipb_pubapi_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -2,15 +2,18 @@ package inproc_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fabricmesh/fabric/core"
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
 	"github.com/fabricmesh/fabric/internal/testlog"
 	"github.com/fabricmesh/fabric/testbed/inproc"
 )
@@ -71,5 +74,29 @@ func TestSeveralCoordinators(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+	// The status says which coordinator every node watches: the second.
+	for {
+		var st clusterstatus.Status
+		out := cliOK(t, c, "status", "-o", "json", "--admin-dir", c.AdminDir())
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("status -o json: %v\n%s", err, out)
+		}
+		var notYet []string
+		for _, p := range st.Peers {
+			if p.Role == "node" && (p.Watching != "c2" || !p.Online) {
+				notYet = append(notYet, fmt.Sprintf("%s watching %q online %v", p.Name, p.Watching, p.Online))
+			}
+		}
+		if len(notYet) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the failover the status shows %v", notYet)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if list := cliOK(t, c, "coordinators", "list", "--admin-dir", c.AdminDir()); !regexp.MustCompile(`(?m)^c2 .* yes +3$`).MatchString(list) {
+		t.Errorf("coordinators list does not show c2 online with 3 watchers:\n%s", list)
 	}
 }
