@@ -12,6 +12,7 @@ import (
 	"github.com/fabricmesh/fabric/pubapi"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 )
 
 // bundleCoordinator is one coordinator of the cluster in the admin bundle.
@@ -39,10 +40,13 @@ const probeTimeout = 3 * time.Second
 // dial connects to a coordinator of the bundle with the admin key, pinning
 // its certificate: the first that answers, so the CLI fails over when a
 // coordinator is down.
-func (a *adminDir) dial() (*pubapi.Client, error) {
+func (a *adminDir) dial() (*pubapi.Client, error) { return a.dialWith() }
+
+// dialWith is dial with extra options.
+func (a *adminDir) dialWith(extra ...grpc.DialOption) (*pubapi.Client, error) {
 	var first error
 	for _, co := range a.bundle.coordinators() {
-		c, err := pubapi.Dial(co.PublicEndpoint, authconn.ClientConfig{SigningPrivKey: a.adminSigningKey, ServerCertPin: co.TLSPin})
+		c, err := pubapi.Dial(co.PublicEndpoint, authconn.ClientConfig{SigningPrivKey: a.adminSigningKey, ServerCertPin: co.TLSPin}, extra...)
 		if err != nil {
 			return nil, err
 		}

@@ -381,7 +381,7 @@ func (d *Daemon) servePubAPI(ctx context.Context) error {
 			return fmt.Errorf("listening for the pubapi on %s: %w", d.cfg.Listen, err)
 		}
 	}
-	srv := grpc.NewServer(grpc.Creds(creds), grpc.MaxRecvMsgSize(pubapi.MaxRequestSize))
+	srv := grpc.NewServer(grpc.Creds(creds), grpc.MaxRecvMsgSize(pubapi.MaxRequestSize), pubapi.KeepalivePolicy())
 	pubapipb.RegisterPubAPIServer(srv, pubapi.NewServer(pubapi.Config{
 		Core:           d.core,
 		PublicEndpoint: d.cfg.Listen.String(),

@@ -289,9 +289,16 @@ func (co *coordinatorServices) Liveness(ip netip.Addr) pubapi.Liveness {
 
 // Events implements pubapi.Coordinator.
 func (co *coordinatorServices) Events(ctx context.Context, since uint64, follow bool, fn func(pubapi.Event) error) error {
-	return co.hub.Stream(ctx, co.reg, since, follow, func(e events.Event) error {
+	err := co.hub.Stream(ctx, co.reg, since, follow, func(e events.Event) error {
 		return fn(pubapi.Event(e))
 	})
+	switch {
+	case errors.Is(err, registry.ErrCompacted):
+		return fmt.Errorf("%w: %v", pubapi.ErrEventsCompacted, err)
+	case errors.Is(err, events.ErrBehind):
+		return fmt.Errorf("%w: %v", pubapi.ErrEventsBehind, err)
+	}
+	return err
 }
 
 // pasticheRelay is the coordinator's pastiche relay as the pubapi uses it.

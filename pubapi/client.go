@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -17,6 +18,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 )
 
 // Client is a connection to a peer's pubapi.
@@ -26,13 +28,15 @@ type Client struct {
 }
 
 // Dial connects to the pubapi at endpoint (IP:PORT), proving cfg's
-// credential. It does not block; the first call connects.
-func Dial(endpoint string, cfg authconn.ClientConfig) (*Client, error) {
+// credential, with extra options (such as Keepalive). It does not block;
+// the first call connects.
+func Dial(endpoint string, cfg authconn.ClientConfig, extra ...grpc.DialOption) (*Client, error) {
 	creds, err := authconn.NewClientCredentials(cfg)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient("passthrough:///"+endpoint, append(creds.DialOptions(), dialopts.Reconnect())...)
+	opts := append(creds.DialOptions(), dialopts.Reconnect())
+	conn, err := grpc.NewClient("passthrough:///"+endpoint, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("dialing pubapi %s: %w", endpoint, err)
 	}
@@ -41,6 +45,29 @@ func Dial(endpoint string, cfg authconn.ClientConfig) (*Client, error) {
 
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
+
+// Keepalive: a client of a stream that may stay silent for long (fabric
+// events --follow) pings the server after KeepaliveTime without a frame and
+// gives the connection up KeepaliveTimeout later without an answer, so it
+// notices a coordinator that went away without closing the connection (a
+// machine powered off, a network cut). The server lets clients ping every
+// KeepaliveMinTime (KeepalivePolicy).
+const (
+	KeepaliveTime    = 15 * time.Second
+	KeepaliveTimeout = 10 * time.Second
+	KeepaliveMinTime = 10 * time.Second
+)
+
+// Keepalive is the dial option of such a client.
+func Keepalive() grpc.DialOption {
+	return grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout})
+}
+
+// KeepalivePolicy is the server option that lets clients ping as often as
+// Keepalive does.
+func KeepalivePolicy() grpc.ServerOption {
+	return grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true})
+}
 
 // NodeActivator implements core.NodeActivator over pubapi with the
 // bootstrap key; it signs requests to leave with the coordinator's signing

@@ -2,6 +2,7 @@ package pubapi
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 
 	"github.com/fabricmesh/fabric/core"
@@ -68,11 +69,16 @@ func (s *Server) Events(req *pubapipb.EventsRequest, stream grpc.ServerStreaming
 		}
 		return stream.Send(pe)
 	})
-	if err != nil && ctx.Err() == nil {
-		if _, ok := status.FromError(err); ok {
-			return err
-		}
-		return status.Error(codes.OutOfRange, err.Error())
+	switch {
+	case err == nil || ctx.Err() != nil:
+		return nil
+	case errors.Is(err, ErrEventsCompacted):
+		return status.Errorf(codes.OutOfRange, "events after revision %d: %v", req.GetSince(), err)
+	case errors.Is(err, ErrEventsBehind):
+		return status.Error(codes.Aborted, err.Error())
 	}
-	return nil
+	if _, ok := status.FromError(err); ok {
+		return err // the stream's own
+	}
+	return status.Error(codes.Internal, err.Error())
 }

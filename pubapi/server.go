@@ -37,10 +37,21 @@ type Core interface {
 type Coordinator interface {
 	Catalog() (rules []string, endpoints, clients []ServiceRecord)
 	Liveness(ip netip.Addr) Liveness
-	// Events calls fn with every event after since and, with follow,
-	// with every later one until ctx ends.
+	// Events calls fn with every event after since (0: from the oldest
+	// the change log holds) and, with follow, with every later one until
+	// ctx ends. It fails with ErrEventsCompacted or ErrEventsBehind.
 	Events(ctx context.Context, since uint64, follow bool, fn func(Event) error) error
 }
+
+// Errors of Coordinator.Events.
+var (
+	// ErrEventsCompacted: the change log no longer holds the events
+	// after the revision asked for.
+	ErrEventsCompacted = errors.New("the change log no longer holds those events")
+	// ErrEventsBehind: the caller read the live events too slowly and
+	// lost some; it may resume from the last revision it read.
+	ErrEventsBehind = errors.New("fell behind the live events")
+)
 
 // ServiceRecord is an endpoint (with its port) or a client of a node.
 type ServiceRecord struct {

@@ -39,6 +39,7 @@ const (
 	Removed            = "removed"
 	Online             = "online"
 	Offline            = "offline"
+	Users              = "users"
 	Applied            = "applied"
 )
 
@@ -46,7 +47,7 @@ var kinds = map[registry.EntryKind]string{
 	registry.KindInit: ClusterCreated, registry.KindReserved: Activating, registry.KindActivated: Activated,
 	registry.KindFailed: Failed, registry.KindRegistered: Registered, registry.KindUnregistered: RegistrationFailed,
 	registry.KindServices: Services, registry.KindEndpoint: Endpoint, registry.KindRemoved: Removed,
-	registry.KindOnline: Online, registry.KindOffline: Offline,
+	registry.KindOnline: Online, registry.KindOffline: Offline, registry.KindUsers: Users,
 }
 
 // FromEntry describes a change-log entry: one event per peer it touched,
@@ -132,16 +133,19 @@ func (h *Hub) Follow(n int) (events <-chan Event, stop func()) {
 // Log is the registry's change log.
 type Log interface {
 	ReadLog(since uint64, fn func(registry.Entry) error) (uint64, error)
+	// LogFirst is the oldest revision the log still holds.
+	LogFirst() uint64
 }
 
 // ErrBehind says a follower fell behind the live events.
 var ErrBehind = errors.New("fell behind the live events")
 
-// Stream calls fn with the events of every entry of log after since, then,
-// with follow, with every live event until ctx ends: the changes as they
-// are committed, and the revisions peers report they applied. It fails
-// with registry.ErrCompacted when the log no longer reaches back to since,
-// and with ErrBehind when fn is too slow for the live events.
+// Stream calls fn with the events of every entry of log after since (0:
+// from the oldest entry the log holds), then, with follow, with every live
+// event until ctx ends: the changes as they are committed, and the
+// revisions peers report they applied. It fails with registry.ErrCompacted
+// when the log no longer reaches back to since, and with ErrBehind when fn
+// is too slow for the live events.
 func (h *Hub) Stream(ctx context.Context, log Log, since uint64, follow bool, fn func(Event) error) error {
 	var live <-chan Event
 	if follow {
@@ -149,11 +153,8 @@ func (h *Hub) Stream(ctx context.Context, log Log, since uint64, follow bool, fn
 		live, stop = h.Follow(1 << 14)
 		defer stop()
 	}
-	var past []registry.Entry
-	if _, err := log.ReadLog(since, func(e registry.Entry) error {
-		past = append(past, e)
-		return nil
-	}); err != nil {
+	past, err := readPast(log, since)
+	if err != nil {
 		return err
 	}
 	last := since
@@ -187,5 +188,25 @@ func (h *Hub) Stream(ctx context.Context, log Log, since uint64, follow bool, fn
 				return err
 			}
 		}
+	}
+}
+
+// readPast reads the entries of log after since; since 0 reads from the
+// oldest entry the log holds, even as it compacts meanwhile.
+func readPast(log Log, since uint64) ([]registry.Entry, error) {
+	for attempt := 0; ; attempt++ {
+		from := since
+		if since == 0 {
+			from = max(log.LogFirst(), 1) - 1
+		}
+		var past []registry.Entry
+		_, err := log.ReadLog(from, func(e registry.Entry) error {
+			past = append(past, e)
+			return nil
+		})
+		if since == 0 && errors.Is(err, registry.ErrCompacted) && attempt < 3 {
+			continue // compacted between LogFirst and ReadLog
+		}
+		return past, err
 	}
 }

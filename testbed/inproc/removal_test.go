@@ -192,6 +192,19 @@ func TestRemovalWhileTransfersRun(t *testing.T) {
 		}
 	})
 
+	t.Run("fabric events shows the join and the removal", func(t *testing.T) {
+		all := events(t, c, "--since", "0")
+		activated := slices.IndexFunc(all, func(e clusterstatus.Event) bool { return e.Kind == "activated" && e.Node == doomed.Name })
+		removed := slices.IndexFunc(all, func(e clusterstatus.Event) bool { return e.Kind == "removed" && e.Node == doomed.Name })
+		if activated < 0 || removed < activated || all[removed].Revision != removedAt || all[removed].VPNIP != doomedIP.String() {
+			t.Errorf("events: activated p4 at %d, removed p4 at %d (revision %d expected); events:\n%v", activated, removed, removedAt, all)
+		}
+		from := events(t, c, "--since", fmt.Sprint(removedAt-1))
+		if len(from) == 0 || from[0].Kind != "removed" || from[0].Revision != removedAt {
+			t.Errorf("events --since %d start with %+v, want the removal", removedAt-1, from)
+		}
+	})
+
 	t.Run("the removed node left", func(t *testing.T) {
 		select {
 		case <-doomed.Removed():
@@ -289,4 +302,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// events runs fabric events -o json with args and decodes its lines.
+func events(t *testing.T, c *inproc.Cluster, args ...string) []clusterstatus.Event {
+	t.Helper()
+	out := cliOK(t, c, append([]string{"events", "-o", "json", "--admin-dir", c.AdminDir()}, args...)...)
+	var evs []clusterstatus.Event
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var e clusterstatus.Event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("fabric events printed %q: %v", line, err)
+		}
+		evs = append(evs, e)
+	}
+	return evs
 }
