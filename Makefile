@@ -7,6 +7,8 @@
 #   make test-crash  fabricd killed at every crash point (root)
 #   make demo    a local cluster of network-namespace hosts (root)
 #   make bench   benchmarks; ends with one JSON line of figures (root)
+#   make bench-scale  a coordinator fabricd and a simulator of 1,000 and
+#                10,000 nodes; one JSON line of figures per size (root)
 #   make proto   regenerate the committed protobuf code
 #   make image   image/out/fabric.img: the bootable VM disk image, from Debian 12
 #                packages and make deb's package (root)
@@ -45,12 +47,12 @@ LDFLAGS     := -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(C
 BUILDFLAGS  := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 DEB_BIN     := $(BIN)/deb
 
-.PHONY: all build deb test test-crash demo bench proto tools lint clean image image-lock vm-test vm-demo
+.PHONY: all build deb test test-crash demo bench bench-scale proto tools lint clean image image-lock vm-test vm-demo
 
 all: build
 
 build:
-	$(GO) build $(GOFLAGS) $(BUILDFLAGS) -o $(BIN)/ ./cmd/fabric ./cmd/fabricd ./cmd/fabric-demo ./cmd/fabric-bench
+	$(GO) build $(GOFLAGS) $(BUILDFLAGS) -o $(BIN)/ ./cmd/fabric ./cmd/fabricd ./cmd/fabric-demo ./cmd/fabric-bench ./cmd/fabric-scale
 	@# wireguard-go lets the demo and the tests put their admin host on the
 	@# VPN with wg-quick, as an operator's machine would join.
 	$(GO) build $(GOFLAGS) -o $(BIN)/wireguard-go golang.zx2c4.com/wireguard
@@ -90,6 +92,11 @@ demo: deps-demo build
 # otherwise.
 bench: deps-bench build
 	$(BIN)/fabric-bench --bin-dir $(BIN) $(if $(wildcard $(IMAGE)),--image $(IMAGE)) $(BENCH_FLAGS)
+
+# SCALE_FLAGS picks the sizes and more, e.g. make bench-scale SCALE_FLAGS="-n 1000
+# --changes 5" (see bin/fabric-scale --help).
+bench-scale: deps-bench build
+	$(BIN)/fabric-scale --bin-dir $(BIN) $(SCALE_FLAGS)
 
 # The VM image: Debian 12 packages plus make deb's package, built with
 # mmdebstrap, reproducibly (docs/image.md). image-lock pins the Debian

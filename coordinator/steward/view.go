@@ -50,7 +50,7 @@ func (c Client) ID() string { return serviceid.ID(c.Service, c.Node) }
 // listed. When several records share a node name or ID, the last counts.
 // The view of an unknown node is empty.
 func View(r rules.Rules, nodes []Node, endpoints []Endpoint, clients []Client, node string) view.View {
-	return newWorld(r, nodes, endpoints, clients).view(node)
+	return NewIndex(r, nodes, endpoints, clients).View(node)
 }
 
 // Views computes the view of every node in nodes at once; it is cheaper
@@ -63,6 +63,19 @@ func Views(r rules.Rules, nodes []Node, endpoints []Endpoint, clients []Client) 
 	}
 	return views
 }
+
+// Index holds records indexed once, to compute the views of many nodes
+// one after the other without holding them all, as Views does. It is safe
+// for concurrent use.
+type Index struct{ w *world }
+
+// NewIndex indexes the records, following the rules.
+func NewIndex(r rules.Rules, nodes []Node, endpoints []Endpoint, clients []Client) *Index {
+	return &Index{w: newWorld(r, nodes, endpoints, clients)}
+}
+
+// View computes the view of node, as View does.
+func (x *Index) View(node string) view.View { return x.w.view(node) }
 
 // world indexes the records on known nodes.
 type world struct {

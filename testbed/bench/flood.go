@@ -208,18 +208,6 @@ func countOpen(conns []net.Conn) int {
 
 // rssMB is the resident memory of process pid, in MB (10^6 bytes).
 func rssMB(pid int) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-			if err != nil {
-				return 0, fmt.Errorf("VmRSS of pid %d: %q", pid, rest)
-			}
-			return float64(kb) * 1024 / 1e6, nil
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	b, err := nshost.RSS(pid)
+	return float64(b) / 1e6, err
 }
