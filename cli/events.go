@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/clusterstatus"
@@ -34,7 +35,7 @@ func newEventsCmd() *cobra.Command {
 		Long: `events prints the cluster's changes since revision --since (0: from the oldest
 the coordinator's change log still holds), one line each: the cluster
 created, a node activating, activated, failed, registered or not, its
-services changed (+service -service), its WireGuard endpoint changed, a
+services up or down, its WireGuard endpoint changed, a
 node removed, online or offline, the SSH users changed. With --follow it
 goes on with every new change as it is committed, and with each revision a
 peer reports it applied (kind applied, not in the log: these are only
@@ -244,7 +245,7 @@ func newEventPrinter(out io.Writer, format string) *eventPrinter {
 	return p
 }
 
-const eventRowFormat = "%-8s  %-24s  %-19s  %-12s  %-15s  %s\n"
+const eventRowFormat = "%-8s  %-24s  %-19s  %-12s  %-15s  %s"
 
 func (p *eventPrinter) print(ev *pubapipb.Event) error {
 	e := eventFromProto(ev)
@@ -253,15 +254,19 @@ func (p *eventPrinter) print(ev *pubapipb.Event) error {
 	}
 	if !p.header {
 		p.header = true
-		if _, err := fmt.Fprintf(p.out, eventRowFormat, "REVISION", "TIME", "KIND", "NODE", "VPN IP", "DETAIL"); err != nil {
+		if err := p.row("REVISION", "TIME", "KIND", "NODE", "VPN IP", "DETAIL"); err != nil {
 			return err
 		}
 	}
-	_, err := fmt.Fprintf(p.out, eventRowFormat, fmt.Sprint(e.Revision), e.At, e.Kind, cmpOrDash(e.Node), cmpOrDash(e.VPNIP), e.Detail)
+	return p.row(fmt.Sprint(e.Revision), e.At, e.Kind, orDash(e.Node), orDash(e.VPNIP), e.Detail)
+}
+
+func (p *eventPrinter) row(cols ...any) error {
+	_, err := fmt.Fprintln(p.out, strings.TrimRight(fmt.Sprintf(eventRowFormat, cols...), " "))
 	return err
 }
 
-func cmpOrDash(s string) string {
+func orDash(s string) string {
 	if s == "" {
 		return "-"
 	}

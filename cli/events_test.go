@@ -209,7 +209,7 @@ func TestEventPrinter(t *testing.T) {
 		{"table", `REVISION  TIME                      KIND                 NODE          VPN IP           DETAIL
 1         2026-05-01T10:00:00.000Z  cluster-created      h1            203.0.113.1      cluster c1, VPN 203.0.113.0/24
 12        2026-05-01T10:00:01.250Z  registration-failed  h2            203.0.113.3      calling back the reeve
-14        2026-05-01T10:00:02.000Z  users                -             -                
+14        2026-05-01T10:00:02.000Z  users                -             -
 `},
 		{"json", `{"revision":1,"at":"2026-05-01T10:00:00.000Z","kind":"cluster-created","node":"h1","vpnIP":"203.0.113.1","detail":"cluster c1, VPN 203.0.113.0/24"}
 {"revision":12,"at":"2026-05-01T10:00:01.250Z","kind":"registration-failed","node":"h2","vpnIP":"203.0.113.3","detail":"calling back the reeve"}
