@@ -777,7 +777,7 @@ type Event struct {
 	At int64 `protobuf:"varint,2,opt,name=at,proto3" json:"at,omitempty"`
 	// cluster-created, activating, activated, failed, registered,
 	// registration-failed, services, endpoint, removed, online, offline,
-	// applied.
+	// users, applied.
 	Kind          string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
 	Node          string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
 	VpnIp         string `protobuf:"bytes,5,opt,name=vpn_ip,json=vpnIp,proto3" json:"vpn_ip,omitempty"`
