@@ -49,7 +49,7 @@ type Registrar struct {
 type RegistrationRecords interface {
 	Cluster() (records.Cluster, bool)
 	Peer(ip netip.Addr) (records.Peer, bool)
-	SetRegistration(ip netip.Addr, reevePubKey []byte, failure string) (records.Peer, error)
+	SetRegistrationSince(prev records.Peer, reevePubKey []byte, failure string) (records.Peer, error)
 }
 
 // The crash points of the registration handshake (see internal/crashpoint).
@@ -69,7 +69,10 @@ var ErrRegistration = errors.New("registration failed")
 // The handshakes of one node run one at a time, so that the outcome
 // recorded last is that of the last attempt: a callback to a node that
 // crashed fails late, and must not overwrite the registration its restart
-// completed meanwhile.
+// completed meanwhile. Across coordinators sharing the store, the outcome
+// is recorded only if the node's registration is still the one the
+// handshake started from (SetRegistrationSince); otherwise the attempt
+// fails and the node's reeve registers again.
 func (r *Registrar) Register(ctx context.Context, nodeIP netip.Addr, reevePubKey []byte) error {
 	unlock := r.lock(nodeIP)
 	defer unlock()
@@ -90,7 +93,7 @@ func (r *Registrar) Register(ctx context.Context, nodeIP netip.Addr, reevePubKey
 		log.Info("node registered", "node", node.Name, "vpnIP", node.VPNIP)
 		crashRegistrarVerified.Hit()
 	}
-	if _, rerr := r.Registry.SetRegistration(nodeIP, reevePubKey, failure); rerr != nil {
+	if _, rerr := r.Registry.SetRegistrationSince(node, reevePubKey, failure); rerr != nil {
 		return errors.Join(err, rerr)
 	}
 	if err == nil {

@@ -357,7 +357,7 @@ func (r *Registry) tryCommit(batch []*op) (ok []done, refused []error, err error
 	if len(ok) == 0 {
 		return nil, refused, nil
 	}
-	first := r.logFirst
+	var first uint64
 	err = r.store.Update(func(tx store.Tx) error {
 		var stored uint64
 		if err := store.GetJSON(tx, keyRevision, &stored); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -372,7 +372,7 @@ func (r *Registry) tryCommit(batch []*op) (ok []done, refused []error, err error
 			}
 		}
 		var err error
-		first, err = compact(tx, r.logFirst, r.work.rev, r.logCapacity)
+		first, err = compact(tx, base, r.work.rev, r.logCapacity)
 		return err
 	})
 	if err != nil {

@@ -24,7 +24,7 @@ func (r *Registry) CatchUp() error {
 	r.pubMu.Lock()
 	defer r.pubMu.Unlock()
 	var entries []Entry
-	_, err := r.ReadLog(r.Revision(), func(e Entry) error {
+	first, _, err := r.readLog(r.Revision(), func(e Entry) error {
 		entries = append(entries, e)
 		return nil
 	})
@@ -34,6 +34,9 @@ func (r *Registry) CatchUp() error {
 	if err != nil {
 		return fmt.Errorf("catching up with the store: %w", err)
 	}
+	r.mu.Lock()
+	r.logFirst = max(r.logFirst, first) // the others compact too
+	r.mu.Unlock()
 	return r.applyLocked(entries)
 }
 

@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/internal/store/storetest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -126,4 +130,97 @@ func TestFollow(t *testing.T) {
 	if diff := cmp.Diff(stateOf(a), stateOf(b), cmpNetip); diff != "" {
 		t.Errorf("the follower differs (-a +b):\n%s", diff)
 	}
+}
+
+// TestSharedCompaction: coordinators sharing a store compact its change
+// log in turn, each from what the store holds: it keeps the newest
+// LogCapacity entries whoever committed last.
+func TestSharedCompaction(t *testing.T) {
+	st := store.NewMem()
+	opts := registry.Options{LogCapacity: 4}
+	a, err := registry.Open(st, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Init(records.Cluster{ID: "c1", VPNCIDR: mustParseCIDR(t, "203.0.113.0/24")}, coordinatorPeer(), nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	counted := &deleteCounter{Store: st}
+	b, err := registry.Open(counted, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 12 {
+		r := []*registry.Registry{a, b}[i%2]
+		if _, err := r.Fail(nodeEndpoint(byte(i)), "x"); err != nil { // revisions 2..13
+			t.Fatal(err)
+		}
+	}
+	var logRevs []string
+	for k := range storetest.Dump(t, st) {
+		if strings.HasPrefix(k, "registry/log/0") {
+			logRevs = append(logRevs, strings.TrimLeft(strings.TrimPrefix(k, "registry/log/"), "0"))
+		}
+	}
+	slices.Sort(logRevs)
+	if diff := cmp.Diff([]string{"10", "11", "12", "13"}, logRevs); diff != "" {
+		t.Errorf("log entries in the store (-want +got):\n%s", diff)
+	}
+	for name, r := range map[string]*registry.Registry{"a": a, "b": b} {
+		if err := r.CatchUp(); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.LogFirst(); got != 10 {
+			t.Errorf("%s: LogFirst = %d, want 10", name, got)
+		}
+	}
+
+	// b follows a long run of a's commits, then commits: it deletes the
+	// one entry that falls out, not every revision since the first it
+	// once knew.
+	for i := range 30 {
+		if _, err := a.Fail(nodeEndpoint(byte(20+i)), "x"); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 2 {
+			if err := b.CatchUp(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	counted.deletes.Store(0)
+	if _, err := b.Fail(nodeEndpoint(60), "x"); err != nil {
+		t.Fatal(err)
+	}
+	if got := counted.deletes.Load(); got != 1 {
+		t.Errorf("b's commit deleted %d keys, want 1 (the entry that fell out of the log)", got)
+	}
+}
+
+// deleteCounter counts the deletes of the transactions it commits.
+type deleteCounter struct {
+	store.Store
+	deletes atomic.Int64
+}
+
+func (s *deleteCounter) Update(fn func(store.Tx) error) error {
+	var n int64
+	err := s.Store.Update(func(tx store.Tx) error {
+		n = 0
+		return fn(&deleteCountingTx{Tx: tx, n: &n})
+	})
+	if err == nil {
+		s.deletes.Add(n)
+	}
+	return err
+}
+
+type deleteCountingTx struct {
+	store.Tx
+	n *int64
+}
+
+func (tx *deleteCountingTx) Delete(key string) error {
+	*tx.n++
+	return tx.Tx.Delete(key)
 }

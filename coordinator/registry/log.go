@@ -97,9 +97,20 @@ func loadLogFirst(tx store.Tx) (uint64, error) {
 	return first, err
 }
 
-// compact deletes the entries older than the newest capacity ones and
-// returns the new first revision.
-func compact(tx store.Tx, first, rev uint64, capacity int) (uint64, error) {
+// compact deletes the entries older than the newest capacity ones, in the
+// transaction that committed revisions base+1..rev, and returns the new
+// first revision. It reads the first revision the store holds in tx, not
+// a registry's copy: coordinators sharing the store compact in turn, each
+// in the transaction of its commit.
+func compact(tx store.Tx, base, rev uint64, capacity int) (uint64, error) {
+	var first uint64
+	err := store.GetJSON(tx, keyLogFirst, &first)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		first = base + 1 // a store written before the log existed, or a new one
+	case err != nil:
+		return 0, err
+	}
 	if first == 0 {
 		first = 1
 	}
@@ -130,10 +141,15 @@ func (r *Registry) LogFirst() uint64 {
 // stored (without After records), and returns the revision read up to.
 // It fails with ErrCompacted when entries after since were compacted.
 func (r *Registry) ReadLog(since uint64, fn func(Entry) error) (uint64, error) {
-	var last uint64
-	err := r.store.View(func(tx store.Tx) error {
-		first, err := loadLogFirst(tx)
-		if err != nil {
+	_, last, err := r.readLog(since, fn)
+	return last, err
+}
+
+// readLog is ReadLog that also returns the first revision the log holds.
+func (r *Registry) readLog(since uint64, fn func(Entry) error) (first, last uint64, err error) {
+	err = r.store.View(func(tx store.Tx) error {
+		var err error
+		if first, err = loadLogFirst(tx); err != nil {
 			return err
 		}
 		if err := store.GetJSON(tx, keyRevision, &last); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -155,7 +171,7 @@ func (r *Registry) ReadLog(since uint64, fn func(Entry) error) (uint64, error) {
 		}
 		return nil
 	})
-	return last, err
+	return first, last, err
 }
 
 // ErrCompacted says that the change log no longer holds the entries asked

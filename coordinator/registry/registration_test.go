@@ -55,3 +55,38 @@ func TestSetRegistration(t *testing.T) {
 		t.Errorf("refused registrations moved the revision from %d to %d", rev, got)
 	}
 }
+
+// TestSetRegistrationSince: two coordinators on one store. A handshake
+// that started before the other coordinator recorded a later attempt of
+// the node records nothing when it ends (a late failure does not undo the
+// registration); one that started from the current record is recorded.
+func TestSetRegistrationSince(t *testing.T) {
+	st := store.NewMem()
+	a := initRegistry(t, st, "203.0.113.0/24", 0)
+	b, err := registry.Open(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := activateNode(t, a, 0)
+	startedAtA := node // a's handshake starts, its callback hangs
+	if err := b.CatchUp(); err != nil {
+		t.Fatal(err)
+	}
+	registered, err := b.SetRegistrationSince(node, key(0x5e), "") // the node's next attempt, through b
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.SetRegistrationSince(startedAtA, key(0x5e), "calling back the reeve: deadline exceeded"); !errors.Is(err, registry.ErrConflict) {
+		t.Errorf("a late failure after the other coordinator's registration: %v, want ErrConflict", err)
+	}
+	if err := a.CatchUp(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.Peer(node.VPNIP); !got.Registered || got.Revision != registered.Revision {
+		t.Errorf("after the late failure: %+v, want the registration of revision %d", got, registered.Revision)
+	}
+	failed, err := a.SetRegistrationSince(registered, key(0x5e), "the reeve did not sign")
+	if err != nil || failed.Registered || failed.RegistrationError != "the reeve did not sign" {
+		t.Errorf("a failure of a handshake that started from the current record: %+v, %v; want it recorded", failed, err)
+	}
+}

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -15,6 +16,25 @@ import (
 // it is unregistered and failure says why. The same failure again changes
 // nothing: no new revision wakes the watchers while a node keeps failing.
 func (r *Registry) SetRegistration(ip netip.Addr, reevePubKey []byte, failure string) (records.Peer, error) {
+	return r.setRegistration(ip, reevePubKey, failure, nil)
+}
+
+// SetRegistrationSince is SetRegistration for a handshake that started
+// from the peer's record prev: when the peer's registration changed since
+// (another coordinator recorded a later attempt of the node first), it
+// records nothing and fails with ErrConflict, so that a callback that
+// failed late cannot undo the registration that followed it.
+func (r *Registry) SetRegistrationSince(prev records.Peer, reevePubKey []byte, failure string) (records.Peer, error) {
+	return r.setRegistration(prev.VPNIP, reevePubKey, failure, func(p records.Peer) error {
+		if p.Registered != prev.Registered || !bytes.Equal(p.ReevePubKey, prev.ReevePubKey) ||
+			!p.RegisteredAt.Equal(prev.RegisteredAt) || p.RegistrationError != prev.RegistrationError {
+			return fmt.Errorf("%w: the registration of %s changed while this handshake ran", ErrConflict, prev.Name)
+		}
+		return nil
+	})
+}
+
+func (r *Registry) setRegistration(ip netip.Addr, reevePubKey []byte, failure string, check func(records.Peer) error) (records.Peer, error) {
 	kind := KindRegistered
 	if failure != "" {
 		kind = KindUnregistered
@@ -24,6 +44,11 @@ func (r *Registry) SetRegistration(ip netip.Addr, reevePubKey []byte, failure st
 		p, ok := m.peer(ip)
 		if !ok || p.State != records.StateActive || p.Role == records.RoleAdmin {
 			return fmt.Errorf("%w %s", ErrUnknownPeer, ip)
+		}
+		if check != nil {
+			if err := check(p); err != nil {
+				return err
+			}
 		}
 		if failure != "" && !p.Registered && p.RegistrationError == failure {
 			out = p
