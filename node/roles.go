@@ -20,6 +20,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/serviceid"
 	"github.com/fabricmesh/fabric/internal/signedrpc"
+	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/node/pastiche"
 	"github.com/fabricmesh/fabric/node/reeve"
@@ -70,9 +71,19 @@ func (s services) StartCoordinator(ctx context.Context, self records.Peer) (core
 	if co.feed, err = feed.New(d.reg, rs, feed.Options{}); err != nil {
 		return nil, err
 	}
+	var leader liveness.Leader
+	if elector, ok := d.cfg.ClusterStore.(store.Elector); ok {
+		l := &coordinator.Leadership{Elector: elector, Name: "liveness-expiry", Value: d.cfg.Name, Logger: d.log.With("component", "leadership")}
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			l.Run(ctx)
+		}()
+		leader = l
+	}
 	co.tracker = liveness.New(liveness.Config{
 		Registry: d.reg, Self: self.VPNIP, SelfName: self.Name, Shared: d.cfg.ClusterStore != nil,
-		OfflineAfter: d.cfg.OfflineAfter,
+		OfflineAfter: d.cfg.OfflineAfter, Leader: leader,
 		Applied: func(ip netip.Addr, rev uint64) {
 			p, _ := d.reg.Peer(ip)
 			co.hub.Publish(events.Event{Revision: rev, At: d.now(), Kind: events.Applied, Node: p.Name, VPNIP: ip})

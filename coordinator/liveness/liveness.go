@@ -10,8 +10,13 @@
 // Several coordinators: each beats into the shared store every few
 // seconds (the revision it applied and its watchers', outside the change
 // log), and reads the others' beats for the peers it does not see itself.
-// A coordinator that stops beating is shown offline, and so are the peers
-// it had seen online, unless they came online through another.
+// A coordinator whose beat has not changed for OfflineAfter, as this one's
+// clock measures it (the coordinators' clocks need not agree), is shown
+// offline. The leader (Config.Leader, elected in etcd) then records
+// offline the peers it had seen online, unless they came online through
+// another; the registry records that only if it still holds, so a second
+// leader for a moment changes nothing. A coordinator that finds a peer it
+// sees online recorded offline records it online again.
 package liveness
 
 import (
@@ -65,7 +70,14 @@ type Config struct {
 	Now func() time.Time
 	// Applied, if set, learns every revision a peer reports it applied.
 	Applied func(ip netip.Addr, rev uint64)
+	// Leader, if set, says whether this coordinator is the one that
+	// records offline the peers of a coordinator that stopped beating;
+	// nil: this one does.
+	Leader Leader
 }
+
+// Leader says whether this coordinator leads (coordinator.Leadership).
+type Leader interface{ Leading() bool }
 
 // Tracker follows the peers' liveness. It is safe for concurrent use.
 type Tracker struct {
@@ -74,6 +86,8 @@ type Tracker struct {
 	mu    sync.Mutex
 	peers map[netip.Addr]*peer
 	beats map[netip.Addr]registry.Beat // the other coordinators', last read
+	// beatChanged is when this tracker saw each coordinator's beat change.
+	beatChanged map[netip.Addr]time.Time
 	// recordMu orders the registry writes, each of which records the
 	// state of the peer as it is when written.
 	recordMu sync.Mutex
@@ -108,7 +122,7 @@ func New(cfg Config) *Tracker {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	t := &Tracker{cfg: cfg, peers: map[netip.Addr]*peer{}, beats: map[netip.Addr]registry.Beat{}}
+	t := &Tracker{cfg: cfg, peers: map[netip.Addr]*peer{}, beats: map[netip.Addr]registry.Beat{}, beatChanged: map[netip.Addr]time.Time{}}
 	now := cfg.Now()
 	for ip, l := range cfg.Registry.Liveness() {
 		if l.By != cfg.SelfName && l.By != "" {
@@ -252,11 +266,13 @@ func (t *Tracker) Check() {
 	}
 }
 
-// beat writes this coordinator's beat, reads the others', and marks
-// offline what a coordinator that stopped beating had seen online.
+// beat writes this coordinator's beat, reads the others', records online
+// again the peers it sees that are recorded offline, and, if it leads,
+// records offline what a coordinator that stopped beating had seen online.
 func (t *Tracker) beat() {
 	now := t.cfg.Now()
 	b := registry.Beat{At: now, Watchers: map[netip.Addr]uint64{}}
+	var online []netip.Addr
 	t.mu.Lock()
 	for ip, p := range t.peers {
 		switch {
@@ -264,6 +280,9 @@ func (t *Tracker) beat() {
 			b.Applied = p.applied
 		case p.online:
 			b.Watchers[ip] = t.statusLocked(p).Applied
+		}
+		if p.online {
+			online = append(online, ip)
 		}
 	}
 	t.mu.Unlock()
@@ -273,20 +292,43 @@ func (t *Tracker) beat() {
 		return
 	}
 	t.mu.Lock()
+	for ip, b := range beats {
+		if prev, ok := t.beats[ip]; !ok || !prev.At.Equal(b.At) {
+			t.beatChanged[ip] = now
+		}
+	}
 	t.beats = beats
 	t.mu.Unlock()
+	recorded := t.cfg.Registry.Liveness()
+	for _, ip := range online {
+		if l, ok := recorded[ip]; ok && !l.Online {
+			t.record(ip) // expired while this coordinator saw it
+		}
+	}
+	if t.cfg.Leader != nil && !t.cfg.Leader.Leading() {
+		return
+	}
 	alive := map[string]bool{t.cfg.SelfName: true}
 	_, peers := t.cfg.Registry.Peers()
+	t.mu.Lock()
 	for _, p := range peers {
-		if b, ok := beats[p.VPNIP]; ok && p.Role == records.RoleCoordinator && now.Sub(b.At) <= t.cfg.OfflineAfter {
+		if _, ok := beats[p.VPNIP]; ok && p.Role == records.RoleCoordinator && t.beatingLocked(p.VPNIP, now) {
 			alive[p.Name] = true
 		}
 	}
-	for ip, l := range t.cfg.Registry.Liveness() {
+	t.mu.Unlock()
+	for ip, l := range recorded {
 		if l.Online && l.By != "" && !alive[l.By] {
 			_ = t.cfg.Registry.ExpireLiveness(ip, l.By, now)
 		}
 	}
+}
+
+// beatingLocked reports whether the beat of the coordinator at ip changed
+// within OfflineAfter, by this tracker's clock.
+func (t *Tracker) beatingLocked(ip netip.Addr, now time.Time) bool {
+	changed, ok := t.beatChanged[ip]
+	return ok && now.Sub(changed) <= t.cfg.OfflineAfter
 }
 
 // Status is what the tracker knows of a peer.
@@ -317,7 +359,7 @@ func (t *Tracker) Status(ip netip.Addr) Status {
 		return st
 	}
 	if b, ok := t.beats[ip]; ok { // another coordinator
-		return Status{Online: t.cfg.Now().Sub(b.At) <= t.cfg.OfflineAfter, LastSeen: b.At, Applied: b.Applied, CoordinatorHandshakeAge: -1}
+		return Status{Online: t.beatingLocked(ip, t.cfg.Now()), LastSeen: b.At, Applied: b.Applied, CoordinatorHandshakeAge: -1}
 	}
 	l := t.cfg.Registry.Liveness()[ip]
 	st := Status{Online: l.Online, LastSeen: l.LastSeen, CoordinatorHandshakeAge: -1}

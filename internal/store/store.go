@@ -96,6 +96,20 @@ type WatchStore interface {
 	Watcher
 }
 
+// Elector is a store whose clients can elect one of them for a job that
+// one client at a time does (etcdstore: etcd's concurrency.Election). A
+// store without it has one client, which does the job itself.
+type Elector interface {
+	// Campaign blocks until this client leads the election name (value
+	// says who it is), or until ctx ends. The context it returns ends
+	// when the leadership is lost (this client could not keep it alive,
+	// the store closed) or ctx ends; resign gives the leadership up at
+	// once and must be called in the end. Leadership is a fact of the
+	// store's clock: for a moment after one client lost it another may
+	// lead too, so a leader's writes must still be safe when they race.
+	Campaign(ctx context.Context, name, value string) (lead context.Context, resign func(), err error)
+}
+
 // GetJSON reads key and decodes its JSON value into v.
 func GetJSON(tx Tx, key string, v any) error {
 	b, err := tx.Get(key)

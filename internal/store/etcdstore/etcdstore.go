@@ -28,6 +28,9 @@ const (
 	DefaultTimeout     = 5 * time.Second
 	DefaultDialTimeout = 5 * time.Second
 	DefaultMaxAttempts = 64
+	// DefaultElectionTTL is how long (in seconds) a leader that no longer
+	// keeps its election's session alive stays the leader.
+	DefaultElectionTTL = 10
 )
 
 // scanPage is how many keys one etcd range request of a Scan reads.
@@ -55,6 +58,9 @@ type Options struct {
 	// MaxAttempts bounds the runs of an Update's function when it
 	// conflicts with other writers (0: DefaultMaxAttempts).
 	MaxAttempts int
+	// ElectionTTL is the lease of an election's session, in seconds (0:
+	// DefaultElectionTTL); see Campaign.
+	ElectionTTL int
 	Logger      *slog.Logger
 }
 
@@ -64,6 +70,7 @@ type Store struct {
 	prefix      string
 	timeout     time.Duration
 	maxAttempts int
+	electionTTL int
 	log         *slog.Logger
 	clientLog   *clientLog
 	clusterID   uint64 // the etcd cluster's, from the answer to Open's read
@@ -83,7 +90,10 @@ func Open(opts Options) (*Store, error) {
 		return nil, errors.New("opening the etcd store: no endpoints")
 	}
 	s := &Store{
-		prefix: opts.Prefix, timeout: opts.Timeout, maxAttempts: opts.MaxAttempts, log: opts.Logger,
+		prefix: opts.Prefix, timeout: opts.Timeout, maxAttempts: opts.MaxAttempts, electionTTL: opts.ElectionTTL, log: opts.Logger,
+	}
+	if s.electionTTL <= 0 {
+		s.electionTTL = DefaultElectionTTL
 	}
 	if s.prefix == "" {
 		s.prefix = DefaultPrefix

@@ -375,3 +375,70 @@ func TestMemberLoss(t *testing.T) {
 	}
 	works("every member back")
 }
+
+// TestCampaign: of two clients campaigning in one election, one leads and
+// the other waits until it resigns; a leader whose store closes without
+// resigning (as in a crash) loses the leadership, and the next campaign
+// leads once its session's lease expired.
+func TestCampaign(t *testing.T) {
+	c := sharedCluster(t)
+	prefix := freshPrefix()
+	a := open(t, etcdstore.Options{Endpoints: c.Endpoints(), Prefix: prefix, ElectionTTL: 2})
+	b := open(t, etcdstore.Options{Endpoints: c.Endpoints()[1:], Prefix: prefix, ElectionTTL: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	leadA, resignA, err := a.Campaign(ctx, "job", "a")
+	if err != nil {
+		t.Fatalf("a campaigns: %v", err)
+	}
+	type led struct {
+		lead   context.Context
+		resign func()
+		err    error
+	}
+	bLeads := make(chan led, 1)
+	go func() {
+		lead, resign, err := b.Campaign(ctx, "job", "b")
+		bLeads <- led{lead, resign, err}
+	}()
+	// b's campaign is in etcd once a campaign in another election, made
+	// after it, has been answered.
+	_, resignOther, err := a.Campaign(ctx, "another job", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resignOther()
+	select {
+	case l := <-bLeads:
+		t.Fatalf("b leads (%v) while a does", l.err)
+	default:
+	}
+	if leadA.Err() != nil {
+		t.Fatalf("a lost the leadership: %v", leadA.Err())
+	}
+	resignA()
+	if leadA.Err() == nil {
+		t.Error("a's leadership did not end when it resigned")
+	}
+	l := <-bLeads
+	if l.err != nil {
+		t.Fatalf("b's campaign: %v", l.err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.lead.Done():
+	case <-ctx.Done():
+		t.Fatal("b's leadership did not end when its store closed")
+	}
+	l.resign()
+	leadA, resignA, err = a.Campaign(ctx, "job", "a")
+	if err != nil {
+		t.Fatalf("a campaigns again: %v", err)
+	}
+	defer resignA()
+	if leadA.Err() != nil {
+		t.Errorf("a's new leadership ended: %v", leadA.Err())
+	}
+}
