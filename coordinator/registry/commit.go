@@ -303,13 +303,21 @@ const maxAttempts = 20
 // those that succeeded in one transaction. The transaction commits only if
 // the store's revision is still the one the changes were checked against;
 // otherwise the registry catches up with what others committed and runs
-// the batch again.
+// the batch again. A batch too large for one transaction of the store is
+// split in two.
 func (r *Registry) commit(batch []*op) {
 	var err error
 	for attempt := 1; ; attempt++ {
 		var ok []done
 		var refused []error
 		ok, refused, err = r.tryCommit(batch)
+		if errors.Is(err, store.ErrTooLarge) && len(batch) > 1 {
+			// More than the store takes in one transaction (etcd's
+			// limits): commit each half on its own.
+			r.commit(batch[:len(batch)/2])
+			r.commit(batch[len(batch)/2:])
+			return
+		}
 		if !errors.Is(err, errBehind) || attempt == maxAttempts {
 			for i, o := range batch {
 				if refused[i] != nil || !slices.ContainsFunc(ok, func(d done) bool { return d.o == o }) {

@@ -15,6 +15,12 @@ var (
 	// ErrEmptyKey is returned for an empty key.
 	ErrEmptyKey = errors.New("empty key")
 
+	// ErrTooLarge is matched by the error of an Update the store refused,
+	// committing nothing, because it writes or compares more keys or
+	// bytes than one transaction may (etcd's --max-txn-ops and
+	// --max-request-bytes). Smaller transactions may succeed.
+	ErrTooLarge = errors.New("transaction too large for the store")
+
 	ErrTxClosed    = errors.New("transaction used after its function returned")
 	ErrStoreClosed = errors.New("store is closed")
 

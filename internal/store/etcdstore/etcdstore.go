@@ -275,7 +275,10 @@ func (s *Store) failure(op string, err error) error {
 	}
 	switch {
 	case errors.Is(err, rpctypes.ErrTooManyOps), errors.Is(err, rpctypes.ErrRequestTooLarge):
-		return fmt.Errorf("%s: the transaction exceeds etcd's limits (its --max-txn-ops, 128 by default, bounds the comparisons and the writes of one transaction; --max-request-bytes, 1.5 MiB by default, its size): %w", op, err)
+		return fmt.Errorf("%s: %w: the transaction exceeds etcd's limits (its --max-txn-ops, 128 by default, bounds the comparisons and the writes of one transaction; --max-request-bytes, 1.5 MiB by default, its size): %w", op, store.ErrTooLarge, err)
+	case errorCode(err) == codes.ResourceExhausted && strings.Contains(err.Error(), "larger than max"):
+		// The client refused to send it (etcd's client sends at most 2 MiB).
+		return fmt.Errorf("%s: %w: the transaction exceeds what the etcd client sends: %w", op, store.ErrTooLarge, err)
 	case unavailable(err):
 		if q := s.diagnose(); q != nil {
 			q.op, q.err, q.last = op, err, s.lastClientError(err)

@@ -442,3 +442,39 @@ func TestCampaign(t *testing.T) {
 		t.Errorf("a's new leadership ended: %v", leadA.Err())
 	}
 }
+
+// TestTooLarge: a transaction over etcd's limits (operations, or bytes
+// beyond what the client sends) fails with store.ErrTooLarge and commits
+// nothing.
+func TestTooLarge(t *testing.T) {
+	c := sharedCluster(t)
+	s := open(t, etcdstore.Options{Endpoints: c.Endpoints(), Prefix: freshPrefix()})
+	tests := []struct {
+		name string
+		fn   func(store.Tx) error
+	}{
+		{"too many operations", func(tx store.Tx) error {
+			for i := range etcdlab.MaxTxnOps + 1 {
+				if err := tx.Put(fmt.Sprintf("k%05d", i), []byte("v")); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{"too many bytes", func(tx store.Tx) error {
+			return tx.Put("big", make([]byte, 3<<20))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := s.Update(tt.fn)
+			if !errors.Is(err, store.ErrTooLarge) {
+				t.Fatalf("Update: %v, want ErrTooLarge", err)
+			}
+			t.Logf("Update: %v", err)
+			if got := storetest.Dump(t, s); len(got) != 0 {
+				t.Errorf("the store holds %d keys after the refused transaction", len(got))
+			}
+		})
+	}
+}
