@@ -30,8 +30,10 @@ type fakeNet struct {
 	// reported is the last revision each peer reported (the coordinator
 	// through Config.Applied).
 	reported map[netip.Addr]uint64
-	dials    int
-	watches  int
+	// starts is how each peer's last watch started.
+	starts  map[netip.Addr]WatchStart
+	dials   int
+	watches int
 }
 
 // fakeVPNAPI is a coordinator's vpnapi as nodes see it: its registry and
@@ -49,13 +51,20 @@ var errConnRefused = fmt.Errorf("connection refused: %w", ErrUnanswered)
 const fakeKeepalive = 200 * time.Millisecond
 
 func newFakeNet() *fakeNet {
-	return &fakeNet{vpnapis: map[string]*fakeVPNAPI{}, holds: map[*context.CancelFunc]struct{}{}, reported: map[netip.Addr]uint64{}}
+	return &fakeNet{vpnapis: map[string]*fakeVPNAPI{}, holds: map[*context.CancelFunc]struct{}{}, reported: map[netip.Addr]uint64{},
+		starts: map[netip.Addr]WatchStart{}}
 }
 
 func (n *fakeNet) report(ip netip.Addr, rev uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.reported[ip] = rev
+}
+
+func (n *fakeNet) lastStart(ip netip.Addr) WatchStart {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.starts[ip]
 }
 
 func (n *fakeNet) lastReport(ip netip.Addr) uint64 {
@@ -101,7 +110,8 @@ func (n *fakeNet) attempts() int {
 
 // fakeDialer is one peer's way to its coordinator's vpnapi. Like the real
 // vpnapi, the coordinator knows the caller by its signing key and accepts
-// only active nodes (and removed ones, which it tells so).
+// only active nodes, coordinators and admins (and removed nodes, which it
+// tells so).
 type fakeDialer struct {
 	net           *fakeNet
 	signingPubKey []byte
@@ -124,10 +134,13 @@ func (d *fakeDialer) Watch(ctx context.Context, co CoordinatorInfo, start WatchS
 		return nil, err
 	}
 	caller, ok := api.reg.LookupSigningKey(d.signingPubKey)
-	if !ok || (caller.Role != records.RoleNode && caller.Role != records.RoleCoordinator) {
+	if !ok || (caller.Role != records.RoleNode && caller.Role != records.RoleCoordinator && caller.Role != records.RoleAdmin) {
 		done()
 		return nil, errors.New("permission denied: not an active node of this cluster")
 	}
+	n.mu.Lock()
+	n.starts[caller.VPNIP] = start
+	n.mu.Unlock()
 	return &fakeWatch{net: n, api: api, hold: hold, done: done, ip: caller.VPNIP, sent: start.Applied}, nil
 }
 

@@ -65,6 +65,10 @@ type ViewApplier interface {
 type WatchStart struct {
 	Applied    uint64
 	WGEndpoint string
+	// Roaming is set by an admin whose WireGuard its peers cannot reach:
+	// the coordinator forgets the endpoint it recorded for it. Nodes
+	// never set it.
+	Roaming bool
 }
 
 // Watch is a node's open watch on its coordinator.
@@ -437,15 +441,21 @@ func (c *Core) nodeLoop(ctx context.Context, cfg NodeConfig) {
 }
 
 // coordinators lists the coordinators a node can watch: the one that
-// activated it, then every other coordinator among its peers (coordinator
-// peers carry their TLS pin and signing key), in VPN IP order.
+// activated it, then every other coordinator among its peers.
 func (c *Core) coordinators(cfg NodeConfig, held heldPeers) []CoordinatorInfo {
-	out := []CoordinatorInfo{cfg.Coordinator}
+	return coordinatorsOf(cfg.Coordinator, held, c.cfg.VPNAPIPort)
+}
+
+// coordinatorsOf is first, then every other coordinator among the held
+// peers (coordinator peers carry their TLS pin and signing key), in VPN IP
+// order, with their vpnapi at vpnapiPort.
+func coordinatorsOf(first CoordinatorInfo, held heldPeers, vpnapiPort int) []CoordinatorInfo {
+	out := []CoordinatorInfo{first}
 	for _, p := range held.sorted() {
-		if p.VPNIP == cfg.Coordinator.VPNIP {
+		if p.VPNIP == first.VPNIP {
 			continue
 		}
-		if co, ok := c.coordinatorInfo(p); ok {
+		if co, ok := coordinatorInfo(p, vpnapiPort); ok {
 			out = append(out, co)
 		}
 	}
@@ -455,6 +465,12 @@ func (c *Core) coordinators(cfg NodeConfig, held heldPeers) []CoordinatorInfo {
 // coordinatorInfo is how a node reaches the coordinator of record p; false
 // if p is no coordinator or lacks its TLS pin or a valid VPN key.
 func (c *Core) coordinatorInfo(p records.Peer) (CoordinatorInfo, bool) {
+	return coordinatorInfo(p, c.cfg.VPNAPIPort)
+}
+
+// coordinatorInfo is how a peer reaches the coordinator of record p, whose
+// vpnapi listens at vpnapiPort on its VPN IP.
+func coordinatorInfo(p records.Peer, vpnapiPort int) (CoordinatorInfo, bool) {
 	if p.Role != records.RoleCoordinator || len(p.TLSPin) == 0 {
 		return CoordinatorInfo{}, false
 	}
@@ -464,7 +480,7 @@ func (c *Core) coordinatorInfo(p records.Peer) (CoordinatorInfo, bool) {
 	}
 	return CoordinatorInfo{
 		Name: p.Name, VPNIP: p.VPNIP, VPNPubKey: key, WGEndpoint: p.WGEndpoint,
-		VPNAPIEndpoint: hostPort(p.VPNIP, c.cfg.VPNAPIPort), TLSPin: p.TLSPin, SigningPubKey: p.SigningPubKey,
+		VPNAPIEndpoint: hostPort(p.VPNIP, vpnapiPort), TLSPin: p.TLSPin, SigningPubKey: p.SigningPubKey,
 	}, true
 }
 
@@ -534,14 +550,20 @@ func (c *Core) watchOnce(ctx context.Context, cfg NodeConfig, co CoordinatorInfo
 
 // heartbeats reports on the watch that the node is alive until ctx ends.
 func (c *Core) heartbeats(ctx context.Context, w Watch, co CoordinatorInfo, rev *atomic.Uint64) {
-	t := time.NewTicker(c.cfg.Heartbeat)
+	heartbeats(ctx, w, c.cfg.Heartbeat, rev, func() time.Duration { return c.coordinatorHandshakeAge(ctx, co) })
+}
+
+// heartbeats reports the revision in rev and the age of the handshake with
+// the coordinator on w every interval until ctx ends or w breaks.
+func heartbeats(ctx context.Context, w Watch, every time.Duration, rev *atomic.Uint64, age func() time.Duration) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := w.Report(rev.Load(), c.coordinatorHandshakeAge(ctx, co)); err != nil {
+			if err := w.Report(rev.Load(), age()); err != nil {
 				return // the watch is broken; its Recv says why
 			}
 		}
@@ -551,15 +573,21 @@ func (c *Core) heartbeats(ctx context.Context, w Watch, co CoordinatorInfo, rev 
 // coordinatorHandshakeAge is the age of the last WireGuard handshake with
 // the coordinator, -1 when unknown.
 func (c *Core) coordinatorHandshakeAge(ctx context.Context, co CoordinatorInfo) time.Duration {
-	hr, ok := c.cfg.Network.(HandshakeReader)
+	return handshakeAge(ctx, c.cfg.Network, c.cfg.Now, co.VPNPubKey)
+}
+
+// handshakeAge is the age of network's last WireGuard handshake with
+// peer, -1 when unknown.
+func handshakeAge(ctx context.Context, network NetworkManager, now func() time.Time, peer wgtypes.Key) time.Duration {
+	hr, ok := network.(HandshakeReader)
 	if !ok {
 		return -1
 	}
-	last, err := hr.LastHandshake(ctx, co.VPNPubKey)
+	last, err := hr.LastHandshake(ctx, peer)
 	if err != nil || last.IsZero() {
 		return -1
 	}
-	return c.cfg.Now().Sub(last)
+	return now().Sub(last)
 }
 
 // applyUpdate applies one update to the device, the view and the store.

@@ -385,6 +385,7 @@ func (d *Daemon) servePubAPI(ctx context.Context) error {
 	pubapipb.RegisterPubAPIServer(srv, pubapi.NewServer(pubapi.Config{
 		Core:           d.core,
 		PublicEndpoint: d.cfg.Listen.String(),
+		VPNAPIPort:     d.cfg.VPNAPIPort,
 		Coordinator: func() pubapi.Coordinator {
 			if co := d.coord.Load(); co != nil {
 				return co

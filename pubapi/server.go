@@ -84,6 +84,9 @@ type Config struct {
 	Core Core
 	// PublicEndpoint is where the pubapi listens.
 	PublicEndpoint string
+	// VPNAPIPort is where a coordinator serves the vpnapi on its VPN IP,
+	// told to admins in GetState (0: not told).
+	VPNAPIPort int
 	// Coordinator and Relay (the relay of pastiche sends) return nil until
 	// the peer is a coordinator.
 	Coordinator func() Coordinator
@@ -136,6 +139,9 @@ func (s *Server) GetState(ctx context.Context, _ *pubapipb.GetStateRequest) (*pu
 	}
 	if st.VPNIP.IsValid() {
 		resp.VpnIp = st.VPNIP.String()
+		if st.State == core.StateCoordinator && s.cfg.VPNAPIPort > 0 {
+			resp.VpnapiEndpoint = netip.AddrPortFrom(st.VPNIP, uint16(s.cfg.VPNAPIPort)).String()
+		}
 	}
 	if reg, ok := s.core.Registry(); ok && info.Method == authconn.MethodSignature {
 		resp.Cluster = s.clusterStatus(reg)

@@ -21,8 +21,8 @@ import (
 // use) is bigger than gRPC's default 4 MiB.
 const MaxUpdateSize = 256 << 20
 
-// Dialer connects a node to its coordinator's vpnapi. It implements
-// core.CoordinatorDialer.
+// Dialer connects a node (or an admin on the VPN) to its coordinator's
+// vpnapi. It implements core.CoordinatorDialer.
 type Dialer struct {
 	// SigningPrivKey is the node's ed25519 key, which the coordinator knows.
 	SigningPrivKey ed25519.PrivateKey
@@ -41,7 +41,7 @@ func (d *Dialer) Watch(ctx context.Context, co core.CoordinatorInfo, start core.
 	ctx, cancel := context.WithCancel(ctx)
 	stream, err := vpnapipb.NewVPNAPIClient(conn).WatchUpdates(ctx, grpc.MaxCallRecvMsgSize(MaxUpdateSize))
 	if err == nil {
-		err = stream.Send(&vpnapipb.WatchRequest{AppliedRevision: start.Applied, WgEndpoint: start.WGEndpoint, CoordinatorHandshakeAgeMs: -1})
+		err = stream.Send(&vpnapipb.WatchRequest{AppliedRevision: start.Applied, WgEndpoint: start.WGEndpoint, Roaming: start.Roaming, CoordinatorHandshakeAgeMs: -1})
 	}
 	if err != nil {
 		cancel()

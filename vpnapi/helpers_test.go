@@ -158,6 +158,7 @@ type cluster struct {
 	coordKey ed25519.PrivateKey
 	coordIP  netip.Addr
 	adminKey ed25519.PrivateKey
+	adminIP  netip.Addr
 	nodeKeys map[string]ed25519.PrivateKey
 	nodeIPs  map[string]netip.Addr
 }
@@ -180,7 +181,7 @@ func newCluster(tb testing.TB) *cluster {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c.coordIP = peers[0].VPNIP
+	c.coordIP, c.adminIP = peers[0].VPNIP, peers[1].VPNIP
 	c.addNode(tb, "n1", "a")
 	c.addNode(tb, "n2", "a")
 	return c

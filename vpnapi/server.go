@@ -79,14 +79,15 @@ func NewServer(cfg Config) *Server {
 }
 
 // LookupSigningKey is the authconn server hook: it accepts the keys of
-// active nodes and of the coordinator, which it names by VPN IP, and those
-// of removed nodes, whose watch is told they were removed and nothing
-// else.
+// active nodes, of the coordinators and of the admins (who watch, to keep
+// their own WireGuard peers, but have no reeve to register), which it
+// names by VPN IP, and those of removed nodes, whose watch is told they
+// were removed and nothing else.
 func LookupSigningKey(reg Registry) func(ed25519.PublicKey) (string, error) {
 	return func(pubKey ed25519.PublicKey) (string, error) {
 		p, ok := reg.LookupSigningKey(pubKey)
-		if !ok || (p.Role != records.RoleNode && p.Role != records.RoleCoordinator) {
-			return "", errors.New("not an active node of this cluster")
+		if !ok || (p.Role != records.RoleNode && p.Role != records.RoleCoordinator && p.Role != records.RoleAdmin) {
+			return "", errors.New("not an active peer of this cluster")
 		}
 		return p.VPNIP.String(), nil
 	}
@@ -178,9 +179,12 @@ func (s *Server) report(node records.Peer, req *vpnapipb.WatchRequest) {
 		age = -1
 	}
 	s.cfg.Liveness.Report(node.VPNIP, req.GetAppliedRevision(), age)
-	if ep := req.GetWgEndpoint(); ep != "" && ep != node.WGEndpoint {
-		// Errors (a malformed endpoint) leave the record as it was; the
-		// node reports again on its next watch.
+	// Errors (a malformed endpoint) leave the record as it was; the node
+	// reports again on its next watch.
+	switch ep := req.GetWgEndpoint(); {
+	case req.GetRoaming() && node.Role == records.RoleAdmin:
+		_ = s.cfg.Registry.SetWGEndpoint(node.VPNIP, "")
+	case ep != "" && ep != node.WGEndpoint:
 		_ = s.cfg.Registry.SetWGEndpoint(node.VPNIP, ep)
 	}
 }
@@ -193,6 +197,9 @@ func (s *Server) Register(ctx context.Context, req *vpnapipb.RegisterRequest) (*
 	}
 	if node.State != records.StateActive {
 		return nil, status.Errorf(codes.PermissionDenied, "%s (%s) is %s", node.Name, node.VPNIP, node.State)
+	}
+	if node.Role == records.RoleAdmin {
+		return nil, status.Errorf(codes.PermissionDenied, "%s (%s) is an admin, which has no reeve to register", node.Name, node.VPNIP)
 	}
 	if s.cfg.Registrar == nil {
 		return nil, status.Error(codes.Unavailable, "registration is not served here")

@@ -239,8 +239,57 @@ func TestWatchReportsWireGuardEndpoint(t *testing.T) {
 	}
 }
 
-// TestCallersRefused: only active nodes and the coordinator may call, over
-// an authenticated connection.
+// TestAdminWatch: an admin on the VPN watches like a node: a full
+// snapshot of every active peer, then the changes; the endpoint it reports
+// is recorded wherever it is, and a roaming admin's endpoint is forgotten.
+func TestAdminWatch(t *testing.T) {
+	c := newCluster(t)
+	cfg, live := c.config(t)
+	srv := c.serve(t, cfg)
+	const endpoint = "198.51.100.7:51821"
+	w := srv.watch(t, c.adminKey, core.WatchStart{WGEndpoint: endpoint})
+	full := recv(t, w)
+	if full.Kind != update.Full {
+		t.Fatalf("first update: %v, want a full snapshot", full.Kind)
+	}
+	waitEndpoint(t, c, c.adminIP, endpoint)
+	n3 := c.addNode(t, "n3", "b")
+	for u := recv(t, w); ; u = recv(t, w) {
+		if u.Kind == update.Unchanged {
+			continue
+		}
+		if diff := cmp.Diff([]records.Peer{onWire(n3)}, u.Peers, cmpOpts); u.Kind != update.Delta || diff != "" {
+			t.Fatalf("after a join: %v (-want +got peers):\n%s", u.Kind, diff)
+		}
+		break
+	}
+	if watching, _, _ := live.state(); watching[c.adminIP] != 1 {
+		t.Errorf("liveness: the admin is watching %d times, want 1", watching[c.adminIP])
+	}
+	w.Close()
+
+	roaming := srv.watch(t, c.adminKey, core.WatchStart{Applied: c.reg.Revision(), Roaming: true})
+	recv(t, roaming)
+	waitEndpoint(t, c, c.adminIP, "")
+}
+
+// waitEndpoint waits until the registry records endpoint for ip.
+func waitEndpoint(t *testing.T, c *cluster, ip netip.Addr, endpoint string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		p, _ := c.reg.Peer(ip)
+		if p.WGEndpoint == endpoint {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has endpoint %q, want %q", ip, p.WGEndpoint, endpoint)
+		}
+	}
+}
+
+// TestCallersRefused: only active nodes, the coordinator and admins may
+// call, over an authenticated connection, and only nodes and the
+// coordinator register.
 func TestCallersRefused(t *testing.T) {
 	c := newCluster(t)
 	reg := &fakeRegistrar{}
@@ -248,22 +297,27 @@ func TestCallersRefused(t *testing.T) {
 	cfg.Registrar = reg
 	srv := c.serve(t, cfg)
 	ctx := testContext(t)
-	for name, key := range map[string][]byte{"admin": c.adminKey, "unknown": newKey()} {
-		t.Run(name, func(t *testing.T) {
-			w, err := (&vpnapi.Dialer{SigningPrivKey: key}).Watch(ctx, srv.info(), core.WatchStart{})
-			if err == nil {
-				_, err = w.Recv()
-				w.Close()
-			}
-			if status.Code(err) != codes.PermissionDenied {
-				t.Errorf("WatchUpdates: %v, want PermissionDenied", err)
-			}
-			err = (&vpnapi.Dialer{SigningPrivKey: key}).Register(ctx, srv.info(), pub(newKey()))
-			if status.Code(err) != codes.PermissionDenied {
-				t.Errorf("Register: %v, want PermissionDenied", err)
-			}
-		})
-	}
+	t.Run("unknown", func(t *testing.T) {
+		key := newKey()
+		w, err := (&vpnapi.Dialer{SigningPrivKey: key}).Watch(ctx, srv.info(), core.WatchStart{})
+		if err == nil {
+			_, err = w.Recv()
+			w.Close()
+		}
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("WatchUpdates: %v, want PermissionDenied", err)
+		}
+		err = (&vpnapi.Dialer{SigningPrivKey: key}).Register(ctx, srv.info(), pub(newKey()))
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("Register: %v, want PermissionDenied", err)
+		}
+	})
+	t.Run("admin registers", func(t *testing.T) {
+		err := (&vpnapi.Dialer{SigningPrivKey: c.adminKey}).Register(ctx, srv.info(), pub(newKey()))
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "no reeve") {
+			t.Errorf("Register: %v, want PermissionDenied (no reeve)", err)
+		}
+	})
 	if calls := reg.called(); len(calls) != 0 {
 		t.Errorf("the registrar was asked for %v", calls)
 	}
@@ -352,7 +406,7 @@ func TestLookupSigningKey(t *testing.T) {
 		{name: "n1", key: pub(c.nodeKeys["n1"]), want: c.nodeIPs["n1"].String()},
 		{name: "n2", key: pub(c.nodeKeys["n2"]), want: c.nodeIPs["n2"].String()},
 		{name: "coordinator", key: pub(c.coordKey), want: c.coordIP.String()},
-		{name: "admin", key: pub(c.adminKey)},
+		{name: "admin", key: pub(c.adminKey), want: c.adminIP.String()},
 		{name: "unknown", key: pub(newKey())},
 		{name: "pending node's wireguard key", key: pending.WGPubKey},
 	}

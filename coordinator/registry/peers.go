@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -243,26 +244,31 @@ func (r *Registry) Remove(ip netip.Addr) (records.Peer, error) {
 }
 
 // SetWGEndpoint records the WireGuard endpoint an active peer reports
-// (its WireGuard port changed). The same endpoint changes nothing. The IP
-// must be the one of the peer's public endpoint: otherwise a node could
-// point every peer's handshakes at any address.
+// (its WireGuard port changed). The same endpoint changes nothing. A
+// node's endpoint must be at the IP of its public endpoint: otherwise a
+// node could point every peer's handshakes at any address. An admin has
+// no public endpoint and roams: its endpoint may be any IP:port (the admin
+// holds the cluster's keys anyway), and "" says it has none its peers can
+// reach.
 func (r *Registry) SetWGEndpoint(ip netip.Addr, wgEndpoint string) error {
 	ap, err := netip.ParseAddrPort(wgEndpoint)
-	if err != nil || ap.Port() == 0 {
-		return fmt.Errorf("wireguard endpoint %q: want IP:PORT", wgEndpoint)
-	}
+	badEndpoint := err != nil || ap.Port() == 0
 	err = r.update(KindEndpoint, func(m *mutation) error {
 		p, ok := m.peer(ip)
-		if !ok || p.State != records.StateActive || p.Role == records.RoleAdmin {
+		if !ok || p.State != records.StateActive {
 			return fmt.Errorf("%w %s", ErrUnknownPeer, ip)
+		}
+		admin := p.Role == records.RoleAdmin
+		if badEndpoint && !(admin && wgEndpoint == "") {
+			return fmt.Errorf("wireguard endpoint %q: want IP:PORT", wgEndpoint)
 		}
 		if p.WGEndpoint == wgEndpoint {
 			return errNoChange
 		}
-		if pub, err := netip.ParseAddrPort(p.PublicEndpoint); err != nil || pub.Addr() != ap.Addr() {
+		if pub, err := netip.ParseAddrPort(p.PublicEndpoint); !admin && (err != nil || pub.Addr() != ap.Addr()) {
 			return fmt.Errorf("%w: %s is not at the IP of its public endpoint %s", ErrConflict, wgEndpoint, p.PublicEndpoint)
 		}
-		m.detail = fmt.Sprintf("%s -> %s", p.WGEndpoint, wgEndpoint)
+		m.detail = fmt.Sprintf("%s -> %s", cmp.Or(p.WGEndpoint, "none"), cmp.Or(wgEndpoint, "none"))
 		p.WGEndpoint = wgEndpoint
 		m.put(p)
 		return nil

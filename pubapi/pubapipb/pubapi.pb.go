@@ -1149,9 +1149,12 @@ type GetStateResponse struct {
 	Version string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
 	// The shared store the peer runs with (etcd: its cluster and prefix);
 	// empty for the peer's own bbolt file.
-	StoreId       string `protobuf:"bytes,12,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StoreId string `protobuf:"bytes,12,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// On a coordinator: where its vpnapi listens inside the VPN (VPN IP:port),
+	// which an admin on the VPN watches (`fabric vpn up`).
+	VpnapiEndpoint string `protobuf:"bytes,13,opt,name=vpnapi_endpoint,json=vpnapiEndpoint,proto3" json:"vpnapi_endpoint,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetStateResponse) Reset() {
@@ -1264,6 +1267,13 @@ func (x *GetStateResponse) GetVersion() string {
 func (x *GetStateResponse) GetStoreId() string {
 	if x != nil {
 		return x.StoreId
+	}
+	return ""
+}
+
+func (x *GetStateResponse) GetVpnapiEndpoint() string {
+	if x != nil {
+		return x.VpnapiEndpoint
 	}
 	return ""
 }
@@ -2517,7 +2527,7 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06sha256\x18\x05 \x01(\fR\x06sha256\"\x11\n" +
-	"\x0fGetStateRequest\"\x83\x03\n" +
+	"\x0fGetStateRequest\"\xac\x03\n" +
 	"\x10GetStateResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\afailure\x18\x02 \x01(\tR\afailure\x12\x12\n" +
@@ -2532,7 +2542,8 @@ const file_pubapi_pubapipb_pubapi_proto_rawDesc = "" +
 	"\x0fsigning_pub_key\x18\n" +
 	" \x01(\fR\rsigningPubKey\x12\x18\n" +
 	"\aversion\x18\v \x01(\tR\aversion\x12\x19\n" +
-	"\bstore_id\x18\f \x01(\tR\astoreId\"\xf5\x02\n" +
+	"\bstore_id\x18\f \x01(\tR\astoreId\x12'\n" +
+	"\x0fvpnapi_endpoint\x18\r \x01(\tR\x0evpnapiEndpoint\"\xf5\x02\n" +
 	"\x1cActivateAsCoordinatorRequest\x12\x19\n" +
 	"\bvpn_cidr\x18\x01 \x01(\tR\avpnCidr\x122\n" +
 	"\x15node_public_endpoints\x18\x02 \x03(\tR\x13nodePublicEndpoints\x121\n" +

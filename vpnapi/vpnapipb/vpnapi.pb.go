@@ -219,7 +219,9 @@ func (*RegisterResponse) Descriptor() ([]byte, []int) {
 }
 
 // WatchRequest is a node's message on its watch: the first one starts the
-// watch, the next ones report.
+// watch, the next ones report. An admin watches the same way (it has no
+// service view): its first message may give its WireGuard endpoint, which
+// is then any IP:port, not one at a public endpoint.
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The revision the node has applied.
@@ -230,8 +232,13 @@ type WatchRequest struct {
 	// Milliseconds since the node's last WireGuard handshake with the
 	// coordinator; -1 when it has none.
 	CoordinatorHandshakeAgeMs int64 `protobuf:"varint,3,opt,name=coordinator_handshake_age_ms,json=coordinatorHandshakeAgeMs,proto3" json:"coordinator_handshake_age_ms,omitempty"`
-	unknownFields             protoimpl.UnknownFields
-	sizeCache                 protoimpl.SizeCache
+	// Set by an admin (`fabric vpn up`) whose WireGuard its peers cannot
+	// reach (behind NAT, say): the coordinator forgets the endpoint it
+	// recorded for it, and the peers learn it from the admin's own packets.
+	// Nodes never set it.
+	Roaming       bool `protobuf:"varint,4,opt,name=roaming,proto3" json:"roaming,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchRequest) Reset() {
@@ -283,6 +290,13 @@ func (x *WatchRequest) GetCoordinatorHandshakeAgeMs() int64 {
 		return x.CoordinatorHandshakeAgeMs
 	}
 	return 0
+}
+
+func (x *WatchRequest) GetRoaming() bool {
+	if x != nil {
+		return x.Roaming
+	}
+	return false
 }
 
 type WatchUpdate struct {
@@ -1129,12 +1143,13 @@ const file_vpnapi_vpnapipb_vpnapi_proto_rawDesc = "" +
 	"\x1cvpnapi/vpnapipb/vpnapi.proto\x12\x10fabric.vpnapi.v1\"5\n" +
 	"\x0fRegisterRequest\x12\"\n" +
 	"\rreeve_pub_key\x18\x01 \x01(\fR\vreevePubKey\"\x12\n" +
-	"\x10RegisterResponse\"\x9b\x01\n" +
+	"\x10RegisterResponse\"\xb5\x01\n" +
 	"\fWatchRequest\x12)\n" +
 	"\x10applied_revision\x18\x01 \x01(\x04R\x0fappliedRevision\x12\x1f\n" +
 	"\vwg_endpoint\x18\x02 \x01(\tR\n" +
 	"wgEndpoint\x12?\n" +
-	"\x1ccoordinator_handshake_age_ms\x18\x03 \x01(\x03R\x19coordinatorHandshakeAgeMs\"\xb4\x02\n" +
+	"\x1ccoordinator_handshake_age_ms\x18\x03 \x01(\x03R\x19coordinatorHandshakeAgeMs\x12\x18\n" +
+	"\aroaming\x18\x04 \x01(\bR\aroaming\"\xb4\x02\n" +
 	"\vWatchUpdate\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x120\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1c.fabric.vpnapi.v1.UpdateKindR\x04kind\x12,\n" +
