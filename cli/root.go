@@ -74,7 +74,7 @@ and writes an admin bundle; later commands read that bundle.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newKeyCmd(), newActivateCmd(), newAddNodesCmd(), newStatusCmd(), newWatchCmd(), newServicesCmd(), newPasticheCmd(), newUsersCmd(), newVersionCmd(), newCoordinatorsCmd(), newNodesCmd(con), newEventsCmd())
+	root.AddCommand(newKeyCmd(), newActivateCmd(), newAddNodesCmd(), newStatusCmd(), newWatchCmd(), newServicesCmd(), newPasticheCmd(), newUsersCmd(), newVersionCmd(), newCoordinatorsCmd(), newNodesCmd(con), newEventsCmd(), newVPNCmd())
 	root.SetHelpCommand(newHelpCmd())
 	root.InitDefaultCompletionCmd()
 	refuseUnknownSubcommands(root)

@@ -142,7 +142,11 @@ func printStatus(out io.Writer, st clusterstatus.Status, now time.Time) {
 	}
 	tw.Flush()
 	for _, a := range st.Admins {
-		fmt.Fprintf(out, "\nadmin %s: VPN IP %s\n", a.Name, a.VPNIP)
+		on := "not following the cluster (no 'fabric vpn up')"
+		if a.Online {
+			on = fmt.Sprintf("on the VPN at %s, revision %d applied", cmp.Or(a.WGEndpoint, "no endpoint (roaming)"), a.AppliedRevision)
+		}
+		fmt.Fprintf(out, "\nadmin %s: VPN IP %s, %s\n", a.Name, a.VPNIP, on)
 	}
 }
 

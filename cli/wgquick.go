@@ -12,7 +12,8 @@ import (
 
 // wgQuickConfig renders the wg-quick config that puts the admin's machine on
 // the VPN: one peer per active coordinator and node, each reachable at its
-// VPN IP only.
+// VPN IP only. It listens on the port of `fabric vpn up`, so the endpoint
+// that told the cluster stays right for either.
 func wgQuickConfig(a *adminDir, cluster *pubapipb.ClusterStatus) (string, error) {
 	cidr, err := netip.ParsePrefix(cluster.GetVpnCidr())
 	if err != nil {
@@ -24,7 +25,7 @@ func wgQuickConfig(a *adminDir, cluster *pubapipb.ClusterStatus) (string, error)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# fabric cluster %s: admin %s on the VPN.\n# Bring it up with: wg-quick up %s\n\n", cluster.GetClusterId(), a.bundle.AdminName, a.file(wgQuickFile))
-	fmt.Fprintf(&b, "[Interface]\nPrivateKey = %s\nAddress = %s\n", a.adminVPNPrivKey, netip.PrefixFrom(ip, cidr.Bits()))
+	fmt.Fprintf(&b, "[Interface]\nPrivateKey = %s\nAddress = %s\nListenPort = %d\n", a.adminVPNPrivKey, netip.PrefixFrom(ip, cidr.Bits()), defaultVPNListenPort)
 	for _, p := range cluster.GetPeers() {
 		if p.GetState() != "active" || p.GetRole() == "admin" || p.GetWgEndpoint() == "" {
 			continue

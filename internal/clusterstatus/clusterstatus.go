@@ -36,7 +36,8 @@ type Peer struct {
 	Horde           string `json:"horde"`
 	AppliedRevision uint64 `json:"appliedRevision"`
 	// Online: the peer's watch is open and it reported in the last 25 s
-	// (the coordinator always is). Admins have no liveness.
+	// (the coordinator always is). An admin has one while `fabric vpn up`
+	// runs.
 	Online bool `json:"online"`
 	// LastSeen is when the peer last reported on its watch (RFC 3339), if
 	// ever.

@@ -14,6 +14,13 @@ import (
 // (no wireguard module). In ModeAuto, Up falls back to wireguard-go instead.
 var ErrKernelUnsupported = errors.New("kernel wireguard not supported")
 
+// LinkExists reports whether the network namespace has an interface
+// called name (of any kind).
+func LinkExists(name string) (bool, error) {
+	link, err := findLink(name)
+	return link != nil, err
+}
+
 // findLink returns the link called name, or nil if there is none.
 func findLink(name string) (netlink.Link, error) {
 	link, err := netlink.LinkByName(name)

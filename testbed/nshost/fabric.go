@@ -470,6 +470,24 @@ func (f *Fabric) AdminVPNUp(ctx context.Context) error {
 	return nil
 }
 
+// AdminVPNDaemonUp puts the admin host on the VPN with `fabric vpn up`
+// (extra adds flags) and returns its output. The lab kills the daemon, if
+// it still runs, when it closes.
+func (f *Fabric) AdminVPNDaemonUp(ctx context.Context, extra ...string) (string, error) {
+	out, err := f.CLI(ctx, append([]string{"vpn", "up", "--admin-dir", f.AdminDir}, extra...)...)
+	if data, rerr := os.ReadFile(filepath.Join(f.AdminDir, "vpn.pid")); rerr == nil {
+		if pid, perr := strconv.Atoi(strings.TrimSpace(string(data))); perr == nil {
+			f.Lab.OnClose(func() error { return killOwn(pid, "vpn\x00up\x00--foreground") })
+		}
+	}
+	return out, err
+}
+
+// AdminVPNDaemonDown runs `fabric vpn down` on the admin host.
+func (f *Fabric) AdminVPNDaemonDown(ctx context.Context) (string, error) {
+	return f.CLI(ctx, "vpn", "down", "--admin-dir", f.AdminDir)
+}
+
 // killOwn kills pid if it still runs the command we started (a recycled PID
 // belongs to someone else and is left alone).
 func killOwn(pid int, command string) error {
