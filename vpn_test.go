@@ -59,7 +59,8 @@ func eventuallyNS(t *testing.T, timeout time.Duration, what string, cond func() 
 
 // TestAdminVPN: `fabric vpn up` puts the admin host on the VPN as a live
 // peer: it reaches every node, a node added later with no other step, and a
-// restarted node reaches it at once; `fabric vpn status` shows it;
+// restarted node reaches it at once, a removed node leaves its interface;
+// `fabric vpn status` shows it;
 // `fabric vpn down` takes it off.
 func TestAdminVPN(t *testing.T) {
 	f, hosts := newFabric(t, 3, nil)
@@ -154,6 +155,23 @@ func TestAdminVPN(t *testing.T) {
 		if err := nshost.PingAll(ctx, f.Admin, vpnIPs(status(t, f))); err != nil {
 			t.Errorf("admin host after h2's restart: %v", err)
 		}
+	})
+
+	t.Run("a removed node leaves the admin's interface", func(t *testing.T) {
+		h3 := peerByName(t, status(t, f), "h3")
+		if out, err := f.CLI(ctx, "nodes", "remove", "h3", "--yes", "--admin-dir", f.AdminDir); err != nil {
+			t.Fatalf("fabric nodes remove: %v\n%s", err, out)
+		}
+		eventuallyNS(t, 20*time.Second, "the admin to drop h3", func() error {
+			out, err := f.Admin.Run(ctx, "wg", "show", "fabric-vpn", "peers")
+			if err != nil {
+				return err
+			}
+			if strings.Contains(out, h3.WGPubKey) {
+				return fmt.Errorf("wg show fabric-vpn peers still lists h3 (%s)", h3.WGPubKey)
+			}
+			return nil
+		})
 	})
 
 	t.Run("down removes the interface", func(t *testing.T) {
