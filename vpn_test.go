@@ -60,8 +60,8 @@ func eventuallyNS(t *testing.T, timeout time.Duration, what string, cond func() 
 // TestAdminVPN: `fabric vpn up` puts the admin host on the VPN as a live
 // peer: it reaches every node, a node added later with no other step, and a
 // restarted node reaches it at once, a removed node leaves its interface;
-// `fabric vpn status` shows it;
-// `fabric vpn down` takes it off.
+// `fabric vpn status` shows it; `fabric vpn down` takes it off and tells
+// the coordinator its endpoint is gone.
 func TestAdminVPN(t *testing.T) {
 	f, hosts := newFabric(t, 3, nil)
 	ctx := context.Background()
@@ -188,6 +188,11 @@ func TestAdminVPN(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(f.AdminDir, "vpn.pid")); err == nil {
 			t.Error("vpn.pid left after fabric vpn down")
+		}
+		// The daemon told the coordinator it roams: the nodes stop sending
+		// keepalives to an endpoint nobody answers.
+		if a := status(t, f).Admins; len(a) != 1 || a[0].WGEndpoint != "" {
+			t.Errorf("admins after fabric vpn down: %+v, want one without an endpoint", a)
 		}
 	})
 }

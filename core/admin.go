@@ -65,9 +65,10 @@ type AdminVPNState struct {
 // the interface, so that nodes added, removed or re-keyed are reachable
 // without a manual step. It reports the endpoint its peers reach it at,
 // which they then know, so that a restarted node can reach the admin at
-// once. It keeps nothing on disk: a restart begins with a full snapshot.
-// It returns when ctx ends (nil), leaving the interface to the caller, or
-// when the interface cannot be brought up.
+// once. When ctx ends it tells the coordinator it roams from then on (its
+// endpoint goes away) and returns nil, leaving the interface to the
+// caller; it fails only when the interface cannot be brought up. It keeps
+// nothing on disk: a restart begins with a full snapshot.
 func RunAdminVPN(ctx context.Context, cfg AdminVPNConfig) error {
 	a, err := newAdminVPN(cfg)
 	if err != nil {
@@ -83,8 +84,35 @@ func RunAdminVPN(ctx context.Context, cfg AdminVPNConfig) error {
 		return fmt.Errorf("adding the cluster's peers: %w", err)
 	}
 	a.observe()
-	a.loop(ctx)
+	co := a.loop(ctx)
+	if cfg.WGEndpoint != "" {
+		a.leave(context.WithoutCancel(ctx), co)
+	}
 	return nil
+}
+
+// leaveTimeout bounds how long a stopping admin tries to tell the
+// coordinator that its endpoint goes away.
+const leaveTimeout = 5 * time.Second
+
+// leave tells coordinator co, while the interface is still up, that the
+// admin roams from now on: the nodes drop their keepalive toward the
+// endpoint it told them, which nobody answers any more. A watch from
+// revision 0 is answered at once, after the coordinator recorded its first
+// message.
+func (a *adminVPN) leave(ctx context.Context, co CoordinatorInfo) {
+	ctx, cancel := context.WithTimeout(ctx, leaveTimeout)
+	defer cancel()
+	w, err := a.cfg.Dialer.Watch(ctx, co, WatchStart{Roaming: true})
+	if err == nil {
+		_, err = w.Recv()
+		w.Close()
+	}
+	if err != nil {
+		a.cfg.Logger.Warn("telling the coordinator this admin's endpoint goes away", "coordinator", co.Name, "err", err)
+		return
+	}
+	a.cfg.Logger.Info("told the coordinator this admin's endpoint goes away", "coordinator", co.Name)
 }
 
 // adminVPN is the state of RunAdminVPN.
@@ -108,14 +136,14 @@ func newAdminVPN(cfg AdminVPNConfig) (*adminVPN, error) {
 
 // loop watches the coordinators until ctx ends, retrying with backoff and
 // trying the next coordinator after a failure. The interface keeps its
-// last peers meanwhile.
-func (a *adminVPN) loop(ctx context.Context) {
+// last peers meanwhile. It returns the coordinator it watched last.
+func (a *adminVPN) loop(ctx context.Context) CoordinatorInfo {
 	b := backoff{min: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
 	co := a.cfg.Coordinator
 	for ctx.Err() == nil {
 		applied, err := a.watchOnce(ctx, co)
 		if ctx.Err() != nil {
-			return
+			return co
 		}
 		if applied {
 			b.reset()
@@ -127,9 +155,10 @@ func (a *adminVPN) loop(ctx context.Context) {
 		a.observe()
 		co = next
 		if !sleep(ctx, d) {
-			return
+			return co
 		}
 	}
+	return co
 }
 
 // watchOnce opens a watch on co and applies its updates until it breaks.

@@ -22,9 +22,20 @@ type adminRun struct {
 	net  *coretest.FakeNetworkManager
 	done chan error
 	stop context.CancelFunc
+	once sync.Once
+	err  error
 
 	mu    sync.Mutex
 	state AdminVPNState
+}
+
+// end stops RunAdminVPN and returns what it returned.
+func (r *adminRun) end() error {
+	r.once.Do(func() {
+		r.stop()
+		r.err = <-r.done
+	})
+	return r.err
 }
 
 func (r *adminRun) last() AdminVPNState {
@@ -67,8 +78,7 @@ func startAdminVPN(t *testing.T, h *harness) (*adminRun, records.Peer) {
 	}
 	go func() { r.done <- RunAdminVPN(ctx, cfg) }()
 	t.Cleanup(func() {
-		cancel()
-		if err := <-r.done; err != nil {
+		if err := r.end(); err != nil {
 			t.Errorf("RunAdminVPN: %v", err)
 		}
 	})
@@ -96,7 +106,8 @@ func adminMeshErr(h *harness, r *adminRun, admin records.Peer) error {
 
 // TestAdminVPN: the admin's interface starts with the coordinator, gets
 // the whole cluster from its watch, follows a node added and one removed,
-// reports what it applied, and resumes after the net broke.
+// reports what it applied, resumes after the net broke, and says it roams
+// when it stops.
 func TestAdminVPN(t *testing.T) {
 	h := newHarness(t, 2, nil)
 	h.mustActivate()
@@ -139,6 +150,14 @@ func TestAdminVPN(t *testing.T) {
 	})
 	h.net.breakConns(nil, nil)
 	eventually(t, "the admin to watch again", func() error { return adminMeshErr(h, r, admin) })
+
+	// Stopping, the admin tells the coordinator its endpoint goes away.
+	if err := r.end(); err != nil {
+		t.Fatalf("RunAdminVPN: %v", err)
+	}
+	if got, want := h.net.lastStart(admin.VPNIP), (WatchStart{Roaming: true}); got != want {
+		t.Errorf("the admin's last watch started with %+v, want %+v", got, want)
+	}
 }
 
 // TestAdminVPNUpFails: an interface that cannot come up ends RunAdminVPN
