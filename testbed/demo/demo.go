@@ -1,8 +1,10 @@
 // Package demo is `make demo`: a whole local fabric cluster on network
 // namespace hosts (testbed/nshost) in the ripstop shape (two hordes),
 // activated with the real CLI, its status shown, its mesh proven with wg and
-// ping, pastiche transfers within and across hordes with a summary of what
-// was allowed and refused, and everything torn down. With --image it is
+// ping, the admin host on the VPN with `fabric vpn up` (a restarted host
+// reaches it at once), pastiche transfers within and across hordes with a
+// summary of what was allowed and refused, `fabric vpn down`, and
+// everything torn down. With --image it is
 // `make vm-demo` instead (vmdemo.go): VMs booted from the fabric image.
 package demo
 
@@ -114,7 +116,13 @@ func run(ctx context.Context, out io.Writer, binDir string, n int) (err error) {
 	if err := d.cluster(ctx, f, hosts); err != nil {
 		return err
 	}
-	return d.transfers(ctx, f, hosts)
+	if err := d.adminVPN(ctx, f, hosts[len(hosts)-1]); err != nil {
+		return err
+	}
+	if err := d.transfers(ctx, f, hosts); err != nil {
+		return err
+	}
+	return d.adminVPNDown(ctx, f)
 }
 
 // horde puts the first half of n hosts in sharks, the others in jets.

@@ -71,8 +71,13 @@ func vmDemo(ctx context.Context, out io.Writer, binDir, image string, n int, acc
 	if err := d.converge(ctx, f, vms); err != nil {
 		return err
 	}
-	d.note("the admin's wg-quick config is a snapshot taken at activation: without `fabric vpn up` (not on main yet), vm%d is not reachable from the admin host until its config is reloaded", n+1)
-	return d.vmReboot(ctx, f, vms, vms[1])
+	if err := d.adminReaches(ctx, f, more[0]); err != nil {
+		return err
+	}
+	if err := d.vmReboot(ctx, f, vms, vms[1]); err != nil {
+		return err
+	}
+	return d.adminVPNDown(ctx, f)
 }
 
 // sshUser is the SSH user the demo activates the cluster with.
@@ -133,9 +138,13 @@ func (d *demo) converge(ctx context.Context, f *nshost.Fabric, vms []*nshost.Hos
 // vmAdmin puts the admin host on the VPN and logs in to every VM over it as
 // the cluster's SSH user.
 func (d *demo) vmAdmin(ctx context.Context, f *nshost.Fabric) error {
-	d.step("the admin host joins the VPN")
-	d.note("`fabric vpn up` is not on main yet: using the bundle's wg-quick config (wg-quick up fabric-vpn.conf)")
-	if err := f.AdminVPNUp(ctx); err != nil {
+	d.step("the admin host joins the VPN: fabric vpn up (a daemon that follows the cluster)")
+	out, err := f.AdminVPNDaemonUp(ctx)
+	d.show(out)
+	if err != nil {
+		return err
+	}
+	if err := d.run(ctx, f, "vpn", "status", "--admin-dir", f.AdminDir); err != nil {
 		return err
 	}
 	st, err := f.Status(ctx)
@@ -150,6 +159,20 @@ func (d *demo) vmAdmin(ctx context.Context, f *nshost.Fabric) error {
 		}
 		fmt.Fprintf(d.out, "  ssh %s@%s: %s\n", sshUser, p.VPNIP, strings.ReplaceAll(strings.TrimSpace(out), "\n", ": "))
 	}
+	return nil
+}
+
+// adminReaches pings vm's VPN IP from the admin host: `fabric vpn up`
+// added it to the admin's interface with no other step.
+func (d *demo) adminReaches(ctx context.Context, f *nshost.Fabric, vm *nshost.Host) error {
+	ip, err := vpnIP(ctx, f, vm.Name())
+	if err != nil {
+		return err
+	}
+	if err := nshost.PingAll(ctx, f.Admin, []string{ip}); err != nil {
+		return fmt.Errorf("admin host: %w", err)
+	}
+	fmt.Fprintf(d.out, "  the admin host pings %s (%s) with no other step: fabric vpn follows the cluster\n", vm.Name(), ip)
 	return nil
 }
 
@@ -176,6 +199,17 @@ func (d *demo) vmReboot(ctx context.Context, f *nshost.Fabric, vms []*nshost.Hos
 		return fmt.Errorf("%s came back with VPN IP %s, had %s", vm.Name(), after, before)
 	}
 	fmt.Fprintf(d.out, "  %s came back with the same VPN IP %s\n", vm.Name(), after)
+	st, err := f.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if len(st.Admins) == 0 {
+		return errors.New("the cluster status lists no admin")
+	}
+	if out, err := vm.Run(ctx, "ping", "-c", "1", "-W", "5", st.Admins[0].VPNIP); err != nil {
+		return fmt.Errorf("%s does not reach the admin after its reboot: %w: %s", vm.Name(), err, out)
+	}
+	fmt.Fprintf(d.out, "  %s pings the admin (%s) at once\n", vm.Name(), st.Admins[0].VPNIP)
 	return nil
 }
 
