@@ -312,7 +312,11 @@ func (d *Daemon) openStore(hadIdentity bool) error {
 	d.store = st
 	regStore := store.Store(st)
 	if d.cfg.ClusterStore != nil {
-		regStore = d.cfg.ClusterStore // the cluster's records are shared
+		// The cluster's records are shared; none may stay behind here.
+		if err := registry.CheckMoved(st, d.cfg.ClusterStoreID); err != nil {
+			return fmt.Errorf("state store %s: %w", path, err)
+		}
+		regStore = d.cfg.ClusterStore
 	}
 	if d.reg, err = registry.Open(regStore); err != nil {
 		d.unusableStore(err)

@@ -31,12 +31,18 @@ and the flags and exits.
 fabricd runs in the foreground and logs to stderr. SIGINT and SIGTERM stop
 it. SIGHUP re-reads the config file: the log level applies at once, a change
 of any other key is logged and needs a restart; an invalid file is logged and
-changes nothing.`
+changes nothing.
+
+fabricd migrate-store copies a coordinator's cluster from its bbolt file to
+etcd (fabricd migrate-store --help).`
 
 // Main is fabricd: it parses args (without the program name), runs the
 // daemon until ctx ends and returns the exit code: 0 after a clean stop,
 // 1 if the daemon failed, 2 for bad flags or config.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "migrate-store" {
+		return migrateMain(ctx, args[1:], stdout, stderr)
+	}
 	inv, err := parseArgs(args, stdout, stderr)
 	switch {
 	case errors.Is(err, pflag.ErrHelp):
@@ -138,13 +144,13 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*invocation, error) {
 	fs, inv := newFlagSet()
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stdout, "%s\n\nUsage:\n  fabricd [--config FILE] [flags]\n\nFlags:\n%s", Description, fs.FlagUsages())
+		fmt.Fprintf(stdout, "%s\n\nUsage:\n  fabricd [--config FILE] [flags]\n  fabricd migrate-store --from bolt:PATH --to etcd://HOST:PORT[,...][/PREFIX] [flags]\n\nFlags:\n%s", Description, fs.FlagUsages())
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (fabricd takes only flags)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (fabricd takes only flags, or the command migrate-store)", fs.Arg(0))
 	}
 	inv.configGiven = fs.Changed("config")
 	return inv, nil

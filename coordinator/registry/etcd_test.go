@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"context"
+	"errors"
 	"crypto/sha256"
 	"fmt"
 	"net/netip"
@@ -153,5 +154,56 @@ func TestTwoCoordinatorsOnEtcd(t *testing.T) {
 		if diff := cmp.Diff(want, stateOf(r), cmpNetip); diff != "" {
 			t.Errorf("registry %s differs from the store (-store +%s):\n%s", name, name, diff)
 		}
+	}
+}
+
+// TestMigrateToEtcd: a cluster of 60 nodes (about 370 keys) in a bbolt file, copied to a
+// real etcd in batches within etcd's limits, opens there as the same
+// registry; the copy is verified, the file marked moved; a second
+// coordinator on the etcd store activates a node.
+func TestMigrateToEtcd(t *testing.T) {
+	c := etcdlab.StartLocal(t, 1, nil)
+	bolt := openBolt(t, etcdlab.TempDir(t)+"/fabric.db")
+	src := migrationSource(t, bolt, 60)
+	to, err := etcdstore.Open(etcdstore.Options{Endpoints: c.Endpoints(), Prefix: "/fabric/migrated/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer to.Close()
+	res, err := registry.Migrate(bolt, to, "bolt:fabric.db", registry.MigrateTarget{Address: c.URL("fabric/migrated"), StoreID: to.ID()})
+	if err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	t.Logf("copied %+v", res)
+	a, err := registry.Open(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(stateOf(src), stateOf(a), cmpNetip); diff != "" {
+		t.Errorf("the copy (-bolt +etcd):\n%s", diff)
+	}
+	if diff := cmp.Diff(logOf(t, src), logOf(t, a), cmpNetip); diff != "" {
+		t.Errorf("the copy's log (-bolt +etcd):\n%s", diff)
+	}
+	if _, err := registry.Open(bolt); !errors.Is(err, registry.ErrMoved) {
+		t.Errorf("Open of the bolt file: %v, want ErrMoved", err)
+	}
+	b, err := registry.Open(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := manyNode(300)
+	p, err := b.Reserve(n.endpoint(), n.name(), n.key("wg"), n.key("signing"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, known := src.Peer(p.VPNIP); known {
+		t.Errorf("the new node got %s, which the cluster had given before", p.VPNIP)
+	}
+	if err := a.CatchUp(); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := a.Peer(p.VPNIP); !ok || got.Name != n.name() {
+		t.Errorf("the other coordinator does not see the new node: %+v", got)
 	}
 }

@@ -83,6 +83,9 @@ func Open(st store.Store, opts ...Options) (*Registry, error) {
 	}
 	s := newState()
 	err := st.View(func(tx store.Tx) error {
+		if err := checkMarks(tx); err != nil {
+			return err
+		}
 		if _, err := tx.Get(keyCluster); errors.Is(err, store.ErrNotFound) {
 			return nil
 		} else if err != nil {
