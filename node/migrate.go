@@ -64,7 +64,7 @@ type usageError struct{ error }
 func (e usageError) Unwrap() error { return e.error }
 
 type migration struct {
-	from, to                     string
+	from, to                      string
 	etcdCACert, etcdCert, etcdKey string
 }
 
