@@ -43,8 +43,10 @@ type Cluster struct {
 	Keepalive, Heartbeat, OfflineAfter time.Duration
 	// ClusterStore, if set, is the store the peers added with
 	// AddCoordinatorPeer share for the cluster's records (several
-	// coordinators, like etcd in production).
-	ClusterStore store.Store
+	// coordinators, like etcd in production), and ClusterStoreID names it
+	// (default "in-process cluster store").
+	ClusterStore   store.Store
+	ClusterStoreID string
 
 	mu    sync.Mutex
 	peers []*Peer
@@ -124,11 +126,15 @@ func (c *Cluster) addPeer(ctx context.Context, name, horde string, shared bool) 
 func (p *Peer) start(ctx context.Context, lis net.Listener, horde string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var clusterStore store.Store
+	var clusterStoreID string
 	if p.shared {
-		clusterStore = p.cluster.ClusterStore
+		clusterStore, clusterStoreID = p.cluster.ClusterStore, p.cluster.ClusterStoreID
+		if clusterStoreID == "" {
+			clusterStoreID = "in-process cluster store"
+		}
 	}
 	d, err := node.Start(ctx, node.Config{
-		ClusterStore: clusterStore, ClusterStoreID: "in-process cluster store",
+		ClusterStore: clusterStore, ClusterStoreID: clusterStoreID,
 		StateDir: p.StateDir, Listen: p.Endpoint, BootstrapKey: p.cluster.BootstrapKey,
 		Name: p.Name, Horde: horde, WGPort: int(p.Endpoint.Port()),
 		Logger:      p.cluster.Logger.With("peer", p.Name),
@@ -143,6 +149,11 @@ func (p *Peer) start(ctx context.Context, lis net.Listener, horde string) error 
 	p.daemon, p.cancel = d, cancel
 	return nil
 }
+
+// ShareClusterStore makes the peer keep the cluster's records in the
+// cluster's store from its next Restart on (fabricd restarted with
+// --store, after fabricd migrate-store).
+func (p *Peer) ShareClusterStore() { p.shared = true }
 
 // Stop stops the peer's daemon and waits for it.
 func (p *Peer) Stop() {
