@@ -155,7 +155,7 @@ required. The admin's fabric-vpn.conf is rewritten without the node.`,
 			if err := admin.writeWGQuick(after.GetCluster()); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "rewrote %s; a running admin interface loads it with: bash -c 'wg syncconf fabric-vpn <(wg-quick strip %s)'\n",
+			fmt.Fprintf(out, "rewrote %s ('fabric vpn up' follows the cluster on its own); a wg-quick interface loads it with: bash -c 'wg syncconf fabric-vpn <(wg-quick strip %s)'\n",
 				admin.file(wgQuickFile), admin.file(wgQuickFile))
 			return nil
 		},

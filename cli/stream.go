@@ -185,7 +185,8 @@ func (s *activationStream) finish(res *pubapipb.ActivationResult) error {
 		return err
 	}
 	fmt.Fprintf(s.out, "%d node(s) activated, %d failed; cluster revision %d\n", res.GetActivated(), res.GetFailed(), res.GetCluster().GetRevision())
-	fmt.Fprintf(s.out, "this machine joins the VPN with: wg-quick up %s\n", a.file(wgQuickFile))
+	fmt.Fprintf(s.out, "this machine joins the VPN, following the cluster, with: %s (as root); or as a snapshot with: wg-quick up %s\n",
+		commandLine("vpn", "up", "--admin-dir", a.path), a.file(wgQuickFile))
 	var failed, retrying []string
 	for _, ep := range s.nodes {
 		switch o := s.outcomes[ep]; {
