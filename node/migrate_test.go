@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
 	"github.com/fabricmesh/fabric/testbed/etcdlab"
 )
@@ -96,5 +98,36 @@ func TestMigrateStore(t *testing.T) {
 	st2.Close()
 	if code, out := runMigrate("--from", "bolt:"+other, "--to", address); code != 1 || !strings.Contains(out, "the store to copy to is not empty") {
 		t.Errorf("into a taken prefix: exit %d, output:\n%s", code, out)
+	}
+}
+
+// TestStartRefusesRecordsLeftBehind: a coordinator started with a shared
+// store whose own fabric.db still holds its cluster's records (not
+// migrated) does not start.
+func TestStartRefusesRecordsLeftBehind(t *testing.T) {
+	f := newFixture(t)
+	stateDir := filepath.Join(f.dir, "state")
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	st, err := boltstore.Open(filepath.Join(stateDir, "fabric.db"), boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := registry.Open(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coord := records.Peer{Name: "c1", PublicEndpoint: "192.0.2.1:7443", WGEndpoint: "192.0.2.1:51820", WGPubKey: bytes.Repeat([]byte{1}, 32), SigningPubKey: bytes.Repeat([]byte{2}, 32)}
+	if _, err := reg.Init(records.Cluster{ID: "0123456789abcdef", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coord, nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	_, err = Start(context.Background(), Config{
+		StateDir: stateDir, Listen: netip.MustParseAddrPort("127.0.0.1:7443"), BootstrapKey: f.keyBytes, Name: "c1",
+		ClusterStore: store.NewMem(), ClusterStoreID: "etcd cluster 1, prefix /fabric/",
+	})
+	if err == nil || !strings.Contains(err.Error(), "holds the records of cluster 0123456789abcdef, which are not in the store fabricd runs with") {
+		t.Errorf("Start: %v, want a refusal saying the records were not moved", err)
 	}
 }

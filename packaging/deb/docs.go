@@ -15,6 +15,7 @@ import (
 	"github.com/fabricmesh/fabric/node"
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
+	"github.com/spf13/pflag"
 )
 
 // manPage is one generated man page.
@@ -39,7 +40,7 @@ func fabricdCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:               "fabricd",
 		Short:             "the fabric appliance daemon",
-		Long:              node.Description + "\n\n" + keysText(),
+		Long:              node.Description + "\n\n" + keysText() + migrateText(),
 		DisableAutoGenTag: true,
 		Run:               func(*cobra.Command, []string) {},
 	}
@@ -59,6 +60,17 @@ func keysText() string {
 		"/etc/fabric/fabricd.yaml\n: the config file (a conffile: commented defaults)\n\n" +
 		"/etc/fabric/bootstrap.key\n: the cluster's bootstrap key, mode 0600 (made with fabric key)\n\n" +
 		"/var/lib/fabric\n: the peer's identity and store\n")
+	return b.String()
+}
+
+// migrateText documents fabricd migrate-store for the man page.
+func migrateText() string {
+	var b strings.Builder
+	b.WriteString("\n# MIGRATE-STORE\n\n**fabricd migrate-store --from bolt:PATH --to etcd://HOST:PORT[,HOST:PORT...][/PREFIX]** [flags]\n\n" +
+		strings.ReplaceAll(node.MigrateDescription, "\n", " ") + "\n")
+	node.MigrateFlags().VisitAll(func(f *pflag.Flag) {
+		fmt.Fprintf(&b, "\n**--%s**\n: %s\n", f.Name, f.Usage)
+	})
 	return b.String()
 }
 
