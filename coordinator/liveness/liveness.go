@@ -317,11 +317,13 @@ func (t *Tracker) beat() {
 		}
 	}
 	t.mu.Unlock()
+	var expiring sync.WaitGroup // at once: the registry commits them together
 	for ip, l := range recorded {
 		if l.Online && l.By != "" && !alive[l.By] {
-			_ = t.cfg.Registry.ExpireLiveness(ip, l.By, now)
+			expiring.Go(func() { _ = t.cfg.Registry.ExpireLiveness(ip, l.By, now) })
 		}
 	}
+	expiring.Wait()
 }
 
 // beatingLocked reports whether the beat of the coordinator at ip changed

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
 )
 
@@ -312,9 +313,7 @@ func CheckMoved(local store.Store, sharedID string) error {
 		case !errors.Is(err, store.ErrNotFound):
 			return err
 		}
-		var c struct {
-			ID string `json:"id"`
-		}
+		var c records.Cluster
 		switch err := store.GetJSON(tx, keyCluster, &c); {
 		case errors.Is(err, store.ErrNotFound):
 			return nil
