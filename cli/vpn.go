@@ -87,6 +87,7 @@ func newVPNUpCmd() *cobra.Command {
 				d.ready = readyPipe(os.NewFile(uintptr(readyFD), "ready"))
 			}
 			if err := d.run(ctx); err != nil && ctx.Err() == nil {
+				d.report(describeUpError(err))
 				return errors.New(describeUpError(err))
 			}
 			return nil
@@ -216,11 +217,15 @@ func describeVPN(dir string) string {
 		st.Interface, backendName(st.Backend), st.AdminVPNIP, len(st.Peers), watch, st.PID, filepath.Join(dir, vpnLogFile))
 }
 
+// backendName names a netmgr backend for people.
 func backendName(backend string) string {
-	if backend == string(netmgr.ModeUserspace) {
+	switch backend {
+	case string(netmgr.ModeUserspace):
 		return "wireguard-go"
+	case string(netmgr.ModeKernel):
+		return "kernel wireguard"
 	}
-	return backend + " wireguard"
+	return "backend not known yet"
 }
 
 func newVPNDownCmd() *cobra.Command {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -19,6 +20,53 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
+
+// cliHelperEnv makes the test binary the fabric CLI, for the daemon that
+// `fabric vpn up` starts by running its own program again.
+const cliHelperEnv = "FABRIC_CLI_TEST_AS_FABRIC"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(cliHelperEnv) == "1" {
+		os.Exit(Run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// TestVPNUpDaemonNotUp: the daemon `fabric vpn up` starts tells it why it
+// could not come up (here: no coordinator answers), and leaves no pid file
+// or state; a daemon already up is refused before another starts.
+func TestVPNUpDaemonNotUp(t *testing.T) {
+	dir := t.TempDir()
+	a, err := newAdminKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.bundle = bundle{ClusterID: "c1", CoordinatorPublicEndpoint: "127.0.0.1:1", CoordinatorTLSPin: make([]byte, 32),
+		AdminName: "admin", AdminVPNIP: "203.0.113.2", VPNCIDR: "203.0.113.0/24"}
+	if err := a.writeBundle(); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(cliHelperEnv, "1")
+	code, out := run("vpn", "up", "--admin-dir", dir)
+	t.Logf("fabric vpn up: %s", out)
+	if code != 1 || !strings.Contains(out, "asking the coordinator for the cluster") || !strings.Contains(out, filepath.Join(dir, vpnLogFile)) {
+		t.Errorf("fabric vpn up: exit %d, output %q; want 1 with the daemon's reason and its log", code, out)
+	}
+	for _, f := range []string{vpnPIDFile, vpnStateFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			t.Errorf("a daemon that did not come up left %s", f)
+		}
+	}
+	lock, err := lockPID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.release()
+	code, out = run("vpn", "up", "--admin-dir", dir)
+	if code != 1 || !strings.Contains(out, fmt.Sprintf("fabric vpn is already up (pid %d)", os.Getpid())) {
+		t.Errorf("fabric vpn up while up: exit %d, output %q; want 1, already up", code, out)
+	}
+}
 
 func TestVPNOptionsCheck(t *testing.T) {
 	good := vpnOptions{iface: "fabric-vpn", listenPort: 51821, endpoint: "auto", wireguard: "auto"}

@@ -50,9 +50,20 @@ type vpnDaemon struct {
 	admin *adminDir
 	opts  vpnOptions
 	log   *slog.Logger
-	// ready, if set, is told once that the daemon is up ("") or why it
-	// is not.
-	ready func(problem string)
+	// ready, if set, is told once (see report) that the daemon is up ("")
+	// or why it is not.
+	ready     func(problem string)
+	readyOnce sync.Once
+}
+
+// report tells ready, the first time only, that the daemon is up ("") or
+// why it is not.
+func (d *vpnDaemon) report(problem string) {
+	d.readyOnce.Do(func() {
+		if d.ready != nil {
+			d.ready(problem)
+		}
+	})
 }
 
 // run brings the VPN up and keeps it until ctx ends, then removes the
@@ -109,22 +120,18 @@ func (d *vpnDaemon) run(ctx context.Context) error {
 func (d *vpnDaemon) wait(ctx context.Context, done <-chan error, firstRevision <-chan struct{}) error {
 	timer := time.NewTimer(vpnReadyTimeout)
 	defer timer.Stop()
-	tell := d.ready
-	if tell == nil {
-		tell = func(string) {}
-	}
 	select {
 	case err := <-done:
 		if err == nil {
 			err = ctx.Err()
 		}
-		tell(describeUpError(err))
+		d.report(describeUpError(err))
 		return err
 	case <-firstRevision:
-		tell("")
+		d.report("")
 	case <-timer.C:
 		st, _ := readVPNState(d.admin.path)
-		tell("")
+		d.report("")
 		d.log.Warn("the coordinator's watch gave no revision yet; the interface has the peers of the cluster status", "last_error", st.LastError)
 	}
 	err := <-done
