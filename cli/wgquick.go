@@ -13,7 +13,7 @@ import (
 // wgQuickConfig renders the wg-quick config that puts the admin's machine on
 // the VPN: one peer per active coordinator and node, each reachable at its
 // VPN IP only. It listens on the port of `fabric vpn up`, so the endpoint
-// that told the cluster stays right for either.
+// that `fabric vpn up` told the cluster stays right for either.
 func wgQuickConfig(a *adminDir, cluster *pubapipb.ClusterStatus) (string, error) {
 	cidr, err := netip.ParsePrefix(cluster.GetVpnCidr())
 	if err != nil {
