@@ -14,6 +14,23 @@ import (
 	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+)
+
+// A node pings its coordinator's vpnapi (HTTP/2 PING) when it has heard
+// nothing from it for WatchPing, and gives the connection up when a ping
+// is not answered within WatchPingTimeout (gRPC also sets the socket's
+// TCP_USER_TIMEOUT to it). A coordinator that dies without closing its
+// connections, as with SIGKILL, which takes its WireGuard interface with
+// it so that no FIN or RST reaches the node, or whose machine is gone, is
+// given up within WatchPing+WatchPingTimeout instead of after the watch's
+// silence (twice the keepalive plus 5 s, 35 s), and the node watches
+// another coordinator. WatchPing is gRPC's least ping interval; the
+// server allows pings every ServerMinPing.
+const (
+	WatchPing        = 10 * time.Second
+	WatchPingTimeout = 3 * time.Second
+	ServerMinPing    = 5 * time.Second
 )
 
 // MaxUpdateSize bounds one update a node accepts: a full snapshot of a
@@ -68,7 +85,8 @@ func (d *Dialer) dial(co core.CoordinatorInfo) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := append(creds.DialOptions(), dialopts.Reconnect())
+	opts := append(creds.DialOptions(), dialopts.Reconnect(),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: WatchPing, Timeout: WatchPingTimeout}))
 	if d.DialContext != nil {
 		opts = append(opts, grpc.WithContextDialer(d.DialContext))
 	}
