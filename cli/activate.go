@@ -311,11 +311,19 @@ coordinator finishes the nodes it accepted on its own.`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "asking coordinator %s to activate %d node(s)\n", admin.bundle.CoordinatorPublicEndpoint, len(nodeList))
+			asked := ""
 			s := &activationStream{
 				out: out, admin: admin, nodes: nodeList, what: "adding nodes",
 				again: commandLine("add-nodes", "--admin-dir", admin.path, "--nodes", strings.Join(nodeList, ",")),
-				dial:  admin.dial,
+				// Each attempt asks the first coordinator that answers.
+				dial: func() (*pubapi.Client, error) {
+					c, err := admin.dial()
+					if err == nil && c.Endpoint() != asked {
+						asked = c.Endpoint()
+						fmt.Fprintf(out, "asking coordinator %s to activate %d node(s)\n", asked, len(nodeList))
+					}
+					return c, err
+				},
 				open: func(ctx context.Context, c *pubapi.Client) (grpc.ServerStreamingClient[pubapipb.ActivationEvent], error) {
 					return c.ActivateAdditionalNodes(ctx, &pubapipb.ActivateAdditionalNodesRequest{NodePublicEndpoints: nodeList})
 				},

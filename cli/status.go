@@ -53,7 +53,8 @@ func servicesFromProto(in []*pubapipb.Service) []clusterstatus.Service {
 	return out
 }
 
-// fetchStatus asks the coordinator of the admin bundle for the cluster.
+// fetchStatus asks a coordinator of the admin bundle (the first that
+// answers) for the cluster.
 func fetchStatus(ctx context.Context, admin *adminDir) (clusterstatus.Status, error) {
 	client, err := admin.dial()
 	if err != nil {
@@ -62,11 +63,11 @@ func fetchStatus(ctx context.Context, admin *adminDir) (clusterstatus.Status, er
 	defer client.Close()
 	resp, err := client.GetState(ctx, &pubapipb.GetStateRequest{})
 	if err != nil {
-		return clusterstatus.Status{}, rpcError("asking coordinator "+admin.bundle.CoordinatorPublicEndpoint, err)
+		return clusterstatus.Status{}, rpcError("asking coordinator "+client.Endpoint(), err)
 	}
 	if resp.GetCluster() == nil {
 		return clusterstatus.Status{}, fmt.Errorf("coordinator %s is %s and reports no cluster: %s",
-			admin.bundle.CoordinatorPublicEndpoint, resp.GetState(), resp.GetFailure())
+			client.Endpoint(), resp.GetState(), resp.GetFailure())
 	}
 	st := statusFromProto(resp.GetCluster())
 	st.CoordinatorVersion = resp.GetVersion()

@@ -24,7 +24,8 @@ import (
 // Client is a connection to a peer's pubapi.
 type Client struct {
 	pubapipb.PubAPIClient
-	conn *grpc.ClientConn
+	conn     *grpc.ClientConn
+	endpoint string
 }
 
 // Dial connects to the pubapi at endpoint (IP:PORT), proving cfg's
@@ -40,11 +41,14 @@ func Dial(endpoint string, cfg authconn.ClientConfig, extra ...grpc.DialOption) 
 	if err != nil {
 		return nil, fmt.Errorf("dialing pubapi %s: %w", endpoint, err)
 	}
-	return &Client{PubAPIClient: pubapipb.NewPubAPIClient(conn), conn: conn}, nil
+	return &Client{PubAPIClient: pubapipb.NewPubAPIClient(conn), conn: conn, endpoint: endpoint}, nil
 }
 
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
+
+// Endpoint is the endpoint the client dialed.
+func (c *Client) Endpoint() string { return c.endpoint }
 
 // Keepalive: a client of a stream that may stay silent for long (fabric
 // events --follow) pings the server after KeepaliveTime without a frame and
