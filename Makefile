@@ -6,6 +6,8 @@
 #   make test    every test; the multi-host and package ones need root
 #   make test-crash  fabricd killed at every crash point (root)
 #   make demo    a local cluster of network-namespace hosts (root)
+#   make ha-demo two coordinators on a 3-member etcd, one killed with SIGKILL,
+#                changes and transfers through the other, then its restart (root)
 #   make bench   benchmarks; ends with one JSON line of figures (root)
 #   make bench-scale  a coordinator fabricd and a simulator of 1,000 and
 #                10,000 nodes; one JSON line of figures per size (root)
@@ -47,7 +49,7 @@ LDFLAGS     := -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(C
 BUILDFLAGS  := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 DEB_BIN     := $(BIN)/deb
 
-.PHONY: all build deb test test-crash demo bench bench-scale proto tools lint clean image image-lock vm-test vm-demo
+.PHONY: all build deb test test-crash demo ha-demo bench bench-scale proto tools lint clean image image-lock vm-test vm-demo
 
 all: build
 
@@ -86,8 +88,11 @@ test-crash: deps-test build
 demo: deps-demo build
 	$(BIN)/fabric-demo --bin-dir $(BIN)
 
+ha-demo: deps-demo build
+	$(BIN)/fabric-demo --bin-dir $(BIN) --ha
+
 # BENCH_FLAGS picks a part, e.g. make bench BENCH_FLAGS="--only signed,pastiche --runs 1"
-# (scenarios: mesh, inproc, signed, pastiche, vm, flood; see bin/fabric-bench --help).
+# (scenarios: mesh, inproc, signed, pastiche, vm, flood, failover; see bin/fabric-bench --help).
 # vm boots image/out/fabric.img (make image) if it exists, and is skipped
 # otherwise.
 bench: deps-bench build

@@ -15,7 +15,7 @@ import (
 )
 
 // Scenarios, in the order they run.
-var scenarios = []string{"mesh", "inproc", "signed", "pastiche", "vm", "flood"}
+var scenarios = []string{"mesh", "inproc", "signed", "pastiche", "vm", "flood", "failover"}
 
 // options are fabric-bench's flags.
 type options struct {
@@ -28,6 +28,8 @@ type options struct {
 	pasticheMiB int
 	image       string
 	vmAccel     string
+	// failoverNodes and failoverKills size the failover scenario.
+	failoverNodes, failoverKills int
 }
 
 // Main runs the benchmarks and returns the exit code.
@@ -58,6 +60,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if o.only["flood"] {
 		b.flood(ctx, o, nsErr)
 	}
+	if o.only["failover"] {
+		b.failover(ctx, o, nsErr)
+	}
 	line, _ := json.Marshal(b.figures)
 	fmt.Fprintln(stdout, string(line))
 	if b.failed {
@@ -79,6 +84,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.pasticheMiB, "pastiche-mib", 1024, "size in MiB of the file the pastiche scenario sends")
 	fs.StringVar(&o.image, "image", "", "disk image of the vm scenario (make image: image/out/fabric.img); without it the scenario is skipped")
 	fs.StringVar(&o.vmAccel, "vm-accel", "", "qemu accelerator of the vm scenario, kvm or tcg (default: KVM if it works here)")
+	fs.IntVar(&o.failoverNodes, "failover-nodes", 6, "nodes of the failover scenario")
+	fs.IntVar(&o.failoverKills, "failover-kills", 4, "coordinator kills per run of the failover scenario (the two coordinators in turn)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -87,8 +94,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		fmt.Fprintln(stderr, err)
 		return o, err
 	}
-	if o.runs < 1 || o.pasticheMiB < 1 {
-		err = fmt.Errorf("--runs and --pastiche-mib must be at least 1")
+	if o.runs < 1 || o.pasticheMiB < 1 || o.failoverNodes < 1 || o.failoverKills < 1 {
+		err = fmt.Errorf("--runs, --pastiche-mib, --failover-nodes and --failover-kills must be at least 1")
 		fmt.Fprintln(stderr, err)
 		return o, err
 	}

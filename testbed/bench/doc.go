@@ -18,7 +18,10 @@
 //     their underlay;
 //   - flood: a coordinator's pubapi under 5,000 half-open connections from
 //     one source and from 50: `fabric status` latency meanwhile, the
-//     connections it keeps, its resident memory.
+//     connections it keeps, its resident memory;
+//   - failover: two coordinators on a three-member etcd, killed in turn
+//     with SIGKILL: the time from the kill to each node, and to every
+//     node, watching the other coordinator (p50, p99, max).
 //
 // Scenarios on namespace hosts need root; without it they are skipped with
 // a line saying why.

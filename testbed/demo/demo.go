@@ -6,6 +6,8 @@
 // summary of what was allowed and refused, `fabric vpn down`, and
 // everything torn down. With --image it is
 // `make vm-demo` instead (vmdemo.go): VMs booted from the fabric image.
+// With --ha it is `make ha-demo` (ha.go): two coordinators on etcd, one
+// killed.
 package demo
 
 import (
@@ -30,8 +32,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	image := fs.String("image", "", "boot VMs from this disk image (make image) instead of namespace hosts: make vm-demo")
 	vms := fs.Int("vms", 3, "with --image: number of VMs to activate (one more is added later)")
 	accel := fs.String("accel", "", "with --image: qemu accelerator, kvm or tcg (default: KVM if it works here)")
+	ha := fs.Bool("ha", false, "make ha-demo instead: 3 etcd members, 2 coordinators on etcd, 6 nodes; one coordinator killed with SIGKILL")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *ha {
+		return haMain(ctx, stdout, stderr, *binDir)
 	}
 	if *image != "" {
 		return vmMain(ctx, stdout, stderr, *binDir, *image, *vms, *accel)
@@ -45,6 +51,19 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if err := run(ctx, stdout, *binDir, *hosts); err != nil {
+		fmt.Fprintf(stderr, "fabric-demo: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// haMain checks the machine and runs the HA demo.
+func haMain(ctx context.Context, stdout, stderr io.Writer, binDir string) int {
+	if err := nshost.Check(); err != nil {
+		fmt.Fprintf(stderr, "fabric-demo: %v\nThe HA demo makes network namespaces and TUN devices, which needs root: sudo make ha-demo\n", err)
+		return 1
+	}
+	if err := haDemo(ctx, stdout, binDir); err != nil {
 		fmt.Fprintf(stderr, "fabric-demo: %v\n", err)
 		return 1
 	}

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -29,6 +30,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // Defaults of Config.
@@ -106,8 +108,12 @@ type Config struct {
 	Heartbeat, Election time.Duration
 	// Token makes the cluster's ID unique (default: a value from the
 	// time).
-	Token  string
-	Logger *slog.Logger
+	Token string
+	// DialContext, if set, opens the connections of the Cluster's own
+	// clients (Client, and the wait for the members to serve), for members
+	// this process cannot reach directly (namespace hosts).
+	DialContext func(ctx context.Context, addr string) (net.Conn, error)
+	Logger      *slog.Logger
 }
 
 // Cluster is a running etcd cluster.
@@ -280,6 +286,9 @@ func (c *Cluster) Client(endpoints ...string) (*clientv3.Client, error) {
 		endpoints = c.Endpoints()
 	}
 	cfg := clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
+	if c.cfg.DialContext != nil {
+		cfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(c.cfg.DialContext)}
+	}
 	if c.cfg.TLS != nil {
 		tlsCfg, err := c.cfg.TLS.ClientConfig()
 		if err != nil {

@@ -60,6 +60,9 @@ type PeerOptions struct {
 	Env []string
 	// StateDir replaces <host dir>/state (e.g. a small file system).
 	StateDir string
+	// Store is fabricd's --store (e.g. an etcdlab Cluster's URL: the
+	// coordinators of a cluster on etcd); empty: the default, bolt.
+	Store string
 }
 
 // NewFabric adds the admin host to lab and makes the bootstrap key there.
@@ -199,6 +202,9 @@ func (f *Fabric) StartFabricd(ctx context.Context, h *Host) error {
 	}
 	if o.Horde != "" {
 		args = append(args, "--horde", o.Horde)
+	}
+	if o.Store != "" {
+		args = append(args, "--store", o.Store)
 	}
 	p, err := h.StartEnv(o.Env, filepath.Join(f.cfg.BinDir, "fabricd"), args...)
 	if err != nil {
@@ -351,16 +357,29 @@ func (f *Fabric) Status(ctx context.Context) (clusterstatus.Status, error) {
 // active peers (admin included), and every host pings every active peer's
 // VPN IP through the tunnel.
 func (f *Fabric) CheckMesh(ctx context.Context, hosts []*Host) error {
+	return f.CheckMeshWithout(ctx, hosts)
+}
+
+// CheckMeshWithout is CheckMesh while the peers of down are down (a
+// killed coordinator): every host still has their keys, but none is
+// pinged.
+func (f *Fabric) CheckMeshWithout(ctx context.Context, hosts []*Host, down ...*Host) error {
 	st, err := f.Status(ctx)
 	if err != nil {
 		return err
+	}
+	isDown := map[string]bool{}
+	for _, h := range down {
+		isDown[f.peerName(h)] = true
 	}
 	byName := map[string]clusterstatus.Peer{}
 	var vpnIPs []string
 	for _, p := range st.Peers {
 		if p.State == "active" {
 			byName[p.Name] = p
-			vpnIPs = append(vpnIPs, p.VPNIP)
+			if !isDown[p.Name] {
+				vpnIPs = append(vpnIPs, p.VPNIP)
+			}
 		}
 	}
 	var allKeys []string
