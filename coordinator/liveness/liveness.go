@@ -266,13 +266,13 @@ func (t *Tracker) Check() {
 	}
 }
 
-// beat writes this coordinator's beat, reads the others', records online
-// again the peers it sees that are recorded offline, and, if it leads,
+// beat writes this coordinator's beat, reads the others', records again
+// the peers whose recorded liveness is not what it sees, and, if it leads,
 // records offline what a coordinator that stopped beating had seen online.
 func (t *Tracker) beat() {
 	now := t.cfg.Now()
 	b := registry.Beat{At: now, Watchers: map[netip.Addr]uint64{}}
-	var online []netip.Addr
+	seen := map[netip.Addr]bool{} // online as this coordinator sees them
 	t.mu.Lock()
 	for ip, p := range t.peers {
 		switch {
@@ -281,9 +281,7 @@ func (t *Tracker) beat() {
 		case p.online:
 			b.Watchers[ip] = t.statusLocked(p).Applied
 		}
-		if p.online {
-			online = append(online, ip)
-		}
+		seen[ip] = p.online
 	}
 	t.mu.Unlock()
 	_ = t.cfg.Registry.WriteBeat(t.cfg.Self, b) // retried at the next beat
@@ -300,9 +298,14 @@ func (t *Tracker) beat() {
 	t.beats = beats
 	t.mu.Unlock()
 	recorded := t.cfg.Registry.Liveness()
-	for _, ip := range online {
-		if l, ok := recorded[ip]; ok && !l.Online {
-			t.record(ip) // expired while this coordinator saw it
+	for ip, online := range seen {
+		l, ok := recorded[ip]
+		// Online but recorded offline (expired while this coordinator saw
+		// it) or not at all, or gone offline here but recorded online by
+		// this coordinator: a record that failed (the store had no
+		// quorum) or was overtaken is written again.
+		if (online && (!ok || !l.Online)) || (!online && ok && l.Online && l.By == t.cfg.SelfName) {
+			t.record(ip)
 		}
 	}
 	if t.cfg.Leader != nil && !t.cfg.Leader.Leading() {

@@ -2,6 +2,7 @@ package liveness
 
 import (
 	"bytes"
+	"errors"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -171,5 +172,54 @@ func TestExpiredWhileSeen(t *testing.T) {
 	t1.beat()
 	if l := recorded(t, c.reg1, c.nodeIP); !l.Online || l.By != "c1" {
 		t.Errorf("after c1's beat: %+v, want online by c1 again", l)
+	}
+}
+
+// failingRecorder is a registry whose liveness records fail while fail is
+// set, as with a store that lost its quorum.
+type failingRecorder struct {
+	*registry.Registry
+	fail atomic.Bool
+}
+
+func (f *failingRecorder) SetLiveness(ip netip.Addr, online bool, at, lastSeen time.Time, by string) error {
+	if f.fail.Load() {
+		return errors.New("etcd has no quorum")
+	}
+	return f.Registry.SetLiveness(ip, online, at, lastSeen, by)
+}
+
+// TestFailedRecordRetried: a node that came online, and later went
+// offline, while the store could not record it is recorded at the next
+// beat once the store writes again.
+func TestFailedRecordRetried(t *testing.T) {
+	c := newSharedCluster(t)
+	now := newClock(time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC))
+	rec := &failingRecorder{Registry: c.reg1}
+	t1 := New(Config{Registry: rec, Self: c.c1, SelfName: "c1", Shared: true, Now: now.Now})
+	t1.Self(c.c1, 1)
+	rec.fail.Store(true)
+	stop := t1.Watching(c.nodeIP)
+	t1.Report(c.nodeIP, 1, -1)
+	if l := recorded(t, c.reg1, c.nodeIP); l.Online {
+		t.Fatalf("recorded %+v while the store failed", l)
+	}
+	rec.fail.Store(false)
+	t1.beat()
+	if l := recorded(t, c.reg1, c.nodeIP); !l.Online || l.By != "c1" {
+		t.Fatalf("after the beat: %+v, want online by c1", l)
+	}
+
+	stop()
+	now.add(DefaultGrace + time.Second)
+	rec.fail.Store(true)
+	t1.Check()
+	if l := recorded(t, c.reg1, c.nodeIP); !l.Online {
+		t.Fatalf("recorded %+v while the store failed", l)
+	}
+	rec.fail.Store(false)
+	t1.beat()
+	if l := recorded(t, c.reg1, c.nodeIP); l.Online {
+		t.Errorf("after the beat: %+v, want offline", l)
 	}
 }
