@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/records"
@@ -127,6 +128,9 @@ type Core struct {
 	stopNode context.CancelFunc
 	// acts are a coordinator's node activations.
 	acts *activations
+	// known are the coordinators a node's loop knows from its peers, kept
+	// as they change (Coordinators; nil: read them from the store).
+	known atomic.Pointer[[]CoordinatorInfo]
 
 	ctx context.Context // lifetime of background loops, set by Start
 	wg  sync.WaitGroup

@@ -400,6 +400,7 @@ func (c *Core) startNode(cfg NodeConfig) error {
 	c.mu.Lock()
 	c.stopNode = cancel
 	c.mu.Unlock()
+	c.known.Store(nil)
 	c.goLoop(func(context.Context) { c.nodeLoop(loopCtx, cfg) })
 	return nil
 }
@@ -417,6 +418,7 @@ func (c *Core) nodeLoop(ctx context.Context, cfg NodeConfig) {
 		c.log.Error("reading applied peers; node loop stopped", "err", err)
 		return
 	}
+	c.knowCoordinators(cfg, held)
 	co := cfg.Coordinator
 	for ctx.Err() == nil {
 		applied, err := c.watchOnce(ctx, cfg, co, &held)
@@ -502,11 +504,40 @@ func (c *Core) Coordinators() []CoordinatorInfo {
 	if !ok {
 		return nil
 	}
+	if known := c.known.Load(); known != nil {
+		return slices.Clone(*known)
+	}
 	held, err := c.loadPeers()
 	if err != nil {
 		return []CoordinatorInfo{cfg.Coordinator}
 	}
 	return c.coordinators(cfg, held)
+}
+
+// knowCoordinators keeps the coordinators among held for Coordinators.
+func (c *Core) knowCoordinators(cfg NodeConfig, held heldPeers) {
+	cos := c.coordinators(cfg, held)
+	c.known.Store(&cos)
+}
+
+// changesCoordinators reports whether applying u may have changed the
+// coordinators the node knows.
+func (c *Core) changesCoordinators(u update.Update) bool {
+	if u.Kind == update.Full {
+		return true
+	}
+	for _, p := range u.Peers {
+		if p.Role == records.RoleCoordinator {
+			return true
+		}
+	}
+	known := c.known.Load()
+	for _, ip := range u.RemovedPeers {
+		if known == nil || slices.ContainsFunc(*known, func(co CoordinatorInfo) bool { return co.VPNIP == ip }) {
+			return true
+		}
+	}
+	return false
 }
 
 // watchOnce opens a watch on coordinator co and applies its updates until
@@ -537,6 +568,9 @@ func (c *Core) watchOnce(ctx context.Context, cfg NodeConfig, co CoordinatorInfo
 		}
 		if err := c.applyUpdate(ctx, cfg, held, u); err != nil {
 			return applied, err
+		}
+		if c.changesCoordinators(u) {
+			c.knowCoordinators(cfg, *held)
 		}
 		applied = true
 		rev.Store(held.rev)

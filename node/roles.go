@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -222,6 +223,13 @@ func (d *Daemon) startReeve(ctx context.Context, clusterID string, vpnIP netip.A
 	r, err := reeve.New(reeve.Config{
 		Store: d.store, Node: d.cfg.Name, VPNIP: vpnIP, ClusterID: clusterID,
 		CoordinatorName: co.Name, CoordinatorSigningPubKey: co.SigningPubKey,
+		OtherCoordinators: func() map[string]ed25519.PublicKey {
+			keys := map[string]ed25519.PublicKey{}
+			for _, c := range d.core.Coordinators() {
+				keys[c.Name] = c.SigningPubKey
+			}
+			return keys
+		},
 		StewardAddress: netip.AddrPortFrom(co.VPNIP, serviceid.StewardPort).String(),
 		VPN:            d.vpn,
 		Register: func(ctx context.Context, pub []byte) error {

@@ -17,12 +17,16 @@ import (
 )
 
 // TestChallenge calls n1's reeve endpoint as the registry's callback does,
-// and as others: only the registry gets an answer, and the answer is the
-// reeve key's signature of the registration message for this cluster, node
-// and nonce, never of the bare nonce.
+// and as others: only the registry gets an answer (the activating
+// coordinator's, or another coordinator's the node knows), and the answer
+// is the reeve key's signature of the registration message for this
+// cluster, node and nonce, never of the bare nonce.
 func TestChallenge(t *testing.T) {
 	vpn := newTestVPN()
-	r := mustNew(t, testConfig(t, newStore(t), vpn))
+	cfg := testConfig(t, newStore(t), vpn)
+	otherKey := newKey()
+	cfg.OtherCoordinators = func() map[string]ed25519.PublicKey { return map[string]ed25519.PublicKey{"c2": pub(otherKey)} }
+	r := mustNew(t, cfg)
 	ctx := testContext(t)
 	// The view whitelists audit@n2 on the reeve too, to show that being
 	// on the whitelist is not enough.
@@ -46,7 +50,9 @@ func TestChallenge(t *testing.T) {
 		{name: "registry, short nonce", keyID: testRegistryID, key: testCoordKey, nonce: nonce[:15], wantCode: codes.InvalidArgument, wantMsg: "nonce too short"},
 		{name: "registry, no nonce", keyID: testRegistryID, key: testCoordKey, wantCode: codes.InvalidArgument, wantMsg: "nonce too short"},
 		{name: "registry key of the wrong coordinator", keyID: testRegistryID, key: newKey(), wantCode: codes.Unauthenticated},
-		{name: "registry of another coordinator", keyID: serviceid.ID(serviceid.Registry, "n2"), key: testCoordKey, wantCode: codes.Unauthenticated},
+		{name: "registry of another coordinator the node knows", keyID: serviceid.ID(serviceid.Registry, "c2"), key: otherKey, nonce: nonce},
+		{name: "registry of another coordinator, wrong key", keyID: serviceid.ID(serviceid.Registry, "c2"), key: testCoordKey, wantCode: codes.Unauthenticated},
+		{name: "registry of a coordinator the node does not know", keyID: serviceid.ID(serviceid.Registry, "n2"), key: testCoordKey, wantCode: codes.Unauthenticated},
 		{name: "whitelisted client that is not the registry", keyID: testAuditID, key: testAuditKey, nonce: nonce, wantCode: codes.PermissionDenied, wantMsg: "only the registry may challenge"},
 		{name: "known client not whitelisted here", keyID: testPastiche2ID, key: testPastiche2Key, nonce: nonce, wantCode: codes.PermissionDenied},
 		{name: "unknown client", keyID: "stranger@n9", key: newKey(), nonce: nonce, wantCode: codes.Unauthenticated},

@@ -37,6 +37,11 @@ type Config struct {
 	// before any view arrives.
 	CoordinatorName          string
 	CoordinatorSigningPubKey ed25519.PublicKey
+	// OtherCoordinators, if set, returns the signing keys of the other
+	// coordinators the peer knows, by name: their registries' callbacks
+	// are trusted too, so that the reeve registers through any coordinator
+	// (the activating one may be gone).
+	OtherCoordinators func() map[string]ed25519.PublicKey
 	// StewardAddress is the steward endpoint, <coordinator VPN IP>:7446.
 	StewardAddress string
 	VPN            VPN
@@ -240,14 +245,33 @@ func (r *Reeve) Lookup(endpointID, client string) (ed25519.PublicKey, error) {
 	if key, ok := r.index.whitelist[endpointID][client]; ok {
 		return key, nil
 	}
-	if endpointID == r.ID(serviceid.Reeve) && client == serviceid.ID(serviceid.Registry, r.cfg.CoordinatorName) &&
-		len(r.cfg.CoordinatorSigningPubKey) == ed25519.PublicKeySize {
-		return r.cfg.CoordinatorSigningPubKey, nil
+	if endpointID == r.ID(serviceid.Reeve) {
+		if key, ok := r.registryKey(client); ok {
+			return key, nil
+		}
 	}
 	if r.index.known[client] > 0 {
 		return nil, fmt.Errorf("%w: %s may not call %s", httpsig.ErrNotWhitelisted, client, endpointID)
 	}
 	return nil, fmt.Errorf("%w: %s is not among the clients the rules let call %s", httpsig.ErrUnknownKey, client, endpointID)
+}
+
+// registryKey returns the signing key of the coordinator whose registry
+// is client, if the reeve trusts its callbacks before any view: the
+// activating coordinator, or one of cfg.OtherCoordinators.
+func (r *Reeve) registryKey(client string) (ed25519.PublicKey, bool) {
+	service, name, err := serviceid.Parse(client)
+	if err != nil || service != serviceid.Registry {
+		return nil, false
+	}
+	key := r.cfg.CoordinatorSigningPubKey
+	if name != r.cfg.CoordinatorName {
+		if r.cfg.OtherCoordinators == nil {
+			return nil, false
+		}
+		key = r.cfg.OtherCoordinators()[name]
+	}
+	return key, len(key) == ed25519.PublicKeySize
 }
 
 // Whitelist returns the whitelist of the local endpoint endpointID, for

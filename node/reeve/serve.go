@@ -126,7 +126,7 @@ type challengeServer struct {
 
 func (s challengeServer) Challenge(ctx context.Context, req *reevepb.ChallengeRequest) (*reevepb.ChallengeResponse, error) {
 	caller, _ := signedrpc.Caller(ctx)
-	if caller != serviceid.ID(serviceid.Registry, s.r.cfg.CoordinatorName) {
+	if _, ok := s.r.registryKey(caller); !ok {
 		return nil, status.Errorf(codes.PermissionDenied, "only the registry may challenge this reeve, not %s", caller)
 	}
 	if len(req.GetNonce()) < 16 {
