@@ -199,22 +199,30 @@ func TestRecoveryLoop(t *testing.T) {
 // endpoint.
 func waitCalls(t *testing.T, h *harness, endpoint, method string, n int) {
 	t.Helper()
-	count := func() int {
-		got := 0
-		for _, c := range h.activator.recorded() {
-			if c.Method == method && c.Endpoint == endpoint {
-				got++
-			}
-		}
-		return got
-	}
-	from := count()
+	waitCallsSince(t, h, endpoint, method, countCalls(h, endpoint, method), n)
+}
+
+// waitCallsSince waits until the activator has seen n more calls of
+// method to endpoint than from.
+func waitCallsSince(t *testing.T, h *harness, endpoint, method string, from, n int) {
+	t.Helper()
 	eventually(t, fmt.Sprintf("%d more %s calls to %s", n, method, endpoint), func() error {
-		if got := count() - from; got < n {
+		if got := countCalls(h, endpoint, method) - from; got < n {
 			return fmt.Errorf("%d so far", got)
 		}
 		return nil
 	})
+}
+
+// countCalls is the number of calls of method to endpoint so far.
+func countCalls(h *harness, endpoint, method string) int {
+	got := 0
+	for _, c := range h.activator.recorded() {
+		if c.Method == method && c.Endpoint == endpoint {
+			got++
+		}
+	}
+	return got
 }
 
 // TestRemovedNodeIsNotRetried: removing a node that the coordinator
@@ -320,11 +328,12 @@ func TestOneActivationPerNode(t *testing.T) {
 	h.activator.setBehaviour(n.endpoint(), behaveDelayed)
 	first := make(chan ActivationResult)
 	req := activationRequest(t, []string{n.endpoint()})
+	calls := countCalls(h, n.endpoint(), "ActivateAsNode")
 	go func() {
 		res, _ := h.coord.core.ActivateAsCoordinator(context.Background(), req, func(Event) {})
 		first <- res
 	}()
-	waitCalls(t, h, n.endpoint(), "ActivateAsNode", 1)
+	waitCallsSince(t, h, n.endpoint(), "ActivateAsNode", calls, 1)
 	res, err := h.coord.core.ActivateAdditionalNodes(t.Context(), []string{n.endpoint()}, func(Event) {})
 	if err != nil || res != (ActivationResult{Activated: 1}) {
 		t.Errorf("add-nodes during the activation = %+v, %v; want the node activated", res, err)
