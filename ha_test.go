@@ -129,17 +129,13 @@ func killMidActivation(t *testing.T, h *demo.HA) {
 		}
 	}
 	live := append([]*nshost.Host{survivor}, h.LiveNodes()...)
-	if err := h.CheckMeshWithout(ctx, live, first); err != nil {
-		t.Fatal(err)
-	}
+	waitMesh(t, h, live, first)
 
 	if err := h.StartFabricd(ctx, first); err != nil {
 		t.Fatal(err)
 	}
 	waitCoordinatorsCaughtUp(t, h)
-	if err := h.CheckMesh(ctx, append(h.Coordinators, h.LiveNodes()...)); err != nil {
-		t.Fatal(err)
-	}
+	waitMesh(t, h, append(h.Coordinators, h.LiveNodes()...))
 }
 
 // etcdMemberLoss: with one of the three etcd members killed the cluster
@@ -197,9 +193,7 @@ func etcdMemberLoss(t *testing.T, h *demo.HA) {
 		t.Fatalf("nodes remove once etcd is back: %v\n%s", err, out)
 	}
 	waitCoordinatorsCaughtUp(t, h)
-	if err := h.CheckMesh(ctx, append(h.Coordinators, h.LiveNodes()...)); err != nil {
-		t.Fatal(err)
-	}
+	waitMesh(t, h, append(h.Coordinators, h.LiveNodes()...))
 }
 
 // waitCoordinatorsCaughtUp waits until every coordinator is online at the
@@ -221,6 +215,17 @@ func waitCoordinatorsCaughtUp(t *testing.T, h *demo.HA) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitMesh waits for the mesh among hosts (down hosts are not pinged) and
+// logs how long it took.
+func waitMesh(t *testing.T, h *demo.HA, hosts []*nshost.Host, down ...*nshost.Host) {
+	t.Helper()
+	took, err := h.WaitMesh(context.Background(), time.Minute, hosts, down...)
+	if err != nil {
+		t.Fatalf("mesh after %v: %v", took, err)
+	}
+	t.Logf("mesh of %d hosts checked after %v", len(hosts), took.Round(time.Millisecond))
 }
 
 // logWriter sends the demo's output to the test log.

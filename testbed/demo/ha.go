@@ -242,7 +242,8 @@ func (h *HA) CheckChanges(ctx context.Context) error {
 		return err
 	}
 	hosts := append([]*nshost.Host{h.Survivor}, h.LiveNodes()...)
-	if err := h.CheckMeshWithout(ctx, hosts, h.Killed); err != nil {
+	took, err := h.WaitMesh(ctx, time.Minute, hosts, h.Killed)
+	if err != nil {
 		return err
 	}
 	for _, p := range st.Peers {
@@ -250,8 +251,8 @@ func (h *HA) CheckChanges(ctx context.Context) error {
 			fmt.Fprintf(h.Out, "  %-6s %-15s applied revision %d of %d, watching %s\n", p.Name, p.VPNIP, p.AppliedRevision, st.Revision, p.Watching)
 		}
 	}
-	fmt.Fprintf(h.Out, "  wg show fabric0 on %d hosts: exactly the active peers (%s among them, %s not); every live VPN IP answers ping\n",
-		len(hosts), h.Added.Name(), h.Removed.Name())
+	fmt.Fprintf(h.Out, "  wg show fabric0 on %d hosts: exactly the active peers (%s among them, %s not); every live VPN IP answers ping%s\n",
+		len(hosts), h.Added.Name(), h.Removed.Name(), meshWait(took))
 	return nil
 }
 
@@ -297,11 +298,22 @@ func (h *HA) Restart(ctx context.Context) error {
 		return err
 	}
 	hosts := append(append([]*nshost.Host{}, h.Coordinators...), h.LiveNodes()...)
-	if err := h.CheckMesh(ctx, hosts); err != nil {
+	took, err := h.WaitMesh(ctx, time.Minute, hosts)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(h.Out, "  %s has %s as its peer, not %s; all %d hosts ping each other\n", h.Killed.Name(), h.Added.Name(), h.Removed.Name(), len(hosts))
+	fmt.Fprintf(h.Out, "  %s has %s as its peer, not %s; all %d hosts ping each other%s\n", h.Killed.Name(), h.Added.Name(), h.Removed.Name(), len(hosts), meshWait(took))
 	return nil
+}
+
+// meshWait says how long a mesh check waited, when it had to: a peer that
+// one side added well before the other waits for WireGuard's handshake
+// retry.
+func meshWait(took time.Duration) string {
+	if took < time.Second {
+		return ""
+	}
+	return fmt.Sprintf(" (after %.1fs of checks)", took.Seconds())
 }
 
 // transferResult is one transfer of a transferLoop.

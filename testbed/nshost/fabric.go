@@ -435,7 +435,31 @@ func (f *Fabric) checkHost(ctx context.Context, h *Host, self clusterstatus.Peer
 	if !slices.Equal(got, want) {
 		return fmt.Errorf("wg show fabric0 peers: got %d %v, want %d %v", len(got), got, len(want), want)
 	}
-	return PingAll(ctx, h, vpnIPs)
+	if err := PingAll(ctx, h, vpnIPs); err != nil {
+		wg, _ := h.Run(ctx, "wg", "show", "fabric0", "latest-handshakes")
+		return fmt.Errorf("%w; wg show fabric0 latest-handshakes:\n%s", err, wg)
+	}
+	return nil
+}
+
+// WaitMesh repeats CheckMeshWithout until it passes, for a mesh that is
+// still forming, and returns how long that took; at timeout, the last
+// error.
+func (f *Fabric) WaitMesh(ctx context.Context, timeout time.Duration, hosts []*Host, down ...*Host) (time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		err := f.CheckMeshWithout(ctx, hosts, down...)
+		if err == nil {
+			return time.Since(start), nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), err
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // PingAll pings every ip from h at once and names those that do not answer.
