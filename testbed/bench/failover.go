@@ -117,9 +117,9 @@ func failoverRun(ctx context.Context, o options) (perNode, all []float64, err er
 // killAndTime SIGKILLs victim's fabricd and returns, for each node, the
 // seconds until the status shows it watching survivor.
 func killAndTime(ctx context.Context, ha *nshost.HA, victim, survivor *nshost.Host) ([]float64, error) {
-	p := ha.Daemon(victim)
+	fabricd := ha.Daemon(victim)
 	killed := time.Now()
-	if err := p.Kill(); err != nil {
+	if err := fabricd.Kill(); err != nil {
 		return nil, err
 	}
 	at := map[string]float64{}

@@ -95,8 +95,14 @@ func NewHA(ctx context.Context, lab *nshost.Lab, binDir string, n int, out io.Wr
 
 func (h *HA) show(text string) { fmt.Fprint(h.Out, indent(text)) }
 
-// Run is the whole flow after NewHA.
+// Run is the whole flow after NewHA. The transfers end with it, also when
+// a step fails.
 func (h *HA) Run(ctx context.Context) error {
+	defer func() {
+		if h.transfers != nil {
+			h.transfers.stop()
+		}
+	}()
 	for _, step := range []func(context.Context) error{h.ActivateAll, h.Kill, h.ChangeThroughSurvivor, h.WaitFailover, h.CheckChanges, h.StopTransfers, h.Restart} {
 		if err := step(ctx); err != nil {
 			return err
@@ -365,7 +371,7 @@ func (h *HA) startTransfers() (*transferLoop, error) {
 	return l, nil
 }
 
-// stop ends the loop and returns its results.
+// stop ends the loop and returns its results; it may be called again.
 func (l *transferLoop) stop() []transferResult {
 	l.cancel()
 	<-l.done
