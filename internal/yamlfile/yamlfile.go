@@ -164,7 +164,17 @@ func Describe(n *yaml.Node) string {
 		if n.ShortTag() == "!!null" {
 			return "null"
 		}
-		return n.ShortTag() + " " + strconv.Quote(n.Value)
+		return describeTag(n.ShortTag()) + " " + strconv.Quote(n.Value)
 	}
 	return "nothing"
+}
+
+// describeTag is a node's tag for an error message: as it is when it is
+// one printable word (!!str), else quoted, since a file's own tags may hold
+// spaces, line breaks or control characters (found by fuzzing: the tag of "!%0A" is "!\n").
+func describeTag(tag string) string {
+	if tag == "" || strings.ContainsFunc(tag, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return strconv.Quote(tag)
+	}
+	return tag
 }

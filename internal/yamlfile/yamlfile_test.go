@@ -2,6 +2,8 @@ package yamlfile
 
 import (
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 func TestDecode(t *testing.T) {
@@ -32,6 +34,34 @@ func TestDecode(t *testing.T) {
 			}
 			if (root == nil) != tt.wantNil {
 				t.Errorf("Decode: root %v, want nil %v", root, tt.wantNil)
+			}
+		})
+	}
+}
+
+// TestDescribe: a node is described on one line, whatever tag the file
+// gave it.
+func TestDescribe(t *testing.T) {
+	tests := []struct{ data, want string }{
+		{"x: 12\n", `!!int "12"`},
+		{"x: abc\n", `!!str "abc"`},
+		{"x: ~\n", "null"},
+		{"x: [1]\n", "a sequence"},
+		{"x: !custom a\n", `!custom "a"`},
+		{"!%0A\n", `"!\n" ""`}, // a tag with a %-escaped line break (found by fuzzing)
+	}
+	for _, tt := range tests {
+		t.Run(tt.data, func(t *testing.T) {
+			root, err := Decode("f.yaml", []byte(tt.data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := root
+			if root.Kind == yaml.MappingNode {
+				n = root.Content[1]
+			}
+			if got := Describe(n); got != tt.want {
+				t.Errorf("Describe = %q, want %q", got, tt.want)
 			}
 		})
 	}
