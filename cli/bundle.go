@@ -3,12 +3,14 @@ package cli
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -150,6 +152,42 @@ func (a *adminDir) readBundle() error {
 	}
 	if a.bundle.Version != bundleVersion || a.bundle.CoordinatorPublicEndpoint == "" || len(a.bundle.CoordinatorTLSPin) == 0 {
 		return fmt.Errorf("admin bundle %s is incomplete or of an unknown version", a.file(bundleFile))
+	}
+	if err := a.bundle.check(); err != nil {
+		return fmt.Errorf("admin bundle %s: %w", a.file(bundleFile), err)
+	}
+	return nil
+}
+
+// check refuses a bundle whose fields the commands cannot use, naming the
+// field (a hand-edited admin.json would otherwise fail later, as a pin
+// mismatch or an unreachable coordinator).
+func (b bundle) check() error {
+	if b.ClusterID == "" {
+		return errors.New("clusterID is empty")
+	}
+	coordinators := append([]bundleCoordinator{{PublicEndpoint: b.CoordinatorPublicEndpoint, TLSPin: b.CoordinatorTLSPin}}, b.Coordinators...)
+	for i, co := range coordinators {
+		field := "coordinatorPublicEndpoint"
+		if i > 0 {
+			field = fmt.Sprintf("coordinators[%d]", i-1)
+		}
+		if ap, err := netip.ParseAddrPort(co.PublicEndpoint); err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() {
+			return fmt.Errorf("%s: %q is not an endpoint IP:PORT", field, co.PublicEndpoint)
+		}
+		if len(co.TLSPin) != sha256.Size {
+			return fmt.Errorf("%s: its TLS pin is %d bytes, not a SHA-256", field, len(co.TLSPin))
+		}
+	}
+	if b.AdminVPNIP != "" {
+		if _, err := netip.ParseAddr(b.AdminVPNIP); err != nil {
+			return fmt.Errorf("adminVPNIP: %q is not an IP", b.AdminVPNIP)
+		}
+	}
+	if b.VPNCIDR != "" {
+		if _, err := netip.ParsePrefix(b.VPNCIDR); err != nil {
+			return fmt.Errorf("vpnCIDR: %q is not a CIDR", b.VPNCIDR)
+		}
 	}
 	return nil
 }
