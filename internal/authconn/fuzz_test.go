@@ -210,9 +210,11 @@ func FuzzServerHandshake(f *testing.F) {
 			data, valid = buf.Bytes(), helloValid(h, ekm)
 		}
 		// The server may answer before it read everything, or wait for
-		// bytes that never come: write, then close.
+		// bytes that never come: write, end the writing (close_notify),
+		// read its answer.
 		go func() {
 			_, _ = tlsConn.Write(data)
+			_ = tlsConn.CloseWrite()
 			var r reply
 			_ = readMessage(tlsConn, &r)
 			tlsConn.Close()
