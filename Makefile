@@ -5,6 +5,7 @@
 #                unit, the default config, man pages, bash completion
 #   make test    every test; the multi-host and package ones need root
 #   make test-crash  fabricd killed at every crash point (root)
+#   make fuzz    every fuzz target for FUZZTIME (10m) each, one after the other
 #   make demo    a local cluster of network-namespace hosts (root)
 #   make ha-demo two coordinators on a 3-member etcd, one killed with SIGKILL,
 #                changes and transfers through the other, then its restart (root)
@@ -49,7 +50,7 @@ LDFLAGS     := -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(C
 BUILDFLAGS  := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 DEB_BIN     := $(BIN)/deb
 
-.PHONY: all build deb test test-crash demo ha-demo bench bench-scale proto tools lint clean image image-lock vm-test vm-demo
+.PHONY: all build deb test test-crash fuzz demo ha-demo bench bench-scale proto tools lint clean image image-lock vm-test vm-demo
 
 all: build
 
@@ -84,6 +85,12 @@ test-crash: deps-test build
 	@FABRIC_BIN_DIR=$(BIN) FABRIC_CRASH_MATRIX=full FABRIC_CRASH_RUNS=$(CRASH_RUNS) \
 		$(GO) test $(GOFLAGS) -race -count=1 -v -run '^TestCrashPoints$$' -timeout 60m . >$(BIN)/test-crash.log 2>&1; \
 	status=$$?; grep -v '^=== ' $(BIN)/test-crash.log; exit $$status
+
+# Every go test -fuzz target for FUZZTIME each (scripts/fuzz.sh; CI runs
+# them for 10s). FUZZ_TARGETS picks some, e.g. make fuzz FUZZ_TARGETS=PubAPI.
+FUZZTIME ?= 10m
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz.sh
 
 demo: deps-demo build
 	$(BIN)/fabric-demo --bin-dir $(BIN)

@@ -80,6 +80,10 @@ type Config struct {
 	// VPN, if set, replaces the real VPN network (listen on and dial VPN
 	// addresses).
 	VPN VPNNet
+	// DialPublic, if set, replaces the TCP dialer with which a coordinator
+	// reaches other peers' pubapi (to activate them, ask their state, have
+	// them join or leave).
+	DialPublic func(ctx context.Context, endpoint string) (net.Conn, error)
 	// Keepalive of the coordinator's watches (default
 	// vpnapi.DefaultKeepalive), Heartbeat of a node's reports on its watch
 	// (default core.DefaultHeartbeat) and OfflineAfter, how long after its
@@ -251,7 +255,7 @@ func (d *Daemon) open() error {
 		SharedRegistry: cfg.ClusterStore != nil,
 		StoreID:        cfg.ClusterStoreID,
 		Network:        d.network,
-		Activator:      pubapi.NewNodeActivator(cfg.BootstrapKey, id.SigningPrivKey),
+		Activator:      pubapi.NewNodeActivator(cfg.BootstrapKey, id.SigningPrivKey, d.publicDialOpts()...),
 		Dialer:         d.dialer,
 		Services:       services{d},
 		Views:          services{d},
@@ -266,6 +270,15 @@ func (d *Daemon) open() error {
 		Logger: d.log.With("component", "core"),
 	})
 	return err
+}
+
+// publicDialOpts are the options of the coordinator's connections to
+// other peers' pubapi.
+func (d *Daemon) publicDialOpts() []grpc.DialOption {
+	if d.cfg.DialPublic == nil {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithContextDialer(d.cfg.DialPublic)}
 }
 
 // openStateDir makes the state directory (mode 0700) and refuses one that

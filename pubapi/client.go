@@ -79,14 +79,15 @@ func KeepalivePolicy() grpc.ServerOption {
 type NodeActivator struct {
 	bootstrapKey   []byte
 	signingPrivKey ed25519.PrivateKey
+	dialOpts       []grpc.DialOption
 }
 
 var _ core.NodeActivator = (*NodeActivator)(nil)
 
 // NewNodeActivator returns an activator that proves bootstrapKey and signs
-// with signingPrivKey.
-func NewNodeActivator(bootstrapKey []byte, signingPrivKey ed25519.PrivateKey) *NodeActivator {
-	return &NodeActivator{bootstrapKey: bootstrapKey, signingPrivKey: signingPrivKey}
+// with signingPrivKey; opts add to the options of its connections.
+func NewNodeActivator(bootstrapKey []byte, signingPrivKey ed25519.PrivateKey, opts ...grpc.DialOption) *NodeActivator {
+	return &NodeActivator{bootstrapKey: bootstrapKey, signingPrivKey: signingPrivKey, dialOpts: opts}
 }
 
 // Leave implements core.NodeActivator.
@@ -101,7 +102,7 @@ func (a *NodeActivator) Leave(ctx context.Context, nodePublicEndpoint string, re
 }
 
 func (a *NodeActivator) call(nodePublicEndpoint string, fn func(*Client) error) error {
-	c, err := Dial(nodePublicEndpoint, authconn.ClientConfig{BootstrapKey: a.bootstrapKey})
+	c, err := Dial(nodePublicEndpoint, authconn.ClientConfig{BootstrapKey: a.bootstrapKey}, a.dialOpts...)
 	if err != nil {
 		return err
 	}

@@ -140,6 +140,7 @@ func (p *Peer) start(ctx context.Context, lis net.Listener, horde string) error 
 		Logger:      p.cluster.Logger.With("peer", p.Name),
 		PubListener: lis, Network: p.Network, Users: p.Users, VPN: p.cluster.VPN,
 		Keepalive: p.cluster.Keepalive, Heartbeat: p.cluster.Heartbeat, OfflineAfter: p.cluster.OfflineAfter,
+		DialPublic: p.cluster.dialPublic,
 	})
 	if err != nil {
 		cancel()
@@ -154,6 +155,24 @@ func (p *Peer) start(ctx context.Context, lis net.Listener, horde string) error 
 // cluster's store from its next Restart on (fabricd restarted with
 // --store, after fabricd migrate-store).
 func (p *Peer) ShareClusterStore() { p.shared = true }
+
+// dialPublic is how a coordinator of the cluster reaches another peer's
+// pubapi: only the cluster's own peers, on loopback. Any other endpoint
+// (one a test or a fuzzer made up) is refused as unreachable, so an
+// in-process cluster never reaches out to the network.
+func (c *Cluster) dialPublic(ctx context.Context, endpoint string) (net.Conn, error) {
+	c.mu.Lock()
+	known := false
+	for _, p := range c.peers {
+		known = known || p.Endpoint.String() == endpoint
+	}
+	c.mu.Unlock()
+	if !known {
+		return nil, fmt.Errorf("no in-process peer listens at %s", endpoint)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", endpoint)
+}
 
 // Stop stops the peer's daemon and waits for it.
 func (p *Peer) Stop() {

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of the module (each `func Fuzz...` of a _test.go
+# file) with go test -fuzz for $FUZZTIME (default 10s), one after the other,
+# and prints the executions and the outcome of each, then a summary.
+#
+#   FUZZTIME=10m scripts/fuzz.sh        what make fuzz runs
+#   FUZZ_TARGETS='PubAPI|Verify' scripts/fuzz.sh   only the targets whose names match
+#   FUZZ_PARALLEL=1 scripts/fuzz.sh     one fuzzing worker (default: one per CPU)
+#
+# A target that finds a failing input writes it to its package's
+# testdata/fuzz/<target>/ (commit it with the fix: go test then replays it
+# with the seed corpus) and makes the script exit 1 after the others ran.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZTIME=${FUZZTIME:-10s}
+FUZZ_TARGETS=${FUZZ_TARGETS:-.}
+GO=${GO:-go}
+parallel=()
+[ -n "${FUZZ_PARALLEL:-}" ] && parallel=(-parallel "$FUZZ_PARALLEL")
+log_dir=$(mktemp -d)
+trap 'rm -rf "$log_dir"' EXIT
+
+targets=$(git ls-files '*_test.go' | xargs grep -H '^func Fuzz[A-Za-z0-9_]*(f \*testing.F)' |
+	sed -E 's#^(.*)/[^/]*_test.go:func (Fuzz[A-Za-z0-9_]*)\(.*#\1 \2#; s#^[^/ ]*_test.go:func (Fuzz[A-Za-z0-9_]*)\(.*#. \1#' |
+	grep -E " [^ ]*($FUZZ_TARGETS)[^ ]*$" | sort)
+if [ -z "$targets" ]; then
+	echo "fuzz: no target matches FUZZ_TARGETS=$FUZZ_TARGETS" >&2
+	exit 2
+fi
+
+failed=0
+summary=()
+while read -r dir target; do
+	log="$log_dir/$target.log"
+	echo "== fuzz $target (./$dir) for $FUZZTIME"
+	start=$(date +%s)
+	if "$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "${parallel[@]}" "./$dir" >"$log" 2>&1; then
+		outcome=ok
+	else
+		outcome=FAILED
+		failed=1
+		grep -v '^fuzz: elapsed' "$log" | tail -40
+	fi
+	execs=$(grep -o 'execs: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+	line=$(printf '%-28s %-22s %10s execs %6ss  %s' "$target" "./$dir" "${execs:-0}" "$(($(date +%s) - start))" "$outcome")
+	echo "$line"
+	summary+=("$line")
+done <<<"$targets"
+
+echo
+echo "== fuzz summary (FUZZTIME=$FUZZTIME)"
+printf '%s\n' "${summary[@]}"
+exit $failed
