@@ -17,6 +17,14 @@ FUZZTIME=${FUZZTIME:-10s}
 FUZZ_TARGETS=${FUZZ_TARGETS:-.}
 GO=${GO:-go}
 parallel=()
+# go test's own -timeout (10m by default) must outlast -fuzztime: give it
+# FUZZTIME plus 10 minutes for the build and the seed corpus.
+timeout=0
+case "$FUZZTIME" in
+*[0-9]s) timeout=$((${FUZZTIME%s} + 600))s ;;
+*[0-9]m) timeout=$((${FUZZTIME%m} * 60 + 600))s ;;
+*[0-9]h) timeout=$((${FUZZTIME%h} * 3600 + 600))s ;;
+esac
 [ -n "${FUZZ_PARALLEL:-}" ] && parallel=(-parallel "$FUZZ_PARALLEL")
 log_dir=$(mktemp -d)
 trap 'rm -rf "$log_dir"' EXIT
@@ -35,7 +43,7 @@ while read -r dir target; do
 	log="$log_dir/$target.log"
 	echo "== fuzz $target (./$dir) for $FUZZTIME"
 	start=$(date +%s)
-	if "$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "${parallel[@]}" "./$dir" >"$log" 2>&1; then
+	if "$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -timeout "$timeout" "${parallel[@]}" "./$dir" >"$log" 2>&1; then
 		outcome=ok
 	else
 		outcome=FAILED

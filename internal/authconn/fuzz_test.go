@@ -250,4 +250,3 @@ func readHello(t *testing.T, data []byte) hello {
 	}
 	return h
 }
-

@@ -2,14 +2,10 @@ package inproc_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,11 +13,9 @@ import (
 
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
-	"github.com/fabricmesh/fabric/internal/identity"
 	"github.com/fabricmesh/fabric/node"
 	"github.com/fabricmesh/fabric/node/reeve/reevepb"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
-	"github.com/fabricmesh/fabric/testbed/inproc"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -158,98 +152,6 @@ func (m fuzzMethod) stream(ctx context.Context, conn *grpc.ClientConn, first, se
 	return fmt.Errorf("%s sent more than 1000 answers", m.fullName)
 }
 
-// fuzzCluster is the in-process cluster of the fuzz targets.
-type fuzzCluster struct {
-	c                   *inproc.Cluster
-	coord, node1, fresh *inproc.Peer
-	coordPin            []byte
-}
-
-func newFuzzCluster(tb testing.TB) *fuzzCluster {
-	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	c, err := inproc.New(tb.TempDir(), nil) // a fuzzer's calls would flood any log
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { cancel(); c.Close() })
-	add := func(name, horde string) *inproc.Peer {
-		p, err := c.AddPeer(ctx, name, horde)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return p
-	}
-	f := &fuzzCluster{c: c, coord: add("coord", "sharks"), node1: add("node1", "sharks")}
-	node2 := add("node2", "jets")
-	f.fresh = add("fresh", "sharks")
-	if out, err := c.Activate(ctx, f.coord, []*inproc.Peer{f.node1, node2}, "203.0.113.0/24"); err != nil {
-		tb.Fatalf("%v\n%s", err, out)
-	}
-	if out, err := c.CLI(ctx, "watch", "--n", "3", "--services", "pastiche", "--timeout", "60s", "--admin-dir", c.AdminDir()); err != nil {
-		tb.Fatalf("%v\n%s", err, out)
-	}
-	f.coordPin = f.identity(tb, f.coord).TLSCertPin
-	return f
-}
-
-func (f *fuzzCluster) identity(tb testing.TB, p *inproc.Peer) *identity.Identity {
-	tb.Helper()
-	id, err := identity.LoadOrCreate(filepath.Join(p.StateDir, "identity"), nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return id
-}
-
-// adminSigningKey reads the admin key of the cluster's bundle.
-func (f *fuzzCluster) adminSigningKey(tb testing.TB) ed25519.PrivateKey {
-	tb.Helper()
-	data, err := os.ReadFile(filepath.Join(f.c.AdminDir(), "admin.key"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		tb.Fatal("admin.key is not PEM")
-	}
-	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return key.(ed25519.PrivateKey)
-}
-
-// dial connects to target with authconn credentials cfg; dialer, if set,
-// reaches target (the VPN's).
-func dial(tb testing.TB, target string, cfg authconn.ClientConfig, opts ...grpc.DialOption) *grpc.ClientConn {
-	tb.Helper()
-	creds, err := authconn.NewClientCredentials(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	conn, err := grpc.NewClient("passthrough:///"+target, append(creds.DialOptions(), opts...)...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { conn.Close() })
-	return conn
-}
-
-// check fails t unless the coordinator is still the active coordinator
-// and answers GetState.
-func (f *fuzzCluster) check(t *testing.T, admin *grpc.ClientConn) {
-	t.Helper()
-	if st := f.coord.Core().Status(); st.State != core.StateCoordinator {
-		t.Fatalf("the coordinator is %s (%s)", st.State, st.Failure)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if _, err := pubapipb.NewPubAPIClient(admin).GetState(ctx, &pubapipb.GetStateRequest{}); err != nil {
-		t.Fatalf("the coordinator's GetState: %v", err)
-	}
-}
-
 // addSeeds adds, for each method, the seeds reqs gives for it (by method
 // name) and an empty request, on each connection.
 func addSeeds(f *testing.F, methods []fuzzMethod, conns int, reqs map[string][]proto.Message) {
@@ -277,7 +179,7 @@ func addSeeds(f *testing.F, methods []fuzzMethod, conns int, reqs map[string][]p
 // and to fresh.
 func FuzzPubAPI(f *testing.F) {
 	methods := methodsOf(f, pubapipb.PubAPI_ServiceDesc, "Events")
-	fc := newFuzzCluster(f)
+	fc := newLabCluster(f)
 	admin := dial(f, fc.coord.Endpoint.String(), authconn.ClientConfig{SigningPrivKey: fc.adminSigningKey(f), ServerCertPin: fc.coordPin})
 	conns := []*grpc.ClientConn{
 		admin,
@@ -294,11 +196,11 @@ func FuzzPubAPI(f *testing.F) {
 		"ActivateAdditionalNodes": {&pubapipb.ActivateAdditionalNodesRequest{NodePublicEndpoints: []string{fc.fresh.Endpoint.String(), "198.51.100.1:7443", "198.51.100.1:7443"}}},
 		"PasticheSend": {&pubapipb.PasticheSendRequest{Msg: &pubapipb.PasticheSendRequest_Header{Header: &pubapipb.PasticheSendHeader{From: "node1", To: "coord", Name: "../x", Size: 3}}},
 			&pubapipb.PasticheSendRequest{Msg: &pubapipb.PasticheSendRequest_Chunk{Chunk: []byte("abc")}}},
-		"AddSSHUser":    {&pubapipb.AddSSHUserRequest{Name: "alice", Keys: []string{"ssh-ed25519 AAAA"}}, &pubapipb.AddSSHUserRequest{Name: "root"}},
-		"RemoveSSHUser": {&pubapipb.RemoveSSHUserRequest{Name: "alice"}},
-		"RemoveNode":    {&pubapipb.RemoveNodeRequest{Node: "coord"}, &pubapipb.RemoveNodeRequest{Node: "203.0.113.250"}},
-		"Leave":         {&pubapipb.LeaveRequest{ClusterId: "c1", NodeVpnIp: "203.0.113.3", Signature: make([]byte, 64)}},
-		"Events":        {&pubapipb.EventsRequest{Since: 1, Follow: true}, &pubapipb.EventsRequest{Since: 1 << 62}},
+		"AddSSHUser":        {&pubapipb.AddSSHUserRequest{Name: "alice", Keys: []string{"ssh-ed25519 AAAA"}}, &pubapipb.AddSSHUserRequest{Name: "root"}},
+		"RemoveSSHUser":     {&pubapipb.RemoveSSHUserRequest{Name: "alice"}},
+		"RemoveNode":        {&pubapipb.RemoveNodeRequest{Node: "coord"}, &pubapipb.RemoveNodeRequest{Node: "203.0.113.250"}},
+		"Leave":             {&pubapipb.LeaveRequest{ClusterId: "c1", NodeVpnIp: "203.0.113.3", Signature: make([]byte, 64)}},
+		"Events":            {&pubapipb.EventsRequest{Since: 1, Follow: true}, &pubapipb.EventsRequest{Since: 1 << 62}},
 		"AddCoordinator":    {&pubapipb.AddCoordinatorRequest{PublicEndpoint: fc.fresh.Endpoint.String()}},
 		"JoinAsCoordinator": {&pubapipb.JoinAsCoordinatorRequest{ClusterId: "c1", VpnIp: "203.0.113.9"}},
 	})
@@ -313,13 +215,26 @@ func FuzzPubAPI(f *testing.F) {
 // coordinator does not know).
 func FuzzVPNAPI(f *testing.F) {
 	methods := methodsOf(f, vpnapipb.VPNAPI_ServiceDesc, "WatchUpdates")
-	fc := newFuzzCluster(f)
+	fc := newLabCluster(f)
 	admin := dial(f, fc.coord.Endpoint.String(), authconn.ClientConfig{SigningPrivKey: fc.adminSigningKey(f), ServerCertPin: fc.coordPin})
 	vpnapiEndpoint := netip.AddrPortFrom(fc.coord.Core().Status().VPNIP, node.DefaultVPNAPIPort).String()
 	viaVPN := grpc.WithContextDialer(fc.c.VPN.Dial)
 	conns := []*grpc.ClientConn{
 		dial(f, vpnapiEndpoint, authconn.ClientConfig{SigningPrivKey: fc.identity(f, fc.node1).SigningPrivKey, ServerCertPin: fc.coordPin}, viaVPN),
 		dial(f, vpnapiEndpoint, authconn.ClientConfig{SigningPrivKey: fc.identity(f, fc.fresh).SigningPrivKey, ServerCertPin: fc.coordPin}, viaVPN),
+	}
+	// The connection as node1 reaches the handlers: a watch answers.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	watch, err := vpnapipb.NewVPNAPIClient(conns[0]).WatchUpdates(ctx)
+	if err == nil {
+		err = watch.Send(&vpnapipb.WatchRequest{})
+	}
+	if err == nil {
+		_, err = watch.Recv()
+	}
+	cancel()
+	if err != nil {
+		f.Fatalf("node1's watch: %v", err)
 	}
 	addSeeds(f, methods, len(conns), map[string][]proto.Message{
 		"WatchUpdates": {&vpnapipb.WatchRequest{AppliedRevision: 1, WgEndpoint: "127.0.0.1:1", CoordinatorHandshakeAgeMs: -1}, &vpnapipb.WatchRequest{AppliedRevision: 1 << 62, WgEndpoint: "x"}},
@@ -335,13 +250,19 @@ func FuzzVPNAPI(f *testing.F) {
 // API, on its unix socket, as a local service would.
 func FuzzReeveLocal(f *testing.F) {
 	methods := methodsOf(f, reevepb.LocalReeve_ServiceDesc)
-	fc := newFuzzCluster(f)
+	fc := newLabCluster(f)
 	admin := dial(f, fc.coord.Endpoint.String(), authconn.ClientConfig{SigningPrivKey: fc.adminSigningKey(f), ServerCertPin: fc.coordPin})
 	local, err := grpc.NewClient("unix://"+filepath.Join(fc.node1.StateDir, "reeve.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { local.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	_, err = reevepb.NewLocalReeveClient(local).Catalog(ctx, &reevepb.CatalogRequest{Client: "pastiche@node1"})
+	cancel()
+	if err != nil {
+		f.Fatalf("node1's reeve socket: %v", err)
+	}
 	addSeeds(f, methods, 1, map[string][]proto.Message{
 		"RegisterEndpoint": {&reevepb.RegisterEndpointRequest{Service: "ledger", Port: 9000}, &reevepb.RegisterEndpointRequest{Service: "Ledger", Port: 70000}},
 		"RegisterClient":   {&reevepb.RegisterClientRequest{Service: "billing"}, &reevepb.RegisterClientRequest{Service: "fabric-admin"}},
