@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,6 +17,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/version"
 	"github.com/fabricmesh/fabric/pubapi/pubapipb"
 	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/cobra"
 )
 
 func run(args ...string) (int, string) {
@@ -242,4 +244,37 @@ func TestLastSeen(t *testing.T) {
 			t.Errorf("lastSeen(%q) = %q, want %q", tt.at, got, tt.want)
 		}
 	}
+}
+
+// TestEveryCallHasADeadline: every command that calls a peer has a
+// --timeout with a positive default (activate and add-nodes compute
+// theirs from the number of nodes, pastiche send from the size of the
+// file: 0 means that).
+func TestEveryCallHasADeadline(t *testing.T) {
+	local := map[string]bool{"fabric key": true, "fabric version": true, "fabric help": true}
+	computed := map[string]bool{"fabric activate": true, "fabric add-nodes": true, "fabric pastiche send": true}
+	var walk func(cmd *cobra.Command)
+	walk = func(cmd *cobra.Command) {
+		for _, sub := range cmd.Commands() {
+			walk(sub)
+		}
+		path := cmd.CommandPath()
+		if cmd.HasSubCommands() || local[path] || strings.HasPrefix(path, "fabric completion") || !cmd.Runnable() {
+			return
+		}
+		f := cmd.Flags().Lookup("timeout")
+		switch {
+		case f == nil:
+			t.Errorf("%s has no --timeout", path)
+		case computed[path]:
+			if f.DefValue != "0s" {
+				t.Errorf("%s --timeout defaults to %s; it is computed (0s)", path, f.DefValue)
+			}
+		default:
+			if d, err := time.ParseDuration(f.DefValue); err != nil || d <= 0 {
+				t.Errorf("%s --timeout defaults to %s, want a positive duration", path, f.DefValue)
+			}
+		}
+	}
+	walk(NewRootCommand(io.Discard, io.Discard))
 }

@@ -99,12 +99,18 @@ them, and the admin bundle lists them all, so the CLI fails over too.`,
 
 func newCoordinatorsListCmd() *cobra.Command {
 	var adminDir string
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the coordinators (and remember them in the admin bundle)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			admin, cluster, err := adminCluster(cmd.Context(), adminDir)
+			ctx, cancel, err := withTimeout(cmd, timeout)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			admin, cluster, err := adminCluster(ctx, adminDir)
 			if err != nil {
 				return err
 			}
@@ -115,11 +121,13 @@ func newCoordinatorsListCmd() *cobra.Command {
 		},
 	}
 	addAdminDirFlag(cmd, &adminDir)
+	addTimeoutFlag(cmd, &timeout, defaultCallTimeout, "give up after this long")
 	return cmd
 }
 
 func newCoordinatorsAddCmd() *cobra.Command {
 	var adminDir string
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "add IP:PORT",
 		Short: "Make the fabricd at IP:PORT another coordinator of the cluster",
@@ -130,6 +138,15 @@ cluster whose records are in a coordinator's own bbolt file cannot have a
 second coordinator: the error says how to move it to etcd.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			endpoint, err := parseEndpoint("the coordinator's endpoint", args[0])
+			if err != nil {
+				return err
+			}
+			ctx, cancel, err := withTimeout(cmd, timeout)
+			if err != nil {
+				return err
+			}
+			defer cancel()
 			admin, err := openAdminDir(adminDir)
 			if err != nil {
 				return err
@@ -139,13 +156,13 @@ second coordinator: the error says how to move it to etcd.`,
 				return err
 			}
 			defer client.Close()
-			resp, err := client.AddCoordinator(cmd.Context(), &pubapipb.AddCoordinatorRequest{PublicEndpoint: args[0]})
+			resp, err := client.AddCoordinator(ctx, &pubapipb.AddCoordinatorRequest{PublicEndpoint: endpoint})
 			if err != nil {
-				return rpcError("adding coordinator "+args[0], err)
+				return rpcError("adding coordinator "+endpoint, err)
 			}
 			co := resp.GetCoordinator()
 			fmt.Fprintf(cmd.OutOrStdout(), "coordinator %s is up at VPN IP %s (%s)\n", co.GetName(), co.GetVpnIp(), co.GetPublicEndpoint())
-			st, err := client.GetState(cmd.Context(), &pubapipb.GetStateRequest{})
+			st, err := client.GetState(ctx, &pubapipb.GetStateRequest{})
 			if err != nil {
 				return rpcError("reading the cluster", err)
 			}
@@ -153,18 +170,25 @@ second coordinator: the error says how to move it to etcd.`,
 		},
 	}
 	addAdminDirFlag(cmd, &adminDir)
+	addTimeoutFlag(cmd, &timeout, activationBaseTimeout, "give up after this long")
 	return cmd
 }
 
 func newCoordinatorsRemoveCmd() *cobra.Command {
 	var adminDir string
 	var yes bool
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "remove NAME|VPN-IP|IP:PORT",
 		Short: "Remove a coordinator (not the last one)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			admin, cluster, err := adminCluster(cmd.Context(), adminDir)
+			ctx, cancel, err := withTimeout(cmd, timeout)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			admin, cluster, err := adminCluster(ctx, adminDir)
 			if err != nil {
 				return err
 			}
@@ -180,11 +204,11 @@ func newCoordinatorsRemoveCmd() *cobra.Command {
 				return err
 			}
 			defer client.Close()
-			if _, err := client.RemoveNode(cmd.Context(), &pubapipb.RemoveNodeRequest{Node: target.GetVpnIp()}); err != nil {
+			if _, err := client.RemoveNode(ctx, &pubapipb.RemoveNodeRequest{Node: target.GetVpnIp()}); err != nil {
 				return rpcError("removing coordinator "+target.GetName(), err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "coordinator %s (%s) removed\n", target.GetName(), target.GetVpnIp())
-			st, err := client.GetState(cmd.Context(), &pubapipb.GetStateRequest{})
+			st, err := client.GetState(ctx, &pubapipb.GetStateRequest{})
 			if err != nil {
 				return rpcError("reading the cluster", err)
 			}
@@ -193,6 +217,7 @@ func newCoordinatorsRemoveCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask; remove")
 	addAdminDirFlag(cmd, &adminDir)
+	addTimeoutFlag(cmd, &timeout, defaultCallTimeout, "give up after this long")
 	return cmd
 }
 

@@ -44,7 +44,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, con c
 		return ee.code
 	}
 	fmt.Fprintf(stderr, "fabric: %s\n", err)
-	if isUsage(err) {
+	if isUsage(err) || status.Code(err) == codes.InvalidArgument {
 		return 2
 	}
 	return 1
@@ -167,10 +167,19 @@ func isUsage(err error) bool {
 }
 
 // rpcError describes a failed call for an operator: what was attempted and
-// the gRPC status as a sentence.
+// the gRPC status as a sentence. It keeps the status: a request the peer
+// refused as invalid is bad usage (exit 2).
 func rpcError(what string, err error) error {
-	return fmt.Errorf("%s: %s", what, describe(err))
+	return &callError{what: what, err: err}
 }
+
+type callError struct {
+	what string
+	err  error
+}
+
+func (e *callError) Error() string { return e.what + ": " + describe(e.err) }
+func (e *callError) Unwrap() error { return e.err }
 
 func describe(err error) string {
 	st, ok := status.FromError(err)

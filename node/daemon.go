@@ -491,4 +491,8 @@ func (d *Daemon) Identity() *identity.Identity { return d.id }
 // Core returns the daemon's core.
 func (d *Daemon) Core() *core.Core { return d.core }
 
+// Store returns the daemon's own store (fabric.db), for tests that compare
+// its contents.
+func (d *Daemon) Store() store.Store { return d.store }
+
 func (d *Daemon) now() time.Time { return time.Now() }

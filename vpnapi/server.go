@@ -204,6 +204,11 @@ func (s *Server) Register(ctx context.Context, req *vpnapipb.RegisterRequest) (*
 	if s.cfg.Registrar == nil {
 		return nil, status.Error(codes.Unavailable, "registration is not served here")
 	}
+	// A malformed offer is refused before the handshake, which records its
+	// outcome: it must not unregister the node's registered reeve.
+	if n := len(req.GetReevePubKey()); n != ed25519.PublicKeySize {
+		return nil, status.Errorf(codes.InvalidArgument, "offered reeve key has %d bytes, want %d", n, ed25519.PublicKeySize)
+	}
 	if err := s.cfg.Registrar.Register(ctx, node.VPNIP, req.GetReevePubKey()); err != nil {
 		return nil, status.Error(codes.PermissionDenied, err.Error())
 	}

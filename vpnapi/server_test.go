@@ -350,12 +350,15 @@ func TestRegister(t *testing.T) {
 	tests := []struct {
 		name      string
 		caller    string // node, or "coord"
+		offer     []byte // default key
 		noReg     bool
 		regErr    error
 		wantCode  codes.Code
 		wantMsg   string
 		wantCalls int
 	}{
+		{name: "short key", caller: "n1", offer: key[:31], wantCode: codes.InvalidArgument, wantMsg: "offered reeve key has 31 bytes, want 32"},
+		{name: "no key", caller: "n1", offer: []byte{}, wantCode: codes.InvalidArgument, wantMsg: "offered reeve key has 0 bytes"},
 		{name: "n1", caller: "n1", wantCalls: 1},
 		{name: "n2", caller: "n2", wantCalls: 1},
 		{name: "coordinator", caller: "coord", wantCalls: 1},
@@ -376,13 +379,17 @@ func TestRegister(t *testing.T) {
 			if tt.caller == "coord" {
 				signing, ip = c.coordKey, c.coordIP
 			}
-			err := (&vpnapi.Dialer{SigningPrivKey: signing}).Register(ctx, srv.info(), key)
+			offer := key
+			if tt.offer != nil {
+				offer = tt.offer
+			}
+			err := (&vpnapi.Dialer{SigningPrivKey: signing}).Register(ctx, srv.info(), offer)
 			if status.Code(err) != tt.wantCode || (err != nil && !strings.Contains(err.Error(), tt.wantMsg)) {
 				t.Errorf("Register: %v, want code %v with %q", err, tt.wantCode, tt.wantMsg)
 			}
 			var want []registrarCall
 			for range tt.wantCalls {
-				want = append(want, registrarCall{IP: ip, Key: key})
+				want = append(want, registrarCall{IP: ip, Key: offer})
 			}
 			if diff := cmp.Diff(want, reg.called(), cmpOpts); diff != "" {
 				t.Errorf("handshakes asked for (-want +got):\n%s", diff)

@@ -206,6 +206,9 @@ func (p *Peer) Restart(ctx context.Context) error {
 // Core returns the peer's core.
 func (p *Peer) Core() *core.Core { return p.daemon.Core() }
 
+// Store returns the peer's own store (fabric.db).
+func (p *Peer) Store() store.Store { return p.daemon.Store() }
+
 // Removed is closed when the coordinator removed the peer and it left
 // its cluster (fabricd would then wipe its state and start over; the
 // in-process peer stays in accepting-init with its old identity).
