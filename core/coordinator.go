@@ -705,7 +705,7 @@ func (c *Core) RemoveNode(ctx context.Context, target string) (Removal, error) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		out.TellErr = c.cfg.Activator.Leave(ctx, removed.PublicEndpoint, LeaveRequest{ClusterID: c.mustCluster().ID, NodeVPNIP: removed.VPNIP})
-		if out.TellErr != nil && c.leftAlready(ctx, removed) {
+		if out.TellErr != nil && c.leftAlready(ctx, removed, 5*time.Second) {
 			// Its watch told it first (the removal committed before this
 			// call): it is waiting for activation again.
 			out.TellErr = nil
@@ -718,15 +718,24 @@ func (c *Core) RemoveNode(ctx context.Context, target string) (Removal, error) {
 	return out, nil
 }
 
-// leftAlready reports whether the removed node's machine answers that it
-// no longer is that node: it left (or is leaving), or it is another
-// cluster's.
-func (c *Core) leftAlready(ctx context.Context, removed records.Peer) bool {
-	st, err := c.cfg.Activator.GetNodeState(ctx, removed.PublicEndpoint)
-	if err != nil {
-		return false
+// leftAlready reports whether the removed node's machine answers, before
+// within, that it no longer is that node: it left (or is leaving), or it
+// is another cluster's. A machine that is restarting after leaving through
+// its watch (the Leave call broke on it) is asked again until it answers.
+func (c *Core) leftAlready(ctx context.Context, removed records.Peer, within time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		st, err := c.cfg.Activator.GetNodeState(ctx, removed.PublicEndpoint)
+		if err == nil {
+			return st.State != StateNode || st.ClusterID != c.mustCluster().ID || st.VPNIP != removed.VPNIP
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
-	return st.State != StateNode || st.ClusterID != c.mustCluster().ID || st.VPNIP != removed.VPNIP
 }
 
 // findNode finds the record a removal names: a name (active or pending

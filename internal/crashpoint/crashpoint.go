@@ -3,6 +3,7 @@ package crashpoint
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -121,7 +122,13 @@ func (p Point) Hit() {
 		return
 	}
 	fmt.Fprintf(os.Stderr, "%s%s\n", a.line, p.p.name)
-	_ = syscall.Kill(os.Getpid(), a.signal)
+	// The signal goes to this thread: a signal to the process is taken by
+	// any of its threads, and until that one runs (seconds on a loaded
+	// machine) this goroutine would go on past the point. A stop signal to
+	// this thread stops the whole process before the call returns.
+	runtime.LockOSThread()
+	_ = syscall.Tgkill(os.Getpid(), syscall.Gettid(), a.signal)
+	runtime.UnlockOSThread()
 	if a.signal == syscall.SIGKILL {
 		select {} // the signal is on its way
 	}
