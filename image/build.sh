@@ -3,14 +3,19 @@
 # the fabric .deb (see docs/image.md). It needs root (mmdebstrap in root
 # mode, mkfs with device nodes) and no loop device or mount.
 #
-#   image/build.sh --deb FILE [--out DIR] [--lock FILE] [--update-lock]
+#   image/build.sh --deb FILE [--out DIR] [--lock FILE] [--update-lock] [--force]
 #
 # Output in DIR (default image/out):
 #   fabric.img      the raw disk: GPT, BIOS boot partition with GRUB, ext4 root
 #   vmlinuz, initrd.img, cmdline   the same kernel, initrd and command line,
 #                   for hypervisors that boot a kernel directly
 #   manifest        inputs (SOURCE_DATE_EPOCH, .deb and lock checksums, build
-#                   tools), installed packages and the image's SHA-256
+#                   tools, the key of them all), installed packages and the
+#                   image's SHA-256
+#
+# A build whose inputs have the key of DIR's manifest, and whose fabric.img
+# still has the manifest's checksum, is skipped: the same inputs give the
+# same bytes. --force builds anyway (e.g. to check that they do).
 #
 # Reproducible: the same .deb, package lock (image/packages.lock: the exact
 # Debian package versions), SOURCE_DATE_EPOCH and build tools give the same
@@ -24,9 +29,10 @@ out=$here/out
 lock=$here/packages.lock
 deb=
 update_lock=false
+force=false
 
 usage() {
-	sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -36,6 +42,7 @@ while [ $# -gt 0 ]; do
 	--out) out=$2; shift 2 ;;
 	--lock) lock=$2; shift 2 ;;
 	--update-lock) update_lock=true; shift ;;
+	--force) force=true; shift ;;
 	-h | --help) usage ;;
 	*) echo "build.sh: unknown argument $1" >&2; usage ;;
 	esac
@@ -90,6 +97,33 @@ for tool in mmdebstrap mkfs.ext4 debugfs sfdisk grub-mkimage; do
 done
 grub_dir=/usr/lib/grub/i386-pc
 [ -f "$grub_dir/boot.img" ] || die "$grub_dir/boot.img not found (apt-get install grub-pc-bin)"
+
+# The key of every input: the package, the lock, SOURCE_DATE_EPOCH, the
+# image's own files (this script included) and the build tools' versions.
+tools() {
+	for p in mmdebstrap e2fsprogs fdisk grub-pc-bin; do
+		echo "tool $(dpkg-query -W -f='${Package} ${Version}' "$p")"
+	done
+}
+inputs_key() {
+	{
+		echo "source_date_epoch $SOURCE_DATE_EPOCH"
+		sha256sum "$deb" | cut -d' ' -f1
+		[ -f "$lock" ] && sha256sum "$lock" | cut -d' ' -f1
+		(cd "$here" && find build.sh customize.sh mke2fs.conf rootfs -type f -print0 | sort -z | xargs -0 sha256sum)
+		(cd "$here" && find rootfs -printf '%P %y %m\n' | sort)
+		tools
+	} | sha256sum | cut -d' ' -f1
+}
+key=$(inputs_key)
+if ! $force && ! $update_lock && [ -f "$out/manifest" ] && [ -f "$out/fabric.img" ] &&
+	grep -qx "inputs $key" "$out/manifest"; then
+	want=$(awk '$1 == "image" { print $4 }' "$out/manifest")
+	if [ "$(sha256sum "$out/fabric.img" | cut -d' ' -f1)" = "$want" ]; then
+		step "up to date: $out/fabric.img sha256 $want was built from the same inputs (--force builds it again)"
+		exit 0
+	fi
+fi
 
 mkdir -p "$out"
 work=$(mktemp -d "$out/.build.XXXXXX")
@@ -222,9 +256,8 @@ sum=$(sha256sum "$img" | cut -d' ' -f1)
 	echo "lock sha256 $(sha256sum "$lock" | cut -d' ' -f1)"
 	echo "kernel $kernel"
 	echo "cmdline $cmdline"
-	for p in mmdebstrap e2fsprogs fdisk grub-pc-bin; do
-		echo "tool $(dpkg-query -W -f='${Package} ${Version}' "$p")"
-	done
+	tools
+	echo "inputs $key"
 	sed 's/^/package /' "$work/installed"
 } >"$work/manifest"
 for f in fabric.img vmlinuz initrd.img cmdline manifest; do

@@ -269,6 +269,18 @@ func (f *Fabric) VPNAddr(ctx context.Context, h *Host) (netip.Addr, error) {
 // fabricd manages the SSH users in (fabricd --ssh-users-root).
 func (f *Fabric) UsersRoot(h *Host) string { return filepath.Join(h.Dir(), "users-root") }
 
+// WaitFabricd waits until h's fabricd serves its pubapi: on a VM, while its
+// qemu runs (e.g. after Host.Reboot, which returns once ssh answers).
+func (f *Fabric) WaitFabricd(ctx context.Context, h *Host) error {
+	p := h.QemuProcess()
+	if p == nil {
+		if p = f.Daemon(h); p == nil {
+			return fmt.Errorf("no fabricd on %s", h.Name())
+		}
+	}
+	return f.waitListening(ctx, h, p)
+}
+
 // waitListening polls h's pubapi port from the admin host while p (fabricd,
 // or a VM's qemu) runs.
 func (f *Fabric) waitListening(ctx context.Context, h *Host, p *Process) error {

@@ -77,9 +77,12 @@ func vmFabricdConfig(name, horde, listen, logLevel string) string {
 	return b.String()
 }
 
-// CheckKernelWireGuard proves that fabric0 on every VM of hosts is a kernel
-// WireGuard interface (ip -d link shows type wireguard), not wireguard-go's
-// TUN device, and that fabricd never fell back to wireguard-go.
+// CheckKernelWireGuard proves that fabricd on every VM of hosts runs
+// node/netmgr's kernel WireGuard path: fabric0 is a kernel WireGuard link
+// (ip -d link shows type wireguard), not wireguard-go's TUN device, the
+// wireguard module is loaded, and fabricd's journal of this boot says it
+// brought the interface up with backend=kernel and never fell back to
+// wireguard-go.
 func (f *Fabric) CheckKernelWireGuard(ctx context.Context, hosts []*Host) error {
 	var errs []error
 	for _, h := range hosts {
@@ -101,12 +104,27 @@ func checkKernelWireGuard(ctx context.Context, h *Host) error {
 	if !strings.Contains(link, " wireguard ") {
 		return fmt.Errorf("fabric0 is not a kernel wireguard link: %s", strings.TrimSpace(link))
 	}
+	if _, err := h.Run(ctx, "test", "-d", "/sys/module/wireguard"); err != nil {
+		return fmt.Errorf("the wireguard module is not loaded: %w", err)
+	}
 	log, err := h.Run(ctx, "journalctl", "-b", "-u", "fabricd", "-o", "cat", "--no-pager")
 	if err != nil {
 		return err
 	}
 	if strings.Contains(log, "using wireguard-go") {
 		return errors.New("fabricd logged that it uses wireguard-go")
+	}
+	up := false
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `msg="wireguard interface up"`) {
+			if !strings.Contains(line, " backend=kernel ") {
+				return fmt.Errorf("fabricd brought fabric0 up with another backend: %s", line)
+			}
+			up = true
+		}
+	}
+	if !up {
+		return errors.New(`fabricd's journal of this boot has no "wireguard interface up" with backend=kernel`)
 	}
 	return nil
 }
