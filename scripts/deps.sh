@@ -18,8 +18,9 @@ for target in "$@"; do
 	test) pkgs="$pkgs make gcc libc6-dev wireguard-tools iproute2 iputils-ping iperf3 bash procps mmdebstrap lintian systemd etcd-server" ;;
 	deb) pkgs="$pkgs gcc libc6-dev" ;;
 	proto) pkgs="$pkgs protobuf-compiler" ;;
-	# make image: mmdebstrap, the root file system, the GPT disk, GRUB
-	image) pkgs="$pkgs mmdebstrap debian-archive-keyring e2fsprogs fdisk grub-pc-bin" ;;
+	# make image: mmdebstrap, the root file system, the GPT disk, GRUB;
+	# systemd-analyze verifies the units in the image
+	image) pkgs="$pkgs mmdebstrap debian-archive-keyring e2fsprogs fdisk grub-pc-bin systemd" ;;
 	# make vm-test and vm-demo: qemu, the config disks, ssh into the VMs
 	vm) pkgs="$pkgs make wireguard-tools iproute2 iputils-ping iperf3 bash procps qemu-system-x86 qemu-utils dosfstools mtools openssh-client" ;;
 	*)

@@ -95,14 +95,15 @@ func TestInstallOnDebian12(t *testing.T) {
 }
 
 // packageUnderTest returns $FABRIC_DEB, or builds a package from fresh
-// binaries.
+// binaries, built as make deb builds them (stripped: lintian's
+// unstripped-binary-or-object is an error).
 func packageUnderTest(ctx context.Context, t *testing.T) string {
 	if deb := os.Getenv("FABRIC_DEB"); deb != "" {
 		return deb
 	}
 	bin := t.TempDir()
 	if out, err := runOut(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-buildmode=pie",
-		"-ldflags", "-X github.com/fabricmesh/fabric/internal/version.version=v0.0.0-test -X github.com/fabricmesh/fabric/internal/version.commit=test",
+		"-ldflags", "-X github.com/fabricmesh/fabric/internal/version.version=v0.0.0-test -X github.com/fabricmesh/fabric/internal/version.commit=test -s -w",
 		"-o", bin+"/", "github.com/fabricmesh/fabric/cmd/fabric", "github.com/fabricmesh/fabric/cmd/fabricd"); err != nil {
 		t.Fatalf("building the binaries: %v\n%s", err, out)
 	}

@@ -26,8 +26,8 @@ type kvmProbe struct {
 // "kvm" or "tcg", else ("") KVM if /dev/kvm opens and kernel, booted under
 // it, prints its banner within 5 s, and TCG (software emulation)
 // otherwise. A /dev/kvm that opens is not enough: some machines offer a KVM
-// that runs only specially built guests. why says how it was decided. The
-// probe runs once per kernel and process.
+// that runs only specially built guests (PVM, which why names). why says
+// how it was decided. The probe runs once per kernel and process.
 func Accel(ctx context.Context, want, kernel string) (accel, why string, err error) {
 	switch want {
 	case "kvm", "tcg":
@@ -38,7 +38,12 @@ func Accel(ctx context.Context, want, kernel string) (accel, why string, err err
 	}
 	p, _ := kvmProbes.LoadOrStore(kernel, &kvmProbe{})
 	probe := p.(*kvmProbe)
-	probe.once.Do(func() { probe.err = probeKVM(ctx, kernel) })
+	probe.once.Do(func() {
+		probe.err = probeKVM(ctx, kernel)
+		if probe.err != nil && kvmIsPVM() {
+			probe.err = fmt.Errorf("%w; this machine's KVM is PVM (kvm_pvm, /sys/module/kvm_pvm), which runs only kernels built as PVM guests at speed and emulates the rest one instruction at a time", probe.err)
+		}
+	})
 	if probe.err != nil {
 		return "tcg", "KVM is not usable: " + probe.err.Error(), nil
 	}
@@ -88,6 +93,15 @@ func probeKVM(ctx context.Context, kernel string) error {
 			}
 		}
 	}
+}
+
+// kvmIsPVM reports whether /dev/kvm is PVM (pagetable-based virtual
+// machine), a KVM module for machines that are themselves VMs without
+// nested virtualization: a stock kernel, like the image's, hangs early
+// under it.
+func kvmIsPVM() bool {
+	_, err := os.Stat("/sys/module/kvm_pvm")
+	return err == nil
 }
 
 func firstLine(b []byte) string {
