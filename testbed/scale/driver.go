@@ -38,6 +38,8 @@ type options struct {
 	timeout time.Duration
 	workDir string
 	perf    bool
+	// wgEndpoints: the simulated nodes report WireGuard endpoints.
+	wgEndpoints bool
 }
 
 // Main is fabric-scale, the program of `make bench-scale`; `fabric-scale
@@ -93,6 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.idle, "idle", 30*time.Second, "how long the idle coordinator's CPU is measured")
 	fs.DurationVar(&o.timeout, "timeout", 0, "bound of the join of all nodes (default 1 minute + 30 ms per node)")
 	fs.StringVar(&o.workDir, "work-dir", "", "keep the lab's logs in this directory (default: a temporary one, removed)")
+	fs.BoolVar(&o.wgEndpoints, "wg-endpoints", false, "the simulated nodes report WireGuard endpoints, where nothing answers: the coordinator's wireguard-go then retries a handshake with every node every 5 s (by default they report none, as roaming peers)")
 	fs.BoolVar(&o.perf, "perf", false, "record perf profiles of the coordinator (idle, and during the changes) into the work directory")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -123,6 +126,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 type result struct {
 	N                   int     `json:"n"`
 	Store               string  `json:"store"`
+	WGEndpoints         bool    `json:"wg_endpoints"`
 	JoinS               float64 `json:"join_s"`
 	PropagationP50Ms    float64 `json:"propagation_p50_ms"`
 	PropagationP99Ms    float64 `json:"propagation_p99_ms"`
@@ -171,7 +175,7 @@ func (r *run) printf(format string, args ...any) {
 
 func runSize(ctx context.Context, o options, n int, out io.Writer) (res result, err error) {
 	r := &run{o: o, n: n, out: out}
-	res = result{N: n, Store: "bbolt"}
+	res = result{N: n, Store: "bbolt", WGEndpoints: o.wgEndpoints}
 	if r.work = o.workDir; r.work != "" {
 		r.work = filepath.Join(r.work, fmt.Sprintf("n%d", n))
 		if err := os.RemoveAll(r.work); err != nil {
@@ -227,7 +231,8 @@ func (r *run) setUp(ctx context.Context, lab *nshost.Lab) error {
 		return err
 	}
 	socket := filepath.Join(r.coord.Dir(), "simulator.sock")
-	r.sim, err = r.coord.Start(exe, "simulate", "--control", socket, "--nodes", strconv.Itoa(r.n+r.o.changes), "--bootstrap-key-file", f.KeyFile)
+	r.sim, err = r.coord.Start(exe, "simulate", "--control", socket, "--nodes", strconv.Itoa(r.n+r.o.changes),
+		"--bootstrap-key-file", f.KeyFile, "--wg-endpoints="+strconv.FormatBool(r.o.wgEndpoints))
 	if err != nil {
 		return err
 	}
@@ -272,6 +277,8 @@ func (r *run) join(ctx context.Context, res *result) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	stopPerf := r.perf(ctx, "join")
+	defer stopPerf()
 	cpu0, err := nshost.CPUTime(r.pid)
 	if err != nil {
 		return err

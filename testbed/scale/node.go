@@ -113,10 +113,13 @@ func (n *node) activate(ctx context.Context, act core.NodeActivation) error {
 	return nil
 }
 
-// defaultWGEndpoint is where the node says its WireGuard listens: its
-// public address and a port where nothing listens (the simulator runs no
-// WireGuard).
+// defaultWGEndpoint is where the node says its WireGuard listens: with
+// --wg-endpoints its public address and a port where nothing listens,
+// else none (the simulator runs no WireGuard; see Simulate).
 func (n *node) defaultWGEndpoint() string {
+	if !n.sim.wgEndpoints {
+		return ""
+	}
 	return netip.AddrPortFrom(n.pubIP, wgPort).String()
 }
 

@@ -55,6 +55,8 @@ type simulator struct {
 	names *names
 	probe atomic.Pointer[probe]
 	lo    netlink.Link
+	// wgEndpoints: the nodes report a WireGuard endpoint (see Simulate).
+	wgEndpoints bool
 }
 
 // probe is the node whose changes the other nodes time.
@@ -66,24 +68,32 @@ type probe struct {
 // Simulate is `fabric-scale simulate`: the simulator process. It serves
 // the node side of the pubapi for --nodes nodes and, on its control
 // socket, the driver's requests (control.go).
+//
+// The simulated nodes run no WireGuard. By default they report no
+// WireGuard endpoint, as a roaming peer does, so the coordinator's
+// WireGuard waits for them to write first. With --wg-endpoints each
+// reports one, a loopback port where nothing listens: the coordinator's
+// wireguard-go then sends every node a handshake initiation every 5 s, in
+// vain, which a real node would answer once every 2 minutes.
 func Simulate(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fabric-scale simulate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	control := fs.String("control", "", "unix socket of the control API")
 	count := fs.Int("nodes", 0, "number of simulated nodes")
 	keyFile := fs.String("bootstrap-key-file", "", "the cluster's bootstrap key")
+	wgEndpoints := fs.Bool("wg-endpoints", false, "the nodes report a WireGuard endpoint where nothing answers")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	if err := simulate(ctx, log, *control, *count, *keyFile); err != nil {
+	if err := simulate(ctx, log, *control, *count, *keyFile, *wgEndpoints); err != nil {
 		log.Error("simulator failed", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func simulate(ctx context.Context, log *slog.Logger, control string, count int, keyFile string) error {
+func simulate(ctx context.Context, log *slog.Logger, control string, count int, keyFile string, wgEndpoints bool) error {
 	if control == "" || count < 1 || count > 60000 {
 		return errors.New("--control and --nodes (1-60000) are required")
 	}
@@ -98,7 +108,7 @@ func simulate(ctx context.Context, log *slog.Logger, control string, count int, 
 	if err != nil {
 		return fmt.Errorf("finding lo: %w", err)
 	}
-	s := &simulator{ctx: ctx, log: log, byIP: map[netip.Addr]*node{}, names: newNames(), lo: lo}
+	s := &simulator{ctx: ctx, log: log, byIP: map[netip.Addr]*node{}, names: newNames(), lo: lo, wgEndpoints: wgEndpoints}
 	start := time.Now()
 	if err := s.makeNodes(count); err != nil {
 		return err
