@@ -442,8 +442,15 @@ func (c *Core) coordinatorPeersLoop(ctx context.Context, feed Feed, self netip.A
 			}
 			continue
 		}
-		next := held.merge(u)
-		err = c.applyPeers(ctx, next.sorted(), self, true)
+		next := held
+		if peersChanged(u) {
+			// Reading and diffing the whole device costs its number of
+			// peers: only when they changed (not for a view change).
+			next = held.merge(u)
+			err = c.applyPeers(ctx, next.sorted(), self, true)
+		} else {
+			next.rev = u.Revision
+		}
 		if err == nil {
 			err = c.applyUsers(ctx, u)
 		}
@@ -460,6 +467,12 @@ func (c *Core) coordinatorPeersLoop(ctx context.Context, feed Feed, self netip.A
 			c.cfg.Applied(self, held.rev)
 		}
 	}
+}
+
+// peersChanged reports whether u changes the WireGuard peers held before
+// it (a full snapshot replaces them).
+func peersChanged(u update.Update) bool {
+	return u.Kind == update.Full || len(u.Peers) > 0 || len(u.RemovedPeers) > 0
 }
 
 func (c *Core) applyPeers(ctx context.Context, peers []records.Peer, self netip.Addr, pending bool) error {

@@ -639,10 +639,14 @@ func (c *Core) applyUpdate(ctx context.Context, cfg NodeConfig, held *heldPeers,
 		held.rev = u.Revision
 		return nil
 	}
-	next := held.merge(u)
-	if err := c.applyPeers(ctx, next.sorted(), cfg.VPNIP, false); err != nil {
-		return fmt.Errorf("applying revision %d: %w", u.Revision, err)
+	next := *held
+	if peersChanged(u) {
+		next = held.merge(u)
+		if err := c.applyPeers(ctx, next.sorted(), cfg.VPNIP, false); err != nil {
+			return fmt.Errorf("applying revision %d: %w", u.Revision, err)
+		}
 	}
+	next.rev = u.Revision
 	if u.View.Kind != update.ViewUnchanged && c.cfg.Views != nil {
 		if err := c.cfg.Views.ApplyView(ctx, u.Revision, u.View); err != nil {
 			return fmt.Errorf("applying the service view of revision %d: %w", u.Revision, err)

@@ -24,6 +24,16 @@
 // tests compare the view a node builds from the feed's answers with it
 // after every change.
 //
+// A change wakes only the watchers it concerns: every node at once when
+// the WireGuard peers they receive change (a join, a removal, an endpoint)
+// or the SSH users; for the change of a view member (a registration,
+// services), the node itself and those whose view shares a rule with it,
+// found through the index. A change that concerns nobody (a liveness
+// record) wakes no one; Current tells the liveness that such a node is
+// current all the same. The part of an answer every watcher at the same
+// revision shares (the log between two revisions, the peers of a full
+// snapshot) is computed once per round, not once per watcher.
+//
 // Changes close together are coalesced without a fixed delay: a watcher
 // that is still sending its last answer when more changes land gets them
 // all in its next answer.

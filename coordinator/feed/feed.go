@@ -34,14 +34,43 @@ type Feed struct {
 
 	mu       sync.RWMutex
 	rev      uint64
-	log      []registry.Entry // the entries after first-1, in order
-	first    uint64           // the revision of log[0], or rev+1 when empty
+	log      []entry // the entries after first-1, in order
+	first    uint64  // the revision of log[0], or rev+1 when empty
 	peers    map[netip.Addr]records.Peer
 	services map[netip.Addr]records.Services
+	members  map[netip.Addr]*member // the view member of each peer that has one
 	users    []records.SSHUser
 	index    index
-	changed  chan struct{} // closed and replaced when rev moves
+
+	// Watchers wait to be woken by a change that concerns them: every
+	// node's (or coordinator's) at once for a change of their peers,
+	// those the change of a view member concerns one by one.
+	waitMu      sync.Mutex
+	nodesWoken  chan struct{} // closed and replaced for a change of every node's peers
+	coordsWoken chan struct{} // the same for the coordinators
+	waiters     map[netip.Addr]map[*waiter]struct{}
+
+	spanMu    sync.Mutex
+	spans     map[uint64]*span  // by the revision they start from
+	fullPeers [2][]records.Peer // facingPeers for nodes, for coordinators
+	spansRev  uint64            // the revision spans and fullPeers are of
 }
+
+// entry is a change-log entry as the feed keeps it: without the records
+// after the change (they are the feed's current records, or a later
+// entry's before), with the view member of each touched peer before and
+// after the change, computed once for every watcher, and whom it
+// concerns (see concerns).
+type entry struct {
+	registry.Entry
+	before, after []*member // by index of Peers
+	// nodes and coordinators: the change concerns every node (or
+	// coordinator): their WireGuard peers or the SSH users changed.
+	nodes, coordinators bool
+}
+
+// waiter is a watcher waiting for a change that concerns it.
+type waiter struct{ ch chan struct{} }
 
 // Options tune a feed.
 type Options struct {
@@ -56,7 +85,8 @@ func New(src Source, r rules.Rules, opts Options) (*Feed, error) {
 	f := &Feed{
 		rules: r, byClient: r.ByClient(), byService: r.ByService(), capacity: opts.LogCapacity,
 		peers: map[netip.Addr]records.Peer{}, services: map[netip.Addr]records.Services{},
-		index: newIndex(), changed: make(chan struct{}),
+		members: map[netip.Addr]*member{}, index: newIndex(),
+		nodesWoken: make(chan struct{}), coordsWoken: make(chan struct{}), waiters: map[netip.Addr]map[*waiter]struct{}{},
 	}
 	if f.capacity <= 0 {
 		f.capacity = registry.DefaultLogCapacity
@@ -75,6 +105,7 @@ func New(src Source, r rules.Rules, opts Options) (*Feed, error) {
 // load replaces the feed's state with st. f.mu is held.
 func (f *Feed) load(st registry.State) {
 	f.peers, f.services, f.index = map[netip.Addr]records.Peer{}, map[netip.Addr]records.Services{}, newIndex()
+	f.members = map[netip.Addr]*member{}
 	f.log = nil
 	f.rev, f.first = st.Revision, st.LogFirst
 	for _, p := range st.Peers {
@@ -84,12 +115,21 @@ func (f *Feed) load(st registry.State) {
 		f.services[ip] = s
 	}
 	f.users = st.Users
-	for ip := range f.peers {
-		f.index.put(f.memberAt(ip))
+	for ip, p := range f.peers {
+		if m := memberOf(p, f.services[ip]); m != nil {
+			f.members[ip] = m
+			f.index.put(m)
+		}
 	}
 	for _, e := range st.Log {
 		if e.Revision >= f.first && e.Revision <= f.rev {
-			f.log = append(f.log, e)
+			ke := entry{Entry: e, before: make([]*member, len(e.Peers)), after: make([]*member, len(e.Peers))}
+			for i, t := range e.Peers {
+				ke.before[i] = memberOfRecords(t.Before, t.BeforeServices)
+				ke.after[i] = memberOfRecords(t.After, t.AfterServices)
+			}
+			ke.setAudience()
+			f.log = append(f.log, ke)
 		}
 	}
 	if len(f.log) == 0 || f.log[0].Revision != f.first {
@@ -100,10 +140,12 @@ func (f *Feed) load(st registry.State) {
 	f.trim()
 }
 
-// observe applies committed entries, in order.
+// observe applies committed entries, in order, and wakes the watchers
+// they concern.
 func (f *Feed) observe(entries []registry.Entry) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	var wake wakeSet
 	for _, e := range entries {
 		if e.Kind == registry.KindReset {
 			// The registry reloaded its state: so does the feed, and
@@ -113,6 +155,7 @@ func (f *Feed) observe(entries []registry.Entry) {
 				f.load(st)
 				f.log, f.first = nil, f.rev+1
 			}
+			wake.nodes, wake.coordinators = true, true
 			continue
 		}
 		if e.Revision <= f.rev {
@@ -121,9 +164,12 @@ func (f *Feed) observe(entries []registry.Entry) {
 		// The feed keeps the entry without the records after the change
 		// (they are its current records); the entries are shared with
 		// the other observers, so it copies what it changes.
-		e.Peers = slices.Clone(e.Peers)
+		ke := entry{Entry: e, before: make([]*member, len(e.Peers)), after: make([]*member, len(e.Peers))}
+		ke.Peers = slices.Clone(e.Peers)
+		ke.setAudience()
 		for i, t := range e.Peers {
-			f.index.remove(f.memberAt(t.VPNIP))
+			ke.before[i] = f.members[t.VPNIP]
+			f.index.remove(ke.before[i])
 			if t.After != nil {
 				f.peers[t.VPNIP] = *t.After
 			}
@@ -132,27 +178,35 @@ func (f *Feed) observe(entries []registry.Entry) {
 			} else {
 				delete(f.services, t.VPNIP)
 			}
-			f.index.put(f.memberAt(t.VPNIP))
-			e.Peers[i].After, e.Peers[i].AfterServices = nil, nil
+			if m := f.memberAt(t.VPNIP); m != nil {
+				f.members[t.VPNIP] = m
+				f.index.put(m)
+				ke.after[i] = m
+			} else {
+				delete(f.members, t.VPNIP)
+			}
+			ke.Peers[i].After, ke.Peers[i].AfterServices = nil, nil
 		}
 		if e.Kind == registry.KindUsers || e.Kind == registry.KindInit {
-			f.users, e.Users = e.Users, nil
+			f.users, ke.Users = e.Users, nil
 		}
-		e.Writes = nil // followers read them from the store
+		ke.Writes = nil // followers read them from the store
+		wake.add(f, &ke)
 		if len(f.log) == 0 {
 			f.first = e.Revision
 		}
-		f.log = append(f.log, e)
+		f.log = append(f.log, ke)
 		f.rev = e.Revision
 	}
 	f.trim()
-	close(f.changed)
-	f.changed = make(chan struct{})
+	f.wake(wake)
 }
 
-// trim drops the oldest entries beyond the capacity.
+// trim drops the oldest entries beyond the capacity, once a quarter more
+// piled up (copying the log at every entry would cost its length each
+// time).
 func (f *Feed) trim() {
-	if n := len(f.log) - f.capacity; n > 0 {
+	if n := len(f.log) - f.capacity; n > f.capacity/4 {
 		f.log = append(f.log[:0:0], f.log[n:]...)
 		f.first = f.log[0].Revision
 	}
@@ -161,7 +215,8 @@ func (f *Feed) trim() {
 	}
 }
 
-// memberAt is the current view member at ip, or nil.
+// memberAt computes the view member at ip from its records, or nil (the
+// cached one is f.members[ip]).
 func (f *Feed) memberAt(ip netip.Addr) *member {
 	p, ok := f.peers[ip]
 	if !ok {
@@ -181,7 +236,9 @@ func (f *Feed) Revision() uint64 {
 // and returns what the node at ip must apply to go from after to the
 // current revision: a full snapshot when after is 0, ahead of the feed or
 // older than its log; Unchanged at after when wait elapsed first (a
-// keepalive); Removed when the node was removed.
+// keepalive); Removed when the node was removed. A change that does not
+// concern the node does not wake it: the revisions it passes are in its
+// next answer (Unchanged at the current revision if nothing concerned it).
 func (f *Feed) Next(ctx context.Context, ip netip.Addr, after uint64, wait time.Duration) (update.Update, error) {
 	var timeout <-chan time.Time
 	if wait > 0 {
@@ -189,6 +246,7 @@ func (f *Feed) Next(ctx context.Context, ip netip.Addr, after uint64, wait time.
 		defer t.Stop()
 		timeout = t.C
 	}
+	w := &waiter{}
 	for {
 		f.mu.RLock()
 		if after != f.rev || f.removed(ip) {
@@ -196,14 +254,178 @@ func (f *Feed) Next(ctx context.Context, ip netip.Addr, after uint64, wait time.
 			f.mu.RUnlock()
 			return u, err
 		}
-		ch := f.changed
+		woken := f.wait(ip, w)
 		f.mu.RUnlock()
 		select {
-		case <-ch:
+		case <-woken:
+		case <-w.ch:
 		case <-timeout:
+			f.unwait(ip, w)
 			return update.Update{Revision: after, Kind: update.Unchanged}, nil
 		case <-ctx.Done():
+			f.unwait(ip, w)
 			return update.Update{}, ctx.Err()
+		}
+		f.unwait(ip, w)
+	}
+}
+
+// wait registers w as a watcher of ip and returns the channel of the
+// changes that concern all watchers of its role. f.mu is read-held, so no
+// change lands before the watcher is registered.
+func (f *Feed) wait(ip netip.Addr, w *waiter) <-chan struct{} {
+	f.waitMu.Lock()
+	defer f.waitMu.Unlock()
+	w.ch = make(chan struct{})
+	ws := f.waiters[ip]
+	if ws == nil {
+		ws = map[*waiter]struct{}{}
+		f.waiters[ip] = ws
+	}
+	ws[w] = struct{}{}
+	if f.peers[ip].Role == records.RoleCoordinator {
+		return f.coordsWoken
+	}
+	return f.nodesWoken
+}
+
+func (f *Feed) unwait(ip netip.Addr, w *waiter) {
+	f.waitMu.Lock()
+	defer f.waitMu.Unlock()
+	ws := f.waiters[ip]
+	delete(ws, w)
+	if len(ws) == 0 {
+		delete(f.waiters, ip)
+	}
+}
+
+// wakeSet is whom committed entries concern.
+type wakeSet struct {
+	nodes, coordinators bool
+	ips                 map[netip.Addr]bool
+}
+
+// add adds whom e concerns: every node or coordinator (see
+// entry.setAudience), and for each view member it changed, the peer
+// itself and every peer whose view shares a rule with the member before
+// or after the change. f.mu is held, the index is the one after e.
+func (ws *wakeSet) add(f *Feed, e *entry) {
+	ws.nodes = ws.nodes || e.nodes
+	ws.coordinators = ws.coordinators || e.coordinators
+	for i, t := range e.Peers {
+		before, after := e.before[i], e.after[i]
+		if before == after || before.equal(after) {
+			continue
+		}
+		if ws.ips == nil {
+			ws.ips = map[netip.Addr]bool{}
+		}
+		ws.ips[t.VPNIP] = true
+		for _, m := range []*member{before, after} {
+			f.relatedTo(m, func(o *member) { ws.ips[o.node.VPNIP] = true })
+		}
+	}
+}
+
+// wake wakes the watchers ws names. f.mu is held.
+func (f *Feed) wake(ws wakeSet) {
+	f.waitMu.Lock()
+	defer f.waitMu.Unlock()
+	if ws.nodes {
+		close(f.nodesWoken)
+		f.nodesWoken = make(chan struct{})
+	}
+	if ws.coordinators {
+		close(f.coordsWoken)
+		f.coordsWoken = make(chan struct{})
+	}
+	for ip := range ws.ips {
+		for w := range f.waiters[ip] {
+			close(w.ch)
+		}
+		delete(f.waiters, ip)
+	}
+}
+
+// Current returns the revision up to which the node at ip, having been
+// answered up to after, misses nothing: the feed's revision if no later
+// change concerned it, else the revision before the first that did.
+func (f *Feed) Current(ip netip.Addr, after uint64) uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if after >= f.rev {
+		return f.rev
+	}
+	if after+1 < f.first {
+		return after
+	}
+	self, ok := f.peers[ip]
+	if !ok {
+		return after
+	}
+	if rev, ok := f.firstConcerning(self, after); ok {
+		return rev - 1
+	}
+	return f.rev
+}
+
+// firstConcerning returns the revision of the first entry after after
+// that concerns self, whose entries the log holds. f.mu is read-held.
+func (f *Feed) firstConcerning(self records.Peer, after uint64) (uint64, bool) {
+	coordinator, me := self.Role == records.RoleCoordinator, f.members[self.VPNIP]
+	for i := range f.log[after+1-f.first:] {
+		e := &f.log[int(after+1-f.first)+i]
+		if f.concerns(e, self.VPNIP, coordinator, me) {
+			return e.Revision, true
+		}
+	}
+	return 0, false
+}
+
+// concerns reports whether e may change the answer of the watcher at ip
+// (of role coordinator, whose view member is me): it changed every
+// node's (or coordinator's) peers, or a view member that is ip's own or
+// shares a rule with me.
+func (f *Feed) concerns(e *entry, ip netip.Addr, coordinator bool, me *member) bool {
+	if (coordinator && e.coordinators) || (!coordinator && e.nodes) {
+		return true
+	}
+	for i, t := range e.Peers {
+		before, after := e.before[i], e.after[i]
+		if before == after || before.equal(after) {
+			continue
+		}
+		if t.VPNIP == ip {
+			return true
+		}
+		if me != nil && ((before != nil && f.related(me, before)) || (after != nil && f.related(me, after))) {
+			return true
+		}
+	}
+	return false
+}
+
+// setAudience records whether e concerns every node or coordinator: the
+// WireGuard peers they receive changed, or the SSH users.
+func (e *entry) setAudience() {
+	if e.Kind == registry.KindUsers || e.Kind == registry.KindInit {
+		e.nodes, e.coordinators = true, true
+	}
+	for _, t := range e.Peers {
+		var after records.Peer
+		if t.After != nil {
+			after = *t.After
+		}
+		for _, coordinator := range []bool{false, true} {
+			wasFacing := t.Before != nil && facing(*t.Before, coordinator)
+			isFacing := t.After != nil && facing(after, coordinator)
+			if wasFacing != isFacing || (isFacing && !sameFacing(*t.Before, after)) {
+				if coordinator {
+					e.coordinators = true
+				} else {
+					e.nodes = true
+				}
+			}
 		}
 	}
 }
@@ -234,85 +456,192 @@ func (f *Feed) answer(ip netip.Addr, after uint64) (update.Update, error) {
 	case after == 0 || after > f.rev || after+1 < f.first:
 		return f.full(self), nil
 	}
+	if _, concerned := f.firstConcerning(self, after); !concerned {
+		// What no change concerned (a watcher passed over by wakes)
+		// costs a look at each entry, not a span of its own.
+		return update.Update{Revision: f.rev, Kind: update.Unchanged}, nil
+	}
 	return f.delta(self, after), nil
+}
+
+// memberOfRecords is the view member of a peer's records before or after a
+// change (nil records: none).
+func memberOfRecords(p *records.Peer, s *records.Services) *member {
+	if p == nil {
+		return nil
+	}
+	var svcs records.Services
+	if s != nil {
+		svcs = *s
+	}
+	return memberOf(*p, svcs)
 }
 
 // full is the snapshot of self.
 func (f *Feed) full(self records.Peer) update.Update {
 	coordinator := self.Role == records.RoleCoordinator
 	u := update.Update{Revision: f.rev, Kind: update.Full, View: update.ViewUpdate{Kind: update.ViewFull}}
-	for _, p := range f.peers {
-		if facing(p, coordinator) {
-			u.Peers = append(u.Peers, p)
-		}
-	}
-	sortPeers(u.Peers)
-	if m := f.memberAt(self.VPNIP); m != nil {
+	u.Peers = f.facingPeers(coordinator)
+	if m := f.members[self.VPNIP]; m != nil {
 		u.View.Full = f.fullView(m)
 	}
 	u.HasSSHUsers, u.SSHUsers = true, slices.Clone(f.users)
 	return u
 }
 
-// delta is the update of self from after, whose entries the log holds.
-func (f *Feed) delta(self records.Peer, after uint64) update.Update {
-	coordinator := self.Role == records.RoleCoordinator
-	u := update.Update{Revision: f.rev, Kind: update.Delta}
-	me := f.memberAt(self.VPNIP)
+// facingPeers returns the WireGuard peers of every node (coordinator:
+// of a coordinator) at the feed's revision, by VPN IP, computed once per
+// revision for every watcher that needs a full snapshot; the slice is
+// shared and never modified. f.mu is read-held.
+func (f *Feed) facingPeers(coordinator bool) []records.Peer {
+	f.spanMu.Lock()
+	defer f.spanMu.Unlock()
+	f.resetSpansLocked()
+	i := 0
+	if coordinator {
+		i = 1
+	}
+	if f.fullPeers[i] == nil {
+		ps := make([]records.Peer, 0, len(f.peers))
+		for _, p := range f.peers {
+			if facing(p, coordinator) {
+				ps = append(ps, p)
+			}
+		}
+		sortPeers(ps)
+		f.fullPeers[i] = ps
+	}
+	if len(f.fullPeers[i]) == 0 {
+		return nil
+	}
+	return f.fullPeers[i]
+}
+
+// resetSpansLocked forgets the spans and snapshots of an older revision.
+// f.spanMu is held.
+func (f *Feed) resetSpansLocked() {
+	if f.spansRev != f.rev || f.spans == nil {
+		f.spans, f.fullPeers, f.spansRev = map[uint64]*span{}, [2][]records.Peer{}, f.rev
+	}
+}
+
+// span is what changed from revision after to the feed's revision, as
+// every watcher that applied after sees it. Watchers woken by the same
+// change share one (see Feed.span): the work of going through the log is
+// done once per round, not once per watcher. Its slices are shared and
+// never modified.
+type span struct {
+	nodes, coordinators peerChange
+	users               bool // the SSH users changed
+	members             []memberChange
+}
+
+// peerChange is the change of the WireGuard peers of a node (or of a
+// coordinator, which also has the nodes being activated).
+type peerChange struct {
+	peers   []records.Peer // added or changed, by VPN IP
+	removed []netip.Addr   // sorted
+}
+
+// memberChange is a peer whose view member changed.
+type memberChange struct {
+	ip          netip.Addr
+	before, now *member // nil: none
+}
+
+// span returns the span from after, whose entries the log holds, computing
+// it if no watcher did at this revision. f.mu is read-held.
+func (f *Feed) span(after uint64) *span {
+	f.spanMu.Lock()
+	defer f.spanMu.Unlock()
+	f.resetSpansLocked()
+	if sp := f.spans[after]; sp != nil {
+		return sp
+	}
+	sp := f.newSpan(after)
+	// Watchers are mostly at a few revisions; bound the cache anyway.
+	if len(f.spans) < 64 {
+		f.spans[after] = sp
+	}
+	return sp
+}
+
+func (f *Feed) newSpan(after uint64) *span {
+	sp := &span{}
 	// The records of every peer touched since after, as they were then.
 	type then struct {
-		peer     *records.Peer
-		services *records.Services
+		peer   *records.Peer
+		member *member
 	}
 	touched := map[netip.Addr]then{}
 	var order []netip.Addr
 	for _, e := range f.log[after+1-f.first:] {
 		if e.Kind == registry.KindUsers || e.Kind == registry.KindInit {
-			u.HasSSHUsers, u.SSHUsers = true, slices.Clone(f.users)
+			sp.users = true
 		}
-		for _, t := range e.Peers {
+		for i, t := range e.Peers {
 			if _, seen := touched[t.VPNIP]; !seen {
-				touched[t.VPNIP] = then{t.Before, t.BeforeServices}
+				touched[t.VPNIP] = then{t.Before, e.before[i]}
 				order = append(order, t.VPNIP)
 			}
 		}
 	}
-	fullView := false
-	refresh := map[string]bool{}
 	for _, ip := range order {
 		was := touched[ip]
 		cur := f.peers[ip]
-		wasFacing := was.peer != nil && facing(*was.peer, coordinator)
-		switch isFacing := facing(cur, coordinator); {
-		case isFacing && (!wasFacing || !sameFacing(*was.peer, cur)):
-			u.Peers = append(u.Peers, cur)
-		case !isFacing && wasFacing:
-			u.RemovedPeers = append(u.RemovedPeers, ip)
-		}
-		var before *member
-		if was.peer != nil {
-			var svcs records.Services
-			if was.services != nil {
-				svcs = *was.services
+		for _, coordinator := range []bool{false, true} {
+			pc := &sp.nodes
+			if coordinator {
+				pc = &sp.coordinators
 			}
-			before = memberOf(*was.peer, svcs)
+			wasFacing := was.peer != nil && facing(*was.peer, coordinator)
+			switch isFacing := facing(cur, coordinator); {
+			case isFacing && (!wasFacing || !sameFacing(*was.peer, cur)):
+				pc.peers = append(pc.peers, cur)
+			case !isFacing && wasFacing:
+				pc.removed = append(pc.removed, ip)
+			}
 		}
-		now := f.memberAt(ip)
-		if before.equal(now) {
-			continue
+		if now := f.members[ip]; was.member != now && !was.member.equal(now) {
+			sp.members = append(sp.members, memberChange{ip: ip, before: was.member, now: now})
 		}
-		if ip == self.VPNIP {
+	}
+	for _, pc := range []*peerChange{&sp.nodes, &sp.coordinators} {
+		sortPeers(pc.peers)
+		sortAddrs(pc.removed)
+	}
+	return sp
+}
+
+// delta is the update of self from after, whose entries the log holds.
+func (f *Feed) delta(self records.Peer, after uint64) update.Update {
+	u := update.Update{Revision: f.rev, Kind: update.Delta}
+	sp := f.span(after)
+	pc := sp.nodes
+	if self.Role == records.RoleCoordinator {
+		pc = sp.coordinators
+	}
+	u.Peers, u.RemovedPeers = pc.peers, pc.removed
+	if sp.users {
+		u.HasSSHUsers, u.SSHUsers = true, slices.Clone(f.users)
+	}
+	me := f.members[self.VPNIP]
+	fullView := false
+	var refresh map[string]bool
+	for _, mc := range sp.members {
+		if mc.ip == self.VPNIP {
 			fullView = true
 			continue
 		}
-		for _, m := range []*member{before, now} {
+		for _, m := range []*member{mc.before, mc.now} {
 			if m != nil && me != nil && f.related(me, m) {
+				if refresh == nil {
+					refresh = map[string]bool{}
+				}
 				refresh[m.node.Name] = true
 			}
 		}
 	}
-	sortPeers(u.Peers)
-	sortAddrs(u.RemovedPeers)
 	switch {
 	case fullView && me != nil:
 		u.View = update.ViewUpdate{Kind: update.ViewFull, Full: f.fullView(me)}

@@ -162,6 +162,29 @@ func (f *Feed) related(a, b *member) bool {
 	return false
 }
 
+// relatedTo calls fn for every member a rule pairs with m (every a for
+// which related(a, m) holds; m itself may be among them).
+func (f *Feed) relatedTo(m *member, fn func(*member)) {
+	if m == nil {
+		return
+	}
+	visit := func(o *member) {
+		if o != nil {
+			fn(o)
+		}
+	}
+	for _, e := range m.endpoints {
+		for _, r := range f.byService[e.Service] {
+			f.index.holders(f.index.clients, r.Client, r.Scope, m.node.Horde, visit)
+		}
+	}
+	for _, c := range m.clients {
+		for _, r := range f.byClient[c.Service] {
+			f.index.holders(f.index.endpoints, r.Service, r.Scope, m.node.Horde, visit)
+		}
+	}
+}
+
 // pairs calls the functions for the entries of a's view whose other side
 // is b: whitelist entries for b's clients calling a's endpoints, endpoint
 // entries for a's clients calling b's endpoints.

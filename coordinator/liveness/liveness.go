@@ -70,6 +70,10 @@ type Config struct {
 	Now func() time.Time
 	// Applied, if set, learns every revision a peer reports it applied.
 	Applied func(ip netip.Addr, rev uint64)
+	// Current, if set, says up to which revision a peer answered up to
+	// after misses nothing (coordinator/feed: the changes that do not
+	// concern a node do not wake its watch).
+	Current func(ip netip.Addr, after uint64) uint64
 	// Leader, if set, says whether this coordinator is the one that
 	// records offline the peers of a coordinator that stopped beating;
 	// nil: this one does.
@@ -279,7 +283,7 @@ func (t *Tracker) beat() {
 		case p.self:
 			b.Applied = p.applied
 		case p.online:
-			b.Watchers[ip] = t.statusLocked(p).Applied
+			b.Watchers[ip] = t.statusLocked(ip, p).Applied
 		}
 		seen[ip] = p.online
 	}
@@ -357,7 +361,7 @@ func (t *Tracker) Status(ip netip.Addr) Status {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if p, ok := t.peers[ip]; ok && (p.self || p.online || p.watching > 0) {
-		st := t.statusLocked(p)
+		st := t.statusLocked(ip, p)
 		if p.watching > 0 {
 			st.Watching = t.cfg.SelfName
 		}
@@ -377,15 +381,20 @@ func (t *Tracker) Status(ip netip.Addr) Status {
 		}
 	}
 	if p, ok := t.peers[ip]; ok && !st.Online {
-		st.LastSeen, st.Applied = p.lastSeen, t.statusLocked(p).Applied
+		st.LastSeen, st.Applied = p.lastSeen, t.statusLocked(ip, p).Applied
 	}
 	return st
 }
 
-func (t *Tracker) statusLocked(p *peer) Status {
+func (t *Tracker) statusLocked(ip netip.Addr, p *peer) Status {
 	applied := p.applied
-	if p.applied >= p.contentRev && p.sent > applied {
-		applied = p.sent
+	if p.applied >= p.contentRev {
+		// It applied all it had to: it is at the revision it was sent,
+		// and at the later ones that do not concern it.
+		applied = max(applied, p.sent)
+		if t.cfg.Current != nil && !p.self {
+			applied = max(applied, t.cfg.Current(ip, applied))
+		}
 	}
 	return Status{Online: p.online, LastSeen: p.lastSeen, Applied: applied, CoordinatorHandshakeAge: p.handshakeAge}
 }

@@ -223,3 +223,35 @@ func TestFailedRecordRetried(t *testing.T) {
 		t.Errorf("after the beat: %+v, want offline", l)
 	}
 }
+
+// TestAppliedCountsWhatDidNotConcernThePeer: a peer that applied all it
+// was sent is at the revision the feed says it misses nothing up to, not
+// further; one that has content to apply is at what it applied.
+func TestAppliedCountsWhatDidNotConcernThePeer(t *testing.T) {
+	c := newSharedCluster(t)
+	current := uint64(0)
+	tr := New(Config{Registry: c.reg1, Self: c.c1, SelfName: "c1", Now: newClock(time.Now()).Now,
+		Current: func(ip netip.Addr, after uint64) uint64 { return max(after, current) }})
+	defer tr.Watching(c.nodeIP)()
+	tests := []struct {
+		name            string
+		sent, applied   uint64
+		content         bool
+		current, wantAt uint64
+	}{
+		{"applied what it was sent, later changes concerned it", 10, 10, true, 0, 10},
+		{"applied what it was sent, later changes did not concern it", 10, 10, true, 14, 14},
+		{"sent a revision with nothing for it", 12, 10, false, 0, 12},
+		{"content not applied yet", 16, 12, true, 20, 12},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			current = tt.current
+			tr.Sent(c.nodeIP, tt.sent, tt.content)
+			tr.Report(c.nodeIP, tt.applied, -1)
+			if got := tr.Status(c.nodeIP).Applied; got != tt.wantAt {
+				t.Errorf("applied = %d, want %d", got, tt.wantAt)
+			}
+		})
+	}
+}

@@ -28,6 +28,8 @@ type statusResp struct {
 	Watching  int      `json:"watching"`
 	Converged int      `json:"converged"` // joined, with as many peers and slices as expected
 	MaxRev    uint64   `json:"maxRev"`
+	Messages  int64    `json:"messages"`         // answers received, all nodes
+	Bytes     int64    `json:"bytes"`            // bytes received on the watches, all nodes
 	Errors    []string `json:"errors,omitempty"` // the last error of a few nodes
 }
 
@@ -165,6 +167,8 @@ func (s *simulator) status(extraPeers int) statusResp {
 		ph := n.getPhase()
 		n.mu.Lock()
 		out.MaxRev = max(out.MaxRev, n.state.rev)
+		out.Messages += n.messages.Load()
+		out.Bytes += n.received.Load()
 		if n.stream != nil {
 			out.Watching++
 		}

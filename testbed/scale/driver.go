@@ -148,6 +148,7 @@ type result struct {
 	IdleCPUPct          float64 `json:"idle_cpu_pct"`
 	RSSMiB              float64 `json:"rss_mib"`
 	JoinCPUS            float64 `json:"join_cpu_s"`
+	SimulatorJoinCPUS   float64 `json:"simulator_join_cpu_s"`
 	SimulatorRSSMiB     float64 `json:"simulator_rss_mib"`
 	LoadAvg             float64 `json:"load_avg"`
 	Converged           bool    `json:"converged"`
@@ -283,24 +284,31 @@ func (r *run) join(ctx context.Context, res *result) error {
 	if err != nil {
 		return err
 	}
+	simCPU0, err := nshost.CPUTime(r.sim.PID())
+	if err != nil {
+		return err
+	}
 	start := time.Now()
-	if out, err := r.f.CLI(ctx, "activate", "--coordinator", r.f.Endpoint(r.coord), "--nodes", strings.Join(chunks[0], ","),
+	// A node whose activation failed for a reason that may pass (it
+	// answered too late on a loaded machine) makes the CLI exit 1; the
+	// coordinator retries it on its own, and the join waits for it.
+	if _, err := r.cli(ctx, "activate", "--coordinator", r.f.Endpoint(r.coord), "--nodes", strings.Join(chunks[0], ","),
 		"--bootstrap-key-file", r.f.KeyFile, "--vpn-cidr", vpnCIDR, "--admin-dir", r.f.AdminDir); err != nil {
-		return fmt.Errorf("%w: %s", err, tail(out))
+		if _, statErr := os.Stat(filepath.Join(r.f.AdminDir, "admin.json")); statErr != nil {
+			return err // no cluster
+		}
+		r.printf("%v", err)
 	}
 	errs := make(chan error, len(chunks))
 	for _, c := range chunks[1:] {
 		go func() {
-			out, err := r.f.CLI(ctx, "add-nodes", "--nodes", strings.Join(c, ","), "--admin-dir", r.f.AdminDir)
-			if err != nil {
-				err = fmt.Errorf("%w: %s", err, tail(out))
-			}
+			_, err := r.cli(ctx, "add-nodes", "--nodes", strings.Join(c, ","), "--admin-dir", r.f.AdminDir)
 			errs <- err
 		}()
 	}
 	for range chunks[1:] {
 		if err := <-errs; err != nil {
-			return err
+			r.printf("%v", err)
 		}
 	}
 	activated := time.Since(start)
@@ -314,8 +322,17 @@ func (r *run) join(ctx context.Context, res *result) error {
 		return err
 	}
 	res.JoinCPUS = round((cpu1 - cpu0).Seconds())
-	r.printf("%d nodes joined in %.1f s (all activated after %.1f s); coordinator CPU %.1f s; revision %d",
-		st.Joined, res.JoinS, activated.Seconds(), res.JoinCPUS, st.MaxRev)
+	if simCPU1, err := nshost.CPUTime(r.sim.PID()); err == nil {
+		res.SimulatorJoinCPUS = round((simCPU1 - simCPU0).Seconds())
+	}
+	r.printf("%d nodes joined in %.1f s (all activated after %.1f s); CPU: coordinator %.1f s, simulator %.1f s; revision %d; %.1f answers and %.0f KiB per node",
+		st.Joined, res.JoinS, activated.Seconds(), res.JoinCPUS, res.SimulatorJoinCPUS, st.MaxRev, float64(st.Messages)/float64(r.n), float64(st.Bytes)/float64(r.n)/1024)
+	if r.o.workDir != "" {
+		// The change log of the join, for a closer look.
+		if out, err := r.cli(ctx, "events", "-o", "json", "--admin-dir", r.f.AdminDir); err == nil {
+			_ = os.WriteFile(filepath.Join(r.work, "join-events.json"), []byte(out), 0o644)
+		}
+	}
 	return nil
 }
 
@@ -520,11 +537,8 @@ func (r *run) timed(ctx context.Context, kind string, index int, eventKind strin
 
 func (r *run) measureJoin(ctx context.Context, index int) (change, error) {
 	return r.timed(ctx, "join", index, "activated", true, func() error {
-		out, err := r.f.CLI(ctx, "add-nodes", "--nodes", r.eps.Endpoints[index], "--admin-dir", r.f.AdminDir)
-		if err != nil {
-			return fmt.Errorf("%w: %s", err, tail(out))
-		}
-		return nil
+		_, err := r.cli(ctx, "add-nodes", "--nodes", r.eps.Endpoints[index], "--admin-dir", r.f.AdminDir)
+		return err
 	})
 }
 
@@ -538,20 +552,17 @@ func (r *run) measureEndpoint(ctx context.Context, index, k int) (change, error)
 
 func (r *run) measureRemoval(ctx context.Context, index int) (change, error) {
 	return r.timed(ctx, "removal", index, "removed", false, func() error {
-		out, err := r.f.CLI(ctx, "nodes", "remove", r.eps.Names[index], "--yes", "--admin-dir", r.f.AdminDir)
-		if err != nil {
-			return fmt.Errorf("%w: %s", err, tail(out))
-		}
-		return nil
+		_, err := r.cli(ctx, "nodes", "remove", r.eps.Names[index], "--yes", "--admin-dir", r.f.AdminDir)
+		return err
 	})
 }
 
 // eventTimes is when each change of node after revision since was
 // committed, by kind of event (the first of each), from `fabric events`.
 func (r *run) eventTimes(ctx context.Context, since uint64, node string) (map[string]time.Time, error) {
-	out, err := r.f.CLI(ctx, "events", "--since", strconv.FormatUint(since, 10), "-o", "json", "--admin-dir", r.f.AdminDir)
+	out, err := r.cli(ctx, "events", "--since", strconv.FormatUint(since, 10), "-o", "json", "--admin-dir", r.f.AdminDir)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s", err, tail(out))
+		return nil, err
 	}
 	times := map[string]time.Time{}
 	sc := bufio.NewScanner(strings.NewReader(out))
@@ -620,6 +631,37 @@ func loadAvg() float64 {
 		return -1
 	}
 	return f
+}
+
+// cli runs the fabric CLI on the admin host; its error names the command
+// and holds the end of its output (the lists of endpoints are long).
+func (r *run) cli(ctx context.Context, args ...string) (string, error) {
+	out, err := r.f.CLI(ctx, args...)
+	if err != nil {
+		why := "failed"
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			why = exit.String()
+		}
+		return out, fmt.Errorf("fabric %s: %s: %s", args[0], why, summary(out))
+	}
+	return out, nil
+}
+
+// summary is the CLI's output without its lines of nodes activated, each
+// line cut short (they may list a thousand endpoints).
+func summary(out string) string {
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "ok ") {
+			continue
+		}
+		if len(l) > 300 {
+			l = l[:300] + "..."
+		}
+		lines = append(lines, l)
+	}
+	return tail(strings.Join(lines, "\n"))
 }
 
 func tail(s string) string {

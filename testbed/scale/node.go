@@ -58,6 +58,7 @@ type node struct {
 	phase    atomic.Int32
 	vpnOff   atomic.Int64 // its VPN IP's offset in the CIDR, -1 before activation
 	received atomic.Int64 // bytes read on its watch connection
+	messages atomic.Int64 // answers received on its watch
 
 	mu         sync.Mutex
 	vpnIP      netip.Addr
@@ -232,6 +233,7 @@ func (n *node) watch(ctx context.Context) error {
 			return err
 		}
 		at := time.Now().UnixNano()
+		n.messages.Add(1)
 		u, err := vpnapi.UpdateFromProto(msg)
 		if err != nil {
 			return fmt.Errorf("decoding an update: %w", err)

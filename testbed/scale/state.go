@@ -2,6 +2,7 @@ package scale
 
 import (
 	"encoding/binary"
+	"hash/maphash"
 	"net/netip"
 	"sync"
 
@@ -78,13 +79,13 @@ func (h *hasher) bytes(b []byte) {
 	h.buf = append(h.buf, b...)
 }
 
-// sum is the FNV-1a hash of what was written since the last sum.
+// seed makes the digests of one process comparable with each other
+// (digests never leave the simulator).
+var seed = maphash.MakeSeed()
+
+// sum is the hash of what was written since the last sum.
 func (h *hasher) sum() uint64 {
-	s := uint64(14695981039346656037)
-	for _, c := range h.buf {
-		s ^= uint64(c)
-		s *= 1099511628211
-	}
+	s := maphash.Bytes(seed, h.buf)
 	h.buf = h.buf[:0]
 	return s
 }

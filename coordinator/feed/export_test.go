@@ -1,0 +1,12 @@
+package feed
+
+// Waiting is the number of watchers waiting in Next for a change.
+func (f *Feed) Waiting() int {
+	f.waitMu.Lock()
+	defer f.waitMu.Unlock()
+	n := 0
+	for _, ws := range f.waiters {
+		n += len(ws)
+	}
+	return n
+}
