@@ -65,6 +65,8 @@ type activationStream struct {
 	started bool
 	// outcomes holds each node's last outcome line.
 	outcomes map[string]nodeOutcome
+	// finished: the result arrived and was handled.
+	finished bool
 }
 
 type nodeOutcome struct {
@@ -83,8 +85,8 @@ func (s *activationStream) run(ctx context.Context) error {
 			s.mayBeCommitted = true // the coordinator may have acted on it
 		}
 		switch {
-		case err == nil:
-			return nil
+		case err == nil, s.finished:
+			return err // the result's own error names the nodes to retry
 		case ctx.Err() != nil:
 			return s.cutOff(ctx, err)
 		case !mayPass(err):
@@ -180,6 +182,7 @@ func (s *activationStream) report(n *pubapipb.NodeResult) {
 // finish writes the admin's wg-quick config from the final cluster status,
 // and fails (exit 1) if a node failed, saying how to retry.
 func (s *activationStream) finish(res *pubapipb.ActivationResult) error {
+	s.finished = true
 	a := s.admin
 	if err := a.writeWGQuick(res.GetCluster()); err != nil {
 		return err

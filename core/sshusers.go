@@ -67,16 +67,21 @@ func (c *Core) changeSSHUsers(name string, change func([]records.SSHUser) ([]rec
 		return SSHUserChange{}, err
 	}
 	var keys []sshusers.Key
+	var refused error // the change's own error: the request is invalid
 	changed, rev, users, err := reg.UpdateSSHUsers(func(cur []records.SSHUser) ([]records.SSHUser, error) {
 		next, k, err := change(cur)
-		keys = k
+		keys, refused = k, err
 		return next, err
 	})
 	switch {
 	case errors.Is(err, ErrNotFound), errors.Is(err, records.ErrNotInitialized):
 		return SSHUserChange{}, err
-	case err != nil:
+	case err != nil && refused != nil:
 		return SSHUserChange{}, invalidArgument{err}
+	case err != nil:
+		// The store could not commit (a full disk, say): not the
+		// request's fault.
+		return SSHUserChange{}, fmt.Errorf("recording the change of SSH user %s: %w", name, err)
 	}
 	out := SSHUserChange{Changed: changed, Revision: rev, Keys: keys}
 	for _, u := range users {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/internal/records"
+	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/sshusers/sshuserstest"
 	"github.com/google/go-cmp/cmp"
 )
@@ -229,5 +230,29 @@ func TestSSHUsersLockedOnRemoval(t *testing.T) {
 	})
 	if got := users[h.nodes[1].self.Name].names(); !slices.Equal(got, []string{"alice"}) {
 		t.Errorf("a node still in the cluster holds %v", got)
+	}
+}
+
+// TestSSHUserStoreFailure: a change the store cannot commit (a full disk)
+// is an error of the coordinator, not an invalid request, and it goes
+// through once the store writes again.
+func TestSSHUserStoreFailure(t *testing.T) {
+	h := &harness{t: t, net: newFakeNet(), activator: newFakeActivator()}
+	st := &failingStore{Store: store.NewMem()}
+	h.coord = h.start(newSelf(t, "coord", 1), st)
+	h.activator.signingKey = signingPrivKey(h.coord.self.SigningPubKey)
+	h.mustActivate()
+	rev := h.registry().Revision()
+	st.failUpdates(errors.New("write fabric.db: no space left on device"))
+	_, err := h.coord.core.AddSSHUser("alice", []string{aliceKey})
+	if err == nil || errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "no space left on device") {
+		t.Errorf("AddSSHUser on a failing store = %v, want the store's error, not ErrInvalidArgument", err)
+	}
+	if h.registry().Revision() != rev {
+		t.Error("a change the store refused moved the revision")
+	}
+	st.failUpdates(nil)
+	if _, err := h.coord.core.AddSSHUser("alice", []string{aliceKey}); err != nil {
+		t.Errorf("AddSSHUser once the store writes again: %v", err)
 	}
 }
