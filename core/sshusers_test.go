@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/fabricmesh/fabric/internal/records"
-	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/sshusers/sshuserstest"
+	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/google/go-cmp/cmp"
 )
 
