@@ -31,7 +31,7 @@ import (
 // request of any method of a service, to the real servers of an
 // in-process cluster (a coordinator, node1 in sharks, node2 in jets, and
 // fresh, a peer never activated), over the connections real callers use.
-// Every call must end (a watch or an event stream is cut after a second),
+// Every call must end (a watch or an event stream is cut after 300 ms),
 // with a gRPC status a handler chose: never Unknown, and Internal only for
 // bytes that do not decode as the method's request (gRPC's own refusal).
 // After every call the coordinator is still the coordinator and answers.
@@ -99,7 +99,7 @@ func (m fuzzMethod) call(t *testing.T, conn *grpc.ClientConn, first, second []by
 	t.Helper()
 	timeout := 20 * time.Second
 	if m.endless {
-		timeout = time.Second
+		timeout = 300 * time.Millisecond
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
