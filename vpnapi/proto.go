@@ -108,8 +108,7 @@ func PeerFromProto(p *vpnapipb.Peer) (records.Peer, error) {
 	if !ok {
 		return records.Peer{}, fmt.Errorf("peer %q: vpn ip of %d bytes", p.GetName(), len(p.GetVpnIp()))
 	}
-	out := records.Peer{Name: p.GetName(), VPNIP: ip, WGPubKey: p.GetWgPubKey(), State: records.StateActive,
-		TLSPin: p.GetTlsPin(), SigningPubKey: p.GetSigningPubKey()}
+	out := records.Peer{Name: p.GetName(), VPNIP: ip, WGPubKey: p.GetWgPubKey(), State: records.StateActive}
 	for r, pr := range roles {
 		if pr == p.GetRole() {
 			out.Role = r
@@ -117,6 +116,12 @@ func PeerFromProto(p *vpnapipb.Peer) (records.Peer, error) {
 	}
 	if out.Role == "" {
 		return records.Peer{}, fmt.Errorf("peer %q: unknown role %v", p.GetName(), p.GetRole())
+	}
+	if out.Role == records.RoleCoordinator {
+		// Only a coordinator is dialed and signs callbacks; a pin or a
+		// signing key sent with another peer means nothing (PeerToProto
+		// sends none).
+		out.TLSPin, out.SigningPubKey = p.GetTlsPin(), p.GetSigningPubKey()
 	}
 	if ep := p.GetWgEndpoint(); len(ep) > 0 {
 		if len(ep) != 6 && len(ep) != 18 {
@@ -249,6 +254,9 @@ func viewFromProto(p *vpnapipb.View) (update.ViewUpdate, error) {
 		u.Full.Endpoints = append(u.Full.Endpoints, s.Endpoints...)
 	}
 	for _, c := range p.GetCatalog() {
+		if err := checkServices("catalog", c.GetClient(), c.GetService()); err != nil {
+			return update.ViewUpdate{}, err
+		}
 		u.Full.Catalog = append(u.Full.Catalog, view.CatalogEntry{Client: serviceid.ID(c.GetClient(), self), Service: c.GetService()})
 	}
 	u.Full.Sort()
@@ -256,9 +264,25 @@ func viewFromProto(p *vpnapipb.View) (update.ViewUpdate, error) {
 }
 
 // sliceFromProto expands a slice between node self and node other.
+// checkServices refuses a service name of the wire that is not one.
+func checkServices(where string, names ...string) error {
+	for _, n := range names {
+		if err := serviceid.CheckService(n); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+	}
+	return nil
+}
+
 func sliceFromProto(p *vpnapipb.Slice, self, other string) (view.Slice, error) {
 	s := view.Slice{Node: other}
+	if other == "" {
+		return view.Slice{}, fmt.Errorf("slice without its node's name")
+	}
 	for _, w := range p.GetWhitelist() {
+		if err := checkServices("whitelist of node "+other, w.GetEndpoint(), w.GetClient()); err != nil {
+			return view.Slice{}, err
+		}
 		s.Whitelist = append(s.Whitelist, view.WhitelistEntry{
 			Endpoint: serviceid.ID(w.GetEndpoint(), self), Client: serviceid.ID(w.GetClient(), other), PubKey: w.GetPubKey()})
 	}
@@ -268,6 +292,9 @@ func sliceFromProto(p *vpnapipb.Slice, self, other string) (view.Slice, error) {
 			return view.Slice{}, fmt.Errorf("slice of node %s: vpn ip of %d bytes", other, len(p.GetVpnIp()))
 		}
 		for _, e := range p.GetEndpoints() {
+			if err := checkServices("endpoints of node "+other, e.GetEndpoint(), e.GetClient()); err != nil {
+				return view.Slice{}, err
+			}
 			if e.GetPort() == 0 || e.GetPort() > 65535 {
 				return view.Slice{}, fmt.Errorf("slice of node %s: port %d", other, e.GetPort())
 			}
