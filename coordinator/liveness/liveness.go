@@ -281,7 +281,7 @@ func (t *Tracker) beat() {
 	for ip, p := range t.peers {
 		switch {
 		case p.self:
-			b.Applied = p.applied
+			b.Applied = t.statusLocked(ip, p).Applied
 		case p.online:
 			b.Watchers[ip] = t.statusLocked(ip, p).Applied
 		}
@@ -392,7 +392,9 @@ func (t *Tracker) statusLocked(ip netip.Addr, p *peer) Status {
 		// It applied all it had to: it is at the revision it was sent,
 		// and at the later ones that do not concern it.
 		applied = max(applied, p.sent)
-		if t.cfg.Current != nil && !p.self {
+		// The coordinator's own loop is not woken by what does not
+		// concern it either.
+		if t.cfg.Current != nil {
 			applied = max(applied, t.cfg.Current(ip, applied))
 		}
 	}
