@@ -146,7 +146,9 @@ func (r *Registrar) handshake(ctx context.Context, node records.Peer, reevePubKe
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	// Closing waits for the connection's goroutines to end: the node's
+	// registration does not wait for it.
+	defer func() { go conn.Close() }()
 	resp, err := reevepb.NewReeveClient(conn).Challenge(ctx, &reevepb.ChallengeRequest{Nonce: nonce})
 	if err != nil {
 		return fmt.Errorf("calling back the reeve at %s: %w", addr, err)

@@ -106,7 +106,9 @@ func (a *NodeActivator) call(nodePublicEndpoint string, fn func(*Client) error) 
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	// Closing waits for the connection's goroutines to end, which on a
+	// busy coordinator takes a while: the activation does not wait.
+	defer func() { go c.Close() }()
 	return plain(fn(c))
 }
 

@@ -124,8 +124,14 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 	removed := node.State == records.StateRemoved
 	if !removed {
 		defer s.cfg.Liveness.Watching(node.VPNIP)()
-		s.report(node, first)
-		go s.reports(node, stream)
+		// A new WireGuard endpoint is recorded before the first answer,
+		// which carries it; the liveness of the first report beside
+		// the answers, which do not wait for it to be written.
+		s.recordEndpoint(node, first)
+		go func() {
+			s.reportLiveness(node, first)
+			s.reports(node, stream)
+		}()
 	}
 	sent := first.GetAppliedRevision()
 	keepalive := uint32(s.cfg.Keepalive / time.Second)
@@ -174,11 +180,21 @@ func (s *Server) reports(node records.Peer, stream grpc.BidiStreamingServer[vpna
 }
 
 func (s *Server) report(node records.Peer, req *vpnapipb.WatchRequest) {
+	s.reportLiveness(node, req)
+	s.recordEndpoint(node, req)
+}
+
+func (s *Server) reportLiveness(node records.Peer, req *vpnapipb.WatchRequest) {
 	age := time.Duration(req.GetCoordinatorHandshakeAgeMs()) * time.Millisecond
 	if req.GetCoordinatorHandshakeAgeMs() < 0 {
 		age = -1
 	}
 	s.cfg.Liveness.Report(node.VPNIP, req.GetAppliedRevision(), age)
+}
+
+// recordEndpoint records the WireGuard endpoint req reports, if it
+// changed.
+func (s *Server) recordEndpoint(node records.Peer, req *vpnapipb.WatchRequest) {
 	// Errors (a malformed endpoint) leave the record as it was; the node
 	// reports again on its next watch.
 	switch ep := req.GetWgEndpoint(); {

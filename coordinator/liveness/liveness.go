@@ -92,9 +92,11 @@ type Tracker struct {
 	beats map[netip.Addr]registry.Beat // the other coordinators', last read
 	// beatChanged is when this tracker saw each coordinator's beat change.
 	beatChanged map[netip.Addr]time.Time
-	// recordMu orders the registry writes, each of which records the
-	// state of the peer as it is when written.
-	recordMu sync.Mutex
+	// recordMu orders the registry writes of each peer, each of which
+	// records the state of the peer as it is when written. The writes of
+	// different peers run at once, and the registry commits them
+	// together.
+	recordMu [64]sync.Mutex
 }
 
 // peer is what the tracker knows of one peer.
@@ -215,8 +217,9 @@ func (t *Tracker) Self(ip netip.Addr, rev uint64) {
 // ignores a state it already has). A peer removed meanwhile is unknown
 // to the registry and forgotten here.
 func (t *Tracker) record(ip netip.Addr) {
-	t.recordMu.Lock()
-	defer t.recordMu.Unlock()
+	mu := &t.recordMu[ipHash(ip)%uint64(len(t.recordMu))]
+	mu.Lock()
+	defer mu.Unlock()
 	t.mu.Lock()
 	p, ok := t.peers[ip]
 	if !ok {
@@ -406,4 +409,14 @@ func (t *Tracker) Forget(ip netip.Addr) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.peers, ip)
+}
+
+// ipHash spreads VPN IPs over the record locks.
+func ipHash(ip netip.Addr) uint64 {
+	b := ip.As16()
+	var h uint64
+	for _, c := range b[8:] {
+		h = h<<8 | uint64(c)
+	}
+	return h
 }

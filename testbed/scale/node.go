@@ -362,7 +362,7 @@ func (n *node) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer func() { go conn.Close() }() // closing waits for its goroutines
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	_, err = vpnapipb.NewVPNAPIClient(conn).Register(ctx, &vpnapipb.RegisterRequest{ReevePubKey: n.reeve.Public().(ed25519.PublicKey)})
@@ -383,7 +383,7 @@ func (n *node) updateServices(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close()
+	defer func() { go conn.Close() }() // closing waits for its goroutines
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	resp, err := vpnapipb.NewStewardClient(conn).UpdateServices(ctx, &vpnapipb.UpdateServicesRequest{
