@@ -45,7 +45,13 @@
 // for it, computed from its fabric.db (converged). It ends with one JSON
 // line per N.
 //
-// The simulated nodes run no WireGuard: their endpoints are loopback ports
-// where nothing listens, so the coordinator's wireguard-go retries its
-// handshakes with every node; a real node answers them.
+// With --store etcd the coordinator keeps the cluster's records in an etcd
+// cluster of 3 members, each on a namespace host of its own, and the check
+// reads them from there.
+//
+// The simulated nodes run no WireGuard, so by default they report no
+// WireGuard endpoint, as roaming peers do: the coordinator's wireguard-go
+// waits for them to write first. With --wg-endpoints they report loopback
+// ports where nothing listens, and the coordinator's wireguard-go retries
+// a handshake with every node every 5 s, which a real node would answer.
 package scale

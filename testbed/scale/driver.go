@@ -40,6 +40,9 @@ type options struct {
 	perf    bool
 	// wgEndpoints: the simulated nodes report WireGuard endpoints.
 	wgEndpoints bool
+	// store is where the coordinator keeps the cluster's records: bbolt
+	// or etcd (3 members on namespace hosts of their own).
+	store string
 }
 
 // Main is fabric-scale, the program of `make bench-scale`; `fabric-scale
@@ -96,6 +99,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 0, "bound of the join of all nodes (default 1 minute + 30 ms per node)")
 	fs.StringVar(&o.workDir, "work-dir", "", "keep the lab's logs in this directory (default: a temporary one, removed)")
 	fs.BoolVar(&o.wgEndpoints, "wg-endpoints", false, "the simulated nodes report WireGuard endpoints, where nothing answers: the coordinator's wireguard-go then retries a handshake with every node every 5 s (by default they report none, as roaming peers)")
+	fs.StringVar(&o.store, "store", "bbolt", "where the coordinator keeps the cluster's records: bbolt (its fabric.db) or etcd (3 etcd members, testbed/etcdlab, each on a namespace host)")
 	fs.BoolVar(&o.perf, "perf", false, "record perf profiles of the coordinator (idle, and during the changes) into the work directory")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -108,6 +112,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			return o, err
 		}
 		o.sizes = append(o.sizes, n)
+	}
+	if o.store != "bbolt" && o.store != "etcd" {
+		err := fmt.Errorf("--store %q: want bbolt or etcd", o.store)
+		fmt.Fprintln(stderr, err)
+		return o, err
 	}
 	if o.changes < 1 {
 		err := errors.New("--changes must be at least 1")
@@ -167,6 +176,9 @@ type run struct {
 	pid   int // the coordinator's fabricd
 	sim   *nshost.Process
 	ctl   *controlClient
+	// storeSpec names the coordinator's store for the simulator's check
+	// (see openStore).
+	storeSpec string
 	eps   endpointsResp
 }
 
@@ -176,7 +188,7 @@ func (r *run) printf(format string, args ...any) {
 
 func runSize(ctx context.Context, o options, n int, out io.Writer) (res result, err error) {
 	r := &run{o: o, n: n, out: out}
-	res = result{N: n, Store: "bbolt", WGEndpoints: o.wgEndpoints}
+	res = result{N: n, Store: o.store, WGEndpoints: o.wgEndpoints}
 	if r.work = o.workDir; r.work != "" {
 		r.work = filepath.Join(r.work, fmt.Sprintf("n%d", n))
 		if err := os.RemoveAll(r.work); err != nil {
@@ -222,9 +234,27 @@ func (r *run) setUp(ctx context.Context, lab *nshost.Lab) error {
 		return err
 	}
 	r.f = f
-	hosts, err := f.AddPeers(ctx, 1, func(int) string { return "coord" }, nil)
+	var opts func(int) nshost.PeerOptions
+	if r.o.store == "etcd" {
+		members, err := lab.AddHosts(ctx, 3, func(i int) string { return fmt.Sprintf("etcd%d", i+1) })
+		if err != nil {
+			return err
+		}
+		ec, err := nshost.StartEtcd(ctx, members)
+		if err != nil {
+			return err
+		}
+		url := ec.URL("fabric")
+		r.storeSpec = url
+		opts = func(int) nshost.PeerOptions { return nshost.PeerOptions{Store: url} }
+		r.printf("etcd members %s", strings.Join(ec.Endpoints(), ", "))
+	}
+	hosts, err := f.AddPeers(ctx, 1, func(int) string { return "coord" }, opts)
 	if err != nil {
 		return err
+	}
+	if r.storeSpec == "" {
+		r.storeSpec = "bolt:" + filepath.Join(f.StateDir(hosts[0]), "fabric.db")
 	}
 	r.coord, r.pid = hosts[0], f.Daemon(hosts[0]).PID()
 	exe, err := os.Executable()
@@ -600,7 +630,7 @@ func (r *run) verify(ctx context.Context, res *result) error {
 		return err
 	}
 	var v verifyResp
-	if err := r.ctl.call(ctx, "POST", "/verify", verifyReq{Store: "bolt:" + filepath.Join(r.f.StateDir(r.coord), "fabric.db")}, &v); err != nil {
+	if err := r.ctl.call(ctx, "POST", "/verify", verifyReq{Store: r.storeSpec}, &v); err != nil {
 		return err
 	}
 	res.Converged, res.ConvergenceMismatch = v.Converged, v.Mismatches

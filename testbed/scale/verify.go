@@ -14,21 +14,29 @@ import (
 	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/store"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
+	"github.com/fabricmesh/fabric/internal/store/etcdstore"
 	"github.com/fabricmesh/fabric/vpnapi"
 )
 
 // openStore opens the coordinator's store named by spec: bolt:PATH (its
-// fabric.db, once fabricd has stopped).
+// fabric.db, once fabricd has stopped) or an etcd:// store address.
 func openStore(spec string) (store.Store, func() error, error) {
-	path, ok := strings.CutPrefix(spec, "bolt:")
-	if !ok {
-		return nil, nil, fmt.Errorf("store %q: want bolt:PATH", spec)
+	if path, ok := strings.CutPrefix(spec, "bolt:"); ok {
+		b, err := boltstore.Open(path, boltstore.Options{})
+		if err != nil {
+			return nil, nil, err
+		}
+		return b, b.Close, nil
 	}
-	b, err := boltstore.Open(path, boltstore.Options{})
+	u, err := etcdstore.ParseURL(spec)
+	if err != nil {
+		return nil, nil, fmt.Errorf("store %q: want bolt:PATH or an etcd store: %w", spec, err)
+	}
+	e, err := etcdstore.Open(etcdstore.Options{Endpoints: u.Endpoints, Prefix: u.Prefix})
 	if err != nil {
 		return nil, nil, err
 	}
-	return b, b.Close, nil
+	return e, e.Close, nil
 }
 
 // verify compares what every simulated node holds with the coordinator's
