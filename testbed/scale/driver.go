@@ -179,7 +179,7 @@ type run struct {
 	// storeSpec names the coordinator's store for the simulator's check
 	// (see openStore).
 	storeSpec string
-	eps   endpointsResp
+	eps       endpointsResp
 }
 
 func (r *run) printf(format string, args ...any) {
