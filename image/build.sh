@@ -125,8 +125,11 @@ inputs_key() {
 	} | sha256sum | cut -d' ' -f1
 }
 key=$(inputs_key)
+# An image built with --allow-lock-drift is not the locked one: a build
+# without the flag does not take it.
 if ! $force && ! $update_lock && [ -f "$out/manifest" ] && [ -f "$out/fabric.img" ] &&
-	grep -qx "inputs $key" "$out/manifest"; then
+	grep -qx "inputs $key" "$out/manifest" &&
+	{ $allow_drift || ! grep -q '^lock_drift ' "$out/manifest"; }; then
 	want=$(awk '$1 == "image" { print $4 }' "$out/manifest")
 	if [ "$(sha256sum "$out/fabric.img" | cut -d' ' -f1)" = "$want" ]; then
 		step "up to date: $out/fabric.img sha256 $want was built from the same inputs (--force builds it again)"
