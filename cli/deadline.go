@@ -15,9 +15,9 @@ const (
 	defaultCallTimeout = 30 * time.Second
 	// An activation or add-nodes without --timeout may take
 	// activationBaseTimeout plus activationBatchTimeout per
-	// activationBatch nodes: the coordinator activates 32 nodes at a time
-	// and gives each at most 30 s (retries included), so every batch of 32
-	// is given twice that. The 1024 nodes one request may name: 2 minutes
+	// activationBatch nodes: a coordinator activates at least 32 nodes at a
+	// time (128 now; older ones 32) and gives each at most 30 s (retries
+	// included), so every batch of 32 is given twice that. The 1024 nodes one request may name: 2 minutes
 	// + 32 minutes, a bound that only dead nodes come near; healthy ones
 	// take about a second per batch.
 	activationBaseTimeout  = 2 * time.Minute

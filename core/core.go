@@ -92,7 +92,7 @@ type Config struct {
 	Users UserApplier
 	// VPNAPIPort is the port of the coordinator's vpnapi on its VPN IP.
 	VPNAPIPort int
-	// ActivationConcurrency bounds the nodes activated at once (default 32).
+	// ActivationConcurrency bounds the nodes activated at once (default 128).
 	ActivationConcurrency int
 	// NodeActivationTimeout bounds one node's activation, its retries
 	// after an interruption included (default 30s).
@@ -162,7 +162,7 @@ func setDefaults(cfg *Config) {
 		cfg.VPNAPIPort = 7444
 	}
 	if cfg.ActivationConcurrency <= 0 {
-		cfg.ActivationConcurrency = 32
+		cfg.ActivationConcurrency = 128
 	}
 	if cfg.NodeActivationTimeout <= 0 {
 		cfg.NodeActivationTimeout = 30 * time.Second

@@ -124,7 +124,10 @@ func simulate(ctx context.Context, log *slog.Logger, control string, count int, 
 	if err != nil {
 		return err
 	}
-	creds, err := authconn.NewServerCredentials(authconn.ServerConfig{Certificate: cert, BootstrapKey: key})
+	// Every node's pubapi is dialled from the coordinator's one address:
+	// the cap of handshakes from one address is that of all the nodes.
+	creds, err := authconn.NewServerCredentials(authconn.ServerConfig{Certificate: cert, BootstrapKey: key,
+		MaxPendingHandshakes: count, MaxPendingHandshakesPerIP: count})
 	if err != nil {
 		return err
 	}
