@@ -3,8 +3,9 @@
 // coordinator's TLS certificate (internal/authconn); the server learns the
 // calling node from the connection, never from the request.
 //
-// WatchUpdates is a long poll: the node sends the revision it has applied
-// (which also reports it), the server answers as soon as the cluster
-// revision moves past it, or after its hold time with no change, so a
-// silent network is noticed within one hold time.
+// WatchUpdates is a bidirectional stream: the node opens it with the
+// revision it has applied and reports on it each revision it applies and a
+// heartbeat; the server sends an answer as soon as a change concerns the
+// node (coordinator/feed) and a keepalive after its keepalive interval
+// without one, so a silent network is noticed on both sides.
 package vpnapi
