@@ -5,24 +5,31 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/fabricmesh/fabric/internal/clusterstatus"
 	"github.com/fabricmesh/fabric/testbed/nshost"
 )
+
+// adminVPNUp puts the admin host on the VPN with `fabric vpn up`, shows
+// `fabric vpn status`, and returns the cluster's status.
+func (d *demo) adminVPNUp(ctx context.Context, f *nshost.Fabric) (clusterstatus.Status, error) {
+	d.step("the admin host joins the VPN: fabric vpn up (a daemon that follows the cluster)")
+	out, err := f.AdminVPNDaemonUp(ctx)
+	d.show(out)
+	if err != nil {
+		return clusterstatus.Status{}, err
+	}
+	if err := d.run(ctx, f, "vpn", "status", "--admin-dir", f.AdminDir); err != nil {
+		return clusterstatus.Status{}, err
+	}
+	return f.Status(ctx)
+}
 
 // adminVPN puts the admin host on the VPN with `fabric vpn up`, shows
 // `fabric vpn status`, pings every VPN IP from the admin host, and shows
 // that a restarted host (fabricd killed, its wireguard-go with it) reaches
 // the admin at once.
 func (d *demo) adminVPN(ctx context.Context, f *nshost.Fabric, restart *nshost.Host) error {
-	d.step("the admin host joins the VPN: fabric vpn up (a daemon that follows the cluster)")
-	out, err := f.AdminVPNDaemonUp(ctx)
-	d.show(out)
-	if err != nil {
-		return err
-	}
-	if err := d.run(ctx, f, "vpn", "status", "--admin-dir", f.AdminDir); err != nil {
-		return err
-	}
-	st, err := f.Status(ctx)
+	st, err := d.adminVPNUp(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -57,7 +64,7 @@ func (d *demo) adminVPN(ctx context.Context, f *nshost.Fabric, restart *nshost.H
 		time.Sleep(100 * time.Millisecond)
 	}
 	fmt.Fprintf(d.out, "  %s reached the admin %.2fs after its fabricd listened again (it knows the admin's endpoint)\n", restart.Name(), time.Since(t0).Seconds())
-	out, err = f.Watch(ctx, len(st.Peers), time.Minute, "pastiche")
+	out, err := f.Watch(ctx, len(st.Peers), time.Minute, "pastiche")
 	d.show(out)
 	return err
 }

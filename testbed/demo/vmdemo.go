@@ -138,16 +138,7 @@ func (d *demo) converge(ctx context.Context, f *nshost.Fabric, vms []*nshost.Hos
 // vmAdmin puts the admin host on the VPN and logs in to every VM over it as
 // the cluster's SSH user.
 func (d *demo) vmAdmin(ctx context.Context, f *nshost.Fabric) error {
-	d.step("the admin host joins the VPN: fabric vpn up (a daemon that follows the cluster)")
-	out, err := f.AdminVPNDaemonUp(ctx)
-	d.show(out)
-	if err != nil {
-		return err
-	}
-	if err := d.run(ctx, f, "vpn", "status", "--admin-dir", f.AdminDir); err != nil {
-		return err
-	}
-	st, err := f.Status(ctx)
+	st, err := d.adminVPNUp(ctx, f)
 	if err != nil {
 		return err
 	}
