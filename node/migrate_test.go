@@ -55,18 +55,7 @@ func TestMigrateStoreUsage(t *testing.T) {
 func TestMigrateStore(t *testing.T) {
 	c := etcdlab.StartLocal(t, 1, nil)
 	path := filepath.Join(etcdlab.TempDir(t), "fabric.db")
-	st, err := boltstore.Open(path, boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := registry.Open(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	coord := records.Peer{Name: "c1", PublicEndpoint: "192.0.2.1:7443", WGEndpoint: "192.0.2.1:51820", WGPubKey: bytes.Repeat([]byte{1}, 32), SigningPubKey: bytes.Repeat([]byte{2}, 32)}
-	if _, err := reg.Init(records.Cluster{ID: "0123456789abcdef", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coord, nil, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	st := newBoltCoordinator(t, path)
 	address := c.URL("fabric/migrated")
 	if code, out := runMigrate("--from", "bolt:"+path, "--to", address); code != 1 || !strings.Contains(out, "is locked by another process") || !strings.Contains(out, "stop fabricd first") {
 		t.Errorf("with the file open: exit %d, output:\n%s", code, out)
@@ -92,7 +81,7 @@ func TestMigrateStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reg2.Init(records.Cluster{ID: "fedcba9876543210", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coord, nil, nil, nil); err != nil {
+	if _, err := reg2.Init(records.Cluster{ID: "fedcba9876543210", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, testCoordinator, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	st2.Close()
@@ -110,7 +99,26 @@ func TestStartRefusesRecordsLeftBehind(t *testing.T) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	st, err := boltstore.Open(filepath.Join(stateDir, "fabric.db"), boltstore.Options{})
+	st := newBoltCoordinator(t, filepath.Join(stateDir, "fabric.db"))
+	st.Close()
+	_, err := Start(context.Background(), Config{
+		StateDir: stateDir, Listen: netip.MustParseAddrPort("127.0.0.1:7443"), BootstrapKey: f.keyBytes, Name: "c1",
+		ClusterStore: store.NewMem(), ClusterStoreID: "etcd cluster 1, prefix /fabric/",
+	})
+	if err == nil || !strings.Contains(err.Error(), "holds the records of cluster 0123456789abcdef, which are not in the store fabricd runs with") {
+		t.Errorf("Start: %v, want a refusal saying the records were not moved", err)
+	}
+}
+
+// testCoordinator is the coordinator of the clusters these tests migrate.
+var testCoordinator = records.Peer{Name: "c1", PublicEndpoint: "192.0.2.1:7443", WGEndpoint: "192.0.2.1:51820",
+	WGPubKey: bytes.Repeat([]byte{1}, 32), SigningPubKey: bytes.Repeat([]byte{2}, 32)}
+
+// newBoltCoordinator makes a bbolt store at path holding a cluster with
+// its coordinator, as a coordinator's fabric.db does.
+func newBoltCoordinator(t *testing.T, path string) *boltstore.Bolt {
+	t.Helper()
+	st, err := boltstore.Open(path, boltstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,16 +126,8 @@ func TestStartRefusesRecordsLeftBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	coord := records.Peer{Name: "c1", PublicEndpoint: "192.0.2.1:7443", WGEndpoint: "192.0.2.1:51820", WGPubKey: bytes.Repeat([]byte{1}, 32), SigningPubKey: bytes.Repeat([]byte{2}, 32)}
-	if _, err := reg.Init(records.Cluster{ID: "0123456789abcdef", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, coord, nil, nil, nil); err != nil {
+	if _, err := reg.Init(records.Cluster{ID: "0123456789abcdef", VPNCIDR: netip.MustParsePrefix("203.0.113.0/24")}, testCoordinator, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	st.Close()
-	_, err = Start(context.Background(), Config{
-		StateDir: stateDir, Listen: netip.MustParseAddrPort("127.0.0.1:7443"), BootstrapKey: f.keyBytes, Name: "c1",
-		ClusterStore: store.NewMem(), ClusterStoreID: "etcd cluster 1, prefix /fabric/",
-	})
-	if err == nil || !strings.Contains(err.Error(), "holds the records of cluster 0123456789abcdef, which are not in the store fabricd runs with") {
-		t.Errorf("Start: %v, want a refusal saying the records were not moved", err)
-	}
+	return st
 }
