@@ -408,11 +408,6 @@ func (f *Feed) concerns(e *entry, ip netip.Addr, coordinator bool, me *member) b
 // setAudience records whether e concerns every node or coordinator: the
 // WireGuard peers they receive changed, or the SSH users.
 func (e *entry) setAudience() {
-	// Every entry wakes every watcher for now: the targeted wake-ups left a
-	// node without a peer added by an add-nodes that a coordinator crash
-	// interrupted at core/coordinator/nodes-done (make test-crash), not yet
-	// understood.
-	defer func() { e.nodes, e.coordinators = true, true }()
 	if e.Kind == registry.KindUsers || e.Kind == registry.KindInit {
 		e.nodes, e.coordinators = true, true
 	}

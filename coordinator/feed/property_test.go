@@ -148,20 +148,7 @@ func (w *world) step() string {
 	}
 	switch k := w.r.IntN(100); {
 	case k < 22: // a new node joins
-		w.next++
-		ep := fmt.Sprintf("192.0.2.%d:7443", 10+w.next%200)
-		name := fmt.Sprintf("n%d", w.next%40)
-		res, err := w.reg.Reserve(ep, name, w.key(), nil, w.r.IntN(3) == 0)
-		if err != nil && !errors.Is(err, registry.ErrAlreadyActive) {
-			return "reserve refused"
-		}
-		if w.r.IntN(5) == 0 {
-			w.reg.Fail(ep, "unreachable")
-			return "join failed " + name
-		}
-		_, err = w.reg.Activate(res.VPNIP, records.Activated{Name: name, Horde: hordes[w.r.IntN(len(hordes))],
-			WGEndpoint: ep, WGPubKey: w.key(), SigningPubKey: w.key()})
-		return fmt.Sprintf("join %s (%v)", name, err)
+		return w.join()
 	case k < 40: // registration
 		p, ok := pick(active)
 		if !ok {
@@ -228,6 +215,24 @@ func (w *world) step() string {
 			Clients: []records.ServiceClient{{Service: "pastiche", PubKey: w.key()}, {Service: "fabric-admin", PubKey: w.key()}}})
 		return "coordinator services"
 	}
+}
+
+// join reserves and activates a new node, or fails its activation.
+func (w *world) join() string {
+	w.next++
+	ep := fmt.Sprintf("192.0.2.%d:7443", 10+w.next%200)
+	name := fmt.Sprintf("n%d", w.next%40)
+	res, err := w.reg.Reserve(ep, name, w.key(), nil, w.r.IntN(3) == 0)
+	if err != nil && !errors.Is(err, registry.ErrAlreadyActive) {
+		return "reserve refused"
+	}
+	if w.r.IntN(5) == 0 {
+		w.reg.Fail(ep, "unreachable")
+		return "join failed " + name
+	}
+	_, err = w.reg.Activate(res.VPNIP, records.Activated{Name: name, Horde: hordes[w.r.IntN(len(hordes))],
+		WGEndpoint: ep, WGPubKey: w.key(), SigningPubKey: w.key()})
+	return fmt.Sprintf("join %s (%v)", name, err)
 }
 
 // expected is the state every watcher must hold: the peers the feed
@@ -368,48 +373,88 @@ func TestIncrementalEqualsFromScratch(t *testing.T) {
 	}
 }
 
-// TestRestartKeepsDeltas: a feed built on a reopened store answers a node
-// from the log instead of a full snapshot.
+// TestRestartKeepsDeltas: a feed built on a reopened store answers every
+// node from the log instead of a full snapshot, and the entries it read
+// from the store concern the nodes as they did before the restart: a node
+// whose last missed entries are only joins (an add-nodes the coordinator
+// crashed in) gets the new peers, not "unchanged".
 func TestRestartKeepsDeltas(t *testing.T) {
-	st := store.NewMem()
-	w := newWorld(t, 9, st, 10000)
-	f, err := feed.New(w.reg, w.rules, feed.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range 60 {
-		w.step()
-	}
-	_, peers := w.reg.Peers()
-	ip := peers[0].VPNIP // the coordinator
-	n := &simNode{ip: ip}
-	u, err := f.Answer(ip, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.apply(t, u)
-	for range 20 {
-		w.step()
-	}
-	w2 := newWorld(t, 10, st, 10000) // the coordinator restarted
-	f2, err := feed.New(w2.reg, w2.rules, feed.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	behind := w2.reg.Revision() - n.rev
-	if u, err = f2.Answer(ip, n.rev); err != nil {
-		t.Fatal(err)
-	}
-	if u.Kind != update.Delta {
-		t.Fatalf("after a restart, a node %d revisions behind gets a %v answer, want a delta", behind, u.Kind)
-	}
-	n.apply(t, u)
-	wantPeers, wantView := w2.expected().of(peers[0])
-	if diff := cmp.Diff(wantPeers, n.peers, cmpView); diff != "" {
-		t.Errorf("peers after the delta (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff(wantView, n.view, cmpView); diff != "" {
-		t.Errorf("view after the delta (-from scratch +incremental):\n%s", diff)
+	for _, tc := range []struct {
+		name  string
+		steps func(w *world)
+	}{
+		{"random changes", func(w *world) {
+			for range 20 {
+				w.step()
+			}
+		}},
+		{"only joins", func(w *world) {
+			for range 4 {
+				w.join()
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := store.NewMem()
+			w := newWorld(t, 9, st, 10000)
+			f, err := feed.New(w.reg, w.rules, feed.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 60 {
+				w.step()
+			}
+			held := map[netip.Addr]*simNode{}
+			_, peers := w.reg.Peers()
+			for _, p := range peers {
+				if p.Role == records.RoleAdmin || p.State != records.StateActive {
+					continue
+				}
+				n := &simNode{ip: p.VPNIP}
+				u, err := f.Answer(p.VPNIP, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n.apply(t, u)
+				held[p.VPNIP] = n
+			}
+			tc.steps(w)
+			w2 := newWorld(t, 10, st, 10000) // the coordinator restarted
+			f2, err := feed.New(w2.reg, w2.rules, feed.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := w2.expected()
+			deltas := 0
+			for ip, n := range held {
+				p, _ := w2.reg.Peer(ip)
+				if p.State != records.StateActive {
+					continue
+				}
+				behind := w2.reg.Revision() - n.rev
+				u, err := f2.Answer(ip, n.rev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if u.Kind == update.Full {
+					t.Fatalf("after a restart, %s %d revisions behind gets a full snapshot, want an answer from the log", p.Name, behind)
+				}
+				if u.Kind == update.Delta {
+					deltas++
+				}
+				n.apply(t, u)
+				wantPeers, wantView := want.of(p)
+				if diff := cmp.Diff(wantPeers, n.peers, cmpView); diff != "" {
+					t.Errorf("peers of %s after the restart's %v answer (-want +got):\n%s", p.Name, u.Kind, diff)
+				}
+				if diff := cmp.Diff(wantView, n.view, cmpView); diff != "" {
+					t.Errorf("view of %s after the restart's %v answer (-from scratch +incremental):\n%s", p.Name, u.Kind, diff)
+				}
+			}
+			if deltas == 0 {
+				t.Errorf("no node got a delta after the restart: the steps did not exercise it")
+			}
+		})
 	}
 }
 

@@ -187,7 +187,8 @@ type State struct {
 	Services map[netip.Addr]records.Services
 	// Users are the SSH users, sorted by name.
 	Users []records.SSHUser
-	// Log holds the entries from LogFirst up to Revision, in order.
+	// Log holds the entries from LogFirst up to Revision, in order, with
+	// their After records as observers get them (see withAfter).
 	Log      []Entry
 	LogFirst uint64
 }
@@ -240,5 +241,31 @@ func (r *Registry) stateLocked() (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("reading the change log: %w", err)
 	}
+	withAfter(st.Log, s)
 	return st, nil
+}
+
+// withAfter sets the After records of entries read from the store, which
+// holds only the Before ones: a peer's records after an entry are its
+// Before in the next entry that touched it, else its records in s (the
+// state as of the last entry). Without them, an entry that made a peer
+// active looks like no change of any node's peers.
+func withAfter(log []Entry, s *state) {
+	later := map[netip.Addr]Touched{} // the next entry's Touched of each peer
+	for i := len(log) - 1; i >= 0; i-- {
+		for j := range log[i].Peers {
+			t := &log[i].Peers[j]
+			if next, ok := later[t.VPNIP]; ok {
+				t.After, t.AfterServices = next.Before, next.BeforeServices
+			} else {
+				if p, ok := s.peers[t.VPNIP]; ok {
+					t.After = &p
+				}
+				if sv, ok := s.services[t.VPNIP]; ok {
+					t.AfterServices = &sv
+				}
+			}
+			later[t.VPNIP] = *t
+		}
+	}
 }
