@@ -241,8 +241,10 @@ func checkDigest(header string, bodySum [sha256.Size]byte) error {
 	if !ok {
 		return fmt.Errorf("%w: %q does not start with %q", ErrMalformedDigest, clip(header), DigestPrefix)
 	}
+	// The decoder skips \r and \n even when strict: the length keeps the
+	// one canonical spelling of a digest.
 	sum, err := base64.StdEncoding.Strict().DecodeString(b64)
-	if err != nil || len(sum) != sha256.Size {
+	if err != nil || len(sum) != sha256.Size || len(b64) != base64.StdEncoding.EncodedLen(sha256.Size) {
 		return fmt.Errorf("%w: %q is not the standard base64 of %d bytes", ErrMalformedDigest, clip(header), sha256.Size)
 	}
 	if subtle.ConstantTimeCompare(sum, bodySum[:]) != 1 {

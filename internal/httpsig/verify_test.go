@@ -184,6 +184,11 @@ func TestVerify(t *testing.T) {
 			r.Headers.Digest = "SHA-256=abc"
 			return r
 		}, wantErr: ErrMalformedDigest, wantText: "is not the standard base64 of 32 bytes"},
+		{name: "digest with a CR inside its base64 (found by FuzzVerify)", req: func(tb testing.TB) Request {
+			r := good(tb)
+			r.Headers.Digest = r.Headers.Digest[:20] + "\r" + r.Headers.Digest[20:]
+			return r
+		}, wantErr: ErrMalformedDigest, wantText: "is not the standard base64 of 32 bytes"},
 		{name: "digest mismatch", req: func(tb testing.TB) Request {
 			r := good(tb)
 			r.BodySHA256 = sha256.Sum256([]byte("HELLO"))
