@@ -237,3 +237,67 @@ func TestOpenCorrupt(t *testing.T) {
 		})
 	}
 }
+
+// TestStateLogAfterRestart: the log entries a reopened registry's State
+// gives carry the After records its observers got when they were
+// committed, although the store keeps only the Before ones (a feed built
+// after a coordinator restart reads whom each entry concerns from them).
+func TestStateLogAfterRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st := openBolt(t, path)
+	r := initRegistry(t, st, "203.0.113.0/24", 1)
+	var observed []registry.Entry
+	if _, err := r.Subscribe(func(es []registry.Entry) { observed = append(observed, es...) }); err != nil {
+		t.Fatal(err)
+	}
+	n0, n1 := activateNode(t, r, 0), activateNode(t, r, 1)
+	if _, err := r.SetRegistration(n0.VPNIP, key(0x77), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.SetServices(n0.VPNIP, records.Services{Endpoints: []records.ServiceEndpoint{{Service: "pastiche", Port: 7450}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetWGEndpoint(n1.VPNIP, netip.AddrPortFrom(nodeIP(1), 51999).String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reserve(nodeEndpoint(2), nodeName(2), nil, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := registry.Open(openBolt(t, path))
+	if err != nil {
+		t.Fatalf("reopening: %v", err)
+	}
+	state, err := r.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type after struct {
+		Rev      uint64
+		IP       netip.Addr
+		Peer     *records.Peer
+		Services *records.Services
+	}
+	afters := func(es []registry.Entry, from uint64) []after {
+		var out []after
+		for _, e := range es {
+			if e.Revision < from {
+				continue
+			}
+			for _, p := range e.Peers {
+				out = append(out, after{e.Revision, p.VPNIP, p.After, p.AfterServices})
+			}
+		}
+		return out
+	}
+	want := afters(observed, observed[0].Revision)
+	if len(want) == 0 {
+		t.Fatal("the observer got no entry touching a peer")
+	}
+	if diff := cmp.Diff(want, afters(state.Log, observed[0].Revision), cmpNetip); diff != "" {
+		t.Errorf("After records of the reopened log (-as observed +as read back):\n%s", diff)
+	}
+}
