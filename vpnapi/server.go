@@ -135,15 +135,18 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 	}
 	sent := first.GetAppliedRevision()
 	keepalive := uint32(s.cfg.Keepalive / time.Second)
+	lastSent := time.Now()
 	for {
-		u, err := s.cfg.Feed.Next(ctx, node.VPNIP, sent, s.cfg.Keepalive)
+		// The feed answers at the keepalive's due time at the latest.
+		wait := max(s.cfg.Keepalive-time.Since(lastSent), time.Millisecond)
+		u, err := s.cfg.Feed.Next(ctx, node.VPNIP, sent, wait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return status.FromContextError(ctx.Err()).Err()
 			}
 			return status.Error(codes.Internal, err.Error())
 		}
-		if u.Kind == update.Unchanged && u.Revision != sent {
+		if u.Kind == update.Unchanged && u.Revision != sent && time.Since(lastSent) < s.cfg.Keepalive {
 			// Nothing for this node: it need not be woken; the next
 			// keepalive carries the revision.
 			sent = u.Revision
@@ -158,6 +161,7 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 		if err := stream.Send(msg); err != nil {
 			return err
 		}
+		lastSent = time.Now()
 		if u.Kind == update.Removed {
 			return nil
 		}

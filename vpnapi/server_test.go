@@ -153,7 +153,9 @@ func TestWatchFull(t *testing.T) {
 }
 
 // TestWatchNothingForTheNode: a change that concerns no WireGuard field
-// and no view entry of the node sends it nothing.
+// and no view entry of the node sends it nothing (its watch is not even
+// woken); the feed says the node is current anyway, which is how the
+// liveness learns it.
 func TestWatchNothingForTheNode(t *testing.T) {
 	c := newCluster(t)
 	cfg, _ := c.config(t)
@@ -164,9 +166,7 @@ func TestWatchNothingForTheNode(t *testing.T) {
 	if _, err := c.reg.SetRegistration(c.nodeIPs["n2"], nil, "the reeve did not answer"); err != nil {
 		t.Fatal(err)
 	}
-	// While every entry wakes every watcher (feed.setAudience), the feed
-	// vouches for nothing past what it answered.
-	if got, want := cfg.Feed.(*feed.Feed).Current(c.nodeIPs["n1"], first.Revision), first.Revision; got != want {
+	if got, want := cfg.Feed.(*feed.Feed).Current(c.nodeIPs["n1"], first.Revision), c.reg.Revision(); got != want {
 		t.Errorf("the feed says n1, answered up to %d, is current up to %d, want %d", first.Revision, got, want)
 	}
 	got := make(chan update.Update, 1)
@@ -180,6 +180,25 @@ func TestWatchNothingForTheNode(t *testing.T) {
 	case u := <-got:
 		t.Errorf("n1 was sent %v at %d for a change of n2's registration", u.Kind, u.Revision)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestWatchKeepaliveCarriesRevision: the keepalive after a change that
+// did not concern the node (and did not wake it) is at the cluster's
+// revision, so what the node reports applied follows the cluster.
+func TestWatchKeepaliveCarriesRevision(t *testing.T) {
+	c := newCluster(t)
+	cfg, _ := c.config(t)
+	cfg.Keepalive = 300 * time.Millisecond
+	srv := c.serve(t, cfg)
+	w := srv.watch(t, c.nodeKeys["n1"], core.WatchStart{})
+	first := recv(t, w)
+	if _, err := c.reg.SetRegistration(c.nodeIPs["n2"], nil, "the reeve did not answer"); err != nil {
+		t.Fatal(err)
+	}
+	u := recv(t, w)
+	if want := (update.Update{Revision: c.reg.Revision(), Kind: update.Unchanged}); !cmp.Equal(u, want) || u.Revision == first.Revision {
+		t.Errorf("keepalive after n2's registration changed: %+v, want %+v (first answer at %d)", u, want, first.Revision)
 	}
 }
 

@@ -235,10 +235,10 @@ func (f *Feed) Revision() uint64 {
 // Next waits until the cluster revision passes after, or wait elapses,
 // and returns what the node at ip must apply to go from after to the
 // current revision: a full snapshot when after is 0, ahead of the feed or
-// older than its log; Unchanged at after when wait elapsed first (a
-// keepalive); Removed when the node was removed. A change that does not
-// concern the node does not wake it: the revisions it passes are in its
-// next answer (Unchanged at the current revision if nothing concerned it).
+// older than its log; Removed when the node was removed. A change that
+// does not concern the node does not wake it: when wait elapses first (a
+// keepalive), the answer is Unchanged at the current revision if nothing
+// concerned the node.
 func (f *Feed) Next(ctx context.Context, ip netip.Addr, after uint64, wait time.Duration) (update.Update, error) {
 	var timeout <-chan time.Time
 	if wait > 0 {
@@ -260,8 +260,11 @@ func (f *Feed) Next(ctx context.Context, ip netip.Addr, after uint64, wait time.
 		case <-woken:
 		case <-w.ch:
 		case <-timeout:
+			// A keepalive: at the revision up to which the node misses
+			// nothing (changes that did not concern it did not wake it),
+			// or what concerned it if that landed meanwhile.
 			f.unwait(ip, w)
-			return update.Update{Revision: after, Kind: update.Unchanged}, nil
+			return f.Answer(ip, after)
 		case <-ctx.Done():
 			f.unwait(ip, w)
 			return update.Update{}, ctx.Err()
@@ -408,12 +411,6 @@ func (f *Feed) concerns(e *entry, ip netip.Addr, coordinator bool, me *member) b
 // setAudience records whether e concerns every node or coordinator: the
 // WireGuard peers they receive changed, or the SSH users.
 func (e *entry) setAudience() {
-	// Every entry wakes every watcher for now: with targeted wake-ups, a
-	// watcher no change concerns is not answered, and the admin VPN's
-	// status (fabric vpn status, TestAdminVPN) stays at the revision it was
-	// last answered, although Current vouches it misses nothing. Answering
-	// keepalives at Current would close it.
-	defer func() { e.nodes, e.coordinators = true, true }()
 	if e.Kind == registry.KindUsers || e.Kind == registry.KindInit {
 		e.nodes, e.coordinators = true, true
 	}
