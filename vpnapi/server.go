@@ -17,6 +17,21 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// A watch whose answer was late by more than PaceAbove (from the commit
+// of the first change it carries to its sending) waits as long, at most
+// MaxPace, before it takes the next one: while the coordinator is busy
+// answering every watch (thousands of nodes joining), the changes landing
+// meanwhile coalesce into fewer, larger answers instead of starving the
+// activations and registrations behind them. A coordinator that keeps up
+// answers in milliseconds and never waits: there is no fixed delay, and
+// a change that finds a watch idle is answered at once. (Measured with
+// fabric-scale at 1,000 nodes: 16 answers per node during the join
+// instead of 58.)
+const (
+	PaceAbove = time.Second
+	MaxPace   = 2 * time.Second
+)
+
 // DefaultKeepalive is how often the coordinator sends a keepalive on a
 // watch where nothing else was sent.
 const DefaultKeepalive = 15 * time.Second
@@ -24,6 +39,9 @@ const DefaultKeepalive = 15 * time.Second
 // Feed answers a node with what it must apply after a revision.
 type Feed interface {
 	Next(ctx context.Context, ip netip.Addr, after uint64, wait time.Duration) (update.Update, error)
+	// Lateness is how long ago the first change after after that
+	// concerns the node committed.
+	Lateness(ip netip.Addr, after uint64) time.Duration
 }
 
 // Liveness learns from the watches which nodes are alive and what they
@@ -136,7 +154,20 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 	sent := first.GetAppliedRevision()
 	keepalive := uint32(s.cfg.Keepalive / time.Second)
 	lastSent := time.Now()
+	var pace time.Duration
 	for {
+		if pace > 0 {
+			// Coalescing: what lands while the coordinator is busy
+			// answering goes into one later answer.
+			t := time.NewTimer(pace)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return status.FromContextError(ctx.Err()).Err()
+			}
+			pace = 0
+		}
 		// The feed answers at the keepalive's due time at the latest.
 		wait := max(s.cfg.Keepalive-time.Since(lastSent), time.Millisecond)
 		u, err := s.cfg.Feed.Next(ctx, node.VPNIP, sent, wait)
@@ -153,6 +184,7 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 			s.cfg.Liveness.Sent(node.VPNIP, sent, false)
 			continue
 		}
+		late := s.cfg.Feed.Lateness(node.VPNIP, sent)
 		msg, err := UpdateToProto(u, node.Name)
 		if err != nil {
 			return status.Error(codes.Internal, err.Error())
@@ -162,6 +194,9 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 			return err
 		}
 		lastSent = time.Now()
+		if u.Kind != update.Unchanged && late > PaceAbove {
+			pace = min(late, MaxPace)
+		}
 		if u.Kind == update.Removed {
 			return nil
 		}

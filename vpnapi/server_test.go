@@ -1,6 +1,7 @@
 package vpnapi_test
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"strings"
@@ -199,6 +200,64 @@ func TestWatchKeepaliveCarriesRevision(t *testing.T) {
 	u := recv(t, w)
 	if want := (update.Update{Revision: c.reg.Revision(), Kind: update.Unchanged}); !cmp.Equal(u, want) || u.Revision == first.Revision {
 		t.Errorf("keepalive after n2's registration changed: %+v, want %+v (first answer at %d)", u, want, first.Revision)
+	}
+}
+
+// busyFeed has a change for the node at every revision, and says each
+// answer is late by late.
+type busyFeed struct{ late time.Duration }
+
+func (f busyFeed) Next(ctx context.Context, ip netip.Addr, after uint64, wait time.Duration) (update.Update, error) {
+	return update.Update{Revision: after + 1, Kind: update.Delta, RemovedPeers: []netip.Addr{netip.MustParseAddr("203.0.113.200")}}, nil
+}
+
+func (f busyFeed) Lateness(netip.Addr, uint64) time.Duration { return f.late }
+
+// TestWatchPacing: a watch whose answers are late (the coordinator is busy
+// answering every node) waits as long as the answer was late before the
+// next one, so changes coalesce; one whose answers are on time is
+// answered change by change.
+func TestWatchPacing(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		late      time.Duration
+		atMost    int // answers within the window
+		atLeast   int
+		windowLen time.Duration
+	}{
+		{name: "on time", late: 0, atLeast: 20, atMost: 1 << 30, windowLen: 300 * time.Millisecond},
+		{name: "late", late: vpnapi.PaceAbove + 200*time.Millisecond, atLeast: 1, atMost: 1, windowLen: vpnapi.PaceAbove},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t)
+			cfg, _ := c.config(t)
+			cfg.Feed = busyFeed{late: tc.late}
+			srv := c.serve(t, cfg)
+			w := srv.watch(t, c.nodeKeys["n1"], core.WatchStart{})
+			answers := make(chan struct{}, 1024)
+			go func() {
+				for {
+					if _, err := w.Recv(); err != nil {
+						return
+					}
+					answers <- struct{}{}
+				}
+			}()
+			n := 0
+			window := time.After(tc.windowLen)
+		count:
+			for {
+				select {
+				case <-answers:
+					n++
+				case <-window:
+					break count
+				}
+			}
+			if n < tc.atLeast || n > tc.atMost {
+				t.Errorf("%d answers in %v with answers late by %v, want from %d to %d", n, tc.windowLen, tc.late, tc.atLeast, tc.atMost)
+			}
+		})
 	}
 }
 

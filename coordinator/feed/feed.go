@@ -372,6 +372,23 @@ func (f *Feed) Current(ip netip.Addr, after uint64) uint64 {
 	return f.rev
 }
 
+// Lateness returns how long ago the first change after revision after
+// that concerns the node at ip was committed (0 when none did, or the log
+// no longer holds it): how late its answer from after is.
+func (f *Feed) Lateness(ip netip.Addr, after uint64) time.Duration {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	self, ok := f.peers[ip]
+	if !ok || after >= f.rev || after+1 < f.first {
+		return 0
+	}
+	rev, ok := f.firstConcerning(self, after)
+	if !ok {
+		return 0
+	}
+	return time.Since(f.log[rev-f.first].At)
+}
+
 // firstConcerning returns the revision of the first entry after after
 // that concerns self, whose entries the log holds. f.mu is read-held.
 func (f *Feed) firstConcerning(self records.Peer, after uint64) (uint64, bool) {

@@ -7,7 +7,6 @@ package serviceid
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 )
 
@@ -34,10 +33,20 @@ const MaxPerPeer = 64
 // Pattern is the syntax of a service name.
 const Pattern = `[a-z][a-z0-9-]{0,31}`
 
-var patternRE = regexp.MustCompile(`^` + Pattern + `$`)
-
-// Valid reports whether s is a well-formed service name.
-func Valid(s string) bool { return patternRE.MatchString(s) }
+// Valid reports whether s is a well-formed service name (matches
+// Pattern; checked by hand, as every signed call and view entry parses an
+// ID, and a regexp cost 4 % of a loaded coordinator's CPU).
+func Valid(s string) bool {
+	if len(s) < 1 || len(s) > 32 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // CheckService explains why name is not a valid service name.
 func CheckService(name string) error {

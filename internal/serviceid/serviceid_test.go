@@ -1,6 +1,8 @@
 package serviceid_test
 
 import (
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/fabricmesh/fabric/internal/serviceid"
@@ -62,4 +64,17 @@ func TestSplitID(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzValid: Valid agrees with Pattern, the syntax documented to users.
+func FuzzValid(f *testing.F) {
+	for _, s := range []string{"", "a", "pastiche", "a-1", "1a", "A", "a_b", "-", strings.Repeat("a", 32), strings.Repeat("a", 33), "é"} {
+		f.Add(s)
+	}
+	re := regexp.MustCompile(`^` + serviceid.Pattern + `$`)
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := serviceid.Valid(s), re.MatchString(s); got != want {
+			t.Errorf("Valid(%q) = %v, the pattern says %v", s, got, want)
+		}
+	})
 }
