@@ -24,9 +24,9 @@ import (
 // meanwhile coalesce into fewer, larger answers instead of starving the
 // activations and registrations behind them. A coordinator that keeps up
 // answers in milliseconds and never waits: there is no fixed delay, and
-// a change that finds a watch idle is answered at once. (Measured with
-// fabric-scale at 1,000 nodes: 16 answers per node during the join
-// instead of 58.)
+// a change that finds a watch idle is answered at once. (fabric-scale
+// at 10,000 nodes: 30 answers per node by the time 2,450 had joined,
+// instead of 84.)
 const (
 	PaceAbove = time.Second
 	MaxPace   = 2 * time.Second
