@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"net/netip"
+	"runtime"
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/authconn"
@@ -38,7 +39,12 @@ const DefaultKeepalive = 15 * time.Second
 
 // Feed answers a node with what it must apply after a revision.
 type Feed interface {
-	Next(ctx context.Context, ip netip.Addr, after uint64, wait time.Duration) (update.Update, error)
+	// Wait returns when the node answered up to after has something to
+	// be answered, or wait elapsed, or with ctx's error.
+	Wait(ctx context.Context, ip netip.Addr, after uint64, wait time.Duration) error
+	// Answer is what the node must apply to go from after to the
+	// current revision.
+	Answer(ip netip.Addr, after uint64) (update.Update, error)
 	// Lateness is how long ago the first change after after that
 	// concerns the node committed.
 	Lateness(ip netip.Addr, after uint64) time.Duration
@@ -86,6 +92,8 @@ type Config struct {
 type Server struct {
 	vpnapipb.UnimplementedVPNAPIServer
 	cfg Config
+	// answering admits the watches computing an answer (see answer).
+	answering chan struct{}
 }
 
 // NewServer returns a vpnapi server.
@@ -93,7 +101,7 @@ func NewServer(cfg Config) *Server {
 	if cfg.Keepalive <= 0 {
 		cfg.Keepalive = DefaultKeepalive
 	}
-	return &Server{cfg: cfg}
+	return &Server{cfg: cfg, answering: make(chan struct{}, runtime.GOMAXPROCS(0))}
 }
 
 // LookupSigningKey is the authconn server hook: it accepts the keys of
@@ -170,7 +178,10 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 		}
 		// The feed answers at the keepalive's due time at the latest.
 		wait := max(s.cfg.Keepalive-time.Since(lastSent), time.Millisecond)
-		u, err := s.cfg.Feed.Next(ctx, node.VPNIP, sent, wait)
+		if err := s.cfg.Feed.Wait(ctx, node.VPNIP, sent, wait); err != nil {
+			return status.FromContextError(err).Err()
+		}
+		u, msg, late, err := s.answer(ctx, node, sent)
 		if err != nil {
 			if ctx.Err() != nil {
 				return status.FromContextError(ctx.Err()).Err()
@@ -183,11 +194,6 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 			sent = u.Revision
 			s.cfg.Liveness.Sent(node.VPNIP, sent, false)
 			continue
-		}
-		late := s.cfg.Feed.Lateness(node.VPNIP, sent)
-		msg, err := UpdateToProto(u, node.Name)
-		if err != nil {
-			return status.Error(codes.Internal, err.Error())
 		}
 		msg.KeepaliveS = keepalive
 		if err := stream.Send(msg); err != nil {
@@ -205,6 +211,28 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 		}
 		sent = u.Revision
 	}
+}
+
+// answer computes and encodes the node's answer from after, admitted
+// among at most GOMAXPROCS watches doing so at once: with thousands of
+// watches woken together (a mass join), the rest wait parked instead of
+// crowding the scheduler, so that activations and registrations still get
+// their share of the CPU (their callbacks timed out otherwise). Sending is
+// left outside, so that a node slow to read holds no one up.
+func (s *Server) answer(ctx context.Context, node records.Peer, after uint64) (update.Update, *vpnapipb.WatchUpdate, time.Duration, error) {
+	select {
+	case s.answering <- struct{}{}:
+	case <-ctx.Done():
+		return update.Update{}, nil, 0, ctx.Err()
+	}
+	defer func() { <-s.answering }()
+	u, err := s.cfg.Feed.Answer(node.VPNIP, after)
+	if err != nil {
+		return u, nil, 0, err
+	}
+	late := s.cfg.Feed.Lateness(node.VPNIP, after)
+	msg, err := UpdateToProto(u, node.Name)
+	return u, msg, late, err
 }
 
 // reports receives the node's reports until its watch ends.

@@ -208,7 +208,9 @@ func TestWatchKeepaliveCarriesRevision(t *testing.T) {
 // answer is late by late.
 type busyFeed struct{ late time.Duration }
 
-func (f busyFeed) Next(ctx context.Context, ip netip.Addr, after uint64, wait time.Duration) (update.Update, error) {
+func (f busyFeed) Wait(context.Context, netip.Addr, uint64, time.Duration) error { return nil }
+
+func (f busyFeed) Answer(ip netip.Addr, after uint64) (update.Update, error) {
 	return update.Update{Revision: after + 1, Kind: update.Delta, RemovedPeers: []netip.Addr{netip.MustParseAddr("203.0.113.200")}}, nil
 }
 

@@ -240,6 +240,17 @@ func (f *Feed) Revision() uint64 {
 // keepalive), the answer is Unchanged at the current revision if nothing
 // concerned the node.
 func (f *Feed) Next(ctx context.Context, ip netip.Addr, after uint64, wait time.Duration) (update.Update, error) {
+	if err := f.Wait(ctx, ip, after, wait); err != nil {
+		return update.Update{}, err
+	}
+	return f.Answer(ip, after)
+}
+
+// Wait returns when the node at ip, answered up to after, has something
+// to be answered (a change that concerns it, or its removal), or when
+// wait elapses (a keepalive is due; 0: no bound), or with ctx's error.
+// What to send is then Answer's: Next is Wait then Answer.
+func (f *Feed) Wait(ctx context.Context, ip netip.Addr, after uint64, wait time.Duration) error {
 	var timeout <-chan time.Time
 	if wait > 0 {
 		t := time.NewTimer(wait)
@@ -250,9 +261,8 @@ func (f *Feed) Next(ctx context.Context, ip netip.Addr, after uint64, wait time.
 	for {
 		f.mu.RLock()
 		if after != f.rev || f.removed(ip) {
-			u, err := f.answer(ip, after)
 			f.mu.RUnlock()
-			return u, err
+			return nil
 		}
 		woken := f.wait(ip, w)
 		f.mu.RUnlock()
@@ -260,14 +270,15 @@ func (f *Feed) Next(ctx context.Context, ip netip.Addr, after uint64, wait time.
 		case <-woken:
 		case <-w.ch:
 		case <-timeout:
-			// A keepalive: at the revision up to which the node misses
-			// nothing (changes that did not concern it did not wake it),
-			// or what concerned it if that landed meanwhile.
+			// A keepalive: Answer is at the revision up to which the
+			// node misses nothing (changes that did not concern it did
+			// not wake it), or has what concerned it if that landed
+			// meanwhile.
 			f.unwait(ip, w)
-			return f.Answer(ip, after)
+			return nil
 		case <-ctx.Done():
 			f.unwait(ip, w)
-			return update.Update{}, ctx.Err()
+			return ctx.Err()
 		}
 		f.unwait(ip, w)
 	}

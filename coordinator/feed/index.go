@@ -19,6 +19,9 @@ type member struct {
 	node      steward.Node
 	endpoints []steward.Endpoint
 	clients   []steward.Client
+	// What every view entry of the member repeats, made once: the IDs of
+	// its endpoints and clients (by index), its endpoints' addresses.
+	endpointIDs, endpointAddrs, clientIDs []string
 }
 
 // memberOf is p's member, or nil when p has no part in views.
@@ -27,7 +30,18 @@ func memberOf(p records.Peer, s records.Services) *member {
 	if !ok {
 		return nil
 	}
-	return &member{node: n, endpoints: eps, clients: cls}
+	m := &member{node: n, endpoints: eps, clients: cls,
+		endpointIDs: make([]string, len(eps)), endpointAddrs: make([]string, len(eps)), clientIDs: make([]string, len(cls))}
+	for i, e := range eps {
+		m.endpointIDs[i] = e.ID()
+		if n.VPNIP.IsValid() {
+			m.endpointAddrs[i] = netip.AddrPortFrom(n.VPNIP, e.Port).String()
+		}
+	}
+	for i, c := range cls {
+		m.clientIDs[i] = c.ID()
+	}
+	return m
 }
 
 // equal compares two members (either may be nil).
@@ -189,21 +203,20 @@ func (f *Feed) relatedTo(m *member, fn func(*member)) {
 // is b: whitelist entries for b's clients calling a's endpoints, endpoint
 // entries for a's clients calling b's endpoints.
 func (f *Feed) pairs(a, b *member, wl func(view.WhitelistEntry), ep func(view.EndpointEntry)) {
-	for _, e := range a.endpoints {
+	for i, e := range a.endpoints {
 		for _, r := range f.byService[e.Service] {
-			for _, c := range b.clients {
+			for j, c := range b.clients {
 				if c.Service == r.Client && len(c.PubKey) > 0 && allowed(r.Scope, c, b.node.Horde, e, a.node.Horde) {
-					wl(view.WhitelistEntry{Endpoint: e.ID(), Client: c.ID(), PubKey: bytes.Clone(c.PubKey)})
+					wl(view.WhitelistEntry{Endpoint: a.endpointIDs[i], Client: b.clientIDs[j], PubKey: bytes.Clone(c.PubKey)})
 				}
 			}
 		}
 	}
-	for _, c := range a.clients {
+	for i, c := range a.clients {
 		for _, r := range f.byClient[c.Service] {
-			for _, e := range b.endpoints {
+			for j, e := range b.endpoints {
 				if e.Service == r.Service && b.node.VPNIP.IsValid() && allowed(r.Scope, c, a.node.Horde, e, b.node.Horde) {
-					ep(view.EndpointEntry{Client: c.ID(), Service: e.Service, Endpoint: e.ID(),
-						Address: netip.AddrPortFrom(b.node.VPNIP, e.Port).String()})
+					ep(view.EndpointEntry{Client: a.clientIDs[i], Service: e.Service, Endpoint: b.endpointIDs[j], Address: b.endpointAddrs[j]})
 				}
 			}
 		}
@@ -241,9 +254,9 @@ func (f *Feed) fullView(a *member) view.View {
 			f.index.holders(f.index.clients, r.Client, r.Scope, a.node.Horde, visit)
 		}
 	}
-	for _, c := range a.clients {
+	for i, c := range a.clients {
 		for _, r := range f.byClient[c.Service] {
-			v.Catalog = append(v.Catalog, view.CatalogEntry{Client: c.ID(), Service: r.Service})
+			v.Catalog = append(v.Catalog, view.CatalogEntry{Client: a.clientIDs[i], Service: r.Service})
 			f.index.holders(f.index.endpoints, r.Service, r.Scope, a.node.Horde, visit)
 		}
 	}
