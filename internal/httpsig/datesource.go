@@ -34,8 +34,14 @@ type DateSourceConfig struct {
 //
 // Memory is bounded by Capacity: pairs whose last date is in the past are
 // forgotten (the current second is later anyway); if that is not enough,
-// all pairs are forgotten and every pair not remembered gets a date after
-// the latest date forgotten, which keeps the guarantee.
+// all pairs are forgotten, and a pair not remembered gets a date after the
+// latest date forgotten among the pairs of its bucket (one of
+// dateBuckets, by the pair's hash), which keeps the guarantee. One
+// watermark for every pair would date every new pair after the latest
+// date ever forgotten: a few pairs run ahead of the clock (a burst of
+// identical calls) then pushed every other call ahead too, a second more
+// at each forgetting, until calls waited minutes (seen at 4,096
+// registrations in fabric-scale: every registrar callback timed out).
 //
 // A DateSource is safe for concurrent use. Use one per client key, shared
 // by all connections that sign with it.
@@ -44,12 +50,19 @@ type DateSource struct {
 	maxAhead  time.Duration
 	capacity  int
 	last      map[[sha256.Size]byte]int64 // pair -> last date handed out (unix seconds)
-	forgotten int64                       // latest date among forgotten pairs
+	forgotten []int64                     // by bucket: the latest date among its forgotten pairs
+}
+
+// dateBuckets is the number of watermarks of forgotten pairs.
+const dateBuckets = 4096
+
+func bucket(key [sha256.Size]byte) int {
+	return int(uint16(key[0])<<8|uint16(key[1])) % dateBuckets
 }
 
 // NewDateSource returns a DateSource with cfg's defaults filled in.
 func NewDateSource(cfg DateSourceConfig) *DateSource {
-	s := &DateSource{maxAhead: cfg.MaxAhead, capacity: cfg.Capacity, last: make(map[[sha256.Size]byte]int64)}
+	s := &DateSource{maxAhead: cfg.MaxAhead, capacity: cfg.Capacity, last: make(map[[sha256.Size]byte]int64), forgotten: make([]int64, dateBuckets)}
 	if s.maxAhead <= 0 {
 		s.maxAhead = DefaultMaxAhead
 	}
@@ -73,7 +86,7 @@ func (s *DateSource) Next(target, digest string, now time.Time) (date time.Time,
 	d := sec
 	last, ok := s.last[key]
 	if !ok {
-		last = s.forgotten
+		last = s.forgotten[bucket(key)]
 	}
 	if last >= d {
 		d = last + 1
@@ -102,8 +115,9 @@ func (s *DateSource) shrink(sec int64) {
 	if len(s.last) <= s.capacity/2 {
 		return
 	}
-	for _, d := range s.last {
-		s.forgotten = max(s.forgotten, d)
+	for k, d := range s.last {
+		b := bucket(k)
+		s.forgotten[b] = max(s.forgotten[b], d)
 	}
 	clear(s.last)
 }

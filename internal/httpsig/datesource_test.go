@@ -1,6 +1,7 @@
 package httpsig
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -70,6 +71,34 @@ func TestDateSourceBounded(t *testing.T) {
 	// In later seconds, past pairs are simply dropped.
 	for i := range 3 * capacity {
 		check(string(rune('a'+i)), testNow.Add(time.Duration(10+i)*time.Second))
+	}
+}
+
+// TestDateSourceForgettingKeepsTheClock: when the source forgets pairs of
+// which some ran ahead of the clock, new pairs are still dated now. (With
+// one watermark for all pairs, every new pair was dated after the latest
+// date forgotten, and each forgetting pushed them a second further.)
+func TestDateSourceForgettingKeepsTheClock(t *testing.T) {
+	const capacity = 64
+	s := NewDateSource(DateSourceConfig{Capacity: capacity})
+	now := testNow
+	// More identical calls than fit in a second, for a few pairs: they run
+	// ahead of the clock.
+	for i := range 8 {
+		for range 30 {
+			s.Next("post /a", fmt.Sprintf("burst%d", i), now)
+		}
+	}
+	late := 0
+	for i := range 50 * capacity {
+		now = now.Add(10 * time.Millisecond)
+		if d, _ := s.Next("post /a", fmt.Sprintf("new%d", i), now); d.Unix() > now.Unix()+1 {
+			late++
+		}
+	}
+	// A new pair may share a bucket with a pair that ran ahead: a few.
+	if late > capacity/8 {
+		t.Errorf("%d of %d new pairs dated over a second ahead of the clock", late, 50*capacity)
 	}
 }
 
