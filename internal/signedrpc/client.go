@@ -413,8 +413,14 @@ func (f floor) wait(date, now time.Time) time.Duration {
 	return max(date.Sub(now.Add(f.ahead)), 0)
 }
 
-// maxFloors bounds the endpoints remembered.
-const maxFloors = 4096
+// maxFloors bounds the endpoints remembered. A floor lives until its
+// earliest date passes, up to the endpoints' skew window (5 minutes) after
+// an endpoint started: the registrar calls back every joining node's
+// reeve, freshly started, so a floor per node joining within that window.
+// With 4,096, the 4,097th node of a mass join found no room, its retry
+// went out undated by the floor and was refused again, and no node
+// registered any more (fabric-scale at 10,000 nodes).
+const maxFloors = 1 << 16
 
 var processFloors = newFloors()
 
@@ -455,8 +461,11 @@ func (f *floors) raise(host string, fl floor, now time.Time) {
 				f.delete(h)
 			}
 		}
-		if len(f.m) >= maxFloors {
-			return // the next call to host is refused and signed again
+		for h := range f.m {
+			if len(f.m) < maxFloors {
+				break
+			}
+			f.delete(h) // any: its next call is refused once, and learns it again
 		}
 	}
 	f.m[host] = fl

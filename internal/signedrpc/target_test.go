@@ -2,6 +2,7 @@ package signedrpc
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -341,5 +342,24 @@ func TestTargetHost(t *testing.T) {
 		if err != nil && !strings.Contains(err.Error(), "names no host:port to sign") {
 			t.Errorf("targetHost(%q) error %q", tt.target, err)
 		}
+	}
+}
+
+// TestFloorsFull: with as many floors remembered as fit, none expired (a
+// mass join: every joining node's endpoint started a moment ago), a new
+// endpoint's floor is still remembered, so its call is signed with a date
+// it accepts; another is forgotten instead.
+func TestFloorsFull(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	f := newFloors()
+	fl := floor{earliest: now.Add(5 * time.Minute), ahead: 5 * time.Minute}
+	for i := range maxFloors + 1 {
+		f.raise(fmt.Sprintf("host%d", i), fl, now)
+	}
+	if got := f.get(fmt.Sprintf("host%d", maxFloors), now); !got.earliest.Equal(fl.earliest) {
+		t.Errorf("floor of the endpoint that came last: %v, want %v", got.earliest, fl.earliest)
+	}
+	if n := len(f.m); n > maxFloors {
+		t.Errorf("%d floors remembered, over %d", n, maxFloors)
 	}
 }
