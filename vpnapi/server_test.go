@@ -204,13 +204,14 @@ func TestWatchKeepaliveCarriesRevision(t *testing.T) {
 	}
 }
 
-// busyFeed has a change for the node at every revision, and says each
-// answer is late by late.
-type busyFeed struct{ late time.Duration }
+// busyFeed has a change for the node at every revision, takes slow to
+// compute each answer, and says each is late by late.
+type busyFeed struct{ slow, late time.Duration }
 
 func (f busyFeed) Wait(context.Context, netip.Addr, uint64, time.Duration) error { return nil }
 
 func (f busyFeed) Answer(ip netip.Addr, after uint64) (update.Update, error) {
+	time.Sleep(f.slow)
 	return update.Update{Revision: after + 1, Kind: update.Delta, RemovedPeers: []netip.Addr{netip.MustParseAddr("203.0.113.200")}}, nil
 }
 
@@ -219,22 +220,27 @@ func (f busyFeed) Lateness(netip.Addr, uint64) time.Duration { return f.late }
 // TestWatchPacing: a watch whose answers are late (the coordinator is busy
 // answering every node) waits as long as the answer was late before the
 // next one, so changes coalesce; one whose answers are on time is
-// answered change by change.
+// answered change by change, and so is one whose changes came while it
+// paced (that time is not the coordinator's lateness).
 func TestWatchPacing(t *testing.T) {
+	slow := vpnapi.PaceAbove + 100*time.Millisecond
 	for _, tc := range []struct {
-		name      string
-		late      time.Duration
-		atMost    int // answers within the window
-		atLeast   int
-		windowLen time.Duration
+		name       string
+		slow, late time.Duration
+		atMost     int // answers within the window
+		atLeast    int
+		windowLen  time.Duration
 	}{
-		{name: "on time", late: 0, atLeast: 20, atMost: 1 << 30, windowLen: 300 * time.Millisecond},
-		{name: "late", late: vpnapi.PaceAbove + 200*time.Millisecond, atLeast: 1, atMost: 1, windowLen: vpnapi.PaceAbove},
+		{name: "on time", atLeast: 20, atMost: 1 << 30, windowLen: 300 * time.Millisecond},
+		// Answers take slow: without pacing the third is out at 3 slow.
+		{name: "late", slow: slow, late: slow, atLeast: 1, atMost: 2, windowLen: 3*slow + 200*time.Millisecond},
+		// The feed says late, but the watch has just become ready.
+		{name: "changes while pacing", late: vpnapi.PaceAbove + time.Second, atLeast: 20, atMost: 1 << 30, windowLen: 300 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCluster(t)
 			cfg, _ := c.config(t)
-			cfg.Feed = busyFeed{late: tc.late}
+			cfg.Feed = busyFeed{slow: tc.slow, late: tc.late}
 			srv := c.serve(t, cfg)
 			w := srv.watch(t, c.nodeKeys["n1"], core.WatchStart{})
 			var answers atomic.Int64
