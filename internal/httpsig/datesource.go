@@ -59,7 +59,7 @@ type DateSource struct {
 const dateBuckets = 1 << 16
 
 func bucket(key [sha256.Size]byte) int {
-	return int(uint16(key[0])<<8 | uint16(key[1]))
+	return int(uint16(key[0])<<8|uint16(key[1])) % dateBuckets
 }
 
 // NewDateSource returns a DateSource with cfg's defaults filled in.
