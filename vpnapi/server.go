@@ -310,13 +310,14 @@ func (s *Server) Register(ctx context.Context, req *vpnapipb.RegisterRequest) (*
 // ServerOptions tune the vpnapi's gRPC server for many long-lived, mostly
 // idle watches: small per-connection read buffers and write buffers shared
 // between connections (a watch sends a few hundred bytes now and then),
-// and pings of clients allowed every ServerMinPing (they ping every
-// WatchPing).
+// pings of clients allowed every ServerMinPing (they ping every
+// WatchPing), and fixed flow-control windows (see ServerWindow).
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ReadBufferSize(4 << 10),
 		grpc.WriteBufferSize(16 << 10),
 		grpc.SharedWriteBuffer(true),
+		grpc.StaticStreamWindowSize(ServerWindow), grpc.StaticConnWindowSize(ServerWindow),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: ServerMinPing, PermitWithoutStream: true}),
 	}
 }

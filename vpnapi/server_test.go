@@ -3,6 +3,7 @@ package vpnapi_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -201,6 +202,86 @@ func TestWatchKeepaliveCarriesRevision(t *testing.T) {
 	u := recv(t, w)
 	if want := (update.Update{Revision: c.reg.Revision(), Kind: update.Unchanged}); !cmp.Equal(u, want) || u.Revision == first.Revision {
 		t.Errorf("keepalive after n2's registration changed: %+v, want %+v (first answer at %d)", u, want, first.Revision)
+	}
+}
+
+// countingConn counts the bytes a watch's connection reads and the writes
+// it makes.
+type countingConn struct {
+	net.Conn
+	read, writes *atomic.Int64
+}
+
+func (c countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+// TestWatchIdleFrames: on an idle watch, a keepalive costs the node no
+// write and a report costs the coordinator none: the fixed flow-control
+// windows turn off gRPC's bandwidth probing, which answers each message
+// with a PING (and that with its ACK).
+func TestWatchIdleFrames(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		keepalive time.Duration
+		// what the node does, then the bytes it read and the writes it
+		// made meanwhile
+		run                func(t *testing.T, w core.Watch)
+		maxRead, maxWrites int64
+	}{
+		{name: "keepalives", keepalive: 50 * time.Millisecond, maxRead: 1 << 20, maxWrites: 0, run: func(t *testing.T, w core.Watch) {
+			for range 20 {
+				if u := recv(t, w); u.Kind != update.Unchanged {
+					t.Fatalf("got %v, want a keepalive", u.Kind)
+				}
+			}
+		}},
+		{name: "reports", keepalive: time.Hour, maxRead: 0, maxWrites: 1 << 20, run: func(t *testing.T, w core.Watch) {
+			for range 20 {
+				if err := w.Report(1, -1); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t)
+			cfg, _ := c.config(t)
+			cfg.Keepalive = tc.keepalive
+			srv := c.serve(t, cfg)
+			var read, writes atomic.Int64
+			d := &vpnapi.Dialer{SigningPrivKey: c.nodeKeys["n1"], DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
+				conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+				if err != nil {
+					return nil, err
+				}
+				return countingConn{Conn: conn, read: &read, writes: &writes}, nil
+			}}
+			w, err := d.Watch(context.Background(), srv.info(), core.WatchStart{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			recv(t, w) // the full snapshot
+			time.Sleep(100 * time.Millisecond)
+			read0, writes0 := read.Load(), writes.Load()
+			tc.run(t, w)
+			if got := read.Load() - read0; got > tc.maxRead {
+				t.Errorf("the node read %d bytes, want at most %d", got, tc.maxRead)
+			}
+			if got := writes.Load() - writes0; got > tc.maxWrites {
+				t.Errorf("the node wrote %d times, want at most %d", got, tc.maxWrites)
+			}
+		})
 	}
 }
 

@@ -161,8 +161,9 @@ func (c countingConn) Read(b []byte) (int, error) {
 
 // dialVPNAPI opens an authenticated connection to the coordinator's
 // vpnapi (authconn with the node's key, pinning the coordinator's
-// certificate), as vpnapi.Dialer does, with small buffers: the simulator
-// holds thousands of them.
+// certificate), with vpnapi.Dialer's options (its pings and fixed
+// windows, so that the coordinator sees what real nodes send) and small
+// buffers: the simulator holds thousands of them.
 func (n *node) dialVPNAPI(counted bool) (*grpc.ClientConn, error) {
 	creds, err := authconn.NewClientCredentials(authconn.ClientConfig{SigningPrivKey: n.signing, ServerCertPin: n.co.TLSPin})
 	if err != nil {
@@ -178,7 +179,8 @@ func (n *node) dialVPNAPI(counted bool) (*grpc.ClientConn, error) {
 			return countingConn{Conn: c, n: &n.received}, nil
 		}
 	}
-	opts := append(creds.DialOptions(), dialopts.Reconnect(), grpc.WithContextDialer(dial),
+	opts := append(append(creds.DialOptions(), dialopts.Reconnect()), vpnapi.WatchDialOptions()...)
+	opts = append(opts, grpc.WithContextDialer(dial),
 		grpc.WithReadBufferSize(4<<10), grpc.WithWriteBufferSize(4<<10), grpc.WithSharedWriteBuffer(true))
 	return grpc.NewClient("passthrough:///"+n.co.VPNAPIEndpoint, opts...)
 }
