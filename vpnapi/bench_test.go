@@ -66,10 +66,12 @@ func benchFeed(b *testing.B, n int) (*registry.Registry, *feed.Feed, []netip.Add
 
 // BenchmarkFullAnswer is the coordinator's work for one full snapshot at
 // 10,000 nodes (what a node behind the log gets): the feed's answer, its
-// conversion to the wire's messages and their encoding, for node after
+// conversion to the wire's messages and their encoding as the server
+// does them, for node after
 // node at the same revision.
 func BenchmarkFullAnswer(b *testing.B) {
 	_, f, ips := benchFeed(b, 10000)
+	enc := &vpnapi.Encoder{}
 	b.ResetTimer()
 	size := 0
 	for i := 0; b.Loop(); i++ {
@@ -77,7 +79,7 @@ func BenchmarkFullAnswer(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		msg, err := vpnapi.UpdateToProto(u, "n")
+		msg, err := enc.Encode(u, "n")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -92,9 +94,11 @@ func BenchmarkFullAnswer(b *testing.B) {
 
 // BenchmarkDeltaAnswer is the coordinator's work for one change of a
 // node's WireGuard endpoint at 10,000 nodes: every node's answer from the
-// revision before, converted and encoded (per answer).
+// revision before, converted and encoded as the server does (per
+// answer).
 func BenchmarkDeltaAnswer(b *testing.B) {
 	reg, f, ips := benchFeed(b, 10000)
+	enc := &vpnapi.Encoder{}
 	b.ResetTimer()
 	size := 0
 	for i := 0; b.Loop(); i++ {
@@ -111,7 +115,7 @@ func BenchmarkDeltaAnswer(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		msg, err := vpnapi.UpdateToProto(u, "n")
+		msg, err := enc.Encode(u, "n")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -43,7 +43,9 @@ type Feed interface {
 	// be answered, or wait elapsed, or with ctx's error.
 	Wait(ctx context.Context, ip netip.Addr, after uint64, wait time.Duration) error
 	// Answer is what the node must apply to go from after to the
-	// current revision.
+	// current revision. Its peer list may be shared with other answers
+	// (the server encodes a list once, see peerLists): it is never
+	// modified once returned.
 	Answer(ip netip.Addr, after uint64) (update.Update, error)
 	// Lateness is how long ago the first change after after that
 	// concerns the node committed.
@@ -94,6 +96,8 @@ type Server struct {
 	cfg Config
 	// answering admits the watches computing an answer (see answer).
 	answering chan struct{}
+	// peers memoizes the encoding of the peer lists the feed shares.
+	peers peerLists
 }
 
 // NewServer returns a vpnapi server.
@@ -240,7 +244,7 @@ func (s *Server) answer(ctx context.Context, node records.Peer, after uint64) (u
 	if err != nil {
 		return u, nil, err
 	}
-	msg, err := UpdateToProto(u, node.Name)
+	msg, err := s.peers.updateToProto(u, node.Name)
 	return u, msg, err
 }
 
