@@ -13,28 +13,45 @@ import (
 const (
 	DefaultMaxPendingHandshakes      = 1024
 	DefaultMaxPendingHandshakesPerIP = 64
+	// DefaultEvictAfter is the age from which a handshake in progress
+	// may be dropped for a newcomer when the total cap is full.
+	DefaultEvictAfter = 2 * time.Second
 )
 
 // Reasons of the caps, as logged.
 const (
 	reasonTooManyFromIP = "too many handshakes in progress from this address"
+	reasonTooMany       = "too many handshakes in progress"
 	reasonEvicted       = "dropped for a newer connection: too many handshakes in progress"
 )
 
-// errTooManyFromIP refuses a connection before its TLS handshake.
-var errTooManyFromIP = errors.New(reasonTooManyFromIP)
+// Refusals of a connection before its TLS handshake.
+var (
+	errTooManyFromIP = errors.New(reasonTooManyFromIP)
+	errTooMany       = errors.New(reasonTooMany)
+)
 
 // pendingHandshakes caps the handshakes in progress: at most perIP from one
 // source address, and at most total in all. A connection over its
-// address's cap is refused at once, before any TLS byte; one over the total
-// cap drops the oldest handshake in progress (from any address) to make
-// room, so a flood from many addresses cannot keep a newcomer out: a real
-// client completes its handshake in milliseconds, long before the flood
-// makes it the oldest. Without the caps only file descriptors bound the
-// work of unauthenticated connections, each held for up to the handshake
-// timeout.
+// address's cap is refused at once, before any TLS byte. One over the
+// total cap drops a handshake in progress to make room: the oldest if it
+// has been in progress for evictAfter, else the oldest of a source with
+// several in progress (a flood from a few dozen addresses), so a flood of
+// connections that never finish keeps a newcomer out for evictAfter at
+// most, and one from a few sources not at all. When every handshake in
+// progress is young and alone from its source (thousands of real nodes
+// redialling at once), the newcomer is refused instead, before any TLS
+// byte, and its client retries later. Dropping the oldest at once turned a
+// reconnect storm into a livelock: with 10,000 nodes redialling a busy
+// coordinator, over 2,000 connections a second came in, each handshake
+// had half a second before it was the oldest and dropped, none finished,
+// and the nodes redialled again (fabric-scale, 20,000 dropped every 10 s
+// for minutes). Without the caps only file descriptors bound the work of
+// unauthenticated connections, each held for up to the handshake timeout.
 type pendingHandshakes struct {
 	total, perIP int
+	evictAfter   time.Duration
+	now          func() time.Time
 
 	mu     sync.Mutex
 	byIP   map[string]int
@@ -45,33 +62,54 @@ type pendingHandshakes struct {
 type pendingConn struct {
 	conn    net.Conn
 	ip      string
+	since   time.Time
 	elem    *list.Element // nil once released or evicted
 	evicted bool
 }
 
-func newPendingHandshakes(total, perIP int) *pendingHandshakes {
-	return &pendingHandshakes{total: total, perIP: perIP, byIP: make(map[string]int)}
+func newPendingHandshakes(total, perIP int, evictAfter time.Duration) *pendingHandshakes {
+	return &pendingHandshakes{total: total, perIP: perIP, evictAfter: evictAfter, now: time.Now, byIP: make(map[string]int)}
 }
 
-// admit counts conn's handshake, or refuses it (errTooManyFromIP). The
-// caller releases an admitted one when its handshake ends.
+// admit counts conn's handshake, or refuses it (errTooManyFromIP,
+// errTooMany). The caller releases an admitted one when its handshake
+// ends.
 func (p *pendingHandshakes) admit(conn net.Conn) (*pendingConn, error) {
 	ip := sourceIP(conn)
+	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.byIP[ip] >= p.perIP {
 		return nil, errTooManyFromIP
 	}
 	for p.oldest.Len() >= p.total {
-		old := p.oldest.Front().Value.(*pendingConn)
+		old := p.evictableLocked(now)
+		if old == nil {
+			return nil, errTooMany
+		}
 		p.removeLocked(old)
 		old.evicted = true
 		_ = old.conn.Close() // its handshake fails now
 	}
-	pc := &pendingConn{conn: conn, ip: ip}
+	pc := &pendingConn{conn: conn, ip: ip, since: now}
 	pc.elem = p.oldest.PushBack(pc)
 	p.byIP[ip]++
 	return pc, nil
+}
+
+// evictableLocked is the handshake to drop for a newcomer when the cap is
+// full: the oldest, if it started evictAfter ago, else the oldest of a
+// source with several in progress, else none. p.mu is held.
+func (p *pendingHandshakes) evictableLocked(now time.Time) *pendingConn {
+	if old := p.oldest.Front().Value.(*pendingConn); now.Sub(old.since) >= p.evictAfter {
+		return old
+	}
+	for e := p.oldest.Front(); e != nil; e = e.Next() {
+		if pc := e.Value.(*pendingConn); p.byIP[pc.ip] > 1 {
+			return pc
+		}
+	}
+	return nil
 }
 
 // release ends the count of pc's handshake; it reports whether pc had

@@ -79,26 +79,56 @@ func TestPendingHandshakesPerIP(t *testing.T) {
 	ts.waitPending(t, "127.0.0.2", 3, 3)
 }
 
-// TestPendingHandshakesTotal: over the total cap, the oldest handshake in
-// progress makes room for the newcomer, so a real client gets through a
-// flood from many addresses.
+// TestPendingHandshakesTotal: over the total cap, a handshake in progress
+// makes room for the newcomer, so a real client gets through a flood: the
+// oldest once it has been in progress for the eviction age, before that
+// the oldest of a source with several in progress. When every handshake
+// in progress is young and alone from its source (a reconnect storm of
+// real clients, which dropping the oldest at once turned into a
+// livelock), the newcomer is refused at once and the others go on.
 func TestPendingHandshakesTotal(t *testing.T) {
-	key := newKey(t)
-	ts := startServer(t, ServerConfig{BootstrapKey: key, MaxPendingHandshakes: 4})
-	var held []net.Conn
-	for i := range 4 {
-		held = append(held, halfOpen(t, fmt.Sprintf("127.0.0.%d", 10+i), ts.addr))
-		ts.waitPending(t, "", i+1, 0) // one at a time: their order is known
+	for _, tc := range []struct {
+		name       string
+		sources    []int // last byte of the four held connections' 127.0.0.x, in order
+		evictAfter time.Duration
+		wait       time.Duration // after the four, before the newcomer
+		dropped    int           // the held connection dropped for the newcomer, -1: it is refused
+		wantLog    string
+	}{
+		{name: "oldest past the eviction age", sources: []int{10, 11, 12, 13}, evictAfter: 100 * time.Millisecond, wait: 200 * time.Millisecond,
+			dropped: 0, wantLog: `reason="dropped for a newer connection: too many handshakes in progress"`},
+		{name: "a source with several", sources: []int{11, 10, 10, 12}, evictAfter: time.Hour,
+			dropped: 1, wantLog: `reason="dropped for a newer connection: too many handshakes in progress"`},
+		{name: "all younger and alone", sources: []int{10, 11, 12, 13}, evictAfter: time.Hour,
+			dropped: -1, wantLog: `reason="too many handshakes in progress"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := newKey(t)
+			ts := startServer(t, ServerConfig{BootstrapKey: key, MaxPendingHandshakes: 4, EvictAfter: tc.evictAfter})
+			var held []net.Conn
+			for i, src := range tc.sources {
+				held = append(held, halfOpen(t, fmt.Sprintf("127.0.0.%d", src), ts.addr))
+				ts.waitPending(t, "", i+1, 0) // one at a time: their order is known
+			}
+			time.Sleep(tc.wait)
+			_, err := check(t, dial(t, ts.addr, ClientConfig{BootstrapKey: key}))
+			if admitted := tc.dropped >= 0; admitted != (err == nil) {
+				t.Fatalf("a client when the cap is full: %v, want admitted %v", err, admitted)
+			}
+			if tc.dropped < 0 {
+				// The four go on: none was dropped for the newcomer.
+				ts.waitPending(t, "", 4, 0)
+				waitForLog(t, ts.logs, "remote=127.0.0.1:", tc.wantLog)
+				return
+			}
+			if !closedByServer(t, held[tc.dropped]) {
+				t.Errorf("held connection %d was not dropped", tc.dropped)
+			}
+			waitForLog(t, ts.logs, fmt.Sprintf("remote=127.0.0.%d:", tc.sources[tc.dropped]), tc.wantLog)
+			// The three others are still in progress.
+			ts.waitPending(t, "", 3, 0)
+		})
 	}
-	if _, err := check(t, dial(t, ts.addr, ClientConfig{BootstrapKey: key})); err != nil {
-		t.Fatalf("a client when the cap is full: %v", err)
-	}
-	if !closedByServer(t, held[0]) {
-		t.Error("the oldest handshake in progress was not dropped")
-	}
-	waitForLog(t, ts.logs, "remote=127.0.0.10:", `reason="dropped for a newer connection: too many handshakes in progress"`)
-	// The three others are still in progress.
-	ts.waitPending(t, "", 3, 0)
 }
 
 // TestRejectionLogSampled is the regression test of the log part of defect

@@ -39,8 +39,10 @@ type ServerConfig struct {
 	// DefaultMaxPendingHandshakes and DefaultMaxPendingHandshakesPerIP. A
 	// connection over its address's cap is closed before its TLS
 	// handshake; one over the total cap makes room by dropping the oldest
-	// handshake in progress.
+	// handshake in progress if that one started EvictAfter ago (zero:
+	// DefaultEvictAfter), and is closed before its handshake otherwise.
 	MaxPendingHandshakes, MaxPendingHandshakesPerIP int
+	EvictAfter                                      time.Duration
 	// Logger receives a Warn record (remote address and reason) for a
 	// rejected handshake: per reason, the first few of every 10 seconds,
 	// then one record with the count of the others. Nil discards.
@@ -58,6 +60,8 @@ func (cfg ServerConfig) validate() error {
 		return fmt.Errorf("bootstrap key must be %d bytes, not %d", bootstrapKeyLen, len(cfg.BootstrapKey))
 	case cfg.HandshakeTimeout < 0:
 		return fmt.Errorf("handshake timeout %v is negative", cfg.HandshakeTimeout)
+	case cfg.EvictAfter < 0:
+		return fmt.Errorf("eviction age of pending handshakes %v is negative", cfg.EvictAfter)
 	case cfg.MaxPendingHandshakes < 0 || cfg.MaxPendingHandshakesPerIP < 0:
 		return fmt.Errorf("caps on pending handshakes %d and %d per address: negative", cfg.MaxPendingHandshakes, cfg.MaxPendingHandshakesPerIP)
 	}
@@ -94,6 +98,9 @@ func NewServerCredentials(cfg ServerConfig) (credentials.TransportCredentials, e
 	if cfg.MaxPendingHandshakesPerIP == 0 {
 		cfg.MaxPendingHandshakesPerIP = DefaultMaxPendingHandshakesPerIP
 	}
+	if cfg.EvictAfter == 0 {
+		cfg.EvictAfter = DefaultEvictAfter
+	}
 	return &serverCredentials{
 		cfg: cfg,
 		tls: &tls.Config{
@@ -101,7 +108,7 @@ func NewServerCredentials(cfg ServerConfig) (credentials.TransportCredentials, e
 			MinVersion:   tls.VersionTLS13,
 			NextProtos:   []string{"h2"},
 		},
-		pending:  newPendingHandshakes(cfg.MaxPendingHandshakes, cfg.MaxPendingHandshakesPerIP),
+		pending:  newPendingHandshakes(cfg.MaxPendingHandshakes, cfg.MaxPendingHandshakesPerIP, cfg.EvictAfter),
 		rejected: newRejectionLog(cfg.Logger),
 	}, nil
 }
@@ -119,7 +126,7 @@ func (s *serverCredentials) ServerHandshake(rawConn net.Conn) (net.Conn, credent
 	pc, err := s.pending.admit(rawConn)
 	if err != nil {
 		rawConn.Close()
-		s.rejected.rejected(remote, reasonTooManyFromIP, nil)
+		s.rejected.rejected(remote, err.Error(), nil)
 		return nil, nil, fmt.Errorf("authenticating %s: %w", remote, err)
 	}
 	if err := rawConn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout)); err != nil {

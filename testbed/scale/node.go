@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 )
 
@@ -159,6 +160,9 @@ func (c countingConn) Read(b []byte) (int, error) {
 	return k, err
 }
 
+// simPingTimeout is how long a simulated node waits for a ping's answer.
+const simPingTimeout = 30 * time.Second
+
 // dialVPNAPI opens an authenticated connection to the coordinator's
 // vpnapi (authconn with the node's key, pinning the coordinator's
 // certificate), with vpnapi.Dialer's options (its pings and fixed
@@ -180,6 +184,13 @@ func (n *node) dialVPNAPI(counted bool) (*grpc.ClientConn, error) {
 		}
 	}
 	opts := append(append(creds.DialOptions(), dialopts.Reconnect()), vpnapi.WatchDialOptions()...)
+	// The nodes ping as real ones do, but wait longer for the answer:
+	// 10,000 of them share the simulator's share of two cores, so an ACK
+	// that arrived can wait seconds for its reader to run. With a node's
+	// 3 s, a mass join of 10,000 lost almost every watch within a minute
+	// of the last registration; that the pings timed out in the starved
+	// simulator is the likely cause, not a proven one.
+	opts = append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: vpnapi.WatchPing, Timeout: simPingTimeout}))
 	opts = append(opts, grpc.WithContextDialer(dial),
 		grpc.WithReadBufferSize(4<<10), grpc.WithWriteBufferSize(4<<10), grpc.WithSharedWriteBuffer(true))
 	return grpc.NewClient("passthrough:///"+n.co.VPNAPIEndpoint, opts...)
