@@ -51,7 +51,6 @@ var (
 type pendingHandshakes struct {
 	total, perIP int
 	evictAfter   time.Duration
-	now          func() time.Time
 
 	mu     sync.Mutex
 	byIP   map[string]int
@@ -68,7 +67,7 @@ type pendingConn struct {
 }
 
 func newPendingHandshakes(total, perIP int, evictAfter time.Duration) *pendingHandshakes {
-	return &pendingHandshakes{total: total, perIP: perIP, evictAfter: evictAfter, now: time.Now, byIP: make(map[string]int)}
+	return &pendingHandshakes{total: total, perIP: perIP, evictAfter: evictAfter, byIP: make(map[string]int)}
 }
 
 // admit counts conn's handshake, or refuses it (errTooManyFromIP,
@@ -76,7 +75,7 @@ func newPendingHandshakes(total, perIP int, evictAfter time.Duration) *pendingHa
 // ends.
 func (p *pendingHandshakes) admit(conn net.Conn) (*pendingConn, error) {
 	ip := sourceIP(conn)
-	now := p.now()
+	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.byIP[ip] >= p.perIP {
