@@ -64,30 +64,34 @@ func benchFeed(b *testing.B, n int) (*registry.Registry, *feed.Feed, []netip.Add
 	return reg, f, ips
 }
 
+// answerSize computes, converts and encodes the answer of the node at ip
+// from after as the server does, and returns its size on the wire.
+func answerSize(b *testing.B, f *feed.Feed, enc *vpnapi.Encoder, ip netip.Addr, after uint64) int {
+	u, err := f.Answer(ip, after)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg, err := enc.Encode(u, "n")
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := proto.Marshal(msg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return len(out)
+}
+
 // BenchmarkFullAnswer is the coordinator's work for one full snapshot at
 // 10,000 nodes (what a node behind the log gets): the feed's answer, its
-// conversion to the wire's messages and their encoding as the server
-// does them, for node after
-// node at the same revision.
+// conversion to the wire's messages and their encoding as the server does
+// them, for node after node at the same revision.
 func BenchmarkFullAnswer(b *testing.B) {
 	_, f, ips := benchFeed(b, 10000)
 	enc := &vpnapi.Encoder{}
-	b.ResetTimer()
 	size := 0
 	for i := 0; b.Loop(); i++ {
-		u, err := f.Answer(ips[i%len(ips)], 0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		msg, err := enc.Encode(u, "n")
-		if err != nil {
-			b.Fatal(err)
-		}
-		out, err := proto.Marshal(msg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		size = len(out)
+		size = answerSize(b, f, enc, ips[i%len(ips)], 0)
 	}
 	b.ReportMetric(float64(size), "bytes/answer")
 }
@@ -99,7 +103,6 @@ func BenchmarkFullAnswer(b *testing.B) {
 func BenchmarkDeltaAnswer(b *testing.B) {
 	reg, f, ips := benchFeed(b, 10000)
 	enc := &vpnapi.Encoder{}
-	b.ResetTimer()
 	size := 0
 	for i := 0; b.Loop(); i++ {
 		if i%len(ips) == 0 {
@@ -111,19 +114,7 @@ func BenchmarkDeltaAnswer(b *testing.B) {
 			}
 			b.StartTimer()
 		}
-		u, err := f.Answer(ips[i%len(ips)], f.Revision()-1)
-		if err != nil {
-			b.Fatal(err)
-		}
-		msg, err := enc.Encode(u, "n")
-		if err != nil {
-			b.Fatal(err)
-		}
-		out, err := proto.Marshal(msg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		size = len(out)
+		size = answerSize(b, f, enc, ips[i%len(ips)], f.Revision()-1)
 	}
 	b.ReportMetric(float64(size), "bytes/answer")
 }

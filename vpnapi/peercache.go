@@ -15,7 +15,8 @@ import (
 // (a full snapshot's every peer, the peers of a span; see Feed): the
 // server encodes such a list once and sends its bytes to each of them,
 // instead of converting and encoding about 10,000 peers per snapshot of a
-// large cluster (a fifth of the coordinator's work for one).
+// large cluster (with it, one full answer at 10,000 nodes costs 41 ms of
+// work instead of 82, BenchmarkFullAnswer).
 const (
 	// sharedPeersMin is the length from which a list is memoized: the
 	// few peers of a delta cost less to encode than to look up.
