@@ -24,7 +24,7 @@ import (
 // connections, as with SIGKILL, which takes its WireGuard interface with
 // it so that no FIN or RST reaches the node, or whose machine is gone, is
 // given up within WatchPing+WatchPingTimeout instead of after the watch's
-// silence (twice the keepalive plus 5 s, 35 s), and the node watches
+// silence (twice the keepalive plus 5 s, 23 s), and the node watches
 // another coordinator. WatchPing is gRPC's least ping interval; the
 // server allows pings every ServerMinPing.
 const (
