@@ -243,6 +243,22 @@ func TestWatchIdleFrames(t *testing.T) {
 				}
 			}
 		}},
+		// With the real intervals a node hears the keepalive before its
+		// ping is due, so it never pings a live coordinator (with a 15 s
+		// keepalive it pinged at 10 s and 25 s).
+		{name: "keepalives forestall pings", keepalive: vpnapi.DefaultKeepalive, maxRead: 1 << 20, maxWrites: 0, run: func(t *testing.T, w core.Watch) {
+			for range 2 {
+				// Recv itself bounds the wait (the watch's silence, 23 s):
+				// recv's 10 s is too close to the 9 s keepalive.
+				u, err := w.Recv()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if u.Kind != update.Unchanged {
+					t.Fatalf("got %v, want a keepalive", u.Kind)
+				}
+			}
+		}},
 		{name: "reports", keepalive: time.Hour, maxRead: 0, maxWrites: 1 << 20, run: func(t *testing.T, w core.Watch) {
 			for range 20 {
 				if err := w.Report(1, -1); err != nil {
