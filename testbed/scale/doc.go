@@ -25,8 +25,8 @@
 //     WatchUpdates stream open with a node's gRPC options (its ping after
 //     10 s without a message, which the coordinator's 9 s keepalive
 //     forestalls, with a longer wait for the answer, and its fixed
-//     flow-control windows), reporting the revision it applied after every answer and
-//     every 15 s;
+//     flow-control windows), reporting the revision it applied after every
+//     answer and every 15 s;
 //   - runs its reeve's registration (Register on the vpnapi, the registry's
 //     signed callback to its reeve endpoint, the nonce signed with its
 //     reeve key) and sends its pastiche endpoint and client to the steward
