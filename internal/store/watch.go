@@ -23,9 +23,13 @@ type Watch struct {
 
 	mu    sync.Mutex
 	queue []KV
-	wake  chan struct{} // a send says the queue grew
-	err   error
-	limit int
+	// unsent counts the keys pushed and not yet sent: the queue and the
+	// batch run took from it. The limit bounds it, not the queue alone,
+	// or a reader stuck behind a batch run took would never be told.
+	unsent int
+	wake   chan struct{} // a send says the queue grew
+	err    error
+	limit  int
 }
 
 // NewWatch starts a Watch that sends initial, then every key pushed, until
@@ -63,7 +67,7 @@ func (w *Watch) Err() error {
 
 // Push queues kvs, which the watch now owns, behind the keys not yet
 // sent. It returns false once the watch has ended, and ends it with
-// ErrWatchBehind when the queue outgrows the limit.
+// ErrWatchBehind when the keys not yet sent would outgrow the limit.
 func (w *Watch) Push(kvs ...KV) bool {
 	w.mu.Lock()
 	select {
@@ -72,12 +76,13 @@ func (w *Watch) Push(kvs ...KV) bool {
 		return false
 	default:
 	}
-	if len(w.queue)+len(kvs) > w.limit {
+	if w.unsent+len(kvs) > w.limit {
 		w.mu.Unlock()
 		w.Fail(fmt.Errorf("%w: more than %d keys not read", ErrWatchBehind, w.limit))
 		return false
 	}
 	w.queue = append(w.queue, kvs...)
+	w.unsent += len(kvs)
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -116,6 +121,9 @@ func (w *Watch) run(ctx context.Context, initial []KV) {
 			if !w.send(ctx, kv) {
 				return
 			}
+			w.mu.Lock()
+			w.unsent--
+			w.mu.Unlock()
 		}
 		if len(batch) > 0 {
 			continue
