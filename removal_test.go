@@ -25,8 +25,9 @@ import (
 )
 
 // offlineBound is the documented bound within which a killed node shows
-// offline (README, fabric status): 25 s after its last report, checked
-// every second.
+// offline (README, fabric status): 25 s, the coordinator's kernel giving
+// the connection up (vpnapi.ServerDeadAfter, twice at worst), the liveness
+// grace and the check every second, with a margin for a loaded machine.
 const offlineBound = 30 * time.Second
 
 // TestRemovalLivenessAndEvents, on one cluster of four namespace hosts:

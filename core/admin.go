@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sync/atomic"
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/records"
@@ -36,8 +35,7 @@ type AdminVPNConfig struct {
 	Network    NetworkManager
 	// Dialer opens the watch inside the VPN with the admin's signing key.
 	Dialer CoordinatorDialer
-	// Heartbeat and the backoff bounds, as in Config (same defaults).
-	Heartbeat              time.Duration
+	// The backoff bounds, as in Config (same defaults).
 	MinBackoff, MaxBackoff time.Duration
 	// Observe, if set, is told of every change of the admin's state.
 	Observe func(AdminVPNState)
@@ -127,9 +125,9 @@ func newAdminVPN(cfg AdminVPNConfig) (*adminVPN, error) {
 	if cfg.Network == nil || cfg.Dialer == nil || !cfg.Address.IsValid() {
 		return nil, errors.New("admin vpn: Network, Dialer and Address are required")
 	}
-	defaults := Config{Heartbeat: cfg.Heartbeat, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Logger: cfg.Logger, Now: cfg.Now, VPNAPIPort: cfg.VPNAPIPort}
+	defaults := Config{MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Logger: cfg.Logger, Now: cfg.Now, VPNAPIPort: cfg.VPNAPIPort}
 	setDefaults(&defaults)
-	cfg.Heartbeat, cfg.MinBackoff, cfg.MaxBackoff = defaults.Heartbeat, defaults.MinBackoff, defaults.MaxBackoff
+	cfg.MinBackoff, cfg.MaxBackoff = defaults.MinBackoff, defaults.MaxBackoff
 	cfg.Logger, cfg.Now, cfg.VPNAPIPort = defaults.Logger, defaults.Now, defaults.VPNAPIPort
 	return &adminVPN{cfg: cfg, self: cfg.Address.Addr(), held: heldPeers{peers: map[netip.Addr]records.Peer{}}}, nil
 }
@@ -172,16 +170,7 @@ func (a *adminVPN) watchOnce(ctx context.Context, co CoordinatorInfo) (bool, err
 	defer w.Close()
 	a.state.Watching = co.Name
 	a.observe()
-	var rev atomic.Uint64
-	rev.Store(a.held.rev)
 	age := func() time.Duration { return handshakeAge(ctx, a.cfg.Network, a.cfg.Now, co.VPNPubKey) }
-	hbCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		heartbeats(hbCtx, w, a.cfg.Heartbeat, &rev, age)
-	}()
-	defer func() { stop(); <-done }()
 	applied := false
 	for {
 		u, err := w.Recv()
@@ -200,13 +189,11 @@ func (a *adminVPN) watchOnce(ctx context.Context, co CoordinatorInfo) (bool, err
 		}
 		next.rev = u.Revision
 		a.held, applied = next, true
-		rev.Store(u.Revision)
 		a.state.Revision, a.state.LastError = u.Revision, ""
 		a.observe()
-		if u.Kind != update.Unchanged {
-			if err := w.Report(u.Revision, age()); err != nil {
-				return applied, fmt.Errorf("reporting revision %d: %w", u.Revision, err)
-			}
+		// Every message is answered, as a node does.
+		if err := w.Report(u.Revision, age()); err != nil {
+			return applied, fmt.Errorf("reporting revision %d: %w", u.Revision, err)
 		}
 	}
 }

@@ -103,9 +103,6 @@ type Config struct {
 	RecoveryMinBackoff, RecoveryMaxBackoff time.Duration
 	// Backoff bounds the retry delay of the update loops (defaults 100ms, 5s).
 	MinBackoff, MaxBackoff time.Duration
-	// Heartbeat is how often a node reports on its watch that it is
-	// alive (default DefaultHeartbeat).
-	Heartbeat time.Duration
 	// Applied, if set, learns each revision the coordinator applied to
 	// its own WireGuard peers.
 	Applied func(ip netip.Addr, rev uint64)
@@ -142,9 +139,6 @@ type persistedRole struct {
 	Role State `json:"role"`
 }
 
-// DefaultHeartbeat is how often a node reports that it is alive.
-const DefaultHeartbeat = 15 * time.Second
-
 // New checks cfg. Call Start to restore the persisted role.
 func New(cfg Config) (*Core, error) {
 	if cfg.Store == nil || cfg.Registry == nil || cfg.Network == nil || cfg.Activator == nil || cfg.Dialer == nil || cfg.Services == nil {
@@ -178,9 +172,6 @@ func setDefaults(cfg *Config) {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second
-	}
-	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = DefaultHeartbeat
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -30,6 +30,8 @@ type fakeNet struct {
 	// reported is the last revision each peer reported (the coordinator
 	// through Config.Applied).
 	reported map[netip.Addr]uint64
+	// reports counts the reports each node made on its watches.
+	reports map[netip.Addr]int
 	// starts is how each peer's last watch started.
 	starts  map[netip.Addr]WatchStart
 	dials   int
@@ -52,13 +54,19 @@ const fakeKeepalive = 200 * time.Millisecond
 
 func newFakeNet() *fakeNet {
 	return &fakeNet{vpnapis: map[string]*fakeVPNAPI{}, holds: map[*context.CancelFunc]struct{}{}, reported: map[netip.Addr]uint64{},
-		starts: map[netip.Addr]WatchStart{}}
+		reports: map[netip.Addr]int{}, starts: map[netip.Addr]WatchStart{}}
 }
 
 func (n *fakeNet) report(ip netip.Addr, rev uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.reported[ip] = rev
+}
+
+func (n *fakeNet) reportCount(ip netip.Addr) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.reports[ip]
 }
 
 func (n *fakeNet) lastStart(ip netip.Addr) WatchStart {
@@ -182,6 +190,9 @@ func (w *fakeWatch) Report(applied uint64, _ time.Duration) error {
 		return err
 	}
 	w.net.report(w.ip, applied)
+	w.net.mu.Lock()
+	w.net.reports[w.ip]++
+	w.net.mu.Unlock()
 	return nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/records"
@@ -548,15 +547,6 @@ func (c *Core) watchOnce(ctx context.Context, cfg NodeConfig, co CoordinatorInfo
 		return false, fmt.Errorf("connecting to coordinator %s: %w", co.VPNAPIEndpoint, err)
 	}
 	defer w.Close()
-	var rev atomic.Uint64
-	rev.Store(held.rev)
-	hbCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.heartbeats(hbCtx, w, co, &rev)
-	}()
 	applied := false
 	for {
 		u, err := w.Recv()
@@ -573,33 +563,10 @@ func (c *Core) watchOnce(ctx context.Context, cfg NodeConfig, co CoordinatorInfo
 			c.knowCoordinators(cfg, *held)
 		}
 		applied = true
-		rev.Store(held.rev)
-		if u.Kind != update.Unchanged {
-			if err := w.Report(held.rev, c.coordinatorHandshakeAge(ctx, co)); err != nil {
-				return applied, fmt.Errorf("reporting revision %d: %w", held.rev, err)
-			}
-		}
-	}
-}
-
-// heartbeats reports on the watch that the node is alive until ctx ends.
-func (c *Core) heartbeats(ctx context.Context, w Watch, co CoordinatorInfo, rev *atomic.Uint64) {
-	heartbeats(ctx, w, c.cfg.Heartbeat, rev, func() time.Duration { return c.coordinatorHandshakeAge(ctx, co) })
-}
-
-// heartbeats reports the revision in rev and the age of the handshake with
-// the coordinator on w every interval until ctx ends or w breaks.
-func heartbeats(ctx context.Context, w Watch, every time.Duration, rev *atomic.Uint64, age func() time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := w.Report(rev.Load(), age()); err != nil {
-				return // the watch is broken; its Recv says why
-			}
+		// Every message is answered, a keepalive too: the report is the
+		// node's sign of life (see vpnapi.DefaultKeepalive).
+		if err := w.Report(held.rev, c.coordinatorHandshakeAge(ctx, co)); err != nil {
+			return applied, fmt.Errorf("reporting revision %d: %w", held.rev, err)
 		}
 	}
 }

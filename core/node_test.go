@@ -224,6 +224,30 @@ func TestNodeLoopConverges(t *testing.T) {
 	}
 }
 
+// TestNodeAnswersKeepalives: with nothing changing, a node answers each
+// of its coordinator's keepalives with a report, its sign of life (the
+// coordinator shows a watching node that stops reporting offline).
+func TestNodeAnswersKeepalives(t *testing.T) {
+	h := newHarness(t, 2, nil)
+	if _, _, err := h.activate(h.nodes...); err != nil {
+		t.Fatal(err)
+	}
+	h.waitMesh()
+	for _, n := range h.nodes {
+		ip := n.core.Status().VPNIP
+		before, rev := h.net.reportCount(ip), h.registry().Revision()
+		eventually(t, n.self.Name+" to answer 3 keepalives", func() error {
+			if got := h.net.reportCount(ip) - before; got < 3 {
+				return fmt.Errorf("%d reports since", got)
+			}
+			return nil
+		})
+		if got := h.registry().Revision(); got != rev {
+			t.Fatalf("the revision moved from %d to %d: the reports may have answered changes", rev, got)
+		}
+	}
+}
+
 // TestNodeKeepsPeersWhileCoordinatorUnreachable: while a node cannot reach
 // its coordinator it keeps its peers and retries, and converges once the
 // coordinator answers again.

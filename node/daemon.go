@@ -85,11 +85,11 @@ type Config struct {
 	// them join or leave).
 	DialPublic func(ctx context.Context, endpoint string) (net.Conn, error)
 	// Keepalive of the coordinator's watches (default
-	// vpnapi.DefaultKeepalive), Heartbeat of a node's reports on its watch
-	// (default core.DefaultHeartbeat) and OfflineAfter, how long after its
-	// last report a peer is shown offline (default
-	// liveness.DefaultOfflineAfter). Tests shorten them.
-	Keepalive, Heartbeat, OfflineAfter time.Duration
+	// vpnapi.DefaultKeepalive; a peer whose watch is open is shown offline
+	// after two keepalives and 5 s without a report, as nodes answer each)
+	// and OfflineAfter, how long a coordinator whose beat stopped stays
+	// online (default liveness.DefaultOfflineAfter). Tests shorten them.
+	Keepalive, OfflineAfter time.Duration
 }
 
 // followInterval is how often a coordinator sharing its cluster's store
@@ -261,7 +261,6 @@ func (d *Daemon) open() error {
 		Views:          services{d},
 		Users:          d.userManager(),
 		VPNAPIPort:     cfg.VPNAPIPort,
-		Heartbeat:      cfg.Heartbeat,
 		Applied: func(ip netip.Addr, rev uint64) {
 			if co := d.coord.Load(); co != nil {
 				co.tracker.Self(ip, rev)

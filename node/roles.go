@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"path/filepath"
+	"time"
 
 	"github.com/fabricmesh/fabric/coordinator"
 	"github.com/fabricmesh/fabric/coordinator/events"
@@ -84,7 +85,7 @@ func (s services) StartCoordinator(ctx context.Context, self records.Peer) (core
 	}
 	co.tracker = liveness.New(liveness.Config{
 		Registry: d.reg, Self: self.VPNIP, SelfName: self.Name, Shared: d.cfg.ClusterStore != nil,
-		OfflineAfter: d.cfg.OfflineAfter, Current: co.feed.Current, Leader: leader,
+		OfflineAfter: d.cfg.OfflineAfter, Silence: 2*d.keepalive() + 5*time.Second, Current: co.feed.Current, Leader: leader,
 		Applied: func(ip netip.Addr, rev uint64) {
 			p, _ := d.reg.Peer(ip)
 			co.hub.Publish(events.Event{Revision: rev, At: d.now(), Kind: events.Applied, Node: p.Name, VPNIP: ip})
@@ -101,7 +102,7 @@ func (s services) StartCoordinator(ctx context.Context, self records.Peer) (core
 		DialContext: d.vpn.Dial, Logger: d.log.With("component", "registrar"),
 	}
 	if err := d.serveVPNAPI(ctx, self.VPNIP, vpnapi.Config{
-		Registry: d.reg, Registrar: registrar, Feed: co.feed, Liveness: co.tracker, Keepalive: d.cfg.Keepalive,
+		Registry: d.reg, Registrar: registrar, Feed: co.feed, Liveness: co.tracker, Keepalive: d.keepalive(),
 	}); err != nil {
 		return nil, err
 	}
@@ -186,8 +187,13 @@ func (d *Daemon) serveVPNAPI(ctx context.Context, ip netip.Addr, cfg vpnapi.Conf
 	if err != nil {
 		return err
 	}
-	lis, err := d.vpn.Listen(ctx, addr)
+	raw, err := d.vpn.Listen(ctx, addr)
 	if err != nil {
+		return fmt.Errorf("listening for the vpnapi on %s: %w", addr, err)
+	}
+	lis, err := vpnapi.Listener(raw)
+	if err != nil {
+		raw.Close()
 		return fmt.Errorf("listening for the vpnapi on %s: %w", addr, err)
 	}
 	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(creds)}, vpnapi.ServerOptions()...)...)
@@ -326,4 +332,12 @@ type pasticheRelay struct{ r *pastiche.Relay }
 func (p pasticheRelay) Send(ctx context.Context, from, to, name string, size int64, body io.Reader) (pubapi.RelayResult, error) {
 	res, err := p.r.Send(ctx, from, to, name, size, body)
 	return pubapi.RelayResult(res), err
+}
+
+// keepalive is the coordinator's keepalive on its watches.
+func (d *Daemon) keepalive() time.Duration {
+	if d.cfg.Keepalive > 0 {
+		return d.cfg.Keepalive
+	}
+	return vpnapi.DefaultKeepalive
 }

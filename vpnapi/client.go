@@ -11,26 +11,47 @@ import (
 	"github.com/fabricmesh/fabric/core"
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/dialopts"
+	"github.com/fabricmesh/fabric/internal/tcpkeepalive"
 	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 )
 
-// A node pings its coordinator's vpnapi (HTTP/2 PING) when it has heard
-// nothing from it for WatchPing, and gives the connection up when a ping
-// is not answered within WatchPingTimeout (gRPC also sets the socket's
-// TCP_USER_TIMEOUT to it). A coordinator that dies without closing its
-// connections, as with SIGKILL, which takes its WireGuard interface with
-// it so that no FIN or RST reaches the node, or whose machine is gone, is
-// given up within WatchPing+WatchPingTimeout instead of after the watch's
-// silence (twice the keepalive plus 5 s, 23 s), and the node watches
-// another coordinator. WatchPing is gRPC's least ping interval; the
-// server allows pings every ServerMinPing.
+// The kernels at both ends of a watch watch its peer (TCP keepalive and
+// TCP_USER_TIMEOUT, see internal/tcpkeepalive): an idle watch costs
+// neither process anything between two keepalives, where HTTP/2 PINGs
+// cost the coordinator a frame to read and one to write per node every
+// few seconds. A coordinator that dies without closing its connections,
+// as with SIGKILL, which takes its WireGuard interface with it so that no
+// FIN or RST reaches the node, or whose machine is gone, is given up
+// within WatchDeadAfter of the last thing the node received (the
+// coordinator's kernel answers a probe after WatchProbeIdle of silence)
+// or of a report left unacknowledged, and the node watches another
+// coordinator. A coordinator that hangs with its kernel up is given up
+// after the watch's silence, twice the keepalive plus 5 s (65 s).
+//
+// The coordinator's end gives a node up within ServerDeadAfter: then the
+// node's watch closes and, the liveness grace later, it shows offline. A
+// node too busy to read for longer is not taken for dead: its socket holds
+// a whole flow-control window (WatchWindow) unread, so its TCP window
+// never closes and the coordinator's kernel sees everything it sent
+// acknowledged; the coordinator's gRPC waits for the window in the
+// meantime. (A closed TCP window is given up after the user timeout: at
+// 10,000 nodes on two cores, a simulator slow to read a snapshot lost its
+// watches, and with them the snapshot, again and again.)
+var (
+	watchKeepalive  = tcpkeepalive.Config{Idle: WatchProbeIdle, Interval: time.Second, DeadAfter: WatchDeadAfter, ReceiveBuffer: 2 * WatchWindow}
+	serverKeepalive = tcpkeepalive.Config{Idle: ServerDeadAfter - 3*time.Second, Interval: time.Second, DeadAfter: ServerDeadAfter}
+)
+
+// The bounds above; ServerMinPing is how often a client may ping the
+// server (HTTP/2 PING; nodes before the kernel's probes pinged every
+// 10 s).
 const (
-	WatchPing        = 10 * time.Second
-	WatchPingTimeout = 3 * time.Second
-	ServerMinPing    = 5 * time.Second
+	WatchProbeIdle  = 10 * time.Second
+	WatchDeadAfter  = 13 * time.Second
+	ServerDeadAfter = 10 * time.Second
+	ServerMinPing   = 5 * time.Second
 )
 
 // The flow-control windows of a watch's connection are fixed, which turns
@@ -47,13 +68,24 @@ const (
 )
 
 // WatchDialOptions are the gRPC options of a watch's connection: the
-// pings above and the fixed windows.
+// fixed windows. The connection itself must come from WatchDial.
 func WatchDialOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: WatchPing, Timeout: WatchPingTimeout}),
-		grpc.WithStaticStreamWindowSize(WatchWindow), grpc.WithStaticConnWindowSize(WatchWindow),
-	}
+	return []grpc.DialOption{grpc.WithStaticStreamWindowSize(WatchWindow), grpc.WithStaticConnWindowSize(WatchWindow)}
 }
+
+// WatchDial wraps dial (nil: a plain TCP dial) so that the kernel watches
+// the coordinator at the other end of each connection it opens.
+func WatchDial(dial func(ctx context.Context, addr string) (net.Conn, error)) func(ctx context.Context, addr string) (net.Conn, error) {
+	if dial == nil {
+		var d net.Dialer
+		dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	return watchKeepalive.Dialer(dial)
+}
+
+// Listener wraps the vpnapi's TCP listener so that the kernel watches the
+// node at the other end of each connection it accepts.
+func Listener(lis net.Listener) (net.Listener, error) { return serverKeepalive.Listener(lis) }
 
 // MaxUpdateSize bounds one update a node accepts: a full snapshot of a
 // large cluster (every peer, and a view of every endpoint the node may
@@ -108,9 +140,7 @@ func (d *Dialer) dial(co core.CoordinatorInfo) (*grpc.ClientConn, error) {
 		return nil, err
 	}
 	opts := append(append(creds.DialOptions(), dialopts.Reconnect()), WatchDialOptions()...)
-	if d.DialContext != nil {
-		opts = append(opts, grpc.WithContextDialer(d.DialContext))
-	}
+	opts = append(opts, grpc.WithContextDialer(WatchDial(d.DialContext)))
 	conn, err := grpc.NewClient("passthrough:///"+co.VPNAPIEndpoint, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dialing vpnapi %s: %w", co.VPNAPIEndpoint, err)

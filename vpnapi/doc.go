@@ -4,8 +4,10 @@
 // calling node from the connection, never from the request.
 //
 // WatchUpdates is a bidirectional stream: the node opens it with the
-// revision it has applied and reports on it each revision it applies and a
-// heartbeat; the server sends an answer as soon as a change concerns the
-// node (coordinator/feed) and a keepalive after its keepalive interval
-// without one, so a silent network is noticed on both sides.
+// revision it has applied and answers every message with a report of the
+// revision it applied; the server sends an answer as soon as a change
+// concerns the node (coordinator/feed) and a keepalive after its keepalive
+// interval without one. The kernels at both ends probe the connection
+// (WatchDial, Listener), so a peer gone silently is noticed on both sides
+// without either process waking for it.
 package vpnapi

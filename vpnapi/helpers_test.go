@@ -73,6 +73,7 @@ type fakeLiveness struct {
 	watching map[netip.Addr]int
 	reports  []report
 	sent     []sent
+	passed   []sent // Content unused
 }
 
 type report struct {
@@ -112,6 +113,12 @@ func (l *fakeLiveness) Sent(ip netip.Addr, rev uint64, content bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sent = append(l.sent, sent{ip, rev, content})
+}
+
+func (l *fakeLiveness) Passed(ip netip.Addr, rev uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.passed = append(l.passed, sent{IP: ip, Rev: rev})
 }
 
 func (l *fakeLiveness) state() (map[netip.Addr]int, []report, []sent) {
@@ -161,6 +168,8 @@ type cluster struct {
 	adminIP  netip.Addr
 	nodeKeys map[string]ed25519.PrivateKey
 	nodeIPs  map[string]netip.Addr
+	// accepted, if set, gets every connection serve's listener accepts.
+	accepted chan net.Conn
 }
 
 func newCluster(tb testing.TB) *cluster {
@@ -234,7 +243,14 @@ func (c *cluster) serve(tb testing.TB, cfg vpnapi.Config) server {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if c.accepted != nil {
+		raw = capturing{Listener: raw, conns: c.accepted}
+	}
+	lis, err := vpnapi.Listener(raw)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -242,6 +258,20 @@ func (c *cluster) serve(tb testing.TB, cfg vpnapi.Config) server {
 	vpnapipb.RegisterVPNAPIServer(srv, vpnapi.NewServer(cfg))
 	grpctest.Serve(tb, srv, lis)
 	return server{addr: lis.Addr().String(), pin: authconn.CertPin(cert.Certificate[0])}
+}
+
+// capturing hands each connection it accepts to conns as well.
+type capturing struct {
+	net.Listener
+	conns chan<- net.Conn
+}
+
+func (l capturing) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.conns <- c
+	}
+	return c, err
 }
 
 func (s server) info() core.CoordinatorInfo {

@@ -34,15 +34,16 @@ const (
 )
 
 // DefaultKeepalive is how often the coordinator sends a keepalive on a
-// watch where nothing else was sent. It is below the nodes' WatchPing, so
-// that a node hears from a live coordinator before it would ping it: an
-// idle watch costs a keepalive and the node's heartbeat, not also a PING
-// and its ACK. (At 15 s, above WatchPing, each node pinged once per
-// keepalive: 12 frames per 45 s, now 8; fabric-scale with 2,000 idle
-// nodes: coordinator CPU 3.7 -> 3.2 % of a core over 90 s.) A dead
-// coordinator is given up as before, WatchPing+WatchPingTimeout after its
-// last message at the latest.
-const DefaultKeepalive = WatchPing - time.Second
+// watch where nothing else was sent, and a node answers each with a
+// report: a watch whose other end hangs, its kernel still answering the
+// TCP probes (see WatchProbeIdle), is given up after two keepalives, and
+// the revisions that did not concern a node reach it. That a peer is gone
+// is the kernels' to notice, not the keepalive's: an idle watch costs the
+// coordinator two messages per keepalive. (With a 9 s keepalive, node
+// heartbeats every 15 s and HTTP/2 PINGs after 10 s of silence, it was
+// 8 frames per 45 s: fabric-scale with 10,000 idle nodes, idle
+// coordinator CPU 8.7 % of a core.)
+const DefaultKeepalive = 30 * time.Second
 
 // Feed answers a node with what it must apply after a revision.
 type Feed interface {
@@ -69,9 +70,13 @@ type Liveness interface {
 	// the age of its last WireGuard handshake with the coordinator (-1:
 	// none).
 	Report(ip netip.Addr, applied uint64, handshakeAge time.Duration)
-	// Sent records that the node was sent everything up to revision;
-	// content says whether that answer had anything for it to apply.
+	// Sent records that the node is sent a message, which it answers
+	// with a report, carrying everything up to revision; content says
+	// whether it has anything for it to apply.
 	Sent(ip netip.Addr, revision uint64, content bool)
+	// Passed records that the node misses nothing up to revision,
+	// though it was sent nothing (nothing concerned it).
+	Passed(ip netip.Addr, revision uint64)
 }
 
 // Registry is what the server needs of the coordinator's registry.
@@ -204,10 +209,15 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 			// Nothing for this node: it need not be woken; the next
 			// keepalive carries the revision.
 			sent = u.Revision
-			s.cfg.Liveness.Sent(node.VPNIP, sent, false)
+			s.cfg.Liveness.Passed(node.VPNIP, sent)
 			continue
 		}
 		msg.KeepaliveS = keepalive
+		if !removed && u.Kind != update.Removed {
+			// Before sending: the node's answer may come before Send
+			// returns.
+			s.cfg.Liveness.Sent(node.VPNIP, u.Revision, u.Kind != update.Unchanged)
+		}
 		if err := stream.Send(msg); err != nil {
 			return err
 		}
@@ -225,9 +235,6 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 		}
 		if u.Kind == update.Removed {
 			return nil
-		}
-		if !removed {
-			s.cfg.Liveness.Sent(node.VPNIP, u.Revision, u.Kind != update.Unchanged)
 		}
 		sent = u.Revision
 	}
@@ -321,10 +328,13 @@ func (s *Server) Register(ctx context.Context, req *vpnapipb.RegisterRequest) (*
 // ServerOptions tune the vpnapi's gRPC server for many long-lived, mostly
 // idle watches: small per-connection read buffers and write buffers shared
 // between connections (a watch sends a few hundred bytes now and then),
-// pings of clients allowed every ServerMinPing (they ping every
-// WatchPing), and fixed flow-control windows (see ServerWindow).
+// pings of clients allowed every ServerMinPing, and fixed flow-control
+// windows (see ServerWindow). Its listener comes from Listener; gRPC sets
+// each connection's TCP_USER_TIMEOUT to its keepalive's Timeout (20 s by
+// default) over the listener's, so that is ServerDeadAfter too.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Timeout: ServerDeadAfter}),
 		grpc.ReadBufferSize(4 << 10),
 		grpc.WriteBufferSize(16 << 10),
 		grpc.SharedWriteBuffer(true),

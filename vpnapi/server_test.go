@@ -19,6 +19,7 @@ import (
 	"github.com/fabricmesh/fabric/vpnapi"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -223,6 +224,62 @@ func (c countingConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
+// NetConn is the TCP connection, which the watch has the kernel watch.
+func (c countingConn) NetConn() net.Conn { return c.Conn }
+
+// TestWatchConnectionKeepalive: both ends of a watch's connection have the
+// kernel probe the other end and give it up, the node's within
+// WatchDeadAfter, the coordinator's within ServerDeadAfter.
+func TestWatchConnectionKeepalive(t *testing.T) {
+	c := newCluster(t)
+	c.accepted = make(chan net.Conn, 4)
+	cfg, _ := c.config(t)
+	srv := c.serve(t, cfg)
+	dialled := make(chan net.Conn, 4)
+	d := &vpnapi.Dialer{SigningPrivKey: c.nodeKeys["n1"], DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		if err == nil {
+			dialled <- conn
+		}
+		return conn, err
+	}}
+	w, err := d.Watch(context.Background(), srv.info(), core.WatchStart{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	recv(t, w)
+	for _, tc := range []struct {
+		name      string
+		conn      net.Conn
+		deadAfter time.Duration
+	}{
+		{"node", <-dialled, vpnapi.WatchDeadAfter},
+		{"coordinator", <-c.accepted, vpnapi.ServerDeadAfter},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc, err := tc.conn.(*net.TCPConn).SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var keepalive, userTimeout int
+			var kerr, uerr error
+			if err := sc.Control(func(fd uintptr) {
+				keepalive, kerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+				userTimeout, uerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if kerr != nil || uerr != nil {
+				t.Fatal(kerr, uerr)
+			}
+			if got, want := [2]int{keepalive, userTimeout}, [2]int{1, int(tc.deadAfter.Milliseconds())}; got != want {
+				t.Errorf("SO_KEEPALIVE, TCP_USER_TIMEOUT = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
 // TestWatchIdleFrames: on an idle watch, a keepalive costs the node no
 // write and a report costs the coordinator none: the fixed flow-control
 // windows turn off gRPC's bandwidth probing, which answers each message
@@ -243,20 +300,18 @@ func TestWatchIdleFrames(t *testing.T) {
 				}
 			}
 		}},
-		// With the real intervals a node hears the keepalive before its
-		// ping is due, so it never pings a live coordinator (with a 15 s
-		// keepalive it pinged at 10 s and 25 s).
-		{name: "keepalives forestall pings", keepalive: vpnapi.DefaultKeepalive, maxRead: 1 << 20, maxWrites: 0, run: func(t *testing.T, w core.Watch) {
-			for range 2 {
-				// Recv itself bounds the wait (the watch's silence, 23 s):
-				// recv's 10 s is too close to the 9 s keepalive.
-				u, err := w.Recv()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if u.Kind != update.Unchanged {
-					t.Fatalf("got %v, want a keepalive", u.Kind)
-				}
+		// A quiet watch costs the node no HTTP/2 PING either: the kernels
+		// watch the connection. (Nodes pinged after 10 s of silence; the
+		// keepalive is longer.)
+		{name: "no pings", keepalive: 12 * time.Second, maxRead: 1 << 20, maxWrites: 0, run: func(t *testing.T, w core.Watch) {
+			// Recv itself bounds the wait (the watch's silence, 29 s):
+			// recv's 10 s is too short.
+			u, err := w.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.Kind != update.Unchanged {
+				t.Fatalf("got %v, want a keepalive", u.Kind)
 			}
 		}},
 		{name: "reports", keepalive: time.Hour, maxRead: 0, maxWrites: 1 << 20, run: func(t *testing.T, w core.Watch) {

@@ -1,7 +1,14 @@
 // Package liveness tells which peers are online, from their watches: a
-// node is online while its watch is open and it reports at least every
-// heartbeat; it goes offline OfflineAfter its last report, or Grace after
-// its watch closed without another one opening. Only the changes between
+// node is online while its watch is open and it reports (it answers each
+// keepalive); it goes offline Grace after its watch closed without another
+// one opening, or when it left a message unanswered for Silence. A node that vanishes
+// without closing its connection (SIGKILL, which takes its WireGuard
+// interface along, or its machine gone) has its watch closed by the
+// coordinator's kernel (vpnapi.ServerDeadAfter); Silence is for a node
+// whose fabricd hangs while its kernel keeps the connection up. It counts
+// from a message sent, not from the last report: a coordinator too busy to
+// send its keepalives (thousands of nodes joining) does not take its
+// nodes for silent. Only the changes between
 // online and offline are recorded in the registry (one change-log entry
 // each), by the coordinator that saw them; the time a node was last seen
 // and the revision it applied live in memory, rebuilt from the nodes'
@@ -32,10 +39,15 @@ import (
 
 // Defaults.
 const (
-	// DefaultOfflineAfter is how long after its last report a peer is
-	// shown offline: a little more than one heartbeat (15s) plus a
-	// missed one's margin. It is the documented bound.
+	// DefaultOfflineAfter is how long after the beat of a coordinator
+	// stopped changing it and the peers only it saw are shown offline,
+	// and how long after a restart a peer recorded online that does not
+	// watch again stays so.
 	DefaultOfflineAfter = 25 * time.Second
+	// DefaultSilence is how long a peer whose watch is open may leave a
+	// message unanswered before it is shown offline: two keepalives
+	// (vpnapi.DefaultKeepalive, 30 s) and 5 s, for a node slow to read.
+	DefaultSilence = 65 * time.Second
 	// DefaultGrace is how long a peer whose watch closed stays online,
 	// so that a reconnect does not flap it.
 	DefaultGrace = 3 * time.Second
@@ -64,6 +76,7 @@ type Config struct {
 	// the tracker then beats and reads their beats.
 	Shared       bool
 	OfflineAfter time.Duration
+	Silence      time.Duration
 	Grace        time.Duration
 	Beat         time.Duration
 	// Now is the clock (default time.Now).
@@ -108,6 +121,9 @@ type peer struct {
 	applied      uint64
 	sent         uint64 // the revision the peer was sent everything up to
 	contentRev   uint64 // the revision of the last answer it had to apply
+	// unanswered is when the oldest message sent since its last report
+	// was sent (zero: none).
+	unanswered time.Time
 	handshakeAge time.Duration
 	self         bool // the coordinator itself: always online
 }
@@ -118,6 +134,9 @@ type peer struct {
 func New(cfg Config) *Tracker {
 	if cfg.OfflineAfter <= 0 {
 		cfg.OfflineAfter = DefaultOfflineAfter
+	}
+	if cfg.Silence <= 0 {
+		cfg.Silence = DefaultSilence
 	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = DefaultGrace
@@ -174,7 +193,7 @@ func (t *Tracker) Report(ip netip.Addr, applied uint64, handshakeAge time.Durati
 	now := t.cfg.Now()
 	t.mu.Lock()
 	p := t.peer(ip)
-	p.lastSeen, p.handshakeAge = now, handshakeAge
+	p.lastSeen, p.handshakeAge, p.unanswered = now, handshakeAge, time.Time{}
 	moved := applied != p.applied
 	p.applied = applied
 	comeOnline := !p.online
@@ -188,9 +207,10 @@ func (t *Tracker) Report(ip netip.Addr, applied uint64, handshakeAge time.Durati
 	}
 }
 
-// Sent records that ip was sent everything up to rev; content says
-// whether that answer had anything to apply.
+// Sent records that ip is sent a message carrying everything up to rev,
+// which it answers; content says whether it has anything to apply.
 func (t *Tracker) Sent(ip netip.Addr, rev uint64, content bool) {
+	now := t.cfg.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := t.peer(ip)
@@ -198,6 +218,17 @@ func (t *Tracker) Sent(ip netip.Addr, rev uint64, content bool) {
 	if content {
 		p.contentRev = rev
 	}
+	if p.unanswered.IsZero() {
+		p.unanswered = now
+	}
+}
+
+// Passed records that ip misses nothing up to rev, though it was sent
+// nothing.
+func (t *Tracker) Passed(ip netip.Addr, rev uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.peer(ip).sent = rev
 }
 
 // Self records the revision the coordinator itself applied.
@@ -253,7 +284,8 @@ func (t *Tracker) Run(ctx context.Context) {
 	}
 }
 
-// Check marks offline the peers that stopped reporting.
+// Check marks offline the peers whose watch closed or that leave a
+// message unanswered.
 func (t *Tracker) Check() {
 	now := t.cfg.Now()
 	var offline []netip.Addr
@@ -262,7 +294,8 @@ func (t *Tracker) Check() {
 		if !p.online || p.self {
 			continue
 		}
-		if now.Sub(p.lastSeen) > t.cfg.OfflineAfter || (p.watching == 0 && now.Sub(p.closedAt) > t.cfg.Grace) {
+		silent := !p.unanswered.IsZero() && now.Sub(p.unanswered) > t.cfg.Silence
+		if silent || (p.watching == 0 && now.Sub(p.closedAt) > t.cfg.Grace) {
 			p.online = false
 			offline = append(offline, ip)
 		}

@@ -255,3 +255,92 @@ func TestAppliedCountsWhatDidNotConcernThePeer(t *testing.T) {
 		})
 	}
 }
+
+// TestOffline: a watching node that answers every keepalive stays online,
+// and so does one sent nothing (its coordinator too busy to send); one
+// whose watch closed goes offline after Grace (a reconnect within it does
+// not flap it), one that leaves a message unanswered with its watch open
+// after Silence.
+func TestOffline(t *testing.T) {
+	const keepalive = 30 * time.Second // vpnapi.DefaultKeepalive
+	tests := []struct {
+		name string
+		// run drives the node after it watched and reported once, and
+		// checks; it returns the time it went silent or its watch
+		// closed (or, for a node that stays online, the last check).
+		run     func(tr *Tracker, now *clock, ip netip.Addr, stop func()) time.Time
+		offline time.Duration // after the time run returned; 0: never
+	}{
+		{"answers every keepalive", func(tr *Tracker, now *clock, ip netip.Addr, _ func()) time.Time {
+			for range 10 {
+				now.add(keepalive)
+				tr.Sent(ip, 1, false)
+				now.add(time.Second)
+				tr.Check()
+				tr.Report(ip, 1, -1)
+				tr.Check()
+			}
+			return now.Now()
+		}, 0},
+		{"sent nothing", func(tr *Tracker, now *clock, ip netip.Addr, _ func()) time.Time {
+			for range 2 * DefaultSilence / time.Second {
+				now.add(time.Second)
+				tr.Passed(ip, 1)
+				tr.Check()
+			}
+			return now.Now()
+		}, 0},
+		{"watch closed", func(tr *Tracker, now *clock, ip netip.Addr, stop func()) time.Time {
+			stop()
+			return now.Now()
+		}, DefaultGrace},
+		{"watch closed and opened again within the grace", func(tr *Tracker, now *clock, ip netip.Addr, stop func()) time.Time {
+			stop()
+			now.add(DefaultGrace / 2)
+			tr.Watching(ip)
+			tr.Report(ip, 1, -1)
+			now.add(DefaultGrace)
+			tr.Check()
+			return now.Now()
+		}, 0},
+		{"leaves a message unanswered", func(tr *Tracker, now *clock, ip netip.Addr, _ func()) time.Time {
+			now.add(keepalive)
+			tr.Sent(ip, 1, false)
+			sent := now.Now()
+			now.add(keepalive) // a later one does not move the count
+			tr.Sent(ip, 1, false)
+			return sent
+		}, DefaultSilence},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newSharedCluster(t)
+			now := newClock(time.Now())
+			tr := New(Config{Registry: c.reg1, Self: c.c1, SelfName: "c1", Now: now.Now})
+			stop := tr.Watching(c.nodeIP)
+			tr.Report(c.nodeIP, 1, -1)
+			since := tt.run(tr, now, c.nodeIP, stop)
+			if tt.offline == 0 {
+				if st := tr.Status(c.nodeIP); !st.Online {
+					t.Fatalf("status %+v, want online", st)
+				}
+				return
+			}
+			wentOffline := time.Duration(0)
+			for now.Now().Sub(since) < 2*DefaultSilence {
+				tr.Check()
+				if !tr.Status(c.nodeIP).Online {
+					wentOffline = now.Now().Sub(since)
+					break
+				}
+				now.add(time.Second)
+			}
+			if wentOffline <= tt.offline || wentOffline > tt.offline+time.Second {
+				t.Fatalf("offline %v after, want just after %v", wentOffline, tt.offline)
+			}
+			if l := recorded(t, c.reg1, c.nodeIP); l.Online {
+				t.Errorf("recorded %+v, want offline", l)
+			}
+		})
+	}
+}

@@ -168,7 +168,7 @@ func (h *HA) Kill(context.Context) error {
 // WaitFailover waits until every node watches the survivor and applied
 // the cluster's revision, and shows when each started watching it.
 func (h *HA) WaitFailover(ctx context.Context) error {
-	h.Step("waiting for every node to fail over: its watch of %s breaks (no answer to its pings), it watches %s from its applied revision and gets the changes", h.Killed.Name(), h.Survivor.Name())
+	h.Step("waiting for every node to fail over: its watch of %s breaks (its kernel gets no answer to its probes), it watches %s from its applied revision and gets the changes", h.Killed.Name(), h.Survivor.Name())
 	at := map[string]time.Duration{}
 	st, err := h.WaitStatus(ctx, 2*time.Minute, func(st clusterstatus.Status) error {
 		for _, p := range st.Peers {

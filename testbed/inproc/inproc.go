@@ -38,9 +38,8 @@ type Cluster struct {
 	KeyFile      string
 	VPN          *loopvpn.VPN
 	Logger       *slog.Logger
-	// Keepalive, Heartbeat and OfflineAfter of the watches (0: defaults;
-	// see node.Config).
-	Keepalive, Heartbeat, OfflineAfter time.Duration
+	// Keepalive and OfflineAfter (0: defaults; see node.Config).
+	Keepalive, OfflineAfter time.Duration
 	// ClusterStore, if set, is the store the peers added with
 	// AddCoordinatorPeer share for the cluster's records (several
 	// coordinators, like etcd in production), and ClusterStoreID names it
@@ -139,7 +138,7 @@ func (p *Peer) start(ctx context.Context, lis net.Listener, horde string) error 
 		Name: p.Name, Horde: horde, WGPort: int(p.Endpoint.Port()),
 		Logger:      p.cluster.Logger.With("peer", p.Name),
 		PubListener: lis, Network: p.Network, Users: p.Users, VPN: p.cluster.VPN,
-		Keepalive: p.cluster.Keepalive, Heartbeat: p.cluster.Heartbeat, OfflineAfter: p.cluster.OfflineAfter,
+		Keepalive: p.cluster.Keepalive, OfflineAfter: p.cluster.OfflineAfter,
 		DialPublic: p.cluster.dialPublic,
 	})
 	if err != nil {

@@ -22,11 +22,10 @@
 //     the registry's callback reaches it), opens its own authenticated
 //     connection to the coordinator's vpnapi (gRPC, TLS 1.3, authconn with
 //     its key, pinning the coordinator's certificate) and keeps the real
-//     WatchUpdates stream open with a node's gRPC options (its ping after
-//     10 s without a message, which the coordinator's 9 s keepalive
-//     forestalls, with a longer wait for the answer, and its fixed
-//     flow-control windows), reporting the revision it applied after every
-//     answer and every 15 s;
+//     WatchUpdates stream open with a node's connection options (the
+//     kernel's probes of vpnapi.WatchDial and the fixed flow-control
+//     windows), answering every message, keepalives too, with the revision
+//     it applied;
 //   - runs its reeve's registration (Register on the vpnapi, the registry's
 //     signed callback to its reeve endpoint, the nonce signed with its
 //     reeve key) and sends its pastiche endpoint and client to the steward

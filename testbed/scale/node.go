@@ -25,7 +25,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 )
 
@@ -160,23 +159,21 @@ func (c countingConn) Read(b []byte) (int, error) {
 	return k, err
 }
 
-// simPingTimeout is how long a simulated node waits for a ping's answer.
-const simPingTimeout = 30 * time.Second
-
 // dialVPNAPI opens an authenticated connection to the coordinator's
 // vpnapi (authconn with the node's key, pinning the coordinator's
-// certificate), with vpnapi.Dialer's options (its pings and fixed
-// windows, so that the coordinator sees what real nodes send) and small
-// buffers: the simulator holds thousands of them.
+// certificate), with vpnapi.Dialer's options (the kernel's probes and
+// fixed windows, so that the coordinator sees what real nodes send) and
+// small buffers: the simulator holds thousands of them.
 func (n *node) dialVPNAPI(counted bool) (*grpc.ClientConn, error) {
 	creds, err := authconn.NewClientCredentials(authconn.ClientConfig{SigningPrivKey: n.signing, ServerCertPin: n.co.TLSPin})
 	if err != nil {
 		return nil, err
 	}
-	dial := n.dialVPN
+	dial := vpnapi.WatchDial(n.dialVPN)
 	if counted {
+		watched := dial
 		dial = func(ctx context.Context, addr string) (net.Conn, error) {
-			c, err := n.dialVPN(ctx, addr)
+			c, err := watched(ctx, addr)
 			if err != nil {
 				return nil, err
 			}
@@ -184,13 +181,6 @@ func (n *node) dialVPNAPI(counted bool) (*grpc.ClientConn, error) {
 		}
 	}
 	opts := append(append(creds.DialOptions(), dialopts.Reconnect()), vpnapi.WatchDialOptions()...)
-	// The nodes ping as real ones do, but wait longer for the answer:
-	// 10,000 of them share the simulator's share of two cores, so an ACK
-	// that arrived can wait seconds for its reader to run. With a node's
-	// 3 s, a mass join of 10,000 lost almost every watch within a minute
-	// of the last registration; that the pings timed out in the starved
-	// simulator is the likely cause, not a proven one.
-	opts = append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: vpnapi.WatchPing, Timeout: simPingTimeout}))
 	opts = append(opts, grpc.WithContextDialer(dial),
 		grpc.WithReadBufferSize(4<<10), grpc.WithWriteBufferSize(4<<10), grpc.WithSharedWriteBuffer(true))
 	return grpc.NewClient("passthrough:///"+n.co.VPNAPIEndpoint, opts...)
@@ -255,11 +245,11 @@ func (n *node) watch(ctx context.Context) error {
 			n.leave()
 			return errRemoved
 		}
+		// Every message is answered, a keepalive too, as a real node
+		// does.
 		rev := n.applyUpdate(u, at)
-		if u.Kind != update.Unchanged {
-			if err := n.send(stream, &vpnapipb.WatchRequest{AppliedRevision: rev, CoordinatorHandshakeAgeMs: -1}); err != nil {
-				return err
-			}
+		if err := n.send(stream, &vpnapipb.WatchRequest{AppliedRevision: rev, CoordinatorHandshakeAgeMs: -1}); err != nil {
+			return err
 		}
 	}
 }
@@ -298,8 +288,8 @@ func (n *node) applyUpdate(u update.Update, at int64) uint64 {
 	return n.state.rev
 }
 
-// report sends a heartbeat (the revision applied), or the node's new
-// WireGuard endpoint, on its watch; false if it has none open.
+// report sends the node's new WireGuard endpoint on its watch; false if
+// it has none open.
 func (n *node) report(wgEndpoint string) bool {
 	n.mu.Lock()
 	stream, rev := n.stream, n.state.rev

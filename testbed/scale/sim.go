@@ -42,10 +42,6 @@ const (
 
 var firstNodeIP = netip.MustParseAddr("127.2.0.1")
 
-// heartbeat is how often every node reports on its watch, as
-// core.DefaultHeartbeat.
-const heartbeat = core.DefaultHeartbeat
-
 // simulator holds the simulated nodes of one run.
 type simulator struct {
 	ctx   context.Context
@@ -139,7 +135,6 @@ func simulate(ctx context.Context, log *slog.Logger, control string, count int, 
 	pubapipb.RegisterPubAPIServer(srv, pubServer{s: s})
 	go func() { _ = srv.Serve(pubLis) }()
 	defer srv.Stop()
-	go s.heartbeats(ctx)
 
 	_ = os.Remove(control)
 	ctlLis, err := net.Listen("unix", control)
@@ -217,26 +212,6 @@ func (s *simulator) addVPNAddress(ip netip.Addr) error {
 		return fmt.Errorf("adding %s to lo: %w", ip, err)
 	}
 	return nil
-}
-
-// heartbeats has every watching node report every heartbeat interval,
-// spread over the interval.
-func (s *simulator) heartbeats(ctx context.Context) {
-	const slots = 150
-	t := time.NewTicker(heartbeat / slots)
-	defer t.Stop()
-	for tick := 0; ; tick++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		for i := tick % slots; i < len(s.nodes); i += slots {
-			if n := s.nodes[i]; n.getPhase() == phaseActivated || n.getPhase() == phaseJoined {
-				n.report("")
-			}
-		}
-	}
 }
 
 // pubServer is the node side of the pubapi, for every simulated node: it

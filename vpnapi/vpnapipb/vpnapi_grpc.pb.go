@@ -36,9 +36,10 @@ type VPNAPIClient interface {
 	// full snapshot when that revision is 0, ahead of the coordinator's or
 	// older than its change log, and then with every later change that
 	// concerns the node, as it commits. When nothing concerned the node for
-	// keepalive_s seconds it sends an UNCHANGED update. The node reports on
-	// the same stream each revision it applied and, every heartbeat, that it
-	// is alive: the coordinator's liveness of the node comes from these.
+	// keepalive_s seconds it sends an UNCHANGED update. The node answers
+	// every update, keepalives too, with a report on the same stream: the
+	// revision it applied, and that it is alive, the coordinator's liveness
+	// of the node coming from the stream and these.
 	WatchUpdates(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchRequest, WatchUpdate], error)
 	// Register runs the registration handshake of the calling node's reeve:
 	// the coordinator calls the reeve back on its reeve endpoint (a second
@@ -89,9 +90,10 @@ type VPNAPIServer interface {
 	// full snapshot when that revision is 0, ahead of the coordinator's or
 	// older than its change log, and then with every later change that
 	// concerns the node, as it commits. When nothing concerned the node for
-	// keepalive_s seconds it sends an UNCHANGED update. The node reports on
-	// the same stream each revision it applied and, every heartbeat, that it
-	// is alive: the coordinator's liveness of the node comes from these.
+	// keepalive_s seconds it sends an UNCHANGED update. The node answers
+	// every update, keepalives too, with a report on the same stream: the
+	// revision it applied, and that it is alive, the coordinator's liveness
+	// of the node coming from the stream and these.
 	WatchUpdates(grpc.BidiStreamingServer[WatchRequest, WatchUpdate]) error
 	// Register runs the registration handshake of the calling node's reeve:
 	// the coordinator calls the reeve back on its reeve endpoint (a second
