@@ -114,16 +114,16 @@ type Tracker struct {
 
 // peer is what the tracker knows of one peer.
 type peer struct {
-	watching     int
-	closedAt     time.Time
-	lastSeen     time.Time
-	online       bool // as recorded in the registry by this coordinator
-	applied      uint64
-	sent         uint64 // the revision the peer was sent everything up to
-	contentRev   uint64 // the revision of the last answer it had to apply
+	watching   int
+	closedAt   time.Time
+	lastSeen   time.Time
+	online     bool // as recorded in the registry by this coordinator
+	applied    uint64
+	sent       uint64 // the revision the peer was sent everything up to
+	contentRev uint64 // the revision of the last answer it had to apply
 	// unanswered is when the oldest message sent since its last report
 	// was sent (zero: none).
-	unanswered time.Time
+	unanswered   time.Time
 	handshakeAge time.Duration
 	self         bool // the coordinator itself: always online
 }
