@@ -45,8 +45,8 @@ const (
 	// watch again stays so.
 	DefaultOfflineAfter = 25 * time.Second
 	// DefaultSilence is how long a peer whose watch is open may leave a
-	// message unanswered before it is shown offline: two keepalives
-	// (vpnapi.DefaultKeepalive, 30 s) and 5 s, for a node slow to read.
+	// message unanswered before it is shown offline: SilenceFor the
+	// default keepalive (vpnapi.DefaultKeepalive, 30 s).
 	DefaultSilence = 65 * time.Second
 	// DefaultGrace is how long a peer whose watch closed stays online,
 	// so that a reconnect does not flap it.
@@ -54,6 +54,12 @@ const (
 	// DefaultBeat is how often a coordinator sharing its store beats.
 	DefaultBeat = 5 * time.Second
 )
+
+// SilenceFor is the Silence of watches that send a keepalive every
+// keepalive: two keepalives and 5 s, for a node slow to read.
+func SilenceFor(keepalive time.Duration) time.Duration {
+	return 2*keepalive + 5*time.Second
+}
 
 // Recorder records liveness changes and beats (coordinator/registry).
 type Recorder interface {

@@ -11,7 +11,14 @@ import (
 	"github.com/fabricmesh/fabric/coordinator/registry"
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/store"
+	"github.com/fabricmesh/fabric/vpnapi"
 )
+
+func TestDefaultSilence(t *testing.T) {
+	if got := SilenceFor(vpnapi.DefaultKeepalive); got != DefaultSilence {
+		t.Errorf("SilenceFor(vpnapi.DefaultKeepalive %v) = %v, DefaultSilence %v", vpnapi.DefaultKeepalive, got, DefaultSilence)
+	}
+}
 
 // clock is a test clock that moves only when told.
 type clock struct{ now atomic.Pointer[time.Time] }
