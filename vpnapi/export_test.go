@@ -12,3 +12,6 @@ type Encoder struct{ peers peerLists }
 func (e *Encoder) Encode(u update.Update, self string) (*vpnapipb.WatchUpdate, error) {
 	return e.peers.updateToProto(u, self)
 }
+
+// KeepaliveWait is keepaliveWait.
+var KeepaliveWait = keepaliveWait

@@ -761,3 +761,29 @@ var slices12 = []view.Slice{
 		Endpoints: []view.EndpointEntry{{Client: "pastiche@n1", Service: "pastiche", Endpoint: "pastiche@n2", Address: "203.0.113.4:7451"}}},
 	{Node: "n3"},
 }
+
+// TestKeepaliveWait: a keepalive is due Keepalive after the last message,
+// put off to the next whole tick of the wall clock (a tenth of the
+// keepalive when that is less than vpnapi.KeepaliveTick).
+func TestKeepaliveWait(t *testing.T) {
+	onTick := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name      string
+		lastSent  time.Time
+		now       time.Time
+		keepalive time.Duration
+		want      time.Duration
+	}{
+		{"due on a tick", onTick, onTick, 30 * time.Second, 30 * time.Second},
+		{"put off to the tick", onTick.Add(300 * time.Millisecond), onTick.Add(300 * time.Millisecond), 30 * time.Second, 30*time.Second + 700*time.Millisecond},
+		{"partly waited", onTick.Add(300 * time.Millisecond), onTick.Add(10 * time.Second), 30 * time.Second, 21 * time.Second},
+		{"short keepalive, tenth tick", onTick.Add(30 * time.Millisecond), onTick.Add(30 * time.Millisecond), time.Second, time.Second + 70*time.Millisecond},
+		{"overdue", onTick, onTick.Add(time.Minute), 30 * time.Second, time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := vpnapi.KeepaliveWait(tc.lastSent, tc.now, tc.keepalive); got != tc.want {
+				t.Errorf("KeepaliveWait(%v, %v, %v) = %v, want %v", tc.lastSent.Format(time.StampMilli), tc.now.Format(time.StampMilli), tc.keepalive, got, tc.want)
+			}
+		})
+	}
+}
