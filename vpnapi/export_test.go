@@ -13,5 +13,8 @@ func (e *Encoder) Encode(u update.Update, self string) (*vpnapipb.WatchUpdate, e
 	return e.peers.updateToProto(u, self)
 }
 
-// KeepaliveWait is keepaliveWait.
-var KeepaliveWait = keepaliveWait
+// KeepaliveSlot and KeepaliveDue are the server's.
+var (
+	KeepaliveSlot = keepaliveSlot
+	KeepaliveDue  = keepaliveDue
+)

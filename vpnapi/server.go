@@ -3,6 +3,7 @@ package vpnapi
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"runtime"
@@ -46,26 +47,40 @@ const (
 const DefaultKeepalive = 30 * time.Second
 
 // KeepaliveTick is the grid the keepalives go out on (a tenth of the
-// keepalive if that is shorter): a watch's keepalive is due Keepalive
-// after its last message, put off to the next whole tick of the wall
-// clock. The keepalives of thousands of idle watches go out together once
-// a tick and their reports come back together, so the coordinator wakes
-// once a tick rather than once for each (the wakeups, not the messages,
-// were most of an idle coordinator's CPU: fabric-scale, 5,000 idle
-// nodes). The Silence of liveness has the tick to spare.
+// keepalive if that is shorter). Each node has its slot, one tick of the
+// keepalive period on the wall clock, fixed by its VPN IP (the same on
+// every coordinator); its keepalive goes at its first slot half a
+// keepalive or more after the last message. So an idle watch has one
+// keepalive every Keepalive; the keepalives of the nodes sharing a slot
+// go out together and their reports come back together, and the
+// coordinator wakes once a tick rather than once a watch; and nodes that
+// all got the same answer (a join) spread their next keepalives over the
+// period instead of sending them, and their kernels' probes, in one burst
+// for ever after. The Silence of liveness and the node's (twice the
+// keepalive and 5 s) have the half keepalive to spare.
 const KeepaliveTick = time.Second
 
-// keepaliveWait is how long from now a watch whose last message went at
-// lastSent waits for its keepalive (at least a millisecond).
-func keepaliveWait(lastSent, now time.Time, keepalive time.Duration) time.Duration {
+// keepaliveSlot is the offset of ip's slot in the keepalive period.
+func keepaliveSlot(ip netip.Addr, keepalive time.Duration) time.Duration {
 	tick := min(KeepaliveTick, keepalive/10)
-	due := lastSent.Add(keepalive)
-	// due.Truncate drops the monotonic reading: the offset is the wall
-	// clock's, the wait the monotonic clock's.
-	if off := due.Sub(due.Truncate(tick)); tick > 0 && off > 0 {
-		due = due.Add(tick - off)
+	if tick <= 0 {
+		return 0
 	}
-	return max(due.Sub(now), time.Millisecond)
+	b := ip.As16()
+	slots := uint64(keepalive / tick)
+	return time.Duration(uint64(binary.BigEndian.Uint32(b[12:]))%slots) * tick
+}
+
+// keepaliveDue is when the keepalive of a watch whose last message went
+// at lastSent is due: at its slot, the first half a keepalive or more
+// after lastSent.
+func keepaliveDue(lastSent time.Time, keepalive, slot time.Duration) time.Time {
+	earliest := lastSent.Add(keepalive / 2)
+	k := int64(keepalive)
+	// UnixNano is the wall clock's; the result keeps lastSent's
+	// monotonic reading.
+	off := ((int64(slot)-earliest.UnixNano())%k + k) % k
+	return earliest.Add(time.Duration(off))
 }
 
 // Feed answers a node with what it must apply after a revision.
@@ -200,7 +215,9 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 	}
 	sent := first.GetAppliedRevision()
 	keepalive := uint32(s.cfg.Keepalive / time.Second)
+	slot := keepaliveSlot(node.VPNIP, s.cfg.Keepalive)
 	lastSent := time.Now()
+	due := keepaliveDue(lastSent, s.cfg.Keepalive, slot)
 	var pace time.Duration
 	for {
 		if pace > 0 {
@@ -217,7 +234,7 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 		}
 		ready := time.Now()
 		// The feed answers at the keepalive's due time at the latest.
-		if err := s.cfg.Feed.Wait(ctx, node.VPNIP, sent, keepaliveWait(lastSent, ready, s.cfg.Keepalive)); err != nil {
+		if err := s.cfg.Feed.Wait(ctx, node.VPNIP, sent, max(due.Sub(ready), time.Millisecond)); err != nil {
 			return status.FromContextError(err).Err()
 		}
 		u, msg, err := s.answer(ctx, node, sent)
@@ -227,7 +244,7 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 			}
 			return status.Error(codes.Internal, err.Error())
 		}
-		if u.Kind == update.Unchanged && u.Revision != sent && time.Since(lastSent) < s.cfg.Keepalive {
+		if u.Kind == update.Unchanged && u.Revision != sent && time.Now().Before(due) {
 			// Nothing for this node: it need not be woken; the next
 			// keepalive carries the revision.
 			sent = u.Revision
@@ -244,6 +261,7 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 			return err
 		}
 		lastSent = time.Now()
+		due = keepaliveDue(lastSent, s.cfg.Keepalive, slot)
 		// Lateness counts from the first change the answer carries, but
 		// the time the watch spent pacing is not the coordinator's:
 		// counted, a change landing while the watch paces made it pace

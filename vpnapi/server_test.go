@@ -762,27 +762,57 @@ var slices12 = []view.Slice{
 	{Node: "n3"},
 }
 
-// TestKeepaliveWait: a keepalive is due Keepalive after the last message,
-// put off to the next whole tick of the wall clock (a tenth of the
-// keepalive when that is less than vpnapi.KeepaliveTick).
-func TestKeepaliveWait(t *testing.T) {
-	onTick := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+// TestKeepaliveDue: a node's keepalive goes at its slot of the period
+// (a tick fixed by its VPN IP), the first half a keepalive or more after
+// the last message.
+func TestKeepaliveDue(t *testing.T) {
+	period := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC) // a multiple of 30 s since the epoch
 	for _, tc := range []struct {
 		name      string
 		lastSent  time.Time
-		now       time.Time
 		keepalive time.Duration
-		want      time.Duration
+		slot      time.Duration
+		want      time.Time
 	}{
-		{"due on a tick", onTick, onTick, 30 * time.Second, 30 * time.Second},
-		{"put off to the tick", onTick.Add(300 * time.Millisecond), onTick.Add(300 * time.Millisecond), 30 * time.Second, 30*time.Second + 700*time.Millisecond},
-		{"partly waited", onTick.Add(300 * time.Millisecond), onTick.Add(10 * time.Second), 30 * time.Second, 21 * time.Second},
-		{"short keepalive, tenth tick", onTick.Add(30 * time.Millisecond), onTick.Add(30 * time.Millisecond), time.Second, time.Second + 70*time.Millisecond},
-		{"overdue", onTick, onTick.Add(time.Minute), 30 * time.Second, time.Millisecond},
+		{"idle: one keepalive a period", period.Add(7 * time.Second), 30 * time.Second, 7 * time.Second, period.Add(37 * time.Second)},
+		{"slot later in the period", period.Add(2 * time.Second), 30 * time.Second, 20 * time.Second, period.Add(20 * time.Second)},
+		{"slot too soon: the next period's", period.Add(10 * time.Second), 30 * time.Second, 20 * time.Second, period.Add(50 * time.Second)},
+		{"half a keepalive exactly", period.Add(5 * time.Second), 30 * time.Second, 20 * time.Second, period.Add(20 * time.Second)},
+		{"short keepalive", period.Add(250 * time.Millisecond), time.Second, 300 * time.Millisecond, period.Add(1300 * time.Millisecond)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := vpnapi.KeepaliveWait(tc.lastSent, tc.now, tc.keepalive); got != tc.want {
-				t.Errorf("KeepaliveWait(%v, %v, %v) = %v, want %v", tc.lastSent.Format(time.StampMilli), tc.now.Format(time.StampMilli), tc.keepalive, got, tc.want)
+			if got := vpnapi.KeepaliveDue(tc.lastSent, tc.keepalive, tc.slot); !got.Equal(tc.want) {
+				t.Errorf("KeepaliveDue(%v, %v, %v) = %v, want %v", tc.lastSent.Format(time.StampMilli), tc.keepalive, tc.slot, got.Format(time.StampMilli), tc.want.Format(time.StampMilli))
+			}
+		})
+	}
+}
+
+// TestKeepaliveSlot: the slots are ticks of the period, and consecutive
+// VPN IPs fill them evenly.
+func TestKeepaliveSlot(t *testing.T) {
+	for _, tc := range []struct {
+		keepalive, tick time.Duration
+	}{{30 * time.Second, time.Second}, {2 * time.Second, 200 * time.Millisecond}} {
+		t.Run(tc.keepalive.String(), func(t *testing.T) {
+			n := int(tc.keepalive / tc.tick)
+			count := map[time.Duration]int{}
+			ip := netip.MustParseAddr("203.0.113.1")
+			for range 3 * n {
+				s := vpnapi.KeepaliveSlot(ip, tc.keepalive)
+				if s < 0 || s >= tc.keepalive || s%tc.tick != 0 {
+					t.Fatalf("slot of %s: %v, want a multiple of %v below %v", ip, s, tc.tick, tc.keepalive)
+				}
+				count[s]++
+				ip = ip.Next()
+			}
+			for s, c := range count {
+				if c != 3 {
+					t.Errorf("slot %v has %d of %d consecutive IPs, want 3", s, c, 3*n)
+				}
+			}
+			if len(count) != n {
+				t.Errorf("%d slots used, want %d", len(count), n)
 			}
 		})
 	}

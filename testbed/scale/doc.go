@@ -47,6 +47,14 @@
 // for it, computed from its fabric.db (converged). It ends with one JSON
 // line per N.
 //
+// The simulator's nodes share the coordinator's host, so every packet of
+// theirs crosses one loopback backlog, which real nodes on their own
+// machines do not: a run raises net.core.netdev_max_backlog to three
+// packets per node (at least the 1,000 default) and restores it after.
+// The kernel's keepalive timers of connections that went quiet together
+// fire in one softirq; at the default their probes were dropped and the
+// user timeouts gave up live watches (5,000 nodes: 1,280 at once).
+//
 // With --store etcd the coordinator keeps the cluster's records in an etcd
 // cluster of 3 members, each on a namespace host of its own, and the check
 // reads them from there.

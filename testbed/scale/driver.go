@@ -208,6 +208,14 @@ func runSize(ctx context.Context, o options, n int, out io.Writer) (res result, 
 		return res, err
 	}
 	defer lab.Close()
+	restore, note, err := raiseBacklog(max(1000, 3*n))
+	if err != nil {
+		return res, err
+	}
+	defer func() { err = errors.Join(err, restore()) }()
+	if note != "" {
+		r.printf("%s", note)
+	}
 	if err := r.setUp(ctx, lab); err != nil {
 		return res, err
 	}
