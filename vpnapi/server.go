@@ -42,8 +42,9 @@ const (
 // is the kernels' to notice, not the keepalive's: an idle watch costs the
 // coordinator two messages per keepalive. (With a 9 s keepalive, node
 // heartbeats every 15 s and HTTP/2 PINGs after 10 s of silence, it was
-// 8 frames per 45 s: fabric-scale with 10,000 idle nodes, idle
-// coordinator CPU 8.7 % of a core.)
+// 8 frames per 45 s; fabric-scale with 5,000 idle nodes: coordinator CPU
+// 7.2 % of a core then, 6.1 % with this keepalive, 1.8 % with its slots
+// below; 10,000: 8.7 % then, 2.7 % now.)
 const DefaultKeepalive = 30 * time.Second
 
 // KeepaliveTick is the grid the keepalives go out on (a tenth of the
