@@ -85,7 +85,7 @@ func (s services) StartCoordinator(ctx context.Context, self records.Peer) (core
 	}
 	co.tracker = liveness.New(liveness.Config{
 		Registry: d.reg, Self: self.VPNIP, SelfName: self.Name, Shared: d.cfg.ClusterStore != nil,
-		OfflineAfter: d.cfg.OfflineAfter, Silence: liveness.SilenceFor(d.keepalive()), Current: co.feed.Current, Leader: leader,
+		OfflineAfter: d.cfg.OfflineAfter, Silence: vpnapi.Silence(d.keepalive()), Current: co.feed.Current, Leader: leader,
 		Applied: func(ip netip.Addr, rev uint64) {
 			p, _ := d.reg.Peer(ip)
 			co.hub.Publish(events.Event{Revision: rev, At: d.now(), Kind: events.Applied, Node: p.Name, VPNIP: ip})

@@ -171,7 +171,7 @@ func (w *watch) Recv() (update.Update, error) {
 		return update.Update{}, err
 	}
 	if k := msg.GetKeepaliveS(); k > 0 {
-		w.silence = 2*time.Duration(k)*time.Second + 5*time.Second
+		w.silence = Silence(time.Duration(k) * time.Second)
 	}
 	return UpdateFromProto(msg)
 }

@@ -47,6 +47,15 @@ const (
 // below; 10,000: 8.7 % then, 2.7 % now.)
 const DefaultKeepalive = 30 * time.Second
 
+// Silence is how long either end of a watch with a keepalive every
+// keepalive waits for the other's next message before it gives the other
+// up: two keepalives and 5 s, for an end slow to read. The node waits for
+// the coordinator's messages, the coordinator (coordinator/liveness) for
+// the report that answers each of its own.
+func Silence(keepalive time.Duration) time.Duration {
+	return 2*keepalive + 5*time.Second
+}
+
 // KeepaliveTick is the grid the keepalives go out on (a tenth of the
 // keepalive if that is shorter). Each node has its slot, one tick of the
 // keepalive period on the wall clock, fixed by its VPN IP (the same on

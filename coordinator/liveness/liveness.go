@@ -1,16 +1,16 @@
 // Package liveness tells which peers are online, from their watches: a
 // node is online while its watch is open and it reports (it answers each
 // keepalive); it goes offline Grace after its watch closed without another
-// one opening, or when it left a message unanswered for Silence. A node that vanishes
-// without closing its connection (SIGKILL, which takes its WireGuard
-// interface along, or its machine gone) has its watch closed by the
-// coordinator's kernel (vpnapi.ServerDeadAfter); Silence is for a node
-// whose fabricd hangs while its kernel keeps the connection up. It counts
-// from a message sent, not from the last report: a coordinator too busy to
-// send its keepalives (thousands of nodes joining) does not take its
-// nodes for silent. Only the changes between
-// online and offline are recorded in the registry (one change-log entry
-// each), by the coordinator that saw them; the time a node was last seen
+// one opening, or when it left a message unanswered for Silence. A node
+// that vanishes without closing its connection (SIGKILL, which takes its
+// WireGuard interface along, or its machine gone) has its watch closed by
+// the coordinator's kernel (vpnapi.ServerDeadAfter); Silence is for a
+// node whose fabricd hangs while its kernel keeps the connection up. It
+// counts from a message sent, not from the last report: a coordinator too
+// busy to send its keepalives (thousands of nodes joining) does not take
+// its nodes for silent. Only the changes between online and offline are
+// recorded in the registry (one change-log entry each), by the coordinator
+// that saw them; the time a node was last seen
 // and the revision it applied live in memory, rebuilt from the nodes'
 // reports after a restart.
 //
@@ -45,8 +45,8 @@ const (
 	// watch again stays so.
 	DefaultOfflineAfter = 25 * time.Second
 	// DefaultSilence is how long a peer whose watch is open may leave a
-	// message unanswered before it is shown offline: SilenceFor the
-	// default keepalive (vpnapi.DefaultKeepalive, 30 s).
+	// message unanswered before it is shown offline: vpnapi.Silence of
+	// the default keepalive (vpnapi.DefaultKeepalive, 30 s).
 	DefaultSilence = 65 * time.Second
 	// DefaultGrace is how long a peer whose watch closed stays online,
 	// so that a reconnect does not flap it.
@@ -54,12 +54,6 @@ const (
 	// DefaultBeat is how often a coordinator sharing its store beats.
 	DefaultBeat = 5 * time.Second
 )
-
-// SilenceFor is the Silence of watches that send a keepalive every
-// keepalive: two keepalives and 5 s, for a node slow to read.
-func SilenceFor(keepalive time.Duration) time.Duration {
-	return 2*keepalive + 5*time.Second
-}
 
 // Recorder records liveness changes and beats (coordinator/registry).
 type Recorder interface {

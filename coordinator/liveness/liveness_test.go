@@ -15,8 +15,8 @@ import (
 )
 
 func TestDefaultSilence(t *testing.T) {
-	if got := SilenceFor(vpnapi.DefaultKeepalive); got != DefaultSilence {
-		t.Errorf("SilenceFor(vpnapi.DefaultKeepalive %v) = %v, DefaultSilence %v", vpnapi.DefaultKeepalive, got, DefaultSilence)
+	if got := vpnapi.Silence(vpnapi.DefaultKeepalive); got != DefaultSilence {
+		t.Errorf("vpnapi.Silence(vpnapi.DefaultKeepalive %v) = %v, DefaultSilence %v", vpnapi.DefaultKeepalive, got, DefaultSilence)
 	}
 }
 
