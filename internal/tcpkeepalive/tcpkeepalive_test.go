@@ -55,20 +55,28 @@ type wrapped struct{ net.Conn }
 
 func (w wrapped) NetConn() net.Conn { return w.Conn }
 
+// listen returns a loopback TCP listener wrapped by cfg, closed at the
+// test's end.
+func listen(t *testing.T, cfg tcpkeepalive.Config) net.Listener {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	lis, err := cfg.Listener(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis
+}
+
 // TestDialerAndListener: both ends of a connection, dialled and accepted,
 // carry the configured probes and user timeout.
 func TestDialerAndListener(t *testing.T) {
 	cfg := tcpkeepalive.Config{Idle: 10 * time.Second, Interval: time.Second, DeadAfter: 13 * time.Second}
 	want := sockopts{KeepAlive: 1, Idle: 10, Interval: 1, Count: 3, UserTimeoutMs: 13000}
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	lis, err := cfg.Listener(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lis := listen(t, cfg)
 	accepted := make(chan net.Conn, 1)
 	go func() {
 		c, err := lis.Accept()
@@ -82,7 +90,7 @@ func TestDialerAndListener(t *testing.T) {
 		c, err := plain.DialContext(ctx, "tcp", addr)
 		return wrapped{c}, err
 	})
-	c, err := dial(context.Background(), raw.Addr().String())
+	c, err := dial(context.Background(), lis.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,21 +157,13 @@ func TestSlowReader(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tcpkeepalive.Config{Idle: time.Second, Interval: time.Second, DeadAfter: 2 * time.Second}
-			raw, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer raw.Close()
-			lis, err := cfg.Listener(raw)
-			if err != nil {
-				t.Fatal(err)
-			}
+			lis := listen(t, cfg)
 			reader := cfg
 			reader.ReceiveBuffer = tc.receiveBuffer
 			var plain net.Dialer
 			c, err := reader.Dialer(func(ctx context.Context, addr string) (net.Conn, error) {
 				return plain.DialContext(ctx, "tcp", addr)
-			})(context.Background(), raw.Addr().String())
+			})(context.Background(), lis.Addr().String())
 			if err != nil {
 				t.Fatal(err)
 			}
