@@ -151,15 +151,19 @@ func viewToProto(u update.ViewUpdate, self string) (*vpnapipb.View, error) {
 	}
 	out := &vpnapipb.View{Full: true, Node: self}
 	byNode := map[string]*view.Slice{}
-	var order []string
+	var order []*view.Slice
+	var last *view.Slice // entries of one node are mostly next to each other
 	slice := func(node string) *view.Slice {
-		s := byNode[node]
-		if s == nil {
-			s = &view.Slice{Node: node}
-			byNode[node] = s
-			order = append(order, node)
+		if last != nil && last.Node == node {
+			return last
 		}
-		return s
+		last = byNode[node]
+		if last == nil {
+			last = &view.Slice{Node: node}
+			byNode[node] = last
+			order = append(order, last)
+		}
+		return last
 	}
 	for _, e := range u.Full.Whitelist {
 		s := slice(view.NodeOf(e.Client))
@@ -169,12 +173,17 @@ func viewToProto(u update.ViewUpdate, self string) (*vpnapipb.View, error) {
 		s := slice(view.NodeOf(e.Endpoint))
 		s.Endpoints = append(s.Endpoints, e)
 	}
-	for _, node := range order {
-		ps, err := sliceToProto(*byNode[node])
+	var alloc sliceAlloc
+	alloc.slices.reserve(len(order))
+	alloc.whitelist.reserve(len(u.Full.Whitelist))
+	alloc.endpoints.reserve(len(u.Full.Endpoints))
+	out.Slices = make([]*vpnapipb.Slice, 0, len(order))
+	for _, s := range order {
+		ps, err := alloc.sliceToProto(*s)
 		if err != nil {
 			return nil, err
 		}
-		if node == self {
+		if s.Node == self {
 			out.Local = ps
 		} else {
 			out.Slices = append(out.Slices, ps)
@@ -186,11 +195,49 @@ func viewToProto(u update.ViewUpdate, self string) (*vpnapipb.View, error) {
 	return out, nil
 }
 
+// sliceAlloc allocates the messages of slices in blocks: a full view at
+// 10,000 nodes is tens of thousands of small messages, which one
+// allocation each made the larger part of encoding it.
+type sliceAlloc struct {
+	slices    block[vpnapipb.Slice]
+	whitelist block[vpnapipb.SliceWhitelistEntry]
+	endpoints block[vpnapipb.SliceEndpointEntry]
+}
+
+// block hands out values of a slice allocated at once.
+type block[T any] struct{ free []T }
+
+// reserve allocates room for n values at once.
+func (b *block[T]) reserve(n int) { b.free = make([]T, n) }
+
+// next returns a new zero value, from the reserved room while it lasts.
+func (b *block[T]) next() *T {
+	if len(b.free) == 0 {
+		return new(T)
+	}
+	v := &b.free[0]
+	b.free = b.free[1:]
+	return v
+}
+
 func sliceToProto(s view.Slice) (*vpnapipb.Slice, error) {
-	out := &vpnapipb.Slice{Node: s.Node}
+	var a sliceAlloc
+	return a.sliceToProto(s)
+}
+
+func (a *sliceAlloc) sliceToProto(s view.Slice) (*vpnapipb.Slice, error) {
+	out := a.slices.next()
+	out.Node = s.Node
+	if len(s.Whitelist) > 0 {
+		out.Whitelist = make([]*vpnapipb.SliceWhitelistEntry, 0, len(s.Whitelist))
+	}
 	for _, e := range s.Whitelist {
-		out.Whitelist = append(out.Whitelist, &vpnapipb.SliceWhitelistEntry{
-			Endpoint: serviceOf(e.Endpoint), Client: serviceOf(e.Client), PubKey: e.PubKey})
+		w := a.whitelist.next()
+		w.Endpoint, w.Client, w.PubKey = serviceOf(e.Endpoint), serviceOf(e.Client), e.PubKey
+		out.Whitelist = append(out.Whitelist, w)
+	}
+	if len(s.Endpoints) > 0 {
+		out.Endpoints = make([]*vpnapipb.SliceEndpointEntry, 0, len(s.Endpoints))
 	}
 	for _, e := range s.Endpoints {
 		ap, err := netip.ParseAddrPort(e.Address)
@@ -202,8 +249,9 @@ func sliceToProto(s view.Slice) (*vpnapipb.Slice, error) {
 		} else if ip, _ := netip.AddrFromSlice(out.VpnIp); ip != ap.Addr() {
 			return nil, fmt.Errorf("endpoints of node %s at two addresses, %s and %s", s.Node, ip, ap.Addr())
 		}
-		out.Endpoints = append(out.Endpoints, &vpnapipb.SliceEndpointEntry{
-			Client: serviceOf(e.Client), Endpoint: e.Service, Port: uint32(ap.Port())})
+		ep := a.endpoints.next()
+		ep.Client, ep.Endpoint, ep.Port = serviceOf(e.Client), e.Service, uint32(ap.Port())
+		out.Endpoints = append(out.Endpoints, ep)
 	}
 	return out, nil
 }

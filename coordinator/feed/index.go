@@ -57,14 +57,18 @@ func (m *member) equal(o *member) bool {
 
 // index finds the members holding a service, by horde.
 type index struct {
-	members   map[string]*member                    // by name
-	clients   map[string]map[string]map[string]bool // service -> horde -> names
-	endpoints map[string]map[string]map[string]bool // service -> horde -> names
+	members   map[string]*member                // by name
+	clients   map[string]map[string]sortedNames // service -> horde -> names
+	endpoints map[string]map[string]sortedNames // service -> horde -> names
 }
 
+// sortedNames is a set of node names kept as a sorted list, so that views
+// can visit the members they pair with in name order (see eachName).
+type sortedNames []string
+
 func newIndex() index {
-	return index{members: map[string]*member{}, clients: map[string]map[string]map[string]bool{},
-		endpoints: map[string]map[string]map[string]bool{}}
+	return index{members: map[string]*member{}, clients: map[string]map[string]sortedNames{},
+		endpoints: map[string]map[string]sortedNames{}}
 }
 
 func (x index) put(m *member) {
@@ -93,48 +97,82 @@ func (x index) remove(m *member) {
 	}
 }
 
-func add(m map[string]map[string]map[string]bool, service, horde, name string) {
+func add(m map[string]map[string]sortedNames, service, horde, name string) {
 	byHorde := m[service]
 	if byHorde == nil {
-		byHorde = map[string]map[string]bool{}
+		byHorde = map[string]sortedNames{}
 		m[service] = byHorde
 	}
 	names := byHorde[horde]
-	if names == nil {
-		names = map[string]bool{}
-		byHorde[horde] = names
+	if i, found := slices.BinarySearch(names, name); !found {
+		byHorde[horde] = slices.Insert(names, i, name)
 	}
-	names[name] = true
 }
 
-func del(m map[string]map[string]map[string]bool, service, horde, name string) {
+func del(m map[string]map[string]sortedNames, service, horde, name string) {
 	names := m[service][horde]
-	delete(names, name)
-	if len(names) == 0 {
-		delete(m[service], horde)
-		if len(m[service]) == 0 {
-			delete(m, service)
+	i, found := slices.BinarySearch(names, name)
+	if !found {
+		return
+	}
+	names = slices.Delete(names, i, i+1)
+	if len(names) > 0 {
+		m[service][horde] = names
+		return
+	}
+	delete(m[service], horde)
+	if len(m[service]) == 0 {
+		delete(m, service)
+	}
+}
+
+// holderNames returns the sorted name lists of the members that hold
+// service in idx and that a rule of scope pairs with a node of horde (one
+// list per horde; a name is in one list at most).
+func holderNames(idx map[string]map[string]sortedNames, service string, scope rules.Scope, horde string, lists []sortedNames) []sortedNames {
+	switch scope {
+	case rules.ScopeCluster:
+		for _, names := range idx[service] {
+			lists = append(lists, names)
+		}
+	case rules.ScopeHorde:
+		if names := idx[service][horde]; horde != "" && len(names) > 0 {
+			lists = append(lists, names)
 		}
 	}
+	return lists
 }
 
 // holders calls fn for every member that holds service in idx and that a
 // rule of scope pairs with a node of horde.
-func (x index) holders(idx map[string]map[string]map[string]bool, service string, scope rules.Scope, horde string, fn func(*member)) {
-	switch scope {
-	case rules.ScopeCluster:
-		for _, names := range idx[service] {
-			for name := range names {
-				fn(x.members[name])
-			}
-		}
-	case rules.ScopeHorde:
-		if horde == "" {
-			return
-		}
-		for name := range idx[service][horde] {
+func (x index) holders(idx map[string]map[string]sortedNames, service string, scope rules.Scope, horde string, fn func(*member)) {
+	var buf [4]sortedNames
+	for _, names := range holderNames(idx, service, scope, horde, buf[:0]) {
+		for _, name := range names {
 			fn(x.members[name])
 		}
+	}
+}
+
+// eachName calls fn for every name of the sorted lists, once, in order: a
+// k-way merge, which keeps fullView's entries nearly sorted already and
+// needs no set of the names visited.
+func eachName(lists []sortedNames, fn func(string)) {
+	lists = slices.DeleteFunc(lists, func(l sortedNames) bool { return len(l) == 0 })
+	for len(lists) > 0 {
+		min := lists[0][0]
+		for _, l := range lists[1:] {
+			if l[0] < min {
+				min = l[0]
+			}
+		}
+		fn(min)
+		for i := range lists {
+			if lists[i][0] == min {
+				lists[i] = lists[i][1:]
+			}
+		}
+		lists = slices.DeleteFunc(lists, func(l sortedNames) bool { return len(l) == 0 })
 	}
 }
 
@@ -207,7 +245,7 @@ func (f *Feed) pairs(a, b *member, wl func(view.WhitelistEntry), ep func(view.En
 		for _, r := range f.byService[e.Service] {
 			for j, c := range b.clients {
 				if c.Service == r.Client && len(c.PubKey) > 0 && allowed(r.Scope, c, b.node.Horde, e, a.node.Horde) {
-					wl(view.WhitelistEntry{Endpoint: a.endpointIDs[i], Client: b.clientIDs[j], PubKey: bytes.Clone(c.PubKey)})
+					wl(view.WhitelistEntry{Endpoint: a.endpointIDs[i], Client: b.clientIDs[j], PubKey: c.PubKey})
 				}
 			}
 		}
@@ -236,32 +274,52 @@ func (f *Feed) slice(a, b *member, name string) view.Slice {
 }
 
 // fullView computes a's whole view from the index: the work is the size
-// of the view, not of the cluster.
+// of the view, not of the cluster. It visits a and the members its rules
+// pair it with in name order, so that the lists come out nearly sorted.
+// Entries share public key bytes with the members, which are never
+// modified.
 func (f *Feed) fullView(a *member) view.View {
-	var v view.View
-	seen := map[string]bool{}
-	visit := func(b *member) {
-		if b == nil || seen[b.node.Name] {
-			return
-		}
-		seen[b.node.Name] = true
-		f.pairs(a, b, func(e view.WhitelistEntry) { v.Whitelist = append(v.Whitelist, e) },
-			func(e view.EndpointEntry) { v.Endpoints = append(v.Endpoints, e) })
-	}
-	visit(a)
+	lists := []sortedNames{{a.node.Name}}
 	for _, e := range a.endpoints {
 		for _, r := range f.byService[e.Service] {
-			f.index.holders(f.index.clients, r.Client, r.Scope, a.node.Horde, visit)
+			lists = holderNames(f.index.clients, r.Client, r.Scope, a.node.Horde, lists)
 		}
 	}
+	var v view.View
 	for i, c := range a.clients {
 		for _, r := range f.byClient[c.Service] {
 			v.Catalog = append(v.Catalog, view.CatalogEntry{Client: a.clientIDs[i], Service: r.Service})
-			f.index.holders(f.index.endpoints, r.Service, r.Scope, a.node.Horde, visit)
+			lists = holderNames(f.index.endpoints, r.Service, r.Scope, a.node.Horde, lists)
 		}
 	}
+	n := 0 // members visited at most: each usually adds one entry of either kind
+	for _, l := range lists {
+		n += len(l)
+	}
+	v.Whitelist = make([]view.WhitelistEntry, 0, n)
+	v.Endpoints = make([]view.EndpointEntry, 0, n)
+	eachName(lists, func(name string) {
+		b := f.index.members[name]
+		if name == a.node.Name {
+			b = a
+		}
+		if b == nil {
+			return
+		}
+		f.pairs(a, b, func(e view.WhitelistEntry) { v.Whitelist = append(v.Whitelist, e) },
+			func(e view.EndpointEntry) { v.Endpoints = append(v.Endpoints, e) })
+	})
+	v.Whitelist, v.Endpoints = nilIfEmpty(slices.Clip(v.Whitelist)), nilIfEmpty(slices.Clip(v.Endpoints))
 	v.Sort()
 	return v
+}
+
+// nilIfEmpty keeps a view's empty lists nil, as view.View asks.
+func nilIfEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
 }
 
 func sortPeers(ps []records.Peer) {

@@ -65,15 +65,23 @@ func (e CatalogEntry) equal(o CatalogEntry) bool { return e == o }
 // whitelist by endpoint then client, endpoints by client, service,
 // endpoint, and the catalog by client then service.
 func (v View) Sort() {
-	slices.SortFunc(v.Whitelist, func(a, b WhitelistEntry) int {
+	sortFunc(v.Whitelist, func(a, b WhitelistEntry) int {
 		return cmp.Or(cmp.Compare(a.Endpoint, b.Endpoint), cmp.Compare(a.Client, b.Client))
 	})
-	slices.SortFunc(v.Endpoints, func(a, b EndpointEntry) int {
+	sortFunc(v.Endpoints, func(a, b EndpointEntry) int {
 		return cmp.Or(cmp.Compare(a.Client, b.Client), cmp.Compare(a.Service, b.Service), cmp.Compare(a.Endpoint, b.Endpoint))
 	})
-	slices.SortFunc(v.Catalog, func(a, b CatalogEntry) int {
+	sortFunc(v.Catalog, func(a, b CatalogEntry) int {
 		return cmp.Or(cmp.Compare(a.Client, b.Client), cmp.Compare(a.Service, b.Service))
 	})
+}
+
+// sortFunc sorts s, first checking in one pass whether it already is:
+// views are built in nearly their order, and often exactly in it.
+func sortFunc[T any](s []T, c func(a, b T) int) {
+	if !slices.IsSortedFunc(s, c) {
+		slices.SortFunc(s, c)
+	}
 }
 
 // Diff returns what turns old into new: the entries of new that are absent
