@@ -5,18 +5,23 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
+	"math"
 	"net/netip"
 	"runtime"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/fabricmesh/fabric/internal/authconn"
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/update"
 	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // A watch whose answer was late by more than PaceAbove (from the commit
@@ -32,6 +37,24 @@ import (
 const (
 	PaceAbove = time.Second
 	MaxPace   = 2 * time.Second
+)
+
+// The answers sent and not yet acknowledged hold at most MaxSending bytes
+// in all (an answer larger takes the whole budget alone). A node answers
+// every message with a report of the revision it applied, which
+// acknowledges the answers up to it; a watch whose answer does not fit
+// waits, inside the admission (see Server.answer), for acknowledgements.
+// So a coordinator answering faster than its nodes read and apply, as
+// thousands of nodes joining at once on a machine that also runs their
+// simulator, holds that much of their answers in its buffers and theirs,
+// and computes the next ones as room comes, instead of queueing every
+// node's snapshot at once (at 10,000 nodes a full snapshot is about
+// 1 MiB: fabric-scale's simulator had grown to 20 GB and been killed).
+// A node that acknowledges nothing holds its share for MaxSendTime at
+// most.
+const (
+	MaxSending  = 64 << 20
+	MaxSendTime = time.Minute
 )
 
 // DefaultKeepalive is how often the coordinator sends a keepalive on a
@@ -147,6 +170,11 @@ type Config struct {
 	Liveness  Liveness
 	// Keepalive between two messages of a watch (default DefaultKeepalive).
 	Keepalive time.Duration
+	// SendBudget bounds the bytes of the answers sent and not yet
+	// acknowledged (default MaxSending), SendTimeout how long one holds
+	// its bytes unacknowledged (default MaxSendTime).
+	SendBudget  int64
+	SendTimeout time.Duration
 }
 
 // Server implements the vpnapi. It keeps no state of its own: the feed
@@ -156,6 +184,9 @@ type Server struct {
 	cfg Config
 	// answering admits the watches computing an answer (see answer).
 	answering chan struct{}
+	// sending holds the bytes of the answers sent and not yet
+	// acknowledged (Config.SendBudget).
+	sending *semaphore.Weighted
 	// peers memoizes the encoding of the peer lists the feed shares.
 	peers peerLists
 }
@@ -165,7 +196,13 @@ func NewServer(cfg Config) *Server {
 	if cfg.Keepalive <= 0 {
 		cfg.Keepalive = DefaultKeepalive
 	}
-	return &Server{cfg: cfg, answering: make(chan struct{}, runtime.GOMAXPROCS(0))}
+	if cfg.SendBudget <= 0 {
+		cfg.SendBudget = MaxSending
+	}
+	if cfg.SendTimeout <= 0 {
+		cfg.SendTimeout = MaxSendTime
+	}
+	return &Server{cfg: cfg, answering: make(chan struct{}, runtime.GOMAXPROCS(0)), sending: semaphore.NewWeighted(cfg.SendBudget)}
 }
 
 // LookupSigningKey is the authconn server hook: it accepts the keys of
@@ -212,6 +249,8 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 		return err
 	}
 	removed := node.State == records.StateRemoved
+	var sentAnswers inFlight
+	defer sentAnswers.releaseAll()
 	if !removed {
 		defer s.cfg.Liveness.Watching(node.VPNIP)()
 		// A new WireGuard endpoint is recorded before the first answer,
@@ -220,7 +259,7 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 		s.recordEndpoint(node, first)
 		go func() {
 			s.reportLiveness(node, first)
-			s.reports(node, stream)
+			s.reports(node, stream, &sentAnswers)
 		}()
 	}
 	sent := first.GetAppliedRevision()
@@ -247,7 +286,7 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 		if err := s.cfg.Feed.Wait(ctx, node.VPNIP, sent, max(due.Sub(ready), time.Millisecond)); err != nil {
 			return status.FromContextError(err).Err()
 		}
-		u, msg, err := s.answer(ctx, node, sent)
+		u, msg, release, err := s.answer(ctx, node, sent)
 		if err != nil {
 			if ctx.Err() != nil {
 				return status.FromContextError(ctx.Err()).Err()
@@ -257,6 +296,7 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 		if u.Kind == update.Unchanged && u.Revision != sent && time.Now().Before(due) {
 			// Nothing for this node: it need not be woken; the next
 			// keepalive carries the revision.
+			release()
 			sent = u.Revision
 			s.cfg.Liveness.Passed(node.VPNIP, sent)
 			continue
@@ -267,6 +307,9 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 			// returns.
 			s.cfg.Liveness.Sent(node.VPNIP, u.Revision, u.Kind != update.Unchanged)
 		}
+		// Before sending too: the report that acknowledges it may come
+		// before Send returns.
+		sentAnswers.add(u.Revision, release, s.cfg.SendTimeout)
 		if err := stream.Send(msg); err != nil {
 			return err
 		}
@@ -295,30 +338,84 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 // watches woken together (a mass join), the rest wait parked instead of
 // crowding the scheduler, so that activations and registrations still get
 // their share of the CPU (fabric-scale at 10,000 nodes: 5,200 activated
-// after 2 minutes instead of 2,800). Sending is left outside, so that a
-// node slow to read holds no one up.
-func (s *Server) answer(ctx context.Context, node records.Peer, after uint64) (update.Update, *vpnapipb.WatchUpdate, error) {
+// after 2 minutes instead of 2,800). The answer then takes its bytes from
+// the sending budget (Config.SendBudget) before it leaves the admission, so that
+// no more answers are computed than the nodes read; release gives them
+// back once the node acknowledged the answer (see inFlight). Sending is
+// left outside, so that a node slow to read holds no one up while the
+// budget lasts.
+func (s *Server) answer(ctx context.Context, node records.Peer, after uint64) (_ update.Update, _ *vpnapipb.WatchUpdate, release func(), _ error) {
 	select {
 	case s.answering <- struct{}{}:
 	case <-ctx.Done():
-		return update.Update{}, nil, ctx.Err()
+		return update.Update{}, nil, nil, ctx.Err()
 	}
 	defer func() { <-s.answering }()
 	u, err := s.cfg.Feed.Answer(node.VPNIP, after)
 	if err != nil {
-		return u, nil, err
+		return u, nil, nil, err
 	}
 	msg, err := s.peers.updateToProto(u, node.Name)
-	return u, msg, err
+	if err != nil {
+		return u, nil, nil, err
+	}
+	n := min(int64(proto.Size(msg)), s.cfg.SendBudget)
+	if err := s.sending.Acquire(ctx, n); err != nil {
+		return u, nil, nil, err
+	}
+	return u, msg, sync.OnceFunc(func() { s.sending.Release(n) }), nil
 }
 
+// inFlight is the answers of one watch sent and not yet acknowledged, in
+// the order sent: the node's report of a revision at least an answer's
+// releases its bytes of the sending budget, and so do the end of the
+// watch and the answer's timeout.
+type inFlight struct {
+	mu      sync.Mutex
+	answers []sentAnswer
+}
+
+type sentAnswer struct {
+	revision uint64
+	release  func()
+}
+
+// add records an answer of the revision sent (or being sent), whose bytes
+// release gives back, after timeout at the latest.
+func (f *inFlight) add(revision uint64, release func(), timeout time.Duration) {
+	t := time.AfterFunc(timeout, release)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.answers = append(f.answers, sentAnswer{revision: revision, release: func() { t.Stop(); release() }})
+}
+
+// ack releases the answers of revisions up to revision.
+func (f *inFlight) ack(revision uint64) {
+	f.mu.Lock()
+	i := 0
+	for i < len(f.answers) && f.answers[i].revision <= revision {
+		i++
+	}
+	acked := slices.Clone(f.answers[:i])
+	f.answers = slices.Delete(f.answers, 0, i)
+	f.mu.Unlock()
+	for _, a := range acked {
+		a.release()
+	}
+}
+
+// releaseAll releases every answer: the watch ended.
+func (f *inFlight) releaseAll() { f.ack(math.MaxUint64) }
+
 // reports receives the node's reports until its watch ends.
-func (s *Server) reports(node records.Peer, stream grpc.BidiStreamingServer[vpnapipb.WatchRequest, vpnapipb.WatchUpdate]) {
+// Each acknowledges the answers sent up to its revision.
+func (s *Server) reports(node records.Peer, stream grpc.BidiStreamingServer[vpnapipb.WatchRequest, vpnapipb.WatchUpdate], sent *inFlight) {
 	for {
 		req, err := stream.Recv()
 		if err != nil {
 			return
 		}
+		sent.ack(req.GetAppliedRevision())
 		s.report(node, req)
 	}
 }

@@ -412,6 +412,84 @@ func TestWatchPacing(t *testing.T) {
 	}
 }
 
+// budgetFeed answers each node once, at revision 1: the node at big with
+// a peer whose name is size bytes long, the others with a small delta.
+type budgetFeed struct {
+	big  netip.Addr
+	size int
+}
+
+func (f budgetFeed) Wait(ctx context.Context, _ netip.Addr, after uint64, wait time.Duration) error {
+	if after == 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (f budgetFeed) Answer(ip netip.Addr, after uint64) (update.Update, error) {
+	if after > 0 {
+		return update.Update{Revision: 1, Kind: update.Unchanged}, nil
+	}
+	if ip == f.big {
+		return update.Update{Revision: 1, Kind: update.Delta, Peers: []records.Peer{
+			{Name: strings.Repeat("x", f.size), Role: records.RoleNode, VPNIP: netip.MustParseAddr("203.0.113.200"), State: records.StateActive}}}, nil
+	}
+	return update.Update{Revision: 1, Kind: update.Delta, RemovedPeers: []netip.Addr{netip.MustParseAddr("203.0.113.201")}}, nil
+}
+
+func (f budgetFeed) Lateness(netip.Addr, uint64) time.Duration { return 0 }
+
+// TestWatchSendBudget: the answers sent and not yet acknowledged hold at
+// most the sending budget. While a node that does not report holds all of
+// it, another node's answer waits, until the first node reports the
+// revision it applied or its answer's SendTimeout passes.
+func TestWatchSendBudget(t *testing.T) {
+	const timeout = 2 * time.Second
+	for _, tc := range []struct {
+		name    string
+		budget  int64
+		reports bool // n1 reads and reports its answer
+		// n2's answer comes after at least minWait, at most maxWait.
+		minWait, maxWait time.Duration
+	}{
+		{name: "budget held", budget: 1 << 20, minWait: timeout - 500*time.Millisecond, maxWait: timeout + 2*time.Second},
+		{name: "budget acknowledged", budget: 1 << 20, reports: true, maxWait: timeout / 2},
+		{name: "budget left", budget: 64 << 20, maxWait: timeout / 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t)
+			cfg, _ := c.config(t)
+			cfg.Feed = budgetFeed{big: c.nodeIPs["n1"], size: 4 << 20}
+			cfg.SendBudget, cfg.SendTimeout = tc.budget, timeout
+			srv := c.serve(t, cfg)
+			big := srv.watch(t, c.nodeKeys["n1"], core.WatchStart{})
+			if tc.reports {
+				u := recv(t, big)
+				if err := big.Report(u.Revision, -1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(300 * time.Millisecond) // n1's answer is sent
+			start := time.Now()
+			u := recv(t, srv.watch(t, c.nodeKeys["n2"], core.WatchStart{}))
+			waited := time.Since(start)
+			if diff := cmp.Diff([]netip.Addr{netip.MustParseAddr("203.0.113.201")}, u.RemovedPeers, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Errorf("n2's answer (-want +got):\n%s", diff)
+			}
+			if waited < tc.minWait || waited > tc.maxWait {
+				t.Errorf("n2's answer came after %v, want from %v to %v", waited, tc.minWait, tc.maxWait)
+			}
+		})
+	}
+}
+
 // TestWatchRemoved: a removed node watching is told so, and so is one that
 // watches again later; nothing else reaches it.
 func TestWatchRemoved(t *testing.T) {

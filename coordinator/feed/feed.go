@@ -658,7 +658,7 @@ func (f *Feed) delta(self records.Peer, after uint64) update.Update {
 	}
 	me := f.members[self.VPNIP]
 	fullView := false
-	var refresh map[string]bool
+	var refresh []string // names of the slices to send
 	for _, mc := range sp.members {
 		if mc.ip == self.VPNIP {
 			fullView = true
@@ -666,13 +666,12 @@ func (f *Feed) delta(self records.Peer, after uint64) update.Update {
 		}
 		for _, m := range []*member{mc.before, mc.now} {
 			if m != nil && me != nil && f.related(me, m) {
-				if refresh == nil {
-					refresh = map[string]bool{}
-				}
-				refresh[m.node.Name] = true
+				refresh = append(refresh, m.node.Name)
 			}
 		}
 	}
+	slices.Sort(refresh)
+	refresh = slices.Compact(refresh)
 	switch {
 	case fullView && me != nil:
 		u.View = update.ViewUpdate{Kind: update.ViewFull, Full: f.fullView(me)}
@@ -680,7 +679,7 @@ func (f *Feed) delta(self records.Peer, after uint64) update.Update {
 		u.View = update.ViewUpdate{Kind: update.ViewFull}
 	case len(refresh) > 0 && me != nil:
 		u.View.Kind = update.ViewDelta
-		for _, name := range sortedKeys(refresh) {
+		for _, name := range refresh {
 			u.View.Slices = append(u.View.Slices, f.slice(me, f.index.members[name], name))
 		}
 	}

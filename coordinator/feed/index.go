@@ -2,8 +2,6 @@ package feed
 
 import (
 	"bytes"
-	"cmp"
-	"maps"
 	"net/netip"
 	"slices"
 
@@ -328,8 +326,4 @@ func sortPeers(ps []records.Peer) {
 
 func sortAddrs(as []netip.Addr) {
 	slices.SortFunc(as, func(a, b netip.Addr) int { return a.Compare(b) })
-}
-
-func sortedKeys(m map[string]bool) []string {
-	return slices.SortedFunc(maps.Keys(m), cmp.Compare[string])
 }

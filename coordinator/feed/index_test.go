@@ -1,6 +1,7 @@
 package feed
 
 import (
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -67,7 +68,7 @@ func TestIndexKeepsNamesSorted(t *testing.T) {
 	for service, byHorde := range want {
 		wantLists[service] = map[string]sortedNames{}
 		for horde, names := range byHorde {
-			wantLists[service][horde] = sortedNames(sortedKeys(names))
+			wantLists[service][horde] = slices.Sorted(maps.Keys(names))
 		}
 	}
 	if diff := cmp.Diff(wantLists, idx); diff != "" {
