@@ -51,10 +51,15 @@ const (
 // node's snapshot at once (at 10,000 nodes a full snapshot is about
 // 1 MiB: fabric-scale's simulator had grown to 20 GB and been killed).
 // A node that acknowledges nothing holds its share for MaxSendTime at
+// most. Answers smaller than MinBudgeted, keepalives and the deltas of
+// single changes, take nothing from the budget: keeping count of them
+// cost an idle coordinator a third more CPU (fabric-scale, 10,000 nodes:
+// 2.7 to 3.7 % of a core), and all of them at 10,000 nodes hold 40 MiB at
 // most.
 const (
 	MaxSending  = 64 << 20
 	MaxSendTime = time.Minute
+	MinBudgeted = 4 << 10
 )
 
 // DefaultKeepalive is how often the coordinator sends a keepalive on a
@@ -296,7 +301,9 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 		if u.Kind == update.Unchanged && u.Revision != sent && time.Now().Before(due) {
 			// Nothing for this node: it need not be woken; the next
 			// keepalive carries the revision.
-			release()
+			if release != nil {
+				release()
+			}
 			sent = u.Revision
 			s.cfg.Liveness.Passed(node.VPNIP, sent)
 			continue
@@ -307,9 +314,11 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 			// returns.
 			s.cfg.Liveness.Sent(node.VPNIP, u.Revision, u.Kind != update.Unchanged)
 		}
-		// Before sending too: the report that acknowledges it may come
-		// before Send returns.
-		sentAnswers.add(u.Revision, release, s.cfg.SendTimeout)
+		if release != nil {
+			// Before sending too: the report that acknowledges it may
+			// come before Send returns.
+			sentAnswers.add(u.Revision, release, s.cfg.SendTimeout)
+		}
 		if err := stream.Send(msg); err != nil {
 			return err
 		}
@@ -341,7 +350,8 @@ func (s *Server) WatchUpdates(stream grpc.BidiStreamingServer[vpnapipb.WatchRequ
 // after 2 minutes instead of 2,800). The answer then takes its bytes from
 // the sending budget (Config.SendBudget) before it leaves the admission, so that
 // no more answers are computed than the nodes read; release gives them
-// back once the node acknowledged the answer (see inFlight). Sending is
+// back once the node acknowledged the answer (see inFlight). An answer
+// smaller than MinBudgeted takes nothing, and release is nil. Sending is
 // left outside, so that a node slow to read holds no one up while the
 // budget lasts.
 func (s *Server) answer(ctx context.Context, node records.Peer, after uint64) (_ update.Update, _ *vpnapipb.WatchUpdate, release func(), _ error) {
@@ -360,6 +370,9 @@ func (s *Server) answer(ctx context.Context, node records.Peer, after uint64) (_
 		return u, nil, nil, err
 	}
 	n := min(int64(proto.Size(msg)), s.cfg.SendBudget)
+	if n < MinBudgeted {
+		return u, msg, nil, nil
+	}
 	if err := s.sending.Acquire(ctx, n); err != nil {
 		return u, nil, nil, err
 	}

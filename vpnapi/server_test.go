@@ -412,8 +412,9 @@ func TestWatchPacing(t *testing.T) {
 	}
 }
 
-// budgetFeed answers each node once, at revision 1: the node at big with
-// a peer whose name is size bytes long, the others with a small delta.
+// budgetFeed answers each node once, at revision 1, with a peer whose
+// name is size bytes long for the node at big, 8 KiB for the others
+// (enough to take from the budget, see vpnapi.MinBudgeted).
 type budgetFeed struct {
 	big  netip.Addr
 	size int
@@ -437,11 +438,12 @@ func (f budgetFeed) Answer(ip netip.Addr, after uint64) (update.Update, error) {
 	if after > 0 {
 		return update.Update{Revision: 1, Kind: update.Unchanged}, nil
 	}
+	size := 8 << 10
 	if ip == f.big {
-		return update.Update{Revision: 1, Kind: update.Delta, Peers: []records.Peer{
-			{Name: strings.Repeat("x", f.size), Role: records.RoleNode, VPNIP: netip.MustParseAddr("203.0.113.200"), State: records.StateActive}}}, nil
+		size = f.size
 	}
-	return update.Update{Revision: 1, Kind: update.Delta, RemovedPeers: []netip.Addr{netip.MustParseAddr("203.0.113.201")}}, nil
+	return update.Update{Revision: 1, Kind: update.Delta, Peers: []records.Peer{
+		{Name: strings.Repeat("x", size), Role: records.RoleNode, VPNIP: netip.MustParseAddr("203.0.113.200"), State: records.StateActive}}}, nil
 }
 
 func (f budgetFeed) Lateness(netip.Addr, uint64) time.Duration { return 0 }
@@ -480,8 +482,8 @@ func TestWatchSendBudget(t *testing.T) {
 			start := time.Now()
 			u := recv(t, srv.watch(t, c.nodeKeys["n2"], core.WatchStart{}))
 			waited := time.Since(start)
-			if diff := cmp.Diff([]netip.Addr{netip.MustParseAddr("203.0.113.201")}, u.RemovedPeers, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
-				t.Errorf("n2's answer (-want +got):\n%s", diff)
+			if len(u.Peers) != 1 || len(u.Peers[0].Name) != 8<<10 {
+				t.Errorf("n2's answer has %d peers, want its one peer of an 8 KiB name", len(u.Peers))
 			}
 			if waited < tc.minWait || waited > tc.maxWait {
 				t.Errorf("n2's answer came after %v, want from %v to %v", waited, tc.minWait, tc.maxWait)
