@@ -10,3 +10,10 @@ func (f *Feed) Waiting() int {
 	}
 	return n
 }
+
+// Spans is the number of spans the feed keeps.
+func (f *Feed) Spans() int {
+	f.spanMu.Lock()
+	defer f.spanMu.Unlock()
+	return len(f.spans)
+}

@@ -54,6 +54,11 @@ type Feed struct {
 	spans     map[uint64]*span  // by the revision they start from
 	fullPeers [2][]records.Peer // facingPeers for nodes, for coordinators
 	spansRev  uint64            // the revision spans and fullPeers are of
+	// spansDrop forgets the spans SpanLife after they were started: a
+	// cluster that went quiet after a mass join held the last round's
+	// spans, each up to every peer, for as long as it stayed quiet
+	// (fabric-scale, 5,000 idle nodes: 40 MB of the 364 MB heap).
+	spansDrop *time.Timer
 }
 
 // entry is a change-log entry as the feed keeps it: without the records
@@ -553,7 +558,21 @@ func (f *Feed) facingPeers(coordinator bool) []records.Peer {
 func (f *Feed) resetSpansLocked() {
 	if f.spansRev != f.rev || f.spans == nil {
 		f.spans, f.fullPeers, f.spansRev = map[uint64]*span{}, [2][]records.Peer{}, f.rev
+		if f.spansDrop == nil {
+			f.spansDrop = time.AfterFunc(SpanLife, f.dropSpans)
+		}
 	}
+}
+
+// SpanLife is how long the feed keeps the spans and snapshot peers it
+// shares between the watchers of a round (see span).
+const SpanLife = 2 * time.Second
+
+// dropSpans forgets the spans and snapshot peers.
+func (f *Feed) dropSpans() {
+	f.spanMu.Lock()
+	defer f.spanMu.Unlock()
+	f.spans, f.fullPeers, f.spansDrop = nil, [2][]records.Peer{}, nil
 }
 
 // span is what changed from revision after to the feed's revision, as
