@@ -13,6 +13,7 @@ import (
 	"github.com/fabricmesh/fabric/internal/rules"
 	"github.com/fabricmesh/fabric/internal/store/boltstore"
 	"github.com/fabricmesh/fabric/vpnapi"
+	"github.com/fabricmesh/fabric/vpnapi/vpnapipb"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -117,4 +118,34 @@ func BenchmarkDeltaAnswer(b *testing.B) {
 		size = answerSize(b, f, enc, ips[i%len(ips)], f.Revision()-1)
 	}
 	b.ReportMetric(float64(size), "bytes/answer")
+}
+
+// BenchmarkDecodeFull is a node's work for one full snapshot at 10,000
+// nodes: decoding the message from the wire and converting it to an
+// update (what core and fabric-scale's simulated nodes do with it).
+func BenchmarkDecodeFull(b *testing.B) {
+	reg, f, ips := benchFeed(b, 10000)
+	self, _ := reg.Peer(ips[0])
+	u, err := f.Answer(self.VPNIP, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg, err := (&vpnapi.Encoder{}).Encode(u, self.Name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	wire, err := proto.Marshal(msg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		var got vpnapipb.WatchUpdate
+		if err := proto.Unmarshal(wire, &got); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := vpnapi.UpdateFromProto(&got); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(wire)), "bytes/answer")
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
+	"sort"
 
 	"github.com/fabricmesh/fabric/internal/records"
 	"github.com/fabricmesh/fabric/internal/serviceid"
@@ -273,10 +275,11 @@ func viewFromProto(p *vpnapipb.View) (update.ViewUpdate, error) {
 	if self == "" {
 		return update.ViewUpdate{}, fmt.Errorf("view without the node's name")
 	}
+	d := viewDecoder{self: self}
 	if !p.GetFull() {
 		u := update.ViewUpdate{Kind: update.ViewDelta}
 		for _, ps := range p.GetSlices() {
-			s, err := sliceFromProto(ps, self, ps.GetNode())
+			s, err := d.slice(ps, ps.GetNode())
 			if err != nil {
 				return update.ViewUpdate{}, err
 			}
@@ -285,73 +288,115 @@ func viewFromProto(p *vpnapipb.View) (update.ViewUpdate, error) {
 		return u, nil
 	}
 	u := update.ViewUpdate{Kind: update.ViewFull}
-	slices := p.GetSlices()
-	if p.GetLocal() != nil {
-		slices = append(slices, p.GetLocal())
+	all := p.GetSlices()
+	if local := p.GetLocal(); local != nil {
+		// The coordinator sends the slices in the order of their nodes'
+		// names; the local one in its place keeps the entries in the
+		// view's order, which then needs no sorting.
+		i := sort.Search(len(all), func(i int) bool { return all[i].GetNode() > self })
+		all = slices.Concat(all[:i:i], []*vpnapipb.Slice{local}, all[i:])
 	}
-	for _, ps := range slices {
+	nWhitelist, nEndpoints := 0, 0
+	for _, ps := range all {
+		nWhitelist += len(ps.GetWhitelist())
+		nEndpoints += len(ps.GetEndpoints())
+	}
+	if nWhitelist > 0 {
+		u.Full.Whitelist = make([]view.WhitelistEntry, 0, nWhitelist)
+	}
+	if nEndpoints > 0 {
+		u.Full.Endpoints = make([]view.EndpointEntry, 0, nEndpoints)
+	}
+	for _, ps := range all {
 		other := ps.GetNode()
 		if ps == p.GetLocal() {
 			other = self
 		}
-		s, err := sliceFromProto(ps, self, other)
-		if err != nil {
+		var err error
+		if u.Full.Whitelist, u.Full.Endpoints, err = d.appendSlice(u.Full.Whitelist, u.Full.Endpoints, ps, other); err != nil {
 			return update.ViewUpdate{}, err
 		}
-		u.Full.Whitelist = append(u.Full.Whitelist, s.Whitelist...)
-		u.Full.Endpoints = append(u.Full.Endpoints, s.Endpoints...)
 	}
 	for _, c := range p.GetCatalog() {
-		if err := checkServices("catalog", c.GetClient(), c.GetService()); err != nil {
-			return update.ViewUpdate{}, err
+		if err := checkServices(c.GetClient(), c.GetService()); err != nil {
+			return update.ViewUpdate{}, fmt.Errorf("catalog: %w", err)
 		}
-		u.Full.Catalog = append(u.Full.Catalog, view.CatalogEntry{Client: serviceid.ID(c.GetClient(), self), Service: c.GetService()})
+		u.Full.Catalog = append(u.Full.Catalog, view.CatalogEntry{Client: d.selfID(c.GetClient()), Service: c.GetService()})
 	}
 	u.Full.Sort()
 	return u, nil
 }
 
-// sliceFromProto expands a slice between node self and node other.
 // checkServices refuses a service name of the wire that is not one.
-func checkServices(where string, names ...string) error {
+func checkServices(names ...string) error {
 	for _, n := range names {
 		if err := serviceid.CheckService(n); err != nil {
-			return fmt.Errorf("%s: %w", where, err)
+			return err
 		}
 	}
 	return nil
 }
 
-func sliceFromProto(p *vpnapipb.Slice, self, other string) (view.Slice, error) {
-	s := view.Slice{Node: other}
+// viewDecoder expands the slices of a view of node self. It makes the IDs
+// of self's few services once, not once per entry: a full view at 10,000
+// nodes has one entry of each kind per other node.
+type viewDecoder struct {
+	self    string
+	selfIDs [][2]string // service, ID
+}
+
+// selfID is the ID of self's service.
+func (d *viewDecoder) selfID(service string) string {
+	for _, s := range d.selfIDs {
+		if s[0] == service {
+			return s[1]
+		}
+	}
+	id := serviceid.ID(service, d.self)
+	d.selfIDs = append(d.selfIDs, [2]string{service, id})
+	return id
+}
+
+// slice expands a slice between node self and node other, sorted.
+func (d *viewDecoder) slice(p *vpnapipb.Slice, other string) (view.Slice, error) {
+	wl, eps, err := d.appendSlice(nil, nil, p, other)
+	if err != nil {
+		return view.Slice{}, err
+	}
+	v := view.View{Whitelist: wl, Endpoints: eps}
+	v.Sort()
+	return view.Slice{Node: other, Whitelist: v.Whitelist, Endpoints: v.Endpoints}, nil
+}
+
+// appendSlice appends the entries of a slice between node self and node
+// other to wl and eps.
+func (d *viewDecoder) appendSlice(wl []view.WhitelistEntry, eps []view.EndpointEntry, p *vpnapipb.Slice, other string) ([]view.WhitelistEntry, []view.EndpointEntry, error) {
 	if other == "" {
-		return view.Slice{}, fmt.Errorf("slice without its node's name")
+		return nil, nil, fmt.Errorf("slice without its node's name")
 	}
 	for _, w := range p.GetWhitelist() {
-		if err := checkServices("whitelist of node "+other, w.GetEndpoint(), w.GetClient()); err != nil {
-			return view.Slice{}, err
+		if err := checkServices(w.GetEndpoint(), w.GetClient()); err != nil {
+			return nil, nil, fmt.Errorf("whitelist of node %s: %w", other, err)
 		}
-		s.Whitelist = append(s.Whitelist, view.WhitelistEntry{
-			Endpoint: serviceid.ID(w.GetEndpoint(), self), Client: serviceid.ID(w.GetClient(), other), PubKey: w.GetPubKey()})
+		wl = append(wl, view.WhitelistEntry{
+			Endpoint: d.selfID(w.GetEndpoint()), Client: serviceid.ID(w.GetClient(), other), PubKey: w.GetPubKey()})
 	}
 	if len(p.GetEndpoints()) > 0 {
 		ip, ok := netip.AddrFromSlice(p.GetVpnIp())
 		if !ok {
-			return view.Slice{}, fmt.Errorf("slice of node %s: vpn ip of %d bytes", other, len(p.GetVpnIp()))
+			return nil, nil, fmt.Errorf("slice of node %s: vpn ip of %d bytes", other, len(p.GetVpnIp()))
 		}
 		for _, e := range p.GetEndpoints() {
-			if err := checkServices("endpoints of node "+other, e.GetEndpoint(), e.GetClient()); err != nil {
-				return view.Slice{}, err
+			if err := checkServices(e.GetEndpoint(), e.GetClient()); err != nil {
+				return nil, nil, fmt.Errorf("endpoints of node %s: %w", other, err)
 			}
 			if e.GetPort() == 0 || e.GetPort() > 65535 {
-				return view.Slice{}, fmt.Errorf("slice of node %s: port %d", other, e.GetPort())
+				return nil, nil, fmt.Errorf("slice of node %s: port %d", other, e.GetPort())
 			}
-			s.Endpoints = append(s.Endpoints, view.EndpointEntry{
-				Client: serviceid.ID(e.GetClient(), self), Service: e.GetEndpoint(),
+			eps = append(eps, view.EndpointEntry{
+				Client: d.selfID(e.GetClient()), Service: e.GetEndpoint(),
 				Endpoint: serviceid.ID(e.GetEndpoint(), other), Address: netip.AddrPortFrom(ip, uint16(e.GetPort())).String()})
 		}
 	}
-	v := view.View{Whitelist: s.Whitelist, Endpoints: s.Endpoints}
-	v.Sort()
-	return view.Slice{Node: other, Whitelist: v.Whitelist, Endpoints: v.Endpoints}, nil
+	return wl, eps, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -812,6 +813,39 @@ func TestUpdateSize(t *testing.T) {
 		if n := proto.Size(msg); n > tt.max {
 			t.Errorf("%s: %d bytes, want at most %d", tt.name, n, tt.max)
 		}
+	}
+}
+
+// TestFullViewAnyOrder: a full view decodes to the same sorted view
+// whatever the order of its slices on the wire (the coordinator sends them
+// in name order, which spares the node a sort, but the node does not count
+// on it).
+func TestFullViewAnyOrder(t *testing.T) {
+	u := update.Update{Revision: 9, Kind: update.Full, View: update.ViewUpdate{Kind: update.ViewFull, Full: v1}}
+	for _, tc := range []struct {
+		name    string
+		reorder func([]*vpnapipb.Slice)
+	}{
+		{name: "as sent", reorder: func([]*vpnapipb.Slice) {}},
+		{name: "reversed", reorder: slices.Reverse[[]*vpnapipb.Slice]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg, err := vpnapi.UpdateToProto(u, "n1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(msg.GetView().GetSlices()) < 2 || msg.GetView().GetLocal() == nil {
+				t.Fatalf("v1 on the wire has %d slices and local %v, want 2 and a local one", len(msg.GetView().GetSlices()), msg.GetView().GetLocal())
+			}
+			tc.reorder(msg.View.Slices)
+			got, err := vpnapi.UpdateFromProto(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(u, got, cmpOpts); diff != "" {
+				t.Errorf("full view (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
