@@ -158,15 +158,15 @@ func (x index) holders(idx map[string]map[string]sortedNames, service string, sc
 func eachName(lists []sortedNames, fn func(string)) {
 	lists = slices.DeleteFunc(lists, func(l sortedNames) bool { return len(l) == 0 })
 	for len(lists) > 0 {
-		min := lists[0][0]
+		next := lists[0][0]
 		for _, l := range lists[1:] {
-			if l[0] < min {
-				min = l[0]
+			if l[0] < next {
+				next = l[0]
 			}
 		}
-		fn(min)
+		fn(next)
 		for i := range lists {
-			if lists[i][0] == min {
+			if lists[i][0] == next {
 				lists[i] = lists[i][1:]
 			}
 		}
