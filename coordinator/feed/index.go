@@ -307,7 +307,7 @@ func (f *Feed) fullView(a *member) view.View {
 		f.pairs(a, b, func(e view.WhitelistEntry) { v.Whitelist = append(v.Whitelist, e) },
 			func(e view.EndpointEntry) { v.Endpoints = append(v.Endpoints, e) })
 	})
-	v.Whitelist, v.Endpoints = nilIfEmpty(slices.Clip(v.Whitelist)), nilIfEmpty(slices.Clip(v.Endpoints))
+	v.Whitelist, v.Endpoints = nilIfEmpty(v.Whitelist), nilIfEmpty(v.Endpoints)
 	v.Sort()
 	return v
 }
